@@ -1,0 +1,38 @@
+//! The benchmark command: `memkit-bench <SUITE|all> [--quick]`.
+
+use clap::Parser;
+
+/// Runs memkit's side-by-side benchmark suites and prints their tables.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The suite to run, or `all`.
+    #[arg(default_value = "all")]
+    suite: String,
+    /// Fewer iterations: each suite within a minute.
+    #[arg(long)]
+    quick: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let names: Vec<&str> = if args.suite == "all" {
+        memkit_bench::SUITES.iter().map(|(n, _, _)| *n).collect()
+    } else {
+        vec![args.suite.as_str()]
+    };
+    let options = memkit_bench::Options::new(args.quick);
+    for name in names {
+        let Some(report) = memkit_bench::run(name, &options) else {
+            let known: Vec<&str> = memkit_bench::SUITES.iter().map(|(n, _, _)| *n).collect();
+            eprintln!("memkit-bench: no suite '{name}' (suites: {})", known.join(", "));
+            return std::process::ExitCode::from(2);
+        };
+        print!("{}", report.table());
+        match report.write_json() {
+            Ok(path) => println!("written to {}", path.display()),
+            Err(e) => eprintln!("memkit-bench: cannot write the JSON report: {e}"),
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}

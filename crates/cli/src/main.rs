@@ -1,0 +1,2 @@
+//! The memkit command.
+fn main() {}

@@ -1,0 +1,127 @@
+//! The `Mmu` trait: how a region map installs translations, whatever the hardware.
+//!
+//! The region map decides *what* is mapped; an [`Mmu`] does the mapping: a software page
+//! table in tests, `mmap` over a memfd when hosted on Linux, x86_64 page tables in the
+//! kernel. Every change returns a [`TlbFlush`] token that must be flushed or explicitly
+//! ignored (`#[must_use]`), so a stale translation cannot be forgotten.
+
+use core::fmt;
+
+use memkit_types::{CacheMode, Frame, Page, PageCount, Rights};
+
+/// A translation as the MMU holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    /// The frame the page maps to.
+    pub frame: Frame,
+    /// What the mapping allows.
+    pub rights: Rights,
+    /// How the mapping is cached.
+    pub cache: CacheMode,
+}
+
+/// Why a mapping could not be installed or changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// The page already has a translation.
+    AlreadyMapped(Page),
+    /// The page has no translation (for [`Mmu::protect`]).
+    NotMapped(Page),
+    /// The page is outside what this MMU can translate (outside the hosted window, say).
+    OutOfRange(Page),
+    /// The frame is not RAM this MMU can map.
+    InvalidFrame(Frame),
+    /// Memory for page tables (or a kernel mapping slot) is exhausted.
+    OutOfMemory,
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapError::AlreadyMapped(p) => write!(f, "page {:#x} is already mapped", p.start_address().as_usize()),
+            MapError::NotMapped(p) => write!(f, "page {:#x} is not mapped", p.start_address().as_usize()),
+            MapError::OutOfRange(p) => write!(f, "page {:#x} is outside the MMU's range", p.start_address().as_usize()),
+            MapError::InvalidFrame(fr) => write!(f, "frame {:#x} cannot be mapped", fr.start_address().as_u64()),
+            MapError::OutOfMemory => f.write_str("no memory for page tables"),
+        }
+    }
+}
+
+impl core::error::Error for MapError {}
+
+/// A pending TLB invalidation for `count` pages from `start` on.
+///
+/// It must be [`flush`](TlbFlush::flush)ed through the MMU that produced it, or
+/// [`ignore`](TlbFlush::ignore)d where the caller knows no stale entry can exist (a page
+/// that was not mapped before, on an MMU without a TLB).
+#[must_use = "a changed translation must be flushed from the TLB or explicitly ignored"]
+#[derive(Debug)]
+pub struct TlbFlush {
+    start: Page,
+    count: PageCount,
+}
+
+impl TlbFlush {
+    /// A flush of `count` pages from `start` on.
+    pub const fn new(start: Page, count: PageCount) -> Self {
+        TlbFlush { start, count }
+    }
+
+    /// The first page to flush.
+    #[must_use]
+    pub const fn start(&self) -> Page {
+        self.start
+    }
+
+    /// The number of pages to flush.
+    #[must_use]
+    pub const fn count(&self) -> PageCount {
+        self.count
+    }
+
+    /// Flushes the pages from `mmu`'s TLB.
+    pub fn flush<M: Mmu + ?Sized>(self, mmu: &M) {
+        mmu.flush(self.start, self.count);
+    }
+
+    /// Drops the obligation: the caller knows no stale translation can exist.
+    pub fn ignore(self) {}
+}
+
+/// An MMU: installs, changes and removes page translations of one address space.
+pub trait Mmu {
+    /// Maps the `count` pages from `page` on to the `count` frames from `frame` on.
+    ///
+    /// # Errors
+    /// [`MapError::AlreadyMapped`] naming the first page that has a translation (nothing is
+    /// mapped then), [`MapError::OutOfRange`], [`MapError::InvalidFrame`],
+    /// [`MapError::OutOfMemory`].
+    fn map(
+        &mut self,
+        page: Page,
+        frame: Frame,
+        count: PageCount,
+        rights: Rights,
+        cache: CacheMode,
+    ) -> Result<TlbFlush, MapError>;
+
+    /// Removes the translations of the `count` pages from `page` on; pages without one are
+    /// passed over.
+    ///
+    /// # Errors
+    /// [`MapError::OutOfRange`] when the range is outside what this MMU translates.
+    fn unmap(&mut self, page: Page, count: PageCount) -> Result<TlbFlush, MapError>;
+
+    /// Changes the rights of the mapped pages among the `count` pages from `page` on
+    /// (unmapped ones are passed over), for example to write-protect a copy-on-write page.
+    ///
+    /// # Errors
+    /// [`MapError::OutOfRange`] when the range is outside what this MMU translates.
+    fn protect(&mut self, page: Page, count: PageCount, rights: Rights) -> Result<TlbFlush, MapError>;
+
+    /// The translation of `page`, if it has one.
+    fn translate(&self, page: Page) -> Option<Translation>;
+
+    /// Invalidates any cached translation of the `count` pages from `start` on.
+    fn flush(&self, start: Page, count: PageCount);
+}

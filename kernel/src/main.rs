@@ -1,0 +1,2 @@
+//! The memkit kernel (work in progress in its own issue).
+fn main() {}
