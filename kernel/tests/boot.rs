@@ -1,0 +1,71 @@
+//! Boots the kernel under QEMU (TCG) and checks the verdict of its in-kernel test suite: the
+//! serial output must end in `N passed, 0 failed` and QEMU must leave through
+//! `isa-debug-exit` with the success status.
+//!
+//! Without QEMU the test fails when the environment variable `CI` is set and is skipped
+//! (with a message) otherwise.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `isa-debug-exit` ends QEMU with `(value << 1) | 1`; the kernel writes 0x10 on success.
+const SUCCESS_STATUS: i32 = (0x10 << 1) | 1;
+const TIMEOUT: Duration = Duration::from_secs(120);
+const QEMU: &str = "qemu-system-x86_64";
+
+#[test]
+fn kernel_boots_and_passes_its_tests() {
+    if Command::new(QEMU).arg("--version").stdout(Stdio::null()).status().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "{QEMU} is missing: install qemu-system-x86");
+        eprintln!("skipped: {QEMU} is missing (install qemu-system-x86 to boot the kernel)");
+        return;
+    }
+    let kernel = env!("CARGO_BIN_EXE_memkit-kernel");
+    let mut child = Command::new(QEMU)
+        .args(["-machine", "q35", "-accel", "tcg", "-m", "512M", "-display", "none", "-serial", "stdio"])
+        .args(["-monitor", "none", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(["-kernel", kernel])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("QEMU starts");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        let mut output = String::new();
+        stdout.read_to_string(&mut output).expect("QEMU's serial output is text");
+        output
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("QEMU can be waited for") {
+            break Some(status);
+        }
+        if started.elapsed() > TIMEOUT {
+            child.kill().expect("QEMU can be killed");
+            child.wait().expect("QEMU can be reaped");
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = reader.join().expect("the reader thread finishes");
+    println!("{output}");
+    let status = status.unwrap_or_else(|| panic!("the kernel did not finish within {TIMEOUT:?}"));
+
+    let verdict = output
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let line = line.trim_end_matches('\r');
+            let (passed, rest) = line.split_once(" passed, ")?;
+            let failed = rest.strip_suffix(" failed")?;
+            Some((passed.parse::<u32>().ok()?, failed.parse::<u32>().ok()?))
+        })
+        .expect("the kernel prints `N passed, M failed`");
+    let (passed, failed) = verdict;
+    assert_eq!(failed, 0, "in-kernel tests failed");
+    assert!(passed >= 4, "too few in-kernel tests ran: {passed}");
+    assert!(!output.contains("PANIC") && !output.contains("FATAL"), "the kernel reported a fatal error");
+    assert_eq!(status.code(), Some(SUCCESS_STATUS), "QEMU's exit status says the kernel failed");
+}
