@@ -1,1 +1,44 @@
-//! memkit hosted on Linux: memfd RAM, mmap as the MMU, real page faults.
+//! memkit hosted on Linux: memfd RAM, `mmap` as the MMU, real page faults.
+//!
+//! Design principles:
+//! - **RAM is one memfd** of the machine's size ([`HostRam`]); a frame is a 4 KiB offset in
+//!   it, and the whole file is mapped once as a direct map for copying, zeroing and the frame
+//!   allocator's headers ([`HostRam::direct_map`]). It implements
+//!   [`PhysMemory`](memkit_types::PhysMemory).
+//! - **An address space is a window** of virtual addresses reserved `PROT_NONE`
+//!   ([`Window`]); its [`HostMmu`] implements the region map's
+//!   [`Mmu`](memkit_region::Mmu) by mapping frames with `mmap(MAP_SHARED|MAP_FIXED)` at
+//!   their file offset, unmapping by putting the reservation back, protecting with
+//!   `mprotect`.
+//! - **Faults are real.** A process-wide `SIGSEGV` handler ([`fault`]) resolves faults
+//!   inside registered windows and returns, so the CPU retries the access; every other fault
+//!   goes to the handler installed before it.
+//! - **Kernel limits are budgeted.** Runs of consecutive frames map as one VMA; the runtime
+//!   counts its VMAs and fails with an error before `vm.max_map_count` ([`MappingBudget`]).
+//! - **Unsafe is fenced** in small modules: [`sys`](crate) (syscalls), `ram` (the direct
+//!   map), `fault` (the signal handler), [`access`] (loads and stores in windows).
+//!
+//! ```text
+//!   program ─ load/store ─▶ window page ─(not mapped)─▶ SIGSEGV ─▶ HostSpace::lock
+//!                                ▲                                   └▶ resolver: region map
+//!                                └──── mmap(memfd, frame) ◀── HostMmu::map ◀┘
+//! ```
+//!
+//! # The locking rule
+//! A [`HostSpace`] keeps its state (region map and [`HostMmu`]) behind a spin lock that the
+//! fault handler takes. Code outside the handler takes it only around map operations, and
+//! never loads or stores window memory while holding it; the handler then can always get
+//! the lock, whichever thread faults.
+
+mod sys;
+
+pub mod access;
+pub mod fault;
+mod ram;
+mod space;
+mod window;
+
+pub use fault::{FaultResolver, RegisterError, Registration, faults_resolved};
+pub use ram::{HostRam, RamError};
+pub use space::{HostSpace, SpaceState};
+pub use window::{HostMmu, MappingBudget, Window, WindowError};

@@ -1,0 +1,194 @@
+//! RAM: one memfd of the machine's size, mapped once as a direct map.
+//!
+//! ```text
+//!   memfd  | frame 0 | frame 1 | frame 2 | ... | frame n-1 |   (physical address = file offset)
+//!             ▲ direct map (read-write, shared): copies, zeroing, allocator headers
+//!             ▲ window pages mapped MAP_SHARED at a frame's offset: what programs load and store
+//! ```
+//!
+//! The memfd is sparse: frames nobody touched cost nothing. Because every view is
+//! `MAP_SHARED` over the same file, a store through a window is seen through the direct map
+//! and through every other window mapping the same frame.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+
+use memkit_types::{Frame, FrameCount, PAGE_SIZE, PhysAddr, PhysMemory};
+
+use crate::sys;
+
+/// Why RAM could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RamError {
+    /// The size is zero or not a multiple of 4 KiB.
+    BadSize(u64),
+    /// A syscall failed (its errno).
+    Os(i32),
+}
+
+impl core::fmt::Display for RamError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RamError::BadSize(s) => write!(f, "RAM size {s:#x} is zero or not a multiple of 4 KiB"),
+            RamError::Os(e) => write!(f, "cannot set up RAM: errno {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RamError {}
+
+impl RamError {
+    /// The seed's code: `-L4_ENOMEM` (-12) for a failed syscall, `-L4_EINVAL` (-22) for a bad size.
+    #[must_use]
+    pub fn code(self) -> i32 {
+        match self {
+            RamError::BadSize(_) => -22,
+            RamError::Os(_) => -12,
+        }
+    }
+}
+
+/// The machine's RAM: a memfd of `size` bytes and its direct map.
+///
+/// # Invariants
+/// `base .. base + size` is a shared read-write mapping of the whole memfd, owned by this
+/// value and released when it drops; no Rust reference into it is ever handed out, so every
+/// access goes through raw copies.
+#[derive(Debug)]
+pub struct HostRam {
+    fd: OwnedFd,
+    base: NonNull<u8>,
+    size: u64,
+}
+
+// SAFETY: the direct map is plain shared memory reached only through raw copies; HostRam
+// holds no thread-bound state, and concurrent raw copies to distinct frames are fine (callers
+// only touch frames they own, per the PhysMemory contract).
+unsafe impl Send for HostRam {}
+// SAFETY: as for Send: every method takes &self and performs raw copies on owned frames.
+unsafe impl Sync for HostRam {}
+
+impl HostRam {
+    /// Creates RAM of `size` bytes (physical addresses `0 .. size`), all zero.
+    ///
+    /// # Errors
+    /// [`RamError::BadSize`] for a zero or unaligned size; [`RamError::Os`] when the memfd or
+    /// its mapping cannot be made.
+    pub fn new(size: u64) -> Result<Self, RamError> {
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE as u64) || usize::try_from(size).is_err() {
+            return Err(RamError::BadSize(size));
+        }
+        let fd = rustix::fs::memfd_create("memkit-ram", rustix::fs::MemfdFlags::CLOEXEC)
+            .map_err(|e| RamError::Os(e.raw_os_error()))?;
+        rustix::fs::ftruncate(&fd, size).map_err(|e| RamError::Os(e.raw_os_error()))?;
+        let ptr = sys::map_shared(fd.as_fd(), size as usize, 0).map_err(|e| RamError::Os(e.raw_os_error()))?;
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or(RamError::Os(libc::ENOMEM))?;
+        Ok(HostRam { fd, base, size })
+    }
+
+    /// The size in bytes.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The number of frames.
+    #[must_use]
+    pub fn frames(&self) -> FrameCount {
+        FrameCount::new(self.size / PAGE_SIZE as u64)
+    }
+
+    /// The memfd, for mapping frames into windows.
+    #[must_use]
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Whether `frame .. frame + count` lies inside this RAM.
+    #[must_use]
+    pub fn contains(&self, frame: Frame, count: FrameCount) -> bool {
+        frame.number().checked_add(count.get()).is_some_and(|end| end <= self.frames().get())
+    }
+
+    /// A raw pointer to the direct mapping of `addr .. addr + len`: the header mapping the
+    /// frame allocator keeps its metadata in, or any other raw view of physical memory.
+    ///
+    /// # Panics
+    /// If the range is not inside this RAM.
+    #[must_use]
+    pub fn direct_map(&self, addr: PhysAddr, len: usize) -> NonNull<u8> {
+        self.check(addr, len);
+        // SAFETY: check() proved addr + len <= size, so the offset stays inside the mapping
+        // that base points to.
+        unsafe { self.base.add(addr.as_u64() as usize) }
+    }
+
+    fn check(&self, addr: PhysAddr, len: usize) {
+        let end = addr.as_u64().checked_add(len as u64);
+        assert!(end.is_some_and(|e| e <= self.size), "physical range {addr}+{len:#x} outside RAM of {:#x}", self.size);
+    }
+}
+
+impl PhysMemory for HostRam {
+    fn zero(&self, frame: Frame, count: FrameCount) {
+        let len = (count.get() as usize) * PAGE_SIZE;
+        let dst = self.direct_map(frame.start_address(), len);
+        // SAFETY: direct_map checked the range lies in the mapping; the caller owns the frames,
+        // and no Rust reference covers the direct map.
+        unsafe { dst.write_bytes(0, len) };
+    }
+
+    fn copy(&self, src: Frame, dst: Frame, count: FrameCount) {
+        let len = (count.get() as usize) * PAGE_SIZE;
+        let s = self.direct_map(src.start_address(), len);
+        let d = self.direct_map(dst.start_address(), len);
+        // SAFETY: both ranges are inside the mapping (checked) and do not overlap (the trait's
+        // contract); raw memory, no references.
+        unsafe { d.copy_from_nonoverlapping(s, len) };
+    }
+
+    fn read(&self, addr: PhysAddr, buf: &mut [u8]) {
+        let s = self.direct_map(addr, buf.len());
+        // SAFETY: the source is inside the mapping (checked) and cannot overlap a Rust buffer,
+        // which lives outside the direct map.
+        unsafe { s.copy_to_nonoverlapping(NonNull::from(&mut *buf).cast::<u8>(), buf.len()) };
+    }
+
+    fn write(&self, addr: PhysAddr, buf: &[u8]) {
+        let d = self.direct_map(addr, buf.len());
+        // SAFETY: the destination is inside the mapping (checked) and cannot overlap `buf`.
+        unsafe { d.copy_from_nonoverlapping(NonNull::from(buf).cast::<u8>(), buf.len()) };
+    }
+}
+
+impl Drop for HostRam {
+    fn drop(&mut self) {
+        // SAFETY: base/size is the mapping made in new(); no reference into it exists and
+        // HostRam is being dropped, so nothing can use it any more.
+        unsafe { sys::release(self.base.as_ptr().cast(), self.size as usize) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_round_trip() {
+        let ram = HostRam::new(16 * PAGE_SIZE as u64).unwrap();
+        assert_eq!(ram.frames(), FrameCount::new(16));
+        ram.write(PhysAddr::new(0xff0), &[7u8; 32]);
+        let mut buf = [0u8; 40];
+        ram.read(PhysAddr::new(0xfe8), &mut buf);
+        assert_eq!(&buf[..8], &[0; 8]);
+        assert_eq!(&buf[8..], &[7; 32]);
+        ram.copy(Frame::from_number(1), Frame::from_number(5), FrameCount::new(1));
+        ram.read(PhysAddr::new(0x5000), &mut buf[..1]);
+        assert_eq!(buf[0], 7);
+        ram.zero(Frame::from_number(1), FrameCount::new(1));
+        ram.read(PhysAddr::new(0x1000), &mut buf[..1]);
+        assert_eq!(buf[0], 0);
+        assert_eq!(HostRam::new(100).unwrap_err(), RamError::BadSize(100));
+        assert!(!ram.contains(Frame::from_number(15), FrameCount::new(2)));
+    }
+}
