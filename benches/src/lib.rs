@@ -18,6 +18,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub mod fault;
+
 /// The name memkit's own rows carry in the `impl` column.
 pub const MEMKIT: &str = "memkit";
 
@@ -195,6 +197,7 @@ pub type Suite = (&'static str, &'static str, fn(&Options) -> Report);
 /// Every suite, in the order `all` runs them.
 pub const SUITES: &[Suite] = &[
     // Each suite module adds its line here.
+    ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch", fault::run),
 ];
 
 /// Runs the suite called `name`, prints nothing, writes nothing.

@@ -86,6 +86,18 @@ impl HostRam {
         Ok(HostRam { fd, base, size })
     }
 
+    /// Backs every frame with real memory now, and maps the whole direct map, as a machine's
+    /// RAM exists before anyone uses it. Without it the memfd stays sparse and the kernel
+    /// allocates each frame on its first touch (a kernel page fault inside memkit's faults).
+    ///
+    /// # Errors
+    /// [`RamError::Os`] when the kernel cannot provide the memory.
+    pub fn populate(&self) -> Result<(), RamError> {
+        rustix::fs::fallocate(&self.fd, rustix::fs::FallocateFlags::empty(), 0, self.size)
+            .map_err(|e| RamError::Os(e.raw_os_error()))?;
+        sys::populate_write(self.base.as_ptr().cast(), self.size as usize).map_err(|e| RamError::Os(e.raw_os_error()))
+    }
+
     /// The size in bytes.
     #[must_use]
     pub fn size(&self) -> u64 {

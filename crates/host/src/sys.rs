@@ -29,7 +29,9 @@ pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize, offset: u64) -> rustix:
     }
 }
 
-/// Replaces the pages at `addr .. addr + len` with `len` bytes of `fd` from `offset` on.
+/// Replaces the pages at `addr .. addr + len` with `len` bytes of `fd` from `offset` on;
+/// with `populate`, also fills in the page-table entries now (`MAP_POPULATE`) so that the
+/// first access does not fault again.
 ///
 /// # Safety
 /// `addr .. addr + len` lies inside a range reserved by the runtime, page aligned, and no
@@ -40,10 +42,12 @@ pub(crate) unsafe fn map_fixed(
     prot: ProtFlags,
     fd: BorrowedFd<'_>,
     offset: u64,
+    populate: bool,
 ) -> rustix::io::Result<()> {
+    let flags = MapFlags::SHARED | MapFlags::FIXED | if populate { MapFlags::POPULATE } else { MapFlags::empty() };
     // SAFETY: the caller guarantees the range is the runtime's own and unreferenced, so
     // replacing what is there cannot invalidate anything Rust relies on.
-    unsafe { rustix::mm::mmap(addr, len, prot, MapFlags::SHARED | MapFlags::FIXED, fd, offset) }.map(|_| ())
+    unsafe { rustix::mm::mmap(addr, len, prot, flags, fd, offset) }.map(|_| ())
 }
 
 /// Puts the pages at `addr .. addr + len` back to the reserved, inaccessible state.
@@ -73,4 +77,11 @@ pub(crate) unsafe fn release(addr: *mut c_void, len: usize) {
     // SAFETY: the caller guarantees the range is ours and unused. A failure cannot happen
     // for a range mmap returned; if it did, the range would merely stay reserved.
     let _ = unsafe { rustix::mm::munmap(addr, len) };
+}
+
+/// Faults in every page of `addr .. addr + len` for writing (`MADV_POPULATE_WRITE`).
+pub(crate) fn populate_write(addr: *mut c_void, len: usize) -> rustix::io::Result<()> {
+    // SAFETY: populating only allocates and maps pages of an existing mapping; it never
+    // changes their contents or replaces the mapping.
+    unsafe { rustix::mm::madvise(addr, len, rustix::mm::Advice::LinuxPopulateWrite) }
 }

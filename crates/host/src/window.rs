@@ -246,6 +246,7 @@ pub struct HostMmu {
     table: Box<[u64]>,
     runs: usize,
     budget: Arc<MappingBudget>,
+    populate: bool,
 }
 
 impl HostMmu {
@@ -259,7 +260,14 @@ impl HostMmu {
     #[must_use]
     pub fn with_budget(window: Window, ram: Arc<HostRam>, budget: Arc<MappingBudget>) -> Self {
         let table = vec![0u64; window.pages().get()].into_boxed_slice();
-        HostMmu { window, ram, table, runs: 0, budget }
+        HostMmu { window, ram, table, runs: 0, budget, populate: true }
+    }
+
+    /// Whether a map also fills in the kernel's page-table entries (`MAP_POPULATE`, the
+    /// default): the access that faulted then retries without a second, kernel-level fault.
+    /// Turn it off to map large ranges of a sparse RAM without allocating them.
+    pub fn set_populate(&mut self, populate: bool) {
+        self.populate = populate;
     }
 
     /// The window.
@@ -383,6 +391,7 @@ impl Mmu for HostMmu {
                 prot_of(rights),
                 self.ram.fd(),
                 frame.start_address().as_u64(),
+                self.populate,
             )
         };
         if mapped.is_err() {

@@ -1,0 +1,141 @@
+//! Suite `fault`: a real page fault resolved by memkit on Linux against the kernel's own
+//! first-touch fault on anonymous memory, in the same run, per page.
+//!
+//! ```text
+//!   linux:  store ─▶ #PF ─▶ kernel allocates, zeroes, maps ─▶ retry
+//!   memkit: store ─▶ #PF ─▶ SIGSEGV ─▶ handler: frame of the page, zero it through the
+//!           direct map, mmap(MAP_FIXED|MAP_POPULATE) it into the window ─▶ sigreturn ─▶ retry
+//! ```
+//!
+//! Each round maps a fresh window (memkit) or a fresh anonymous mapping (Linux) of `pages`
+//! pages and stores one byte into each page in order; the best round counts. memkit's RAM is
+//! populated beforehand, as a machine's RAM exists before it is used; the page's frame is
+//! still zeroed on every fault, as a dataspace zero-fills on first touch.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use memkit_host::access::store_u8;
+use memkit_host::{HostMmu, HostRam, HostSpace, SpaceState, Window};
+use memkit_region::Mmu;
+use memkit_types::{Access, CacheMode, Frame, FrameCount, PAGE_SIZE, Page, PageCount, PhysMemory, Rights, VirtAddr};
+
+use crate::{MEMKIT, Options, Report};
+
+/// The case name of the measured fault.
+pub const CASE: &str = "first-touch fault, ns per page";
+
+/// Demand-zero resolution over one window: page `i` gets frame `i`, so neighbouring faults
+/// extend one mapping (one kernel VMA) instead of making one each.
+#[derive(Debug)]
+struct DemandZero {
+    mmu: HostMmu,
+}
+
+impl SpaceState for DemandZero {
+    fn resolve_fault(&mut self, addr: VirtAddr, access: Access) -> bool {
+        let page = Page::containing_address(addr);
+        if let Some(t) = self.mmu.translate(page) {
+            return t.rights.allows(access);
+        }
+        let Some(index) = page.checked_distance_from(self.mmu.window().first_page()) else { return false };
+        let frame = Frame::from_number(index.get() as u64);
+        self.mmu.ram().zero(frame, FrameCount::new(1));
+        match self.mmu.map(page, frame, PageCount::new(1), Rights::RW, CacheMode::WriteBack) {
+            Ok(flush) => {
+                flush.ignore();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn memkit_round(ram: &Arc<HostRam>, pages: usize, populate: bool) -> f64 {
+    let window = Window::new(pages * PAGE_SIZE).expect("reserve a window");
+    let (start, len) = (window.start(), window.len());
+    let mut mmu = HostMmu::new(window, Arc::clone(ram));
+    mmu.set_populate(populate);
+    let space = HostSpace::new(start, len, DemandZero { mmu }).expect("register the window");
+    let t = Instant::now();
+    for i in 0..pages {
+        // SAFETY: every page of the window is resolved by DemandZero.
+        unsafe { store_u8(space.addr(i * PAGE_SIZE), 1) };
+    }
+    t.elapsed().as_nanos() as f64 / pages as f64
+}
+
+fn linux_round(pages: usize) -> f64 {
+    let len = pages * PAGE_SIZE;
+    // SAFETY: a fresh anonymous mapping at an address the kernel chooses replaces nothing.
+    let ptr = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::PRIVATE,
+        )
+    }
+    .expect("anonymous mapping");
+    // Keep transparent huge pages out: the comparison is per 4 KiB page.
+    // SAFETY: advice on our own fresh mapping; it does not change its contents.
+    let _ = unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::LinuxNoHugepage) };
+    let base = ptr.cast::<u8>();
+    let t = Instant::now();
+    for i in 0..pages {
+        // SAFETY: inside the fresh read-write mapping of `len` bytes.
+        let p = unsafe { base.add(i * PAGE_SIZE) };
+        // SAFETY: p is inside the mapping; nothing else refers to it.
+        unsafe { p.write_volatile(1) };
+    }
+    let ns = t.elapsed().as_nanos() as f64 / pages as f64;
+    // SAFETY: the mapping made above, no longer used.
+    let _ = unsafe { rustix::mm::munmap(ptr, len) };
+    ns
+}
+
+/// Runs the suite.
+pub fn run(options: &Options) -> Report {
+    let pages: usize = 100_000;
+    let rounds: u32 = if options.quick { 3 } else { 7 };
+    let mut report = Report::new("fault");
+    let ram = Arc::new(HostRam::new((pages * PAGE_SIZE) as u64).expect("RAM"));
+    ram.populate().expect("populate RAM");
+    let (mut memkit, mut memkit_lazy, mut linux) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    let total = u64::from(rounds) * 3;
+    for r in 0..rounds {
+        let step = u64::from(r) * 3;
+        options.progress("fault: memkit", step, total);
+        memkit = memkit.min(memkit_round(&ram, pages, true));
+        options.progress("fault: memkit, no MAP_POPULATE", step + 1, total);
+        memkit_lazy = memkit_lazy.min(memkit_round(&ram, pages, false));
+        options.progress("fault: linux", step + 2, total);
+        linux = linux.min(linux_round(pages));
+    }
+    options.progress("fault", total, total);
+    report.push(CASE, MEMKIT, memkit);
+    report.push(CASE, "linux anonymous", linux);
+    report.push("first-touch fault without MAP_POPULATE, ns per page", MEMKIT, memkit_lazy);
+    report.note(format!(
+        "{pages} pages per round, best of {rounds} rounds; memkit / linux = {:.2} (target <= 3)",
+        memkit / linux
+    ));
+    match software_resolution() {
+        Some((case, ns)) => {
+            report.note(format!("software-only resolution (suite region, {case}): {ns:.1} ns per fault"))
+        }
+        None => report.note("software-only resolution: run the region suite to see it beside this one"),
+    }
+    report
+}
+
+/// memkit's software-only fault resolution as the `region` suite last measured it.
+fn software_resolution() -> Option<(String, f64)> {
+    let text = std::fs::read_to_string(crate::output_dir().join("region.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["results"].as_array()?.iter().find_map(|r| {
+        let case = r["case"].as_str()?;
+        let is_fault = case.contains("fault") || case.contains("resolve");
+        (is_fault && r["impl"] == MEMKIT).then(|| (case.to_string(), r["ns_per_op"].as_f64().unwrap_or(f64::NAN)))
+    })
+}
