@@ -1,0 +1,1153 @@
+//! The pmallocator: a bitmap buddy allocator whose metadata lives in the managed RAM.
+//!
+//! # The header
+//!
+//! All metadata is a run of `u64` words (the header) inside the managed area. It holds no
+//! pointers: only frame numbers, word offsets and bits. Every call goes through an
+//! [`Allocator`] view attached over the header's *current* mapping (a `&mut [u64]`), so the
+//! header keeps working after it is mapped elsewhere (boot identity map, then a higher-half
+//! direct map; or copied to another buffer in a test).
+//!
+//! ```text
+//!  header words:  | magic, area, header region, counters | A0 | R | A1 | T0.. | A2 | T1.. | ...
+//!
+//!  A0  one bit per frame:       1 = free                       (the truth)
+//!  R   one bit per frame:       1 = reserved, header or outside the area
+//!  A1  one bit per A0 word:     1 = all 64 frames free         (a free 64-frame unit)
+//!  A2  one bit per A1 word:     1 = all 4096 frames free       ... up to the top level
+//!  TL  one bit per AL word:     1 = the word is not zero       (64-ary summaries to find
+//!      (and summaries of it)                                    a non-empty word fast)
+//! ```
+//!
+//! A block of order `k = 6·L + r` is free exactly when its `2^r` bits at level `L` are set,
+//! so blocks coalesce the moment their frames are free, as in an ideal buddy allocator, and
+//! finding one is a walk down the summaries followed by a bit trick in one word.
+//!
+//! # Split and merge
+//!
+//! ```text
+//!  allocate order 0 in a free 64-frame unit      free it again
+//!  A1: ...1...  ->  ...0...                      A1: ...0...  ->  ...1...
+//!  A0: 1111..11 ->  0111..11                     A0: 0111..11 ->  1111..11
+//! ```
+//! Splitting is clearing bits, merging is setting them: a level-`L+1` bit follows "my word at
+//! level `L` is all ones", so no free lists are kept and no block is ever merged by hand.
+//!
+//! # Cost
+//!
+//! About 2.05 bits per frame (A0 and R; the upper levels and summaries add 1/32): 66 KiB
+//! per GiB of managed RAM, 0.0063 %.
+
+use memkit_types::{Frame, FrameCount, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr};
+
+use crate::area::MemoryArea;
+use crate::error::{AllocateAtError, AllocateError, AreaError, AttachError, FreeError, GetHeaderError, InitError};
+
+/// The header's first word.
+pub const HEADER_MAGIC: u64 = 0x6d6b_7068_7973_0001;
+
+const W_MAGIC: usize = 0;
+const W_START: usize = 1;
+const W_END: usize = 2;
+const W_HEADER_START: usize = 3;
+const W_HEADER_FRAMES: usize = 4;
+const W_FREE: usize = 5;
+const W_USABLE: usize = 6;
+const W_HINT: usize = 7;
+const W_WORDS: usize = 8;
+const W_CHECK: usize = 9;
+/// Words before the first bitmap.
+const FIXED_WORDS: usize = 16;
+
+/// Levels of "fully free unit" bitmaps: level `L` units are `64^L` frames; 8 levels reach
+/// 2^48 frames, beyond the physical limit.
+const MAX_LEVELS: usize = 8;
+/// Summary layers over one level's bitmap (64-ary): 8 reach 2^48 words.
+const MAX_LAYERS: usize = 8;
+
+/// A bitmap inside the header: `words` words from word `offset` on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Bitmap {
+    offset: usize,
+    words: usize,
+}
+
+/// One level: its bitmap (word `i` is absolute word `lo + i`) and the summaries over it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Level {
+    bits: Bitmap,
+    lo: u64,
+    layers: usize,
+    tree: [Bitmap; MAX_LAYERS],
+}
+
+/// Where everything is in a header for a given area. Computed from the area alone, so the
+/// same area always gives the same header layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    /// First frame number of the area.
+    start: u64,
+    /// One past the last frame number.
+    end: u64,
+    levels: usize,
+    level: [Level; MAX_LEVELS],
+    reserved: Bitmap,
+    total_words: usize,
+    max_order: u8,
+}
+
+impl Geometry {
+    fn new(start: u64, end: u64) -> Geometry {
+        let span = end - start;
+        let mut g = Geometry {
+            start,
+            end,
+            levels: 0,
+            level: [Level::default(); MAX_LEVELS],
+            reserved: Bitmap::default(),
+            total_words: 0,
+            max_order: 0,
+        };
+        let mut offset = FIXED_WORDS;
+        // Level 0 and R share the frame indexing.
+        let (mut us, mut ue) = (start, end);
+        let mut l = 0;
+        loop {
+            let lo = us / 64;
+            let hi = ue.div_ceil(64);
+            let words = (hi - lo) as usize;
+            let bits = Bitmap { offset, words };
+            offset += words;
+            if l == 0 {
+                g.reserved = Bitmap { offset, words };
+                offset += words;
+            }
+            let mut lv = Level { bits, lo, layers: 0, tree: [Bitmap::default(); MAX_LAYERS] };
+            let mut cur = words;
+            while cur > 1 {
+                let w = cur.div_ceil(64);
+                lv.tree[lv.layers] = Bitmap { offset, words: w };
+                lv.layers += 1;
+                offset += w;
+                cur = w;
+            }
+            g.level[l] = lv;
+            l += 1;
+            // Level l-1 reaches blocks of order 6(l-1)+5; stop once that covers the span.
+            if 6 * l as u32 >= 64 || (1u64 << (6 * l)) > span || l == MAX_LEVELS {
+                break;
+            }
+            us = lo;
+            ue = hi;
+        }
+        g.levels = l;
+        g.total_words = offset;
+        g.max_order = (63 - span.leading_zeros()).min(u32::from(Order::MAX.get())) as u8;
+        g
+    }
+
+    fn checksum(&self) -> u64 {
+        (self.start.rotate_left(7) ^ self.end.rotate_left(29) ^ (self.total_words as u64).rotate_left(41))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// The frame range of a 4 KiB aligned, non-empty area inside the physical limit.
+fn area_frames(area: MemoryArea) -> Result<(u64, u64), AreaError> {
+    if !area.is_frame_aligned() {
+        return Err(AreaError::Unaligned(area));
+    }
+    if area.size == 0 {
+        return Err(AreaError::Empty(area));
+    }
+    match area.start.as_u64().checked_add(area.size) {
+        Some(end) if end <= PhysAddr::LIMIT => Ok((area.start.as_u64() >> PAGE_SHIFT, end >> PAGE_SHIFT)),
+        _ => Err(AreaError::TooLarge(area)),
+    }
+}
+
+/// The seed's `pmallocator_get_header_size`: the bytes of header an area needs, a multiple of
+/// 4 KiB.
+///
+/// # Errors
+/// [`AreaError`] when the area is not 4 KiB aligned, empty or past the physical limit.
+pub fn header_size(area: MemoryArea) -> Result<u64, AreaError> {
+    let (s, e) = area_frames(area)?;
+    Ok(header_bytes(&Geometry::new(s, e)))
+}
+
+fn header_bytes(g: &Geometry) -> u64 {
+    ((g.total_words * 8) as u64).next_multiple_of(PAGE_SIZE as u64)
+}
+
+/// The number of `u64` words the header mapping of `area` must hold (its header size / 8).
+///
+/// # Errors
+/// [`AreaError`] when the area is not 4 KiB aligned, empty or past the physical limit.
+pub fn header_words(area: MemoryArea) -> Result<usize, AreaError> {
+    Ok((header_size(area)? / 8) as usize)
+}
+
+/// The seed's `pmallocator_get_header`: finds a 4 KiB aligned region of
+/// [`header_size`]`(area)` bytes inside `area` that avoids every reserved region, as high in
+/// the area as possible (so that low memory stays for users that need it).
+///
+/// `reserved` enumerates the reserved regions (the seed's enumerator); it is walked several
+/// times, hence `Clone`. Regions need not be aligned or inside the area.
+///
+/// # Errors
+/// [`GetHeaderError::OutOfMemory`] when no such region exists,
+/// [`GetHeaderError::BadArea`] when the area itself cannot be managed.
+pub fn get_header<I>(area: MemoryArea, reserved: I) -> Result<MemoryArea, GetHeaderError>
+where
+    I: IntoIterator<Item = MemoryArea> + Clone,
+{
+    let size = header_size(area).map_err(GetHeaderError::BadArea)?;
+    let needed = GetHeaderError::OutOfMemory { needed: size };
+    let lowest = area.start.as_u64();
+    let mut top = area.end().checked_sub(size).ok_or(needed)?;
+    if top < lowest {
+        return Err(needed);
+    }
+    // Move the candidate down below every reserved region it overlaps until none does.
+    loop {
+        let candidate = MemoryArea::new(PhysAddr::new(top), size);
+        let mut moved = false;
+        for r in reserved.clone() {
+            if candidate.overlaps(r) {
+                let below = r.start.as_u64().checked_sub(size).ok_or(needed)? & !(PAGE_SIZE as u64 - 1);
+                if below < lowest {
+                    return Err(needed);
+                }
+                top = top.min(below);
+                moved = true;
+            }
+        }
+        if !moved {
+            return Ok(candidate);
+        }
+    }
+}
+
+/// Free frames by order and totals, as [`Allocator::stats`] reports them.
+///
+/// The free frames are split into maximal naturally aligned blocks, as a buddy allocator's
+/// free lists would hold them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames the allocator manages: the area minus reserved regions and the header.
+    pub total_frames: FrameCount,
+    /// Frames free now.
+    pub free_frames: FrameCount,
+    /// `free_blocks[k]`: free blocks of order `k` in the buddy decomposition.
+    pub free_blocks: [u64; Order::MAX.get() as usize + 1],
+    /// The largest free block's order, `None` when nothing is free.
+    pub largest_free_order: Option<Order>,
+}
+
+/// A view of an allocator's header through its current mapping.
+///
+/// The view caches the header's geometry (recomputed from the area on [`attach`]); the
+/// header itself holds all state, so views can be dropped and re-attached at will, through
+/// any mapping of the same words.
+///
+/// [`attach`]: Allocator::attach
+pub struct Allocator<'h> {
+    words: &'h mut [u64],
+    geo: Geometry,
+}
+
+impl core::fmt::Debug for Allocator<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Allocator")
+            .field("area", &self.area())
+            .field("header", &self.header_region())
+            .field("free_frames", &self.free_frames().get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'h> Allocator<'h> {
+    /// The seed's `pmallocator_init_region`: writes a fresh header for `area` into `header`
+    /// (the current mapping of `header_region`) and returns a view of it.
+    ///
+    /// Every frame of the area is free except those of the reserved regions (rounded outwards
+    /// to whole frames) and of the header region, which are never handed out.
+    ///
+    /// # Errors
+    /// [`InitError`] when the area cannot be managed, the header region is unaligned, too
+    /// small, outside the area or overlaps a reserved region, or the mapping is too short.
+    /// Nothing is written then.
+    pub fn init<I>(
+        area: MemoryArea,
+        header_region: MemoryArea,
+        header: &'h mut [u64],
+        reserved: I,
+    ) -> Result<Self, InitError>
+    where
+        I: IntoIterator<Item = MemoryArea> + Clone,
+    {
+        let (s, e) = area_frames(area).map_err(InitError::BadArea)?;
+        let geo = Geometry::new(s, e);
+        let hsize = header_bytes(&geo);
+        if !header_region.is_frame_aligned() || header_region.size < hsize || !area.contains(header_region) {
+            return Err(InitError::BadHeaderRegion(header_region));
+        }
+        if let Some(r) = reserved.clone().into_iter().find(|r| header_region.overlaps(*r)) {
+            return Err(InitError::HeaderOverlapsReserved(r));
+        }
+        if header.len() < geo.total_words {
+            return Err(InitError::MappingTooSmall { needed: geo.total_words, given: header.len() });
+        }
+        let words = &mut header[..geo.total_words];
+        words.fill(0);
+        let (hs, he) = header_region.frames_outward();
+        words[W_MAGIC] = HEADER_MAGIC;
+        words[W_START] = s;
+        words[W_END] = e;
+        words[W_HEADER_START] = hs;
+        words[W_HEADER_FRAMES] = he - hs;
+        words[W_WORDS] = geo.total_words as u64;
+        words[W_CHECK] = geo.checksum();
+        let mut a = Allocator { words: header, geo };
+        // R: everything reserved, then the area opened, then reserved regions and the header closed.
+        let r = a.geo.reserved;
+        a.words[r.offset..r.offset + r.words].fill(!0);
+        a.bits_clear(r, s, e);
+        for region in reserved {
+            let (rs, re) = region.frames_outward();
+            let (rs, re) = (rs.max(s), re.min(e));
+            if rs < re {
+                a.bits_set(r, rs, re);
+            }
+        }
+        a.bits_set(r, hs, he);
+        // A0 = not R, then every level and summary from the bottom up.
+        let a0 = a.geo.level[0].bits;
+        let mut free = 0;
+        for i in 0..a0.words {
+            let v = !a.words[r.offset + i];
+            a.words[a0.offset + i] = v;
+            free += u64::from(v.count_ones());
+        }
+        a.words[W_FREE] = free;
+        a.words[W_USABLE] = free;
+        a.rebuild_upper();
+        Ok(a)
+    }
+
+    /// Attaches a view to an initialised header through its current mapping.
+    ///
+    /// # Errors
+    /// [`AttachError`] when the words do not start with the magic, their geometry is corrupt or
+    /// the mapping is shorter than the header.
+    pub fn attach(header: &'h mut [u64]) -> Result<Self, AttachError> {
+        if header.len() < FIXED_WORDS {
+            return Err(AttachError::MappingTooSmall { needed: FIXED_WORDS, given: header.len() });
+        }
+        if header[W_MAGIC] != HEADER_MAGIC {
+            return Err(AttachError::BadMagic(header[W_MAGIC]));
+        }
+        let (s, e) = (header[W_START], header[W_END]);
+        if s >= e || e > (PhysAddr::LIMIT >> PAGE_SHIFT) {
+            return Err(AttachError::BadGeometry);
+        }
+        let geo = Geometry::new(s, e);
+        if header[W_WORDS] != geo.total_words as u64 || header[W_CHECK] != geo.checksum() {
+            return Err(AttachError::BadGeometry);
+        }
+        if header.len() < geo.total_words {
+            return Err(AttachError::MappingTooSmall { needed: geo.total_words, given: header.len() });
+        }
+        Ok(Allocator { words: header, geo })
+    }
+
+    /// The managed area.
+    #[must_use]
+    pub fn area(&self) -> MemoryArea {
+        MemoryArea::from_frames(Frame::from_number(self.geo.start), FrameCount::new(self.geo.end - self.geo.start))
+    }
+
+    /// The header region (inside the area, never handed out).
+    #[must_use]
+    pub fn header_region(&self) -> MemoryArea {
+        MemoryArea::from_frames(
+            Frame::from_number(self.words[W_HEADER_START]),
+            FrameCount::new(self.words[W_HEADER_FRAMES]),
+        )
+    }
+
+    /// The largest order [`allocate`](Allocator::allocate) accepts: the largest block that fits
+    /// in the area.
+    #[must_use]
+    pub fn max_order(&self) -> Order {
+        Order::new(self.geo.max_order)
+    }
+
+    /// Frames free now.
+    #[must_use]
+    pub fn free_frames(&self) -> FrameCount {
+        FrameCount::new(self.words[W_FREE])
+    }
+
+    /// Frames managed: the area minus reserved regions and the header.
+    #[must_use]
+    pub fn total_frames(&self) -> FrameCount {
+        FrameCount::new(self.words[W_USABLE])
+    }
+
+    /// Whether `frame` is free.
+    #[must_use]
+    pub fn is_free(&self, frame: Frame) -> bool {
+        let n = frame.number();
+        n >= self.geo.start && n < self.geo.end && self.bit(self.geo.level[0].bits, n)
+    }
+
+    /// Whether `frame` is reserved (a reserved region, a hole or the header) or outside the
+    /// area.
+    #[must_use]
+    pub fn is_reserved(&self, frame: Frame) -> bool {
+        let n = frame.number();
+        n < self.geo.start || n >= self.geo.end || self.bit(self.geo.reserved, n)
+    }
+
+    // ---- the seed's operations -------------------------------------------------------------
+
+    /// The seed's `pmallocator_allocate`: a free block of `2^order` frames aligned to its
+    /// size, the lowest such block in the area.
+    ///
+    /// # Errors
+    /// [`AllocateError::NotValid`] for an order above [`max_order`](Allocator::max_order)
+    /// (order 0 is always valid), [`AllocateError::PhysicalMemoryFull`] when no block of that
+    /// order is free.
+    pub fn allocate(&mut self, order: Order) -> Result<Frame, AllocateError> {
+        self.allocate_below(order, None)
+    }
+
+    /// The seed's `pmallocator_free`: gives back a block. `area` must be a naturally aligned
+    /// block (4 KiB aligned, a power-of-two number of frames, aligned to its size) whose
+    /// frames are all allocated.
+    ///
+    /// # Errors
+    /// [`FreeError`] (all `ERR_NOT_VALID`) when the area is not such a block, is not inside
+    /// the allocator's area, or has a frame that is free (already freed, or inside a free
+    /// block) or reserved. Nothing changes then.
+    pub fn free(&mut self, area: MemoryArea) -> Result<(), FreeError> {
+        let frames = area.size / PAGE_SIZE as u64;
+        if !area.is_frame_aligned() || !frames.is_power_of_two() {
+            return Err(FreeError::Unaligned(area));
+        }
+        let first = area.start.as_u64() >> PAGE_SHIFT;
+        if first & (frames - 1) != 0 {
+            return Err(FreeError::Unaligned(area));
+        }
+        self.free_frames_checked(first, frames, area)
+    }
+
+    // ---- beyond the seed -------------------------------------------------------------------
+
+    /// A block of `2^order` frames aligned to its size that ends at or below `limit`
+    /// (`None`: anywhere), the lowest such block.
+    ///
+    /// # Errors
+    /// As [`allocate`](Allocator::allocate); `PhysicalMemoryFull` also when every free block
+    /// of that order lies above the limit.
+    pub fn allocate_below(&mut self, order: Order, limit: Option<PhysAddr>) -> Result<Frame, AllocateError> {
+        if order.get() > self.geo.max_order {
+            return Err(AllocateError::NotValid(order));
+        }
+        let limit = self.limit_frame(limit);
+        if order.get() == 0 {
+            let f = self.take_one(limit).ok_or(AllocateError::PhysicalMemoryFull(order))?;
+            return Ok(Frame::from_number(f));
+        }
+        let n = 1u64 << order.get();
+        let f = self.find_block(order.get(), n, limit).ok_or(AllocateError::PhysicalMemoryFull(order))?;
+        self.take_range(f, f + n);
+        Ok(Frame::from_number(f))
+    }
+
+    /// `count` contiguous frames whose first frame is aligned to `2^align` frames and whose
+    /// end is at or below `limit` (`None`: anywhere). Only `count` frames are taken: the
+    /// tail of the rounded-up block stays free.
+    ///
+    /// The lowest naturally aligned block that holds the run is tried first; when none is
+    /// free, the free runs are scanned in address order for the first one that fits.
+    ///
+    /// # Errors
+    /// [`AllocateError::ZeroCount`] for zero frames, [`AllocateError::NotValid`] when the
+    /// run or the alignment is larger than the area, [`AllocateError::PhysicalMemoryFull`]
+    /// when no free run fits.
+    pub fn allocate_run(
+        &mut self,
+        count: FrameCount,
+        align: Order,
+        limit: Option<PhysAddr>,
+    ) -> Result<Frame, AllocateError> {
+        let n = count.get();
+        if n == 0 {
+            return Err(AllocateError::ZeroCount);
+        }
+        let need = Order::for_frames(count).unwrap_or(Order::MAX).max(align);
+        if n > self.geo.end - self.geo.start || align.get() > self.geo.max_order {
+            return Err(AllocateError::NotValid(need));
+        }
+        let limit = self.limit_frame(limit);
+        if n == 1 && align.get() == 0 {
+            let f = self.take_one(limit).ok_or(AllocateError::PhysicalMemoryFull(need))?;
+            return Ok(Frame::from_number(f));
+        }
+        let found = if need.get() <= self.geo.max_order { self.find_block(need.get(), n, limit) } else { None };
+        let f = match found {
+            Some(f) => f,
+            None => self.find_run(n, align.get(), limit).ok_or(AllocateError::PhysicalMemoryFull(need))?,
+        };
+        self.take_range(f, f + n);
+        Ok(Frame::from_number(f))
+    }
+
+    /// Allocates exactly the frames `start .. start + count` (any count, any alignment).
+    ///
+    /// # Errors
+    /// [`AllocateAtError::OutsideArea`] for an empty range or one not inside the area,
+    /// [`AllocateAtError::InUse`] / [`AllocateAtError::Reserved`] naming the first frame that
+    /// is not free. Nothing changes then.
+    pub fn allocate_at(&mut self, start: Frame, count: FrameCount) -> Result<(), AllocateAtError> {
+        let (s, n) = (start.number(), count.get());
+        let outside = AllocateAtError::OutsideArea(MemoryArea::new(start.start_address(), n << PAGE_SHIFT));
+        if n == 0 || s < self.geo.start || s >= self.geo.end || n > self.geo.end - s {
+            return Err(outside);
+        }
+        let e = s + n;
+        let a0 = self.geo.level[0].bits;
+        if let Some(f) = self.first_with(a0, s, e, false) {
+            return Err(if self.bit(self.geo.reserved, f) {
+                AllocateAtError::Reserved(Frame::from_number(f))
+            } else {
+                AllocateAtError::InUse(Frame::from_number(f))
+            });
+        }
+        self.take_range(s, e);
+        Ok(())
+    }
+
+    /// Gives back the frames `start .. start + count`: any run of allocated frames, whole
+    /// allocations or pieces of them.
+    ///
+    /// # Errors
+    /// As [`free`](Allocator::free), except that no alignment is required. Nothing changes on
+    /// error.
+    pub fn free_run(&mut self, start: Frame, count: FrameCount) -> Result<(), FreeError> {
+        let area = MemoryArea::new(start.start_address(), count.get() << PAGE_SHIFT);
+        self.free_frames_checked(start.number(), count.get(), area)
+    }
+
+    /// Free frames by order, totals and the largest free block. Walks the frame bitmap:
+    /// O(frames / 64).
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let mut st = Stats {
+            total_frames: self.total_frames(),
+            free_frames: self.free_frames(),
+            free_blocks: [0; Order::MAX.get() as usize + 1],
+            largest_free_order: None,
+        };
+        let max = u32::from(self.geo.max_order);
+        self.for_each_free_run(|mut s, e| {
+            while s < e {
+                let k = s.trailing_zeros().min(63 - (e - s).leading_zeros()).min(max);
+                st.free_blocks[k as usize] += 1;
+                s += 1 << k;
+            }
+            true
+        });
+        st.largest_free_order = st.free_blocks.iter().rposition(|&c| c > 0).map(|k| Order::new(k as u8));
+        st
+    }
+
+    /// The order of the largest free block, `None` when nothing is free. Fast: asks the
+    /// summaries, largest order first.
+    #[must_use]
+    pub fn largest_free_order(&self) -> Option<Order> {
+        (0..=self.geo.max_order).rev().find(|&k| self.find_block(k, 1 << k, u64::MAX).is_some()).map(Order::new)
+    }
+
+    // ---- internals -------------------------------------------------------------------------
+
+    fn limit_frame(&self, limit: Option<PhysAddr>) -> u64 {
+        limit.map_or(u64::MAX, |l| l.as_u64() >> PAGE_SHIFT)
+    }
+
+    #[inline]
+    fn bit(&self, bm: Bitmap, frame: u64) -> bool {
+        let lo = self.geo.level[0].lo;
+        let w = self.words[bm.offset + (frame / 64 - lo) as usize];
+        w & (1 << (frame % 64)) != 0
+    }
+
+    /// Sets bits `[a, b)` of a frame-indexed bitmap (A0 indexing), without summaries.
+    fn bits_set(&mut self, bm: Bitmap, a: u64, b: u64) {
+        self.bits_apply(bm, a, b, true);
+    }
+
+    fn bits_clear(&mut self, bm: Bitmap, a: u64, b: u64) {
+        self.bits_apply(bm, a, b, false);
+    }
+
+    fn bits_apply(&mut self, bm: Bitmap, a: u64, b: u64, set: bool) {
+        let lo = self.geo.level[0].lo;
+        let mut u = a;
+        while u < b {
+            let wi = (u / 64 - lo) as usize;
+            let end = b.min((u / 64 + 1) * 64);
+            let m = range_mask(u % 64, end - (u / 64) * 64);
+            let w = &mut self.words[bm.offset + wi];
+            if set {
+                *w |= m;
+            } else {
+                *w &= !m;
+            }
+            u = end;
+        }
+    }
+
+    /// The first frame in `[a, b)` whose bit in `bm` is `value`, if any.
+    fn first_with(&self, bm: Bitmap, a: u64, b: u64, value: bool) -> Option<u64> {
+        let lo = self.geo.level[0].lo;
+        let mut u = a;
+        while u < b {
+            let wi = (u / 64 - lo) as usize;
+            let base = (u / 64) * 64;
+            let end = b.min(base + 64);
+            let m = range_mask(u % 64, end - base);
+            let w = self.words[bm.offset + wi];
+            let hits = if value { w & m } else { !w & m };
+            if hits != 0 {
+                return Some(base + u64::from(hits.trailing_zeros()));
+            }
+            u = end;
+        }
+        None
+    }
+
+    /// Rebuilds every level above 0 and every summary from A0.
+    fn rebuild_upper(&mut self) {
+        for l in 0..self.geo.levels {
+            let lv = self.geo.level[l];
+            if l > 0 {
+                let below = self.geo.level[l - 1];
+                for i in 0..lv.bits.words {
+                    let mut v = 0u64;
+                    for b in 0..64u64 {
+                        let abs = (lv.lo + i as u64) * 64 + b;
+                        if abs >= below.lo && abs < below.lo + below.bits.words as u64 {
+                            let bw = self.words[below.bits.offset + (abs - below.lo) as usize];
+                            if bw == !0 {
+                                v |= 1 << b;
+                            }
+                        }
+                    }
+                    self.words[lv.bits.offset + i] = v;
+                }
+            }
+            let mut src = lv.bits;
+            for j in 0..lv.layers {
+                let t = lv.tree[j];
+                for i in 0..t.words {
+                    let mut v = 0u64;
+                    for b in 0..64 {
+                        let k = i * 64 + b;
+                        if k < src.words && self.words[src.offset + k] != 0 {
+                            v |= 1 << b;
+                        }
+                    }
+                    self.words[t.offset + i] = v;
+                }
+                src = t;
+            }
+        }
+    }
+
+    /// Marks summary bit `i` of level `l`'s layer 0 (word `i` of the level is not zero).
+    #[inline]
+    fn tree_set(&mut self, l: usize, mut i: usize) {
+        let lv = &self.geo.level[l];
+        for j in 0..lv.layers {
+            let idx = lv.tree[j].offset + i / 64;
+            let old = self.words[idx];
+            self.words[idx] = old | (1 << (i % 64));
+            if old != 0 {
+                break;
+            }
+            i /= 64;
+        }
+    }
+
+    #[inline]
+    fn tree_clear(&mut self, l: usize, mut i: usize) {
+        let lv = &self.geo.level[l];
+        for j in 0..lv.layers {
+            let idx = lv.tree[j].offset + i / 64;
+            let new = self.words[idx] & !(1 << (i % 64));
+            self.words[idx] = new;
+            if new != 0 {
+                break;
+            }
+            i /= 64;
+        }
+    }
+
+    /// Sets unit `u` (absolute) of level `l`, keeping summaries and upper levels.
+    fn set_unit(&mut self, mut l: usize, mut u: u64) {
+        loop {
+            let lv = self.geo.level[l];
+            let wi = (u / 64 - lv.lo) as usize;
+            let idx = lv.bits.offset + wi;
+            let old = self.words[idx];
+            let new = old | (1 << (u % 64));
+            self.words[idx] = new;
+            if old == 0 {
+                self.tree_set(l, wi);
+            }
+            if new != !0 || l + 1 >= self.geo.levels {
+                return;
+            }
+            l += 1;
+            u /= 64;
+        }
+    }
+
+    fn clear_unit(&mut self, mut l: usize, mut u: u64) {
+        loop {
+            let lv = self.geo.level[l];
+            let wi = (u / 64 - lv.lo) as usize;
+            let idx = lv.bits.offset + wi;
+            let old = self.words[idx];
+            let new = old & !(1 << (u % 64));
+            self.words[idx] = new;
+            if new == 0 {
+                self.tree_clear(l, wi);
+            }
+            if old != !0 || l + 1 >= self.geo.levels {
+                return;
+            }
+            l += 1;
+            u /= 64;
+        }
+    }
+
+    /// Sets units `[a, b)` of level `l` and everything above.
+    fn set_units(&mut self, l: usize, a: u64, b: u64) {
+        if a >= b {
+            return;
+        }
+        let lv = self.geo.level[l];
+        let mut u = a;
+        let mut full_from = None;
+        let mut full_to = 0;
+        while u < b {
+            let aw = u / 64;
+            let wi = (aw - lv.lo) as usize;
+            let end = b.min((aw + 1) * 64);
+            let m = range_mask(u % 64, end - aw * 64);
+            let idx = lv.bits.offset + wi;
+            let old = self.words[idx];
+            let new = old | m;
+            self.words[idx] = new;
+            if old == 0 {
+                self.tree_set(l, wi);
+            }
+            if new == !0 && old != !0 {
+                // The words that became full are contiguous except at the edges; collect the
+                // run and push it up in one call.
+                match full_from {
+                    Some(_) if full_to == aw => full_to = aw + 1,
+                    Some(f) => {
+                        if l + 1 < self.geo.levels {
+                            self.set_units(l + 1, f, full_to);
+                        }
+                        full_from = Some(aw);
+                        full_to = aw + 1;
+                    }
+                    None => {
+                        full_from = Some(aw);
+                        full_to = aw + 1;
+                    }
+                }
+            }
+            u = end;
+        }
+        if let Some(f) = full_from
+            && l + 1 < self.geo.levels
+        {
+            self.set_units(l + 1, f, full_to);
+        }
+    }
+
+    /// Clears units `[a, b)` of level `l` and the units above that cover them.
+    fn clear_units(&mut self, l: usize, a: u64, b: u64) {
+        if a >= b {
+            return;
+        }
+        let lv = self.geo.level[l];
+        let mut u = a;
+        let mut was_full = false;
+        while u < b {
+            let aw = u / 64;
+            let wi = (aw - lv.lo) as usize;
+            let end = b.min((aw + 1) * 64);
+            let m = range_mask(u % 64, end - aw * 64);
+            let idx = lv.bits.offset + wi;
+            let old = self.words[idx];
+            let new = old & !m;
+            self.words[idx] = new;
+            if new == 0 && old != 0 {
+                self.tree_clear(l, wi);
+            }
+            was_full |= old == !0;
+            u = end;
+        }
+        if was_full && l + 1 < self.geo.levels {
+            self.clear_units(l + 1, a / 64, (b - 1) / 64 + 1);
+        }
+    }
+
+    /// Takes frames `[a, b)`, all free.
+    fn take_range(&mut self, a: u64, b: u64) {
+        if b == a + 1 {
+            self.clear_unit(0, a);
+        } else {
+            self.clear_units(0, a, b);
+        }
+        self.words[W_FREE] -= b - a;
+    }
+
+    /// Takes one free frame below `limit`, trying the hint word first.
+    #[inline]
+    fn take_one(&mut self, limit: u64) -> Option<u64> {
+        let lv0 = self.geo.level[0];
+        let hint = self.words[W_HINT] as usize;
+        let wi = if hint < lv0.bits.words && self.words[lv0.bits.offset + hint] != 0 {
+            hint
+        } else {
+            self.next_nonzero(0, 0)?
+        };
+        let idx = lv0.bits.offset + wi;
+        let old = self.words[idx];
+        let f = (lv0.lo + wi as u64) * 64 + u64::from(old.trailing_zeros());
+        if f >= limit {
+            // The hint was above the limit: the lowest free frame decides.
+            let wi = self.next_nonzero(0, 0)?;
+            let f = (lv0.lo + wi as u64) * 64 + u64::from(self.words[lv0.bits.offset + wi].trailing_zeros());
+            if f >= limit {
+                return None;
+            }
+            self.words[W_HINT] = wi as u64;
+            self.take_range(f, f + 1);
+            return Some(f);
+        }
+        let new = old & (old - 1);
+        self.words[idx] = new;
+        if new == 0 {
+            self.tree_clear(0, wi);
+        }
+        if old == !0 && self.geo.levels > 1 {
+            self.clear_unit(1, lv0.lo + wi as u64);
+        }
+        self.words[W_FREE] -= 1;
+        self.words[W_HINT] = wi as u64;
+        Some(f)
+    }
+
+    fn free_frames_checked(&mut self, s: u64, n: u64, area: MemoryArea) -> Result<(), FreeError> {
+        if n == 0 || s < self.geo.start || s >= self.geo.end || n > self.geo.end - s {
+            return Err(FreeError::OutsideArea(area));
+        }
+        let e = s + n;
+        if n == 1 {
+            let lo = self.geo.level[0].lo;
+            let wi = (s / 64 - lo) as usize;
+            let bit = 1u64 << (s % 64);
+            let a0 = self.geo.level[0].bits.offset + wi;
+            if self.words[a0] & bit != 0 {
+                return Err(FreeError::AlreadyFree(Frame::from_number(s)));
+            }
+            if self.words[self.geo.reserved.offset + wi] & bit != 0 {
+                return Err(FreeError::Reserved(Frame::from_number(s)));
+            }
+            self.set_unit(0, s);
+            self.words[W_FREE] += 1;
+            self.words[W_HINT] = wi as u64;
+            return Ok(());
+        }
+        if let Some(f) = self.first_with(self.geo.level[0].bits, s, e, true) {
+            return Err(FreeError::AlreadyFree(Frame::from_number(f)));
+        }
+        if let Some(f) = self.first_with(self.geo.reserved, s, e, true) {
+            return Err(FreeError::Reserved(Frame::from_number(f)));
+        }
+        self.set_units(0, s, e);
+        self.words[W_FREE] += n;
+        Ok(())
+    }
+
+    /// The index of the first non-zero word at or after `from` in level `l`'s bitmap.
+    #[inline]
+    fn next_nonzero(&self, l: usize, from: usize) -> Option<usize> {
+        let lv = &self.geo.level[l];
+        if lv.layers == 0 {
+            return (from..lv.bits.words).find(|&i| self.words[lv.bits.offset + i] != 0);
+        }
+        self.next_set(lv, 0, from)
+    }
+
+    /// The first set bit at or after `from` in summary layer `j` of `lv`.
+    fn next_set(&self, lv: &Level, j: usize, from: usize) -> Option<usize> {
+        let t = lv.tree[j];
+        let wi = from / 64;
+        if wi >= t.words {
+            return None;
+        }
+        let w = self.words[t.offset + wi] & (!0u64 << (from % 64));
+        if w != 0 {
+            return Some(wi * 64 + w.trailing_zeros() as usize);
+        }
+        let next = if j + 1 < lv.layers {
+            self.next_set(lv, j + 1, wi + 1)?
+        } else {
+            (wi + 1..t.words).find(|&i| self.words[t.offset + i] != 0)?
+        };
+        Some(next * 64 + self.words[t.offset + next].trailing_zeros() as usize)
+    }
+
+    /// The lowest free block of order `k` whose first `need` frames end at or below `limit`.
+    fn find_block(&self, k: u8, need: u64, limit: u64) -> Option<u64> {
+        let l = (k / 6) as usize;
+        let r = u32::from(k % 6);
+        let lv = self.geo.level[l];
+        let mut wi = 0;
+        loop {
+            wi = self.next_nonzero(l, wi)?;
+            let m = aligned_runs(self.words[lv.bits.offset + wi], r);
+            if m != 0 {
+                let u = (lv.lo + wi as u64) * 64 + u64::from(m.trailing_zeros());
+                let f = u << (6 * l);
+                return if f + need <= limit { Some(f) } else { None };
+            }
+            wi += 1;
+        }
+    }
+
+    /// The lowest start of `n` free frames aligned to `2^align` ending at or below `limit`,
+    /// by scanning the free runs.
+    fn find_run(&self, n: u64, align: u8, limit: u64) -> Option<u64> {
+        let mut found = None;
+        let a = 1u64 << align;
+        self.for_each_free_run(|s, e| {
+            let s = s.next_multiple_of(a);
+            if s.saturating_add(n) > limit {
+                return false;
+            }
+            if s + n <= e {
+                found = Some(s);
+                return false;
+            }
+            true
+        });
+        found
+    }
+
+    /// Calls `f(start, end)` for every maximal run of free frames in address order until it
+    /// returns `false`.
+    fn for_each_free_run(&self, mut f: impl FnMut(u64, u64) -> bool) {
+        let lv0 = self.geo.level[0];
+        let mut open: Option<u64> = None;
+        let mut wi = 0;
+        while wi < lv0.bits.words {
+            let w = self.words[lv0.bits.offset + wi];
+            let base = (lv0.lo + wi as u64) * 64;
+            if w == 0 && open.is_none() {
+                // Skip to the next word with a free frame.
+                match self.next_nonzero(0, wi) {
+                    Some(n) => {
+                        wi = n;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            if w == !0 {
+                open.get_or_insert(base);
+                wi += 1;
+                continue;
+            }
+            let mut pos = 0u32;
+            while pos < 64 {
+                let rest = w >> pos;
+                if let Some(s) = open {
+                    let ones = (!rest).trailing_zeros().min(64 - pos);
+                    pos += ones;
+                    if pos < 64 {
+                        open = None;
+                        if !f(s, base + u64::from(pos)) {
+                            return;
+                        }
+                    }
+                } else {
+                    let zeros = if rest == 0 { 64 - pos } else { rest.trailing_zeros() };
+                    pos += zeros;
+                    if pos < 64 {
+                        open = Some(base + u64::from(pos));
+                    }
+                }
+            }
+            wi += 1;
+        }
+        if let Some(s) = open {
+            f(s, (lv0.lo + lv0.bits.words as u64) * 64);
+        }
+    }
+
+    /// Checks every invariant of the header and panics, naming it, when one fails.
+    ///
+    /// # Invariants
+    /// - the magic, area and geometry checksum are intact;
+    /// - no frame is both free and reserved; frames outside the area are reserved and not free;
+    ///   the header region is reserved;
+    /// - the free counter equals the number of free bits; the free count never exceeds the
+    ///   managed count;
+    /// - a level-`L+1` bit is set exactly when its level-`L` word is all ones;
+    /// - a summary bit is set exactly when the word it stands for is not zero.
+    ///
+    /// # Panics
+    /// When an invariant does not hold. O(header words).
+    #[cfg(any(test, feature = "check"))]
+    pub fn check_invariants(&self) {
+        let g = &self.geo;
+        assert_eq!(self.words[W_MAGIC], HEADER_MAGIC, "magic");
+        assert_eq!(self.words[W_CHECK], g.checksum(), "geometry checksum");
+        let a0 = g.level[0].bits;
+        let r = g.reserved;
+        let mut free = 0u64;
+        for i in 0..a0.words {
+            let (f, rv) = (self.words[a0.offset + i], self.words[r.offset + i]);
+            assert_eq!(f & rv, 0, "a frame is free and reserved (word {i})");
+            let base = (g.level[0].lo + i as u64) * 64;
+            let inside = range_mask(g.start.clamp(base, base + 64) - base, g.end.clamp(base, base + 64) - base);
+            assert_eq!(rv | inside, !0, "a frame outside the area is not reserved (word {i})");
+            free += u64::from(f.count_ones());
+        }
+        assert_eq!(free, self.words[W_FREE], "free counter");
+        assert!(free <= self.words[W_USABLE], "more free than managed frames");
+        let (hs, hn) = (self.words[W_HEADER_START], self.words[W_HEADER_FRAMES]);
+        assert!(self.first_with(r, hs, hs + hn, false).is_none(), "the header is not reserved");
+        for l in 0..g.levels {
+            let lv = g.level[l];
+            if l > 0 {
+                let below = g.level[l - 1];
+                for i in 0..lv.bits.words {
+                    let w = self.words[lv.bits.offset + i];
+                    for b in 0..64u64 {
+                        let abs = (lv.lo + i as u64) * 64 + b;
+                        let full = abs >= below.lo
+                            && abs < below.lo + below.bits.words as u64
+                            && self.words[below.bits.offset + (abs - below.lo) as usize] == !0;
+                        assert_eq!(w & (1 << b) != 0, full, "level {l} unit {abs} disagrees with level {}", l - 1);
+                    }
+                }
+            }
+            let mut src = lv.bits;
+            for j in 0..lv.layers {
+                let t = lv.tree[j];
+                for k in 0..t.words * 64 {
+                    let set = self.words[t.offset + k / 64] & (1 << (k % 64)) != 0;
+                    let nonzero = k < src.words && self.words[src.offset + k] != 0;
+                    assert_eq!(set, nonzero, "summary layer {j} of level {l} bit {k}");
+                }
+                src = t;
+            }
+        }
+    }
+}
+
+/// Bits `[from, to)` of a word (`from <= to <= 64`).
+#[inline]
+fn range_mask(from: u64, to: u64) -> u64 {
+    let hi = if to >= 64 { !0 } else { (1u64 << to) - 1 };
+    hi & !((1u64 << from) - 1)
+}
+
+/// The bits `i` of `w`, `i` a multiple of `2^r`, that start a run of `2^r` set bits.
+#[inline]
+fn aligned_runs(w: u64, r: u32) -> u64 {
+    const STARTS: [u64; 6] = [
+        !0,
+        0x5555_5555_5555_5555,
+        0x1111_1111_1111_1111,
+        0x0101_0101_0101_0101,
+        0x0001_0001_0001_0001,
+        0x0000_0001_0000_0001,
+    ];
+    let mut x = w;
+    for i in 0..r {
+        x &= x >> (1 << i);
+    }
+    x & STARTS[r as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    fn area(start: u64, frames: u64) -> MemoryArea {
+        MemoryArea::new(PhysAddr::new(start << PAGE_SHIFT), frames << PAGE_SHIFT)
+    }
+
+    #[test]
+    fn masks_and_runs() {
+        assert_eq!(range_mask(0, 64), !0);
+        assert_eq!(range_mask(3, 5), 0b11000);
+        assert_eq!(range_mask(7, 7), 0);
+        assert_eq!(aligned_runs(0b1110, 1), 0b0100);
+        assert_eq!(aligned_runs(0xff00, 3), 0x0100);
+        assert_eq!(aligned_runs(0x0ff0, 3), 0);
+        assert_eq!(aligned_runs(!0, 5), 0x0000_0001_0000_0001);
+    }
+
+    #[test]
+    fn geometry_levels() {
+        let g = Geometry::new(0, 1 << 18);
+        assert_eq!(g.levels, 4);
+        assert_eq!(g.max_order, 18);
+        let g = Geometry::new(5, 6);
+        assert_eq!(g.levels, 1);
+        assert_eq!(g.max_order, 0);
+        let g = Geometry::new(63, 64 * 64 + 1);
+        assert_eq!(g.level[0].bits.words, 65);
+    }
+
+    #[test]
+    fn allocate_all_then_free_all() {
+        let a = area(100, 5000);
+        let mut words = vec![0u64; header_words(a).unwrap()];
+        let h = get_header(a, core::iter::empty()).unwrap();
+        let mut al = Allocator::init(a, h, &mut words, core::iter::empty()).unwrap();
+        al.check_invariants();
+        let total = al.total_frames().get();
+        let mut got = vec![];
+        while let Ok(f) = al.allocate(Order::ZERO) {
+            got.push(f);
+        }
+        assert_eq!(got.len() as u64, total);
+        al.check_invariants();
+        for f in got {
+            al.free(MemoryArea::from_frames(f, FrameCount::new(1))).unwrap();
+        }
+        al.check_invariants();
+        assert_eq!(al.free_frames().get(), total);
+        // Frames 100..5100 minus the header at the top: the largest aligned block is 2048..4096.
+        assert_eq!(al.largest_free_order(), Some(Order::new(11)));
+        assert_eq!(al.stats().largest_free_order, Some(Order::new(11)));
+    }
+}
