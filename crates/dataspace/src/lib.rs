@@ -1,5 +1,82 @@
-//! a dataspace manager (L4Re Mem_alloc, DROPS l4dm and DMphys) on memkit's frame allocator
+//! The dataspace manager of memkit: L4Re's `Mem_alloc` (seed 000) and DROPS's `l4dm` /
+//! DMphys (seed 003) as one Rust-native API over memkit's frame allocator.
+//!
+//! A *dataspace* is a range of memory a client can map: anonymous (a frame is allocated and
+//! zeroed on the first touch of each page), physically contiguous, pinned, backed by 2 MiB
+//! superpages, or at a fixed physical address, in one of eight pools. The layer above (the
+//! region maps) asks [`Manager::map`] for the frame of a faulting page.
+//!
+//! Design principles:
+//! - **Generic over the layers below.** A [`Manager`] takes frames from up to eight pools,
+//!   each any [`memkit_types::FrameSource`] (the frame allocator's pools, or a test model),
+//!   and touches frame contents only through a [`memkit_types::PhysMemory`].
+//! - **Flat page tables, not trees.** Each dataspace has one page entry per backing page,
+//!   sized when it is created or resized: the fault path indexes a `Vec`, allocates no heap
+//!   memory and takes no lock of its own.
+//! - **Copy-on-write per page entry** (as L4Re's moe does): a COW copy marks the entries of
+//!   both sides and counts the sharers of each frame; a write to a shared page copies it.
+//!   There is no tree of clones to walk, and the last sharer keeps its frame without a copy.
+//! - **Exact accounting.** Every dataspace is charged its backing size (pages, or superpages)
+//!   to a factory whose limit is carved out of its parent's; usage is released exactly when
+//!   the memory goes.
+//! - **Failure changes nothing.** Every operation checks its input first, allocates all it
+//!   needs (giving everything back if one allocation fails), and only then commits.
+//! - **The manager does not know mappings.** Operations that invalidate mappings call a
+//!   [`Revoker`] first (the region layer implements it); [`Mapping::replaced`] tells the
+//!   fault path which frame a copy-on-write break replaced.
+//!
+//! Seed → API:
+//!
+//! | seed | memkit |
+//! |---|---|
+//! | `Mem_alloc::alloc(size, flags, align, paddr)` | [`Manager::alloc`] |
+//! | `Continuous`, `Pinned`, `Super_pages`, `Fixed_paddr` | [`MemAllocFlags`] |
+//! | `Factory::create_factory(limit)` | [`Manager::create_factory`] |
+//! | `Factory::create_task` | [`Manager::create_task`] (the quota charge; the region layer builds the task) |
+//! | `Kobject::dec_refcnt(diff)` | [`Manager::dec_refcnt`], [`Manager::destroy_factory`] |
+//! | `l4dm_mem_open` | [`Manager::mem_open`] |
+//! | `l4dm_memphys_open(pool, addr, ...)` | [`Manager::memphys_open`], [`Placement`] |
+//! | `l4dm_mem_resize` | [`Manager::resize`] |
+//! | `l4dm_mem_info` | [`Manager::info`], [`Manager::first_id`] |
+//! | `l4dm_close`, `l4dm_close_all` | [`Manager::close`], [`Manager::close_all`] |
+//! | `l4dm_copy`, `l4dm_copy_long`, `l4dm_memphys_copy` | [`Manager::copy`], [`Manager::copy_long`], [`Manager::memphys_copy`] |
+//! | `L4DM_*` flags, `L4DM_WHOLE_DS`, `L4DM_MEMPHYS_ANY_ADDR` | [`DmFlags`], [`CopyLength`], [`Placement`] |
+//! | `l4dm_memphys_find_dmphys` | the [`Manager`] value itself (an in-process manager needs no lookup) |
+//! | `-L4_ENOMEM`, `-L4_ERANGE`, `-L4_EINVAL`, `-L4_EPERM`, `-L4_ENOHANDLE` | `code()` of each error enum |
+//!
+//! `Create_gate` (an IPC gate) belongs to a kernel's IPC, not to a memory manager, and is left
+//! out on purpose.
+//!
+//! # Concurrency
+//! Every operation takes `&mut self`; the owner wraps a shared manager in one lock. The frame
+//! sources and the memory are `&self` and thread-safe on their own.
+//!
+//! # Lifetime
+//! Memory lives while the owner's handle is open or a reference ([`Manager::inc_ref`])
+//! remains: closing never unmaps a region elsewhere. See [`Manager`].
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+// The `arbitrary` derive of the fuzz harness names `std`.
+#[cfg(any(test, feature = "fuzzing"))]
+extern crate std;
+
+mod entry;
+pub mod error;
+mod flags;
+#[cfg(feature = "harness")]
+pub mod harness;
+mod ids;
+mod manager;
+mod refcount;
+
+pub use error::{
+    CloseAllError, CloseError, CopyError, CreateError, DestroyFactoryError, FactoryError, InfoError, MapError,
+    PhysAddrError, RangeError, RefError, ResizeError, TaskError,
+};
+pub use flags::{ANY_ADDR, CopyLength, DmFlags, MEMPHYS_DEFAULT, MEMPHYS_ISA_DMA, MemAllocFlags, Placement, WHOLE_DS};
+pub use ids::{ClientId, DataspaceId, FactoryId, PoolId, TaskCharge};
+pub use manager::{
+    Config, Info, Kind, MAX_ALIGN_SHIFT, MAX_SIZE, Manager, Mapping, NoRevoker, PageRange, Quota, RevokeKind, Revoker,
+};
