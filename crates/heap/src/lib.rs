@@ -1,2 +1,49 @@
-//! xmalloc kernel heaps over a page source, with GlobalAlloc and allocator_api2::Allocator
+//! Kernel heaps in the manner of AIX `xmalloc`: `kernel_heap` and `pinned_heap`, each over
+//! a 4K/64K and a 16M backing heap, over pages from a page source, with `GlobalAlloc` and
+//! `allocator_api2::Allocator` implementations.
+//!
+//! Design principles:
+//! - **Out-of-band metadata.** A block carries no header and a free block no link: a page
+//!   map (4 bytes per page of the source's range) names each page's span, and the span's
+//!   descriptor holds its class and a 512-bit allocation bitmap. `xmfree` recovers the
+//!   size from the pointer and checks it — owned by this heap, a block start, allocated,
+//!   not pinned — before it changes anything. A bad pointer or a double free is an error,
+//!   never undefined behaviour.
+//! - **Size classes in spans.** 72 classes (16 B to 32 KiB, 8 per doubling); a span is a
+//!   run of pages of one class; larger requests take whole pages. Empty spans go back to
+//!   the page source (one per class and shard is kept to avoid bouncing, and given back
+//!   when the source runs dry).
+//! - **Sharded, no global lock on the fast path.** Spans belong to one of [`SHARDS`]
+//!   shards chosen by a [`CpuId`]; a thread allocates from its shard and frees into the
+//!   span owner's shard.
+//! - **Pages come from a [`PageSource`]**: the frame allocator through a direct map
+//!   ([`DirectMapPageSource`]), one memory region ([`RegionPageSource`]), or 16 MiB large
+//!   pages of either ([`LargePages`]).
+//!
+//! ```text
+//!   xmalloc(size, align, HeapId) ─▶ KernelHeaps ─▶ Heap (4K/64K or 16M) ─▶ shard[cpu] ─▶ span
+//!                                                        │                             │
+//!                                                        └──────── PageSource ◀────────┘
+//! ```
 #![no_std]
+
+#[cfg(any(test, feature = "testing"))]
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+mod class;
+mod error;
+mod global;
+mod heap;
+mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod xmalloc;
+
+pub use error::{EINVAL, ENOMEM, PinError, ReallocError, UnpinError, XmallocError, XmfreeError};
+pub use heap::{BlockInfo, CpuId, Heap, HeapStats, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, SHARDS, SingleCpu};
+pub use source::{
+    DirectMapPageSource, LARGE_PAGE_ORDER, LARGE_PAGE_PAGES, LargePages, MAX_LARGE_PAGES, PageSource, RegionPageSource,
+};
+pub use xmalloc::{HeapId, KernelHeaps};

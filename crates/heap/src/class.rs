@@ -1,0 +1,145 @@
+//! Size classes: which block size serves a request, and how many pages a span of each
+//! class takes.
+//!
+//! ```text
+//!   16 32 48 ... 256 | 288 320 ... 512 | 576 ... 1024 | ... | 28672 32768
+//!   step 16          | 8 steps per doubling (at most 12.5 % rounding, ~4 % on average)
+//! ```
+//!
+//! A span holds at most [`MAX_BLOCKS`] blocks so that its allocation bitmap fits in its
+//! descriptor; its page count is chosen to waste little at its tail.
+
+use memkit_types::PAGE_SIZE;
+
+/// Classes in all.
+pub(crate) const CLASS_COUNT: usize = 16 + 7 * 8;
+/// The largest block a span serves; larger requests take whole pages.
+pub(crate) const MAX_SMALL: usize = 32 * 1024;
+/// Blocks per span at most (bits of a descriptor's bitmap).
+pub(crate) const MAX_BLOCKS: usize = 512;
+/// Pages per span at most.
+const MAX_SPAN_PAGES: usize = 64;
+
+/// One size class.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Class {
+    /// Block size in bytes (a multiple of 16).
+    pub(crate) size: u32,
+    /// Pages per span.
+    pub(crate) pages: u32,
+    /// Blocks per span.
+    pub(crate) blocks: u32,
+}
+
+const fn class_size(i: usize) -> usize {
+    if i < 16 {
+        (i + 1) * 16
+    } else {
+        let k = (i - 16) / 8 + 8;
+        let j = (i - 16) % 8 + 1;
+        (1 << k) + j * (1 << (k - 3))
+    }
+}
+
+const fn span_pages(size: usize) -> usize {
+    let target = if size * 8 > 16384 { size * 8 } else { 16384 };
+    let cap = size * MAX_BLOCKS;
+    let want = if target < cap { target } else { cap };
+    let mut lo = want.div_ceil(PAGE_SIZE);
+    if lo > MAX_SPAN_PAGES {
+        lo = MAX_SPAN_PAGES;
+    }
+    let mut best = lo;
+    let mut best_waste_ppm = usize::MAX;
+    let mut p = lo;
+    while p <= 2 * lo && p <= MAX_SPAN_PAGES {
+        let bytes = p * PAGE_SIZE;
+        let mut blocks = bytes / size;
+        if blocks > MAX_BLOCKS {
+            blocks = MAX_BLOCKS;
+        }
+        let waste_ppm = (bytes - blocks * size) * 1_000_000 / bytes;
+        if waste_ppm < best_waste_ppm {
+            best = p;
+            best_waste_ppm = waste_ppm;
+        }
+        p += 1;
+    }
+    best
+}
+
+const fn build() -> [Class; CLASS_COUNT] {
+    let mut out = [Class { size: 0, pages: 0, blocks: 0 }; CLASS_COUNT];
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        let size = class_size(i);
+        let pages = span_pages(size);
+        let mut blocks = pages * PAGE_SIZE / size;
+        if blocks > MAX_BLOCKS {
+            blocks = MAX_BLOCKS;
+        }
+        out[i] = Class { size: size as u32, pages: pages as u32, blocks: blocks as u32 };
+        i += 1;
+    }
+    out
+}
+
+/// Every class, smallest first.
+pub(crate) const CLASSES: [Class; CLASS_COUNT] = build();
+
+/// The smallest class whose blocks hold `size` bytes aligned to `align` (a power of two at
+/// most a page), or `None` when the request is larger than [`MAX_SMALL`].
+#[inline]
+pub(crate) fn class_for(size: usize, align: usize) -> Option<usize> {
+    let s = size.max(16).checked_next_multiple_of(align)?;
+    if s > MAX_SMALL {
+        return None;
+    }
+    let mut i = if s <= 256 {
+        s.div_ceil(16) - 1
+    } else {
+        let k = (usize::BITS - 1 - (s - 1).leading_zeros()) as usize;
+        let step = 1 << (k - 3);
+        16 + (k - 8) * 8 + (s - (1 << k)).div_ceil(step) - 1
+    };
+    // Blocks sit at multiples of the class size from a page-aligned start, so a class whose
+    // size is a multiple of `align` aligns them all; powers of two are classes.
+    while !(CLASSES[i].size as usize).is_multiple_of(align) {
+        i += 1;
+    }
+    Some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_increasing_and_spans_fit() {
+        for w in CLASSES.windows(2) {
+            assert!(w[0].size < w[1].size);
+        }
+        assert_eq!(CLASSES[CLASS_COUNT - 1].size as usize, MAX_SMALL);
+        for c in CLASSES {
+            assert!(c.blocks >= 1 && c.blocks as usize <= MAX_BLOCKS);
+            assert!(c.blocks as usize * c.size as usize <= c.pages as usize * PAGE_SIZE);
+            let waste = c.pages as usize * PAGE_SIZE - c.blocks as usize * c.size as usize;
+            assert!(waste * 8 <= c.pages as usize * PAGE_SIZE, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn class_for_is_the_smallest_fitting_aligned_class() {
+        for size in 1..=MAX_SMALL + 1 {
+            for align_log2 in [0u32, 3, 4, 5, 6, 8, 12] {
+                let align = 1usize << align_log2;
+                let got = class_for(size, align);
+                let want = (0..CLASS_COUNT).find(|&i| {
+                    let s = CLASSES[i].size as usize;
+                    s >= size && s.is_multiple_of(align)
+                });
+                assert_eq!(got, want, "size {size} align {align}");
+            }
+        }
+    }
+}

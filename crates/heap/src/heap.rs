@@ -1,0 +1,876 @@
+//! One backing heap: size-class spans over a page source, with out-of-band metadata.
+//!
+//! ```text
+//!   page map (one u32 per page of the source's range) ──▶ descriptor id
+//!        │                                                    │
+//!        ▼                                                    ▼
+//!   ┌ span: pages of one class ───────────────┐   descriptor: start, pages, class,
+//!   │ block 0 │ block 1 │ ... │ block n-1 │tail│   shard, used, 512-bit allocation bitmap,
+//!   └─────────────────────────────────────────┘   partial-list links, pinned blocks
+//!   large block: whole pages, its own descriptor (kind Large)
+//! ```
+//!
+//! Nothing is ever stored inside a block, free or not: a free recovers the block from the
+//! page map and the descriptor, and checks it (owned, a block start, allocated, not
+//! pinned) before changing anything. Descriptors live in chunks that are never given back
+//! while the heap lives, so a stale id read by a racing bad free still names valid memory.
+//!
+//! Scalability: spans belong to one of [`SHARDS`] shards, each with its own lock and its
+//! own per-class lists; a thread allocates from the shard its [`CpuId`] names, and a free
+//! locks the shard that owns the span. Only span creation and release reach the page
+//! source and the descriptor pool, which have their own locks.
+
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+
+use memkit_types::{Order, PAGE_SHIFT, PAGE_SIZE, PageCount, VirtAddr};
+use spin::{Mutex, Once};
+
+use crate::class::{CLASS_COUNT, CLASSES, MAX_BLOCKS, class_for};
+use crate::error::{PinError, UnpinError, XmallocError, XmfreeError};
+use crate::source::PageSource;
+
+/// Shards (independent locks and span lists) per heap.
+pub const SHARDS: usize = 8;
+/// The largest alignment a request may ask for: 2^28 bytes (256 MiB).
+pub const MAX_ALIGN_LOG2: u32 = 28;
+/// Descriptors per chunk (a chunk is 64 KiB of descriptors).
+const CHUNK_DESCRIPTORS: usize = 512;
+/// Chunks per heap at most: 2^20 spans or large blocks.
+const MAX_CHUNKS: usize = 2048;
+/// Blocks pinned at once per heap at most.
+pub const MAX_PINNED_BLOCKS: usize = 128;
+
+const NONE: u32 = 0;
+const KIND_FREE: u8 = 0;
+const KIND_SMALL: u8 = 1;
+const KIND_LARGE: u8 = 2;
+const BITMAP_WORDS: usize = MAX_BLOCKS / 64;
+
+/// Which shard the calling thread should use: a CPU number, a thread number, any small
+/// integer that differs between threads running at the same time.
+pub trait CpuId {
+    /// The current CPU (or thread) number; any value, it is taken modulo [`SHARDS`].
+    fn current(&self) -> usize;
+}
+
+/// A [`CpuId`] for a single CPU: every thread uses shard 0.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SingleCpu;
+
+impl CpuId for SingleCpu {
+    #[inline]
+    fn current(&self) -> usize {
+        0
+    }
+}
+
+impl<C: CpuId + ?Sized> CpuId for &C {
+    #[inline]
+    fn current(&self) -> usize {
+        (**self).current()
+    }
+}
+
+/// The out-of-band record of one span or large block. All fields are atomics so that a
+/// racing reader never sees torn memory; writers hold the owning shard's lock (or the
+/// pool's lock for free descriptors) and use plain loads and stores.
+#[repr(C, align(128))]
+struct Descriptor {
+    /// Set bit = block allocated; bits at and beyond the span's block count are set.
+    bitmap: [AtomicU64; BITMAP_WORDS],
+    start: AtomicUsize,
+    /// Block size (small) or requested size (large).
+    size: AtomicUsize,
+    pages: AtomicU32,
+    used: AtomicU32,
+    prev: AtomicU32,
+    next: AtomicU32,
+    /// Blocks of this span in the pin table.
+    pinned: AtomicU32,
+    kind: AtomicU8,
+    class: AtomicU8,
+    shard: AtomicU8,
+    /// First bitmap word that may have a clear bit.
+    hint: AtomicU8,
+    /// Large blocks: the alignment asked for.
+    align_log2: AtomicU8,
+}
+
+struct Chunk {
+    slots: [Descriptor; CHUNK_DESCRIPTORS],
+}
+
+#[derive(Clone, Copy)]
+struct ClassLists {
+    /// Spans with at least one allocated and one free block (doubly linked).
+    partial: u32,
+    /// One empty span kept so that a class does not bounce spans with the page source.
+    empty: u32,
+}
+
+struct ShardState {
+    classes: [ClassLists; CLASS_COUNT],
+}
+
+#[repr(align(128))]
+struct Shard {
+    state: Mutex<ShardState>,
+}
+
+struct Pool {
+    free_head: u32,
+    /// Ids below this one have been handed out at least once.
+    fresh: u32,
+}
+
+struct PinTable {
+    entries: [(usize, u32); MAX_PINNED_BLOCKS],
+}
+
+struct PageMap {
+    base: usize,
+    entries: &'static [AtomicU32],
+    own_pages: usize,
+}
+
+/// A block found from a pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// Its first byte.
+    pub start: NonNull<u8>,
+    /// Its usable size (the class size, or whole pages for a large block).
+    pub usable: usize,
+    /// The alignment every block of its kind is guaranteed (log2).
+    pub align_log2: u32,
+    /// Times it is pinned (for a heap with pageable memory).
+    pub pins: u32,
+}
+
+/// Counters of one heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeapStats {
+    /// Spans (of every class) the heap holds.
+    pub spans: usize,
+    /// Large blocks (whole pages) live.
+    pub large_blocks: usize,
+    /// Blocks live in spans.
+    pub small_blocks: usize,
+    /// Pages held for blocks (spans and large blocks).
+    pub pages: usize,
+    /// Pages held for metadata (page map and descriptor chunks).
+    pub metadata_pages: usize,
+}
+
+/// One backing heap over a page source `P`, sharded by `C`.
+///
+/// Create it with [`Heap::new`] (a `const fn`, so it can be a `static`) and make it usable
+/// with [`Heap::init`]; until then every allocation fails with
+/// [`XmallocError::NotInitialised`].
+pub struct Heap<P, C = SingleCpu> {
+    source: P,
+    cpu: C,
+    pinned: bool,
+    map: Once<PageMap>,
+    shards: [Shard; SHARDS],
+    pool: Mutex<Pool>,
+    chunks: [Once<&'static Chunk>; MAX_CHUNKS],
+    chunk_count: AtomicUsize,
+    pins: Mutex<PinTable>,
+}
+
+impl<P, C> fmt::Debug for Heap<P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Heap")
+            .field("pinned", &self.pinned)
+            .field("initialised", &self.map.is_completed())
+            .finish_non_exhaustive()
+    }
+}
+
+fn page_count(bytes: usize) -> PageCount {
+    PageCount::new(bytes.div_ceil(PAGE_SIZE))
+}
+
+impl<P: PageSource, C: CpuId> Heap<P, C> {
+    /// An uninitialised heap. `pinned` marks a heap whose memory is always pinned (the
+    /// pinned heaps): [`unpin`](Heap::unpin) of its memory is an error.
+    pub const fn new(source: P, cpu: C, pinned: bool) -> Self {
+        Heap {
+            source,
+            cpu,
+            pinned,
+            map: Once::new(),
+            shards: [const {
+                Shard {
+                    state: Mutex::new(ShardState { classes: [ClassLists { partial: NONE, empty: NONE }; CLASS_COUNT] }),
+                }
+            }; SHARDS],
+            pool: Mutex::new(Pool { free_head: NONE, fresh: 1 }),
+            chunks: [const { Once::new() }; MAX_CHUNKS],
+            chunk_count: AtomicUsize::new(0),
+            pins: Mutex::new(PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] }),
+        }
+    }
+
+    /// Allocates the page map (4 bytes per page of the source's range) from the page
+    /// source. Calling it again does nothing.
+    ///
+    /// # Errors
+    /// [`XmallocError::NoMemory`] when the source cannot give the map's pages.
+    pub fn init(&self) -> Result<(), XmallocError> {
+        let mut failed = false;
+        self.map.call_once(|| {
+            let (base, pages) = self.source.range();
+            let bytes = pages.get().saturating_mul(4);
+            let own = page_count(bytes.max(1));
+            let Some(mem) = self.source.allocate_pages(own, Order::new(0)) else {
+                failed = true;
+                return PageMap { base: base.as_usize(), entries: &[], own_pages: 0 };
+            };
+            let ptr = mem.as_ptr().cast::<AtomicU32>();
+            // SAFETY: the source gave us `own` pages (at least `pages` u32s), page-aligned.
+            unsafe { core::ptr::write_bytes(ptr, 0, pages.get()) };
+            // SAFETY: initialised just above; the pages stay ours until `release_all`, after which
+            // the slice is never used.
+            let entries: &'static [AtomicU32] = unsafe { core::slice::from_raw_parts(ptr, pages.get()) };
+            PageMap { base: base.as_usize(), entries, own_pages: own.get() }
+        });
+        if failed || self.map.get().is_some_and(|m| m.own_pages == 0) {
+            return Err(XmallocError::NoMemory(0));
+        }
+        Ok(())
+    }
+
+    /// Whether [`init`](Heap::init) succeeded.
+    pub fn is_initialised(&self) -> bool {
+        self.map.get().is_some_and(|m| m.own_pages > 0)
+    }
+
+    /// Whether this heap's memory is always pinned.
+    pub fn is_pinned_heap(&self) -> bool {
+        self.pinned
+    }
+
+    /// The page source behind.
+    pub fn source(&self) -> &P {
+        &self.source
+    }
+
+    fn page_map(&self) -> Option<&PageMap> {
+        self.map.get().filter(|m| m.own_pages > 0)
+    }
+
+    #[inline]
+    fn desc(&self, id: u32) -> Option<&Descriptor> {
+        let i = (id as usize).checked_sub(1)?;
+        let chunk = self.chunks.get(i / CHUNK_DESCRIPTORS)?.get()?;
+        Some(&chunk.slots[i % CHUNK_DESCRIPTORS])
+    }
+
+    /// The descriptor of an id this heap handed out (panics otherwise: an internal bug).
+    #[inline]
+    fn live(&self, id: u32) -> &Descriptor {
+        match self.desc(id) {
+            Some(d) => d,
+            None => panic!("descriptor {id} was never allocated"),
+        }
+    }
+
+    fn new_descriptor(&self) -> Option<u32> {
+        let mut pool = self.pool.lock();
+        if pool.free_head != NONE {
+            let id = pool.free_head;
+            pool.free_head = self.live(id).next.load(Relaxed);
+            return Some(id);
+        }
+        let id = pool.fresh;
+        let chunk = (id as usize - 1) / CHUNK_DESCRIPTORS;
+        if chunk >= MAX_CHUNKS {
+            return None;
+        }
+        if !self.chunks[chunk].is_completed() {
+            let pages = page_count(size_of::<Chunk>());
+            let mem = self.source.allocate_pages(pages, Order::new(0))?;
+            let ptr = mem.as_ptr().cast::<Chunk>();
+            // SAFETY: the source gave us enough page-aligned bytes for one chunk; all-zero
+            // atomics are valid descriptors.
+            unsafe { core::ptr::write_bytes(ptr, 0, 1) };
+            // SAFETY: initialised above; kept until `release_all`, after which it is never used.
+            let chunk_ref: &'static Chunk = unsafe { &*ptr };
+            self.chunks[chunk].call_once(|| chunk_ref);
+            self.chunk_count.store(chunk + 1, Release);
+        }
+        pool.fresh += 1;
+        Some(id)
+    }
+
+    fn release_descriptor(&self, id: u32) {
+        let mut pool = self.pool.lock();
+        self.live(id).next.store(pool.free_head, Relaxed);
+        pool.free_head = id;
+    }
+
+    fn map_pages(&self, map: &PageMap, start: usize, pages: usize, id: u32) {
+        let first = (start - map.base) >> PAGE_SHIFT;
+        for e in &map.entries[first..first + pages] {
+            e.store(id, Release);
+        }
+    }
+
+    /// Takes pages for a span or a large block and records them under a new descriptor.
+    fn new_run(&self, map: &PageMap, pages: usize, align_log2: u32) -> Option<(u32, usize)> {
+        let order = Order::new(align_log2.saturating_sub(PAGE_SHIFT) as u8);
+        let id = self.new_descriptor()?;
+        let Some(mem) = self.source.allocate_pages(PageCount::new(pages), order) else {
+            self.release_descriptor(id);
+            return None;
+        };
+        let start = mem.as_ptr() as usize;
+        let d = self.live(id);
+        d.start.store(start, Relaxed);
+        d.pages.store(pages as u32, Relaxed);
+        d.used.store(0, Relaxed);
+        d.prev.store(NONE, Relaxed);
+        d.next.store(NONE, Relaxed);
+        d.pinned.store(0, Relaxed);
+        d.hint.store(0, Relaxed);
+        self.map_pages(map, start, pages, id);
+        Some((id, start))
+    }
+
+    /// Gives a span's or a large block's pages back and frees its descriptor.
+    fn release_run(&self, map: &PageMap, id: u32) {
+        let d = self.live(id);
+        let start = d.start.load(Relaxed);
+        let pages = d.pages.load(Relaxed) as usize;
+        self.map_pages(map, start, pages, NONE);
+        d.kind.store(KIND_FREE, Release);
+        if let Some(mem) = NonNull::new(start as *mut u8) {
+            // SAFETY: the run came from this source, and no block of it is live any more
+            // (its last one was just freed) nor reachable (its page map entries are clear).
+            unsafe { self.source.free_pages(mem, PageCount::new(pages)) };
+        }
+        self.release_descriptor(id);
+    }
+
+    fn unlink(&self, lists: &mut ClassLists, id: u32) {
+        let d = self.live(id);
+        let (prev, next) = (d.prev.load(Relaxed), d.next.load(Relaxed));
+        if prev == NONE {
+            lists.partial = next;
+        } else {
+            self.live(prev).next.store(next, Relaxed);
+        }
+        if next != NONE {
+            self.live(next).prev.store(prev, Relaxed);
+        }
+        d.prev.store(NONE, Relaxed);
+        d.next.store(NONE, Relaxed);
+    }
+
+    fn push(&self, lists: &mut ClassLists, id: u32) {
+        let d = self.live(id);
+        d.prev.store(NONE, Relaxed);
+        d.next.store(lists.partial, Relaxed);
+        if lists.partial != NONE {
+            self.live(lists.partial).prev.store(id, Relaxed);
+        }
+        lists.partial = id;
+    }
+
+    /// Allocates `size` bytes aligned to 2^`align_log2`.
+    ///
+    /// # Errors
+    /// [`XmallocError::NotInitialised`] before [`init`](Heap::init),
+    /// [`XmallocError::BadAlignment`] beyond [`MAX_ALIGN_LOG2`],
+    /// [`XmallocError::TooLarge`] for a size no page source could hold,
+    /// [`XmallocError::NoMemory`] when the page source is exhausted.
+    #[inline]
+    pub fn allocate(&self, size: usize, align_log2: u32) -> Result<NonNull<u8>, XmallocError> {
+        let Some(map) = self.page_map() else { return Err(XmallocError::NotInitialised) };
+        if align_log2 > MAX_ALIGN_LOG2 {
+            return Err(XmallocError::BadAlignment(align_log2));
+        }
+        let align = 1usize << align_log2;
+        if align <= PAGE_SIZE
+            && let Some(class) = class_for(size, align)
+        {
+            let shard = self.cpu.current() % SHARDS;
+            if let Some(p) = self.allocate_small(map, shard, class) {
+                return Ok(p);
+            }
+            self.trim();
+            return self.allocate_small(map, shard, class).ok_or(XmallocError::NoMemory(size));
+        }
+        if size > isize::MAX as usize - PAGE_SIZE {
+            return Err(XmallocError::TooLarge(size));
+        }
+        if let Some(p) = self.allocate_large(map, size, align_log2) {
+            return Ok(p);
+        }
+        self.trim();
+        self.allocate_large(map, size, align_log2).ok_or(XmallocError::NoMemory(size))
+    }
+
+    #[inline]
+    fn allocate_small(&self, map: &PageMap, shard: usize, class: usize) -> Option<NonNull<u8>> {
+        let mut st = self.shards[shard].state.lock();
+        let lists = &mut st.classes[class];
+        let c = CLASSES[class];
+        let id = if lists.partial != NONE {
+            lists.partial
+        } else if lists.empty != NONE {
+            let id = lists.empty;
+            lists.empty = NONE;
+            self.push(lists, id);
+            id
+        } else {
+            let (id, _) = self.new_run(map, c.pages as usize, PAGE_SHIFT)?;
+            let d = self.live(id);
+            for (w, word) in d.bitmap.iter().enumerate() {
+                let first = w * 64;
+                let valid = (c.blocks as usize).saturating_sub(first).min(64);
+                word.store(if valid == 64 { 0 } else { !0u64 << valid }, Relaxed);
+            }
+            d.size.store(c.size as usize, Relaxed);
+            d.class.store(class as u8, Relaxed);
+            d.shard.store(shard as u8, Relaxed);
+            d.kind.store(KIND_SMALL, Release);
+            self.push(lists, id);
+            id
+        };
+        let d = self.live(id);
+        let mut w = d.hint.load(Relaxed) as usize;
+        loop {
+            let v = d.bitmap[w].load(Relaxed);
+            if v != u64::MAX {
+                let bit = (!v).trailing_zeros() as usize;
+                d.bitmap[w].store(v | 1 << bit, Relaxed);
+                d.hint.store(w as u8, Relaxed);
+                let used = d.used.load(Relaxed) + 1;
+                d.used.store(used, Relaxed);
+                if used == c.blocks {
+                    self.unlink(lists, id);
+                }
+                let addr = d.start.load(Relaxed) + (w * 64 + bit) * c.size as usize;
+                return NonNull::new(addr as *mut u8);
+            }
+            w += 1;
+            if w == BITMAP_WORDS {
+                // The hint never passes a clear bit, and a listed span has one.
+                panic!("span {id} is listed as partial but has no free block");
+            }
+        }
+    }
+
+    fn allocate_large(&self, map: &PageMap, size: usize, align_log2: u32) -> Option<NonNull<u8>> {
+        let pages = size.max(1).div_ceil(PAGE_SIZE);
+        let (id, start) = self.new_run(map, pages, align_log2.max(PAGE_SHIFT))?;
+        let shard = self.cpu.current() % SHARDS;
+        let d = self.live(id);
+        d.size.store(size, Relaxed);
+        d.align_log2.store(align_log2 as u8, Relaxed);
+        d.shard.store(shard as u8, Relaxed);
+        d.used.store(1, Relaxed);
+        d.kind.store(KIND_LARGE, Release);
+        NonNull::new(start as *mut u8)
+    }
+
+    /// Gives every cached empty span back to the page source.
+    pub fn trim(&self) {
+        let Some(map) = self.page_map() else { return };
+        for shard in &self.shards {
+            let mut st = shard.state.lock();
+            for lists in st.classes.iter_mut() {
+                if lists.empty != NONE {
+                    let id = lists.empty;
+                    lists.empty = NONE;
+                    self.release_run(map, id);
+                }
+            }
+        }
+    }
+
+    /// Finds the descriptor owning `addr` and locks its shard; re-checks ownership under
+    /// the lock.
+    fn locate(
+        &self,
+        addr: usize,
+    ) -> Result<(&PageMap, u32, &Descriptor, usize, spin::MutexGuard<'_, ShardState>), XmfreeError> {
+        let not_owned = XmfreeError::NotOwned(VirtAddr::new(addr));
+        let map = self.page_map().ok_or(not_owned)?;
+        let page = addr.checked_sub(map.base).ok_or(not_owned)? >> PAGE_SHIFT;
+        let entry = map.entries.get(page).ok_or(not_owned)?;
+        let id = entry.load(Acquire);
+        let d = self.desc(id).ok_or(not_owned)?;
+        let shard = d.shard.load(Relaxed) as usize % SHARDS;
+        let st = self.shards[shard].state.lock();
+        if entry.load(Acquire) != id || d.kind.load(Acquire) == KIND_FREE || d.shard.load(Relaxed) as usize != shard {
+            return Err(not_owned);
+        }
+        Ok((map, id, d, shard, st))
+    }
+
+    /// Checks that `addr` is a live block start; returns its index in the span (0 for a
+    /// large block).
+    fn block_index(d: &Descriptor, addr: usize) -> Result<usize, XmfreeError> {
+        let start = d.start.load(Relaxed);
+        let va = VirtAddr::new(addr);
+        if d.kind.load(Relaxed) == KIND_LARGE {
+            return if addr == start { Ok(0) } else { Err(XmfreeError::NotBlockStart(va)) };
+        }
+        let size = d.size.load(Relaxed);
+        let off = addr - start;
+        let index = off / size;
+        let blocks = CLASSES[d.class.load(Relaxed) as usize].blocks as usize;
+        if !off.is_multiple_of(size) || index >= blocks {
+            return Err(XmfreeError::NotBlockStart(va));
+        }
+        if d.bitmap[index / 64].load(Relaxed) >> (index % 64) & 1 == 0 {
+            return Err(XmfreeError::NotAllocated(va));
+        }
+        Ok(index)
+    }
+
+    fn pin_count(&self, d: &Descriptor, addr: usize) -> u32 {
+        if d.pinned.load(Relaxed) == 0 {
+            return 0;
+        }
+        self.pins.lock().entries.iter().find(|e| e.0 == addr && e.1 > 0).map_or(0, |e| e.1)
+    }
+
+    /// Frees the block at `ptr`.
+    ///
+    /// # Errors
+    /// [`XmfreeError::NotOwned`] when `ptr` is in no page of this heap,
+    /// [`XmfreeError::NotBlockStart`] when it points inside a block or into a span's tail,
+    /// [`XmfreeError::NotAllocated`] when the block is free (a double free),
+    /// [`XmfreeError::StillPinned`] when the block is pinned. Nothing changes then.
+    #[inline]
+    pub fn free(&self, ptr: NonNull<u8>) -> Result<(), XmfreeError> {
+        let addr = ptr.as_ptr() as usize;
+        let (map, id, d, _shard, mut st) = self.locate(addr)?;
+        let index = Self::block_index(d, addr)?;
+        if !self.pinned {
+            let pins = self.pin_count(d, addr);
+            if pins > 0 {
+                return Err(XmfreeError::StillPinned(VirtAddr::new(addr), pins));
+            }
+        }
+        if d.kind.load(Relaxed) == KIND_LARGE {
+            drop(st);
+            self.release_run(map, id);
+            return Ok(());
+        }
+        let class = d.class.load(Relaxed) as usize;
+        let blocks = CLASSES[class].blocks;
+        let w = index / 64;
+        d.bitmap[w].store(d.bitmap[w].load(Relaxed) & !(1 << (index % 64)), Relaxed);
+        if (w as u8) < d.hint.load(Relaxed) {
+            d.hint.store(w as u8, Relaxed);
+        }
+        let used = d.used.load(Relaxed);
+        d.used.store(used - 1, Relaxed);
+        let lists = &mut st.classes[class];
+        if used == blocks {
+            self.push(lists, id);
+        }
+        if used == 1 {
+            self.unlink(lists, id);
+            if lists.empty == NONE {
+                lists.empty = id;
+            } else {
+                self.release_run(map, id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The block at `ptr`: its start, usable size, alignment and pins.
+    ///
+    /// # Errors
+    /// As [`free`](Heap::free), except `StillPinned`.
+    pub fn block(&self, ptr: NonNull<u8>) -> Result<BlockInfo, XmfreeError> {
+        let addr = ptr.as_ptr() as usize;
+        let (_, _, d, _, _st) = self.locate(addr)?;
+        Self::block_index(d, addr)?;
+        let (usable, align_log2) = if d.kind.load(Relaxed) == KIND_LARGE {
+            (d.pages.load(Relaxed) as usize * PAGE_SIZE, u32::from(d.align_log2.load(Relaxed)).max(PAGE_SHIFT))
+        } else {
+            let size = d.size.load(Relaxed);
+            (size, size.trailing_zeros().min(PAGE_SHIFT))
+        };
+        Ok(BlockInfo { start: ptr, usable, align_log2, pins: self.pin_count(d, addr) })
+    }
+
+    /// Whether `ptr` lies in a page this heap holds (spans or large blocks).
+    pub fn owns(&self, ptr: NonNull<u8>) -> bool {
+        let addr = ptr.as_ptr() as usize;
+        self.page_map().is_some_and(|m| {
+            addr.checked_sub(m.base)
+                .and_then(|o| m.entries.get(o >> PAGE_SHIFT))
+                .is_some_and(|e| e.load(Acquire) != NONE)
+        })
+    }
+
+    /// Pins the block at `ptr` once more (pageable heaps); on a pinned heap its memory is
+    /// always pinned and this does nothing.
+    ///
+    /// # Errors
+    /// [`PinError::Invalid`] when `ptr` is not a live block start of this heap,
+    /// [`PinError::NoMemory`] when [`MAX_PINNED_BLOCKS`] blocks are pinned already.
+    pub fn pin(&self, ptr: NonNull<u8>) -> Result<u32, PinError> {
+        let addr = ptr.as_ptr() as usize;
+        let (_, _, d, _, _st) = self.locate(addr).map_err(PinError::Invalid)?;
+        Self::block_index(d, addr).map_err(PinError::Invalid)?;
+        if self.pinned {
+            return Ok(1);
+        }
+        let mut pins = self.pins.lock();
+        if let Some(e) = pins.entries.iter_mut().find(|e| e.0 == addr && e.1 > 0) {
+            e.1 = e.1.checked_add(1).ok_or(PinError::NoMemory(VirtAddr::new(addr)))?;
+            return Ok(e.1);
+        }
+        let e = pins.entries.iter_mut().find(|e| e.1 == 0).ok_or(PinError::NoMemory(VirtAddr::new(addr)))?;
+        *e = (addr, 1);
+        d.pinned.store(d.pinned.load(Relaxed) + 1, Relaxed);
+        Ok(1)
+    }
+
+    /// Unpins the block at `ptr` once; returns the pins left.
+    ///
+    /// # Errors
+    /// [`UnpinError::Invalid`] when `ptr` is not a live block start of this heap,
+    /// [`UnpinError::NotPinned`] when it is not pinned,
+    /// [`UnpinError::PinnedHeap`] on a pinned heap (its memory must stay pinned).
+    pub fn unpin(&self, ptr: NonNull<u8>) -> Result<u32, UnpinError> {
+        let addr = ptr.as_ptr() as usize;
+        let va = VirtAddr::new(addr);
+        let (_, _, d, _, _st) = self.locate(addr).map_err(UnpinError::Invalid)?;
+        Self::block_index(d, addr).map_err(UnpinError::Invalid)?;
+        if self.pinned {
+            return Err(UnpinError::PinnedHeap(va));
+        }
+        let mut pins = self.pins.lock();
+        let e = pins.entries.iter_mut().find(|e| e.0 == addr && e.1 > 0).ok_or(UnpinError::NotPinned(va))?;
+        e.1 -= 1;
+        if e.1 == 0 {
+            *e = (0, 0);
+            d.pinned.store(d.pinned.load(Relaxed) - 1, Relaxed);
+            return Ok(0);
+        }
+        Ok(e.1)
+    }
+
+    /// Reallocates the block at `ptr` to `new_size` bytes with the alignment the block has
+    /// (at least the one it was asked with). The block stays in place when its usable size
+    /// already fits and it would not waste more than half.
+    ///
+    /// # Errors
+    /// [`ReallocError::Free`](crate::ReallocError::Free) when `ptr` is not a live, unpinned
+    /// block of this heap, [`ReallocError::Allocate`](crate::ReallocError::Allocate) when
+    /// no new block can be had (the old block is kept then).
+    ///
+    /// # Safety
+    /// Nobody reads or writes the block while it is copied, and nobody uses `ptr` after a
+    /// successful call that moved it.
+    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, crate::ReallocError> {
+        let info = self.block(ptr).map_err(crate::ReallocError::Free)?;
+        if info.pins > 0 && !self.pinned {
+            return Err(crate::ReallocError::Free(XmfreeError::StillPinned(
+                VirtAddr::new(ptr.as_ptr() as usize),
+                info.pins,
+            )));
+        }
+        if new_size <= info.usable && new_size.max(16) * 2 > info.usable {
+            return Ok(ptr);
+        }
+        let new = self.allocate(new_size, info.align_log2).map_err(crate::ReallocError::Allocate)?;
+        // SAFETY: both blocks are live and distinct, each at least `min(..)` bytes long;
+        // nobody touches the old one meanwhile (caller's contract).
+        unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), new_size.min(info.usable)) };
+        self.free(ptr).map_err(crate::ReallocError::Free)?;
+        Ok(new)
+    }
+
+    fn for_each_live(&self, mut f: impl FnMut(u32, &Descriptor)) {
+        let fresh = self.pool.lock().fresh;
+        for id in 1..fresh {
+            if let Some(d) = self.desc(id)
+                && d.kind.load(Acquire) != KIND_FREE
+            {
+                f(id, d);
+            }
+        }
+    }
+
+    /// Counters: spans, blocks and pages held.
+    pub fn stats(&self) -> HeapStats {
+        let mut s = HeapStats {
+            metadata_pages: self.page_map().map_or(0, |m| m.own_pages)
+                + self.chunk_count.load(Acquire) * page_count(size_of::<Chunk>()).get(),
+            ..HeapStats::default()
+        };
+        let _guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
+        self.for_each_live(|_, d| {
+            s.pages += d.pages.load(Relaxed) as usize;
+            if d.kind.load(Relaxed) == KIND_LARGE {
+                s.large_blocks += 1;
+            } else {
+                s.spans += 1;
+                s.small_blocks += d.used.load(Relaxed) as usize;
+            }
+        });
+        s
+    }
+
+    /// Checks every structural invariant; panics with a message naming the first broken one.
+    ///
+    /// # Invariants
+    /// - every page map entry names a live descriptor whose pages cover that page, and
+    ///   every page of a live descriptor maps back to it;
+    /// - a span's `used` equals its allocated bits, its padding bits are set, and its hint
+    ///   has no clear bit before it;
+    /// - a span is in its class's partial list iff it has both free and allocated blocks,
+    ///   is the class's cached empty span iff it has none allocated, and otherwise is full;
+    ///   list links are consistent;
+    /// - the pin table's entries name live blocks, counted in their span's `pinned`.
+    #[cfg(any(test, feature = "check"))]
+    pub fn check_invariants(&self) {
+        let Some(map) = self.page_map() else { return };
+        let guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
+        let pins = self.pins.lock();
+        for (page, e) in map.entries.iter().enumerate() {
+            let id = e.load(Acquire);
+            if id == NONE {
+                continue;
+            }
+            let d = self.desc(id).expect("page map names an unknown descriptor");
+            assert_ne!(d.kind.load(Relaxed), KIND_FREE, "page map names a free descriptor");
+            let start = (d.start.load(Relaxed) - map.base) >> PAGE_SHIFT;
+            assert!(page >= start && page < start + d.pages.load(Relaxed) as usize, "page outside its run");
+        }
+        self.for_each_live(|id, d| {
+            let start = d.start.load(Relaxed);
+            let pages = d.pages.load(Relaxed) as usize;
+            assert!(start.is_multiple_of(PAGE_SIZE));
+            for p in 0..pages {
+                assert_eq!(map.entries[((start - map.base) >> PAGE_SHIFT) + p].load(Relaxed), id, "unmapped page");
+            }
+            let shard = d.shard.load(Relaxed) as usize;
+            assert!(shard < SHARDS);
+            let pinned_here =
+                pins.entries.iter().filter(|e| e.1 > 0 && e.0 >= start && e.0 < start + pages * PAGE_SIZE);
+            assert_eq!(pinned_here.count(), d.pinned.load(Relaxed) as usize, "pin count of run {id}");
+            if d.kind.load(Relaxed) == KIND_LARGE {
+                assert_eq!(pages, d.size.load(Relaxed).max(1).div_ceil(PAGE_SIZE));
+                return;
+            }
+            let class = d.class.load(Relaxed) as usize;
+            let c = CLASSES[class];
+            assert_eq!(pages, c.pages as usize);
+            assert_eq!(d.size.load(Relaxed), c.size as usize);
+            let mut set = 0;
+            for (w, word) in d.bitmap.iter().enumerate() {
+                let v = word.load(Relaxed);
+                let valid = (c.blocks as usize).saturating_sub(w * 64).min(64);
+                if valid < 64 {
+                    assert_eq!(v | (!0u64 << valid), v, "padding bits of span {id}");
+                }
+                set += (v & if valid == 64 { !0 } else { !(!0u64 << valid) }).count_ones();
+                if w < d.hint.load(Relaxed) as usize {
+                    assert_eq!(v, u64::MAX, "hint of span {id} skips a free block");
+                }
+            }
+            let used = d.used.load(Relaxed);
+            assert_eq!(set, used, "used count of span {id}");
+            let lists = guards[shard].classes[class];
+            let mut in_partial = false;
+            let mut cur = lists.partial;
+            let mut prev = NONE;
+            while cur != NONE {
+                let cd = self.live(cur);
+                assert_eq!(cd.prev.load(Relaxed), prev, "partial list back link");
+                in_partial |= cur == id;
+                prev = cur;
+                cur = cd.next.load(Relaxed);
+            }
+            if used == 0 {
+                assert_eq!(lists.empty, id, "empty span {id} is not the cached one");
+                assert!(!in_partial);
+            } else if used < c.blocks {
+                assert!(in_partial, "partial span {id} is not listed");
+            } else {
+                assert!(!in_partial, "full span {id} is listed");
+            }
+        });
+        for (shard, g) in guards.iter().enumerate() {
+            for (class, lists) in g.classes.iter().enumerate() {
+                let mut cur = lists.partial;
+                while cur != NONE {
+                    let d = self.live(cur);
+                    assert_eq!(d.kind.load(Relaxed), KIND_SMALL);
+                    assert_eq!((d.shard.load(Relaxed) as usize, d.class.load(Relaxed) as usize), (shard, class));
+                    cur = d.next.load(Relaxed);
+                }
+                if lists.empty != NONE {
+                    assert_eq!(self.live(lists.empty).used.load(Relaxed), 0);
+                }
+            }
+        }
+    }
+}
+
+impl<P: PageSource, C> Heap<P, C> {
+    /// Gives every page (live blocks, spans, metadata) back to the page source and leaves
+    /// the heap uninitialised-like: every later call fails or reports `NotOwned`.
+    ///
+    /// # Safety
+    /// No block of the heap is used any more, and no other thread uses the heap during or
+    /// after the call.
+    pub unsafe fn release_all(&mut self) {
+        let Some(map) = self.map.get() else { return };
+        if map.own_pages == 0 {
+            return;
+        }
+        let fresh = self.pool.get_mut().fresh;
+        for id in 1..fresh {
+            let i = id as usize - 1;
+            let Some(chunk) = self.chunks[i / CHUNK_DESCRIPTORS].get() else { continue };
+            let d = &chunk.slots[i % CHUNK_DESCRIPTORS];
+            if d.kind.load(Relaxed) != KIND_FREE
+                && let Some(mem) = NonNull::new(d.start.load(Relaxed) as *mut u8)
+            {
+                d.kind.store(KIND_FREE, Relaxed);
+                // SAFETY: the run came from the source; nobody uses it (caller's contract).
+                unsafe { self.source.free_pages(mem, PageCount::new(d.pages.load(Relaxed) as usize)) };
+            }
+        }
+        for e in map.entries {
+            e.store(NONE, Relaxed);
+        }
+        let chunk_pages = page_count(size_of::<Chunk>());
+        for c in &mut self.chunks {
+            if let Some(chunk) = c.get() {
+                let ptr = NonNull::from(*chunk).cast::<u8>();
+                *c = Once::new();
+                // SAFETY: the chunk's pages came from the source and no descriptor is read
+                // any more (caller's contract; the slot was just cleared).
+                unsafe { self.source.free_pages(ptr, chunk_pages) };
+            }
+        }
+        let map_ptr = NonNull::from(map.entries).cast::<u8>();
+        let own = PageCount::new(map.own_pages);
+        self.map = Once::new();
+        // SAFETY: the page map's pages came from the source; the map was just forgotten.
+        unsafe { self.source.free_pages(map_ptr, own) };
+        *self.pool.get_mut() = Pool { free_head: NONE, fresh: 1 };
+        self.chunk_count.store(0, Relaxed);
+        for s in &mut self.shards {
+            *s.state.get_mut() = ShardState { classes: [ClassLists { partial: NONE, empty: NONE }; CLASS_COUNT] };
+        }
+        *self.pins.get_mut() = PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] };
+    }
+}

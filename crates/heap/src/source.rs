@@ -1,0 +1,432 @@
+//! Page sources: where heaps take their 4 KiB pages from and give whole empty pages back.
+//!
+//! A heap never owns memory of its own; it asks a [`PageSource`] for runs of pages and
+//! returns them when they become empty. Three sources are provided:
+//!
+//! ```text
+//!   FrameSource (frame allocator) ──DirectMapPageSource──▶ pages at direct-map base + phys
+//!   one big region (static, mmap) ──RegionPageSource────▶ pages carved by a page bitmap
+//!   any PageSource ─────────────────LargePages──────────▶ pages inside 16 MiB large pages
+//! ```
+
+use core::fmt;
+use core::ptr::NonNull;
+
+use memkit_types::{Frame, FrameCount, FrameSource, Order, PAGE_SHIFT, PAGE_SIZE, PageCount, PhysAddr, VirtAddr};
+use spin::Mutex;
+
+/// The order of a large page: 2^12 frames of 4 KiB = 16 MiB.
+pub const LARGE_PAGE_ORDER: Order = Order::new(12);
+/// Pages in one large page.
+pub const LARGE_PAGE_PAGES: usize = 1 << 12;
+
+/// A supplier of runs of 4 KiB pages, as pointers.
+///
+/// # Safety
+/// Implementors guarantee that every run returned by
+/// [`allocate_pages`](PageSource::allocate_pages) is page-aligned, aligned to the requested
+/// order (in pages), lies inside [`range`](PageSource::range), is valid for reads and writes
+/// of `count * PAGE_SIZE` bytes, and is used by nobody else until it is given back with
+/// [`free_pages`](PageSource::free_pages). Heaps rely on this for soundness.
+pub unsafe trait PageSource {
+    /// The virtual range every run lies in: its first page's address and its length in pages.
+    fn range(&self) -> (VirtAddr, PageCount);
+
+    /// Allocates `count` contiguous pages whose first page is aligned to 2^`align` pages.
+    /// `None` when no such run is free.
+    fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>>;
+
+    /// Gives back a run.
+    ///
+    /// # Safety
+    /// `start` and `count` describe a run this source returned (or a part of one, split at
+    /// page boundaries) that has not been given back yet, and nobody uses it any more.
+    unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount);
+
+    /// Pages currently free in the source (an estimate for statistics).
+    fn free_page_count(&self) -> PageCount;
+}
+
+// SAFETY: forwards every call to a source that upholds the contract.
+unsafe impl<S: PageSource + ?Sized> PageSource for &S {
+    fn range(&self) -> (VirtAddr, PageCount) {
+        (**self).range()
+    }
+    fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
+        (**self).allocate_pages(count, align)
+    }
+    unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount) {
+        // SAFETY: the caller's contract is forwarded unchanged.
+        unsafe { (**self).free_pages(start, count) }
+    }
+    fn free_page_count(&self) -> PageCount {
+        (**self).free_page_count()
+    }
+}
+
+/// First-fit search for `count` clear bits whose absolute index (`first + i`) is a multiple
+/// of `align`, in a bitmap where a set bit is a page in use. Returns the relative index.
+fn find_clear_run(bits: &[u64], len: usize, first: usize, count: usize, align: usize, hint: usize) -> Option<usize> {
+    let used = |i: usize| bits[i / 64] >> (i % 64) & 1 == 1;
+    let align_up = |i: usize| (first + i).next_multiple_of(align) - first;
+    let mut i = align_up(hint.min(len));
+    while i + count <= len {
+        if align == 1 && i % 64 == 0 && bits[i / 64] == u64::MAX {
+            i += 64;
+            continue;
+        }
+        match (i..i + count).find(|&j| used(j)) {
+            None => return Some(i),
+            Some(j) => i = align_up(j + 1),
+        }
+    }
+    None
+}
+
+fn set_bits(bits: &mut [u64], start: usize, count: usize, value: bool) {
+    for i in start..start + count {
+        if value {
+            bits[i / 64] |= 1 << (i % 64);
+        } else {
+            bits[i / 64] &= !(1 << (i % 64));
+        }
+    }
+}
+
+fn all_bits(bits: &[u64], start: usize, count: usize, value: bool) -> bool {
+    (start..start + count).all(|i| (bits[i / 64] >> (i % 64) & 1 == 1) == value)
+}
+
+struct RegionState {
+    /// One bit per page, set when the page is in use (the bitmap's own pages included).
+    bits: &'static mut [u64],
+    /// No free page below this index.
+    lowest_free: usize,
+    free: usize,
+}
+
+/// A page source over one contiguous region of memory, with a page bitmap kept in the
+/// region's first pages. For hosted tests and benchmarks (a region from `mmap` or a `Vec`)
+/// and for early boot (a static array).
+///
+/// A free of a run that is not in use is ignored (the bitmap says so); the heaps above
+/// never do it.
+pub struct RegionPageSource {
+    base: usize,
+    pages: usize,
+    state: Mutex<RegionState>,
+}
+
+impl fmt::Debug for RegionPageSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegionPageSource")
+            .field("base", &VirtAddr::new(self.base))
+            .field("pages", &self.pages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegionPageSource {
+    /// A source over the whole pages inside `start .. start + len`; its bitmap takes the
+    /// first `ceil(pages / 32768)` of them. `None` when the region holds fewer than two
+    /// whole pages.
+    ///
+    /// # Safety
+    /// The region is valid for reads and writes, is used by nobody else, and stays valid
+    /// while the source and the runs it hands out are used.
+    #[must_use]
+    pub unsafe fn new(start: NonNull<u8>, len: usize) -> Option<Self> {
+        let addr = start.as_ptr() as usize;
+        let base = addr.next_multiple_of(PAGE_SIZE);
+        let end = addr.checked_add(len)? & !(PAGE_SIZE - 1);
+        let pages = end.checked_sub(base)? / PAGE_SIZE;
+        let words = pages.div_ceil(64);
+        let meta_pages = (words * 8).div_ceil(PAGE_SIZE);
+        if pages <= meta_pages {
+            return None;
+        }
+        let bits_ptr = start.as_ptr().wrapping_add(base - addr).cast::<u64>();
+        // SAFETY: the first `meta_pages` whole pages of the region are ours (caller's
+        // contract), page-aligned (so aligned for u64), and hold `words` u64s.
+        unsafe { core::ptr::write_bytes(bits_ptr, 0, words) };
+        // SAFETY: just initialised; the source keeps these pages in use forever, so the
+        // slice aliases no run it hands out; the region outlives every use of the source
+        // (caller's contract) and the slice never leaves it.
+        let bits: &'static mut [u64] = unsafe { core::slice::from_raw_parts_mut(bits_ptr, words) };
+        set_bits(bits, 0, meta_pages, true);
+        set_bits(bits, pages, words * 64 - pages, true);
+        Some(RegionPageSource {
+            base,
+            pages,
+            state: Mutex::new(RegionState { bits, lowest_free: meta_pages, free: pages - meta_pages }),
+        })
+    }
+
+    /// Pages the source manages, its bitmap included.
+    #[must_use]
+    pub fn total_pages(&self) -> PageCount {
+        PageCount::new(self.pages)
+    }
+}
+
+// SAFETY: runs come from the bitmap, which hands each page out once until it is freed; all
+// pages lie inside the caller-provided region, which is valid for reads and writes.
+unsafe impl PageSource for RegionPageSource {
+    fn range(&self) -> (VirtAddr, PageCount) {
+        (VirtAddr::new(self.base), PageCount::new(self.pages))
+    }
+
+    fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
+        let count = count.get();
+        if count == 0 || align.get() >= 40 {
+            return None;
+        }
+        let mut st = self.state.lock();
+        if count > st.free {
+            return None;
+        }
+        let first = self.base >> PAGE_SHIFT;
+        let i = find_clear_run(st.bits, self.pages, first, count, 1 << align.get(), st.lowest_free)?;
+        set_bits(st.bits, i, count, true);
+        st.free -= count;
+        if i == st.lowest_free {
+            st.lowest_free = i + count;
+        }
+        NonNull::new((self.base + i * PAGE_SIZE) as *mut u8)
+    }
+
+    unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount) {
+        let addr = start.as_ptr() as usize;
+        if addr < self.base || !addr.is_multiple_of(PAGE_SIZE) {
+            return;
+        }
+        let i = (addr - self.base) / PAGE_SIZE;
+        let count = count.get();
+        if i + count > self.pages {
+            return;
+        }
+        let mut st = self.state.lock();
+        if all_bits(st.bits, i, count, true) {
+            set_bits(st.bits, i, count, false);
+            st.free += count;
+            st.lowest_free = st.lowest_free.min(i);
+        }
+    }
+
+    fn free_page_count(&self) -> PageCount {
+        PageCount::new(self.state.lock().free)
+    }
+}
+
+/// Pages from a frame allocator, reached through a direct map: physical address `p` is
+/// mapped at virtual address `direct_map + p`.
+pub struct DirectMapPageSource<F> {
+    frames: F,
+    direct_map: VirtAddr,
+    phys_end: PhysAddr,
+}
+
+impl<F> fmt::Debug for DirectMapPageSource<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectMapPageSource")
+            .field("direct_map", &self.direct_map)
+            .field("phys_end", &self.phys_end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: FrameSource> DirectMapPageSource<F> {
+    /// A page source handing out `frames`' frames through the direct map at `direct_map`;
+    /// every frame lies below `phys_end`.
+    ///
+    /// # Safety
+    /// `direct_map + p` is mapped, readable and writable for every physical address
+    /// `p < phys_end`, the frames `frames` hands out lie below `phys_end`, and nobody else
+    /// touches a frame while it is allocated to this source.
+    #[must_use]
+    pub unsafe fn new(frames: F, direct_map: VirtAddr, phys_end: PhysAddr) -> Self {
+        DirectMapPageSource { frames, direct_map, phys_end }
+    }
+
+    /// The frame source behind.
+    pub fn frames(&self) -> &F {
+        &self.frames
+    }
+}
+
+// SAFETY: frames are owned exclusively once allocated and mapped at the direct map
+// (constructor's contract); the range covers every physical address below `phys_end`.
+unsafe impl<F: FrameSource> PageSource for DirectMapPageSource<F> {
+    fn range(&self) -> (VirtAddr, PageCount) {
+        (self.direct_map, PageCount::new((self.phys_end.as_u64() >> PAGE_SHIFT) as usize))
+    }
+
+    fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
+        let frame = self.frames.allocate(FrameCount::new(count.get() as u64), align, Some(self.phys_end)).ok()?;
+        let addr = self.direct_map.as_usize().checked_add(frame.start_address().as_u64() as usize)?;
+        NonNull::new(addr as *mut u8)
+    }
+
+    unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount) {
+        let phys = (start.as_ptr() as usize).wrapping_sub(self.direct_map.as_usize());
+        let frame = Frame::containing_address(PhysAddr::new(phys as u64));
+        // A refusal means the run was not allocated: nothing to give back.
+        let _ = self.frames.free(frame, FrameCount::new(count.get() as u64));
+    }
+
+    fn free_page_count(&self) -> PageCount {
+        PageCount::new(self.frames.free_frames().get() as usize)
+    }
+}
+
+/// The most large pages one [`LargePages`] holds at once.
+pub const MAX_LARGE_PAGES: usize = 64;
+
+struct LargeSlot {
+    start: usize,
+    used: usize,
+    bits: [u64; LARGE_PAGE_PAGES / 64],
+}
+
+/// Pages carved out of 16 MiB large pages (order-12 runs) of an inner source: the backing
+/// of the `*_16M` heaps. A large page goes back to the inner source when its last page is
+/// freed. `allocate_pages` fails when the inner source has no order-12 run left.
+pub struct LargePages<S> {
+    inner: S,
+    slots: Mutex<[Option<LargeSlot>; MAX_LARGE_PAGES]>,
+}
+
+impl<S> fmt::Debug for LargePages<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held = self.slots.lock().iter().filter(|s| s.is_some()).count();
+        f.debug_struct("LargePages").field("large_pages_held", &held).finish_non_exhaustive()
+    }
+}
+
+impl<S: PageSource> LargePages<S> {
+    /// Large pages taken from `inner` on demand.
+    pub const fn new(inner: S) -> Self {
+        LargePages { inner, slots: Mutex::new([const { None }; MAX_LARGE_PAGES]) }
+    }
+
+    /// Large pages currently held.
+    pub fn large_pages_held(&self) -> usize {
+        self.slots.lock().iter().filter(|s| s.is_some()).count()
+    }
+}
+
+// SAFETY: pages come from large pages owned exclusively (inner's contract) and are handed
+// out once each, tracked by the slot bitmaps.
+unsafe impl<S: PageSource> PageSource for LargePages<S> {
+    fn range(&self) -> (VirtAddr, PageCount) {
+        self.inner.range()
+    }
+
+    fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
+        let count = count.get();
+        if count == 0 || count > LARGE_PAGE_PAGES || align.get() > LARGE_PAGE_ORDER.get() {
+            return None;
+        }
+        let align_pages = 1usize << align.get();
+        let mut slots = self.slots.lock();
+        for slot in slots.iter_mut().flatten() {
+            if let Some(i) = find_clear_run(&slot.bits, LARGE_PAGE_PAGES, 0, count, align_pages, 0) {
+                set_bits(&mut slot.bits, i, count, true);
+                slot.used += count;
+                return NonNull::new((slot.start + i * PAGE_SIZE) as *mut u8);
+            }
+        }
+        let empty = slots.iter_mut().find(|s| s.is_none())?;
+        let start = self.inner.allocate_pages(PageCount::new(LARGE_PAGE_PAGES), LARGE_PAGE_ORDER)?;
+        let mut slot = LargeSlot { start: start.as_ptr() as usize, used: count, bits: [0; LARGE_PAGE_PAGES / 64] };
+        set_bits(&mut slot.bits, 0, count, true);
+        *empty = Some(slot);
+        Some(start)
+    }
+
+    unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount) {
+        let addr = start.as_ptr() as usize;
+        let count = count.get();
+        let mut slots = self.slots.lock();
+        for entry in slots.iter_mut() {
+            let Some(slot) = entry else { continue };
+            if addr < slot.start || addr >= slot.start + LARGE_PAGE_PAGES * PAGE_SIZE {
+                continue;
+            }
+            let i = (addr - slot.start) / PAGE_SIZE;
+            if i + count > LARGE_PAGE_PAGES || !all_bits(&slot.bits, i, count, true) {
+                return;
+            }
+            set_bits(&mut slot.bits, i, count, false);
+            slot.used -= count;
+            if slot.used == 0 {
+                let whole = NonNull::new(slot.start as *mut u8);
+                *entry = None;
+                if let Some(whole) = whole {
+                    // SAFETY: the large page came from `inner` as one run and no page of it
+                    // is in use any more.
+                    unsafe { self.inner.free_pages(whole, PageCount::new(LARGE_PAGE_PAGES)) };
+                }
+            }
+            return;
+        }
+    }
+
+    fn free_page_count(&self) -> PageCount {
+        let slots = self.slots.lock();
+        let inside: usize = slots.iter().flatten().map(|s| LARGE_PAGE_PAGES - s.used).sum();
+        PageCount::new(inside + self.inner.free_page_count().get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::vec;
+
+    fn region(pages: usize) -> RegionPageSource {
+        let mem = vec![0u8; (pages + 1) * PAGE_SIZE].leak();
+        // SAFETY: leaked, so valid and unused by anyone else for 'static.
+        unsafe { RegionPageSource::new(NonNull::new(mem.as_mut_ptr()).unwrap(), mem.len()) }.unwrap()
+    }
+
+    #[test]
+    fn region_hands_out_aligned_disjoint_runs_and_takes_them_back() {
+        let src = region(256);
+        let free0 = src.free_page_count().get();
+        let a = src.allocate_pages(PageCount::new(3), Order::new(0)).unwrap();
+        let b = src.allocate_pages(PageCount::new(4), Order::new(2)).unwrap();
+        assert_eq!((b.as_ptr() as usize >> PAGE_SHIFT) % 4, 0);
+        let (a, b) = (a.as_ptr() as usize, b.as_ptr() as usize);
+        assert!(a + 3 * PAGE_SIZE <= b || b + 4 * PAGE_SIZE <= a);
+        assert_eq!(src.free_page_count().get(), free0 - 7);
+        // SAFETY: both runs came from `src` and are unused.
+        unsafe { src.free_pages(NonNull::new(a as *mut u8).unwrap(), PageCount::new(3)) };
+        // SAFETY: as above.
+        unsafe { src.free_pages(NonNull::new(b as *mut u8).unwrap(), PageCount::new(4)) };
+        assert_eq!(src.free_page_count().get(), free0);
+        assert!(src.allocate_pages(PageCount::new(free0 + 1), Order::new(0)).is_none());
+        assert!(src.allocate_pages(PageCount::new(free0), Order::new(0)).is_some());
+        assert!(src.allocate_pages(PageCount::new(1), Order::new(0)).is_none());
+    }
+
+    #[test]
+    fn large_pages_come_back_whole() {
+        let src = region(3 * LARGE_PAGE_PAGES);
+        let large = LargePages::new(&src);
+        let free0 = src.free_page_count().get();
+        let a = large.allocate_pages(PageCount::new(1), Order::new(0)).unwrap();
+        let b = large.allocate_pages(PageCount::new(16), Order::new(4)).unwrap();
+        assert_eq!(large.large_pages_held(), 1);
+        assert_eq!(src.free_page_count().get(), free0 - LARGE_PAGE_PAGES);
+        assert_eq!((b.as_ptr() as usize >> PAGE_SHIFT) % 16, 0);
+        // SAFETY: runs from `large`, unused.
+        unsafe { large.free_pages(a, PageCount::new(1)) };
+        assert_eq!(large.large_pages_held(), 1);
+        // SAFETY: as above.
+        unsafe { large.free_pages(b, PageCount::new(16)) };
+        assert_eq!(large.large_pages_held(), 0);
+        assert_eq!(src.free_page_count().get(), free0);
+    }
+}

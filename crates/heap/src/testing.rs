@@ -1,0 +1,378 @@
+//! The shadow-model runner shared by the property test, the random-action driver and the
+//! fuzz target: a sequence of [`Action`]s is applied to [`KernelHeaps`] over a region and,
+//! in parallel, to a model that knows every live block's range, alignment, fill byte, heap
+//! and pins. Any disagreement is returned as an error naming the action.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use crate::{
+    HeapId, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, RegionPageSource, SingleCpu, UnpinError, XmallocError,
+    XmfreeError,
+};
+
+/// One step of a run. Indices pick a live block modulo the number of live blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+pub enum Action {
+    /// `xmalloc(size, align_log2 % 32, heap % 6)`.
+    Alloc {
+        /// Bytes.
+        size: u16,
+        /// log2 of the alignment (taken modulo 32; beyond 28 is refused).
+        align_log2: u8,
+        /// Which heap (modulo 6).
+        heap: u8,
+    },
+    /// `xmalloc` of `pages` whole pages and a bit more.
+    AllocLarge {
+        /// Pages (modulo 64).
+        pages: u8,
+        /// log2 of the alignment (modulo 24).
+        align_log2: u8,
+        /// Which heap (modulo 6).
+        heap: u8,
+    },
+    /// `xmfree` of a live block.
+    Free {
+        /// Which block.
+        index: u16,
+    },
+    /// `realloc` of a live block.
+    Realloc {
+        /// Which block.
+        index: u16,
+        /// New size.
+        size: u16,
+    },
+    /// `pin` of a live block.
+    Pin {
+        /// Which block.
+        index: u16,
+    },
+    /// `unpin` of a live block.
+    Unpin {
+        /// Which block.
+        index: u16,
+    },
+    /// `xmfree` of a pointer inside a live block: refused.
+    FreeInterior {
+        /// Which block.
+        index: u16,
+        /// Offset inside it (modulo its size, at least 1).
+        offset: u16,
+    },
+    /// `xmfree` of a pointer freed before (and not handed out again): refused.
+    DoubleFree {
+        /// Which of the recently freed pointers.
+        index: u16,
+    },
+    /// `xmfree` of a live block naming the other heap: refused.
+    FreeWrongHeap {
+        /// Which block.
+        index: u16,
+    },
+}
+
+const HEAPS: [HeapId; 6] =
+    [HeapId::Kernel, HeapId::Pinned, HeapId::Kernel4K64K, HeapId::Kernel16M, HeapId::Pinned4K64K, HeapId::Pinned16M];
+
+/// How a run checks.
+#[derive(Debug, Clone, Copy)]
+pub struct RunConfig {
+    /// Bytes of the region behind the heaps.
+    pub region_bytes: usize,
+    /// Enable the 16M heaps.
+    pub large_pages: bool,
+    /// Check the heaps' invariants every this many actions (1: after every action).
+    pub check_every: usize,
+    /// Verify every live block's contents after every action (else only the block acted on).
+    pub verify_all: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig { region_bytes: 48 << 20, large_pages: true, check_every: 1, verify_all: true }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Successful allocations.
+    pub allocations: usize,
+    /// Allocations refused for lack of memory.
+    pub out_of_memory: usize,
+    /// Bad frees correctly refused.
+    pub refused_frees: usize,
+    /// Blocks live at the end.
+    pub live_at_end: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    addr: usize,
+    size: usize,
+    align_log2: u32,
+    fill: u8,
+    heap: HeapId,
+    pins: u32,
+}
+
+fn fill(b: &Live) {
+    // SAFETY: the block is live, at least `size` bytes, and only the runner touches it.
+    unsafe { core::ptr::write_bytes(b.addr as *mut u8, b.fill, b.size) };
+}
+
+fn intact(b: &Live, len: usize) -> bool {
+    // SAFETY: the block is live and at least `len <= size` bytes long; nobody writes it.
+    let bytes = unsafe { core::slice::from_raw_parts(b.addr as *const u8, len) };
+    bytes.iter().all(|&x| x == b.fill)
+}
+
+fn nn(addr: usize) -> NonNull<u8> {
+    NonNull::new(addr as *mut u8).unwrap_or(NonNull::dangling())
+}
+
+/// Applies `actions` to fresh heaps and to the model.
+///
+/// # Errors
+/// A description of the first disagreement between the heaps and the model.
+pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
+    let mut memory: Vec<u8> = vec![0; config.region_bytes];
+    let Some(start) = NonNull::new(memory.as_mut_ptr()) else { return Err("no memory".into()) };
+    // SAFETY: `memory` is used only through the source and outlives it (dropped last).
+    let Some(source) = (unsafe { RegionPageSource::new(start, memory.len()) }) else {
+        return Err("region too small".into());
+    };
+    let heaps = KernelHeaps::new(&source, &source, SingleCpu);
+    heaps.init(config.large_pages).map_err(|e| format!("init: {e}"))?;
+    let mut live: Vec<Live> = Vec::new();
+    let mut by_addr: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut freed: Vec<(usize, HeapId)> = Vec::new();
+    let mut stats = RunStats::default();
+    let mut next_fill = 1u8;
+    let pinned_blocks = |live: &Vec<Live>| live.iter().filter(|b| b.pins > 0).count();
+
+    for (step, &action) in actions.iter().enumerate() {
+        let fail = |what: String| Err(format!("step {step} {action:?}: {what}"));
+        let pick = |i: u16, live: &Vec<Live>| (!live.is_empty()).then(|| i as usize % live.len());
+        let mut alloc =
+            |size: usize, align_log2: u32, heap: HeapId, live: &mut Vec<Live>, by_addr: &mut BTreeMap<usize, usize>| {
+                match heaps.try_xmalloc(size, align_log2, heap) {
+                    Ok(p) => {
+                        let addr = p.as_ptr() as usize;
+                        if !addr.is_multiple_of(1 << align_log2) {
+                            return Err(format!("{addr:#x} not aligned to 2^{align_log2}"));
+                        }
+                        let end = addr + size.max(1);
+                        if let Some((&a, &i)) = by_addr.range(..end).next_back()
+                            && a + live[i].size.max(1) > addr
+                        {
+                            return Err(format!("{addr:#x}+{size} overlaps {a:#x}+{}", live[i].size));
+                        }
+                        freed.retain(|f| f.0 != addr);
+                        let b = Live { addr, size, align_log2, fill: next_fill, heap, pins: 0 };
+                        next_fill = next_fill.wrapping_add(1).max(1);
+                        fill(&b);
+                        by_addr.insert(addr, live.len());
+                        live.push(b);
+                        stats.allocations += 1;
+                        Ok(())
+                    }
+                    Err(XmallocError::BadAlignment(a)) if align_log2 > MAX_ALIGN_LOG2 && a == align_log2 => Ok(()),
+                    Err(XmallocError::NoMemory(_)) if align_log2 <= MAX_ALIGN_LOG2 => {
+                        stats.out_of_memory += 1;
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("xmalloc refused: {e}")),
+                }
+            };
+        let remove = |i: usize, live: &mut Vec<Live>, by_addr: &mut BTreeMap<usize, usize>| {
+            let b = live.swap_remove(i);
+            by_addr.remove(&b.addr);
+            if i < live.len() {
+                by_addr.insert(live[i].addr, i);
+            }
+            b
+        };
+        let r = match action {
+            Action::Alloc { size, align_log2, heap } => {
+                alloc(size as usize, u32::from(align_log2 % 32), HEAPS[heap as usize % 6], &mut live, &mut by_addr)
+            }
+            Action::AllocLarge { pages, align_log2, heap } => {
+                let size = (pages as usize % 64) * 4096 + 40000;
+                alloc(size, u32::from(align_log2 % 24), HEAPS[heap as usize % 6], &mut live, &mut by_addr)
+            }
+            Action::Free { index } => match pick(index, &live) {
+                None => Ok(()),
+                Some(i) => {
+                    let b = live[i];
+                    if !intact(&b, b.size) {
+                        fail(format!("contents of {:#x} changed", b.addr))?;
+                    }
+                    match (heaps.xmfree(nn(b.addr), b.heap), b.pins > 0 && !b.heap.is_pinned()) {
+                        (Ok(()), false) => {
+                            remove(i, &mut live, &mut by_addr);
+                            freed.push((b.addr, b.heap));
+                            if freed.len() > 64 {
+                                freed.remove(0);
+                            }
+                            Ok(())
+                        }
+                        (Err(XmfreeError::StillPinned(_, n)), true) if n == b.pins => Ok(()),
+                        (r, _) => Err(format!("xmfree gave {r:?} with {} pins", b.pins)),
+                    }
+                }
+            },
+            Action::Realloc { index, size } => match pick(index, &live) {
+                None => Ok(()),
+                Some(i) if live[i].pins > 0 && !live[i].heap.is_pinned() => Ok(()),
+                Some(i) => {
+                    let b = live[i];
+                    // SAFETY: the block is live and only the runner touches it.
+                    match unsafe { heaps.realloc(nn(b.addr), size as usize, b.heap) } {
+                        Ok(p) => {
+                            let addr = p.as_ptr() as usize;
+                            let kept = Live { addr, size: b.size, ..b };
+                            if !addr.is_multiple_of(1 << b.align_log2) {
+                                fail(format!("realloc lost alignment 2^{}", b.align_log2))?;
+                            }
+                            if !intact(&kept, b.size.min(size as usize)) {
+                                fail("realloc lost contents".into())?;
+                            }
+                            remove(i, &mut live, &mut by_addr);
+                            if addr != b.addr {
+                                freed.push((b.addr, b.heap));
+                            }
+                            let nb = Live { addr, size: size as usize, ..b };
+                            if let Some((&a, &j)) = by_addr.range(..addr + nb.size.max(1)).next_back()
+                                && a + live[j].size.max(1) > addr
+                            {
+                                fail(format!("realloc result overlaps {a:#x}"))?;
+                            }
+                            fill(&nb);
+                            freed.retain(|f| f.0 != addr);
+                            by_addr.insert(addr, live.len());
+                            live.push(nb);
+                            Ok(())
+                        }
+                        Err(crate::ReallocError::Allocate(XmallocError::NoMemory(_))) => Ok(()),
+                        Err(e) => Err(format!("realloc: {e}")),
+                    }
+                }
+            },
+            Action::Pin { index } => match pick(index, &live) {
+                None => Ok(()),
+                Some(i) if live[i].pins == 0 && pinned_blocks(&live) >= MAX_PINNED_BLOCKS / 2 => Ok(()),
+                Some(i) => {
+                    let b = &mut live[i];
+                    let want = if b.heap.is_pinned() { 1 } else { b.pins + 1 };
+                    match heaps.pin(nn(b.addr), b.heap) {
+                        Ok(n) if n == want => {
+                            if !b.heap.is_pinned() {
+                                b.pins = n;
+                            }
+                            Ok(())
+                        }
+                        r => Err(format!("pin gave {r:?}, want {want}")),
+                    }
+                }
+            },
+            Action::Unpin { index } => match pick(index, &live) {
+                None => Ok(()),
+                Some(i) => {
+                    let b = &mut live[i];
+                    let va = memkit_types::VirtAddr::new(b.addr);
+                    match (heaps.unpin(nn(b.addr), b.heap), b.heap.is_pinned(), b.pins) {
+                        (Err(UnpinError::PinnedHeap(a)), true, _) if a == va => Ok(()),
+                        (Err(UnpinError::NotPinned(a)), false, 0) if a == va => Ok(()),
+                        (Ok(n), false, p) if p > 0 && n == p - 1 => {
+                            b.pins = n;
+                            Ok(())
+                        }
+                        (r, _, p) => Err(format!("unpin gave {r:?} with {p} pins")),
+                    }
+                }
+            },
+            Action::FreeInterior { index, offset } => match pick(index, &live) {
+                Some(i) if live[i].size > 1 => {
+                    let b = live[i];
+                    let off = 1 + offset as usize % (b.size - 1);
+                    match heaps.xmfree(nn(b.addr + off), b.heap) {
+                        Err(XmfreeError::NotBlockStart(_)) => {
+                            stats.refused_frees += 1;
+                            Ok(())
+                        }
+                        r => Err(format!("interior free gave {r:?}")),
+                    }
+                }
+                _ => Ok(()),
+            },
+            Action::DoubleFree { index } => {
+                if freed.is_empty() {
+                    Ok(())
+                } else {
+                    let (addr, heap) = freed[index as usize % freed.len()];
+                    match heaps.xmfree(nn(addr), heap) {
+                        Err(XmfreeError::StillPinned(..)) | Ok(()) => Err("double free accepted".into()),
+                        Err(_) => {
+                            stats.refused_frees += 1;
+                            Ok(())
+                        }
+                    }
+                }
+            }
+            Action::FreeWrongHeap { index } => match pick(index, &live) {
+                None => Ok(()),
+                Some(i) => {
+                    let b = live[i];
+                    let other = if b.heap.is_pinned() { HeapId::Kernel } else { HeapId::Pinned };
+                    match heaps.xmfree(nn(b.addr), other) {
+                        Err(XmfreeError::OtherHeap(_)) => {
+                            stats.refused_frees += 1;
+                            Ok(())
+                        }
+                        r => Err(format!("free from the other heap gave {r:?}")),
+                    }
+                }
+            },
+        };
+        if let Err(e) = r {
+            return fail(e);
+        }
+        if config.check_every > 0 && step % config.check_every == 0 {
+            heaps.check_invariants();
+        }
+        if config.verify_all
+            && let Some(b) = live.iter().find(|b| !intact(b, b.size))
+        {
+            return fail(format!("contents of {:#x} changed", b.addr));
+        }
+    }
+    heaps.check_invariants();
+    stats.live_at_end = live.len();
+    for b in &live {
+        if !intact(b, b.size) {
+            return Err(format!("contents of {:#x} changed at the end", b.addr));
+        }
+        for _ in 0..b.pins {
+            heaps.unpin(nn(b.addr), b.heap).map_err(|e| format!("final unpin: {e}"))?;
+        }
+        heaps.xmfree(nn(b.addr), b.heap).map_err(|e| format!("final free: {e}"))?;
+    }
+    heaps.check_invariants();
+    for id in [HeapId::Kernel, HeapId::Pinned] {
+        heaps.regular_heap(id).trim();
+        heaps.large_heap(id).trim();
+        let (r, l) = (heaps.regular_heap(id).stats(), heaps.large_heap(id).stats());
+        if r.pages + l.pages != 0 {
+            return Err(format!("pages still held after freeing everything: {r:?} {l:?}"));
+        }
+    }
+    Ok(stats)
+}

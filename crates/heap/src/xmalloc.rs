@@ -1,0 +1,243 @@
+//! The AIX kernel heaps: `kernel_heap` and `pinned_heap`, each over a 4K/64K and a 16M
+//! backing heap, with `xmalloc`, `xmfree`, `malloc`, `palloc`, `pin` and `unpin`.
+//!
+//! ```text
+//!   HeapId::Kernel ──▶ kernel_heap_16M (large pages enabled) ──no 16 MiB page──▶ kernel_heap_4K_64K
+//!                  └─▶ kernel_heap_4K_64K (large pages disabled: the default heap)
+//!   HeapId::Pinned ──▶ pinned_heap_16M / pinned_heap_4K_64K, the same way
+//! ```
+//!
+//! The 16M heaps take their pages from 16 MiB large pages (order-12 runs of the page
+//! source, see [`LargePages`]). Kernel-heap memory is pageable: it may be pinned and
+//! unpinned, and must be unpinned before it is freed. Pinned-heap memory is pinned when
+//! `xmalloc` returns (its page source gives memory that is never paged out) and must never
+//! be unpinned.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use memkit_types::VirtAddr;
+
+use crate::error::{PinError, ReallocError, UnpinError, XmallocError, XmfreeError};
+use crate::heap::{CpuId, Heap};
+use crate::source::{LargePages, PageSource};
+
+/// A heap as the seed names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeapId {
+    /// `kernel_heap`: pageable memory, backed by the preferred page size.
+    Kernel,
+    /// `pinned_heap`: memory pinned when `xmalloc` returns, the preferred page size.
+    Pinned,
+    /// `kernel_heap_4K_64K`: pageable memory in regular pages.
+    Kernel4K64K,
+    /// `kernel_heap_16M`: pageable memory in 16 MiB large pages (the default heap when
+    /// large pages are not enabled or none can be had).
+    Kernel16M,
+    /// `pinned_heap_4K_64K`: pinned memory in regular pages.
+    Pinned4K64K,
+    /// `pinned_heap_16M`: pinned memory in 16 MiB large pages (the default heap when large
+    /// pages are not enabled or none can be had).
+    Pinned16M,
+}
+
+impl HeapId {
+    /// Whether memory of this heap is always pinned.
+    #[must_use]
+    pub const fn is_pinned(self) -> bool {
+        matches!(self, HeapId::Pinned | HeapId::Pinned4K64K | HeapId::Pinned16M)
+    }
+
+    /// Whether this heap prefers 16 MiB pages (`Kernel`/`Pinned` do once large pages are
+    /// enabled).
+    const fn wants_large(self, large_enabled: bool) -> bool {
+        match self {
+            HeapId::Kernel16M | HeapId::Pinned16M => true,
+            HeapId::Kernel | HeapId::Pinned => large_enabled,
+            HeapId::Kernel4K64K | HeapId::Pinned4K64K => false,
+        }
+    }
+}
+
+/// The kernel's heaps over a pageable and a pinned page source.
+pub struct KernelHeaps<'a, P, C> {
+    kernel_4k: Heap<&'a P, C>,
+    kernel_16m: Heap<LargePages<&'a P>, C>,
+    pinned_4k: Heap<&'a P, C>,
+    pinned_16m: Heap<LargePages<&'a P>, C>,
+    large_pages: AtomicBool,
+}
+
+impl<P, C> core::fmt::Debug for KernelHeaps<'_, P, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KernelHeaps")
+            .field("kernel_4k", &self.kernel_4k)
+            .field("pinned_4k", &self.pinned_4k)
+            .field("large_pages", &self.large_pages.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, P: PageSource, C: CpuId + Copy> KernelHeaps<'a, P, C> {
+    /// Uninitialised heaps: every `xmalloc` returns `None` until [`init`](Self::init).
+    /// `pageable` backs `kernel_heap`, `pinned` backs `pinned_heap` (memory never paged
+    /// out); they may be the same source.
+    pub const fn new(pageable: &'a P, pinned: &'a P, cpu: C) -> Self {
+        KernelHeaps {
+            kernel_4k: Heap::new(pageable, cpu, false),
+            kernel_16m: Heap::new(LargePages::new(pageable), cpu, false),
+            pinned_4k: Heap::new(pinned, cpu, true),
+            pinned_16m: Heap::new(LargePages::new(pinned), cpu, true),
+            large_pages: AtomicBool::new(false),
+        }
+    }
+
+    /// Initialises the 4K/64K heaps and, with `large_pages`, the 16M heaps. When the 16M
+    /// heaps cannot be set up (no 16 MiB page), large pages stay disabled and every heap
+    /// points at the default heap. Returns whether large pages are enabled.
+    ///
+    /// # Errors
+    /// [`XmallocError::NoMemory`] when a 4K/64K heap cannot get its page map.
+    pub fn init(&self, large_pages: bool) -> Result<bool, XmallocError> {
+        self.kernel_4k.init()?;
+        self.pinned_4k.init()?;
+        let enabled = large_pages && self.kernel_16m.init().is_ok() && self.pinned_16m.init().is_ok();
+        self.large_pages.store(enabled, Ordering::Release);
+        Ok(enabled)
+    }
+
+    /// Whether large-page (16M) heaps are enabled.
+    pub fn large_pages_enabled(&self) -> bool {
+        self.large_pages.load(Ordering::Acquire)
+    }
+
+    /// The backing heaps of `heap`'s family: (4K/64K, 16M).
+    fn family(&self, heap: HeapId) -> (&Heap<&'a P, C>, &Heap<LargePages<&'a P>, C>) {
+        if heap.is_pinned() { (&self.pinned_4k, &self.pinned_16m) } else { (&self.kernel_4k, &self.kernel_16m) }
+    }
+
+    /// The 4K/64K backing heap of `heap`'s family.
+    pub fn regular_heap(&self, heap: HeapId) -> &Heap<&'a P, C> {
+        self.family(heap).0
+    }
+
+    /// The 16M backing heap of `heap`'s family.
+    pub fn large_heap(&self, heap: HeapId) -> &Heap<LargePages<&'a P>, C> {
+        self.family(heap).1
+    }
+
+    /// `xmalloc(size, align, heap)`: `size` bytes aligned to 2^`align_log2` bytes from
+    /// `heap`, or an error saying why the seed would return a null pointer.
+    ///
+    /// # Errors
+    /// [`XmallocError::NotInitialised`] before [`init`](Self::init),
+    /// [`XmallocError::NoMemory`] when the memory cannot be allocated,
+    /// [`XmallocError::BadAlignment`] / [`XmallocError::TooLarge`] for impossible requests.
+    #[inline]
+    pub fn try_xmalloc(&self, size: usize, align_log2: u32, heap: HeapId) -> Result<NonNull<u8>, XmallocError> {
+        let (regular, large) = self.family(heap);
+        if heap.wants_large(true) && self.large_pages_enabled() {
+            match large.allocate(size, align_log2) {
+                Err(XmallocError::NoMemory(_)) => {}
+                other => return other,
+            }
+        }
+        regular.allocate(size, align_log2)
+    }
+
+    /// `xmalloc(size, align, heap)`: the seed's form, `None` (a null pointer) when the
+    /// memory cannot be allocated or the heap is not initialised.
+    #[inline]
+    #[must_use]
+    pub fn xmalloc(&self, size: usize, align_log2: u32, heap: HeapId) -> Option<NonNull<u8>> {
+        self.try_xmalloc(size, align_log2, heap).ok()
+    }
+
+    /// `malloc(size)` = `xmalloc(size, 0, kernel_heap)`.
+    #[must_use]
+    pub fn malloc(&self, size: usize) -> Option<NonNull<u8>> {
+        self.xmalloc(size, 0, HeapId::Kernel)
+    }
+
+    /// `palloc(size, align)` = `xmalloc(size, align, kernel_heap)`.
+    #[must_use]
+    pub fn palloc(&self, size: usize, align_log2: u32) -> Option<NonNull<u8>> {
+        self.xmalloc(size, align_log2, HeapId::Kernel)
+    }
+
+    /// Runs `f` on the backing heap of `heap`'s family that owns `ptr`.
+    fn owner<T>(
+        &self,
+        ptr: NonNull<u8>,
+        heap: HeapId,
+        f_regular: impl FnOnce(&Heap<&'a P, C>) -> T,
+        f_large: impl FnOnce(&Heap<LargePages<&'a P>, C>) -> T,
+    ) -> Result<T, XmfreeError> {
+        let (regular, large) = self.family(heap);
+        if regular.owns(ptr) {
+            return Ok(f_regular(regular));
+        }
+        if large.owns(ptr) {
+            return Ok(f_large(large));
+        }
+        let (other_regular, other_large) = self.family(if heap.is_pinned() { HeapId::Kernel } else { HeapId::Pinned });
+        let va = VirtAddr::new(ptr.as_ptr() as usize);
+        if other_regular.owns(ptr) || other_large.owns(ptr) {
+            return Err(XmfreeError::OtherHeap(va));
+        }
+        Err(XmfreeError::NotOwned(va))
+    }
+
+    /// `xmfree(ptr, heap)`: frees a block of `heap`; the size comes from the pointer.
+    ///
+    /// # Errors
+    /// [`XmfreeError::OtherHeap`] for a block of the other heap, [`XmfreeError::NotOwned`]
+    /// for a pointer no heap handed out, [`XmfreeError::NotBlockStart`],
+    /// [`XmfreeError::NotAllocated`] (double free), [`XmfreeError::StillPinned`] for
+    /// kernel-heap memory not unpinned. Nothing is freed then.
+    #[inline]
+    pub fn xmfree(&self, ptr: NonNull<u8>, heap: HeapId) -> Result<(), XmfreeError> {
+        self.owner(ptr, heap, |h| h.free(ptr), |h| h.free(ptr))?
+    }
+
+    /// Pins the kernel-heap block at `ptr` once more and returns its pin count; pinned-heap
+    /// memory is always pinned (count 1).
+    ///
+    /// # Errors
+    /// [`PinError::Invalid`] for a pointer that is not a live block of `heap`,
+    /// [`PinError::NoMemory`] when the pin table is full.
+    pub fn pin(&self, ptr: NonNull<u8>, heap: HeapId) -> Result<u32, PinError> {
+        self.owner(ptr, heap, |h| h.pin(ptr), |h| h.pin(ptr)).map_err(PinError::Invalid)?
+    }
+
+    /// Unpins the kernel-heap block at `ptr` once and returns the pins left.
+    ///
+    /// # Errors
+    /// [`UnpinError::PinnedHeap`] for pinned-heap memory, [`UnpinError::NotPinned`],
+    /// [`UnpinError::Invalid`] for a pointer that is not a live block of `heap`.
+    pub fn unpin(&self, ptr: NonNull<u8>, heap: HeapId) -> Result<u32, UnpinError> {
+        self.owner(ptr, heap, |h| h.unpin(ptr), |h| h.unpin(ptr)).map_err(UnpinError::Invalid)?
+    }
+
+    /// Resizes the block at `ptr` of `heap`, keeping its alignment.
+    ///
+    /// # Errors
+    /// As [`Heap::realloc`]; the old block is kept on failure.
+    ///
+    /// # Safety
+    /// As [`Heap::realloc`].
+    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize, heap: HeapId) -> Result<NonNull<u8>, ReallocError> {
+        // SAFETY: the caller's contract is forwarded.
+        let r = self.owner(ptr, heap, |h| unsafe { h.realloc(ptr, new_size) }, |h| unsafe { h.realloc(ptr, new_size) });
+        r.map_err(ReallocError::Free)?
+    }
+
+    /// Checks the invariants of every backing heap.
+    #[cfg(any(test, feature = "check"))]
+    pub fn check_invariants(&self) {
+        self.kernel_4k.check_invariants();
+        self.kernel_16m.check_invariants();
+        self.pinned_4k.check_invariants();
+        self.pinned_16m.check_invariants();
+    }
+}

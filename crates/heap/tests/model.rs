@@ -1,0 +1,84 @@
+//! The heaps against the shadow model: a property test over random action sequences (every
+//! invariant and every live block's contents checked after every action) and a random-action
+//! driver of a million actions.
+
+use memkit_heap::testing::{Action, RunConfig, run};
+use proptest::prelude::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+fn action() -> impl Strategy<Value = Action> {
+    let size = prop_oneof![4 => 0u16..256, 3 => 256u16..4096, 2 => 4096u16..=u16::MAX];
+    let align = prop_oneof![6 => 0u8..5, 2 => 5u8..13, 1 => 13u8..32];
+    prop_oneof![
+        8 => (size, align, any::<u8>()).prop_map(|(size, align_log2, heap)| Action::Alloc { size, align_log2, heap }),
+        1 => (any::<u8>(), 0u8..24, any::<u8>())
+            .prop_map(|(pages, align_log2, heap)| Action::AllocLarge { pages, align_log2, heap }),
+        6 => any::<u16>().prop_map(|index| Action::Free { index }),
+        2 => (any::<u16>(), any::<u16>()).prop_map(|(index, size)| Action::Realloc { index, size }),
+        1 => any::<u16>().prop_map(|index| Action::Pin { index }),
+        1 => any::<u16>().prop_map(|index| Action::Unpin { index }),
+        1 => (any::<u16>(), any::<u16>()).prop_map(|(index, offset)| Action::FreeInterior { index, offset }),
+        1 => any::<u16>().prop_map(|index| Action::DoubleFree { index }),
+        1 => any::<u16>().prop_map(|index| Action::FreeWrongHeap { index }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn heaps_agree_with_the_shadow_model(actions in prop::collection::vec(action(), 1..300), large in any::<bool>()) {
+        let config = RunConfig { large_pages: large, ..RunConfig::default() };
+        if let Err(e) = run(&actions, config) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
+}
+
+fn random_action(rng: &mut SmallRng) -> Action {
+    let index = rng.random();
+    match rng.random_range(0..100) {
+        0..45 => {
+            let size = match rng.random_range(0..10) {
+                0..6 => rng.random_range(1..512),
+                6..9 => rng.random_range(512..8192),
+                _ => rng.random_range(8192..=u16::MAX),
+            };
+            let align_log2 = if rng.random_ratio(1, 10) { rng.random_range(5..13) } else { rng.random_range(0..5) };
+            Action::Alloc { size, align_log2, heap: rng.random() }
+        }
+        45..47 => Action::AllocLarge { pages: rng.random(), align_log2: rng.random_range(0..16), heap: rng.random() },
+        47..90 => Action::Free { index },
+        90..94 => Action::Realloc { index, size: rng.random_range(1..20000) },
+        94 => Action::Pin { index },
+        95 => Action::Unpin { index },
+        96 => Action::FreeInterior { index, offset: rng.random() },
+        97 | 98 => Action::DoubleFree { index },
+        _ => Action::FreeWrongHeap { index },
+    }
+}
+
+#[test]
+fn a_million_random_actions() {
+    let mut rng = SmallRng::seed_from_u64(0x5eed_0002);
+    let actions: Vec<Action> = (0..1_000_000).map(|_| random_action(&mut rng)).collect();
+    let config = RunConfig { region_bytes: 64 << 20, large_pages: true, check_every: 20_000, verify_all: false };
+    let stats = run(&actions, config).unwrap();
+    assert!(stats.allocations > 400_000, "{stats:?}");
+    assert!(stats.refused_frees > 20_000, "{stats:?}");
+}
+
+#[test]
+fn running_dry_then_recovering() {
+    // Fill a small region until the page source is exhausted, free, and allocate again.
+    let mut actions: Vec<Action> = (0..3000u16)
+        .map(|i| Action::Alloc { size: 1000 + (i % 7) * 3000, align_log2: (i % 5) as u8, heap: (i % 2) as u8 })
+        .collect();
+    actions.extend((0..3000).map(|i| Action::Free { index: i * 7 }));
+    actions.extend((0..2000u16).map(|i| Action::Alloc { size: 100 + i, align_log2: 3, heap: 0 }));
+    let config = RunConfig { region_bytes: 8 << 20, large_pages: false, check_every: 100, verify_all: false };
+    let stats = run(&actions, config).unwrap();
+    assert!(stats.out_of_memory > 0, "{stats:?}");
+    assert!(stats.allocations > 2500 && stats.live_at_end == 2000, "{stats:?}");
+}
