@@ -39,6 +39,8 @@ mod area;
 mod cache;
 mod error;
 mod locked;
+mod machine;
+mod pool;
 
 pub use allocator::{Allocator, HEADER_MAGIC, Stats, get_header, header_size, header_words};
 pub use area::MemoryArea;
@@ -47,3 +49,11 @@ pub use error::{
     AllocateAtError, AllocateError, AreaError, AttachError, ErrorCode, FreeError, GetHeaderError, InitError,
 };
 pub use locked::{DefaultRawMutex, LockedAllocator};
+pub use machine::{
+    DEFAULT_MEMORY_MAP, Gaps, KERNEL_IMAGE, MAX_MAP_ENTRIES, MAX_RANGES, Machine, MapEntry, MemoryMap, ParseError,
+    ParseErrorKind, PoolConfigError, Ranges, RegionKind,
+};
+pub use pool::{
+    DEFAULT_POOL, DirectMap, HeaderMapping, ISA_DMA_LIMIT, ISA_DMA_POOL, POOL_COUNT, Placement, Pool, PoolError,
+    PoolStats, Pools, PoolsError,
+};

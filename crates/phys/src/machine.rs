@@ -1,0 +1,487 @@
+//! Machines: a physical memory map (as firmware reports it) plus the kernel image.
+//!
+//! A memory map is text, one entry per line:
+//!
+//! ```text
+//! # comment                       blank lines and everything after '#' are ignored
+//! 0x0000100000 0x001ffe0000 usable    start end type: hex (0x..) or decimal, end exclusive
+//! 0x001ffe0000 0x0020000000 reserved  types: usable, reserved; any other type is reserved
+//! ```
+//!
+//! Where usable and reserved entries overlap, reserved wins. Usable ranges are shrunk to
+//! whole frames, reserved ones grown to whole frames. The kernel image ([`KERNEL_IMAGE`]) is
+//! reserved on every machine: the kernel is loaded at 1 MiB and its image and boot page
+//! tables stay below 5 MiB.
+
+use core::fmt;
+
+use memkit_types::{PAGE_SIZE, PhysAddr};
+
+use crate::area::MemoryArea;
+
+/// Entries a memory map holds at most.
+pub const MAX_MAP_ENTRIES: usize = 128;
+/// Usable ranges a machine (or a pool) holds at most once reserved ranges are cut out.
+pub const MAX_RANGES: usize = 256;
+/// The range every machine reserves for the kernel image and boot page tables: 1 MiB .. 5 MiB.
+pub const KERNEL_IMAGE: MemoryArea = MemoryArea::new(PhysAddr::new(0x10_0000), 0x40_0000);
+
+/// The embedded default machine's memory map: a 512 MiB QEMU PC as its firmware reports it.
+pub const DEFAULT_MEMORY_MAP: &str = include_str!("../../../machines/qemu-pc-512m.memmap");
+
+/// What a memory-map entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionKind {
+    /// RAM the allocator may hand out.
+    Usable,
+    /// Anything else: firmware, ROM, holes, device memory, ACPI tables.
+    Reserved,
+}
+
+/// One entry of a memory map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapEntry {
+    /// The bytes it covers.
+    pub area: MemoryArea,
+    /// What they are.
+    pub kind: RegionKind,
+}
+
+/// What is wrong with a memory-map line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    /// The line has fewer than three fields; names the first one missing.
+    MissingField(&'static str),
+    /// The line has more than three fields.
+    ExtraField,
+    /// A field is not a decimal or `0x` hexadecimal number; names the field.
+    BadNumber(&'static str),
+    /// The end is not above the start.
+    EmptyRange,
+    /// The end is past the physical address limit (2^52).
+    TooLarge,
+    /// The map has more than [`MAX_MAP_ENTRIES`] entries.
+    TooManyEntries,
+}
+
+/// A malformed memory map: the line (counted from 1) and what is wrong with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseError {
+    /// The line number, from 1.
+    pub line: usize,
+    /// What is wrong.
+    pub kind: ParseErrorKind,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "memory map line {}: ", self.line)?;
+        match self.kind {
+            ParseErrorKind::MissingField(field) => write!(f, "missing the {field} field (want: start end type)"),
+            ParseErrorKind::ExtraField => f.write_str("more than three fields (want: start end type)"),
+            ParseErrorKind::BadNumber(field) => write!(f, "the {field} is not a decimal or 0x-hex number"),
+            ParseErrorKind::EmptyRange => f.write_str("the end is not above the start"),
+            ParseErrorKind::TooLarge => f.write_str("the end is past the physical address limit"),
+            ParseErrorKind::TooManyEntries => write!(f, "more than {MAX_MAP_ENTRIES} entries"),
+        }
+    }
+}
+
+impl core::error::Error for ParseError {}
+
+/// A memory map: up to [`MAX_MAP_ENTRIES`] entries in the order given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MemoryMap {
+    entries: [MapEntry; MAX_MAP_ENTRIES],
+    len: usize,
+}
+
+impl fmt::Debug for MemoryMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.entries()).finish()
+    }
+}
+
+impl Default for MemoryMap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn parse_number(s: &str, field: &'static str) -> Result<u64, ParseErrorKind> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse::<u64>(),
+    };
+    r.map_err(|_| ParseErrorKind::BadNumber(field))
+}
+
+impl MemoryMap {
+    /// An empty map.
+    #[must_use]
+    pub const fn new() -> Self {
+        MemoryMap {
+            entries: [MapEntry { area: MemoryArea::new(PhysAddr::zero(), 0), kind: RegionKind::Reserved };
+                MAX_MAP_ENTRIES],
+            len: 0,
+        }
+    }
+
+    /// Parses the `start end type` text format (see the module documentation).
+    ///
+    /// # Errors
+    /// [`ParseError`] naming the first malformed line and what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let mut map = MemoryMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let err = |kind| ParseError { line, kind };
+            let content = raw.split('#').next().unwrap_or("");
+            let mut fields = content.split_whitespace();
+            let Some(start) = fields.next() else { continue };
+            let end = fields.next().ok_or(err(ParseErrorKind::MissingField("end")))?;
+            let kind = fields.next().ok_or(err(ParseErrorKind::MissingField("type")))?;
+            if fields.next().is_some() {
+                return Err(err(ParseErrorKind::ExtraField));
+            }
+            let start = parse_number(start, "start").map_err(err)?;
+            let end = parse_number(end, "end").map_err(err)?;
+            if end <= start {
+                return Err(err(ParseErrorKind::EmptyRange));
+            }
+            if end > PhysAddr::LIMIT {
+                return Err(err(ParseErrorKind::TooLarge));
+            }
+            let kind = if kind.eq_ignore_ascii_case("usable") { RegionKind::Usable } else { RegionKind::Reserved };
+            let entry = MapEntry { area: MemoryArea::new(PhysAddr::new(start), end - start), kind };
+            map.push(entry).map_err(|_| err(ParseErrorKind::TooManyEntries))?;
+        }
+        Ok(map)
+    }
+
+    /// Adds an entry.
+    ///
+    /// # Errors
+    /// Gives the entry back when the map is full.
+    pub fn push(&mut self, entry: MapEntry) -> Result<(), MapEntry> {
+        if self.len == MAX_MAP_ENTRIES {
+            return Err(entry);
+        }
+        self.entries[self.len] = entry;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The entries, in the order given.
+    #[must_use]
+    pub fn entries(&self) -> &[MapEntry] {
+        &self.entries[..self.len]
+    }
+}
+
+/// A sorted list of disjoint, frame-aligned ranges (fixed capacity).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Ranges {
+    items: [MemoryArea; MAX_RANGES],
+    len: usize,
+}
+
+impl fmt::Debug for Ranges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl Ranges {
+    const EMPTY: Ranges = Ranges { items: [MemoryArea::new(PhysAddr::zero(), 0); MAX_RANGES], len: 0 };
+
+    /// The ranges, sorted by address.
+    #[must_use]
+    pub fn as_slice(&self) -> &[MemoryArea] {
+        &self.items[..self.len]
+    }
+
+    /// Total bytes.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.as_slice().iter().map(|r| r.size).sum()
+    }
+
+    /// The range from the first start to the last end (empty when there are no ranges).
+    #[must_use]
+    pub fn span(&self) -> MemoryArea {
+        match (self.as_slice().first(), self.as_slice().last()) {
+            (Some(a), Some(b)) => MemoryArea::from_bounds(a.start, PhysAddr::new(b.end())),
+            _ => MemoryArea::default(),
+        }
+    }
+
+    /// The holes between consecutive ranges: what the span holds that the ranges do not.
+    #[must_use]
+    pub fn gaps(&self) -> Gaps<'_> {
+        Gaps { ranges: self.as_slice(), i: 0 }
+    }
+
+    /// Inserts a range keeping the list sorted and merged; drops ranges past the capacity.
+    fn insert(&mut self, r: MemoryArea) {
+        if r.size == 0 {
+            return;
+        }
+        let (mut s, mut e) = (r.start.as_u64(), r.end());
+        let mut out = Ranges::EMPTY;
+        let mut placed = false;
+        for x in self.as_slice() {
+            if x.end() < s {
+                out.push(*x);
+            } else if x.start.as_u64() > e {
+                if !placed {
+                    out.push(MemoryArea::from_bounds(PhysAddr::new(s), PhysAddr::new(e)));
+                    placed = true;
+                }
+                out.push(*x);
+            } else {
+                s = s.min(x.start.as_u64());
+                e = e.max(x.end());
+            }
+        }
+        if !placed {
+            out.push(MemoryArea::from_bounds(PhysAddr::new(s), PhysAddr::new(e)));
+        }
+        *self = out;
+    }
+
+    fn push(&mut self, r: MemoryArea) {
+        if self.len < MAX_RANGES && r.size > 0 {
+            self.items[self.len] = r;
+            self.len += 1;
+        }
+    }
+
+    /// Removes `[s, e)` from every range.
+    fn subtract(&mut self, s: u64, e: u64) {
+        let mut out = Ranges::EMPTY;
+        for x in self.as_slice() {
+            let (xs, xe) = (x.start.as_u64(), x.end());
+            if xe <= s || xs >= e {
+                out.push(*x);
+                continue;
+            }
+            if xs < s {
+                out.push(MemoryArea::from_bounds(x.start, PhysAddr::new(s)));
+            }
+            if xe > e {
+                out.push(MemoryArea::from_bounds(PhysAddr::new(e), PhysAddr::new(xe)));
+            }
+        }
+        *self = out;
+    }
+
+    /// Keeps only what lies inside `[s, e)`.
+    fn clip(&mut self, s: u64, e: u64) {
+        if s > 0 {
+            self.subtract(0, s);
+        }
+        if e < u64::MAX {
+            self.subtract(e, u64::MAX);
+        }
+    }
+}
+
+/// The holes between consecutive ranges of a [`Ranges`], in address order: the reserved
+/// regions a pool's allocator is given (an enumerator, as the seed asks).
+#[derive(Debug, Clone)]
+pub struct Gaps<'a> {
+    ranges: &'a [MemoryArea],
+    i: usize,
+}
+
+impl Iterator for Gaps<'_> {
+    type Item = MemoryArea;
+
+    fn next(&mut self) -> Option<MemoryArea> {
+        while self.i + 1 < self.ranges.len() {
+            let (a, b) = (self.ranges[self.i], self.ranges[self.i + 1]);
+            self.i += 1;
+            if a.end() < b.start.as_u64() {
+                return Some(MemoryArea::from_bounds(PhysAddr::new(a.end()), b.start));
+            }
+        }
+        None
+    }
+}
+
+/// A machine: its memory map, the kernel image, and the windows of the configured pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    map: MemoryMap,
+    kernel_image: MemoryArea,
+    windows: [Option<MemoryArea>; crate::pool::POOL_COUNT],
+}
+
+/// Why a pool window cannot be configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolConfigError {
+    /// Only pools 1 to 6 take a window (pool 0 is the rest, pool 7 is ISA DMA memory).
+    NotConfigurable(usize),
+    /// The window is empty or not 4 KiB aligned.
+    BadWindow(MemoryArea),
+    /// The window overlaps the window of this pool.
+    Overlaps(usize),
+}
+
+impl fmt::Display for PoolConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolConfigError::NotConfigurable(p) => write!(f, "pool {p} cannot be configured (pools 1-6 can)"),
+            PoolConfigError::BadWindow(w) => write!(f, "pool window {w} is empty or not 4 KiB aligned"),
+            PoolConfigError::Overlaps(p) => write!(f, "pool window overlaps pool {p}'s window"),
+        }
+    }
+}
+
+impl core::error::Error for PoolConfigError {}
+
+impl Machine {
+    /// The embedded default machine: a 512 MiB QEMU PC ([`DEFAULT_MEMORY_MAP`]) plus the
+    /// kernel image.
+    ///
+    /// # Panics
+    /// Never: the embedded map is parsed by the tests.
+    #[must_use]
+    pub fn default_machine() -> Self {
+        match Self::parse(DEFAULT_MEMORY_MAP) {
+            Ok(m) => m,
+            Err(_) => panic!("the embedded memory map is malformed"),
+        }
+    }
+
+    /// A machine from a memory map in text form, with the kernel image reserved.
+    ///
+    /// # Errors
+    /// [`ParseError`] naming the first malformed line.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        Ok(Self::from_map(MemoryMap::parse(text)?))
+    }
+
+    /// A machine from a parsed memory map, with the kernel image reserved.
+    #[must_use]
+    pub fn from_map(map: MemoryMap) -> Self {
+        let mut windows = [None; crate::pool::POOL_COUNT];
+        windows[crate::pool::ISA_DMA_POOL] =
+            Some(MemoryArea::new(PhysAddr::zero(), crate::pool::ISA_DMA_LIMIT.as_u64()));
+        Machine { map, kernel_image: KERNEL_IMAGE, windows }
+    }
+
+    /// The memory map.
+    #[must_use]
+    pub fn memory_map(&self) -> &MemoryMap {
+        &self.map
+    }
+
+    /// The reserved kernel image.
+    #[must_use]
+    pub fn kernel_image(&self) -> MemoryArea {
+        self.kernel_image
+    }
+
+    /// Gives pool `pool` (1 to 6) the usable RAM inside `window`, taken from pool 0.
+    ///
+    /// # Errors
+    /// [`PoolConfigError`] for pools 0 and 7, an empty or unaligned window, or one that
+    /// overlaps another pool's window.
+    pub fn configure_pool(&mut self, pool: usize, window: MemoryArea) -> Result<(), PoolConfigError> {
+        if pool == crate::pool::DEFAULT_POOL || pool >= crate::pool::ISA_DMA_POOL {
+            return Err(PoolConfigError::NotConfigurable(pool));
+        }
+        if window.size == 0 || !window.is_frame_aligned() {
+            return Err(PoolConfigError::BadWindow(window));
+        }
+        for (p, w) in self.windows.iter().enumerate() {
+            if p != pool
+                && let Some(w) = w
+                && w.overlaps(window)
+            {
+                return Err(PoolConfigError::Overlaps(p));
+            }
+        }
+        self.windows[pool] = Some(window);
+        Ok(())
+    }
+
+    /// The window of pool `pool`: ISA DMA memory for pool 7, the configured window for
+    /// pools 1 to 6, `None` for pool 0 (it takes what no other pool does) and unconfigured
+    /// pools.
+    #[must_use]
+    pub fn pool_window(&self, pool: usize) -> Option<MemoryArea> {
+        self.windows.get(pool).copied().flatten()
+    }
+
+    /// The usable RAM: usable entries shrunk to whole frames, minus reserved entries and the
+    /// kernel image grown to whole frames.
+    #[must_use]
+    pub fn usable(&self) -> Ranges {
+        let page = PAGE_SIZE as u64;
+        let mut r = Ranges::EMPTY;
+        for e in self.map.entries().iter().filter(|e| e.kind == RegionKind::Usable) {
+            let s = e.area.start.as_u64().next_multiple_of(page);
+            let end = e.area.end() & !(page - 1);
+            if s < end {
+                r.insert(MemoryArea::from_bounds(PhysAddr::new(s), PhysAddr::new(end)));
+            }
+        }
+        let reserved = self.map.entries().iter().filter(|e| e.kind == RegionKind::Reserved).map(|e| e.area);
+        for a in reserved.chain(core::iter::once(self.kernel_image)) {
+            let (s, e) = a.frames_outward();
+            r.subtract(s * page, e.saturating_mul(page));
+        }
+        r
+    }
+
+    /// The usable RAM of pool `pool`, sorted; empty for pools without memory.
+    #[must_use]
+    pub fn pool_ranges(&self, pool: usize) -> Ranges {
+        let mut r = self.usable();
+        if pool >= crate::pool::POOL_COUNT {
+            return Ranges::EMPTY;
+        }
+        if pool == crate::pool::DEFAULT_POOL {
+            for w in self.windows.iter().flatten() {
+                r.subtract(w.start.as_u64(), w.end());
+            }
+        } else {
+            match self.windows[pool] {
+                Some(w) => r.clip(w.start.as_u64(), w.end()),
+                None => return Ranges::EMPTY,
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_machine_usable() {
+        let m = Machine::default_machine();
+        assert_eq!(m.memory_map().entries().len(), 7);
+        let u = m.usable();
+        assert_eq!(
+            u.as_slice(),
+            &[
+                MemoryArea::from_bounds(PhysAddr::new(0), PhysAddr::new(0x9f000)),
+                MemoryArea::from_bounds(PhysAddr::new(0x50_0000), PhysAddr::new(0x1ffe_0000)),
+            ]
+        );
+        let p7 = m.pool_ranges(7);
+        assert_eq!(p7.span(), MemoryArea::from_bounds(PhysAddr::new(0), PhysAddr::new(0x100_0000)));
+        assert_eq!(
+            p7.gaps().collect::<std::vec::Vec<_>>(),
+            [MemoryArea::from_bounds(PhysAddr::new(0x9f000), PhysAddr::new(0x50_0000))]
+        );
+        let p0 = m.pool_ranges(0);
+        assert_eq!(p0.as_slice(), &[MemoryArea::from_bounds(PhysAddr::new(0x100_0000), PhysAddr::new(0x1ffe_0000))]);
+        assert_eq!(m.pool_ranges(3).as_slice(), &[]);
+    }
+}
