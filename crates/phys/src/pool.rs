@@ -392,7 +392,6 @@ mod tests {
             Err(PoolError::NoSuchPool(8))
         );
         let before: std::vec::Vec<PoolStats> = pools.stats().collect();
-        drop(pools);
         // The headers live in `ram` at their physical addresses: attach again through a new view.
         let pools: Pools<'_> = Pools::attach(&machine, &mut DirectMap::new(&mut ram, PhysAddr::zero())).unwrap();
         let after: std::vec::Vec<PoolStats> = pools.stats().collect();
