@@ -171,8 +171,12 @@ pub struct World {
     stale: Vec<Option<DataspaceId>>,
     injected: bool,
     armed: bool,
+    lenient: bool,
     /// Actions applied so far.
     pub steps: u64,
+    /// Operations that succeeded (creates, writes, copies, ...): a driver checks that its
+    /// actions did something.
+    pub successes: u64,
 }
 
 const OWNER: ClientId = ClientId::new(1, 1);
@@ -204,7 +208,9 @@ impl World {
             stale: vec![None; SLOTS],
             injected: false,
             armed: false,
+            lenient: false,
             steps: 0,
+            successes: 0,
         }
     }
 
@@ -218,13 +224,22 @@ impl World {
 
     fn any_memory_short(&self) -> bool {
         let short = |pool| self.manager.pool(pool).is_some_and(|p: &ModelFrameSource| p.free_frames().get() < 16);
-        self.injected || short(PoolId::DEFAULT) || short(PoolId::ISA_DMA)
+        self.lenient || self.injected || short(PoolId::DEFAULT) || short(PoolId::ISA_DMA)
     }
 
     fn forget(&mut self, slot: usize) {
         if let Some(d) = self.model[slot].take() {
             self.stale[slot] = Some(d.id);
         }
+    }
+
+    /// Makes the `k`-th frame allocation of pool 0 from now on fail, and accepts running out
+    /// of memory from then on.
+    pub fn fail_allocation_at(&mut self, k: u64) {
+        if let Some(p) = self.manager.pool(PoolId::DEFAULT) {
+            p.fail_allocation(Some(k));
+        }
+        self.lenient = true;
     }
 
     /// Applies `action` to the manager and the model, then checks everything.
@@ -286,6 +301,7 @@ impl World {
         let r = self.manager.memphys_open(self.factory, OWNER, pool, Placement::AnyAddr, size as u64, 0, flags, "m");
         match r {
             Ok(id) => {
+                self.successes += 1;
                 assert!(size > 0 && pages(size) <= self.room_pages(), "create of {size} bytes should fail");
                 self.model[slot] = Some(ModelDs { id, data: vec![0; size], open: true, refs: 0 });
             }
@@ -296,7 +312,7 @@ impl World {
                 // enough free frames.
                 let pool = if pool7 { PoolId::ISA_DMA } else { PoolId::DEFAULT };
                 let free = self.manager.pool(pool).map_or(0, |p| p.free_frames().get());
-                let plausible = flags == DmFlags::CONTIGUOUS || self.injected || free < pages(size);
+                let plausible = flags == DmFlags::CONTIGUOUS || self.any_memory_short() || free < pages(size);
                 assert!(plausible, "unexpected {r:?}");
             }
             Err(e) => panic!("create: {e}"),
@@ -323,6 +339,8 @@ impl World {
             let n = (PAGE_SIZE as u64 - at % PAGE_SIZE as u64).min(end - at);
             match self.manager.write(id, at, &vec![byte; n as usize], &mut NoRevoker) {
                 Ok(()) => {
+                    self.successes += 1;
+                    self.successes += 1;
                     if let Some(d) = self.model[slot].as_mut() {
                         d.data[at as usize..(at + n) as usize].fill(byte);
                     }
@@ -357,6 +375,7 @@ impl World {
         let access = if write { Access::Write } else { Access::Read };
         match self.manager.map(id, offset, access) {
             Ok(m) => {
+                self.successes += 1;
                 assert!(offset < size);
                 assert!(m.rights.contains(Rights::READ));
                 assert_eq!(write, write && m.rights.contains(Rights::WRITE), "a write map must allow writes");
@@ -409,6 +428,7 @@ impl World {
         let open = s.open;
         match (r, num) {
             (Ok(id), Some(num)) => {
+                self.successes += 1;
                 assert!(open);
                 let total = dst_offs + num;
                 assert!(total > 0 && total <= crate::MAX_SIZE && pages(total as usize) <= self.room_pages());
@@ -440,6 +460,7 @@ impl World {
         let r = self.manager.resize(caller, id, size as u64, &mut NoRevoker);
         match r {
             Ok(()) => {
+                self.successes += 1;
                 assert!(open && !foreign);
                 if size == 0 {
                     self.close_model(slot);
@@ -476,6 +497,7 @@ impl World {
         let (id, open) = (d.id, d.open);
         match self.manager.close(caller, id) {
             Ok(()) => {
+                self.successes += 1;
                 assert!(open && !foreign);
                 self.close_model(slot);
             }
@@ -489,6 +511,7 @@ impl World {
         let (id, open, size) = (d.id, d.open, d.data.len() as u64);
         match self.manager.clear(OWNER, id, offset, len, &mut NoRevoker) {
             Ok(()) => {
+                self.successes += 1;
                 assert!(open && offset + len <= size);
                 if let Some(d) = self.model[slot].as_mut() {
                     d.data[offset as usize..(offset + len) as usize].fill(0);
@@ -506,6 +529,7 @@ impl World {
         let (id, open, size) = (d.id, d.open, d.data.len() as u64);
         match self.manager.allocate(OWNER, id, offset, len, &mut NoRevoker) {
             Ok(()) => {
+                self.successes += 1;
                 assert!(open && offset + len <= size);
                 if len > 0 {
                     let (addr, contiguous) = self.manager.phys_addr(id, offset).expect("populated");
@@ -527,6 +551,7 @@ impl World {
         let Some(d) = self.model[slot].as_mut() else { return };
         match self.manager.inc_ref(d.id) {
             Ok(()) => {
+                self.successes += 1;
                 assert!(d.open);
                 d.refs += 1;
             }
@@ -539,6 +564,7 @@ impl World {
         let Some(d) = self.model[slot].as_mut() else { return };
         match self.manager.dec_ref(d.id) {
             Ok(()) => {
+                self.successes += 1;
                 assert!(d.refs > 0);
                 d.refs -= 1;
                 if d.refs == 0 && !d.open {
@@ -621,7 +647,9 @@ impl World {
         assert_eq!(closed, self.model.iter().flatten().filter(|d| d.open).count() as u32);
         for slot in 0..SLOTS {
             if let Some(d) = self.model[slot].as_ref() {
-                self.manager.dec_refcnt(d.id, d.refs).expect("references held");
+                if d.refs > 0 {
+                    self.manager.dec_refcnt(d.id, d.refs).expect("references held");
+                }
                 self.model[slot] = None;
             }
         }
