@@ -17,7 +17,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => (slot.clone(), 0..36_000u16, any::<bool>()).prop_map(|(slot, offset, write)| Action::Map { slot, offset, write }),
         3 => (slot.clone(), slot.clone(), 0..34_000u16, 0..20_000u16, any::<u16>(), prop::bool::weighted(0.7), prop::bool::weighted(0.1))
             .prop_map(|(src, dst, src_offs, dst_offs, len, cow, pool7)| {
-                let len = if len % 4 == 0 { u16::MAX } else { len % 36_000 };
+                let len = if len.is_multiple_of(4) { u16::MAX } else { len % 36_000 };
                 Action::Copy { src, dst, src_offs, dst_offs, len, cow, pool7 }
             }),
         2 => (slot.clone(), any::<u16>(), prop::bool::weighted(0.1))
@@ -63,7 +63,7 @@ fn random_action(rng: &mut SmallRng) -> Action {
                 dst: rng.random_range(0..SLOTS as u8),
                 src_offs: rng.random_range(0..34_000),
                 dst_offs: rng.random_range(0..20_000),
-                len: if len % 4 == 0 { u16::MAX } else { len % 36_000 },
+                len: if len.is_multiple_of(4) { u16::MAX } else { len % 36_000 },
                 cow: rng.random_bool(0.7),
                 pool7: rng.random_bool(0.1),
             }
