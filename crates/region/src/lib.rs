@@ -1,9 +1,77 @@
-//! region maps (L4Re Rm) with O(log n) placement and page-fault resolution
+//! Region maps (L4Re `Rm`) with O(log n) placement and page-fault resolution.
+//!
+//! A [`RegionMap`] describes one address space: **areas** (reserved ranges) and **regions**
+//! (ranges backed by a dataspace at an offset, with rights and a cache mode). It decides
+//! *what* is mapped; an [`Mmu`] does the mapping, and a [`Backing`] (the dataspace manager)
+//! provides the frames.
+//!
+//! ```text
+//!   page fault (addr, access)
+//!        │
+//!        ▼
+//!   RegionMap::resolve ──find region (O(log n))──▶ Backing::map(ds, offset, access)
+//!        │                                             │ (frame, rights allowed now)
+//!        └──────────── Mmu::map(page, frame, region rights ∩ allowed, cache) ◀──┘
+//! ```
+//!
+//! Design principles:
+//! - **O(log n) everywhere.** Regions and areas live in AVL trees in index arenas (no
+//!   pointers), augmented with each subtree's largest gap as in Zircon's VMAR, so free-space
+//!   search with alignment, inside an area and below an upper limit is logarithmic, unlike
+//!   L4Re's linear first fit. Placement may be randomised.
+//! - **Seed semantics, Rust types.** Every function, flag and result of the seed has a typed
+//!   counterpart; each error enum maps back to the seed's code with `code()`.
+//! - **A failed operation changes nothing**, and the fault path allocates no heap memory.
+//! - **No platform knowledge.** `#![no_std]`, no `unsafe`; hardware sits behind [`Mmu`],
+//!   dataspaces behind [`Backing`]. [`SoftMmu`] is a page table in Rust memory with simulated
+//!   loads and stores, for tests of every layer.
+//!
+//! # The seed (`L4Re::Rm`) in this crate
+//!
+//! | seed | here |
+//! |---|---|
+//! | `reserve_area(start, size, flags, align)` | [`RegionMap::reserve_area`] (`Flags::SEARCH_ADDR`, `Flags::RESERVED`) |
+//! | `free_area(addr)` | [`RegionMap::free_area`] (regions in the area stay attached) |
+//! | `attach(start, size, flags, mem, offs, align)` | [`RegionMap::attach`] with an [`AttachRequest`] (`SEARCH_ADDR`, `IN_AREA`, `EAGER_MAP`, `DETACH_FREE`, rights, cache mode) |
+//! | `detach(addr, mem, task)` (both forms) | [`RegionMap::detach_at`] (`Detach_overlap` over one byte) |
+//! | `detach(start, size, mem, task)` | [`RegionMap::detach`] with [`DetachFlags`] `EXACT`, `OVERLAP`, `KEEP`; [`Detached::code`] gives `Detached_ds`, `Kept_ds`, `Split_ds`, + `Detach_again` |
+//! | (beyond the seed) | [`RegionMap::detach_all`]: a whole range in one call, every step reported |
+//! | `find(addr, size, offset, flags, m)` | [`RegionMap::find`] → [`Found`] (`IN_AREA` in [`Found::flags`] for an area) |
+//! | `get_regions(start)`, `get_areas(start)` | [`RegionMap::get_regions`], [`RegionMap::get_areas`]: bounded batches, a [`Listing`] with the map's generation |
+//! | `Pager::page_fault(pfa, pc, ...)` | [`RegionMap::resolve`] |
+//! | `Region_flag_shifts::Caching_shift` | [`CACHING_SHIFT`], [`cache_bits`] ([`memkit_types::CacheMode`] is a typed field) |
+//! | `Detach_result_mask`, `Detach_again` | [`DETACH_RESULT_MASK`], [`DETACH_AGAIN`] |
+//! | `-L4_ENOENT`, `-L4_EPERM`, `-L4_EINVAL`, `-L4_EADDRNOTAVAIL` | [`L4_ENOENT`], [`L4_EPERM`], [`L4_EINVAL`], [`L4_EADDRNOTAVAIL`] |
+//!
+//! `Io_pager::io_page_fault` concerns I/O ports, not memory, and is left out. The `task`
+//! argument of `detach` is the [`Mmu`] passed to each call.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+// The tests use std, and so does the `Arbitrary` derive of the fuzzing actions.
+#[cfg(any(test, feature = "fuzzing"))]
+extern crate std;
 
+#[cfg(feature = "testing")]
+pub mod action;
+mod backing;
+mod error;
+mod flags;
+mod map;
 pub mod mmu;
+pub mod mock;
+mod soft;
+mod space;
+mod tree;
 
+pub use backing::{Backing, BackingError};
+pub use error::{
+    AttachError, DetachError, FaultError, FindError, FreeAreaError, L4_EADDRNOTAVAIL, L4_EEXIST, L4_EINVAL, L4_ENOENT,
+    L4_ENOMEM, L4_EPERM, L4_ERANGE, ReserveError, map_error_code,
+};
+pub use flags::{CACHING_SHIFT, DETACH_AGAIN, DETACH_RESULT_MASK, DetachFlags, DetachResult, Flags, cache_bits};
+pub use map::{AreaInfo, AttachRequest, Detached, Found, Listing, MAX_ALIGN, RegionInfo, RegionMap};
 pub use mmu::{MapError, Mmu, TlbFlush, Translation};
+pub use soft::{AccessFault, SoftMmu};
+pub use space::AddressSpace;

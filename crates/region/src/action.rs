@@ -1,0 +1,782 @@
+//! Random actions on a region map and a reference model to check them against, shared by
+//! the property test, the long random-action test, the benchmarks and the fuzz target.
+//!
+//! ```text
+//!   Action ──▶ Harness::apply ──▶ AddressSpace<MockId, SoftMmu> + MockBacking + SparseRam
+//!                    │                                   │ results, loads
+//!                    └──▶ Model (BTreeMaps of ranges, a Vec<u8> per dataspace) ◀── compared
+//! ```
+//!
+//! The model is deliberately naive: linear first fit over a `BTreeMap` of ranges, the
+//! seed's detach algorithm spelled out, and dataspace contents as plain byte vectors. After
+//! every action the harness compares results, checks every invariant and checks that each
+//! MMU translation belongs to a region, stays within its rights and shows the dataspace's
+//! frame.
+
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use memkit_types::testing::SparseRam;
+use memkit_types::{Access, Frame, PAGE_SIZE, Page, Rights, VirtAddr};
+
+use crate::backing::Backing;
+use crate::flags::{DetachFlags, DetachResult, Flags};
+use crate::map::{AreaInfo, AttachRequest, Found, RegionInfo, RegionMap};
+use crate::mmu::Mmu;
+use crate::mock::{MockBacking, MockId};
+use crate::soft::SoftMmu;
+use crate::space::AddressSpace;
+
+/// Pages in the model's address window.
+pub const WINDOW_PAGES: usize = 256;
+/// The window's first byte.
+pub const WINDOW_START: usize = 0x1000_0000;
+/// Dataspaces in the model.
+pub const DATASPACES: usize = 4;
+/// Pages per dataspace.
+pub const DATASPACE_PAGES: usize = 24;
+
+/// One step of a random test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+pub enum Action {
+    /// `reserve_area`.
+    Reserve {
+        /// Start page (or search hint).
+        page: u8,
+        /// Pages.
+        pages: u8,
+        /// `SEARCH_ADDR`.
+        search: bool,
+        /// `RESERVED`.
+        reserved: bool,
+        /// Extra alignment bits over a page (0..=3).
+        align: u8,
+    },
+    /// `free_area`.
+    FreeArea {
+        /// A page in the area.
+        page: u8,
+    },
+    /// `attach`.
+    Attach {
+        /// Start page, search hint or area selector.
+        page: u8,
+        /// Pages.
+        pages: u8,
+        /// Dataspace number.
+        ds: u8,
+        /// Offset into the dataspace in pages.
+        offset: u8,
+        /// Rights bits (read 1, write 2, execute 4).
+        rights: u8,
+        /// `SEARCH_ADDR`.
+        search: bool,
+        /// `IN_AREA`.
+        in_area: bool,
+        /// `EAGER_MAP`.
+        eager: bool,
+        /// `DETACH_FREE`.
+        detach_free: bool,
+        /// Extra alignment bits over a page (0..=3).
+        align: u8,
+    },
+    /// `detach(start, size, flags)`.
+    Detach {
+        /// Start page.
+        page: u8,
+        /// Pages.
+        pages: u8,
+        /// `OVERLAP` (else `EXACT`).
+        overlap: bool,
+        /// `KEEP`.
+        keep: bool,
+    },
+    /// Detach a whole range in one call.
+    DetachAll {
+        /// Start page.
+        page: u8,
+        /// Pages.
+        pages: u8,
+        /// `OVERLAP` (else `EXACT`).
+        overlap: bool,
+    },
+    /// `find`.
+    Find {
+        /// Start page.
+        page: u8,
+        /// Pages.
+        pages: u8,
+    },
+    /// A page fault.
+    Fault {
+        /// The page.
+        page: u8,
+        /// 0 read, 1 write, 2 execute.
+        access: u8,
+    },
+    /// A simulated load.
+    Load {
+        /// The page.
+        page: u8,
+        /// Byte offset in the page.
+        within: u16,
+        /// Bytes.
+        len: u16,
+    },
+    /// A simulated store.
+    Store {
+        /// The page.
+        page: u8,
+        /// Byte offset in the page.
+        within: u16,
+        /// Bytes.
+        len: u16,
+        /// The byte value stored (plus the byte's index).
+        value: u8,
+    },
+    /// `get_regions` or `get_areas` paging.
+    List {
+        /// Start page.
+        page: u8,
+        /// Batch size.
+        batch: u8,
+        /// Areas instead of regions.
+        areas: bool,
+    },
+}
+
+fn rights_of(bits: u8) -> Rights {
+    Rights::from_bits_truncate(bits & 7)
+}
+
+/// The rights each model dataspace's handle allows: RWX, RW, R, RX.
+pub fn dataspace_rights(ds: usize) -> Rights {
+    [Rights::RWX, Rights::RW, Rights::READ, Rights::READ | Rights::EXECUTE][ds % 4]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ModelRegion {
+    end: usize,
+    ds: usize,
+    offset: usize,
+    rights: Rights,
+    flags: Flags,
+    in_area: bool,
+}
+
+/// The reference model: plain maps of page ranges and byte vectors.
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    /// start page → region.
+    regions: BTreeMap<usize, ModelRegion>,
+    /// start page → (end page, reserved).
+    areas: BTreeMap<usize, (usize, bool)>,
+    /// Dataspace contents.
+    bytes: Vec<Vec<u8>>,
+    /// Attachments per dataspace.
+    attachments: Vec<usize>,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            regions: BTreeMap::new(),
+            areas: BTreeMap::new(),
+            bytes: vec![vec![0; DATASPACE_PAGES * PAGE_SIZE]; DATASPACES],
+            attachments: vec![0; DATASPACES],
+        }
+    }
+
+    fn region_at(&self, page: usize) -> Option<(usize, ModelRegion)> {
+        self.regions.range(..=page).next_back().filter(|(_, r)| page < r.end).map(|(s, r)| (*s, *r))
+    }
+
+    fn area_at(&self, page: usize) -> Option<(usize, usize, bool)> {
+        self.areas.range(..=page).next_back().filter(|(_, a)| page < a.0).map(|(s, a)| (*s, a.0, a.1))
+    }
+
+    fn regions_overlap(&self, s: usize, e: usize) -> Option<usize> {
+        self.regions.iter().find(|(rs, r)| **rs < e && r.end > s).map(|(rs, _)| *rs)
+    }
+
+    fn areas_overlap(&self, s: usize, e: usize) -> bool {
+        self.areas.iter().any(|(a, v)| *a < e && v.0 > s)
+    }
+
+    /// Obstacles outside areas: every area and every region outside areas.
+    fn top_taken(&self, s: usize, e: usize) -> bool {
+        self.areas_overlap(s, e) || self.regions.iter().any(|(rs, r)| !r.in_area && *rs < e && r.end > s)
+    }
+
+    fn first_fit(&self, lo: usize, hi: usize, pages: usize, align: usize, top: bool) -> Option<usize> {
+        let mut p = lo.next_multiple_of(align);
+        while p + pages <= hi {
+            let taken = if top { self.top_taken(p, p + pages) } else { self.regions_overlap(p, p + pages).is_some() };
+            if !taken {
+                return Some(p);
+            }
+            p += align;
+        }
+        None
+    }
+
+    /// Whether `access` works at `page` (in a region with the rights, inside its dataspace).
+    fn allows(&self, page: usize, access: Access) -> Option<(usize, usize)> {
+        let (s, r) = self.region_at(page)?;
+        let off = r.offset + page - s;
+        (r.rights.allows(access) && off < DATASPACE_PAGES).then_some((r.ds, off))
+    }
+}
+
+/// How many actions of each kind succeeded, so a run can show it exercised them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Areas reserved.
+    pub reserved: u64,
+    /// Regions attached (in areas among them: `attached_in_area`).
+    pub attached: u64,
+    /// Regions attached with `IN_AREA`.
+    pub attached_in_area: u64,
+    /// Detach steps by result: detached, kept, split.
+    pub detached: [u64; 3],
+    /// Faults resolved.
+    pub faults: u64,
+    /// Loads and stores that succeeded.
+    pub accesses: u64,
+    /// Loads that read back a non-zero byte.
+    pub nonzero_loads: u64,
+}
+
+/// A region map, its MMU, a mock backing and RAM, driven side by side with a [`Model`].
+#[derive(Debug)]
+pub struct Harness {
+    /// What succeeded so far.
+    pub stats: Stats,
+    space: AddressSpace<MockId, SoftMmu>,
+    backing: MockBacking,
+    ram: SparseRam,
+    model: Model,
+    ids: Vec<MockId>,
+    /// Actions applied so far.
+    pub steps: u64,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const FIRST_FRAME: u64 = 0x100;
+
+fn va(page: usize) -> VirtAddr {
+    VirtAddr::new(WINDOW_START + page * PAGE_SIZE)
+}
+
+fn page_of(addr: VirtAddr) -> usize {
+    (addr.as_usize() - WINDOW_START) / PAGE_SIZE
+}
+
+impl Harness {
+    /// A fresh harness: an empty map over [`WINDOW_PAGES`] pages and [`DATASPACES`]
+    /// dataspaces.
+    #[must_use]
+    pub fn new() -> Self {
+        let mut backing = MockBacking::new(Frame::from_number(FIRST_FRAME));
+        let ids = (0..DATASPACES).map(|d| backing.create(DATASPACE_PAGES, dataspace_rights(d))).collect();
+        Harness {
+            space: AddressSpace::new(RegionMap::new(va(0), WINDOW_PAGES * PAGE_SIZE), SoftMmu::new()),
+            backing,
+            ram: SparseRam::new(),
+            model: Model::new(),
+            ids,
+            steps: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The region map under test.
+    #[must_use]
+    pub fn map(&self) -> &RegionMap<MockId> {
+        &self.space.map
+    }
+
+    /// Applies `action` to both sides and checks that they agree.
+    ///
+    /// # Panics
+    /// When the region map and the model disagree or an invariant breaks.
+    pub fn apply(&mut self, action: &Action) {
+        self.steps += 1;
+        match *action {
+            Action::Reserve { page, pages, search, reserved, align } => {
+                self.reserve(page, pages, search, reserved, align)
+            }
+            Action::FreeArea { page } => self.free_area(page as usize % WINDOW_PAGES),
+            Action::Attach { page, pages, ds, offset, rights, search, in_area, eager, detach_free, align } => {
+                let mut flags = Flags::empty();
+                flags.set(Flags::SEARCH_ADDR, search);
+                flags.set(Flags::IN_AREA, in_area);
+                flags.set(Flags::EAGER_MAP, eager);
+                flags.set(Flags::DETACH_FREE, detach_free);
+                self.attach(
+                    page as usize % WINDOW_PAGES,
+                    pages as usize % 16 + 1,
+                    ds as usize % DATASPACES,
+                    offset as usize % 32,
+                    rights_of(rights),
+                    flags,
+                    align % 4,
+                );
+            }
+            Action::Detach { page, pages, overlap, keep } => {
+                let mut f = if overlap { DetachFlags::OVERLAP } else { DetachFlags::EXACT };
+                f.set(DetachFlags::KEEP, keep);
+                self.detach(page as usize % WINDOW_PAGES, pages as usize % 16 + 1, f);
+            }
+            Action::DetachAll { page, pages, overlap } => {
+                self.detach_all(page as usize % WINDOW_PAGES, pages as usize % 64 + 1, overlap);
+            }
+            Action::Find { page, pages } => self.find(page as usize % WINDOW_PAGES, pages as usize % 8 + 1),
+            Action::Fault { page, access } => {
+                let access = [Access::Read, Access::Write, Access::Execute][access as usize % 3];
+                self.fault(page as usize % WINDOW_PAGES, access);
+            }
+            Action::Load { page, within, len } => {
+                self.load(
+                    page as usize % WINDOW_PAGES,
+                    within as usize % PAGE_SIZE,
+                    len as usize % (2 * PAGE_SIZE) + 1,
+                );
+            }
+            Action::Store { page, within, len, value } => {
+                let (w, l) = (within as usize % PAGE_SIZE, len as usize % (2 * PAGE_SIZE) + 1);
+                self.store(page as usize % WINDOW_PAGES, w, l, value);
+            }
+            Action::List { page, batch, areas } => {
+                self.list(page as usize % WINDOW_PAGES, batch as usize % 5 + 1, areas)
+            }
+        }
+        self.check();
+    }
+
+    fn reserve(&mut self, page: u8, pages: u8, search: bool, reserved: bool, align: u8) {
+        let (page, pages, align) = (page as usize % WINDOW_PAGES, pages as usize % 32 + 1, align % 4);
+        let mut flags = Flags::empty();
+        flags.set(Flags::SEARCH_ADDR, search);
+        flags.set(Flags::RESERVED, reserved);
+        let got = self.space.map.reserve_area(va(page), pages * PAGE_SIZE, flags, 12 + align);
+        let m = &self.model;
+        let want = if search {
+            m.first_fit(page, WINDOW_PAGES, pages, 1 << align, true)
+        } else {
+            (page + pages <= WINDOW_PAGES && !m.top_taken(page, page + pages)).then_some(page)
+        };
+        match (got, want) {
+            (Ok(a), Some(p)) => {
+                assert_eq!(page_of(a), p, "reserve_area placed the area elsewhere");
+                self.model.areas.insert(p, (p + pages, reserved));
+                self.stats.reserved += 1;
+            }
+            (Err(e), None) => assert_eq!(e.code(), crate::L4_EADDRNOTAVAIL, "{e}"),
+            (g, w) => panic!("reserve_area: got {g:?}, model {w:?}"),
+        }
+    }
+
+    fn free_area(&mut self, page: usize) {
+        let got = self.space.map.free_area(va(page));
+        match (got, self.model.area_at(page)) {
+            (Ok(a), Some((s, e, _))) => {
+                assert_eq!((page_of(a.start), a.size / PAGE_SIZE), (s, e - s));
+                self.model.areas.remove(&s);
+                for (_, r) in self.model.regions.range_mut(s..e) {
+                    r.in_area = false;
+                }
+            }
+            (Err(e), None) => assert_eq!(e.code(), crate::L4_ENOENT),
+            (g, w) => panic!("free_area: got {g:?}, model {w:?}"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attach(&mut self, page: usize, pages: usize, ds: usize, offset: usize, rights: Rights, flags: Flags, align: u8) {
+        let req = AttachRequest {
+            start: va(page),
+            size: pages * PAGE_SIZE,
+            flags,
+            rights,
+            cache: memkit_types::CacheMode::WriteBack,
+            dataspace: self.ids[ds],
+            offset: (offset * PAGE_SIZE) as u64,
+            align: 12 + align,
+        };
+        let got = self.space.attach(&mut self.backing, &req);
+        let m = &self.model;
+        let want = (|| {
+            if !dataspace_rights(ds).contains(rights) {
+                return None;
+            }
+            let in_area = flags.contains(Flags::IN_AREA);
+            let (lo, hi) = if in_area {
+                let (s, e, reserved) = m.area_at(page)?;
+                if reserved {
+                    return None;
+                }
+                (s, e)
+            } else {
+                (0, WINDOW_PAGES)
+            };
+            let at = if flags.contains(Flags::SEARCH_ADDR) {
+                m.first_fit(page.max(lo), hi, pages, 1 << align, !in_area)?
+            } else {
+                let taken = if in_area {
+                    m.regions_overlap(page, page + pages).is_some()
+                } else {
+                    m.top_taken(page, page + pages)
+                };
+                if page < lo || page + pages > hi || taken {
+                    return None;
+                }
+                page
+            };
+            let eager_fails =
+                flags.contains(Flags::EAGER_MAP) && !rights.is_empty() && offset + pages > DATASPACE_PAGES;
+            (!eager_fails).then_some(at)
+        })();
+        match (got, want) {
+            (Ok(a), Some(p)) => {
+                assert_eq!(page_of(a), p, "attach placed the region elsewhere");
+                let r = ModelRegion {
+                    end: p + pages,
+                    ds,
+                    offset,
+                    rights,
+                    flags: flags & (Flags::EAGER_MAP | Flags::DETACH_FREE),
+                    in_area: flags.contains(Flags::IN_AREA),
+                };
+                self.model.regions.insert(p, r);
+                self.model.attachments[ds] += 1;
+                self.stats.attached += 1;
+                self.stats.attached_in_area += u64::from(flags.contains(Flags::IN_AREA));
+                if flags.contains(Flags::EAGER_MAP) && !rights.is_empty() {
+                    for i in 0..pages {
+                        assert!(
+                            self.space.mmu.translate(Page::containing_address(va(p + i))).is_some(),
+                            "eager map left a hole"
+                        );
+                    }
+                }
+            }
+            (Err(e), None) => assert!(e.code() < 0),
+            (g, w) => panic!("attach {req:?}: got {g:?}, model {w:?}"),
+        }
+    }
+
+    /// The seed's detach step on the model.
+    fn model_detach(
+        &mut self,
+        s: usize,
+        e: usize,
+        flags: DetachFlags,
+    ) -> Option<(DetachResult, bool, usize, usize, usize)> {
+        let gs = self.model.regions_overlap(s, e)?;
+        let g = self.model.regions[&gs];
+        let whole = flags.contains(DetachFlags::OVERLAP) || (s <= gs && e >= g.end);
+        let (cs, ce, result) = if whole {
+            (gs, g.end, DetachResult::DetachedDs)
+        } else if s <= gs {
+            (gs, e, DetachResult::KeptDs)
+        } else if e >= g.end {
+            (s, g.end, DetachResult::KeptDs)
+        } else {
+            (s, e, DetachResult::SplitDs)
+        };
+        self.model.regions.remove(&gs);
+        if cs > gs {
+            self.model.regions.insert(gs, ModelRegion { end: cs, ..g });
+        }
+        if ce < g.end {
+            self.model.regions.insert(ce, ModelRegion { offset: g.offset + ce - gs, ..g });
+        }
+        match result {
+            DetachResult::DetachedDs => self.model.attachments[g.ds] -= 1,
+            DetachResult::SplitDs => self.model.attachments[g.ds] += 1,
+            DetachResult::KeptDs => {}
+        }
+        let again = self.model.regions_overlap(s, e).is_some();
+        self.stats.detached[result as usize] += 1;
+        Some((result, again, cs, ce - cs, g.offset + cs - gs))
+    }
+
+    fn detach(&mut self, page: usize, pages: usize, flags: DetachFlags) {
+        let got = self.space.detach(&mut self.backing, va(page), pages * PAGE_SIZE, flags);
+        let want = self.model_detach(page, page + pages, flags);
+        match (got, want) {
+            (Ok(d), Some((result, again, s, n, off))) => {
+                assert_eq!(
+                    (d.result, d.again, page_of(d.start), d.size / PAGE_SIZE, d.offset as usize / PAGE_SIZE),
+                    (result, again, s, n, off)
+                );
+                for i in 0..n {
+                    assert!(
+                        self.space.mmu.translate(Page::containing_address(va(s + i))).is_none(),
+                        "detached page still mapped"
+                    );
+                }
+            }
+            (Err(e), None) => assert_eq!(e.code(), crate::L4_ENOENT),
+            (g, w) => panic!("detach: got {g:?}, model {w:?}"),
+        }
+    }
+
+    fn detach_all(&mut self, page: usize, pages: usize, overlap: bool) {
+        let flags = if overlap { DetachFlags::OVERLAP } else { DetachFlags::EXACT };
+        let got = self.space.map.detach_all(&mut self.backing, &mut self.space.mmu, va(page), pages * PAGE_SIZE, flags);
+        let mut want = Vec::new();
+        while let Some(step) = self.model_detach(page, page + pages, flags) {
+            want.push(step);
+            if !step.1 {
+                break;
+            }
+        }
+        match got {
+            Ok(steps) => {
+                let got: Vec<_> = steps
+                    .iter()
+                    .map(|d| (d.result, d.again, page_of(d.start), d.size / PAGE_SIZE, d.offset as usize / PAGE_SIZE))
+                    .collect();
+                assert_eq!(got, want);
+                assert!(self.space.map.find(va(page), pages * PAGE_SIZE).map_or(true, |f| matches!(f, Found::Area(_))));
+            }
+            Err(e) => {
+                assert!(want.is_empty(), "detach_all failed: {e}");
+                assert_eq!(e.code(), crate::L4_ENOENT);
+            }
+        }
+    }
+
+    fn find(&mut self, page: usize, pages: usize) {
+        let got = self.space.map.find(va(page), pages * PAGE_SIZE);
+        let m = &self.model;
+        match (got, m.regions_overlap(page, page + pages)) {
+            (Ok(Found::Region(r)), Some(s)) => {
+                let mr = m.regions[&s];
+                assert_eq!(
+                    (
+                        page_of(r.start),
+                        r.size / PAGE_SIZE,
+                        r.offset as usize / PAGE_SIZE,
+                        r.rights,
+                        r.flags,
+                        r.dataspace
+                    ),
+                    (s, mr.end - s, mr.offset, mr.rights, mr.flags, self.ids[mr.ds])
+                );
+            }
+            (got, None) => {
+                let area = m.areas.iter().find(|(a, v)| **a < page + pages && v.0 > page);
+                match (got, area) {
+                    (Ok(f @ Found::Area(a)), Some((s, (e, reserved)))) => {
+                        assert_eq!((page_of(a.start), a.size / PAGE_SIZE), (*s, e - s));
+                        assert!(f.flags().contains(Flags::IN_AREA));
+                        assert_eq!(f.flags().contains(Flags::RESERVED), *reserved);
+                    }
+                    (Err(e), None) => assert_eq!(e.code(), crate::L4_ENOENT),
+                    (g, w) => panic!("find: got {g:?}, model area {w:?}"),
+                }
+            }
+            (g, w) => panic!("find: got {g:?}, model {w:?}"),
+        }
+    }
+
+    fn fault(&mut self, page: usize, access: Access) {
+        let got = self.space.resolve(&mut self.backing, va(page), access);
+        match (got, self.model.allows(page, access)) {
+            (Ok(t), Some((ds, off))) => {
+                assert_eq!(Some(t.frame), self.backing.frame(self.ids[ds], (off * PAGE_SIZE) as u64));
+                assert!(t.rights.allows(access));
+                self.stats.faults += 1;
+            }
+            (Err(e), None) => assert!(e.code() < 0),
+            (g, w) => panic!("fault {access:?} at page {page}: got {g:?}, model {w:?}"),
+        }
+    }
+
+    /// The model's view of `[page*4096 + within, .. + len)`: the dataspace byte positions,
+    /// or `None` when some page faults unresolvably.
+    fn model_bytes(&self, page: usize, within: usize, len: usize, access: Access) -> Option<Vec<(usize, usize)>> {
+        let start = page * PAGE_SIZE + within;
+        let end = start + len;
+        if end > WINDOW_PAGES * PAGE_SIZE {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len);
+        let mut p = start / PAGE_SIZE;
+        while p * PAGE_SIZE < end {
+            let (ds, off) = self.model.allows(p, access)?;
+            let lo = start.max(p * PAGE_SIZE);
+            let hi = end.min((p + 1) * PAGE_SIZE);
+            for b in lo..hi {
+                out.push((ds, off * PAGE_SIZE + b % PAGE_SIZE));
+            }
+            p += 1;
+        }
+        Some(out)
+    }
+
+    fn load(&mut self, page: usize, within: usize, len: usize) {
+        let mut buf = vec![0u8; len];
+        let addr = VirtAddr::new(WINDOW_START + page * PAGE_SIZE + within);
+        let got = self.space.load(&mut self.backing, &self.ram, addr, &mut buf);
+        match (got, self.model_bytes(page, within, len, Access::Read)) {
+            (Ok(()), Some(pos)) => {
+                for (i, (ds, b)) in pos.iter().enumerate() {
+                    assert_eq!(buf[i], self.model.bytes[*ds][*b], "loaded byte {i} differs from the model");
+                }
+                self.stats.accesses += 1;
+                self.stats.nonzero_loads += u64::from(buf.iter().any(|b| *b != 0));
+            }
+            (Err(e), None) => assert!(e.code() < 0),
+            (g, w) => panic!("load: got {g:?}, model {:?}", w.map(|v| v.len())),
+        }
+    }
+
+    fn store(&mut self, page: usize, within: usize, len: usize, value: u8) {
+        let buf: Vec<u8> = (0..len).map(|i| value.wrapping_add(i as u8)).collect();
+        let addr = VirtAddr::new(WINDOW_START + page * PAGE_SIZE + within);
+        let got = self.space.store(&mut self.backing, &self.ram, addr, &buf);
+        match (got, self.model_bytes(page, within, len, Access::Write)) {
+            (Ok(()), Some(pos)) => {
+                for (i, (ds, b)) in pos.iter().enumerate() {
+                    self.model.bytes[*ds][*b] = buf[i];
+                }
+                self.stats.accesses += 1;
+            }
+            (Err(e), None) => assert!(e.code() < 0),
+            (g, w) => panic!("store: got {g:?}, model {:?}", w.map(|v| v.len())),
+        }
+    }
+
+    fn list(&mut self, page: usize, batch: usize, areas: bool) {
+        let generation = self.space.map.generation();
+        let mut from = va(page);
+        if areas {
+            let mut got = Vec::new();
+            let mut buf = vec![AreaInfo { start: va(0), size: 0, flags: Flags::empty() }; batch];
+            loop {
+                let l = self.space.map.get_areas(from, &mut buf);
+                assert_eq!(l.generation, generation);
+                got.extend(buf[..l.count].iter().map(|a| (page_of(a.start), page_of(a.start) + a.size / PAGE_SIZE)));
+                match l.next {
+                    Some(n) => from = n,
+                    None => break,
+                }
+            }
+            let want: Vec<_> = self.model.areas.range(page..).map(|(s, a)| (*s, a.0)).collect();
+            assert_eq!(got, want);
+        } else {
+            let mut got = Vec::new();
+            let blank = RegionInfo {
+                start: va(0),
+                size: 0,
+                offset: 0,
+                rights: Rights::empty(),
+                cache: memkit_types::CacheMode::WriteBack,
+                flags: Flags::empty(),
+                dataspace: self.ids[0],
+            };
+            let mut buf = vec![blank; batch];
+            loop {
+                let l = self.space.map.get_regions(from, &mut buf);
+                assert!(l.count <= batch);
+                got.extend(buf[..l.count].iter().map(|r| (page_of(r.start), page_of(r.start) + r.size / PAGE_SIZE)));
+                match l.next {
+                    Some(n) => from = n,
+                    None => break,
+                }
+            }
+            let want: Vec<_> = self.model.regions.range(page..).map(|(s, r)| (*s, r.end)).collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    /// Checks the invariants and that the MMU shows only what the regions allow.
+    ///
+    /// # Panics
+    /// On the first difference.
+    pub fn check(&self) {
+        self.space.map.check_invariants();
+        self.space.mmu.check_invariants();
+        for (p, t) in self.space.mmu.translations() {
+            let page = page_of(p.start_address());
+            let (s, r) = self.model.region_at(page).expect("a translation outside every region");
+            assert!(r.rights.contains(t.rights), "a translation beyond its region's rights");
+            let off = (r.offset + page - s) * PAGE_SIZE;
+            assert_eq!(
+                Some(t.frame),
+                self.backing.frame(self.ids[r.ds], off as u64),
+                "a translation of the wrong frame"
+            );
+        }
+        for (d, id) in self.ids.iter().enumerate() {
+            assert_eq!(self.backing.attachments(*id), self.model.attachments[d], "attachment count of dataspace {d}");
+        }
+        assert_eq!(self.space.map.region_count(), self.model.regions.len());
+        assert_eq!(self.space.map.area_count(), self.model.areas.len());
+        let _ = self.backing.rights(self.ids[0]);
+    }
+}
+
+/// A small deterministic generator for the long random-action run (no dependency).
+#[derive(Debug, Clone)]
+pub struct ActionSource(u64);
+
+impl ActionSource {
+    /// A source seeded with `seed`.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        ActionSource(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// The next action, weighted towards attach, detach and memory access.
+    pub fn action(&mut self) -> Action {
+        let x = self.next();
+        let b = |k: u32| (x >> (8 * k)) as u8;
+        // Half the actions land in the first 32 pages, so that they meet each other often.
+        let dense = (x >> 63) == 1;
+        let page = if dense { b(0) % 32 } else { b(0) };
+        let bit = |k: u32| (x >> (48 + k)) & 1 == 1;
+        let y = self.next();
+        match y % 32 {
+            0 => Action::Reserve { page, pages: b(1), search: bit(0), reserved: bit(1) && bit(2), align: b(2) },
+            1 => Action::FreeArea { page },
+            2..=9 => Action::Attach {
+                page,
+                pages: b(1),
+                ds: b(2),
+                offset: b(3) % 8,
+                rights: b(4) | 1,
+                search: bit(0),
+                in_area: bit(1),
+                eager: bit(3) && bit(4),
+                detach_free: bit(5),
+                align: if bit(6) { b(5) } else { 0 },
+            },
+            10..=11 => Action::Detach { page, pages: b(1), overlap: bit(0), keep: bit(1) },
+            12 => Action::DetachAll { page, pages: b(1), overlap: bit(0) },
+            13..=14 => Action::Find { page, pages: b(1) },
+            15..=18 => Action::Fault { page, access: b(1) },
+            19..=24 => Action::Load { page, within: (y >> 8) as u16, len: (y >> 24) as u16 % 64 },
+            25..=29 => Action::Store { page, within: (y >> 8) as u16, len: (y >> 24) as u16 % 64, value: b(2) },
+            _ => Action::List { page, batch: b(1), areas: bit(0) },
+        }
+    }
+}
