@@ -11,7 +11,8 @@
 //! ```
 //!
 //! The boot page tables and the boot stack live in the image's `.bss`, so reserving the image
-//! reserves them too.
+//! reserves them too. The page below the boot stack is a guard: the kernel's own page tables
+//! leave it unmapped, so an overflow faults instead of overwriting the page tables.
 
 use core::arch::global_asm;
 
@@ -120,9 +121,12 @@ boot_pd:
     .skip 4096 * 4
 boot_start_info:
     .skip 16
-    .p2align 4
+    .p2align 12
+    .global boot_stack_guard
+boot_stack_guard:
+    .skip 4096
 boot_stack:
-    .skip 0x80000
+    .skip 0x400000
 boot_stack_top:
     "#,
     options(att_syntax)

@@ -19,16 +19,25 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod boot;
 mod boot_memory;
+mod cpu;
+mod frames;
+mod heap;
+mod image;
 mod interrupts;
 mod ktests;
+mod memory;
+mod paging;
+mod phys_window;
 mod pvh;
 mod runtime;
 mod serial;
 mod testing;
 
-use memkit_types::PhysAddr;
+use memkit_types::{FrameSource, PhysAddr};
 
 use crate::serial::{ExitCode, Serial, exit, println};
 
@@ -38,6 +47,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     Serial::init();
     println!("memkit kernel: booted through PVH");
     interrupts::init();
+    cpu::init();
     let map = match pvh::MemoryMap::from_start_info(PhysAddr::new(u64::from(start_info))) {
         Ok(map) => map,
         Err(e) => {
@@ -49,7 +59,57 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     for range in map.entries() {
         println!("  {:#014x}..{:#014x} {:?}", range.start.as_u64(), range.end.as_u64(), range.kind);
     }
-    ktests::run(&map)
+    let mut runner = testing::Runner::default();
+    ktests::boot(&mut runner, &map);
+
+    let frames = match memory::frames(&map) {
+        Ok(frames) => FRAMES.call_once(|| frames),
+        Err(e) => fatal("frame allocator", e),
+    };
+    let stats = frames.stats();
+    println!(
+        "frames: {} managed, {} free, header {} ({} bytes) through the identity map at {:?}",
+        stats.total_frames.get(),
+        stats.free_frames.get(),
+        frames.header(),
+        frames.header().size,
+        frames.header_mapping_address()
+    );
+    let carried = ktests::frames_identity(&mut runner, frames);
+
+    let space = match memory::switch_to_kernel_tables(&map, frames) {
+        Ok(space) => space,
+        Err(e) => fatal("kernel page tables", e),
+    };
+    println!(
+        "switched to the kernel's page tables: {} table frames, direct map of {} MiB; header now at {:?}",
+        space.table_frames,
+        space.direct_map_end.as_u64() >> 20,
+        frames.header_mapping_address()
+    );
+    ktests::frames_direct(&mut runner, frames, &space, carried);
+
+    let free_before_heap = frames.free_frames().get();
+    // SAFETY: the direct map is in use and covers all RAM the allocator manages.
+    let heaps = match unsafe { heap::init(frames, space.direct_map_end, true) } {
+        Ok(heaps) => heaps,
+        Err(e) => fatal("kernel heap", e),
+    };
+    println!(
+        "kernel heap: large pages {}, {} frames taken at init (page maps, 16 MiB pages)",
+        if heaps.large_pages_enabled() { "on" } else { "off" },
+        free_before_heap - frames.free_frames().get()
+    );
+    ktests::heap(&mut runner, heaps, frames);
+    runner.finish()
+}
+
+/// The kernel's frame allocator, once built.
+static FRAMES: spin::Once<frames::KernelFrames> = spin::Once::new();
+
+fn fatal(what: &str, error: impl core::fmt::Debug) -> ! {
+    println!("cannot set up the {what}: {error:?}");
+    exit(ExitCode::Failure)
 }
 
 #[panic_handler]

@@ -1,0 +1,25 @@
+//! The kernel image's physical extent, from the linker script's symbols.
+
+use memkit_phys::MemoryArea;
+use memkit_types::PhysAddr;
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+    #[link_name = "boot_stack_guard"]
+    static BOOT_STACK_GUARD: u8;
+}
+
+/// The guard page below the boot stack (inside the image; left unmapped once the kernel has
+/// its own page tables).
+pub(crate) fn boot_stack_guard() -> PhysAddr {
+    PhysAddr::new((&raw const BOOT_STACK_GUARD) as u64)
+}
+
+/// The image, from its first byte to the end of `.bss` (page aligned): code, data, the boot
+/// page tables, the boot and IST stacks. Loaded where it is linked (identity).
+pub(crate) fn area() -> MemoryArea {
+    let start = (&raw const __kernel_start) as u64;
+    let end = (&raw const __kernel_end) as u64;
+    MemoryArea::from_bounds(PhysAddr::new(start), PhysAddr::new(end))
+}

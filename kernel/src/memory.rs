@@ -1,0 +1,120 @@
+//! The kernel's memory: the frame allocator from the memory map, the kernel's own page
+//! tables with the higher-half direct map, and the switch to them.
+//!
+//! ```text
+//!   boot tables (identity 0..4 GiB)          kernel tables (frames from the allocator)
+//!   ┌──────────────────────────────┐         ┌──────────────────────────────────────────────┐
+//!   │ 0 .. 4 GiB ─▶ 0 .. 4 GiB     │ switch  │ kernel image ─▶ itself (4 KiB pages)         │
+//!   │                              │ ──────▶ │ 0xffff_8000_0000_0000 + p ─▶ p for all RAM   │
+//!   └──────────────────────────────┘  CR3    │ (2 MiB pages, no-execute); nothing else      │
+//!                                            └──────────────────────────────────────────────┘
+//! ```
+//!
+//! After the switch, RAM outside the kernel image is reachable only through the direct map:
+//! the frame allocator's header is re-attached there.
+
+use memkit_phys::MemoryArea;
+use memkit_region::Mmu;
+use memkit_types::{CacheMode, Frame, PAGE_SIZE, Page, PageCount, PhysAddr, Rights, SUPERPAGE_SIZE, VirtAddr};
+use x86_64::structures::paging::PageTableFlags;
+
+use crate::frames::{FramesError, KernelFrames};
+use crate::paging::PageTableMmu;
+use crate::phys_window::{self, DIRECT_MAP_BASE};
+use crate::pvh::MemoryMap;
+use crate::{cpu, image};
+
+/// Why the kernel's memory could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemoryError {
+    /// The memory map has no RAM range holding the kernel image.
+    NoRamForKernel,
+    /// The frame allocator failed.
+    Frames(FramesError),
+    /// The kernel's page tables could not be built.
+    Map(memkit_region::MapError),
+}
+
+/// The RAM range the kernel image is in, trimmed to whole frames: what the frame allocator
+/// manages.
+pub(crate) fn main_area(map: &MemoryMap) -> Result<MemoryArea, MemoryError> {
+    let kernel = image::area();
+    let range = map
+        .ram()
+        .find(|r| r.start.as_u64() <= kernel.start.as_u64() && kernel.end() <= r.end.as_u64())
+        .ok_or(MemoryError::NoRamForKernel)?;
+    let start = range.start.as_u64().next_multiple_of(PAGE_SIZE as u64);
+    let end = range.end.as_u64() & !(PAGE_SIZE as u64 - 1);
+    Ok(MemoryArea::from_bounds(PhysAddr::new(start), PhysAddr::new(end)))
+}
+
+/// The frame allocator over the main RAM range, the kernel image reserved; its header is
+/// written through the boot identity map.
+///
+/// # Errors
+/// [`MemoryError`] when the map has no such range or the allocator cannot be set up.
+pub(crate) fn frames(map: &MemoryMap) -> Result<KernelFrames, MemoryError> {
+    let area = main_area(map)?;
+    KernelFrames::new(area, &[image::area()]).map_err(MemoryError::Frames)
+}
+
+/// What the switch built.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KernelSpace {
+    /// The kernel's root table.
+    pub(crate) root: Frame,
+    /// The end of the direct map's physical range.
+    pub(crate) direct_map_end: PhysAddr,
+    /// Frames taken for the kernel's page tables.
+    pub(crate) table_frames: u64,
+}
+
+/// Builds the kernel's page tables from `frames`, switches to them, and re-attaches the
+/// allocator's header through the direct map.
+///
+/// # Errors
+/// [`MemoryError`] when the tables cannot be built or the header not re-attached.
+pub(crate) fn switch_to_kernel_tables(map: &MemoryMap, frames: &KernelFrames) -> Result<KernelSpace, MemoryError> {
+    let mut mmu = PageTableMmu::new(frames, None, None).map_err(MemoryError::Map)?;
+    let huge = SUPERPAGE_SIZE as u64;
+    let mut direct_map_end = 0;
+    let mut flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+    if cpu::no_execute_enabled() {
+        flags |= PageTableFlags::NO_EXECUTE;
+    }
+    let mut mapped_end = 0;
+    for range in map.ram() {
+        let start = (range.start.as_u64() & !(huge - 1)).max(mapped_end);
+        let end = range.end.as_u64().next_multiple_of(huge);
+        if start >= end {
+            continue;
+        }
+        let page = Page::containing_address(VirtAddr::new((DIRECT_MAP_BASE + start) as usize));
+        let frame = Frame::containing_address(PhysAddr::new(start));
+        mmu.map_huge(page, frame, ((end - start) / huge) as usize, flags).map_err(MemoryError::Map)?;
+        mapped_end = end;
+        direct_map_end = direct_map_end.max(end);
+    }
+    // The image, identity-mapped, except the boot stack's guard page.
+    let kernel = image::area();
+    let guard = image::boot_stack_guard().as_u64();
+    for (start, end) in [(kernel.start.as_u64(), guard), (guard + PAGE_SIZE as u64, kernel.end())] {
+        let frame = Frame::containing_address(PhysAddr::new(start));
+        let pages = PageCount::new(((end - start) / PAGE_SIZE as u64) as usize);
+        let page = Page::containing_address(VirtAddr::new(start as usize));
+        mmu.map(page, frame, pages, Rights::RWX, CacheMode::WriteBack).map_err(MemoryError::Map)?.ignore();
+    }
+    let root = mmu.root();
+    let table_frames = mmu.table_frames();
+    // SAFETY: the new table maps the kernel image (code, data, stacks) where it is now and
+    // all RAM at DIRECT_MAP_BASE; the only other thing the kernel touched through the boot
+    // identity map is the allocator's header, which is re-attached through the direct map
+    // right below before any further use.
+    unsafe { cpu::switch_root(root) };
+    let end = PhysAddr::new(direct_map_end);
+    // SAFETY: the active table maps all RAM below `end` at DIRECT_MAP_BASE and is never
+    // changed there.
+    unsafe { phys_window::switch_to_direct_map(end) };
+    frames.reattach().map_err(MemoryError::Frames)?;
+    Ok(KernelSpace { root, direct_map_end: end, table_frames })
+}

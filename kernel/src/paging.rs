@@ -1,0 +1,326 @@
+//! x86_64 page tables as memkit's [`Mmu`], built with the `x86_64` crate's paging structures
+//! and fed page-table frames by memkit's frame allocator.
+//!
+//! ```text
+//!   PML4 (root frame) ─▶ PDPT ─▶ PD ─▶ PT ─▶ 4 KiB frame
+//!   every table is a frame from a memkit FrameSource, reached through the physical window
+//!   (identity at boot, the higher-half direct map afterwards): OffsetPageTable(window offset)
+//! ```
+//!
+//! A [`PageTableMmu`] translates the pages of one window of the virtual address space (an
+//! address space's user window, or the kernel's own ranges); a page outside it is
+//! [`MapError::OutOfRange`]. It frees the tables it created, never the frames it maps: those
+//! belong to whoever asked for the mapping (a dataspace).
+
+use memkit_region::{MapError, Mmu, TlbFlush, Translation};
+use memkit_types::{CacheMode, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PageCount, Rights};
+use x86_64::structures::paging::mapper::{MapToError, MappedFrame, TranslateResult, UnmapError};
+use x86_64::structures::paging::{
+    FrameAllocator, Mapper, OffsetPageTable, PageTable, PageTableFlags, PhysFrame, Size2MiB, Size4KiB, Translate,
+};
+
+use crate::phys_window;
+
+fn to_x86_frame<S: x86_64::structures::paging::PageSize>(frame: Frame) -> PhysFrame<S> {
+    PhysFrame::containing_address(x86_64::PhysAddr::new(frame.start_address().as_u64()))
+}
+
+fn to_x86_page<S: x86_64::structures::paging::PageSize>(page: Page) -> x86_64::structures::paging::Page<S> {
+    x86_64::structures::paging::Page::containing_address(x86_64::VirtAddr::new(page.start_address().as_u64()))
+}
+
+fn from_x86_frame(frame: PhysFrame) -> Frame {
+    Frame::from_number(frame.start_address().as_u64() / PAGE_SIZE as u64)
+}
+
+/// memkit's frame allocator (any [`FrameSource`]) as the `x86_64` crate's [`FrameAllocator`]:
+/// where new page tables come from. It counts the frames it handed out.
+#[derive(Debug)]
+pub(crate) struct TableFrames<'s, S: FrameSource + ?Sized> {
+    source: &'s S,
+    allocated: u64,
+}
+
+impl<'s, S: FrameSource + ?Sized> TableFrames<'s, S> {
+    /// Hands out frames of `source`.
+    pub(crate) fn new(source: &'s S) -> Self {
+        TableFrames { source, allocated: 0 }
+    }
+}
+
+// SAFETY: every frame comes from the source's `allocate`, which hands a run to exactly one
+// owner until it is freed; the page table that receives it is that owner.
+unsafe impl<S: FrameSource + ?Sized> FrameAllocator<Size4KiB> for TableFrames<'_, S> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        let frame = self.source.allocate(FrameCount::new(1), Order::ZERO, None).ok()?;
+        self.allocated += 1;
+        Some(to_x86_frame(frame))
+    }
+}
+
+/// The page-table entry flags for `rights` and `cache`.
+///
+/// x86_64 cannot deny reads of a present page, so any non-empty rights map readable;
+/// `EXECUTE` clears `NO_EXECUTE`. Write-combining uses PAT entry 1, which the kernel programs
+/// to WC at boot ([`crate::cpu::init`]).
+fn flags_for(rights: Rights, cache: CacheMode) -> PageTableFlags {
+    let mut flags = PageTableFlags::PRESENT;
+    if rights.contains(Rights::WRITE) {
+        flags |= PageTableFlags::WRITABLE;
+    }
+    if !rights.contains(Rights::EXECUTE) && crate::cpu::no_execute_enabled() {
+        flags |= PageTableFlags::NO_EXECUTE;
+    }
+    match cache {
+        CacheMode::WriteBack => {}
+        CacheMode::WriteCombining => flags |= PageTableFlags::WRITE_THROUGH,
+        CacheMode::Uncached => flags |= PageTableFlags::WRITE_THROUGH | PageTableFlags::NO_CACHE,
+    }
+    flags
+}
+
+fn rights_of(flags: PageTableFlags) -> Rights {
+    let mut rights = Rights::READ;
+    if flags.contains(PageTableFlags::WRITABLE) {
+        rights |= Rights::WRITE;
+    }
+    if !flags.contains(PageTableFlags::NO_EXECUTE) {
+        rights |= Rights::EXECUTE;
+    }
+    rights
+}
+
+fn cache_of(flags: PageTableFlags) -> CacheMode {
+    if flags.contains(PageTableFlags::NO_CACHE) {
+        CacheMode::Uncached
+    } else if flags.contains(PageTableFlags::WRITE_THROUGH) {
+        CacheMode::WriteCombining
+    } else {
+        CacheMode::WriteBack
+    }
+}
+
+/// The page table in `frame`, through the physical window.
+///
+/// Every reference it returns is used within one call of a [`PageTableMmu`] method and
+/// dropped before the method returns; the MMU is the only code that forms references to its
+/// tables, so no two of them overlap.
+fn table_at<'t>(frame: Frame) -> &'t mut PageTable {
+    let ptr = phys_window::current().ptr(frame.start_address(), PAGE_SIZE).cast::<PageTable>();
+    // SAFETY: `frame` is a page-table frame reached through the physical window (mapped,
+    // page aligned, a `PageTable` for any bit pattern); see above for exclusivity.
+    unsafe { &mut *ptr }
+}
+
+/// A mapper for the tree whose root is `root`, valid while the window does not change
+/// (within one call).
+fn mapper<'t>(root: Frame) -> OffsetPageTable<'t> {
+    let offset = x86_64::VirtAddr::new(phys_window::current().offset());
+    // SAFETY: the window maps all RAM at `offset`, so every table of the tree is reachable at
+    // `offset + its physical address`.
+    unsafe { OffsetPageTable::new(table_at(root), offset) }
+}
+
+/// The flags of the tables on the way to a mapping: permissive, the leaf decides.
+const TABLE_FLAGS: PageTableFlags = PageTableFlags::PRESENT.union(PageTableFlags::WRITABLE);
+
+/// A 4-level page table whose root is `root`, translating the pages of one window.
+#[derive(Debug)]
+pub(crate) struct PageTableMmu<'s, S: FrameSource + ?Sized> {
+    root: Frame,
+    window: Option<(Page, PageCount)>,
+    frames: TableFrames<'s, S>,
+}
+
+impl<'s, S: FrameSource + ?Sized> PageTableMmu<'s, S> {
+    /// A page table with a fresh, zeroed root from `source`, translating the `count` pages
+    /// of `window` (`None`: the kernel's table, any canonical page), with the PML4 entries `shared` copied from the table at `template`
+    /// (the kernel's half of every address space).
+    ///
+    /// # Errors
+    /// [`MapError::OutOfMemory`] when `source` has no frame for the root.
+    pub(crate) fn new(
+        source: &'s S,
+        window: Option<(Page, PageCount)>,
+        template: Option<(Frame, core::ops::Range<usize>)>,
+    ) -> Result<Self, MapError> {
+        let mut frames = TableFrames::new(source);
+        let root = frames.allocate_frame().ok_or(MapError::OutOfMemory)?;
+        let mmu = PageTableMmu { root: from_x86_frame(root), window, frames };
+        let table = mmu.table(mmu.root);
+        table.zero();
+        if let Some((template, slots)) = template {
+            let template = mmu.table(template);
+            for slot in slots {
+                table[slot] = template[slot].clone();
+            }
+        }
+        Ok(mmu)
+    }
+
+    /// The root table's frame (what CR3 holds while this table is active).
+    pub(crate) fn root(&self) -> Frame {
+        self.root
+    }
+
+    /// The frames taken for tables so far.
+    pub(crate) fn table_frames(&self) -> u64 {
+        self.frames.allocated
+    }
+
+    fn table(&self, frame: Frame) -> &mut PageTable {
+        table_at(frame)
+    }
+
+    fn check_range(&self, page: Page, count: PageCount) -> Result<(), MapError> {
+        let end = page.checked_add(count).ok_or(MapError::OutOfRange(page))?;
+        let Some((first, pages)) = self.window else { return Ok(()) };
+        let window_end = first.checked_add(pages).ok_or(MapError::OutOfRange(page))?;
+        if page < first || end > window_end {
+            return Err(MapError::OutOfRange(page));
+        }
+        Ok(())
+    }
+
+    /// Maps `pages` 2 MiB pages from `page` on to the frames from `frame` on (both 2 MiB
+    /// aligned): how the kernel builds its direct map.
+    ///
+    /// # Errors
+    /// As [`Mmu::map`].
+    pub(crate) fn map_huge(
+        &mut self,
+        page: Page,
+        frame: Frame,
+        huge_pages: usize,
+        flags: PageTableFlags,
+    ) -> Result<(), MapError> {
+        let step = PageCount::new(512);
+        self.check_range(page, PageCount::new(huge_pages * 512))?;
+        let mut mapper = mapper(self.root);
+        let (mut page, mut frame) = (page, frame);
+        for _ in 0..huge_pages {
+            let x86_page = to_x86_page::<Size2MiB>(page);
+            // SAFETY: the frame is RAM the caller maps into the kernel's direct map, where
+            // no other mapping of the range exists yet.
+            let flush = unsafe {
+                mapper.map_to_with_table_flags(
+                    x86_page,
+                    to_x86_frame::<Size2MiB>(frame),
+                    flags | PageTableFlags::HUGE_PAGE,
+                    TABLE_FLAGS,
+                    &mut self.frames,
+                )
+            };
+            flush.map_err(|e| map_error(e, page, frame))?.ignore();
+            page = page.checked_add(step).ok_or(MapError::OutOfRange(page))?;
+            frame = frame.checked_add(FrameCount::new(512)).ok_or(MapError::InvalidFrame(frame))?;
+        }
+        Ok(())
+    }
+}
+
+fn map_error<S: x86_64::structures::paging::PageSize>(e: MapToError<S>, page: Page, frame: Frame) -> MapError {
+    match e {
+        MapToError::FrameAllocationFailed => MapError::OutOfMemory,
+        MapToError::ParentEntryHugePage | MapToError::PageAlreadyMapped(_) => MapError::AlreadyMapped(page),
+        #[expect(unreachable_patterns, reason = "the enum is not exhaustive in every version")]
+        _ => MapError::InvalidFrame(frame),
+    }
+}
+
+impl<S: FrameSource + ?Sized> Mmu for PageTableMmu<'_, S> {
+    fn map(
+        &mut self,
+        page: Page,
+        frame: Frame,
+        count: PageCount,
+        rights: Rights,
+        cache: CacheMode,
+    ) -> Result<TlbFlush, MapError> {
+        self.check_range(page, count)?;
+        let flags = flags_for(rights, cache);
+        for i in 0..count.get() {
+            let p = page.checked_add(PageCount::new(i)).ok_or(MapError::OutOfRange(page))?;
+            if self.translate(p).is_some() {
+                return Err(MapError::AlreadyMapped(p));
+            }
+        }
+        let mut mapper = mapper(self.root);
+        for i in 0..count.get() {
+            let (p, f) = (page.checked_add(PageCount::new(i)), frame.checked_add(FrameCount::new(i as u64)));
+            let (Some(p), Some(f)) = (p, f) else { return Err(MapError::InvalidFrame(frame)) };
+            // SAFETY: the page is in this MMU's window, which holds no Rust object, and was
+            // checked unmapped above; the frame belongs to the caller.
+            let result = unsafe {
+                mapper.map_to_with_table_flags(
+                    to_x86_page::<Size4KiB>(p),
+                    to_x86_frame(f),
+                    flags,
+                    TABLE_FLAGS,
+                    &mut self.frames,
+                )
+            };
+            match result {
+                Ok(flush) => flush.ignore(),
+                Err(e) => {
+                    // Undo the pages mapped so far: a failed map changes nothing.
+                    for j in 0..i {
+                        if let Some(q) = page.checked_add(PageCount::new(j)) {
+                            let _ = mapper.unmap(to_x86_page::<Size4KiB>(q));
+                        }
+                    }
+                    return Err(map_error(e, p, f));
+                }
+            }
+        }
+        // Nothing was mapped before, but the x86 TLB may cache a not-present walk's upper
+        // levels; flushing is cheap and always correct.
+        Ok(TlbFlush::new(page, count))
+    }
+
+    fn unmap(&mut self, page: Page, count: PageCount) -> Result<TlbFlush, MapError> {
+        self.check_range(page, count)?;
+        let mut mapper = mapper(self.root);
+        for i in 0..count.get() {
+            let Some(p) = page.checked_add(PageCount::new(i)) else { break };
+            match mapper.unmap(to_x86_page::<Size4KiB>(p)) {
+                Ok((_, flush)) => flush.ignore(),
+                Err(UnmapError::PageNotMapped | UnmapError::ParentEntryHugePage) => {}
+                Err(UnmapError::InvalidFrameAddress(_)) => return Err(MapError::OutOfRange(p)),
+            }
+        }
+        Ok(TlbFlush::new(page, count))
+    }
+
+    fn protect(&mut self, page: Page, count: PageCount, rights: Rights) -> Result<TlbFlush, MapError> {
+        self.check_range(page, count)?;
+        for i in 0..count.get() {
+            let Some(p) = page.checked_add(PageCount::new(i)) else { break };
+            let Some(old) = self.translate(p) else { continue };
+            let flags = flags_for(rights, old.cache);
+            let mut mapper = mapper(self.root);
+            // SAFETY: the page is in this MMU's window (no Rust object lives there) and
+            // mapped; only its rights change.
+            let result = unsafe { mapper.update_flags(to_x86_page::<Size4KiB>(p), flags) };
+            result.map_err(|_| MapError::NotMapped(p))?.ignore();
+        }
+        Ok(TlbFlush::new(page, count))
+    }
+
+    fn translate(&self, page: Page) -> Option<Translation> {
+        match mapper(self.root).translate(x86_64::VirtAddr::new(page.start_address().as_u64())) {
+            TranslateResult::Mapped { frame: MappedFrame::Size4KiB(frame), flags, .. } => {
+                Some(Translation { frame: from_x86_frame(frame), rights: rights_of(flags), cache: cache_of(flags) })
+            }
+            _ => None,
+        }
+    }
+
+    fn flush(&self, start: Page, count: PageCount) {
+        for i in 0..count.get() {
+            if let Some(p) = start.checked_add(PageCount::new(i)) {
+                x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(p.start_address().as_u64()));
+            }
+        }
+    }
+}
