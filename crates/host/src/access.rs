@@ -13,6 +13,7 @@ use memkit_types::VirtAddr;
 /// ends with `SIGSEGV` (an access the resolver refuses).
 #[must_use]
 pub unsafe fn load_u8(addr: VirtAddr) -> u8 {
+    crate::altstack::prepare_thread();
     // SAFETY: the caller guarantees addr is window memory, which no Rust reference covers; a
     // fault is resolved by the handler or ends the process, never undefined behaviour.
     unsafe { (addr.as_usize() as *const u8).read_volatile() }
@@ -23,6 +24,7 @@ pub unsafe fn load_u8(addr: VirtAddr) -> u8 {
 /// # Safety
 /// As for [`load_u8`].
 pub unsafe fn store_u8(addr: VirtAddr, value: u8) {
+    crate::altstack::prepare_thread();
     // SAFETY: as for load_u8.
     unsafe { (addr.as_usize() as *mut u8).write_volatile(value) }
 }
@@ -33,6 +35,7 @@ pub unsafe fn store_u8(addr: VirtAddr, value: u8) {
 /// As for [`load_u8`].
 #[must_use]
 pub unsafe fn load_u64(addr: VirtAddr) -> u64 {
+    crate::altstack::prepare_thread();
     // SAFETY: as for load_u8; read_unaligned tolerates any alignment.
     unsafe { (addr.as_usize() as *const u64).read_unaligned() }
 }
@@ -42,6 +45,7 @@ pub unsafe fn load_u64(addr: VirtAddr) -> u64 {
 /// # Safety
 /// As for [`load_u8`].
 pub unsafe fn store_u64(addr: VirtAddr, value: u64) {
+    crate::altstack::prepare_thread();
     // SAFETY: as for load_u8; write_unaligned tolerates any alignment.
     unsafe { (addr.as_usize() as *mut u64).write_unaligned(value) }
 }
@@ -52,6 +56,7 @@ pub unsafe fn store_u64(addr: VirtAddr, value: u64) {
 /// # Safety
 /// As for [`load_u8`], and `addr` is 8-byte aligned.
 pub unsafe fn fetch_add_u64(addr: VirtAddr, value: u64) -> u64 {
+    crate::altstack::prepare_thread();
     // SAFETY: the caller guarantees an aligned address in window memory, which only atomic or
     // volatile raw accesses reach, so treating it as an AtomicU64 for one access is sound.
     let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(addr.as_usize() as *mut u64) };

@@ -33,12 +33,16 @@
 mod sys;
 
 pub mod access;
+mod altstack;
 pub mod fault;
 mod ram;
 mod space;
+mod system;
 mod window;
 
+pub use altstack::{ALT_STACK_SIZE, prepare_thread};
 pub use fault::{FaultResolver, RegisterError, Registration, faults_resolved};
 pub use ram::{HostRam, RamError};
 pub use space::{HostSpace, SpaceState};
+pub use system::{HostAddressSpace, RamRef, SpaceError, SpaceId, SpacesRevoker, Stack, System};
 pub use window::{HostMmu, MappingBudget, Window, WindowError};
