@@ -31,13 +31,16 @@
 
 #[cfg(any(test, feature = "fuzzing"))]
 extern crate alloc;
-#[cfg(test)]
+// The fuzzing harness (test-only) uses `arbitrary`, which needs std.
+#[cfg(any(test, feature = "fuzzing"))]
 extern crate std;
 
 mod allocator;
 mod area;
 mod cache;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod locked;
 mod machine;
 mod pool;
