@@ -1477,6 +1477,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ) -> Result<Option<PageRange>, FrameCount> {
         let dst_end = dst_offs + num;
         let mut shared: Option<PageRange> = None;
+        let total = lookup(&mut self.slots, copy).map_or(0, |d| d.size);
         // Take both entry tables out of their slots so both can be borrowed at once.
         let Some(s) = lookup(&mut self.slots, src) else { return Err(FrameCount::new(0)) };
         let mut src_entries = core::mem::take(&mut s.entries);
@@ -1494,7 +1495,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             let (p_start, p_end) = (page * PAGE, (page + 1) * PAGE);
             let (a, b) = (p_start.max(dst_offs), p_end.min(dst_end));
             let s_at = a - dst_offs + src_offs;
-            if share && a == p_start && b == p_end {
+            // A page is shared when the copy covers it, or covers it up to the copy's end
+            // (the rest of the page lies past the size: invisible, and zeroed on a grow).
+            if share && a == p_start && (b == p_end || b == total) {
                 let si = (s_at / PAGE) as usize;
                 let e = src_entries[si];
                 if let Some(frame) = e.frame() {
