@@ -1,10 +1,11 @@
-//! Processor features the page tables use: no-execute pages (`EFER.NXE`) and the PAT entry
-//! for write-combining.
+//! Processor features the page tables use: write protection in ring 0 (`CR0.WP`, without
+//! which the kernel's own stores ignore read-only pages and copy-on-write could not work),
+//! no-execute pages (`EFER.NXE`) and the PAT entry for write-combining.
 
 use core::arch::x86_64::__cpuid;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 use x86_64::structures::paging::PhysFrame;
 
@@ -16,8 +17,12 @@ const IA32_PAT: u32 = 0x277;
 /// The power-on PAT (WB, WT, UC-, UC, ×2) with entry 1 changed from WT to WC, as Linux does.
 const PAT_WITH_WC: u64 = 0x0007_0406_0007_0401;
 
-/// Turns on no-execute pages when the CPU has them and makes PAT entry 1 write-combining.
+/// Makes read-only pages read-only for the kernel too, turns on no-execute pages when the
+/// CPU has them and makes PAT entry 1 write-combining.
 pub(crate) fn init() {
+    // SAFETY: every page the kernel writes (image, stacks, direct map) is mapped writable;
+    // only pages meant to be read-only change behaviour.
+    unsafe { Cr0::update(|flags| *flags |= Cr0Flags::WRITE_PROTECT) };
     let extended = __cpuid(0x8000_0001);
     if extended.edx & (1 << 20) != 0 {
         // SAFETY: the CPU reports NX support, so setting EFER.NXE is allowed; no existing

@@ -9,18 +9,26 @@ use core::arch::asm;
 use core::ptr::NonNull;
 
 use core::sync::atomic::Ordering;
+use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PoolId};
 use memkit_heap::{HeapId, XmallocError, XmfreeError};
+use memkit_region::{AttachRequest, DetachFlags, FaultError, Mmu};
 
 use memkit_phys::{AllocateError, FreeError, MemoryArea};
-use memkit_types::{Access, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, PhysAddr, PhysMemory, VirtAddr};
+use memkit_types::{
+    Access, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PhysAddr, PhysMemory, Rights, VirtAddr,
+};
 
 use crate::frames::KernelFrames;
 use crate::heap::Heaps;
-use crate::interrupts::{self, BREAKPOINTS, FAULTS_REPORTED, PageFaultHandler};
+use crate::interrupts::{self, BREAKPOINTS, FAULTS_REPORTED, FAULTS_RESOLVED, Fault, PageFaultHandler};
 use crate::memory::KernelSpace;
 use crate::phys_window::{DIRECT_MAP_BASE, KernelPhysMemory};
 use crate::pvh::MemoryMap;
 use crate::serial::println;
+use crate::space::{
+    DataspaceBacking, KernelManager, Pager, Space, SpaceRevoker, WINDOW_SIZE, WINDOW_START, new_space,
+    with_space_active,
+};
 use crate::testing::{Runner, TestResult, check, check_eq};
 use crate::{cpu, image};
 
@@ -344,7 +352,226 @@ fn large_blocks(heaps: &Heaps, frames: &KernelFrames) -> TestResult {
     Ok(())
 }
 
+/// Bytes the kernel heaps hold in pages for blocks (all four backing heaps).
+pub(crate) fn heap_block_bytes(heaps: &Heaps) -> usize {
+    let ids = [HeapId::Kernel4K64K, HeapId::Pinned4K64K];
+    let regular: usize = ids.iter().map(|&id| heaps.regular_heap(id).stats().pages).sum();
+    let large: usize = ids.iter().map(|&id| heaps.large_heap(id).stats().pages).sum();
+    (regular + large) * PAGE_SIZE
+}
+
 /// The backing heap `HeapId::Kernel` allocates from (16M when large pages are on).
 fn kernel_heap_stats(heaps: &Heaps) -> memkit_heap::HeapStats {
     if heaps.large_pages_enabled() { heaps.large_heap(HeapId::Kernel).stats() } else { kernel_heap_stats(heaps) }
+}
+
+/// Address spaces: region maps on real page tables, faults resolved through them.
+pub(crate) fn spaces(runner: &mut Runner, frames: &'static KernelFrames, kernel_root: Frame) {
+    runner.run("space::lazy_pages_are_mapped_on_first_touch", || lazy_pages(frames, kernel_root));
+    runner.run("space::copy_on_write_is_broken_by_a_write_fault", || copy_on_write(frames, kernel_root));
+    runner.run("space::forbidden_access_is_reported_not_mapped", || forbidden_access(frames, kernel_root));
+    runner.run("space::detach_unmaps_and_frames_go_back", || detach_gives_back(frames, kernel_root));
+}
+
+const CLIENT: ClientId = ClientId::new(1, 0);
+const PAGE: usize = PAGE_SIZE;
+
+fn new_manager(frames: &'static KernelFrames) -> KernelManager {
+    let mut manager = Manager::new(Config::new(64 << 20), KernelPhysMemory);
+    manager.set_pool(PoolId::DEFAULT, frames);
+    manager
+}
+
+fn at(start: VirtAddr, offset: usize) -> VirtAddr {
+    start.checked_add(offset).expect("inside the window")
+}
+
+fn page(addr: VirtAddr) -> Page {
+    Page::containing_address(addr)
+}
+
+/// Everything a space test needs, built fresh.
+struct Fixture {
+    manager: KernelManager,
+    space: Space,
+    kernel_root: Frame,
+}
+
+impl Fixture {
+    fn new(frames: &'static KernelFrames, kernel_root: Frame) -> Result<Self, crate::testing::Failure> {
+        let manager = new_manager(frames);
+        let space = new_space(frames, kernel_root).map_err(|_| fail("no frame for the space's root"))?;
+        Ok(Fixture { manager, space, kernel_root })
+    }
+
+    fn open(&mut self, pages: usize, name: &str) -> Result<DataspaceId, crate::testing::Failure> {
+        self.manager
+            .mem_open(FactoryId::ROOT, CLIENT, (pages * PAGE) as u64, 12, DmFlags::empty(), name)
+            .map_err(|_| fail("mem_open"))
+    }
+
+    fn attach(&mut self, ds: DataspaceId, pages: usize, rights: Rights) -> Result<VirtAddr, crate::testing::Failure> {
+        let mut backing = DataspaceBacking::new(&mut self.manager);
+        let request = AttachRequest::new(ds, pages * PAGE, rights).search(VirtAddr::new(WINDOW_START));
+        self.space.attach(&mut backing, &request).map_err(|_| fail("attach"))
+    }
+
+    /// Runs `body` in the space with its faults resolved by a pager; returns what `body`
+    /// returned, the faults served, the last refusal and the copy-on-write breaks.
+    fn run<R>(&mut self, body: impl FnOnce() -> R) -> (R, u64, Option<FaultError>, u64) {
+        let space_root = self.space.mmu.root();
+        let mut backing = DataspaceBacking::new(&mut self.manager);
+        let mut pager = Pager::new(&mut self.space, &mut backing);
+        let result =
+            with_space_active(space_root, self.kernel_root, || interrupts::with_fault_handler(&mut pager, body));
+        let (served, refused) = (pager.served, pager.refused);
+        (result, served, refused, backing.cow_breaks)
+    }
+}
+
+fn lazy_pages(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let free_before = frames.free_frames().get();
+    {
+        let mut f = Fixture::new(frames, kernel_root)?;
+        let ds = f.open(16, "lazy")?;
+        let start = f.attach(ds, 16, Rights::RW)?;
+        check!((0..16).all(|i| f.space.mmu.translate(page(at(start, i * PAGE))).is_none()));
+        check_eq!(f.manager.frames_held(PoolId::DEFAULT), 0);
+        let resolved_before = FAULTS_RESOLVED.load(Ordering::SeqCst);
+        let (result, served, refused, _) = f.run(|| -> Result<[u8; 16], Fault> {
+            for i in 0..8 {
+                interrupts::probe_write(at(start, i * PAGE + i), i as u8 + 1)?;
+            }
+            let mut seen = [0; 16];
+            for (i, value) in seen.iter_mut().enumerate() {
+                *value = interrupts::probe_read(at(start, i * PAGE + i))?;
+            }
+            Ok(seen)
+        });
+        let Ok(seen) = result else { return Err(fail("a lazy page faulted unresolved")) };
+        check_eq!(seen, [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // One fault per page: 8 first writes, 8 first reads; the read-back of the written
+        // pages does not fault.
+        check_eq!(served, 16);
+        check_eq!(FAULTS_RESOLVED.load(Ordering::SeqCst) - resolved_before, 16);
+        check!(refused.is_none());
+        check_eq!(f.manager.frames_held(PoolId::DEFAULT), 16);
+        let first = f.space.mmu.translate(page(start));
+        check!(first.is_some_and(|t| t.rights.contains(Rights::WRITE)));
+        check!(f.space.mmu.table_frames() >= 4);
+        println!(
+            "    lazy: {served} faults served, {} frames held, {} page-table frames",
+            f.manager.frames_held(PoolId::DEFAULT),
+            f.space.mmu.table_frames()
+        );
+        f.space.map.check_invariants();
+        f.manager.check_invariants();
+        let mut backing = DataspaceBacking::new(&mut f.manager);
+        check!(f.space.detach(&mut backing, start, 16 * PAGE, DetachFlags::empty()).is_ok());
+        check_eq!(f.manager.close(CLIENT, ds), Ok(()));
+    }
+    // Detached and closed, the dataspace's frames are back; the dropped space gave back its
+    // tables.
+    check_eq!(frames.free_frames().get(), free_before);
+    Ok(())
+}
+
+fn copy_on_write(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let mut f = Fixture::new(frames, kernel_root)?;
+    let a = f.open(4, "source")?;
+    let ra = f.attach(a, 4, Rights::RW)?;
+    let (result, _, _, _) = f.run(|| -> Result<(), Fault> {
+        for i in 0..4 {
+            interrupts::probe_write(at(ra, i * PAGE), 0xa0 + i as u8)?;
+        }
+        Ok(())
+    });
+    check!(result.is_ok());
+    let mut revoker = SpaceRevoker { space: &mut f.space, revoked: 0 };
+    let b = f.manager.copy(CLIENT, a, DmFlags::COW, "copy", &mut revoker).map_err(|_| fail("COW copy"))?;
+    check!(revoker.revoked >= 1);
+    // The source's pages are write-protected now; nothing was copied.
+    check!(f.space.mmu.translate(page(ra)).is_some_and(|t| !t.rights.contains(Rights::WRITE)));
+    check_eq!(f.manager.frames_held(PoolId::DEFAULT), 4);
+    let rb = f.attach(b, 4, Rights::RW)?;
+    let (result, served, refused, breaks) = f.run(|| -> Result<[u8; 6], Fault> {
+        let shared = interrupts::probe_read(rb)?; // read: maps the shared frame
+        interrupts::probe_write(rb, 0xb0)?; // write: breaks COW in the copy
+        interrupts::probe_write(at(ra, PAGE), 0xc1)?; // write: breaks COW in the source
+        Ok([
+            shared,
+            interrupts::probe_read(rb)?,
+            interrupts::probe_read(ra)?,
+            interrupts::probe_read(at(ra, PAGE))?,
+            interrupts::probe_read(at(rb, PAGE))?,
+            interrupts::probe_read(at(rb, 3 * PAGE))?,
+        ])
+    });
+    let Ok(seen) = result else { return Err(fail("a COW page faulted unresolved")) };
+    check_eq!(seen, [0xa0, 0xb0, 0xa0, 0xc1, 0xa1, 0xa3]);
+    check!(refused.is_none());
+    check_eq!(breaks, 2);
+    let (ta, tb) = (f.space.mmu.translate(page(ra)), f.space.mmu.translate(page(rb)));
+    let (Some(ta), Some(tb)) = (ta, tb) else { return Err(fail("pages mapped")) };
+    check!(ta.frame != tb.frame);
+    check!(tb.rights.contains(Rights::WRITE));
+    // Pages 2 and 3 are still shared: 4 + 2 frames in all.
+    check_eq!(f.manager.frames_held(PoolId::DEFAULT), 6);
+    println!("    copy-on-write: {served} faults served, {breaks} breaks, 6 frames for 8 pages");
+    f.space.map.check_invariants();
+    f.manager.check_invariants();
+    Ok(())
+}
+
+fn forbidden_access(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let mut f = Fixture::new(frames, kernel_root)?;
+    let ds = f.open(2, "read-only")?;
+    let ro = f.attach(ds, 2, Rights::READ)?;
+    let outside = VirtAddr::new(WINDOW_START + WINDOW_SIZE / 2);
+    let reported_before = FAULTS_REPORTED.load(Ordering::SeqCst);
+    let (results, served, refused, _) = f.run(|| {
+        let read = interrupts::probe_read(ro);
+        let write = interrupts::probe_write(at(ro, PAGE), 1);
+        let stray = interrupts::probe_read(outside);
+        (read, write, stray)
+    });
+    let (read, write, stray) = results;
+    check_eq!(read, Ok(0));
+    check_eq!(write.map_err(|e| (e.addr, e.access)), Err((at(ro, PAGE), Access::Write)));
+    check_eq!(stray.map_err(|e| (e.addr, e.access)), Err((outside, Access::Read)));
+    check_eq!(refused, Some(FaultError::NoRegion(outside)));
+    check_eq!(served, 1);
+    check_eq!(FAULTS_REPORTED.load(Ordering::SeqCst) - reported_before, 2);
+    // The write was not mapped, the stray access neither.
+    check!(f.space.mmu.translate(page(at(ro, PAGE))).is_none_or(|t| !t.rights.contains(Rights::WRITE)));
+    check!(f.space.mmu.translate(page(outside)).is_none());
+    check!(f.space.mmu.translate(page(ro)).is_some_and(|t| !t.rights.contains(Rights::WRITE)));
+    // A forbidden write of a mapped read-only page is refused as Forbidden.
+    let (write, _, refused, _) = f.run(|| interrupts::probe_write(ro, 1));
+    check!(write.is_err());
+    check!(matches!(refused, Some(FaultError::Forbidden { access: Access::Write, .. })));
+    Ok(())
+}
+
+fn detach_gives_back(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let free_before = frames.free_frames().get();
+    let mut f = Fixture::new(frames, kernel_root)?;
+    let ds = f.open(8, "detached")?;
+    let start = f.attach(ds, 8, Rights::RW)?;
+    let (result, served, _, _) = f.run(|| (0..8).try_for_each(|i| interrupts::probe_write(at(start, i * PAGE), 9)));
+    check!(result.is_ok());
+    check_eq!(served, 8);
+    let mut backing = DataspaceBacking::new(&mut f.manager);
+    let detached = f.space.detach(&mut backing, start, 8 * PAGE, DetachFlags::empty());
+    check!(detached.is_ok());
+    check!((0..8).all(|i| f.space.mmu.translate(page(at(start, i * PAGE))).is_none()));
+    // After the detach the region is gone: a touch is refused, not mapped.
+    let (after, _, refused, _) = f.run(|| interrupts::probe_read(start));
+    check!(after.is_err());
+    check_eq!(refused, Some(FaultError::NoRegion(start)));
+    check_eq!(f.manager.close(CLIENT, ds), Ok(()));
+    check_eq!(f.manager.frames_held(PoolId::DEFAULT), 0);
+    drop(f);
+    check_eq!(frames.free_frames().get(), free_before);
+    Ok(())
 }

@@ -35,7 +35,10 @@ mod phys_window;
 mod pvh;
 mod runtime;
 mod serial;
+mod space;
 mod testing;
+
+use core::sync::atomic::Ordering;
 
 use memkit_types::{FrameSource, PhysAddr};
 
@@ -101,6 +104,18 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         free_before_heap - frames.free_frames().get()
     );
     ktests::heap(&mut runner, heaps, frames);
+    ktests::spaces(&mut runner, frames, space.root);
+
+    let stats = frames.stats();
+    println!(
+        "counts: {} page faults resolved, {} reported, {} breakpoints; {} of {} frames free; heap {} bytes in blocks",
+        interrupts::FAULTS_RESOLVED.load(Ordering::SeqCst),
+        interrupts::FAULTS_REPORTED.load(Ordering::SeqCst),
+        interrupts::BREAKPOINTS.load(Ordering::SeqCst),
+        stats.free_frames.get(),
+        stats.total_frames.get(),
+        ktests::heap_block_bytes(heaps)
+    );
     runner.finish()
 }
 

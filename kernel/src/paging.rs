@@ -133,26 +133,29 @@ pub(crate) struct PageTableMmu<'s, S: FrameSource + ?Sized> {
 }
 
 impl<'s, S: FrameSource + ?Sized> PageTableMmu<'s, S> {
-    /// A page table with a fresh, zeroed root from `source`, translating the `count` pages
-    /// of `window` (`None`: the kernel's table, any canonical page), with the PML4 entries `shared` copied from the table at `template`
-    /// (the kernel's half of every address space).
+    /// A page table with a fresh, zeroed root from `source`, translating the pages of
+    /// `window` (`None`: the kernel's table, any canonical page), with every present PML4
+    /// entry of the table at `template` copied (the kernel's part of every address space:
+    /// its image and the direct map, whose lower tables are shared, never freed here).
     ///
     /// # Errors
     /// [`MapError::OutOfMemory`] when `source` has no frame for the root.
     pub(crate) fn new(
         source: &'s S,
         window: Option<(Page, PageCount)>,
-        template: Option<(Frame, core::ops::Range<usize>)>,
+        template: Option<Frame>,
     ) -> Result<Self, MapError> {
         let mut frames = TableFrames::new(source);
         let root = frames.allocate_frame().ok_or(MapError::OutOfMemory)?;
         let mmu = PageTableMmu { root: from_x86_frame(root), window, frames };
         let table = mmu.table(mmu.root);
         table.zero();
-        if let Some((template, slots)) = template {
+        if let Some(template) = template {
             let template = mmu.table(template);
-            for slot in slots {
-                table[slot] = template[slot].clone();
+            for (slot, entry) in template.iter().enumerate() {
+                if !entry.is_unused() {
+                    table[slot] = entry.clone();
+                }
             }
         }
         Ok(mmu)
@@ -216,6 +219,38 @@ impl<'s, S: FrameSource + ?Sized> PageTableMmu<'s, S> {
             frame = frame.checked_add(FrameCount::new(512)).ok_or(MapError::InvalidFrame(frame))?;
         }
         Ok(())
+    }
+}
+
+impl<S: FrameSource + ?Sized> PageTableMmu<'_, S> {
+    /// Frees the tables below `table` (at `level`, 4 = PML4) whose entries `slots` selects,
+    /// and counts them.
+    fn free_tables(&mut self, table: Frame, level: u8, slots: core::ops::Range<usize>) {
+        for slot in slots {
+            let entry = &table_at(table)[slot];
+            if entry.is_unused() || entry.flags().contains(PageTableFlags::HUGE_PAGE) || level == 1 {
+                continue;
+            }
+            let child = Frame::from_number(entry.addr().as_u64() / PAGE_SIZE as u64);
+            if level > 2 {
+                self.free_tables(child, level - 1, 0..512);
+            }
+            let _ = self.frames.source.free(child, FrameCount::new(1));
+            self.frames.allocated -= 1;
+        }
+    }
+}
+
+/// An address space's table gives back the tables of its window, and its root; the kernel's
+/// part (copied PML4 entries) is not its own and stays.
+impl<S: FrameSource + ?Sized> Drop for PageTableMmu<'_, S> {
+    fn drop(&mut self) {
+        let Some((first, pages)) = self.window else { return };
+        let slot_of = |page: Page| (page.start_address().as_usize() >> 39) & 511;
+        let last = first.checked_add(PageCount::new(pages.get().saturating_sub(1))).unwrap_or(first);
+        self.free_tables(self.root, 4, slot_of(first)..slot_of(last) + 1);
+        let _ = self.frames.source.free(self.root, FrameCount::new(1));
+        self.frames.allocated -= 1;
     }
 }
 
