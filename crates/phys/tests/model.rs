@@ -62,10 +62,10 @@ fn one_million_random_actions() {
         for a in random_actions(&mut rng, &mut buf) {
             h.apply(a);
             done += 1;
-            if done % 2000 == 0 {
+            if done.is_multiple_of(2000) {
                 h.check();
             }
-            if done % 100_000 == 0 {
+            if done.is_multiple_of(100_000) {
                 // Start over from an empty allocator now and then, so the workload does not
                 // spend its life near full.
                 h.free_all();
