@@ -19,6 +19,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub mod fault;
+pub mod heap;
 
 /// The name memkit's own rows carry in the `impl` column.
 pub const MEMKIT: &str = "memkit";
@@ -198,6 +199,7 @@ pub type Suite = (&'static str, &'static str, fn(&Options) -> Report);
 pub const SUITES: &[Suite] = &[
     // Each suite module adds its line here.
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch", fault::run),
+    ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system", heap::run),
 ];
 
 /// Runs the suite called `name`, prints nothing, writes nothing.

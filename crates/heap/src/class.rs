@@ -29,6 +29,17 @@ pub(crate) struct Class {
     pub(crate) pages: u32,
     /// Blocks per span.
     pub(crate) blocks: u32,
+    /// `ceil(2^40 / size)`: `offset * magic >> 40` is `offset / size` for every offset
+    /// inside a span (offsets below 2^18, sizes below 2^16: the error stays under 1/size).
+    pub(crate) magic: u64,
+}
+
+impl Class {
+    /// `offset / size` without a division, for offsets inside a span.
+    #[inline]
+    pub(crate) const fn index_of(&self, offset: usize) -> usize {
+        ((offset as u64 * self.magic) >> 40) as usize
+    }
 }
 
 const fn class_size(i: usize) -> usize {
@@ -42,7 +53,7 @@ const fn class_size(i: usize) -> usize {
 }
 
 const fn span_pages(size: usize) -> usize {
-    let target = if size * 8 > 16384 { size * 8 } else { 16384 };
+    let target = if size * 2 > 8192 { size * 2 } else { 8192 };
     let cap = size * MAX_BLOCKS;
     let want = if target < cap { target } else { cap };
     let mut lo = want.div_ceil(PAGE_SIZE);
@@ -52,7 +63,7 @@ const fn span_pages(size: usize) -> usize {
     let mut best = lo;
     let mut best_waste_ppm = usize::MAX;
     let mut p = lo;
-    while p <= 2 * lo && p <= MAX_SPAN_PAGES {
+    while p <= lo + lo / 2 && p <= MAX_SPAN_PAGES {
         let bytes = p * PAGE_SIZE;
         let mut blocks = bytes / size;
         if blocks > MAX_BLOCKS {
@@ -69,7 +80,7 @@ const fn span_pages(size: usize) -> usize {
 }
 
 const fn build() -> [Class; CLASS_COUNT] {
-    let mut out = [Class { size: 0, pages: 0, blocks: 0 }; CLASS_COUNT];
+    let mut out = [Class { size: 0, pages: 0, blocks: 0, magic: 0 }; CLASS_COUNT];
     let mut i = 0;
     while i < CLASS_COUNT {
         let size = class_size(i);
@@ -78,7 +89,8 @@ const fn build() -> [Class; CLASS_COUNT] {
         if blocks > MAX_BLOCKS {
             blocks = MAX_BLOCKS;
         }
-        out[i] = Class { size: size as u32, pages: pages as u32, blocks: blocks as u32 };
+        let magic = (1u64 << 40).div_ceil(size as u64);
+        out[i] = Class { size: size as u32, pages: pages as u32, blocks: blocks as u32, magic };
         i += 1;
     }
     out
@@ -125,6 +137,15 @@ mod tests {
             assert!(c.blocks as usize * c.size as usize <= c.pages as usize * PAGE_SIZE);
             let waste = c.pages as usize * PAGE_SIZE - c.blocks as usize * c.size as usize;
             assert!(waste * 8 <= c.pages as usize * PAGE_SIZE, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn index_of_divides_exactly() {
+        for c in CLASSES {
+            for off in 0..(c.pages as usize * PAGE_SIZE) {
+                assert_eq!(c.index_of(off), off / c.size as usize, "{c:?} {off}");
+            }
         }
     }
 

@@ -43,6 +43,8 @@ const MAX_CHUNKS: usize = 2048;
 pub const MAX_PINNED_BLOCKS: usize = 128;
 
 const NONE: u32 = 0;
+/// Empty spans kept per class and shard.
+const EMPTY_KEEP: u32 = 4;
 const KIND_FREE: u8 = 0;
 const KIND_SMALL: u8 = 1;
 const KIND_LARGE: u8 = 2;
@@ -106,8 +108,10 @@ struct Chunk {
 struct ClassLists {
     /// Spans with at least one allocated and one free block (doubly linked).
     partial: u32,
-    /// One empty span kept so that a class does not bounce spans with the page source.
+    /// Empty spans kept (up to [`EMPTY_KEEP`], singly linked by `next`) so that a class
+    /// does not bounce spans with the page source.
     empty: u32,
+    empties: u32,
 }
 
 struct ShardState {
@@ -161,6 +165,8 @@ pub struct HeapStats {
     pub pages: usize,
     /// Pages held for metadata (page map and descriptor chunks).
     pub metadata_pages: usize,
+    /// Spans and large blocks taken from the page source since the heap was created.
+    pub runs_created: usize,
 }
 
 /// One backing heap over a page source `P`, sharded by `C`.
@@ -177,6 +183,7 @@ pub struct Heap<P, C = SingleCpu> {
     pool: Mutex<Pool>,
     chunks: [Once<&'static Chunk>; MAX_CHUNKS],
     chunk_count: AtomicUsize,
+    runs_created: AtomicUsize,
     pins: Mutex<PinTable>,
 }
 
@@ -204,12 +211,15 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             map: Once::new(),
             shards: [const {
                 Shard {
-                    state: Mutex::new(ShardState { classes: [ClassLists { partial: NONE, empty: NONE }; CLASS_COUNT] }),
+                    state: Mutex::new(ShardState {
+                        classes: [ClassLists { partial: NONE, empty: NONE, empties: 0 }; CLASS_COUNT],
+                    }),
                 }
             }; SHARDS],
             pool: Mutex::new(Pool { free_head: NONE, fresh: 1 }),
             chunks: [const { Once::new() }; MAX_CHUNKS],
             chunk_count: AtomicUsize::new(0),
+            runs_created: AtomicUsize::new(0),
             pins: Mutex::new(PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] }),
         }
     }
@@ -328,6 +338,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             return None;
         };
         let start = mem.as_ptr() as usize;
+        self.runs_created.fetch_add(1, Relaxed);
         let d = self.live(id);
         d.start.store(start, Relaxed);
         d.pages.store(pages as u32, Relaxed);
@@ -423,7 +434,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             lists.partial
         } else if lists.empty != NONE {
             let id = lists.empty;
-            lists.empty = NONE;
+            lists.empty = self.live(id).next.load(Relaxed);
+            lists.empties -= 1;
             self.push(lists, id);
             id
         } else {
@@ -484,9 +496,10 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         for shard in &self.shards {
             let mut st = shard.state.lock();
             for lists in st.classes.iter_mut() {
-                if lists.empty != NONE {
+                while lists.empty != NONE {
                     let id = lists.empty;
-                    lists.empty = NONE;
+                    lists.empty = self.live(id).next.load(Relaxed);
+                    lists.empties -= 1;
                     self.release_run(map, id);
                 }
             }
@@ -521,11 +534,10 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         if d.kind.load(Relaxed) == KIND_LARGE {
             return if addr == start { Ok(0) } else { Err(XmfreeError::NotBlockStart(va)) };
         }
-        let size = d.size.load(Relaxed);
+        let c = &CLASSES[d.class.load(Relaxed) as usize];
         let off = addr - start;
-        let index = off / size;
-        let blocks = CLASSES[d.class.load(Relaxed) as usize].blocks as usize;
-        if !off.is_multiple_of(size) || index >= blocks {
+        let index = c.index_of(off);
+        if off != index * c.size as usize || index >= c.blocks as usize {
             return Err(XmfreeError::NotBlockStart(va));
         }
         if d.bitmap[index / 64].load(Relaxed) >> (index % 64) & 1 == 0 {
@@ -579,8 +591,10 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         }
         if used == 1 {
             self.unlink(lists, id);
-            if lists.empty == NONE {
+            if lists.empties < EMPTY_KEEP {
+                d.next.store(lists.empty, Relaxed);
                 lists.empty = id;
+                lists.empties += 1;
             } else {
                 self.release_run(map, id);
             }
@@ -711,6 +725,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let mut s = HeapStats {
             metadata_pages: self.page_map().map_or(0, |m| m.own_pages)
                 + self.chunk_count.load(Acquire) * page_count(size_of::<Chunk>()).get(),
+            runs_created: self.runs_created.load(Relaxed),
             ..HeapStats::default()
         };
         let _guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
@@ -798,7 +813,11 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 cur = cd.next.load(Relaxed);
             }
             if used == 0 {
-                assert_eq!(lists.empty, id, "empty span {id} is not the cached one");
+                let mut cur = lists.empty;
+                while cur != NONE && cur != id {
+                    cur = self.live(cur).next.load(Relaxed);
+                }
+                assert_eq!(cur, id, "empty span {id} is not cached");
                 assert!(!in_partial);
             } else if used < c.blocks {
                 assert!(in_partial, "partial span {id} is not listed");
@@ -815,9 +834,14 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                     assert_eq!((d.shard.load(Relaxed) as usize, d.class.load(Relaxed) as usize), (shard, class));
                     cur = d.next.load(Relaxed);
                 }
-                if lists.empty != NONE {
-                    assert_eq!(self.live(lists.empty).used.load(Relaxed), 0);
+                let (mut cur, mut n) = (lists.empty, 0);
+                while cur != NONE {
+                    assert_eq!(self.live(cur).used.load(Relaxed), 0);
+                    assert_eq!(self.live(cur).kind.load(Relaxed), KIND_SMALL);
+                    cur = self.live(cur).next.load(Relaxed);
+                    n += 1;
                 }
+                assert!(n == lists.empties && n <= EMPTY_KEEP, "empty list count");
             }
         }
     }
@@ -869,7 +893,8 @@ impl<P: PageSource, C> Heap<P, C> {
         *self.pool.get_mut() = Pool { free_head: NONE, fresh: 1 };
         self.chunk_count.store(0, Relaxed);
         for s in &mut self.shards {
-            *s.state.get_mut() = ShardState { classes: [ClassLists { partial: NONE, empty: NONE }; CLASS_COUNT] };
+            *s.state.get_mut() =
+                ShardState { classes: [ClassLists { partial: NONE, empty: NONE, empties: 0 }; CLASS_COUNT] };
         }
         *self.pins.get_mut() = PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] };
     }

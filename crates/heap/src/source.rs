@@ -66,19 +66,40 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
 
 /// First-fit search for `count` clear bits whose absolute index (`first + i`) is a multiple
 /// of `align`, in a bitmap where a set bit is a page in use. Returns the relative index.
+/// Works a word at a time: skips full words, jumps to the bit after an obstacle.
 fn find_clear_run(bits: &[u64], len: usize, first: usize, count: usize, align: usize, hint: usize) -> Option<usize> {
-    let used = |i: usize| bits[i / 64] >> (i % 64) & 1 == 1;
     let align_up = |i: usize| (first + i).next_multiple_of(align) - first;
     let mut i = align_up(hint.min(len));
-    while i + count <= len {
-        if align == 1 && i % 64 == 0 && bits[i / 64] == u64::MAX {
-            i += 64;
-            continue;
+    loop {
+        // The first clear bit at or after `i`.
+        let mut w = i / 64;
+        let mut v = *bits.get(w)? | ((1u64 << (i % 64)) - 1);
+        while v == u64::MAX {
+            w += 1;
+            v = *bits.get(w)?;
         }
-        match (i..i + count).find(|&j| used(j)) {
+        i = align_up(w * 64 + (!v).trailing_zeros() as usize);
+        if i + count > len {
+            return None;
+        }
+        match first_set(bits, i, i + count) {
             None => return Some(i),
             Some(j) => i = align_up(j + 1),
         }
+    }
+}
+
+/// The first set bit in `start .. end`.
+fn first_set(bits: &[u64], start: usize, end: usize) -> Option<usize> {
+    let mut i = start;
+    while i < end {
+        let w = i / 64;
+        let v = bits[w] >> (i % 64);
+        if v != 0 {
+            let j = i + v.trailing_zeros() as usize;
+            return (j < end).then_some(j);
+        }
+        i = (w + 1) * 64;
     }
     None
 }
@@ -409,6 +430,32 @@ mod tests {
         assert!(src.allocate_pages(PageCount::new(free0 + 1), Order::new(0)).is_none());
         assert!(src.allocate_pages(PageCount::new(free0), Order::new(0)).is_some());
         assert!(src.allocate_pages(PageCount::new(1), Order::new(0)).is_none());
+    }
+
+    #[test]
+    fn run_search_matches_a_bit_by_bit_search() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for _ in 0..300 {
+            let len = 1 + (state % 300) as usize;
+            let mut bits = std::vec![0u64; len.div_ceil(64)];
+            for i in 0..len {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                if state >> 61 == 0 {
+                    bits[i / 64] |= 1 << (i % 64);
+                }
+            }
+            set_bits(&mut bits, len, len.div_ceil(64) * 64 - len, true);
+            let count = 1 + (state >> 20) as usize % 20;
+            let align = 1 << ((state >> 40) % 4);
+            let first = (state >> 50) as usize % 8;
+            let want = (0..len)
+                .find(|&i| (first + i).is_multiple_of(align) && i + count <= len && all_bits(&bits, i, count, false));
+            assert_eq!(
+                find_clear_run(&bits, len, first, count, align, 0),
+                want,
+                "len {len} count {count} align {align}"
+            );
+        }
     }
 
     #[test]

@@ -197,7 +197,12 @@ impl<'a, P: PageSource, C: CpuId + Copy> KernelHeaps<'a, P, C> {
     /// kernel-heap memory not unpinned. Nothing is freed then.
     #[inline]
     pub fn xmfree(&self, ptr: NonNull<u8>, heap: HeapId) -> Result<(), XmfreeError> {
-        self.owner(ptr, heap, |h| h.free(ptr), |h| h.free(ptr))?
+        // The common case first: one page-map lookup in the regular heap.
+        let (regular, _) = self.family(heap);
+        match regular.free(ptr) {
+            Err(XmfreeError::NotOwned(_)) => self.owner(ptr, heap, |h| h.free(ptr), |h| h.free(ptr))?,
+            other => other,
+        }
     }
 
     /// Pins the kernel-heap block at `ptr` once more and returns its pin count; pinned-heap
