@@ -61,6 +61,7 @@ mod flags;
 mod map;
 pub mod mmu;
 pub mod mock;
+mod set;
 mod soft;
 mod space;
 mod tree;
@@ -73,5 +74,6 @@ pub use error::{
 pub use flags::{CACHING_SHIFT, DETACH_AGAIN, DETACH_RESULT_MASK, DetachFlags, DetachResult, Flags, cache_bits};
 pub use map::{AreaInfo, AttachRequest, Detached, Found, Listing, MAX_ALIGN, RegionInfo, RegionMap};
 pub use mmu::{MapError, Mmu, TlbFlush, Translation};
+pub use set::{SpaceError, SpaceId, SpaceSet, SpacesRevoker};
 pub use soft::{AccessFault, SoftMmu};
 pub use space::AddressSpace;

@@ -817,10 +817,11 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
     /// Takes `keep`'s complement away from the mapped pages that show bytes
     /// `offset .. offset + size` of `dataspace` (every right when `keep` is empty: the pages
     /// are unmapped). The next access faults and is resolved again. Used when the backing
-    /// store copies on write or shrinks a dataspace.
+    /// store copies on write or shrinks a dataspace. Visits every region (no index by
+    /// dataspace) and allocates nothing.
     ///
     /// # Errors
-    /// The MMU's error; pages already processed stay processed.
+    /// The MMU's first error; the other regions are still processed.
     pub fn revoke<M: Mmu + ?Sized>(
         &self,
         mmu: &mut M,
@@ -830,23 +831,48 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         keep: Rights,
     ) -> Result<(), crate::mmu::MapError> {
         let end = offset.saturating_add(size);
-        for r in self.regions.entries() {
+        let mut result = Ok(());
+        self.regions.for_each(|r| {
             let d = r.value;
             let len = (r.end - r.start) as u64;
             if d.dataspace != dataspace || d.offset >= end || d.offset + len <= offset {
-                continue;
+                return;
             }
             let from = offset.max(d.offset) - d.offset;
             let to = end.min(d.offset + len) - d.offset;
             let first = page(r.start + from as usize);
             let count = PageCount::new(((to - from) as usize).div_ceil(PAGE_SIZE));
-            if keep.is_empty() {
-                mmu.unmap(first, count)?.flush(mmu);
-            } else {
-                mmu.protect(first, count, d.rights & keep)?.flush(mmu);
+            let step =
+                if keep.is_empty() { mmu.unmap(first, count) } else { mmu.protect(first, count, d.rights & keep) };
+            match step {
+                Ok(flush) => flush.flush(mmu),
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
             }
-        }
-        Ok(())
+        });
+        result
+    }
+
+    /// Unmaps every page that shows byte `offset` of `dataspace` through the frame `stale`
+    /// (after a copy-on-write break gave that page a new frame). Visits every region and
+    /// allocates nothing.
+    pub fn unmap_stale<M: Mmu + ?Sized>(&self, mmu: &mut M, dataspace: Id, offset: u64, stale: memkit_types::Frame) {
+        self.regions.for_each(|r| {
+            let d = r.value;
+            let len = (r.end - r.start) as u64;
+            if d.dataspace != dataspace || offset < d.offset || offset >= d.offset + len {
+                return;
+            }
+            let pg = page(r.start + (offset - d.offset) as usize);
+            if mmu.translate(pg).is_some_and(|t| t.frame == stale)
+                && let Ok(flush) = mmu.unmap(pg, PageCount::new(1))
+            {
+                flush.flush(mmu);
+            }
+        });
     }
 
     /// Checks every invariant of the map.

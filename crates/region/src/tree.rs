@@ -392,6 +392,20 @@ impl<V: Copy> GapTree<V> {
         }
     }
 
+    /// Calls `f` on every interval in address order (allocates nothing).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(Entry<V>)) {
+        self.walk(self.root, &mut f);
+    }
+
+    fn walk(&self, i: u32, f: &mut impl FnMut(Entry<V>)) {
+        if i != NIL {
+            let n = self.node(i);
+            self.walk(n.left, f);
+            f(self.entry(i));
+            self.walk(n.right, f);
+        }
+    }
+
     /// Every interval in address order.
     pub(crate) fn entries(&self) -> Vec<Entry<V>> {
         let mut out = Vec::with_capacity(self.len);
