@@ -42,7 +42,7 @@ mod window;
 
 pub use altstack::{ALT_STACK_SIZE, prepare_thread};
 pub use fault::{FaultResolver, RegisterError, Registration, faults_resolved};
-pub use ram::{HostRam, RamError};
+pub use ram::{HostHeaderMapping, HostRam, RamError};
 pub use space::{HostSpace, SpaceState};
 pub use system::{HostAddressSpace, RamRef, SpaceError, SpaceId, SpacesRevoker, Stack, System};
 pub use window::{HostMmu, MappingBudget, Window, WindowError};

@@ -12,8 +12,11 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use memkit_types::{Frame, FrameCount, PAGE_SIZE, PhysAddr, PhysMemory};
+use memkit_heap::DirectMapPageSource;
+use memkit_phys::{HeaderMapping, LockedAllocator, MemoryArea};
+use memkit_types::{Frame, FrameCount, PAGE_SIZE, PhysAddr, PhysMemory, VirtAddr};
 
 use crate::sys;
 
@@ -59,6 +62,8 @@ pub struct HostRam {
     fd: OwnedFd,
     base: NonNull<u8>,
     size: u64,
+    /// Whether the header mapping was handed out (it may be, once).
+    headers_taken: AtomicBool,
 }
 
 // SAFETY: the direct map is plain shared memory reached only through raw copies; HostRam
@@ -83,7 +88,7 @@ impl HostRam {
         rustix::fs::ftruncate(&fd, size).map_err(|e| RamError::Os(e.raw_os_error()))?;
         let ptr = sys::map_shared(fd.as_fd(), size as usize, 0).map_err(|e| RamError::Os(e.raw_os_error()))?;
         let base = NonNull::new(ptr.cast::<u8>()).ok_or(RamError::Os(libc::ENOMEM))?;
-        Ok(HostRam { fd, base, size })
+        Ok(HostRam { fd, base, size, headers_taken: AtomicBool::new(false) })
     }
 
     /// Backs every frame with real memory now, and maps the whole direct map, as a machine's
@@ -138,6 +143,72 @@ impl HostRam {
     fn check(&self, addr: PhysAddr, len: usize) {
         let end = addr.as_u64().checked_add(len as u64);
         assert!(end.is_some_and(|e| e <= self.size), "physical range {addr}+{len:#x} outside RAM of {:#x}", self.size);
+    }
+}
+
+/// The frame allocator's view of its headers in this RAM: hands out each header region as
+/// `&mut [u64]` words, once, in increasing address order.
+///
+/// # Invariants
+/// Regions handed out are disjoint (each starts at or after the end of the previous one), and
+/// only one mapping per RAM ever exists ([`HostRam::header_mapping`] refuses a second), so no
+/// two `&mut` slices alias. The allocator marks its header frames used and never hands them
+/// out, so no frame operation of [`PhysMemory`] touches them either.
+#[derive(Debug)]
+pub struct HostHeaderMapping<'h> {
+    ram: &'h HostRam,
+    next: u64,
+}
+
+impl HostRam {
+    /// The mapping through which [`memkit_phys::Pools::new`] places its headers in this RAM;
+    /// `None` if it was handed out before (the headers must have one owner).
+    #[must_use]
+    pub fn header_mapping(&self) -> Option<HostHeaderMapping<'_>> {
+        if self.headers_taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(HostHeaderMapping { ram: self, next: 0 })
+    }
+}
+
+impl HostRam {
+    /// A page source for the kernel heaps: frames of `pool` (an allocator over this RAM),
+    /// reached through the direct map. `None` when the pool's memory is not inside this RAM.
+    #[must_use]
+    pub fn heap_page_source<'h, R: lock_api::RawMutex>(
+        &'static self,
+        pool: &'h LockedAllocator<'h, R>,
+    ) -> Option<DirectMapPageSource<&'h LockedAllocator<'h, R>>> {
+        if pool.area().end() > self.size {
+            return None;
+        }
+        let direct_map = VirtAddr::try_new(self.base.as_ptr() as usize).ok()?;
+        let end = PhysAddr::try_new(self.size).ok()?;
+        // SAFETY: (1) the direct map covers every physical address below `size` for as long as
+        // this 'static RAM lives; (2) the pool's frames lie below `size` (checked above);
+        // (3) a frame the pool hands out is owned by its receiver alone: no PhysMemory
+        // operation touches it, since the manager only touches frames it allocated itself.
+        Some(unsafe { DirectMapPageSource::new(pool, direct_map, end) })
+    }
+}
+
+impl<'h> HeaderMapping<'h> for HostHeaderMapping<'h> {
+    fn map(&mut self, region: MemoryArea) -> Option<&'h mut [u64]> {
+        let start = region.start.as_u64();
+        let end = start.checked_add(region.size)?;
+        if start < self.next || end > self.ram.size || !start.is_multiple_of(8) || !region.size.is_multiple_of(8) {
+            return None;
+        }
+        let len = usize::try_from(region.size / 8).ok()?;
+        let ptr = self.ram.direct_map(region.start, region.size as usize).cast::<u64>();
+        self.next = end;
+        // SAFETY: the words lie inside the direct map (direct_map checked the range) and are
+        // 8-byte aligned (the mapping is page aligned and `start` a multiple of 8); they are
+        // disjoint from every slice handed out before (start >= next) and this is the only
+        // mapping of this RAM (header_mapping hands out one); the allocator never gives its
+        // header frames to anyone, so nothing else reaches these bytes while 'h lasts.
+        Some(unsafe { core::slice::from_raw_parts_mut(ptr.as_ptr(), len) })
     }
 }
 

@@ -1,0 +1,169 @@
+//! A machine brought up hosted: its RAM as a memfd, its pools, the dataspace manager over
+//! them and address spaces with real page faults.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use memkit_dataspace::{Config, Manager, PoolId};
+use memkit_heap::{DirectMapPageSource, HeapId, KernelHeaps, SingleCpu};
+use memkit_host::{HostRam, RamRef, System};
+use memkit_phys::{LockedAllocator, Machine, PoolStats, Pools};
+
+/// A pool's allocator as the dataspace manager uses it.
+pub(crate) type Source = &'static LockedAllocator<'static>;
+
+/// The kernel heaps' page source: pool 0's frames through the RAM's direct map.
+pub(crate) type HeapPages = DirectMapPageSource<Source>;
+
+/// The kernel heaps of the hosted machine.
+pub(crate) type Heaps = KernelHeaps<'static, HeapPages, SingleCpu>;
+
+/// The machine, its RAM, its pools, the stack over them and the kernel heaps.
+pub(crate) struct Hosted {
+    pub(crate) machine: Machine,
+    pub(crate) pools: &'static Pools<'static>,
+    pub(crate) system: System<Source>,
+    heaps: Option<&'static Heaps>,
+    ram: &'static HostRam,
+}
+
+impl Hosted {
+    /// The kernel heaps, set up on first use (they take their page maps from pool 0).
+    pub(crate) fn heaps(&mut self) -> &'static Heaps {
+        if let Some(h) = self.heaps {
+            return h;
+        }
+        let pool = self.pools.pool(memkit_phys::DEFAULT_POOL).expect("pool 0 exists on every machine with RAM");
+        let source: &'static HeapPages =
+            Box::leak(Box::new(self.ram.heap_page_source(pool.allocator()).expect("pool 0 lies in the RAM")));
+        let heaps: &'static Heaps = Box::leak(Box::new(KernelHeaps::new(source, source, SingleCpu)));
+        let _ = heaps.init(true);
+        self.heaps = Some(heaps);
+        heaps
+    }
+
+    /// Statistics of every backing heap, one line each.
+    pub(crate) fn heap_report(&mut self) -> String {
+        use std::fmt::Write as _;
+        let heaps = self.heaps();
+        let mut out = String::from(
+            "| heap              | spans | small blocks | large blocks | pages | metadata pages |\n|-------------------|-------|--------------|--------------|-------|----------------|\n",
+        );
+        for (name, id) in [("kernel_heap_4K_64K", HeapId::Kernel4K64K), ("pinned_heap_4K_64K", HeapId::Pinned4K64K)] {
+            let s = heaps.regular_heap(id).stats();
+            let _ = writeln!(
+                out,
+                "| {name:<17} | {:>5} | {:>12} | {:>12} | {:>5} | {:>14} |",
+                s.spans, s.small_blocks, s.large_blocks, s.pages, s.metadata_pages
+            );
+        }
+        for (name, id) in [("kernel_heap_16M", HeapId::Kernel16M), ("pinned_heap_16M", HeapId::Pinned16M)] {
+            let s = heaps.large_heap(id).stats();
+            let _ = writeln!(
+                out,
+                "| {name:<17} | {:>5} | {:>12} | {:>12} | {:>5} | {:>14} |",
+                s.spans, s.small_blocks, s.large_blocks, s.pages, s.metadata_pages
+            );
+        }
+        let _ = writeln!(out, "large pages enabled: {}", heaps.large_pages_enabled());
+        out
+    }
+}
+
+impl std::fmt::Debug for Hosted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosted").field("pools", &self.pools).finish_non_exhaustive()
+    }
+}
+
+/// The embedded default machine, or the one `path`'s memory map describes.
+///
+/// # Errors
+/// The file's I/O error, or the parser's error naming the malformed line.
+pub(crate) fn load_machine(path: Option<&Path>) -> Result<Machine, String> {
+    match path {
+        None => Ok(Machine::default_machine()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Machine::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
+        }
+    }
+}
+
+/// Brings `machine` up: RAM up to its last usable byte, the eight pools with their headers in
+/// that RAM, and a dataspace manager whose root factory may use all of it.
+///
+/// The RAM and the pools live as long as the process (they are leaked): the pools keep their
+/// headers in the RAM's direct map, and the fault handler may reach them at any time.
+///
+/// # Errors
+/// A message when the RAM cannot be made or the pools cannot be built.
+pub(crate) fn boot(machine: Machine) -> Result<Hosted, String> {
+    let usable = machine.usable();
+    if usable.as_slice().is_empty() {
+        return Err("the memory map has no usable RAM".to_string());
+    }
+    let size = usable.span().end().next_multiple_of(memkit_types::PAGE_SIZE as u64);
+    let ram = Arc::new(HostRam::new(size).map_err(|e| format!("RAM of {size:#x} bytes: {e}"))?);
+    let leaked: &'static Arc<HostRam> = Box::leak(Box::new(Arc::clone(&ram)));
+    let mut mapping = leaked.header_mapping().ok_or("the RAM's headers are taken")?;
+    let pools: &'static Pools<'static> =
+        Box::leak(Box::new(Pools::new(&machine, &mut mapping).map_err(|e| format!("pools: {e}"))?));
+    let mut manager = Manager::new(Config::new(usable.bytes()), RamRef(Arc::clone(&ram)));
+    for pool in pools.iter() {
+        if let Some(id) = PoolId::new(pool.id() as u32) {
+            manager.set_pool(id, pool.allocator());
+        }
+    }
+    Ok(Hosted { machine, pools, system: System::new(ram, manager), heaps: None, ram: leaked })
+}
+
+/// Bytes in a human unit.
+pub(crate) fn human(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
+    for (unit, size) in UNITS {
+        if bytes >= size && bytes.is_multiple_of(size) || (unit != "B" && bytes >= size * 10) {
+            let v = bytes as f64 / size as f64;
+            return if bytes.is_multiple_of(size) {
+                format!("{} {unit}", bytes / size)
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// The table of the pools: range, frames, free frames, largest free block.
+pub(crate) fn pool_table(stats: impl Iterator<Item = PoolStats>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| pool      | range                                | frames  | free    | used  | largest free block | header |"
+    );
+    let _ = writeln!(
+        out,
+        "|-----------|--------------------------------------|---------|---------|-------|--------------------|--------|"
+    );
+    for s in stats {
+        let total = s.total_frames.get();
+        let free = s.free_frames.get();
+        let used = if total == 0 { 0.0 } else { 100.0 * (total - free) as f64 / total as f64 };
+        let name = match s.id {
+            0 => "0 default".to_string(),
+            7 => "7 ISA DMA".to_string(),
+            n => n.to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "| {name:<9} | {:#012x}..{:#012x} {:>10} | {total:>7} | {free:>7} | {used:>4.1}% | {:>18} | {:>6} |",
+            s.span.start.as_u64(),
+            s.span.end(),
+            human(s.span.size),
+            human(s.largest_free_bytes()),
+            human(s.header.size),
+        );
+    }
+    out
+}
