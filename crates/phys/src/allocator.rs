@@ -420,7 +420,14 @@ impl<'h> Allocator<'h> {
     /// [`AllocateError::NotValid`] for an order above [`max_order`](Allocator::max_order)
     /// (order 0 is always valid), [`AllocateError::PhysicalMemoryFull`] when no block of that
     /// order is free.
+    #[inline]
     pub fn allocate(&mut self, order: Order) -> Result<Frame, AllocateError> {
+        if order.get() == 0 {
+            return match self.take_one(u64::MAX) {
+                Some(f) => Ok(Frame::from_number(f)),
+                None => Err(AllocateError::PhysicalMemoryFull(order)),
+            };
+        }
         self.allocate_below(order, None)
     }
 
@@ -432,6 +439,7 @@ impl<'h> Allocator<'h> {
     /// [`FreeError`] (all `ERR_NOT_VALID`) when the area is not such a block, is not inside
     /// the allocator's area, or has a frame that is free (already freed, or inside a free
     /// block) or reserved. Nothing changes then.
+    #[inline]
     pub fn free(&mut self, area: MemoryArea) -> Result<(), FreeError> {
         let frames = area.size / PAGE_SIZE as u64;
         if !area.is_frame_aligned() || !frames.is_power_of_two() {
@@ -441,7 +449,7 @@ impl<'h> Allocator<'h> {
         if first & (frames - 1) != 0 {
             return Err(FreeError::Unaligned(area));
         }
-        self.free_frames_checked(first, frames, area)
+        self.free_frames_checked(first, frames)
     }
 
     // ---- beyond the seed -------------------------------------------------------------------
@@ -452,6 +460,7 @@ impl<'h> Allocator<'h> {
     /// # Errors
     /// As [`allocate`](Allocator::allocate); `PhysicalMemoryFull` also when every free block
     /// of that order lies above the limit.
+    #[inline]
     pub fn allocate_below(&mut self, order: Order, limit: Option<PhysAddr>) -> Result<Frame, AllocateError> {
         if order.get() > self.geo.max_order {
             return Err(AllocateError::NotValid(order));
@@ -537,9 +546,9 @@ impl<'h> Allocator<'h> {
     /// # Errors
     /// As [`free`](Allocator::free), except that no alignment is required. Nothing changes on
     /// error.
+    #[inline]
     pub fn free_run(&mut self, start: Frame, count: FrameCount) -> Result<(), FreeError> {
-        let area = MemoryArea::new(start.start_address(), count.get() << PAGE_SHIFT);
-        self.free_frames_checked(start.number(), count.get(), area)
+        self.free_frames_checked(start.number(), count.get())
     }
 
     /// Free frames by order, totals and the largest free block. Walks the frame bitmap:
@@ -574,6 +583,7 @@ impl<'h> Allocator<'h> {
 
     // ---- internals -------------------------------------------------------------------------
 
+    #[inline]
     fn limit_frame(&self, limit: Option<PhysAddr>) -> u64 {
         limit.map_or(u64::MAX, |l| l.as_u64() >> PAGE_SHIFT)
     }
@@ -698,6 +708,7 @@ impl<'h> Allocator<'h> {
     }
 
     /// Sets unit `u` (absolute) of level `l`, keeping summaries and upper levels.
+    #[inline]
     fn set_unit(&mut self, mut l: usize, mut u: u64) {
         loop {
             let lv = self.geo.level[l];
@@ -717,6 +728,7 @@ impl<'h> Allocator<'h> {
         }
     }
 
+    #[inline]
     fn clear_unit(&mut self, mut l: usize, mut u: u64) {
         loop {
             let lv = self.geo.level[l];
@@ -825,20 +837,15 @@ impl<'h> Allocator<'h> {
     /// Takes one free frame below `limit`, trying the hint word first.
     #[inline]
     fn take_one(&mut self, limit: u64) -> Option<u64> {
-        let lv0 = self.geo.level[0];
+        let (off, count, lo) = (self.geo.level[0].bits.offset, self.geo.level[0].bits.words, self.geo.level[0].lo);
         let hint = self.words[W_HINT] as usize;
-        let wi = if hint < lv0.bits.words && self.words[lv0.bits.offset + hint] != 0 {
-            hint
-        } else {
-            self.next_nonzero(0, 0)?
-        };
-        let idx = lv0.bits.offset + wi;
-        let old = self.words[idx];
-        let f = (lv0.lo + wi as u64) * 64 + u64::from(old.trailing_zeros());
+        let wi = if hint < count && self.words[off + hint] != 0 { hint } else { self.next_nonzero(0, 0)? };
+        let old = self.words[off + wi];
+        let f = (lo + wi as u64) * 64 + u64::from(old.trailing_zeros());
         if f >= limit {
             // The hint was above the limit: the lowest free frame decides.
             let wi = self.next_nonzero(0, 0)?;
-            let f = (lv0.lo + wi as u64) * 64 + u64::from(self.words[lv0.bits.offset + wi].trailing_zeros());
+            let f = (lo + wi as u64) * 64 + u64::from(self.words[off + wi].trailing_zeros());
             if f >= limit {
                 return None;
             }
@@ -847,21 +854,22 @@ impl<'h> Allocator<'h> {
             return Some(f);
         }
         let new = old & (old - 1);
-        self.words[idx] = new;
+        self.words[off + wi] = new;
         if new == 0 {
             self.tree_clear(0, wi);
         }
         if old == !0 && self.geo.levels > 1 {
-            self.clear_unit(1, lv0.lo + wi as u64);
+            self.clear_unit(1, lo + wi as u64);
         }
         self.words[W_FREE] -= 1;
         self.words[W_HINT] = wi as u64;
         Some(f)
     }
 
-    fn free_frames_checked(&mut self, s: u64, n: u64, area: MemoryArea) -> Result<(), FreeError> {
+    #[inline]
+    fn free_frames_checked(&mut self, s: u64, n: u64) -> Result<(), FreeError> {
         if n == 0 || s < self.geo.start || s >= self.geo.end || n > self.geo.end - s {
-            return Err(FreeError::OutsideArea(area));
+            return Err(FreeError::OutsideArea(MemoryArea::new(PhysAddr::new(s << PAGE_SHIFT), n << PAGE_SHIFT)));
         }
         let e = s + n;
         if n == 1 {

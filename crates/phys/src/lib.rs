@@ -23,6 +23,28 @@
 //!          header words in RAM ◀── HeaderMapping ───┘   FrameCache (per CPU, order 0)
 //! ```
 //!
+//! # Using the pools
+//!
+//! ```
+//! use memkit_phys::{DEFAULT_POOL, DirectMap, Machine, Placement, Pools};
+//! use memkit_types::{FrameCount, Order, PhysAddr};
+//!
+//! let machine = Machine::default_machine(); // or Machine::parse(&text)?
+//! // Physical memory as the caller reaches it: here a plain buffer standing for 0..512 MiB;
+//! // hosted, the memfd's direct map; in a kernel, its direct map of RAM.
+//! let mut ram = vec![0u64; (512 << 20) / 8];
+//! let pools: Pools<'_> = Pools::new(&machine, &mut DirectMap::new(&mut ram, PhysAddr::zero()))?;
+//! for s in pools.stats() {
+//!     println!(
+//!         "pool {}: {} frames {} free {} largest free block {} KiB",
+//!         s.id, s.span, s.total_frames.get(), s.free_frames.get(), s.largest_free_bytes() / 1024
+//!     );
+//! }
+//! let f = pools.allocate(DEFAULT_POOL, Placement::AnyAddr, FrameCount::new(4), Order::ZERO)?;
+//! pools.free(DEFAULT_POOL, f, FrameCount::new(4))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! The seed's functions map as: `pmallocator_get_header` → [`get_header`],
 //! `pmallocator_get_header_size` → [`header_size`], `pmallocator_init_region` →
 //! [`Allocator::init`], `pmallocator_allocate` → [`Allocator::allocate`],
