@@ -63,7 +63,8 @@ const fn span_pages(size: usize) -> usize {
     let mut best = lo;
     let mut best_waste_ppm = usize::MAX;
     let mut p = lo;
-    while p <= lo + lo / 2 && p <= MAX_SPAN_PAGES {
+    let hi = lo + if lo / 2 > 4 { lo / 2 } else { 4 };
+    while p <= hi && p <= MAX_SPAN_PAGES {
         let bytes = p * PAGE_SIZE;
         let mut blocks = bytes / size;
         if blocks > MAX_BLOCKS {

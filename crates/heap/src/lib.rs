@@ -29,7 +29,8 @@
 
 #[cfg(any(test, feature = "testing"))]
 extern crate alloc;
-#[cfg(test)]
+// The `Arbitrary` derive of the fuzzing feature needs `std`.
+#[cfg(any(test, feature = "fuzzing"))]
 extern crate std;
 
 mod class;
