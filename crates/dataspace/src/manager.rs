@@ -1489,34 +1489,39 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         };
         let dst_pool = d.pool;
         let mut dst_entries = core::mem::take(&mut d.entries);
-        let mut result = Ok(());
-        let mut page = dst_offs / PAGE;
-        while page * PAGE < dst_end {
-            let (p_start, p_end) = (page * PAGE, (page + 1) * PAGE);
-            let (a, b) = (p_start.max(dst_offs), p_end.min(dst_end));
-            let s_at = a - dst_offs + src_offs;
-            // A page is shared when the copy covers it, or covers it up to the copy's end
-            // (the rest of the page lies past the size: invisible, and zeroed on a grow).
-            if share && a == p_start && (b == p_end || b == total) {
-                let si = (s_at / PAGE) as usize;
-                let e = src_entries[si];
-                if let Some(frame) = e.frame() {
+        // The destination pages shared with the source: those the copy covers wholly, or up
+        // to the copy's end (the rest of such a page lies past the size: invisible, and zeroed
+        // on a grow). The others are copied byte by byte.
+        let all = dst_offs / PAGE..dst_end.div_ceil(PAGE);
+        let middle = if share {
+            let last = if dst_end == total { dst_end.div_ceil(PAGE) } else { dst_end / PAGE };
+            dst_offs.div_ceil(PAGE)..last.max(dst_offs.div_ceil(PAGE))
+        } else {
+            all.end..all.end
+        };
+        if !middle.is_empty() {
+            let first_src = (middle.start * PAGE - dst_offs + src_offs) / PAGE;
+            let src_pages = first_src as usize..(first_src + (middle.end - middle.start)) as usize;
+            let dst_pages = middle.start as usize..middle.end as usize;
+            for (d, s) in dst_entries[dst_pages].iter_mut().zip(&mut src_entries[src_pages]) {
+                if let Some(frame) = s.frame() {
                     self.shares.share(frame);
-                    src_entries[si] = e.with_cow(true);
-                    dst_entries[page as usize] = e.with_cow(true);
-                    let si = si as u64;
-                    shared = Some(match shared {
-                        None => PageRange { start: si, end: si + 1 },
-                        Some(r) => PageRange { start: r.start.min(si), end: r.end.max(si + 1) },
-                    });
+                    *s = s.with_cow(true);
+                    *d = *s;
                 }
-            } else if let Err(n) =
+            }
+            shared = Some(PageRange { start: first_src, end: first_src + (middle.end - middle.start) });
+        }
+        let mut result = Ok(());
+        for page in all.filter(|p| !middle.contains(p)) {
+            let (a, b) = ((page * PAGE).max(dst_offs), ((page + 1) * PAGE).min(dst_end));
+            let s_at = a - dst_offs + src_offs;
+            if let Err(n) =
                 self.copy_bytes(&src_entries, &mut dst_entries[page as usize], dst_pool, s_at, a % PAGE, b - a)
             {
                 result = Err(n);
                 break;
             }
-            page += 1;
         }
         if let Some(s) = lookup(&mut self.slots, src) {
             s.entries = src_entries;
@@ -1544,14 +1549,25 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         if src_entries[first..=last].iter().all(|e| e.frame().is_none()) {
             return Ok(());
         }
-        let (dst, _) = make_writable(&self.pools, &self.memory, &mut self.shares, dst_pool, entry)
-            .map_err(|_| FrameCount::new(1))?;
-        if within == 0 && len == PAGE && s_at.is_multiple_of(PAGE) {
-            if let Some(sf) = src_entries[first].frame() {
-                self.memory.copy(sf, dst, FrameCount::new(1));
-            }
+        if within == 0
+            && len == PAGE
+            && s_at.is_multiple_of(PAGE)
+            && let Some(sf) = src_entries[first].frame()
+        {
+            // A whole page: copy it into a fresh frame (or the bound page) without zeroing.
+            let dst = match entry.frame() {
+                Some(f) => f,
+                None => {
+                    let f = allocate_frames(&self.pools, dst_pool, 1, Order::ZERO).map_err(|_| FrameCount::new(1))?;
+                    *entry = Entry::new(f, dst_pool);
+                    f
+                }
+            };
+            self.memory.copy(sf, dst, FrameCount::new(1));
             return Ok(());
         }
+        let (dst, _) = make_writable(&self.pools, &self.memory, &mut self.shares, dst_pool, entry)
+            .map_err(|_| FrameCount::new(1))?;
         let mut buf = [0u8; PAGE_SIZE];
         let buf = &mut buf[..len as usize];
         let split = ((PAGE - s_at % PAGE).min(len)) as usize;

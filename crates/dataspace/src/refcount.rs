@@ -33,6 +33,7 @@ pub(crate) struct ShareCounts {
 }
 
 impl ShareCounts {
+    #[inline]
     fn find(&mut self, key: u64) -> Option<usize> {
         if let Some(c) = self.chunks.get(self.last)
             && c.key == key
@@ -60,6 +61,7 @@ impl ShareCounts {
     }
 
     /// One more page entry references `frame`.
+    #[inline]
     pub(crate) fn share(&mut self, frame: Frame) {
         let (key, i) = Self::split(frame);
         let c = match self.find(key) {
