@@ -47,13 +47,13 @@ impl Hosted {
         use std::fmt::Write as _;
         let heaps = self.heaps();
         let mut out = String::from(
-            "| heap              | spans | small blocks | large blocks | pages | metadata pages |\n|-------------------|-------|--------------|--------------|-------|----------------|\n",
+            "| heap               | spans | small blocks | large blocks | pages | metadata pages |\n|--------------------|-------|--------------|--------------|-------|----------------|\n",
         );
         for (name, id) in [("kernel_heap_4K_64K", HeapId::Kernel4K64K), ("pinned_heap_4K_64K", HeapId::Pinned4K64K)] {
             let s = heaps.regular_heap(id).stats();
             let _ = writeln!(
                 out,
-                "| {name:<17} | {:>5} | {:>12} | {:>12} | {:>5} | {:>14} |",
+                "| {name:<18} | {:>5} | {:>12} | {:>12} | {:>5} | {:>14} |",
                 s.spans, s.small_blocks, s.large_blocks, s.pages, s.metadata_pages
             );
         }
@@ -61,7 +61,7 @@ impl Hosted {
             let s = heaps.large_heap(id).stats();
             let _ = writeln!(
                 out,
-                "| {name:<17} | {:>5} | {:>12} | {:>12} | {:>5} | {:>14} |",
+                "| {name:<18} | {:>5} | {:>12} | {:>12} | {:>5} | {:>14} |",
                 s.spans, s.small_blocks, s.large_blocks, s.pages, s.metadata_pages
             );
         }
