@@ -19,6 +19,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub mod fault;
+pub mod frames;
 pub mod heap;
 
 /// The name memkit's own rows carry in the `impl` column.
@@ -198,6 +199,7 @@ pub type Suite = (&'static str, &'static str, fn(&Options) -> Report);
 /// Every suite, in the order `all` runs them.
 pub const SUITES: &[Suite] = &[
     // Each suite module adds its line here.
+    ("frames", "frame allocator vs buddy_system_allocator, bitmap-allocator, frame-alloc", frames::run),
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch", fault::run),
     ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system", heap::run),
 ];
