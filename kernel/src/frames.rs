@@ -1,120 +1,142 @@
-//! The kernel's physical frames: memkit's pmallocator over the main RAM range, its header
-//! inside that RAM, reached through whatever physical window is in use.
+//! The kernel's physical frames: memkit's eight pools built from the machine's memory map,
+//! each a pmallocator whose header lives inside its own RAM, reached through whatever
+//! physical window is in use.
 //!
 //! ```text
-//!   RAM ┌──────────┬─────────────── free frames ───────────────┬────────┐
-//!       │ kernel   │                                            │ header │ (get_header: as high
-//!       │ image    │                                            │ words  │  as possible, off the
-//!       └──────────┴────────────────────────────────────────────┴────────┘  reserved ranges)
-//!   view: Allocator::init(identity mapping) ──switch page tables──▶ Allocator::attach(direct map)
+//!   0      640K   1M kernel image   16M                                       512M
+//!   |usable|hole |###############| usable |  usable ...........................|header|
+//!   |<---------------- pool 7 (ISA DMA) ---------->|<------------- pool 0 ---------------->|
+//!                                  header ▲ (top of pool 7)
+//!   views: Pools::new(identity mapping) ──switch page tables──▶ Pools::attach(direct map)
 //! ```
 //!
-//! The header holds frame numbers, word offsets and bits, never a pointer, so the view
-//! attached through the higher-half direct map after the switch sees exactly the state the
-//! identity-mapped view left.
+//! The headers hold frame numbers, word offsets and bits, never a pointer, so the views
+//! attached through the higher-half direct map after the switch see exactly the state the
+//! identity-mapped views left.
 
 use core::slice;
 
 use memkit_phys::{
-    AllocateAtError, AllocateError, Allocator, AttachError, FreeError, GetHeaderError, InitError, MemoryArea, Stats,
-    get_header, header_words,
+    AllocateError, Allocator, DEFAULT_POOL, FreeError, HeaderMapping, Machine, MapEntry, MemoryArea, MemoryMap, Pools,
+    PoolsError, RegionKind, Stats,
 };
 use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PhysAddr, VirtAddr};
 
 use crate::phys_window;
+use crate::pvh::{self, MemoryKind};
 
-/// Why the frame allocator could not be set up.
+/// Why the pools could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FramesError {
-    /// No place for the header.
-    Header(GetHeaderError),
-    /// The header could not be written.
-    Init(InitError),
-    /// The header could not be found again through the new mapping.
-    Attach(AttachError),
+    /// More memory-map entries than a machine holds.
+    TooManyEntries(MapEntry),
+    /// The pools could not be built, or found again through the new mapping.
+    Pools(PoolsError),
 }
 
-/// The kernel's frame allocator: a pmallocator view behind a spin lock.
+/// The pools' headers through the current physical window.
+#[derive(Debug)]
+struct WindowMapping;
+
+impl HeaderMapping<'static> for WindowMapping {
+    fn map(&mut self, region: MemoryArea) -> Option<&'static mut [u64]> {
+        let words = usize::try_from(region.size / 8).ok()?;
+        let ptr = phys_window::current().ptr(region.start, words * 8).cast::<u64>();
+        // SAFETY: the window maps the region (RAM the memory map reports, page aligned, so
+        // aligned for u64). `Pools` asks for each header region once and the regions are
+        // disjoint; [`KernelFrames`] drops every view made from one mapping before it makes
+        // another, and the header frames are never handed out, so each slice is the only
+        // access to its words while it lives.
+        Some(unsafe { slice::from_raw_parts_mut(ptr, words) })
+    }
+}
+
+/// The kernel's frame pools.
 #[derive(Debug)]
 pub(crate) struct KernelFrames {
-    view: spin::Mutex<Option<Allocator<'static>>>,
-    header: MemoryArea,
-    words: usize,
+    machine: Machine,
+    pools: spin::RwLock<Option<Pools<'static>>>,
 }
 
-/// The header's `words` words at `header` through the current physical window.
+/// The machine the PVH memory map describes, with the kernel image reserved.
 ///
-/// # Safety
-/// The words are RAM that only the returned slice (and the allocator view made from it)
-/// uses until the view is dropped, and the window maps them until then.
-unsafe fn header_mapping(header: MemoryArea, words: usize) -> &'static mut [u64] {
-    let ptr = phys_window::current().ptr(header.start, words * 8).cast::<u64>();
-    // SAFETY: the window maps the words (page aligned, so aligned for u64); the caller
-    // guarantees exclusive use while the slice lives.
-    unsafe { slice::from_raw_parts_mut(ptr, words) }
+/// # Errors
+/// [`FramesError::TooManyEntries`] when the map does not fit.
+pub(crate) fn machine(map: &pvh::MemoryMap, image: MemoryArea) -> Result<Machine, FramesError> {
+    let mut parsed = MemoryMap::new();
+    let entries = map.entries().iter().map(|r| MapEntry {
+        area: MemoryArea::from_bounds(r.start, r.end),
+        kind: if r.kind == MemoryKind::Ram { RegionKind::Usable } else { RegionKind::Reserved },
+    });
+    // The image as it is (the machine reserves a fixed 1 MiB .. 5 MiB as well).
+    for entry in entries.chain(core::iter::once(MapEntry { area: image, kind: RegionKind::Reserved })) {
+        parsed.push(entry).map_err(FramesError::TooManyEntries)?;
+    }
+    Ok(Machine::from_map(parsed))
 }
 
 impl KernelFrames {
-    /// Writes a fresh header for `area`, avoiding `reserved`, through the current window.
+    /// Builds the pools of `machine`, writing their headers through the current window.
     ///
     /// # Errors
-    /// [`FramesError`] when no header fits or it cannot be written.
-    pub(crate) fn new(area: MemoryArea, reserved: &[MemoryArea]) -> Result<Self, FramesError> {
-        let header = get_header(area, reserved.iter().copied()).map_err(FramesError::Header)?;
-        let words = header_words(area).map_err(|e| FramesError::Header(GetHeaderError::BadArea(e)))?;
-        // SAFETY: `get_header` chose frames of the managed RAM off every reserved range: no
-        // Rust object lives there, and from now on only this allocator's view touches them.
-        let mapping = unsafe { header_mapping(header, words) };
-        let view = Allocator::init(area, header, mapping, reserved.iter().copied()).map_err(FramesError::Init)?;
-        Ok(KernelFrames { view: spin::Mutex::new(Some(view)), header, words })
+    /// [`FramesError::Pools`] when a header finds no room or cannot be written.
+    pub(crate) fn new(machine: Machine) -> Result<Self, FramesError> {
+        let pools = Pools::new(&machine, &mut WindowMapping).map_err(FramesError::Pools)?;
+        Ok(KernelFrames { machine, pools: spin::RwLock::new(Some(pools)) })
     }
 
-    /// Drops the current view of the header and attaches a new one through the current
-    /// window (after the kernel switched page tables).
+    /// Drops the views of the headers and attaches new ones through the current window
+    /// (after the kernel switched page tables).
     ///
     /// # Errors
-    /// [`FramesError::Attach`] when the words seen through the new window are not the header.
+    /// [`FramesError::Pools`] when the words seen through the new window are not the headers.
     pub(crate) fn reattach(&self) -> Result<(), FramesError> {
-        let mut view = self.view.lock();
-        *view = None;
-        // SAFETY: the previous view, the only user of the words, was just dropped; the header
-        // frames are reserved in the allocator, so nothing else uses them.
-        let mapping = unsafe { header_mapping(self.header, self.words) };
-        *view = Some(Allocator::attach(mapping).map_err(FramesError::Attach)?);
+        let mut pools = self.pools.write();
+        *pools = None;
+        *pools = Some(Pools::attach(&self.machine, &mut WindowMapping).map_err(FramesError::Pools)?);
         Ok(())
     }
 
+    /// Runs `f` on the pools.
+    pub(crate) fn with_pools<R>(&self, f: impl FnOnce(&Pools<'static>) -> R) -> R {
+        let pools = self.pools.read();
+        f(pools.as_ref().expect("the pools are only absent inside `reattach`"))
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut Allocator<'static>) -> R) -> R {
-        let mut view = self.view.lock();
-        f(view.as_mut().expect("the view is only absent inside `reattach`"))
+        self.with_pools(|pools| {
+            let pool = pools.pool(DEFAULT_POOL).expect("the default pool has memory");
+            let mut allocator = pool.allocator().lock();
+            f(&mut allocator)
+        })
     }
 
-    /// The header's physical range.
+    /// The default pool's header region.
     pub(crate) fn header(&self) -> MemoryArea {
-        self.header
+        self.with(|a| a.header_region())
     }
 
-    /// Where the view reads the header now.
+    /// Where the default pool's view reads its header now.
     pub(crate) fn header_mapping_address(&self) -> VirtAddr {
-        VirtAddr::new(phys_window::current().ptr(self.header.start, 8) as usize)
+        VirtAddr::new(phys_window::current().ptr(self.header().start, 8) as usize)
     }
 
-    /// Free frames by order and totals.
+    /// The default pool's free frames by order and totals.
     pub(crate) fn stats(&self) -> Stats {
         self.with(|a| a.stats())
     }
 
-    /// Runs the allocator's invariant checker.
+    /// Runs the invariant checker of every pool.
     pub(crate) fn check_invariants(&self) {
-        self.with(|a| a.check_invariants());
+        self.with_pools(|pools| pools.iter().for_each(|p| p.allocator().lock().check_invariants()));
     }
 
-    /// Whether `frame` is free.
+    /// Whether `frame` is free in the default pool.
     pub(crate) fn is_free(&self, frame: Frame) -> bool {
         self.with(|a| a.is_free(frame))
     }
 
-    /// The seed's `allocate(order)`.
+    /// The seed's `allocate(order)`, from the default pool.
     ///
     /// # Errors
     /// As [`Allocator::allocate`].
@@ -122,46 +144,74 @@ impl KernelFrames {
         self.with(|a| a.allocate(order))
     }
 
-    /// The seed's `free(area)`.
+    /// The seed's `free(area)`, to the default pool.
     ///
     /// # Errors
     /// As [`Allocator::free`].
     pub(crate) fn free_block(&self, area: MemoryArea) -> Result<(), FreeError> {
         self.with(|a| a.free(area))
     }
-}
 
-fn allocate_error(e: AllocateError, count: FrameCount) -> FrameSourceError {
-    match e {
-        AllocateError::PhysicalMemoryFull(_) => FrameSourceError::Exhausted(count),
-        AllocateError::NotValid(_) | AllocateError::ZeroCount => FrameSourceError::Invalid,
+    /// Pool `pool` as a frame source (for the dataspace manager's pools).
+    pub(crate) fn pool(&self, pool: usize) -> PoolFrames<'_> {
+        PoolFrames { frames: self, pool }
     }
 }
 
+/// The default pool is the kernel's frame source (page tables, heap pages).
 impl FrameSource for KernelFrames {
     fn allocate(&self, count: FrameCount, align: Order, limit: Option<PhysAddr>) -> Result<Frame, FrameSourceError> {
-        self.with(|a| a.allocate_run(count, align, limit)).map_err(|e| allocate_error(e, count))
+        self.pool(DEFAULT_POOL).allocate(count, align, limit)
     }
 
     fn allocate_at(&self, start: Frame, count: FrameCount) -> Result<(), FrameSourceError> {
-        self.with(|a| a.allocate_at(start, count)).map_err(|e| match e {
-            AllocateAtError::OutsideArea(_) => FrameSourceError::Invalid,
-            AllocateAtError::InUse(f) | AllocateAtError::Reserved(f) => FrameSourceError::InUse(f),
-        })
+        self.pool(DEFAULT_POOL).allocate_at(start, count)
     }
 
     fn free(&self, start: Frame, count: FrameCount) -> Result<(), FrameSourceError> {
-        self.with(|a| a.free_run(start, count)).map_err(|e| match e {
-            FreeError::Unaligned(_) | FreeError::OutsideArea(_) => FrameSourceError::Invalid,
-            FreeError::AlreadyFree(f) | FreeError::Reserved(f) => FrameSourceError::NotAllocated(f),
-        })
+        self.pool(DEFAULT_POOL).free(start, count)
     }
 
     fn free_frames(&self) -> FrameCount {
-        self.with(|a| a.free_frames())
+        self.pool(DEFAULT_POOL).free_frames()
     }
 
     fn total_frames(&self) -> FrameCount {
-        self.with(|a| a.total_frames())
+        self.pool(DEFAULT_POOL).total_frames()
+    }
+}
+
+/// One pool of the kernel's frames, as a [`FrameSource`]; an empty pool serves nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolFrames<'f> {
+    frames: &'f KernelFrames,
+    pool: usize,
+}
+
+impl PoolFrames<'_> {
+    fn with<R>(&self, empty: R, f: impl FnOnce(&memkit_phys::LockedAllocator<'static>) -> R) -> R {
+        self.frames.with_pools(|pools| pools.pool(self.pool).map_or(empty, |p| f(p.allocator())))
+    }
+}
+
+impl FrameSource for PoolFrames<'_> {
+    fn allocate(&self, count: FrameCount, align: Order, limit: Option<PhysAddr>) -> Result<Frame, FrameSourceError> {
+        self.with(Err(FrameSourceError::Exhausted(count)), |a| FrameSource::allocate(a, count, align, limit))
+    }
+
+    fn allocate_at(&self, start: Frame, count: FrameCount) -> Result<(), FrameSourceError> {
+        self.with(Err(FrameSourceError::Invalid), |a| FrameSource::allocate_at(a, start, count))
+    }
+
+    fn free(&self, start: Frame, count: FrameCount) -> Result<(), FrameSourceError> {
+        self.with(Err(FrameSourceError::NotAllocated(start)), |a| FrameSource::free(a, start, count))
+    }
+
+    fn free_frames(&self) -> FrameCount {
+        self.with(FrameCount::new(0), FrameSource::free_frames)
+    }
+
+    fn total_frames(&self) -> FrameCount {
+        self.with(FrameCount::new(0), FrameSource::total_frames)
     }
 }

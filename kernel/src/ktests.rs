@@ -9,11 +9,11 @@ use core::arch::asm;
 use core::ptr::NonNull;
 
 use core::sync::atomic::Ordering;
-use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PoolId};
+use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, Placement as DsPlacement, PoolId};
 use memkit_heap::{HeapId, XmallocError, XmfreeError};
 use memkit_region::{AttachRequest, DetachFlags, FaultError, Mmu};
 
-use memkit_phys::{AllocateError, FreeError, MemoryArea};
+use memkit_phys::{AllocateError, DEFAULT_POOL, HEADER_MAGIC, FreeError, ISA_DMA_LIMIT, ISA_DMA_POOL, MemoryArea};
 use memkit_types::{
     Access, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PhysAddr, PhysMemory, Rights, VirtAddr,
 };
@@ -142,6 +142,7 @@ pub(crate) fn frames_identity(runner: &mut Runner, frames: &KernelFrames) -> Car
     });
     runner.run("phys::seed_allocate_and_free_through_identity_map", || seed_allocate_and_free(frames));
     runner.run("phys::frame_source_runs_and_fixed_addresses", || frame_source_runs(frames));
+    runner.run("phys::pools_from_the_memory_map", || pools_from_the_memory_map(frames));
     let block = frames.allocate_block(CARRIED_ORDER).ok();
     if let Some(block) = block {
         let window = crate::phys_window::current();
@@ -169,23 +170,22 @@ fn seed_allocate_and_free(frames: &KernelFrames) -> TestResult {
     check!(matches!(frames.free_block(area_a), Err(FreeError::AlreadyFree(_))));
     check_eq!(frames.free_block(MemoryArea::from_frames(b, FrameCount::new(512))), Ok(()));
     check_eq!(frames.stats(), before);
-    // An order above the area is not valid; the kernel image is never handed out.
+    // An order above the area is not valid.
     check!(matches!(frames.allocate_block(Order::new(30)), Err(AllocateError::NotValid(_))));
-    let kernel = Frame::containing_address(image::area().start);
-    check!(matches!(
-        frames.free_block(MemoryArea::from_frames(kernel, FrameCount::new(1))),
-        Err(FreeError::Reserved(_))
-    ));
+    // The kernel image (in pool 7's span) is reserved: never handed out, never freed.
+    let kernel = MemoryArea::from_frames(Frame::containing_address(image::area().start), FrameCount::new(1));
+    let freed = frames.with_pools(|pools| pools.pool(ISA_DMA_POOL).map(|p| p.allocator().lock().free(kernel)));
+    check!(matches!(freed, Some(Err(FreeError::Reserved(_)))));
     frames.check_invariants();
     Ok(())
 }
 
 fn frame_source_runs(frames: &KernelFrames) -> TestResult {
     let before = frames.free_frames();
-    // A run that is not a power of two, below 16 MiB (ISA DMA), without wasting the rounding.
-    let limit = PhysAddr::new(16 << 20);
+    // A run that is not a power of two, below a limit, without wasting the rounding.
+    let limit = PhysAddr::new(32 << 20);
     let run = frames.allocate(FrameCount::new(5), Order::ZERO, Some(limit));
-    let Ok(run) = run else { return Err(fail("run below 16 MiB")) };
+    let Ok(run) = run else { return Err(fail("run below 32 MiB")) };
     check!(run.start_address().as_u64() + 5 * PAGE_SIZE as u64 <= limit.as_u64());
     check_eq!(frames.free_frames().get(), before.get() - 5);
     // A fixed address: taken once, refused the second time.
@@ -196,6 +196,27 @@ fn frame_source_runs(frames: &KernelFrames) -> TestResult {
     check_eq!(frames.free(run, FrameCount::new(5)), Ok(()));
     check!(frames.free(run, FrameCount::new(5)).is_err());
     check_eq!(frames.free_frames(), before);
+    frames.check_invariants();
+    Ok(())
+}
+
+fn pools_from_the_memory_map(frames: &KernelFrames) -> TestResult {
+    let isa_limit = ISA_DMA_LIMIT.as_u64();
+    let (default_span, isa_span) = frames.with_pools(|pools| {
+        (pools.pool(DEFAULT_POOL).map(|p| p.stats().span), pools.pool(ISA_DMA_POOL).map(|p| p.stats().span))
+    });
+    let (Some(default_span), Some(isa_span)) = (default_span, isa_span) else { return Err(fail("pools 0 and 7")) };
+    // Pool 7 is the RAM below 16 MiB, pool 0 the rest; neither holds the kernel image.
+    check!(isa_span.end() <= isa_limit);
+    check!(default_span.start.as_u64() >= isa_limit);
+    check!(!frames.with_pools(|pools| pools.iter().any(|p| p.stats().header.overlaps(image::area()))));
+    let isa = frames.pool(ISA_DMA_POOL);
+    let Ok(dma) = isa.allocate(FrameCount::new(3), Order::ZERO, None) else { return Err(fail("ISA DMA frames")) };
+    check!(dma.start_address().as_u64() + 3 * PAGE_SIZE as u64 <= isa_limit);
+    check!(!MemoryArea::from_frames(dma, FrameCount::new(3)).overlaps(image::area()));
+    check_eq!(isa.free(dma, FrameCount::new(3)), Ok(()));
+    // A pool without memory serves nothing.
+    check!(frames.pool(3).allocate(FrameCount::new(1), Order::ZERO, None).is_err());
     frames.check_invariants();
     Ok(())
 }
@@ -232,6 +253,24 @@ pub(crate) fn frames_direct(runner: &mut Runner, frames: &KernelFrames, space: &
         check_eq!(frames.free_block(area), Ok(()));
         check!(frames.is_free(block));
         check!(matches!(frames.free_block(area), Err(FreeError::AlreadyFree(_))));
+        frames.check_invariants();
+        Ok(())
+    });
+    runner.run("switch::every_pool_header_is_reattached", || {
+        let mut headers = [None; 8];
+        frames.with_pools(|pools| pools.stats().for_each(|p| headers[p.id] = Some(p.header)));
+        check_eq!(headers.iter().flatten().count(), 2);
+        for header in headers.iter().flatten() {
+            // Only the direct map reaches it now.
+            check!(interrupts::probe_read(VirtAddr::new(header.start.as_u64() as usize)).is_err());
+            let mut magic = [0; 8];
+            KernelPhysMemory.read(header.start, &mut magic);
+            check_eq!(u64::from_le_bytes(magic), HEADER_MAGIC);
+        }
+        // The ISA DMA pool works through its re-attached header too.
+        let isa = frames.pool(ISA_DMA_POOL);
+        let Ok(frame) = isa.allocate(FrameCount::new(1), Order::ZERO, None) else { return Err(fail("pool 7")) };
+        check_eq!(isa.free(frame, FrameCount::new(1)), Ok(()));
         frames.check_invariants();
         Ok(())
     });
@@ -371,6 +410,7 @@ pub(crate) fn spaces(runner: &mut Runner, frames: &'static KernelFrames, kernel_
     runner.run("space::copy_on_write_is_broken_by_a_write_fault", || copy_on_write(frames, kernel_root));
     runner.run("space::forbidden_access_is_reported_not_mapped", || forbidden_access(frames, kernel_root));
     runner.run("space::detach_unmaps_and_frames_go_back", || detach_gives_back(frames, kernel_root));
+    runner.run("space::isa_dma_dataspace_is_contiguous_below_16mib", || isa_dma_dataspace(frames, kernel_root));
 }
 
 const CLIENT: ClientId = ClientId::new(1, 0);
@@ -378,7 +418,10 @@ const PAGE: usize = PAGE_SIZE;
 
 fn new_manager(frames: &'static KernelFrames) -> KernelManager {
     let mut manager = Manager::new(Config::new(64 << 20), KernelPhysMemory);
-    manager.set_pool(PoolId::DEFAULT, frames);
+    manager.set_pool(PoolId::DEFAULT, frames.pool(DEFAULT_POOL));
+    if let Some(isa) = PoolId::new(ISA_DMA_POOL as u32) {
+        manager.set_pool(isa, frames.pool(ISA_DMA_POOL));
+    }
     manager
 }
 
@@ -573,5 +616,29 @@ fn detach_gives_back(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
     check_eq!(f.manager.frames_held(PoolId::DEFAULT), 0);
     drop(f);
     check_eq!(frames.free_frames().get(), free_before);
+    Ok(())
+}
+
+fn isa_dma_dataspace(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let mut f = Fixture::new(frames, kernel_root)?;
+    let size = 4 * PAGE as u64;
+    let ds = f
+        .manager
+        .memphys_open(FactoryId::ROOT, CLIENT, ISA_DMA_POOL as u32, DsPlacement::AnyAddr, size, 12, DmFlags::CONTIGUOUS, "dma")
+        .map_err(|_| fail("memphys_open in pool 7"))?;
+    let Ok((addr, contiguous)) = f.manager.phys_addr(ds, 0) else { return Err(fail("phys_addr")) };
+    check!(addr.as_u64() + size <= ISA_DMA_LIMIT.as_u64());
+    check!(contiguous >= size);
+    // Mapped into an address space, the device's view and the CPU's agree.
+    let start = f.attach(ds, 4, Rights::RW)?;
+    let (result, served, _, _) = f.run(|| interrupts::probe_write(at(start, PAGE + 5), 0x5d));
+    check!(result.is_ok());
+    check_eq!(served, 1);
+    let mut byte = [0];
+    KernelPhysMemory.read(addr.checked_add(PAGE as u64 + 5).expect("in RAM"), &mut byte);
+    check_eq!(byte, [0x5d]);
+    let mut backing = DataspaceBacking::new(&mut f.manager);
+    check!(f.space.detach(&mut backing, start, 4 * PAGE, DetachFlags::empty()).is_ok());
+    check_eq!(f.manager.close(CLIENT, ds), Ok(()));
     Ok(())
 }

@@ -81,13 +81,24 @@ bare_metal! {
         };
         let stats = frames.stats();
         println!(
-            "frames: {} managed, {} free, header {} ({} bytes) through the identity map at {:?}",
+            "frames: pool 0 manages {}, {} free, header {} ({} bytes) through the identity map at {:?}",
             stats.total_frames.get(),
             stats.free_frames.get(),
             frames.header(),
             frames.header().size,
             frames.header_mapping_address()
         );
+        frames.with_pools(|pools| {
+            for pool in pools.stats() {
+                println!(
+                    "  pool {}: {}, {} frames, header {}",
+                    pool.id,
+                    pool.span,
+                    pool.total_frames.get(),
+                    pool.header
+                );
+            }
+        });
         let carried = ktests::frames_identity(&mut runner, frames);
 
         let space = match memory::switch_to_kernel_tables(&map, frames) {

@@ -13,7 +13,6 @@
 //! After the switch, RAM outside the kernel image is reachable only through the direct map:
 //! the frame allocator's header is re-attached there.
 
-use memkit_phys::MemoryArea;
 use memkit_region::Mmu;
 use memkit_types::{CacheMode, Frame, PAGE_SIZE, Page, PageCount, PhysAddr, Rights, SUPERPAGE_SIZE, VirtAddr};
 use x86_64::structures::paging::PageTableFlags;
@@ -27,35 +26,20 @@ use crate::{cpu, image};
 /// Why the kernel's memory could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MemoryError {
-    /// The memory map has no RAM range holding the kernel image.
-    NoRamForKernel,
     /// The frame allocator failed.
     Frames(FramesError),
     /// The kernel's page tables could not be built.
     Map(memkit_region::MapError),
 }
 
-/// The RAM range the kernel image is in, trimmed to whole frames: what the frame allocator
-/// manages.
-pub(crate) fn main_area(map: &MemoryMap) -> Result<MemoryArea, MemoryError> {
-    let kernel = image::area();
-    let range = map
-        .ram()
-        .find(|r| r.start.as_u64() <= kernel.start.as_u64() && kernel.end() <= r.end.as_u64())
-        .ok_or(MemoryError::NoRamForKernel)?;
-    let start = range.start.as_u64().next_multiple_of(PAGE_SIZE as u64);
-    let end = range.end.as_u64() & !(PAGE_SIZE as u64 - 1);
-    Ok(MemoryArea::from_bounds(PhysAddr::new(start), PhysAddr::new(end)))
-}
-
-/// The frame allocator over the main RAM range, the kernel image reserved; its header is
-/// written through the boot identity map.
+/// The frame pools of the machine the memory map describes, the kernel image reserved;
+/// their headers are written through the boot identity map.
 ///
 /// # Errors
-/// [`MemoryError`] when the map has no such range or the allocator cannot be set up.
+/// [`MemoryError`] when the pools cannot be set up.
 pub(crate) fn frames(map: &MemoryMap) -> Result<KernelFrames, MemoryError> {
-    let area = main_area(map)?;
-    KernelFrames::new(area, &[image::area()]).map_err(MemoryError::Frames)
+    let machine = crate::frames::machine(map, image::area()).map_err(MemoryError::Frames)?;
+    KernelFrames::new(machine).map_err(MemoryError::Frames)
 }
 
 /// What the switch built.

@@ -17,14 +17,14 @@ use memkit_region::{AddressSpace, Backing, BackingError, FaultError, RegionMap};
 use memkit_types::{Access, Frame, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 
 use crate::cpu;
-use crate::frames::KernelFrames;
+use crate::frames::{KernelFrames, PoolFrames};
 use crate::interrupts::PageFaultHandler;
 use crate::paging::PageTableMmu;
 use crate::phys_window::KernelPhysMemory;
 
-/// The dataspace manager of the kernel: frames from the kernel's allocator, contents through
-/// the direct map.
-pub(crate) type KernelManager = Manager<&'static KernelFrames, KernelPhysMemory>;
+/// The dataspace manager of the kernel: frames from the kernel's pools, contents through the
+/// direct map.
+pub(crate) type KernelManager = Manager<PoolFrames<'static>, KernelPhysMemory>;
 /// An address space of the kernel.
 pub(crate) type Space = AddressSpace<DataspaceId, PageTableMmu<'static, KernelFrames>>;
 
