@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, Placement as DsPlacement, PoolId};
 use memkit_heap::{HeapId, XmallocError, XmfreeError};
-use memkit_region::{AttachRequest, DetachFlags, FaultError, Mmu};
+use memkit_region::{AttachRequest, DetachFlags, FaultError, Mmu, SpaceId};
 
 use memkit_phys::{AllocateError, DEFAULT_POOL, HEADER_MAGIC, FreeError, ISA_DMA_LIMIT, ISA_DMA_POOL, MemoryArea};
 use memkit_types::{
@@ -26,6 +26,7 @@ use crate::phys_window::{DIRECT_MAP_BASE, KernelPhysMemory};
 use crate::pvh::MemoryMap;
 use crate::serial::println;
 use crate::space::{
+    SetPager, Spaces, new_tables,
     DataspaceBacking, KernelManager, Pager, Space, SpaceRevoker, WINDOW_SIZE, WINDOW_START, new_space,
     with_space_active,
 };
@@ -411,6 +412,7 @@ pub(crate) fn spaces(runner: &mut Runner, frames: &'static KernelFrames, kernel_
     runner.run("space::forbidden_access_is_reported_not_mapped", || forbidden_access(frames, kernel_root));
     runner.run("space::detach_unmaps_and_frames_go_back", || detach_gives_back(frames, kernel_root));
     runner.run("space::isa_dma_dataspace_is_contiguous_below_16mib", || isa_dma_dataspace(frames, kernel_root));
+    runner.run("space::copy_on_write_across_two_address_spaces", || fork(frames, kernel_root));
 }
 
 const CLIENT: ClientId = ClientId::new(1, 0);
@@ -640,5 +642,74 @@ fn isa_dma_dataspace(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
     let mut backing = DataspaceBacking::new(&mut f.manager);
     check!(f.space.detach(&mut backing, start, 4 * PAGE, DetachFlags::empty()).is_ok());
     check_eq!(f.manager.close(CLIENT, ds), Ok(()));
+    Ok(())
+}
+
+/// Runs `body` in space `id` of `set` with the set resolving its faults; returns what `body`
+/// returned and the faults served.
+fn run_in<R>(set: &mut Spaces, id: SpaceId, kernel_root: Frame, body: impl FnOnce() -> R) -> (R, u64) {
+    let root = set.space(id).map(|s| s.mmu.root()).expect("the space exists");
+    let mut pager = SetPager { set, id, served: 0 };
+    let result =
+        with_space_active(root, kernel_root, || interrupts::with_fault_handler(&mut pager, body));
+    (result, pager.served)
+}
+
+/// A fork: a parent space's dataspace copied on write into a child space at the same
+/// virtual address; each side's writes stay its own.
+fn fork(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let free_before = frames.free_frames().get();
+    {
+        let mut set = Spaces::new(new_manager(frames));
+        let (map, mmu) = new_tables(frames, kernel_root).map_err(|_| fail("parent tables"))?;
+        let parent = set.add_space(map, mmu);
+        let (map, mmu) = new_tables(frames, kernel_root).map_err(|_| fail("child tables"))?;
+        let child = set.add_space(map, mmu);
+        let a = set
+            .manager_mut()
+            .mem_open(FactoryId::ROOT, CLIENT, 2 * PAGE as u64, 12, DmFlags::empty(), "parent")
+            .map_err(|_| fail("mem_open"))?;
+        let base = VirtAddr::new(WINDOW_START);
+        let request = AttachRequest::new(a, 2 * PAGE, Rights::RW).at(base);
+        check!(set.attach(parent, &request).is_ok());
+        let (wrote, _) = run_in(&mut set, parent, kernel_root, || {
+            interrupts::probe_write(base, 0x11).and_then(|()| interrupts::probe_write(at(base, PAGE), 0x22))
+        });
+        check!(wrote.is_ok());
+
+        let b = set.copy_on_write(CLIENT, a, "child").map_err(|_| fail("COW copy"))?;
+        let request = AttachRequest::new(b, 2 * PAGE, Rights::RW).at(base);
+        check!(set.attach(child, &request).is_ok());
+        // The child sees the parent's bytes at the same address, then writes its own.
+        let (child_view, child_faults) = run_in(&mut set, child, kernel_root, || {
+            let before = interrupts::probe_read(base)?;
+            interrupts::probe_write(base, 0x33)?;
+            Ok::<_, Fault>([before, interrupts::probe_read(base)?, interrupts::probe_read(at(base, PAGE))?])
+        });
+        check_eq!(child_view.map_err(|f| f.addr), Ok([0x11, 0x33, 0x22]));
+        check!(child_faults >= 2);
+        // The parent still sees its own bytes; its write to the second page breaks COW on
+        // its side, which the child does not see.
+        let (parent_view, _) = run_in(&mut set, parent, kernel_root, || {
+            interrupts::probe_write(at(base, PAGE), 0x44)?;
+            Ok::<_, Fault>([interrupts::probe_read(base)?, interrupts::probe_read(at(base, PAGE))?])
+        });
+        check_eq!(parent_view.map_err(|f| f.addr), Ok([0x11, 0x44]));
+        let (child_view, _) = run_in(&mut set, child, kernel_root, || interrupts::probe_read(at(base, PAGE)));
+        check_eq!(child_view.map_err(|f| f.addr), Ok(0x22));
+        let parent_frame = set.space(parent).and_then(|s| s.mmu.translate(page(base))).map(|t| t.frame);
+        let child_frame = set.space(child).and_then(|s| s.mmu.translate(page(base))).map(|t| t.frame);
+        check!(parent_frame.is_some() && child_frame.is_some() && parent_frame != child_frame);
+        set.check_invariants();
+        println!("    fork: {} frames for 2 spaces of 2 pages", set.manager().frames_held(PoolId::DEFAULT));
+
+        for id in [parent, child] {
+            check!(set.remove_space(id).is_ok());
+        }
+        check_eq!(set.manager_mut().close(CLIENT, a), Ok(()));
+        check_eq!(set.manager_mut().close(CLIENT, b), Ok(()));
+        check_eq!(set.manager().frames_held(PoolId::DEFAULT), 0);
+    }
+    check_eq!(frames.free_frames().get(), free_before);
     Ok(())
 }

@@ -13,7 +13,7 @@
 //! keeps running while the space is active.
 
 use memkit_dataspace::{DataspaceId, Manager, PageRange, RevokeKind, Revoker};
-use memkit_region::{AddressSpace, Backing, BackingError, FaultError, RegionMap};
+use memkit_region::{AddressSpace, Backing, BackingError, FaultError, RegionMap, SpaceId, SpaceSet};
 use memkit_types::{Access, Frame, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 
 use crate::cpu;
@@ -28,20 +28,36 @@ pub(crate) type KernelManager = Manager<PoolFrames<'static>, KernelPhysMemory>;
 /// An address space of the kernel.
 pub(crate) type Space = AddressSpace<DataspaceId, PageTableMmu<'static, KernelFrames>>;
 
+/// Several address spaces over one manager, kept coherent by the region layer.
+pub(crate) type Spaces = SpaceSet<PoolFrames<'static>, KernelPhysMemory, PageTableMmu<'static, KernelFrames>>;
+
 /// Where address spaces' windows start: PML4 slot 1 (512 GiB), which the kernel leaves empty.
 pub(crate) const WINDOW_START: usize = 0x80_0000_0000;
 /// The size of the window: 1 GiB.
 pub(crate) const WINDOW_SIZE: usize = 1 << 30;
+
+/// The page table of a new, empty address space sharing the kernel's part of `kernel_root`,
+/// and its region map.
+///
+/// # Errors
+/// [`memkit_region::MapError::OutOfMemory`] when no frame is left for its root table.
+pub(crate) fn new_tables(
+    frames: &'static KernelFrames,
+    kernel_root: Frame,
+) -> Result<(RegionMap<DataspaceId>, PageTableMmu<'static, KernelFrames>), memkit_region::MapError> {
+    let first = Page::containing_address(VirtAddr::new(WINDOW_START));
+    let window = Some((first, PageCount::new(WINDOW_SIZE / PAGE_SIZE)));
+    let mmu = PageTableMmu::new(frames, window, Some(kernel_root))?;
+    Ok((RegionMap::new(VirtAddr::new(WINDOW_START), WINDOW_SIZE), mmu))
+}
 
 /// A new, empty address space sharing the kernel's part of `kernel_root`.
 ///
 /// # Errors
 /// [`memkit_region::MapError::OutOfMemory`] when no frame is left for its root table.
 pub(crate) fn new_space(frames: &'static KernelFrames, kernel_root: Frame) -> Result<Space, memkit_region::MapError> {
-    let first = Page::containing_address(VirtAddr::new(WINDOW_START));
-    let window = Some((first, PageCount::new(WINDOW_SIZE / PAGE_SIZE)));
-    let mmu = PageTableMmu::new(frames, window, Some(kernel_root))?;
-    Ok(AddressSpace::new(RegionMap::new(VirtAddr::new(WINDOW_START), WINDOW_SIZE), mmu))
+    let (map, mmu) = new_tables(frames, kernel_root)?;
+    Ok(AddressSpace::new(map, mmu))
 }
 
 /// Runs `body` with the page table of the space whose root is `space_root` active, then
@@ -160,5 +176,25 @@ impl PageFaultHandler for Pager<'_, '_> {
                 false
             }
         }
+    }
+}
+
+/// Resolves the page faults of space `id` of a [`SpaceSet`], which keeps every space's
+/// mappings coherent (a copy-on-write break in one space unmaps the stale frame elsewhere).
+#[derive(Debug)]
+pub(crate) struct SetPager<'a> {
+    /// The spaces and their manager.
+    pub(crate) set: &'a mut Spaces,
+    /// The space whose faults this pager serves (the active one).
+    pub(crate) id: SpaceId,
+    /// Faults resolved.
+    pub(crate) served: u64,
+}
+
+impl PageFaultHandler for SetPager<'_> {
+    fn page_fault(&mut self, addr: VirtAddr, access: Access) -> bool {
+        let resolved = self.set.resolve(self.id, addr, access).is_ok();
+        self.served += u64::from(resolved);
+        resolved
     }
 }
