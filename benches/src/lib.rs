@@ -21,6 +21,7 @@ use serde::Serialize;
 pub mod fault;
 pub mod frames;
 pub mod heap;
+pub mod region;
 
 /// The name memkit's own rows carry in the `impl` column.
 pub const MEMKIT: &str = "memkit";
@@ -202,6 +203,7 @@ pub const SUITES: &[Suite] = &[
     ("frames", "frame allocator vs buddy_system_allocator, bitmap-allocator, frame-alloc", frames::run),
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch", fault::run),
     ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system", heap::run),
+    ("region", "region map find and search-attach vs BTreeMap and memory_set; software fault path", region::run),
 ];
 
 /// Runs the suite called `name`, prints nothing, writes nothing.
