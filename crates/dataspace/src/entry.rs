@@ -46,6 +46,12 @@ impl Entry {
         if self.0 & PRESENT != 0 { Some(Frame::from_number(self.0 >> PAGE_SHIFT)) } else { None }
     }
 
+    /// The backing frame's number, if any (the hot loops avoid building a `Frame`).
+    #[inline]
+    pub(crate) const fn frame_number(self) -> Option<u64> {
+        if self.0 & PRESENT != 0 { Some(self.0 >> PAGE_SHIFT) } else { None }
+    }
+
     /// The pool the frame came from (and goes back to).
     #[inline]
     pub(crate) const fn pool(self) -> PoolId {

@@ -313,13 +313,14 @@ fn release_entries<S: FrameSource>(
 ) {
     let mut run: Option<(Frame, u64, PoolId)> = None;
     for e in entries {
-        let Some(frame) = e.frame() else { continue };
+        let Some(number) = e.frame_number() else { continue };
         if !bound {
-            if shares.unshare(frame) {
-                free_frames(pools, e.pool(), frame, 1);
+            if shares.unshare(number) {
+                free_frames(pools, e.pool(), Frame::from_number(number), 1);
             }
             continue;
         }
+        let frame = Frame::from_number(number);
         match run {
             Some((start, n, pool)) if pool == e.pool() && start.number() + n == frame.number() => {
                 run = Some((start, n + 1, pool));
@@ -357,7 +358,7 @@ fn make_writable<S: FrameSource, M: PhysMemory>(
         Some(old) if entry.is_cow() && shares.is_shared(old) => {
             let frame = allocate_frames(pools, pool, 1, Order::ZERO)?;
             memory.copy(old, frame, FrameCount::new(1));
-            let last = shares.unshare(old);
+            let last = shares.unshare(old.number());
             debug_assert!(!last, "a shared frame lost its last reference on a copy-on-write break");
             *entry = Entry::new(frame, pool);
             Ok((frame, Some(old)))
@@ -1504,7 +1505,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             let src_pages = first_src as usize..(first_src + (middle.end - middle.start)) as usize;
             let dst_pages = middle.start as usize..middle.end as usize;
             for (d, s) in dst_entries[dst_pages].iter_mut().zip(&mut src_entries[src_pages]) {
-                if let Some(frame) = s.frame() {
+                if let Some(frame) = s.frame_number() {
                     self.shares.share(frame);
                     *s = s.with_cow(true);
                     *d = *s;
