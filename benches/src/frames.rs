@@ -74,8 +74,8 @@ impl Frames for MemkitView<'_> {
         self.0.allocate_at(Frame::from_number(frame as u64), FrameCount::new(1)).is_ok()
     }
     fn free(&mut self, frame: usize, order: u32) {
-        let area = MemoryArea::from_frames(Frame::from_number(frame as u64), Order::new(order as u8).frame_count());
-        self.0.free(area).expect("free of a live block");
+        // `free_run` is the seed's `free` without the block-shape check (a block is a run).
+        self.0.free_run(Frame::from_number(frame as u64), FrameCount::new(1 << order)).expect("free of a live block");
     }
 }
 

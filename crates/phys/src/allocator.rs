@@ -839,7 +839,7 @@ impl<'h> Allocator<'h> {
     fn take_one(&mut self, limit: u64) -> Option<u64> {
         let (off, count, lo) = (self.geo.level[0].bits.offset, self.geo.level[0].bits.words, self.geo.level[0].lo);
         let hint = self.words[W_HINT] as usize;
-        let wi = if hint < count && self.words[off + hint] != 0 { hint } else { self.next_nonzero(0, 0)? };
+        let wi = if hint < count && self.words[off + hint] != 0 { hint } else { self.next_nonzero_cleaning(0)? };
         let old = self.words[off + wi];
         let f = (lo + wi as u64) * 64 + u64::from(old.trailing_zeros());
         if f >= limit {
@@ -853,11 +853,9 @@ impl<'h> Allocator<'h> {
             self.take_range(f, f + 1);
             return Some(f);
         }
-        let new = old & (old - 1);
-        self.words[off + wi] = new;
-        if new == 0 {
-            self.tree_clear(0, wi);
-        }
+        // When the word becomes zero its summary bit is left set (stale): the next free in
+        // the word would set it again, and searches skip stale bits (`next_nonzero`).
+        self.words[off + wi] = old & (old - 1);
         if old == !0 && self.geo.levels > 1 {
             self.clear_unit(1, lo + wi as u64);
         }
@@ -900,13 +898,40 @@ impl<'h> Allocator<'h> {
     }
 
     /// The index of the first non-zero word at or after `from` in level `l`'s bitmap.
+    ///
+    /// Layer-0 summary bits may be stale (set over a zero word, see `take_one`); they are
+    /// skipped here. Upper summary layers are exact.
     #[inline]
-    fn next_nonzero(&self, l: usize, from: usize) -> Option<usize> {
+    fn next_nonzero(&self, l: usize, mut from: usize) -> Option<usize> {
         let lv = &self.geo.level[l];
         if lv.layers == 0 {
             return (from..lv.bits.words).find(|&i| self.words[lv.bits.offset + i] != 0);
         }
-        self.next_set(lv, 0, from)
+        loop {
+            let i = self.next_set(lv, 0, from)?;
+            if self.words[lv.bits.offset + i] != 0 {
+                return Some(i);
+            }
+            from = i + 1;
+        }
+    }
+
+    /// [`next_nonzero`](Self::next_nonzero) from the start of level 0, clearing the stale
+    /// summary bits it meets on the way.
+    fn next_nonzero_cleaning(&mut self, l: usize) -> Option<usize> {
+        let lv = self.geo.level[l];
+        if lv.layers == 0 {
+            return self.next_nonzero(l, 0);
+        }
+        let mut from = 0;
+        loop {
+            let i = self.next_set(&lv, 0, from)?;
+            if self.words[lv.bits.offset + i] != 0 {
+                return Some(i);
+            }
+            self.tree_clear(l, i);
+            from = i + 1;
+        }
     }
 
     /// The first set bit at or after `from` in summary layer `j` of `lv`.
@@ -1025,7 +1050,9 @@ impl<'h> Allocator<'h> {
     /// - the free counter equals the number of free bits; the free count never exceeds the
     ///   managed count;
     /// - a level-`L+1` bit is set exactly when its level-`L` word is all ones;
-    /// - a summary bit is set exactly when the word it stands for is not zero.
+    /// - a summary bit is set exactly when the word it stands for is not zero, except that a
+    ///   layer-0 summary bit may stay set over a word an order-0 allocation emptied (it is
+    ///   cleaned lazily).
     ///
     /// # Panics
     /// When an invariant does not hold. O(header words).
@@ -1070,7 +1097,13 @@ impl<'h> Allocator<'h> {
                 for k in 0..t.words * 64 {
                     let set = self.words[t.offset + k / 64] & (1 << (k % 64)) != 0;
                     let nonzero = k < src.words && self.words[src.offset + k] != 0;
-                    assert_eq!(set, nonzero, "summary layer {j} of level {l} bit {k}");
+                    if j == 0 {
+                        // Layer 0 may keep stale bits over zero words, never miss a non-zero one.
+                        assert!(set || !nonzero, "summary layer 0 of level {l} misses word {k}");
+                        assert!(!set || k < src.words, "summary layer 0 of level {l} bit {k} past the end");
+                    } else {
+                        assert_eq!(set, nonzero, "summary layer {j} of level {l} bit {k}");
+                    }
                 }
                 src = t;
             }
