@@ -413,7 +413,10 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 return Ok(p);
             }
             self.trim();
-            return self.allocate_small(map, shard, class).ok_or(XmallocError::NoMemory(size));
+            if let Some(p) = self.allocate_small(map, shard, class) {
+                return Ok(p);
+            }
+            return self.allocate_from_larger_class(map, class, align).ok_or(XmallocError::NoMemory(size));
         }
         if size > isize::MAX as usize - PAGE_SIZE {
             return Err(XmallocError::TooLarge(size));
@@ -475,6 +478,27 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 panic!("span {id} is listed as partial but has no free block");
             }
         }
+    }
+
+    /// When the page source is dry: a free block of a larger class (of any shard) whose
+    /// size keeps the alignment, so that holes left in other classes' spans are used.
+    #[cold]
+    fn allocate_from_larger_class(&self, map: &PageMap, class: usize, align: usize) -> Option<NonNull<u8>> {
+        for (larger, c) in CLASSES.iter().enumerate().skip(class + 1) {
+            if !(c.size as usize).is_multiple_of(align) {
+                continue;
+            }
+            for shard in 0..SHARDS {
+                let has_free = {
+                    let st = self.shards[shard].state.lock();
+                    st.classes[larger].partial != NONE || st.classes[larger].empty != NONE
+                };
+                if has_free && let Some(p) = self.allocate_small(map, shard, larger) {
+                    return Some(p);
+                }
+            }
+        }
+        None
     }
 
     fn allocate_large(&self, map: &PageMap, size: usize, align_log2: u32) -> Option<NonNull<u8>> {
