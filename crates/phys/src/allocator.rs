@@ -35,8 +35,8 @@
 //!
 //! # Cost
 //!
-//! About 2.05 bits per frame (A0 and R; the upper levels and summaries add 1/32): 66 KiB
-//! per GiB of managed RAM, 0.0063 %.
+//! About 2.05 bits per frame (A0 and R; the upper levels and summaries add 1/32): 68 KiB
+//! per GiB of managed RAM (rounded to whole frames), 0.0065 %.
 
 use memkit_types::{Frame, FrameCount, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr};
 
@@ -753,46 +753,43 @@ impl<'h> Allocator<'h> {
         if a >= b {
             return;
         }
-        let lv = self.geo.level[l];
+        let (off, lo) = (self.geo.level[l].bits.offset, self.geo.level[l].lo);
         let mut u = a;
-        let mut full_from = None;
-        let mut full_to = 0;
+        let mut any_was_zero = false;
+        // The words that became full are contiguous except at the edges.
+        let mut full: Option<(u64, u64)> = None;
         while u < b {
             let aw = u / 64;
-            let wi = (aw - lv.lo) as usize;
             let end = b.min((aw + 1) * 64);
             let m = range_mask(u % 64, end - aw * 64);
-            let idx = lv.bits.offset + wi;
+            let idx = off + (aw - lo) as usize;
             let old = self.words[idx];
             let new = old | m;
             self.words[idx] = new;
-            if old == 0 {
-                self.tree_set(l, wi);
-            }
+            any_was_zero |= old == 0;
             if new == !0 && old != !0 {
-                // The words that became full are contiguous except at the edges; collect the
-                // run and push it up in one call.
-                match full_from {
-                    Some(_) if full_to == aw => full_to = aw + 1,
-                    Some(f) => {
+                full = match full {
+                    Some((f, t)) if t == aw => Some((f, aw + 1)),
+                    Some((f, t)) => {
                         if l + 1 < self.geo.levels {
-                            self.set_units(l + 1, f, full_to);
+                            self.set_units(l + 1, f, t);
                         }
-                        full_from = Some(aw);
-                        full_to = aw + 1;
+                        Some((aw, aw + 1))
                     }
-                    None => {
-                        full_from = Some(aw);
-                        full_to = aw + 1;
-                    }
-                }
+                    None => Some((aw, aw + 1)),
+                };
             }
             u = end;
         }
-        if let Some(f) = full_from
+        if any_was_zero {
+            // Every touched word is non-zero now.
+            let (wa, wb) = ((a / 64 - lo) as usize, ((b - 1) / 64 - lo) as usize + 1);
+            self.tree_set_range(l, 0, wa, wb);
+        }
+        if let Some((f, t)) = full
             && l + 1 < self.geo.levels
         {
-            self.set_units(l + 1, f, full_to);
+            self.set_units(l + 1, f, t);
         }
     }
 
@@ -801,26 +798,84 @@ impl<'h> Allocator<'h> {
         if a >= b {
             return;
         }
-        let lv = self.geo.level[l];
+        let (off, lo) = (self.geo.level[l].bits.offset, self.geo.level[l].lo);
         let mut u = a;
         let mut was_full = false;
+        // The words that became zero are contiguous: all but maybe the first and the last.
+        let mut zero: Option<(usize, usize)> = None;
         while u < b {
             let aw = u / 64;
-            let wi = (aw - lv.lo) as usize;
+            let wi = (aw - lo) as usize;
             let end = b.min((aw + 1) * 64);
             let m = range_mask(u % 64, end - aw * 64);
-            let idx = lv.bits.offset + wi;
-            let old = self.words[idx];
+            let old = self.words[off + wi];
             let new = old & !m;
-            self.words[idx] = new;
+            self.words[off + wi] = new;
             if new == 0 && old != 0 {
-                self.tree_clear(l, wi);
+                zero = match zero {
+                    Some((f, _)) => Some((f, wi + 1)),
+                    None => Some((wi, wi + 1)),
+                };
             }
             was_full |= old == !0;
             u = end;
         }
+        if let Some((f, t)) = zero {
+            self.tree_clear_range(l, 0, f, t);
+        }
         if was_full && l + 1 < self.geo.levels {
             self.clear_units(l + 1, a / 64, (b - 1) / 64 + 1);
+        }
+    }
+
+    /// Sets bits `[a, b)` of summary layer `j` of level `l`, and the layers above.
+    fn tree_set_range(&mut self, l: usize, j: usize, a: usize, b: usize) {
+        if j >= self.geo.level[l].layers || a >= b {
+            return;
+        }
+        let off = self.geo.level[l].tree[j].offset;
+        let mut any_was_zero = false;
+        let mut u = a;
+        while u < b {
+            let w = u / 64;
+            let end = b.min((w + 1) * 64);
+            let m = range_mask((u % 64) as u64, (end - w * 64) as u64);
+            let old = self.words[off + w];
+            self.words[off + w] = old | m;
+            any_was_zero |= old == 0;
+            u = end;
+        }
+        if any_was_zero {
+            self.tree_set_range(l, j + 1, a / 64, (b - 1) / 64 + 1);
+        }
+    }
+
+    /// Clears bits `[a, b)` of summary layer `j` of level `l`, and in the layers above the
+    /// bits of the words that became zero.
+    fn tree_clear_range(&mut self, l: usize, j: usize, a: usize, b: usize) {
+        if j >= self.geo.level[l].layers || a >= b {
+            return;
+        }
+        let off = self.geo.level[l].tree[j].offset;
+        let mut zero: Option<(usize, usize)> = None;
+        let mut u = a;
+        while u < b {
+            let w = u / 64;
+            let end = b.min((w + 1) * 64);
+            let m = range_mask((u % 64) as u64, (end - w * 64) as u64);
+            let old = self.words[off + w];
+            let new = old & !m;
+            self.words[off + w] = new;
+            if new == 0 && old != 0 {
+                zero = match zero {
+                    Some((f, _)) => Some((f, w + 1)),
+                    None => Some((w, w + 1)),
+                };
+            }
+            u = end;
+        }
+        if let Some((f, t)) = zero {
+            self.tree_clear_range(l, j + 1, f, t);
         }
     }
 

@@ -8,7 +8,7 @@
 //!   attached to the header's current mapping, so it survives a change of address space.
 //! - **A few bits per frame.** A bitmap buddy: one "free" bit and one "reserved" bit per
 //!   frame, plus "fully free" bitmaps per 64-ary level and 64-ary summaries to find blocks
-//!   fast: about 2.05 bits per frame, 66 KiB per GiB (0.0063 % of RAM; Linux's `struct page`
+//!   fast: about 2.05 bits per frame, 68 KiB per GiB (0.0065 % of RAM; Linux's `struct page`
 //!   costs 1.56 %).
 //! - **Bad input is an error, never corruption.** Freeing a free, reserved, foreign or
 //!   unaligned area is rejected and changes nothing: the free bits say what is allocated.
