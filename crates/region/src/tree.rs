@@ -27,17 +27,23 @@ use alloc::vec::Vec;
 /// "No node".
 const NIL: u32 = u32::MAX;
 
+/// What a lookup reads: the interval and the children (24 bytes, so that a descent
+/// touches as few cache lines as possible).
 #[derive(Debug, Clone, Copy)]
-struct Node<V> {
+struct Link {
     start: usize,
     end: usize,
     left: u32,
     right: u32,
-    height: u8,
+}
+
+/// What a free-space search and rebalancing read: the subtree's summary.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
     min_start: usize,
     max_end: usize,
     max_gap: usize,
-    value: V,
+    height: u8,
 }
 
 /// A free-space query: the first `size` bytes aligned to `align` in `[lo, hi)`.
@@ -73,13 +79,18 @@ pub(crate) struct Entry<V> {
 
 /// Disjoint half-open intervals `[start, end)` with values, ordered by start.
 ///
+/// Node `i` is `links[i]`, `sums[i]` and `values[i]`: three arrays, so that a lookup reads
+/// only the links.
+///
 /// # Invariants
 /// Intervals are non-empty and disjoint; the tree is an AVL tree ordered by start; every
-/// node's `min_start`, `max_end` and `max_gap` describe its subtree; the free list holds
-/// exactly the slots not in the tree.
+/// node's summary describes its subtree; the free list holds exactly the slots not in the
+/// tree.
 #[derive(Debug, Clone)]
 pub(crate) struct GapTree<V> {
-    nodes: Vec<Node<V>>,
+    links: Vec<Link>,
+    sums: Vec<Summary>,
+    values: Vec<V>,
     root: u32,
     free: u32,
     len: usize,
@@ -88,7 +99,7 @@ pub(crate) struct GapTree<V> {
 impl<V: Copy> GapTree<V> {
     /// An empty tree.
     pub(crate) const fn new() -> Self {
-        GapTree { nodes: Vec::new(), root: NIL, free: NIL, len: 0 }
+        GapTree { links: Vec::new(), sums: Vec::new(), values: Vec::new(), root: NIL, free: NIL, len: 0 }
     }
 
     /// The number of intervals.
@@ -96,55 +107,55 @@ impl<V: Copy> GapTree<V> {
         self.len
     }
 
-    fn node(&self, i: u32) -> &Node<V> {
-        &self.nodes[i as usize]
+    fn link(&self, i: u32) -> &Link {
+        &self.links[i as usize]
     }
 
-    fn node_mut(&mut self, i: u32) -> &mut Node<V> {
-        &mut self.nodes[i as usize]
+    fn link_mut(&mut self, i: u32) -> &mut Link {
+        &mut self.links[i as usize]
+    }
+
+    fn sum(&self, i: u32) -> &Summary {
+        &self.sums[i as usize]
     }
 
     fn height(&self, i: u32) -> u8 {
-        if i == NIL { 0 } else { self.node(i).height }
+        if i == NIL { 0 } else { self.sum(i).height }
     }
 
-    /// Recomputes `i`'s height and summaries from its children.
+    /// Recomputes `i`'s summary from its children.
     fn update(&mut self, i: u32) {
-        let n = *self.node(i);
+        let n = *self.link(i);
         let (mut min_start, mut max_end, mut gap) = (n.start, n.end, 0);
         let mut height = 0;
         if n.left != NIL {
-            let l = self.node(n.left);
+            let l = self.sum(n.left);
             min_start = l.min_start;
             gap = gap.max(l.max_gap).max(n.start - l.max_end);
             height = l.height;
         }
         if n.right != NIL {
-            let r = self.node(n.right);
+            let r = self.sum(n.right);
             max_end = r.max_end;
             gap = gap.max(r.max_gap).max(r.min_start - n.end);
             height = height.max(r.height);
         }
-        let m = self.node_mut(i);
-        m.min_start = min_start;
-        m.max_end = max_end;
-        m.max_gap = gap;
-        m.height = height + 1;
+        self.sums[i as usize] = Summary { min_start, max_end, max_gap: gap, height: height + 1 };
     }
 
     fn rotate_right(&mut self, i: u32) -> u32 {
-        let l = self.node(i).left;
-        self.node_mut(i).left = self.node(l).right;
-        self.node_mut(l).right = i;
+        let l = self.link(i).left;
+        self.link_mut(i).left = self.link(l).right;
+        self.link_mut(l).right = i;
         self.update(i);
         self.update(l);
         l
     }
 
     fn rotate_left(&mut self, i: u32) -> u32 {
-        let r = self.node(i).right;
-        self.node_mut(i).right = self.node(r).left;
-        self.node_mut(r).left = i;
+        let r = self.link(i).right;
+        self.link_mut(i).right = self.link(r).left;
+        self.link_mut(r).left = i;
         self.update(i);
         self.update(r);
         r
@@ -154,19 +165,19 @@ impl<V: Copy> GapTree<V> {
     /// subtree root.
     fn balance(&mut self, i: u32) -> u32 {
         self.update(i);
-        let (l, r) = (self.node(i).left, self.node(i).right);
+        let (l, r) = (self.link(i).left, self.link(i).right);
         let (hl, hr) = (self.height(l), self.height(r));
         if hl > hr + 1 {
-            if self.height(self.node(l).left) < self.height(self.node(l).right) {
+            if self.height(self.link(l).left) < self.height(self.link(l).right) {
                 let nl = self.rotate_left(l);
-                self.node_mut(i).left = nl;
+                self.link_mut(i).left = nl;
             }
             return self.rotate_right(i);
         }
         if hr > hl + 1 {
-            if self.height(self.node(r).right) < self.height(self.node(r).left) {
+            if self.height(self.link(r).right) < self.height(self.link(r).left) {
                 let nr = self.rotate_right(r);
-                self.node_mut(i).right = nr;
+                self.link_mut(i).right = nr;
             }
             return self.rotate_left(i);
         }
@@ -174,23 +185,29 @@ impl<V: Copy> GapTree<V> {
     }
 
     fn allocate(&mut self, start: usize, end: usize, value: V) -> u32 {
-        let node =
-            Node { start, end, left: NIL, right: NIL, height: 1, min_start: start, max_end: end, max_gap: 0, value };
+        let link = Link { start, end, left: NIL, right: NIL };
+        let sum = Summary { min_start: start, max_end: end, max_gap: 0, height: 1 };
         if self.free != NIL {
             let i = self.free;
-            self.free = self.node(i).left;
-            *self.node_mut(i) = node;
+            self.free = self.link(i).left;
+            self.links[i as usize] = link;
+            self.sums[i as usize] = sum;
+            self.values[i as usize] = value;
             i
         } else {
-            let i = u32::try_from(self.nodes.len()).expect("fewer than 2^32 intervals");
-            self.nodes.push(node);
+            let i = u32::try_from(self.links.len()).expect("fewer than 2^32 intervals");
+            self.links.push(link);
+            self.sums.push(sum);
+            self.values.push(value);
             i
         }
     }
 
     fn release(&mut self, i: u32) {
-        self.node_mut(i).left = self.free;
-        self.node_mut(i).right = NIL;
+        let free = self.free;
+        let l = self.link_mut(i);
+        l.left = free;
+        l.right = NIL;
         self.free = i;
     }
 
@@ -206,12 +223,12 @@ impl<V: Copy> GapTree<V> {
         if i == NIL {
             return new;
         }
-        if self.node(new).start < self.node(i).start {
-            let l = self.insert_at(self.node(i).left, new);
-            self.node_mut(i).left = l;
+        if self.link(new).start < self.link(i).start {
+            let l = self.insert_at(self.link(i).left, new);
+            self.link_mut(i).left = l;
         } else {
-            let r = self.insert_at(self.node(i).right, new);
-            self.node_mut(i).right = r;
+            let r = self.insert_at(self.link(i).right, new);
+            self.link_mut(i).right = r;
         }
         self.balance(i)
     }
@@ -223,23 +240,23 @@ impl<V: Copy> GapTree<V> {
         if removed == NIL {
             return None;
         }
-        let n = *self.node(removed);
+        let e = self.entry(removed);
         self.release(removed);
         self.len -= 1;
-        Some(Entry { start: n.start, end: n.end, value: n.value })
+        Some(e)
     }
 
     fn remove_at(&mut self, i: u32, start: usize, removed: &mut u32) -> u32 {
         if i == NIL {
             return NIL;
         }
-        let n = *self.node(i);
+        let n = *self.link(i);
         if start < n.start {
             let l = self.remove_at(n.left, start, removed);
-            self.node_mut(i).left = l;
+            self.link_mut(i).left = l;
         } else if start > n.start {
             let r = self.remove_at(n.right, start, removed);
-            self.node_mut(i).right = r;
+            self.link_mut(i).right = r;
         } else {
             *removed = i;
             if n.left == NIL {
@@ -250,34 +267,34 @@ impl<V: Copy> GapTree<V> {
             }
             let mut min = NIL;
             let r = self.remove_min(n.right, &mut min);
-            self.node_mut(min).left = n.left;
-            self.node_mut(min).right = r;
+            self.link_mut(min).left = n.left;
+            self.link_mut(min).right = r;
             return self.balance(min);
         }
         self.balance(i)
     }
 
     fn remove_min(&mut self, i: u32, min: &mut u32) -> u32 {
-        let l = self.node(i).left;
+        let l = self.link(i).left;
         if l == NIL {
             *min = i;
-            return self.node(i).right;
+            return self.link(i).right;
         }
         let nl = self.remove_min(l, min);
-        self.node_mut(i).left = nl;
+        self.link_mut(i).left = nl;
         self.balance(i)
     }
 
     fn entry(&self, i: u32) -> Entry<V> {
-        let n = self.node(i);
-        Entry { start: n.start, end: n.end, value: n.value }
+        let n = self.link(i);
+        Entry { start: n.start, end: n.end, value: self.values[i as usize] }
     }
 
     /// The interval with the largest start `<= key`.
     pub(crate) fn floor(&self, key: usize) -> Option<Entry<V>> {
         let (mut i, mut best) = (self.root, NIL);
         while i != NIL {
-            let n = self.node(i);
+            let n = self.link(i);
             if n.start <= key {
                 best = i;
                 i = n.right;
@@ -292,7 +309,7 @@ impl<V: Copy> GapTree<V> {
     pub(crate) fn ceil(&self, key: usize) -> Option<Entry<V>> {
         let (mut i, mut best) = (self.root, NIL);
         while i != NIL {
-            let n = self.node(i);
+            let n = self.link(i);
             if n.start >= key {
                 best = i;
                 i = n.left;
@@ -308,12 +325,25 @@ impl<V: Copy> GapTree<V> {
         self.floor(key).filter(|e| key < e.end)
     }
 
-    /// The lowest interval that overlaps `[start, end)`.
+    /// The lowest interval that overlaps `[start, end)`, in one descent: the interval with
+    /// the largest start `<= start` if it reaches past `start`, else the next one if it
+    /// starts before `end`.
     pub(crate) fn first_overlapping(&self, start: usize, end: usize) -> Option<Entry<V>> {
-        if let Some(e) = self.containing(start) {
-            return Some(e);
+        let (mut i, mut floor, mut next) = (self.root, NIL, NIL);
+        while i != NIL {
+            let n = self.link(i);
+            if n.start <= start {
+                floor = i;
+                i = n.right;
+            } else {
+                next = i;
+                i = n.left;
+            }
         }
-        self.ceil(start).filter(|e| e.start < end)
+        if floor != NIL && self.link(floor).end > start {
+            return Some(self.entry(floor));
+        }
+        (next != NIL && self.link(next).start < end).then(|| self.entry(next))
     }
 
     /// Whether any interval overlaps `[start, end)`.
@@ -325,9 +355,9 @@ impl<V: Copy> GapTree<V> {
     pub(crate) fn set_value(&mut self, start: usize, value: V) -> bool {
         let mut i = self.root;
         while i != NIL {
-            let n = self.node_mut(i);
+            let n = *self.link(i);
             if start == n.start {
-                n.value = value;
+                self.values[i as usize] = value;
                 return true;
             }
             i = if start < n.start { n.left } else { n.right };
@@ -349,7 +379,7 @@ impl<V: Copy> GapTree<V> {
         if let Some(a) = self.fit(self.root, lo, &q) {
             return Some(a);
         }
-        q.fit(self.node(self.root).max_end, hi)
+        q.fit(self.sum(self.root).max_end, hi)
     }
 
     /// The first fit among the gap in front of subtree `i` (starting at `before`) and the
@@ -358,16 +388,16 @@ impl<V: Copy> GapTree<V> {
         if before >= q.hi {
             return None;
         }
-        let n = self.node(i);
-        if n.max_gap < q.size || n.max_end <= q.lo || n.min_start >= q.hi {
+        let (n, sum) = (*self.link(i), *self.sum(i));
+        if sum.max_gap < q.size || sum.max_end <= q.lo || sum.min_start >= q.hi {
             // No inner gap can hold the request within [lo, hi): only the leading gap.
-            return q.fit(before, n.min_start);
+            return q.fit(before, sum.min_start);
         }
         let lead_end = if n.left != NIL {
             if let Some(a) = self.fit(n.left, before, q) {
                 return Some(a);
             }
-            self.node(n.left).max_end
+            self.sum(n.left).max_end
         } else {
             before
         };
@@ -399,7 +429,7 @@ impl<V: Copy> GapTree<V> {
 
     fn walk(&self, i: u32, f: &mut impl FnMut(Entry<V>)) {
         if i != NIL {
-            let n = self.node(i);
+            let n = *self.link(i);
             self.walk(n.left, f);
             f(self.entry(i));
             self.walk(n.right, f);
@@ -415,7 +445,7 @@ impl<V: Copy> GapTree<V> {
 
     fn collect(&self, i: u32, out: &mut Vec<Entry<V>>) {
         if i != NIL {
-            let n = self.node(i);
+            let n = *self.link(i);
             self.collect(n.left, out);
             out.push(self.entry(i));
             self.collect(n.right, out);
@@ -438,10 +468,11 @@ impl<V: Copy> GapTree<V> {
         let mut f = self.free;
         while f != NIL {
             free += 1;
-            assert!(free <= self.nodes.len(), "free list loops");
-            f = self.node(f).left;
+            assert!(free <= self.links.len(), "free list loops");
+            f = self.link(f).left;
         }
-        assert_eq!(free + self.len, self.nodes.len(), "slots are lost");
+        assert_eq!(free + self.len, self.links.len(), "slots are lost");
+        assert!(self.sums.len() == self.links.len() && self.values.len() == self.links.len(), "arrays differ");
     }
 
     #[cfg(any(test, feature = "check"))]
@@ -449,31 +480,28 @@ impl<V: Copy> GapTree<V> {
         if i == NIL {
             return 0;
         }
-        let n = *self.node(i);
+        let n = *self.link(i);
         assert!(n.start < n.end, "empty interval");
         let cl = self.check_node(n.left);
         let cr = self.check_node(n.right);
         let (hl, hr) = (self.height(n.left), self.height(n.right));
         assert!(hl.abs_diff(hr) <= 1, "AVL balance broken");
-        assert_eq!(n.height, hl.max(hr) + 1, "height summary wrong");
-        let mut copy = *self.node(i);
         let (mut min_start, mut max_end, mut gap) = (n.start, n.end, 0);
         if n.left != NIL {
-            let l = self.node(n.left);
+            let l = self.sum(n.left);
             assert!(l.max_end <= n.start, "left subtree reaches into its parent");
             min_start = l.min_start;
             gap = gap.max(l.max_gap).max(n.start - l.max_end);
         }
         if n.right != NIL {
-            let r = self.node(n.right);
+            let r = self.sum(n.right);
             assert!(r.min_start >= n.end, "right subtree reaches into its parent");
             max_end = r.max_end;
             gap = gap.max(r.max_gap).max(r.min_start - n.end);
         }
-        copy.min_start = min_start;
-        copy.max_end = max_end;
-        copy.max_gap = gap;
-        assert_eq!((n.min_start, n.max_end, n.max_gap), (copy.min_start, copy.max_end, copy.max_gap), "summary wrong");
+        let s = self.sum(i);
+        assert_eq!(s.height, hl.max(hr) + 1, "height summary wrong");
+        assert_eq!((s.min_start, s.max_end, s.max_gap), (min_start, max_end, gap), "summary wrong");
         cl + cr + 1
     }
 }
@@ -518,6 +546,9 @@ mod tests {
                 for (lo, hi, size, align) in &queries {
                     let align = 1 << align;
                     prop_assert_eq!(t.first_fit(*lo, *hi, *size, align), model_fit(&m, *lo, *hi, *size, align));
+                    let over = t.first_overlapping(*lo, lo + size).map(|e| (e.start, e.end));
+                    let want = m.iter().find(|(s, e)| **s < lo + size && **e > *lo).map(|(s, e)| (*s, *e));
+                    prop_assert_eq!(over, want);
                 }
             }
             let got: Vec<_> = t.entries().iter().map(|e| (e.start, e.end)).collect();
