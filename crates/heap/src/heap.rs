@@ -416,7 +416,11 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             if let Some(p) = self.allocate_small(map, shard, class) {
                 return Ok(p);
             }
-            return self.allocate_from_larger_class(map, class, align).ok_or(XmallocError::NoMemory(size));
+            // Dry: holes of larger classes, else just the pages the block needs.
+            return self
+                .allocate_from_larger_class(map, class, align)
+                .or_else(|| self.allocate_large(map, size, align_log2))
+                .ok_or(XmallocError::NoMemory(size));
         }
         if size > isize::MAX as usize - PAGE_SIZE {
             return Err(XmallocError::TooLarge(size));

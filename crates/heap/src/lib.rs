@@ -11,8 +11,9 @@
 //!   never undefined behaviour.
 //! - **Size classes in spans.** 72 classes (16 B to 32 KiB, 8 per doubling); a span is a
 //!   run of pages of one class; larger requests take whole pages. Empty spans go back to
-//!   the page source (one per class and shard is kept to avoid bouncing, and given back
-//!   when the source runs dry).
+//!   the page source (up to four per class and shard are kept to avoid bouncing, and
+//!   given back when the source runs dry). When the source is dry, a request takes a free
+//!   block of a larger class, or just the pages it needs.
 //! - **Sharded, no global lock on the fast path.** Spans belong to one of [`SHARDS`]
 //!   shards chosen by a [`CpuId`]; a thread allocates from its shard and frees into the
 //!   span owner's shard.
