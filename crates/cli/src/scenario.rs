@@ -401,9 +401,9 @@ impl<'h> Session<'h> {
         a.check_known(&["owner"])?;
         let ds = self.ds(a.pos[0])?;
         let owner = a.owner()?;
-        self.h.system.lock(|s| s.manager.close(owner, ds)).map_err(|e| e.to_string())?;
-        self.names.dataspaces.remove(a.pos[0]);
-        Ok(())
+        // The name stays: it now names a closed dataspace, so that later operations on it
+        // reach the manager and fail there.
+        self.h.system.lock(|s| s.manager.close(owner, ds)).map_err(|e| e.to_string())
     }
 
     fn op_close_all(&mut self, a: &Args<'_>) -> Res {
@@ -412,16 +412,6 @@ impl<'h> Session<'h> {
         let n =
             self.h.system.lock(|s| s.manager.close_all(client, client, DmFlags::empty())).map_err(|e| e.to_string())?;
         self.out.push(format!("closed {n} dataspaces of task {}", a.pos[0]));
-        let live: Vec<String> = self
-            .names
-            .dataspaces
-            .iter()
-            .filter(|(_, id)| self.h.system.lock(|s| s.manager.info(**id).is_err()))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in live {
-            self.names.dataspaces.remove(&n);
-        }
         Ok(())
     }
 
@@ -569,9 +559,8 @@ impl<'h> Session<'h> {
         let &(pool, frame, count) =
             self.names.frames.get(a.pos[0]).ok_or_else(|| format!("no frames '{}'", a.pos[0]))?;
         let p = self.h.pools.pool(pool).ok_or("no pool")?;
-        FrameSource::free(p.allocator(), frame, count).map_err(|e| e.to_string())?;
-        self.names.frames.remove(a.pos[0]);
-        Ok(())
+        // The name stays, so that a second free reaches the allocator (and fails there).
+        FrameSource::free(p.allocator(), frame, count).map_err(|e| e.to_string())
     }
 
     fn op_xmalloc(&mut self, a: &Args<'_>) -> Res {
@@ -589,9 +578,8 @@ impl<'h> Session<'h> {
     fn op_xmfree(&mut self, a: &Args<'_>) -> Res {
         a.want(1, "xmfree NAME")?;
         let &(ptr, heap) = self.names.blocks.get(a.pos[0]).ok_or_else(|| format!("no block '{}'", a.pos[0]))?;
-        self.h.heaps().xmfree(ptr, heap).map_err(|e| e.to_string())?;
-        self.names.blocks.remove(a.pos[0]);
-        Ok(())
+        // The name stays, so that a second xmfree reaches the heap (and fails there).
+        self.h.heaps().xmfree(ptr, heap).map_err(|e| e.to_string())
     }
 
     fn op_regions(&mut self, a: &Args<'_>) -> Res {
