@@ -13,7 +13,7 @@ use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manage
 use memkit_heap::{HeapId, XmallocError, XmfreeError};
 use memkit_region::{AttachRequest, DetachFlags, FaultError, Mmu, SpaceId};
 
-use memkit_phys::{AllocateError, DEFAULT_POOL, HEADER_MAGIC, FreeError, ISA_DMA_LIMIT, ISA_DMA_POOL, MemoryArea};
+use memkit_phys::{AllocateError, DEFAULT_POOL, FreeError, HEADER_MAGIC, ISA_DMA_LIMIT, ISA_DMA_POOL, MemoryArea};
 use memkit_types::{
     Access, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PhysAddr, PhysMemory, Rights, VirtAddr,
 };
@@ -26,9 +26,8 @@ use crate::phys_window::{DIRECT_MAP_BASE, KernelPhysMemory};
 use crate::pvh::MemoryMap;
 use crate::serial::println;
 use crate::space::{
-    SetPager, Spaces, new_tables,
-    DataspaceBacking, KernelManager, Pager, Space, SpaceRevoker, WINDOW_SIZE, WINDOW_START, new_space,
-    with_space_active,
+    DataspaceBacking, KernelManager, Pager, SetPager, Space, SpaceRevoker, Spaces, WINDOW_SIZE, WINDOW_START,
+    new_space, new_tables, with_space_active,
 };
 use crate::testing::{Runner, TestResult, check, check_eq};
 use crate::{cpu, image};
@@ -626,7 +625,16 @@ fn isa_dma_dataspace(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
     let size = 4 * PAGE as u64;
     let ds = f
         .manager
-        .memphys_open(FactoryId::ROOT, CLIENT, ISA_DMA_POOL as u32, DsPlacement::AnyAddr, size, 12, DmFlags::CONTIGUOUS, "dma")
+        .memphys_open(
+            FactoryId::ROOT,
+            CLIENT,
+            ISA_DMA_POOL as u32,
+            DsPlacement::AnyAddr,
+            size,
+            12,
+            DmFlags::CONTIGUOUS,
+            "dma",
+        )
         .map_err(|_| fail("memphys_open in pool 7"))?;
     let Ok((addr, contiguous)) = f.manager.phys_addr(ds, 0) else { return Err(fail("phys_addr")) };
     check!(addr.as_u64() + size <= ISA_DMA_LIMIT.as_u64());
@@ -650,8 +658,7 @@ fn isa_dma_dataspace(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
 fn run_in<R>(set: &mut Spaces, id: SpaceId, kernel_root: Frame, body: impl FnOnce() -> R) -> (R, u64) {
     let root = set.space(id).map(|s| s.mmu.root()).expect("the space exists");
     let mut pager = SetPager { set, id, served: 0 };
-    let result =
-        with_space_active(root, kernel_root, || interrupts::with_fault_handler(&mut pager, body));
+    let result = with_space_active(root, kernel_root, || interrupts::with_fault_handler(&mut pager, body));
     (result, pager.served)
 }
 
