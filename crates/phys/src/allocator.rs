@@ -640,6 +640,22 @@ impl<'h> Allocator<'h> {
         None
     }
 
+    /// Whether a frame in `[a, b)` is free or reserved (one pass over both bitmaps).
+    fn any_free_or_reserved(&self, a: u64, b: u64) -> bool {
+        let (lo, f, r) = (self.geo.level[0].lo, self.geo.level[0].bits.offset, self.geo.reserved.offset);
+        let mut u = a;
+        while u < b {
+            let wi = (u / 64 - lo) as usize;
+            let base = (u / 64) * 64;
+            let end = b.min(base + 64);
+            if (self.words[f + wi] | self.words[r + wi]) & range_mask(u % 64, end - base) != 0 {
+                return true;
+            }
+            u = end;
+        }
+        false
+    }
+
     /// Rebuilds every level above 0 and every summary from A0.
     fn rebuild_upper(&mut self) {
         for l in 0..self.geo.levels {
@@ -941,11 +957,13 @@ impl<'h> Allocator<'h> {
             self.words[W_HINT] = wi as u64;
             return Ok(());
         }
-        if let Some(f) = self.first_with(self.geo.level[0].bits, s, e, true) {
-            return Err(FreeError::AlreadyFree(Frame::from_number(f)));
-        }
-        if let Some(f) = self.first_with(self.geo.reserved, s, e, true) {
-            return Err(FreeError::Reserved(Frame::from_number(f)));
+        if self.any_free_or_reserved(s, e) {
+            if let Some(f) = self.first_with(self.geo.level[0].bits, s, e, true) {
+                return Err(FreeError::AlreadyFree(Frame::from_number(f)));
+            }
+            if let Some(f) = self.first_with(self.geo.reserved, s, e, true) {
+                return Err(FreeError::Reserved(Frame::from_number(f)));
+            }
         }
         self.set_units(0, s, e);
         self.words[W_FREE] += n;
@@ -1009,20 +1027,45 @@ impl<'h> Allocator<'h> {
     }
 
     /// The lowest free block of order `k` whose first `need` frames end at or below `limit`.
+    ///
+    /// Walks the non-zero words of level `k / 6` in address order (through the bits of one
+    /// summary word at a time) and asks each for an aligned run of `2^(k % 6)` units.
     fn find_block(&self, k: u8, need: u64, limit: u64) -> Option<u64> {
         let l = (k / 6) as usize;
         let r = u32::from(k % 6);
-        let lv = self.geo.level[l];
-        let mut wi = 0;
-        loop {
-            wi = self.next_nonzero(l, wi)?;
-            let m = aligned_runs(self.words[lv.bits.offset + wi], r);
-            if m != 0 {
-                let u = (lv.lo + wi as u64) * 64 + u64::from(m.trailing_zeros());
-                let f = u << (6 * l);
-                return if f + need <= limit { Some(f) } else { None };
+        let lv = &self.geo.level[l];
+        let shift = 6 * l as u32;
+        let test = |wi: usize| -> Option<Option<u64>> {
+            let base = ((lv.lo + wi as u64) * 64) << shift;
+            if base.saturating_add(need) > limit {
+                return Some(None);
             }
-            wi += 1;
+            let m = aligned_runs(self.words[lv.bits.offset + wi], r);
+            if m == 0 {
+                return None;
+            }
+            let f = ((lv.lo + wi as u64) * 64 + u64::from(m.trailing_zeros())) << shift;
+            Some((f + need <= limit).then_some(f))
+        };
+        if lv.layers == 0 {
+            return (0..lv.bits.words).find_map(test).flatten();
+        }
+        let t0 = lv.tree[0];
+        let mut tw = 0;
+        loop {
+            let mut bits = self.words[t0.offset + tw];
+            while bits != 0 {
+                let wi = tw * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(found) = test(wi) {
+                    return found;
+                }
+            }
+            tw = if lv.layers > 1 {
+                self.next_set(lv, 1, tw + 1)?
+            } else {
+                (tw + 1..t0.words).find(|&i| self.words[t0.offset + i] != 0)?
+            };
         }
     }
 
