@@ -201,7 +201,7 @@ pub type Suite = (&'static str, &'static str, fn(&Options) -> Report);
 /// Every suite, in the order `all` runs them.
 pub const SUITES: &[Suite] = &[
     // Each suite module adds its line here.
-    ("dataspace", "dataspace manager: copy-on-write vs eager copy of 1 GiB, first-touch map, create+close", dataspace::run),
+    ("dataspace", "dataspaces: copy-on-write vs eager copy of 1 GiB, first-touch map, create+close", dataspace::run),
     ("frames", "frame allocator vs buddy_system_allocator, bitmap-allocator, frame-alloc", frames::run),
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch", fault::run),
     ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system", heap::run),
