@@ -460,6 +460,19 @@ impl Fixture {
         self.space.attach(&mut backing, &request).map_err(|_| fail("attach"))
     }
 
+    /// Detaches every region and closes every dataspace (`close_all`): afterwards the
+    /// manager holds no frame, and dropping the fixture gives back the space's tables.
+    fn teardown(mut self) -> TestResult {
+        let mut backing = DataspaceBacking::new(&mut self.manager);
+        for region in self.space.map.regions() {
+            check!(self.space.detach(&mut backing, region.start, region.size, DetachFlags::empty()).is_ok());
+        }
+        check!(self.manager.close_all(CLIENT, CLIENT, DmFlags::empty()).is_ok());
+        check_eq!(self.manager.frames_held(PoolId::DEFAULT), 0);
+        check_eq!(self.manager.frames_held(PoolId::new(ISA_DMA_POOL as u32).expect("pool 7")), 0);
+        Ok(())
+    }
+
     /// Runs `body` in the space with its faults resolved by a pager; returns what `body`
     /// returned, the faults served, the last refusal and the copy-on-write breaks.
     fn run<R>(&mut self, body: impl FnOnce() -> R) -> (R, u64, Option<FaultError>, u64) {
@@ -521,6 +534,7 @@ fn lazy_pages(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
 }
 
 fn copy_on_write(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let free_before = frames.free_frames().get();
     let mut f = Fixture::new(frames, kernel_root)?;
     let a = f.open(4, "source")?;
     let ra = f.attach(a, 4, Rights::RW)?;
@@ -564,10 +578,13 @@ fn copy_on_write(frames: &'static KernelFrames, kernel_root: Frame) -> TestResul
     println!("    copy-on-write: {served} faults served, {breaks} breaks, 6 frames for 8 pages");
     f.space.map.check_invariants();
     f.manager.check_invariants();
+    f.teardown()?;
+    check_eq!(frames.free_frames().get(), free_before);
     Ok(())
 }
 
 fn forbidden_access(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let free_before = frames.free_frames().get();
     let mut f = Fixture::new(frames, kernel_root)?;
     let ds = f.open(2, "read-only")?;
     let ro = f.attach(ds, 2, Rights::READ)?;
@@ -594,6 +611,8 @@ fn forbidden_access(frames: &'static KernelFrames, kernel_root: Frame) -> TestRe
     let (write, _, refused, _) = f.run(|| interrupts::probe_write(ro, 1));
     check!(write.is_err());
     check!(matches!(refused, Some(FaultError::Forbidden { access: Access::Write, .. })));
+    f.teardown()?;
+    check_eq!(frames.free_frames().get(), free_before);
     Ok(())
 }
 
@@ -647,10 +666,7 @@ fn isa_dma_dataspace(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
     let mut byte = [0];
     KernelPhysMemory.read(addr.checked_add(PAGE as u64 + 5).expect("in RAM"), &mut byte);
     check_eq!(byte, [0x5d]);
-    let mut backing = DataspaceBacking::new(&mut f.manager);
-    check!(f.space.detach(&mut backing, start, 4 * PAGE, DetachFlags::empty()).is_ok());
-    check_eq!(f.manager.close(CLIENT, ds), Ok(()));
-    Ok(())
+    f.teardown()
 }
 
 /// Runs `body` in space `id` of `set` with the set resolving its faults; returns what `body`
