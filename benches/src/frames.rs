@@ -68,7 +68,8 @@ struct MemkitView<'h>(Allocator<'h>);
 
 impl Frames for MemkitView<'_> {
     fn alloc(&mut self, order: u32) -> Option<usize> {
-        self.0.allocate(Order::new(order as u8)).ok().map(|f| f.number() as usize)
+        let order = if order == 0 { Order::ZERO } else { Order::new(order as u8) };
+        self.0.allocate(order).ok().map(|f| f.number() as usize)
     }
     fn alloc_at(&mut self, frame: usize) -> bool {
         self.0.allocate_at(Frame::from_number(frame as u64), FrameCount::new(1)).is_ok()
@@ -280,7 +281,7 @@ impl<A: Frames> Churn<A> {
 pub fn run(options: &Options) -> Report {
     let mut report = Report::new("frames");
     let (rounds, iters, churn_iters, init_iters) =
-        if options.quick { (5, 200_000, 100_000, 5) } else { (10, 2_000_000, 1_000_000, 20) };
+        if options.quick { (9, 100_000, 90_000, 5) } else { (15, 1_000_000, 1_500_000, 20) };
 
     // order-0 pairs
     options.progress("order0 alloc+free", 0, 4);
