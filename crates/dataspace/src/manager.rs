@@ -675,7 +675,11 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         let pool = self.pools[PoolId::DEFAULT.index()].as_ref().ok_or(CreateError::PoolMissing(PoolId::DEFAULT))?;
         let most = most.min(pool.free_frames().get() / granule * granule);
         // Binary search for the largest run the pool can serve: `lo` is known to fit.
-        let order = order_for_align(align.max(PAGE_SHIFT));
+        let min_align = if kind.contains(Kind::SUPERPAGES) { SUPERPAGE_SHIFT } else { PAGE_SHIFT };
+        if align > MAX_ALIGN_SHIFT {
+            return Err(CreateError::AlignmentOutOfRange(align));
+        }
+        let order = order_for_align(align.max(min_align));
         let (mut lo, mut hi) = (0u64, most / granule);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
@@ -1699,5 +1703,46 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             assert_eq!(fac.used, expect, "factory {fid}: usage");
             assert!(fac.used <= fac.limit, "factory {fid}: usage above the limit");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::PoolId;
+
+    #[test]
+    fn entries_pack_frame_pool_and_mark() {
+        let f = Frame::from_number((1 << 40) - 1);
+        let e = Entry::new(f, PoolId::ISA_DMA);
+        assert_eq!(
+            (e.frame(), e.frame_number(), e.pool(), e.is_cow()),
+            (Some(f), Some(f.number()), PoolId::ISA_DMA, false)
+        );
+        let c = e.with_cow(true);
+        assert!(c.is_cow() && c.frame() == Some(f) && c.pool() == PoolId::ISA_DMA);
+        assert_eq!(c.with_cow(false), e);
+        assert_eq!(Entry::EMPTY.frame(), None);
+    }
+
+    #[test]
+    fn backing_is_page_or_superpage_granular() {
+        assert_eq!(backing_pages(1, 1), Some(1));
+        assert_eq!(backing_pages(PAGE, 1), Some(1));
+        assert_eq!(backing_pages(PAGE + 1, 1), Some(2));
+        assert_eq!(backing_pages(1, SUPERPAGE_FRAMES), Some(SUPERPAGE_FRAMES));
+        assert_eq!(backing_pages(MAX_SIZE, 1), Some(MAX_SIZE / PAGE));
+        assert_eq!(backing_pages(MAX_SIZE + 1, 1), None);
+        assert_eq!(order_for_align(12), Order::ZERO);
+        assert_eq!(order_for_align(21), SUPERPAGE_ORDER);
+        assert_eq!(order_for_align(MAX_ALIGN_SHIFT), Order::MAX);
+    }
+
+    #[test]
+    fn kinds() {
+        assert!(!Kind::empty().is_bound());
+        assert!(Kind::PINNED.is_bound() && !Kind::PINNED.is_one_run());
+        assert!(Kind::FIXED.is_one_run() && Kind::CONTIGUOUS.is_one_run());
+        assert_eq!(Kind::SUPERPAGES.granule(), 512);
     }
 }
