@@ -294,13 +294,11 @@ impl<V: Copy> GapTree<V> {
     pub(crate) fn floor(&self, key: usize) -> Option<Entry<V>> {
         let (mut i, mut best) = (self.root, NIL);
         while i != NIL {
+            // Selects rather than branches: the direction is unpredictable.
             let n = self.link(i);
-            if n.start <= key {
-                best = i;
-                i = n.right;
-            } else {
-                i = n.left;
-            }
+            let right = n.start <= key;
+            best = if right { i } else { best };
+            i = if right { n.right } else { n.left };
         }
         (best != NIL).then(|| self.entry(best))
     }
@@ -331,14 +329,12 @@ impl<V: Copy> GapTree<V> {
     pub(crate) fn first_overlapping(&self, start: usize, end: usize) -> Option<Entry<V>> {
         let (mut i, mut floor, mut next) = (self.root, NIL, NIL);
         while i != NIL {
+            // Selects rather than branches: the direction is unpredictable.
             let n = self.link(i);
-            if n.start <= start {
-                floor = i;
-                i = n.right;
-            } else {
-                next = i;
-                i = n.left;
-            }
+            let right = n.start <= start;
+            floor = if right { i } else { floor };
+            next = if right { next } else { i };
+            i = if right { n.right } else { n.left };
         }
         if floor != NIL && self.link(floor).end > start {
             return Some(self.entry(floor));
