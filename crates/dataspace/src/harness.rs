@@ -96,6 +96,9 @@ pub enum Action {
         cow: bool,
         /// Into pool 7.
         pool7: bool,
+        /// Move the destination offset to the source offset's page phase (so that pages can
+        /// be shared).
+        same_phase: bool,
     },
     /// Resizes (0 closes).
     Resize {
@@ -254,7 +257,9 @@ impl World {
             Action::Write { slot, offset, len, byte } => self.write(slot as usize % SLOTS, offset, len, byte),
             Action::Read { slot, offset, len } => self.read(slot as usize % SLOTS, offset as u64, len as usize),
             Action::Map { slot, offset, write } => self.map(slot as usize % SLOTS, offset as u64, write),
-            Action::Copy { src, dst, src_offs, dst_offs, len, cow, pool7 } => {
+            Action::Copy { src, dst, src_offs, dst_offs, len, cow, pool7, same_phase } => {
+                let page = PAGE_SIZE as u16;
+                let dst_offs = if same_phase { dst_offs - dst_offs % page + src_offs % page } else { dst_offs };
                 self.copy(src as usize % SLOTS, dst as usize % SLOTS, src_offs, dst_offs, len, cow, pool7);
             }
             Action::Resize { slot, size, foreign } => self.resize(slot as usize % SLOTS, size, foreign),

@@ -1608,6 +1608,13 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         frames.len() as u64
     }
 
+    /// The number of frames currently shared copy-on-write by two or more page entries.
+    #[cfg(any(test, feature = "check"))]
+    #[must_use]
+    pub fn shared_frames(&self) -> u64 {
+        self.shares.iter().count() as u64
+    }
+
     /// Checks every invariant; panics with a description at the first one broken.
     ///
     /// # Invariants
