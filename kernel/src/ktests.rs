@@ -232,6 +232,20 @@ pub(crate) fn frames_direct(runner: &mut Runner, frames: &KernelFrames, space: &
         check!(space.table_frames >= 3);
         Ok(())
     });
+    runner.run("switch::kernel_image_is_mapped_w_xor_x", || {
+        for (part, rights) in image::sections() {
+            check!(!(rights.contains(Rights::WRITE) && rights.contains(Rights::EXECUTE)));
+            if rights.contains(Rights::WRITE) {
+                continue;
+            }
+            // A write to code or read-only data faults and is reported; the byte written back
+            // is the one already there, so nothing could change even if it were not.
+            let addr = VirtAddr::new(part.start.as_u64() as usize + 64);
+            let Ok(byte) = interrupts::probe_read(addr) else { return Err(fail("the image is readable")) };
+            check_eq!(interrupts::probe_write(addr, byte).map_err(|f| (f.addr, f.access)), Err((addr, Access::Write)));
+        }
+        Ok(())
+    });
     runner.run("switch::header_is_reached_through_the_direct_map", || {
         let header = frames.header();
         check_eq!(frames.header_mapping_address().as_u64(), DIRECT_MAP_BASE + header.start.as_u64());

@@ -14,7 +14,7 @@
 //! the frame allocator's header is re-attached there.
 
 use memkit_region::Mmu;
-use memkit_types::{CacheMode, Frame, PAGE_SIZE, Page, PageCount, PhysAddr, Rights, SUPERPAGE_SIZE, VirtAddr};
+use memkit_types::{CacheMode, Frame, PAGE_SIZE, Page, PageCount, PhysAddr, SUPERPAGE_SIZE, VirtAddr};
 use x86_64::structures::paging::PageTableFlags;
 
 use crate::frames::{FramesError, KernelFrames};
@@ -79,14 +79,19 @@ pub(crate) fn switch_to_kernel_tables(map: &MemoryMap, frames: &KernelFrames) ->
         mapped_end = end;
         direct_map_end = direct_map_end.max(end);
     }
-    // The image, identity-mapped, except the boot stack's guard page.
-    let kernel = image::area();
+    // The image, identity-mapped with W^X rights per part, except the boot stack's guard page.
     let guard = image::boot_stack_guard().as_u64();
-    for (start, end) in [(kernel.start.as_u64(), guard), (guard + PAGE_SIZE as u64, kernel.end())] {
-        let frame = Frame::containing_address(PhysAddr::new(start));
-        let pages = PageCount::new(((end - start) / PAGE_SIZE as u64) as usize);
-        let page = Page::containing_address(VirtAddr::new(start as usize));
-        mmu.map(page, frame, pages, Rights::RWX, CacheMode::WriteBack).map_err(MemoryError::Map)?.ignore();
+    for (part, rights) in image::sections() {
+        let mut ranges = [(part.start.as_u64(), part.end()), (0, 0)];
+        if part.start.as_u64() <= guard && guard < part.end() {
+            ranges = [(part.start.as_u64(), guard), (guard + PAGE_SIZE as u64, part.end())];
+        }
+        for (start, end) in ranges.into_iter().filter(|(s, e)| s < e) {
+            let frame = Frame::containing_address(PhysAddr::new(start));
+            let pages = PageCount::new(((end - start) / PAGE_SIZE as u64) as usize);
+            let page = Page::containing_address(VirtAddr::new(start as usize));
+            mmu.map(page, frame, pages, rights, CacheMode::WriteBack).map_err(MemoryError::Map)?.ignore();
+        }
     }
     let root = mmu.root();
     let table_frames = mmu.table_frames();
