@@ -25,6 +25,29 @@
 //!   [`Revoker`] first (the region layer implements it); [`Mapping::replaced`] tells the
 //!   fault path which frame a copy-on-write break replaced.
 //!
+//! ```
+//! use memkit_dataspace::{ClientId, Config, DmFlags, FactoryId, Manager, MemAllocFlags, NoRevoker, PoolId};
+//! use memkit_types::testing::{ModelFrameSource, SparseRam};
+//! use memkit_types::{Access, Frame, FrameCount, PhysAddr, Rights};
+//!
+//! let mut dsm = Manager::new(Config::new(1 << 30), SparseRam::new());
+//! dsm.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(256), FrameCount::new(1024)));
+//! let me = ClientId::new(1, 0);
+//!
+//! // Mem_alloc::alloc: 10000 bytes of lazy anonymous memory.
+//! let ds = dsm.alloc(FactoryId::ROOT, me, 10_000, MemAllocFlags::empty(), 0, PhysAddr::zero())?;
+//! assert_eq!(dsm.info(ds)?.size, 10_000);
+//! dsm.write(ds, 0, b"hello", &mut NoRevoker)?; // the first touch allocates a zeroed frame
+//!
+//! // l4dm_copy with L4DM_COW: shares the frame; the copy's first write gets its own.
+//! let copy = dsm.copy(me, ds, DmFlags::COW, "copy", &mut NoRevoker)?;
+//! let shared = dsm.map(copy, 0, Access::Read)?;
+//! assert_eq!(shared.rights, Rights::READ | Rights::EXECUTE);
+//! let own = dsm.map(copy, 0, Access::Write)?;
+//! assert_eq!(own.replaced, Some(shared.frame));
+//! # Ok::<(), Box<dyn core::error::Error>>(())
+//! ```
+//!
 //! Seed → API:
 //!
 //! | seed | memkit |
