@@ -55,7 +55,7 @@ const fn class_size(i: usize) -> usize {
 }
 
 const fn span_pages(size: usize) -> usize {
-    let target = if size * 2 > 8192 { size * 2 } else { 8192 };
+    let target = if size * 3 > 8192 { size * 3 } else { 8192 };
     let cap = size * MAX_BLOCKS;
     let want = if target < cap { target } else { cap };
     let mut lo = want.div_ceil(PAGE_SIZE);
