@@ -56,6 +56,9 @@ const W_USABLE: usize = 6;
 const W_HINT: usize = 7;
 const W_WORDS: usize = 8;
 const W_CHECK: usize = 9;
+/// The smallest order >= 6 known to have no free block (`u64::MAX`: none known). Valid until
+/// a bit at level 1 or above is set: only that can make a block of order >= 6 free.
+const W_NO_FIT: usize = 10;
 /// Words before the first bitmap.
 const FIXED_WORDS: usize = 16;
 
@@ -309,6 +312,7 @@ impl<'h> Allocator<'h> {
         words[W_HEADER_FRAMES] = he - hs;
         words[W_WORDS] = geo.total_words as u64;
         words[W_CHECK] = geo.checksum();
+        words[W_NO_FIT] = u64::MAX;
         let mut a = Allocator { words: header, geo };
         // R: everything reserved, then the area opened, then reserved regions and the header closed.
         let r = a.geo.reserved;
@@ -471,7 +475,7 @@ impl<'h> Allocator<'h> {
             return Ok(Frame::from_number(f));
         }
         let n = 1u64 << order.get();
-        let f = self.find_block(order.get(), n, limit).ok_or(AllocateError::PhysicalMemoryFull(order))?;
+        let f = self.find_block_cached(order.get(), n, limit).ok_or(AllocateError::PhysicalMemoryFull(order))?;
         self.take_range(f, f + n);
         Ok(Frame::from_number(f))
     }
@@ -506,7 +510,7 @@ impl<'h> Allocator<'h> {
             let f = self.take_one(limit).ok_or(AllocateError::PhysicalMemoryFull(need))?;
             return Ok(Frame::from_number(f));
         }
-        let found = if need.get() <= self.geo.max_order { self.find_block(need.get(), n, limit) } else { None };
+        let found = if need.get() <= self.geo.max_order { self.find_block_cached(need.get(), n, limit) } else { None };
         let f = match found {
             Some(f) => f,
             None => self.find_run(n, align.get(), limit).ok_or(AllocateError::PhysicalMemoryFull(need))?,
@@ -578,7 +582,11 @@ impl<'h> Allocator<'h> {
     /// summaries, largest order first.
     #[must_use]
     pub fn largest_free_order(&self) -> Option<Order> {
-        (0..=self.geo.max_order).rev().find(|&k| self.find_block(k, 1 << k, u64::MAX).is_some()).map(Order::new)
+        let top = match self.words[W_NO_FIT] {
+            u64::MAX => self.geo.max_order,
+            k => (k - 1) as u8,
+        };
+        (0..=top).rev().find(|&k| self.find_block(k, 1 << k, u64::MAX).is_some()).map(Order::new)
     }
 
     // ---- internals -------------------------------------------------------------------------
@@ -733,6 +741,9 @@ impl<'h> Allocator<'h> {
             let old = self.words[idx];
             let new = old | (1 << (u % 64));
             self.words[idx] = new;
+            if l > 0 {
+                self.words[W_NO_FIT] = u64::MAX;
+            }
             if old == 0 {
                 self.tree_set(l, wi);
             }
@@ -770,6 +781,9 @@ impl<'h> Allocator<'h> {
             return;
         }
         let (off, lo) = (self.geo.level[l].bits.offset, self.geo.level[l].lo);
+        if l > 0 {
+            self.words[W_NO_FIT] = u64::MAX;
+        }
         let mut u = a;
         let mut any_was_zero = false;
         // The words that became full are contiguous except at the edges.
@@ -1026,6 +1040,20 @@ impl<'h> Allocator<'h> {
         Some(next * 64 + self.words[t.offset + next].trailing_zeros() as usize)
     }
 
+    /// [`find_block`](Self::find_block), remembering which orders >= 6 have no free block at
+    /// all (see `W_NO_FIT`), so that repeated requests for a block that does not exist are
+    /// answered at once.
+    fn find_block_cached(&mut self, k: u8, need: u64, limit: u64) -> Option<u64> {
+        if k >= 6 && u64::from(k) >= self.words[W_NO_FIT] {
+            return None;
+        }
+        let found = self.find_block(k, need, limit);
+        if found.is_none() && k >= 6 && limit == u64::MAX && need == 1 << k {
+            self.words[W_NO_FIT] = self.words[W_NO_FIT].min(u64::from(k));
+        }
+        found
+    }
+
     /// The lowest free block of order `k` whose first `need` frames end at or below `limit`.
     ///
     /// Walks the non-zero words of level `k / 6` in address order (through the bits of one
@@ -1147,6 +1175,7 @@ impl<'h> Allocator<'h> {
     ///   the header region is reserved;
     /// - the free counter equals the number of free bits; the free count never exceeds the
     ///   managed count;
+    /// - the remembered no-fit order has no free block;
     /// - a level-`L+1` bit is set exactly when its level-`L` word is all ones;
     /// - a summary bit is set exactly when the word it stands for is not zero, except that a
     ///   layer-0 summary bit may stay set over a word an order-0 allocation emptied (it is
@@ -1171,6 +1200,14 @@ impl<'h> Allocator<'h> {
             free += u64::from(f.count_ones());
         }
         assert_eq!(free, self.words[W_FREE], "free counter");
+        let no_fit = self.words[W_NO_FIT];
+        if no_fit != u64::MAX {
+            assert!(no_fit >= 6 && no_fit <= u64::from(g.max_order), "no-fit order {no_fit}");
+            assert!(
+                self.find_block(no_fit as u8, 1 << no_fit, u64::MAX).is_none(),
+                "no-fit order {no_fit} has a block"
+            );
+        }
         assert!(free <= self.words[W_USABLE], "more free than managed frames");
         let (hs, hn) = (self.words[W_HEADER_START], self.words[W_HEADER_FRAMES]);
         assert!(self.first_with(r, hs, hs + hn, false).is_none(), "the header is not reserved");
