@@ -112,8 +112,11 @@ impl SoftMmu {
     }
 
     fn home(&self, page: usize) -> usize {
-        // Fibonacci hashing spreads consecutive page numbers.
-        (page.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20) & self.mask()
+        // Runs of 16 neighbouring pages share neighbouring slots (locality for sequential
+        // access); the runs are spread by Fibonacci hashing (the top bits of the product).
+        let bits = self.slots.len().trailing_zeros() - 4;
+        let run = ((page >> 4) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_shr(64 - bits) as usize;
+        ((run << 4) | (page & 15)) & self.mask()
     }
 
     fn position(&self, page: usize) -> Option<usize> {
