@@ -59,8 +59,11 @@ const W_CHECK: usize = 9;
 /// The smallest order >= 6 known to have no free block (`u64::MAX`: none known). Valid until
 /// a bit at level 1 or above is set: only that can make a block of order >= 6 free.
 const W_NO_FIT: usize = 10;
+/// Word `W_ORDER_HINT + k` (k >= 6): no word of level `k / 6` below this index holds a free
+/// block of order `k`, so searches start there.
+const W_ORDER_HINT: usize = 16;
 /// Words before the first bitmap.
-const FIXED_WORDS: usize = 16;
+const FIXED_WORDS: usize = W_ORDER_HINT + Order::MAX.get() as usize + 1;
 
 /// Levels of "fully free unit" bitmaps: level `L` units are `64^L` frames; 8 levels reach
 /// 2^48 frames, beyond the physical limit.
@@ -586,7 +589,7 @@ impl<'h> Allocator<'h> {
             u64::MAX => self.geo.max_order,
             k => (k - 1) as u8,
         };
-        (0..=top).rev().find(|&k| self.find_block(k, 1 << k, u64::MAX).is_some()).map(Order::new)
+        (0..=top).rev().find(|&k| self.find_block(k, 1 << k, u64::MAX, 0).is_some()).map(Order::new)
     }
 
     // ---- internals -------------------------------------------------------------------------
@@ -742,7 +745,7 @@ impl<'h> Allocator<'h> {
             let new = old | (1 << (u % 64));
             self.words[idx] = new;
             if l > 0 {
-                self.words[W_NO_FIT] = u64::MAX;
+                self.large_unit_freed(l, wi);
             }
             if old == 0 {
                 self.tree_set(l, wi);
@@ -782,7 +785,7 @@ impl<'h> Allocator<'h> {
         }
         let (off, lo) = (self.geo.level[l].bits.offset, self.geo.level[l].lo);
         if l > 0 {
-            self.words[W_NO_FIT] = u64::MAX;
+            self.large_unit_freed(l, (a / 64 - lo) as usize);
         }
         let mut u = a;
         let mut any_was_zero = false;
@@ -1040,16 +1043,38 @@ impl<'h> Allocator<'h> {
         Some(next * 64 + self.words[t.offset + next].trailing_zeros() as usize)
     }
 
-    /// [`find_block`](Self::find_block), remembering which orders >= 6 have no free block at
-    /// all (see `W_NO_FIT`), so that repeated requests for a block that does not exist are
-    /// answered at once.
+    /// A unit of level `l >= 1` in word `wi` (or from it on) became free: blocks of orders
+    /// `6l .. 6l + 5` may exist from word `wi` on again.
+    fn large_unit_freed(&mut self, l: usize, wi: usize) {
+        self.words[W_NO_FIT] = u64::MAX;
+        for k in 6 * l..(6 * l + 6).min(Order::MAX.get() as usize + 1) {
+            let h = &mut self.words[W_ORDER_HINT + k];
+            *h = (*h).min(wi as u64);
+        }
+    }
+
+    /// [`find_block`](Self::find_block), remembering for orders >= 6 where the search may
+    /// start (`W_ORDER_HINT`) and which orders have no free block at all (`W_NO_FIT`), so that
+    /// first-fit searches skip what earlier searches found full.
     fn find_block_cached(&mut self, k: u8, need: u64, limit: u64) -> Option<u64> {
-        if k >= 6 && u64::from(k) >= self.words[W_NO_FIT] {
+        if k < 6 {
+            return self.find_block(k, need, limit, 0);
+        }
+        if u64::from(k) >= self.words[W_NO_FIT] {
             return None;
         }
-        let found = self.find_block(k, need, limit);
-        if found.is_none() && k >= 6 && limit == u64::MAX && need == 1 << k {
-            self.words[W_NO_FIT] = self.words[W_NO_FIT].min(u64::from(k));
+        let from = self.words[W_ORDER_HINT + k as usize] as usize;
+        let found = self.find_block(k, need, limit, from);
+        match found {
+            Some(f) => {
+                let l = usize::from(k / 6);
+                let wi = ((f >> (6 * l)) / 64 - self.geo.level[l].lo) as usize;
+                self.words[W_ORDER_HINT + k as usize] = wi as u64;
+            }
+            None if limit == u64::MAX && need == 1 << k => {
+                self.words[W_NO_FIT] = self.words[W_NO_FIT].min(u64::from(k));
+            }
+            None => {}
         }
         found
     }
@@ -1058,7 +1083,7 @@ impl<'h> Allocator<'h> {
     ///
     /// Walks the non-zero words of level `k / 6` in address order (through the bits of one
     /// summary word at a time) and asks each for an aligned run of `2^(k % 6)` units.
-    fn find_block(&self, k: u8, need: u64, limit: u64) -> Option<u64> {
+    fn find_block(&self, k: u8, need: u64, limit: u64, from: usize) -> Option<u64> {
         let l = (k / 6) as usize;
         let r = u32::from(k % 6);
         let lv = &self.geo.level[l];
@@ -1076,12 +1101,15 @@ impl<'h> Allocator<'h> {
             Some((f + need <= limit).then_some(f))
         };
         if lv.layers == 0 {
-            return (0..lv.bits.words).find_map(test).flatten();
+            return (from..lv.bits.words).find_map(test).flatten();
         }
         let t0 = lv.tree[0];
-        let mut tw = 0;
+        let mut tw = from / 64;
+        if tw >= t0.words {
+            return None;
+        }
+        let mut bits = self.words[t0.offset + tw] & (!0u64 << (from % 64));
         loop {
-            let mut bits = self.words[t0.offset + tw];
             while bits != 0 {
                 let wi = tw * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -1094,6 +1122,7 @@ impl<'h> Allocator<'h> {
             } else {
                 (tw + 1..t0.words).find(|&i| self.words[t0.offset + i] != 0)?
             };
+            bits = self.words[t0.offset + tw];
         }
     }
 
@@ -1175,7 +1204,8 @@ impl<'h> Allocator<'h> {
     ///   the header region is reserved;
     /// - the free counter equals the number of free bits; the free count never exceeds the
     ///   managed count;
-    /// - the remembered no-fit order has no free block;
+    /// - the remembered no-fit order has no free block; no block of order `k` lies below its
+    ///   search hint;
     /// - a level-`L+1` bit is set exactly when its level-`L` word is all ones;
     /// - a summary bit is set exactly when the word it stands for is not zero, except that a
     ///   layer-0 summary bit may stay set over a word an order-0 allocation emptied (it is
@@ -1204,9 +1234,17 @@ impl<'h> Allocator<'h> {
         if no_fit != u64::MAX {
             assert!(no_fit >= 6 && no_fit <= u64::from(g.max_order), "no-fit order {no_fit}");
             assert!(
-                self.find_block(no_fit as u8, 1 << no_fit, u64::MAX).is_none(),
+                self.find_block(no_fit as u8, 1 << no_fit, u64::MAX, 0).is_none(),
                 "no-fit order {no_fit} has a block"
             );
+        }
+        for k in 6..=g.max_order {
+            let (l, r) = (usize::from(k / 6), u32::from(k % 6));
+            let lv = g.level[l];
+            let hint = (self.words[W_ORDER_HINT + k as usize] as usize).min(lv.bits.words);
+            for w in 0..hint {
+                assert_eq!(aligned_runs(self.words[lv.bits.offset + w], r), 0, "order {k} block below its search hint");
+            }
         }
         assert!(free <= self.words[W_USABLE], "more free than managed frames");
         let (hs, hn) = (self.words[W_HEADER_START], self.words[W_HEADER_FRAMES]);
