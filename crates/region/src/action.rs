@@ -410,6 +410,7 @@ impl Harness {
             dataspace: self.ids[ds],
             offset: (offset * PAGE_SIZE) as u64,
             align: 12 + align,
+            limit: None,
         };
         let got = self.space.attach(&mut self.backing, &req);
         let m = &self.model;

@@ -18,7 +18,8 @@
 //! - **O(log n) everywhere.** Regions and areas live in AVL trees in index arenas (no
 //!   pointers), augmented with each subtree's largest gap as in Zircon's VMAR, so free-space
 //!   search with alignment, inside an area and below an upper limit is logarithmic, unlike
-//!   L4Re's linear first fit. Placement may be randomised.
+//!   L4Re's linear first fit ([`AttachRequest::below`] and [`RegionMap::reserve_area_below`]
+//!   set the upper limit). Placement may be randomised ([`RegionMap::set_randomized`]).
 //! - **Seed semantics, Rust types.** Every function, flag and result of the seed has a typed
 //!   counterpart; each error enum maps back to the seed's code with `code()`.
 //! - **A failed operation changes nothing**, and the fault path allocates no heap memory.
@@ -45,6 +46,17 @@
 //!
 //! `Io_pager::io_page_fault` concerns I/O ports, not memory, and is left out. The `task`
 //! argument of `detach` is the [`Mmu`] passed to each call.
+//!
+//! # Several address spaces
+//! [`SpaceSet`] owns the dataspace manager (`memkit-dataspace`) and several
+//! [`AddressSpace`]s and implements the manager's `Revoker`: a copy-on-write copy
+//! write-protects the source in every space, a shrink unmaps the lost pages everywhere, and
+//! a copy-on-write break unmaps the stale frame from every other mapping of that page.
+//!
+//! # Testing support
+//! [`SoftMmu`] (a page table in Rust memory with simulated loads and stores),
+//! [`mock::MockBacking`], and with the `testing` feature the shared random-action harness
+//! (`action`) used by the property test, the 10^6-action test and the fuzz target.
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -47,6 +47,9 @@ pub struct AttachRequest<Id> {
     pub offset: u64,
     /// The alignment of a searched start (log2, at least [`PAGE_SHIFT`]).
     pub align: u8,
+    /// With `SEARCH_ADDR`: the searched region must end at or below this address (`None`:
+    /// the end of the window or area).
+    pub limit: Option<VirtAddr>,
 }
 
 impl<Id> AttachRequest<Id> {
@@ -62,7 +65,15 @@ impl<Id> AttachRequest<Id> {
             dataspace,
             offset: 0,
             align: PAGE_SHIFT as u8,
+            limit: None,
         }
+    }
+
+    /// With a searched region ending at or below `limit`.
+    #[must_use]
+    pub const fn below(mut self, limit: VirtAddr) -> Self {
+        self.limit = Some(limit);
+        self
     }
 
     /// At the fixed address `start`.
@@ -354,6 +365,22 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         flags: Flags,
         align: u8,
     ) -> Result<VirtAddr, ReserveError> {
+        self.reserve_area_below(start, size, flags, align, None)
+    }
+
+    /// [`reserve_area`](Self::reserve_area) whose searched area must end at or below
+    /// `limit` (`None`: the end of the window).
+    ///
+    /// # Errors
+    /// As [`reserve_area`](Self::reserve_area).
+    pub fn reserve_area_below(
+        &mut self,
+        start: VirtAddr,
+        size: usize,
+        flags: Flags,
+        align: u8,
+        limit: Option<VirtAddr>,
+    ) -> Result<VirtAddr, ReserveError> {
         if !(Flags::SEARCH_ADDR | Flags::RESERVED).contains(flags) {
             return Err(ReserveError::InvalidFlags(flags));
         }
@@ -365,7 +392,8 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         let s = start.as_usize();
         let at = if flags.contains(Flags::SEARCH_ADDR) {
             let lo = s.max(self.window_start);
-            self.place(Which::Top, lo, self.window_end, size, align).ok_or(ReserveError::NoSpace(size))?
+            let hi = limit.map_or(self.window_end, |l| self.window_end.min(l.as_usize()));
+            self.place(Which::Top, lo, hi, size, align).ok_or(ReserveError::NoSpace(size))?
         } else {
             if !start.is_aligned(PAGE_SIZE) {
                 return Err(ReserveError::Unaligned(start));
@@ -459,6 +487,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             (self.window_start, self.window_end, Which::Top)
         };
         let at = if req.flags.contains(Flags::SEARCH_ADDR) {
+            let hi = req.limit.map_or(hi, |l| hi.min(l.as_usize()));
             self.place(which, s.max(lo), hi, size, align).ok_or(AttachError::NoSpace(size))?
         } else {
             if !req.start.is_aligned(PAGE_SIZE) {

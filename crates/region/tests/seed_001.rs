@@ -652,6 +652,22 @@ fn loads_and_stores_go_through_faults() {
 // ---- placement at scale and randomised --------------------------------------------------
 
 #[test]
+fn searches_honour_an_upper_limit() {
+    let mut w = World::new();
+    let ds = w.ds(4, Rights::RW);
+    w.attach(AttachRequest::new(ds, 4 * P, Rights::RW).at(va(BASE))).unwrap();
+    let a = w.attach(AttachRequest::new(ds, 2 * P, Rights::RW).search(va(BASE)).below(va(BASE + 6 * P))).unwrap();
+    assert_eq!(a, va(BASE + 4 * P));
+    let e = w.attach(AttachRequest::new(ds, P, Rights::RW).search(va(BASE)).below(va(BASE + 6 * P))).unwrap_err();
+    assert_eq!(e.code(), L4_EADDRNOTAVAIL, "no room below the limit");
+    let area = w.space.map.reserve_area_below(va(BASE), 2 * P, Flags::SEARCH_ADDR, 12, Some(va(BASE + 8 * P))).unwrap();
+    assert_eq!(area, va(BASE + 6 * P));
+    let e = w.space.map.reserve_area_below(va(BASE), P, Flags::SEARCH_ADDR, 12, Some(va(BASE + 8 * P))).unwrap_err();
+    assert_eq!(e, ReserveError::NoSpace(P));
+    w.check();
+}
+
+#[test]
 fn searches_stay_correct_with_many_regions() {
     let mut map: RegionMap<MockId> = RegionMap::new(VirtAddr::new(BASE), 1 << 36);
     let mut backing = MockBacking::new(Frame::from_number(1));
