@@ -302,6 +302,35 @@ fn producer_consumer(alloc: &(dyn GlobalAlloc + Sync), seq: &[Op], rounds: u32) 
     best
 }
 
+/// CPU time the calling thread has used, in nanoseconds (Linux `schedstat`), if known.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// CPU nanoseconds per action with one thread per sequence: equal figures for one and two
+/// threads mean the threads do not slow each other down, whatever cores are free.
+fn cpu_per_action(alloc: &(dyn GlobalAlloc + Sync), seqs: &[Vec<Op>]) -> f64 {
+    let total = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for seq in seqs {
+            let total = &total;
+            s.spawn(move || {
+                let start = thread_cpu_ns();
+                let mut slots = Slots::new(alloc);
+                for &op in seq {
+                    slots.step(op);
+                }
+                drop(slots);
+                if let (Some(a), Some(b)) = (start, thread_cpu_ns()) {
+                    total.fetch_add((b - a) as usize, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    total.load(Ordering::Relaxed) as f64 / seqs.iter().map(Vec::len).sum::<usize>() as f64
+}
+
 /// Random allocations (2 of 3 actions) and frees until the first failure; live requested
 /// bytes in percent of `heap_bytes`.
 fn usable_percent(alloc: &dyn GlobalAlloc, heap_bytes: usize) -> f64 {
@@ -415,6 +444,14 @@ pub fn run(options: &Options) -> Report {
         st.runs_created, st.pages
     ));
     report.note(format!("memkit two threads: {:.2}x its one-thread throughput (target >= 1.6)", m1 / m2));
+    for (name, a) in all.iter().filter(|(n, _)| *n == MEMKIT || *n == "mimalloc") {
+        let one_cpu = cpu_per_action(*a, &seqs[..1]);
+        let two_cpu = cpu_per_action(*a, &seqs);
+        report.note(format!(
+            "{name} CPU time per action: {one_cpu:.1} ns with one thread, {two_cpu:.1} ns with two \
+             (a rise from the threads slowing each other: locks, cache lines, or cores shared in hardware)"
+        ));
+    }
     let usable = report.results.iter().find(|r| r.case.starts_with("usable") && r.implementation == MEMKIT);
     report.note(format!(
         "memkit usable at first OOM: {:.1} % of a {} MiB heap (target >= 95 %); on that row a speedup below 1 is better for memkit",
