@@ -28,7 +28,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use memkit_dataspace::{ClientId, CopyError, DataspaceId, DmFlags, Manager, PageRange, RevokeKind, Revoker};
-use memkit_types::{Access, Frame, FrameSource, PAGE_SIZE, Page, PageCount, PhysMemory, Rights, VirtAddr};
+use memkit_types::{Access, Frame, FrameSource, PAGE_SIZE, Page, PhysMemory, Rights, VirtAddr};
 
 use crate::backing::{Backing, BackingError};
 use crate::error::{AttachError, DetachError, FaultError, L4_EINVAL};
@@ -376,6 +376,7 @@ impl<M: Mmu> AddressSpace<DataspaceId, M> {
     /// The translations of the space's regions' pages (probing the MMU page by page).
     #[cfg(any(test, feature = "check"))]
     fn mmu_translations(&self) -> Vec<(Page, Translation)> {
+        use memkit_types::PageCount;
         let mut out = Vec::new();
         for r in self.map.regions() {
             let first = Page::containing_address(r.start);
