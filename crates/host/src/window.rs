@@ -288,6 +288,24 @@ impl HostMmu {
         1 + 2 * self.runs
     }
 
+    /// Checks the invariants: the run count matches the table, and the budget holds at least
+    /// this window's charge.
+    ///
+    /// # Panics
+    /// On the first broken invariant, naming it.
+    #[cfg(any(test, feature = "check"))]
+    pub fn check_invariants(&self) {
+        let all = 0..self.table.len();
+        let runs = if self.table.is_empty() { 0 } else { self.run_starts(&all, &|_, e| e) };
+        assert_eq!(runs, self.runs, "run count out of date");
+        assert!(self.budget.used() >= 2 * self.runs, "budget charged less than this window's runs");
+        for (i, &e) in self.table.iter().enumerate() {
+            if let Some(t) = unpack(e) {
+                assert!(self.ram.contains(t.frame, FrameCount::new(1)), "page {i} maps a frame outside RAM");
+            }
+        }
+    }
+
     /// The number of mapped pages.
     #[must_use]
     pub fn mapped_pages(&self) -> usize {
