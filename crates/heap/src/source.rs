@@ -240,7 +240,8 @@ unsafe impl PageSource for RegionPageSource {
 }
 
 /// Pages from a frame allocator, reached through a direct map: physical address `p` is
-/// mapped at virtual address `direct_map + p`.
+/// mapped at virtual address `direct_map + p`. A run aligned to more than the direct map's
+/// own alignment is refused.
 pub struct DirectMapPageSource<F> {
     frames: F,
     direct_map: VirtAddr,
@@ -283,6 +284,10 @@ unsafe impl<F: FrameSource> PageSource for DirectMapPageSource<F> {
     }
 
     fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
+        // A physically aligned run is virtually aligned only if the direct map is.
+        if align.get() >= 40 || !self.direct_map.is_aligned(PAGE_SIZE << align.get()) {
+            return None;
+        }
         let frame = self.frames.allocate(FrameCount::new(count.get() as u64), align, Some(self.phys_end)).ok()?;
         let addr = self.direct_map.as_usize().checked_add(frame.start_address().as_u64() as usize)?;
         NonNull::new(addr as *mut u8)
