@@ -426,6 +426,7 @@ pub(crate) fn spaces(runner: &mut Runner, frames: &'static KernelFrames, kernel_
     runner.run("space::detach_unmaps_and_frames_go_back", || detach_gives_back(frames, kernel_root));
     runner.run("space::isa_dma_dataspace_is_contiguous_below_16mib", || isa_dma_dataspace(frames, kernel_root));
     runner.run("space::copy_on_write_across_two_address_spaces", || fork(frames, kernel_root));
+    runner.run("space::thousand_lazy_pages_in_random_order", || many_lazy_pages(frames, kernel_root));
 }
 
 const CLIENT: ClientId = ClientId::new(1, 0);
@@ -747,6 +748,44 @@ fn fork(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
         check_eq!(set.manager_mut().close(CLIENT, b), Ok(()));
         check_eq!(set.manager().frames_held(PoolId::DEFAULT), 0);
     }
+    check_eq!(frames.free_frames().get(), free_before);
+    Ok(())
+}
+
+fn many_lazy_pages(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    const PAGES: usize = 1024;
+    let free_before = frames.free_frames().get();
+    let mut f = Fixture::new(frames, kernel_root)?;
+    let ds = f.open(PAGES, "many")?;
+    let start = f.attach(ds, PAGES, Rights::RW)?;
+    // A full-period walk of the pages (an odd step modulo a power of two), two bytes each.
+    let order = |i: usize| (i * 617 + 5) % PAGES;
+    let (result, served, refused, _) = f.run(|| -> Result<usize, Fault> {
+        for i in 0..PAGES {
+            let p = order(i);
+            interrupts::probe_write(at(start, p * PAGE + p % 4000), p as u8)?;
+            interrupts::probe_write(at(start, p * PAGE + 4095), (p >> 8) as u8)?;
+        }
+        let mut wrong = 0;
+        for p in 0..PAGES {
+            let low = interrupts::probe_read(at(start, p * PAGE + p % 4000))?;
+            let high = interrupts::probe_read(at(start, p * PAGE + 4095))?;
+            wrong += usize::from(usize::from(low) | usize::from(high) << 8 != p);
+        }
+        Ok(wrong)
+    });
+    check_eq!(result.map_err(|f| f.addr), Ok(0));
+    check_eq!(served, PAGES as u64);
+    check!(refused.is_none());
+    check_eq!(f.manager.frames_held(PoolId::DEFAULT), PAGES as u64);
+    println!(
+        "    {PAGES} pages: {served} faults served, {} frames held, {} page-table frames",
+        f.manager.frames_held(PoolId::DEFAULT),
+        f.space.mmu.table_frames()
+    );
+    f.space.map.check_invariants();
+    f.manager.check_invariants();
+    f.teardown()?;
     check_eq!(frames.free_frames().get(), free_before);
     Ok(())
 }
