@@ -815,7 +815,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         B: Backing<Id = Id> + ?Sized,
         M: Mmu + ?Sized,
     {
-        let r = self.regions.containing(addr.as_usize()).ok_or(FaultError::NoRegion(addr))?;
+        let r = self.regions.containing_cached(addr.as_usize()).ok_or(FaultError::NoRegion(addr))?;
         let d = r.value;
         if !d.rights.allows(access) {
             return Err(FaultError::Forbidden { addr, access, rights: d.rights });

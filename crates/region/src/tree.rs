@@ -23,6 +23,7 @@
 //! `unsafe`, and freed slots are reused.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// "No node".
 const NIL: u32 = u32::MAX;
@@ -86,7 +87,7 @@ pub(crate) struct Entry<V> {
 /// Intervals are non-empty and disjoint; the tree is an AVL tree ordered by start; every
 /// node's summary describes its subtree; the free list holds exactly the slots not in the
 /// tree.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct GapTree<V> {
     links: Vec<Link>,
     sums: Vec<Summary>,
@@ -94,12 +95,38 @@ pub(crate) struct GapTree<V> {
     root: u32,
     free: u32,
     len: usize,
+    /// The node [`containing_cached`](GapTree::containing_cached) found last (or `NIL`);
+    /// reset by every change of the tree. Atomic (relaxed) so that lookups stay `&self`
+    /// and the tree stays `Sync`.
+    last_hit: AtomicU32,
+}
+
+impl<V: Clone> Clone for GapTree<V> {
+    fn clone(&self) -> Self {
+        GapTree {
+            links: self.links.clone(),
+            sums: self.sums.clone(),
+            values: self.values.clone(),
+            root: self.root,
+            free: self.free,
+            len: self.len,
+            last_hit: AtomicU32::new(NIL),
+        }
+    }
 }
 
 impl<V: Copy> GapTree<V> {
     /// An empty tree.
     pub(crate) const fn new() -> Self {
-        GapTree { links: Vec::new(), sums: Vec::new(), values: Vec::new(), root: NIL, free: NIL, len: 0 }
+        GapTree {
+            links: Vec::new(),
+            sums: Vec::new(),
+            values: Vec::new(),
+            root: NIL,
+            free: NIL,
+            len: 0,
+            last_hit: AtomicU32::new(NIL),
+        }
     }
 
     /// The number of intervals.
@@ -214,6 +241,7 @@ impl<V: Copy> GapTree<V> {
     /// Inserts `[start, end)`; the caller has checked that it overlaps nothing.
     pub(crate) fn insert(&mut self, start: usize, end: usize, value: V) {
         debug_assert!(start < end && !self.overlaps(start, end));
+        *self.last_hit.get_mut() = NIL;
         let new = self.allocate(start, end, value);
         self.root = self.insert_at(self.root, new);
         self.len += 1;
@@ -236,6 +264,7 @@ impl<V: Copy> GapTree<V> {
     /// Removes the interval starting at `start` and returns it.
     pub(crate) fn remove(&mut self, start: usize) -> Option<Entry<V>> {
         let mut removed = NIL;
+        *self.last_hit.get_mut() = NIL;
         self.root = self.remove_at(self.root, start, &mut removed);
         if removed == NIL {
             return None;
@@ -321,6 +350,30 @@ impl<V: Copy> GapTree<V> {
     /// The interval that contains `key`.
     pub(crate) fn containing(&self, key: usize) -> Option<Entry<V>> {
         self.floor(key).filter(|e| key < e.end)
+    }
+
+    /// The interval that contains `key`, trying the one found last first: a stream of
+    /// lookups with locality (page faults walking through a region) skips the descent.
+    pub(crate) fn containing_cached(&self, key: usize) -> Option<Entry<V>> {
+        let hit = self.last_hit.load(Ordering::Relaxed);
+        if hit != NIL {
+            let l = self.link(hit);
+            if l.start <= key && key < l.end {
+                return Some(self.entry(hit));
+            }
+        }
+        let (mut i, mut best) = (self.root, NIL);
+        while i != NIL {
+            let n = self.link(i);
+            let right = n.start <= key;
+            best = if right { i } else { best };
+            i = if right { n.right } else { n.left };
+        }
+        if best != NIL && key < self.link(best).end {
+            self.last_hit.store(best, Ordering::Relaxed);
+            return Some(self.entry(best));
+        }
+        None
     }
 
     /// The lowest interval that overlaps `[start, end)`, in one descent: the interval with
@@ -545,6 +598,8 @@ mod tests {
                     let over = t.first_overlapping(*lo, lo + size).map(|e| (e.start, e.end));
                     let want = m.iter().find(|(s, e)| **s < lo + size && **e > *lo).map(|(s, e)| (*s, *e));
                     prop_assert_eq!(over, want);
+                    prop_assert_eq!(t.containing_cached(*lo), t.containing(*lo));
+                    prop_assert_eq!(t.containing_cached(*hi), t.containing(*hi));
                 }
             }
             let got: Vec<_> = t.entries().iter().map(|e| (e.start, e.end)).collect();
