@@ -787,42 +787,34 @@ impl<'h> Allocator<'h> {
         if l > 0 {
             self.large_unit_freed(l, (a / 64 - lo) as usize);
         }
-        let mut u = a;
-        let mut any_was_zero = false;
-        // The words that became full are contiguous except at the edges.
-        let mut full: Option<(u64, u64)> = None;
-        while u < b {
-            let aw = u / 64;
-            let end = b.min((aw + 1) * 64);
-            let m = range_mask(u % 64, end - aw * 64);
-            let idx = off + (aw - lo) as usize;
-            let old = self.words[idx];
-            let new = old | m;
-            self.words[idx] = new;
-            any_was_zero |= old == 0;
-            if new == !0 && old != !0 {
-                full = match full {
-                    Some((f, t)) if t == aw => Some((f, aw + 1)),
-                    Some((f, t)) => {
-                        if l + 1 < self.geo.levels {
-                            self.set_units(l + 1, f, t);
-                        }
-                        Some((aw, aw + 1))
-                    }
-                    None => Some((aw, aw + 1)),
-                };
+        let (first, last) = (a / 64, (b - 1) / 64);
+        let put = |words: &mut [u64], w: u64, m: u64| -> (bool, bool) {
+            let idx = off + (w - lo) as usize;
+            let old = words[idx];
+            words[idx] = old | m;
+            (old == 0, old | m == !0 && old != !0)
+        };
+        // Which words became full: the interior, and the edges that filled up.
+        let (any_was_zero, fs, ft) = if first == last {
+            let (z, full) = put(self.words, first, range_mask(a % 64, b - first * 64));
+            (z, first, if full { first + 1 } else { first })
+        } else {
+            let (z0, f0) = put(self.words, first, range_mask(a % 64, 64));
+            let (z1, f1) = put(self.words, last, range_mask(0, b - last * 64));
+            let mut z = z0 | z1;
+            let (s0, s1) = (off + (first + 1 - lo) as usize, off + (last - lo) as usize);
+            for v in &mut self.words[s0..s1] {
+                z |= *v == 0;
+                *v = !0;
             }
-            u = end;
-        }
+            (z, if f0 { first } else { first + 1 }, if f1 { last + 1 } else { last })
+        };
         if any_was_zero {
             // Every touched word is non-zero now.
-            let (wa, wb) = ((a / 64 - lo) as usize, ((b - 1) / 64 - lo) as usize + 1);
-            self.tree_set_range(l, 0, wa, wb);
+            self.tree_set_range(l, 0, (first - lo) as usize, (last - lo) as usize + 1);
         }
-        if let Some((f, t)) = full
-            && l + 1 < self.geo.levels
-        {
-            self.set_units(l + 1, f, t);
+        if fs < ft && l + 1 < self.geo.levels {
+            self.set_units(l + 1, fs, ft);
         }
     }
 
@@ -832,32 +824,36 @@ impl<'h> Allocator<'h> {
             return;
         }
         let (off, lo) = (self.geo.level[l].bits.offset, self.geo.level[l].lo);
-        let mut u = a;
-        let mut was_full = false;
-        // The words that became zero are contiguous: all but maybe the first and the last.
-        let mut zero: Option<(usize, usize)> = None;
-        while u < b {
-            let aw = u / 64;
-            let wi = (aw - lo) as usize;
-            let end = b.min((aw + 1) * 64);
-            let m = range_mask(u % 64, end - aw * 64);
-            let old = self.words[off + wi];
-            let new = old & !m;
-            self.words[off + wi] = new;
-            if new == 0 && old != 0 {
-                zero = match zero {
-                    Some((f, _)) => Some((f, wi + 1)),
-                    None => Some((wi, wi + 1)),
-                };
+        let (first, last) = (a / 64, (b - 1) / 64);
+        let take = |words: &mut [u64], w: u64, m: u64| -> (bool, bool) {
+            let idx = off + (w - lo) as usize;
+            let old = words[idx];
+            words[idx] = old & !m;
+            (old == !0, old & !m == 0)
+        };
+        // Clear the edge words with masks and the interior whole.
+        let (was_full, first_zero, last_zero) = if first == last {
+            let (f, z) = take(self.words, first, range_mask(a % 64, b - first * 64));
+            (f, z, z)
+        } else {
+            let (f0, z0) = take(self.words, first, range_mask(a % 64, 64));
+            let (f1, z1) = take(self.words, last, range_mask(0, b - last * 64));
+            let mut f = f0 | f1;
+            let (s0, s1) = (off + (first + 1 - lo) as usize, off + (last - lo) as usize);
+            for v in &mut self.words[s0..s1] {
+                f |= *v == !0;
+                *v = 0;
             }
-            was_full |= old == !0;
-            u = end;
-        }
-        if let Some((f, t)) = zero {
-            self.tree_clear_range(l, 0, f, t);
+            (f, z0, z1)
+        };
+        // The words that are zero now: the interior, and the edges if they emptied.
+        let zf = if first_zero { first } else { first + 1 };
+        let zt = if last_zero { last + 1 } else { last };
+        if zf < zt {
+            self.tree_clear_range(l, 0, (zf - lo) as usize, (zt - lo) as usize);
         }
         if was_full && l + 1 < self.geo.levels {
-            self.clear_units(l + 1, a / 64, (b - 1) / 64 + 1);
+            self.clear_units(l + 1, first, last + 1);
         }
     }
 
