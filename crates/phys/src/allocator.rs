@@ -959,13 +959,22 @@ impl<'h> Allocator<'h> {
             let wi = (s / 64 - lo) as usize;
             let bit = 1u64 << (s % 64);
             let a0 = self.geo.level[0].bits.offset + wi;
-            if self.words[a0] & bit != 0 {
-                return Err(FreeError::AlreadyFree(Frame::from_number(s)));
+            let old = self.words[a0];
+            if (old | self.words[self.geo.reserved.offset + wi]) & bit != 0 {
+                return Err(if old & bit != 0 {
+                    FreeError::AlreadyFree(Frame::from_number(s))
+                } else {
+                    FreeError::Reserved(Frame::from_number(s))
+                });
             }
-            if self.words[self.geo.reserved.offset + wi] & bit != 0 {
-                return Err(FreeError::Reserved(Frame::from_number(s)));
+            let new = old | bit;
+            self.words[a0] = new;
+            if old == 0 {
+                self.tree_set(0, wi);
             }
-            self.set_unit(0, s);
+            if new == !0 && self.geo.levels > 1 {
+                self.set_unit(1, lo + wi as u64);
+            }
             self.words[W_FREE] += 1;
             self.words[W_HINT] = wi as u64;
             return Ok(());
