@@ -13,8 +13,8 @@
 //! ```
 //!
 //! Page faults go to the handler installed with [`with_fault_handler`]. A fault it does not
-//! resolve at one of the probe instructions ([`probe_read`], [`probe_write`]) resumes at the
-//! probe's fixup, which reports the fault to the caller (as Linux's exception tables do);
+//! resolve at one of the probe instructions ([`probe_read`], [`probe_write`], or the fetch of
+//! [`probe_execute`]) resumes at the probe's fixup, which reports the fault to the caller (as Linux's exception tables do);
 //! any other unresolved fault is fatal.
 
 use core::arch::{asm, global_asm};
@@ -111,6 +111,12 @@ kernel_probe_write_insn:
     movb %sil, (%rdi)
     ret
 
+    .global kernel_probe_exec
+kernel_probe_exec:
+    xorl %eax, %eax
+    call *%rdi
+    ret
+
     .global kernel_probe_fixup
 kernel_probe_fixup:
     movq $-1, %rax
@@ -126,6 +132,7 @@ unsafe extern "C" {
     fn kernel_probe_read_insn();
     fn kernel_probe_write_insn();
     fn kernel_probe_fixup();
+    fn kernel_probe_exec(addr: usize) -> u64;
 }
 
 /// What the entry stub saved, lowest address first.
@@ -284,6 +291,28 @@ pub(crate) struct Fault {
 
 static LAST_FAULT: spin::Mutex<Option<Fault>> = spin::Mutex::new(None);
 
+/// The address [`probe_execute`] is calling, while it calls it (0 otherwise).
+static EXEC_PROBE: AtomicU64 = AtomicU64::new(0);
+
+/// Calls the code at `addr` (which must be a lone `ret`, byte 0xc3, or fault), letting the
+/// installed handler resolve a page fault: a fetch that faults unresolved returns to the
+/// caller instead of running anything.
+///
+/// Only for addresses of test address spaces whose contents the test wrote.
+///
+/// # Errors
+/// The fault, when no handler resolved it (nothing runs then).
+pub(crate) fn probe_execute(addr: VirtAddr) -> Result<(), Fault> {
+    *LAST_FAULT.lock() = None;
+    EXEC_PROBE.store(addr.as_u64(), Ordering::SeqCst);
+    // SAFETY: the caller wrote a `ret` at `addr` in a test address space, so a successful
+    // fetch returns at once with every register as the C ABI allows; a faulting fetch
+    // resumes at the fixup, which returns from the `call` with -1 in rax.
+    let status = unsafe { kernel_probe_exec(addr.as_usize()) };
+    EXEC_PROBE.store(0, Ordering::SeqCst);
+    if status == u64::MAX { Err(last_fault()) } else { Ok(()) }
+}
+
 /// Reads the byte at `addr`, letting the installed handler resolve a page fault.
 ///
 /// # Errors
@@ -379,7 +408,11 @@ fn page_fault(frame: &mut InterruptFrame) {
         FAULTS_RESOLVED.fetch_add(1, Ordering::SeqCst);
         return;
     }
-    let at_probe = frame.rip == kernel_probe_read_insn as *const () as u64
+    // An instruction fetch that faults at the address `probe_execute` calls: the `call` has
+    // pushed its return address, so the fixup's `ret` goes back into the probe.
+    let exec_probe = EXEC_PROBE.load(Ordering::SeqCst);
+    let at_probe = (exec_probe != 0 && frame.rip == exec_probe && addr == exec_probe)
+        || frame.rip == kernel_probe_read_insn as *const () as u64
         || frame.rip == kernel_probe_write_insn as *const () as u64;
     if at_probe && let Ok(vaddr) = VirtAddr::try_new(addr as usize) {
         *LAST_FAULT.lock() = Some(Fault { addr: vaddr, access });

@@ -427,6 +427,7 @@ pub(crate) fn spaces(runner: &mut Runner, frames: &'static KernelFrames, kernel_
     runner.run("space::isa_dma_dataspace_is_contiguous_below_16mib", || isa_dma_dataspace(frames, kernel_root));
     runner.run("space::copy_on_write_across_two_address_spaces", || fork(frames, kernel_root));
     runner.run("space::thousand_lazy_pages_in_random_order", || many_lazy_pages(frames, kernel_root));
+    runner.run("space::execute_needs_the_execute_right", || execute_right(frames, kernel_root));
 }
 
 const CLIENT: ClientId = ClientId::new(1, 0);
@@ -785,6 +786,33 @@ fn many_lazy_pages(frames: &'static KernelFrames, kernel_root: Frame) -> TestRes
     );
     f.space.map.check_invariants();
     f.manager.check_invariants();
+    f.teardown()?;
+    check_eq!(frames.free_frames().get(), free_before);
+    Ok(())
+}
+
+/// Code in a region runs only when the region allows `EXECUTE`: a fetch from a region
+/// without it faults and is refused (with no-execute pages on, as QEMU's CPUs have them).
+fn execute_right(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    const RET: u8 = 0xc3;
+    let free_before = frames.free_frames().get();
+    let mut f = Fixture::new(frames, kernel_root)?;
+    check!(crate::cpu::no_execute_enabled());
+    let ds = f.open(1, "code")?;
+    let data = f.attach(ds, 1, Rights::RW)?;
+    let code = f.attach(ds, 1, Rights::READ | Rights::EXECUTE)?;
+    let (results, _, refused, _) = f.run(|| {
+        let wrote = interrupts::probe_write(data, RET);
+        let ran = interrupts::probe_execute(code);
+        let refused_run = interrupts::probe_execute(data);
+        (wrote, ran, refused_run)
+    });
+    let (wrote, ran, refused_run) = results;
+    check_eq!(wrote, Ok(()));
+    check_eq!(ran, Ok(()));
+    check_eq!(refused_run.map_err(|e| (e.addr, e.access)), Err((data, Access::Execute)));
+    check!(matches!(refused, Some(FaultError::Forbidden { access: Access::Execute, .. })));
+    check!(f.space.mmu.translate(page(data)).is_some_and(|t| !t.rights.contains(Rights::EXECUTE)));
     f.teardown()?;
     check_eq!(frames.free_frames().get(), free_before);
     Ok(())

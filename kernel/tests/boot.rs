@@ -72,7 +72,7 @@ fn kernel_boots_and_passes_its_tests() {
         .expect("the kernel prints `N passed, M failed`");
     let (passed, failed) = verdict;
     assert_eq!(failed, 0, "in-kernel tests failed");
-    assert!(passed >= 26, "too few in-kernel tests ran: {passed}");
+    assert!(passed >= 27, "too few in-kernel tests ran: {passed}");
     assert!(output.contains("counts: "), "the kernel reports its counts");
     assert!(!output.contains("PANIC") && !output.contains("FATAL"), "the kernel reported a fatal error");
     assert_eq!(status.code(), Some(SUCCESS_STATUS), "QEMU's exit status says the kernel failed");
