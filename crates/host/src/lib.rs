@@ -35,6 +35,8 @@ mod sys;
 pub mod access;
 mod altstack;
 pub mod fault;
+#[cfg(feature = "testing")]
+pub mod model;
 mod ram;
 mod space;
 mod system;
