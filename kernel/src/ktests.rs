@@ -221,8 +221,10 @@ fn pools_from_the_memory_map(frames: &KernelFrames) -> TestResult {
     Ok(())
 }
 
+/// A failure at the caller's line.
+#[track_caller]
 fn fail(what: &'static str) -> crate::testing::Failure {
-    crate::testing::Failure { what, line: line!() }
+    crate::testing::Failure { what, line: core::panic::Location::caller().line() }
 }
 
 /// The frame allocator through the higher-half direct map, after the switch.
