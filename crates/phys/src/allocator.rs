@@ -33,6 +33,15 @@
 //! Splitting is clearing bits, merging is setting them: a level-`L+1` bit follows "my word at
 //! level `L` is all ones", so no free lists are kept and no block is ever merged by hand.
 //!
+//! # Hints (all in the header, all optional to correctness)
+//!
+//! - The word of the last single-frame free or allocation: order-0 requests try it first, so
+//!   a free followed by an allocation touches one word.
+//! - An order-0 allocation that empties a word leaves its layer-0 summary bit set; searches
+//!   skip such stale bits and clear them on the way.
+//! - For orders >= 6: the first word a search may find a block in, and the smallest order
+//!   known to have no free block at all; both are reset when a unit of level >= 1 frees.
+//!
 //! # Cost
 //!
 //! About 2.05 bits per frame (A0 and R; the upper levels and summaries add 1/32): 68 KiB
