@@ -34,11 +34,14 @@ const BSA: &str = "buddy_system_allocator";
 const BITMAP: &str = "bitmap-allocator";
 const FRAME_ALLOC: &str = "frame-alloc";
 
-/// The common face of the four allocators, in frame numbers.
+/// The common face of the four allocators. A block is named the way each allocator names it
+/// (a frame number, or memkit's typed `Frame`).
 trait Frames {
-    fn alloc(&mut self, order: u32) -> Option<usize>;
-    fn alloc_at(&mut self, frame: usize) -> bool;
-    fn free(&mut self, frame: usize, order: u32);
+    type Block: Copy;
+    fn alloc(&mut self, order: u32) -> Option<Self::Block>;
+    /// Allocates the frame with this number, giving its block.
+    fn alloc_at(&mut self, frame: usize) -> Option<Self::Block>;
+    fn free(&mut self, block: Self::Block, order: u32);
     fn has_alloc_at(&self) -> bool {
         true
     }
@@ -67,16 +70,18 @@ impl Memkit {
 struct MemkitView<'h>(Allocator<'h>);
 
 impl Frames for MemkitView<'_> {
-    fn alloc(&mut self, order: u32) -> Option<usize> {
+    type Block = Frame;
+    fn alloc(&mut self, order: u32) -> Option<Frame> {
         let order = if order == 0 { Order::ZERO } else { Order::new(order as u8) };
-        self.0.allocate(order).ok().map(|f| f.number() as usize)
+        self.0.allocate(order).ok()
     }
-    fn alloc_at(&mut self, frame: usize) -> bool {
-        self.0.allocate_at(Frame::from_number(frame as u64), FrameCount::new(1)).is_ok()
+    fn alloc_at(&mut self, frame: usize) -> Option<Frame> {
+        let f = Frame::from_number(frame as u64);
+        self.0.allocate_at(f, FrameCount::new(1)).ok().map(|()| f)
     }
-    fn free(&mut self, frame: usize, order: u32) {
+    fn free(&mut self, frame: Frame, order: u32) {
         // `free_run` is the seed's `free` without the block-shape check (a block is a run).
-        self.0.free_run(Frame::from_number(frame as u64), FrameCount::new(1 << order)).expect("free of a live block");
+        self.0.free_run(frame, FrameCount::new(1 << order)).expect("free of a live block");
     }
 }
 
@@ -91,11 +96,12 @@ impl Bsa {
 }
 
 impl Frames for Bsa {
+    type Block = usize;
     fn alloc(&mut self, order: u32) -> Option<usize> {
         self.0.alloc(1 << order)
     }
-    fn alloc_at(&mut self, frame: usize) -> bool {
-        self.0.alloc_at(frame, 1).is_some()
+    fn alloc_at(&mut self, frame: usize) -> Option<usize> {
+        self.0.alloc_at(frame, 1)
     }
     fn free(&mut self, frame: usize, order: u32) {
         self.0.dealloc(frame, 1 << order);
@@ -114,11 +120,12 @@ impl Bitmap {
 }
 
 impl Frames for Bitmap {
+    type Block = usize;
     fn alloc(&mut self, order: u32) -> Option<usize> {
         if order == 0 { self.0.alloc() } else { self.0.alloc_contiguous(None, 1 << order, order as usize) }
     }
-    fn alloc_at(&mut self, frame: usize) -> bool {
-        self.0.alloc_contiguous(Some(frame), 1, 0).is_some()
+    fn alloc_at(&mut self, frame: usize) -> Option<usize> {
+        self.0.alloc_contiguous(Some(frame), 1, 0)
     }
     fn free(&mut self, frame: usize, order: u32) {
         if order == 0 {
@@ -190,12 +197,13 @@ impl FrameAlloc {
 }
 
 impl Frames for FrameAlloc {
+    type Block = usize;
     fn alloc(&mut self, order: u32) -> Option<usize> {
         let ps = PageSize::from_log2(12 + order as u8);
         self.a.allocate_physical(ps, NonZeroUsize::MIN).ok().map(|p| (p - self.base) >> 12)
     }
-    fn alloc_at(&mut self, _frame: usize) -> bool {
-        false
+    fn alloc_at(&mut self, _frame: usize) -> Option<usize> {
+        None
     }
     fn free(&mut self, frame: usize, order: u32) {
         let ps = PageSize::from_log2(12 + order as u8);
@@ -210,7 +218,7 @@ impl Frames for FrameAlloc {
 /// A ring of live order-0 frames: each step allocates one and frees the oldest.
 struct Ring<A: Frames> {
     a: A,
-    live: Vec<usize>,
+    live: Vec<A::Block>,
 }
 
 impl<A: Frames> Ring<A> {
@@ -230,7 +238,7 @@ impl<A: Frames> Ring<A> {
 struct Churn<A: Frames> {
     a: A,
     rng: SmallRng,
-    live: Vec<(usize, u32)>,
+    live: Vec<(A::Block, u32)>,
 }
 
 impl<A: Frames> Churn<A> {
@@ -255,8 +263,10 @@ impl<A: Frames> Churn<A> {
             22 => 12,
             _ => {
                 let f = self.rng.random_range(0..FRAMES);
-                if self.a.has_alloc_at() && self.a.alloc_at(f) {
-                    self.live.push((f, 0));
+                if self.a.has_alloc_at()
+                    && let Some(b) = self.a.alloc_at(f)
+                {
+                    self.live.push((b, 0));
                 }
                 return;
             }
