@@ -440,7 +440,7 @@ impl<'h> Allocator<'h> {
     pub fn allocate(&mut self, order: Order) -> Result<Frame, AllocateError> {
         if order.get() == 0 {
             return match self.take_one(u64::MAX) {
-                Some(f) => Ok(Frame::from_number(f)),
+                Some(f) => Ok(frame(f)),
                 None => Err(AllocateError::PhysicalMemoryFull(order)),
             };
         }
@@ -715,7 +715,7 @@ impl<'h> Allocator<'h> {
     }
 
     /// Marks summary bit `i` of level `l`'s layer 0 (word `i` of the level is not zero).
-    #[inline]
+    #[inline(always)]
     fn tree_set(&mut self, l: usize, mut i: usize) {
         let lv = &self.geo.level[l];
         for j in 0..lv.layers {
@@ -1295,6 +1295,17 @@ impl<'h> Allocator<'h> {
                 src = t;
             }
         }
+    }
+}
+
+/// The frame numbered `n` (a frame of the area, so below the physical limit), built through
+/// `Frame::checked_add`, which has no panic path and inlines across crates.
+#[inline]
+fn frame(n: u64) -> Frame {
+    const ZERO: Frame = Frame::from_number(0);
+    match ZERO.checked_add(FrameCount::new(n)) {
+        Some(f) => f,
+        None => Frame::from_number(n),
     }
 }
 
