@@ -957,37 +957,45 @@ impl<'h> Allocator<'h> {
         Some(f)
     }
 
+    /// Frees frames `[s, s + n)` after checking that each is allocated.
     #[inline]
     fn free_frames_checked(&mut self, s: u64, n: u64) -> Result<(), FreeError> {
+        if n == 1 && s >= self.geo.start && s < self.geo.end {
+            return self.free_one(s);
+        }
+        self.free_many(s, n)
+    }
+
+    /// Frees frame `s`, inside the area.
+    #[inline(always)]
+    fn free_one(&mut self, s: u64) -> Result<(), FreeError> {
+        let lo = self.geo.level[0].lo;
+        let wi = (s / 64 - lo) as usize;
+        let bit = 1u64 << (s % 64);
+        let a0 = self.geo.level[0].bits.offset + wi;
+        let old = self.words[a0];
+        if (old | self.words[self.geo.reserved.offset + wi]) & bit != 0 {
+            return Err(if old & bit != 0 { FreeError::AlreadyFree(frame(s)) } else { FreeError::Reserved(frame(s)) });
+        }
+        let new = old | bit;
+        self.words[a0] = new;
+        if old == 0 {
+            self.tree_set(0, wi);
+        }
+        if new == !0 && self.geo.levels > 1 {
+            self.set_unit(1, lo + wi as u64);
+        }
+        self.words[W_FREE] += 1;
+        self.words[W_HINT] = wi as u64;
+        Ok(())
+    }
+
+    /// Frees frames `[s, s + n)`, checking the range and every frame first.
+    fn free_many(&mut self, s: u64, n: u64) -> Result<(), FreeError> {
         if n == 0 || s < self.geo.start || s >= self.geo.end || n > self.geo.end - s {
             return Err(FreeError::OutsideArea(MemoryArea::new(PhysAddr::new(s << PAGE_SHIFT), n << PAGE_SHIFT)));
         }
         let e = s + n;
-        if n == 1 {
-            let lo = self.geo.level[0].lo;
-            let wi = (s / 64 - lo) as usize;
-            let bit = 1u64 << (s % 64);
-            let a0 = self.geo.level[0].bits.offset + wi;
-            let old = self.words[a0];
-            if (old | self.words[self.geo.reserved.offset + wi]) & bit != 0 {
-                return Err(if old & bit != 0 {
-                    FreeError::AlreadyFree(Frame::from_number(s))
-                } else {
-                    FreeError::Reserved(Frame::from_number(s))
-                });
-            }
-            let new = old | bit;
-            self.words[a0] = new;
-            if old == 0 {
-                self.tree_set(0, wi);
-            }
-            if new == !0 && self.geo.levels > 1 {
-                self.set_unit(1, lo + wi as u64);
-            }
-            self.words[W_FREE] += 1;
-            self.words[W_HINT] = wi as u64;
-            return Ok(());
-        }
         if self.any_free_or_reserved(s, e) {
             if let Some(f) = self.first_with(self.geo.level[0].bits, s, e, true) {
                 return Err(FreeError::AlreadyFree(Frame::from_number(f)));
