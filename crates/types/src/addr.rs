@@ -39,6 +39,7 @@ impl PhysAddr {
     ///
     /// # Panics
     /// If `value` does not fit in 52 bits.
+    #[inline]
     #[must_use]
     pub const fn new(value: u64) -> Self {
         match Self::try_new(value) {
@@ -51,35 +52,41 @@ impl PhysAddr {
     ///
     /// # Errors
     /// [`AddrError::PhysTooLarge`] if `value` does not fit in 52 bits.
+    #[inline]
     pub const fn try_new(value: u64) -> Result<Self, AddrError> {
         if value < Self::LIMIT { Ok(PhysAddr(value)) } else { Err(AddrError::PhysTooLarge(value)) }
     }
 
     /// The zero address.
+    #[inline]
     #[must_use]
     pub const fn zero() -> Self {
         PhysAddr(0)
     }
 
     /// The address as a number.
+    #[inline]
     #[must_use]
     pub const fn as_u64(self) -> u64 {
         self.0
     }
 
     /// Whether the address is a multiple of `align` (a power of two).
+    #[inline]
     #[must_use]
     pub const fn is_aligned(self, align: u64) -> bool {
         self.0 & (align - 1) == 0
     }
 
     /// The address rounded down to a multiple of `align` (a power of two).
+    #[inline]
     #[must_use]
     pub const fn align_down(self, align: u64) -> Self {
         PhysAddr(self.0 & !(align - 1))
     }
 
     /// The address plus `bytes`, or `None` past the physical limit.
+    #[inline]
     #[must_use]
     pub const fn checked_add(self, bytes: u64) -> Option<Self> {
         match self.0.checked_add(bytes) {
@@ -114,6 +121,7 @@ impl VirtAddr {
     ///
     /// # Panics
     /// If `value` is not canonical.
+    #[inline]
     #[must_use]
     pub const fn new(value: usize) -> Self {
         match Self::try_new(value) {
@@ -126,42 +134,49 @@ impl VirtAddr {
     ///
     /// # Errors
     /// [`AddrError::NotCanonical`] if bits 48..64 are not copies of bit 47.
+    #[inline]
     pub const fn try_new(value: usize) -> Result<Self, AddrError> {
         let top = (value as u64) >> 47;
         if top == 0 || top == 0x1_ffff { Ok(VirtAddr(value)) } else { Err(AddrError::NotCanonical(value as u64)) }
     }
 
     /// The zero address.
+    #[inline]
     #[must_use]
     pub const fn zero() -> Self {
         VirtAddr(0)
     }
 
     /// The address as a number.
+    #[inline]
     #[must_use]
     pub const fn as_usize(self) -> usize {
         self.0
     }
 
     /// The address as a `u64`.
+    #[inline]
     #[must_use]
     pub const fn as_u64(self) -> u64 {
         self.0 as u64
     }
 
     /// Whether the address is a multiple of `align` (a power of two).
+    #[inline]
     #[must_use]
     pub const fn is_aligned(self, align: usize) -> bool {
         self.0 & (align - 1) == 0
     }
 
     /// The address rounded down to a multiple of `align` (a power of two).
+    #[inline]
     #[must_use]
     pub const fn align_down(self, align: usize) -> Self {
         VirtAddr(self.0 & !(align - 1))
     }
 
     /// The address plus `bytes`, or `None` on overflow or when the result is not canonical.
+    #[inline]
     #[must_use]
     pub const fn checked_add(self, bytes: usize) -> Option<Self> {
         match self.0.checked_add(bytes) {
@@ -174,6 +189,7 @@ impl VirtAddr {
     }
 
     /// The number of bytes from `earlier` to `self`, or `None` if `earlier` is above `self`.
+    #[inline]
     #[must_use]
     pub const fn checked_offset_from(self, earlier: VirtAddr) -> Option<usize> {
         self.0.checked_sub(earlier.0)

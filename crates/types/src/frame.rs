@@ -30,6 +30,7 @@ impl Frame {
     ///
     /// # Panics
     /// If the frame's start address would not be a valid [`PhysAddr`].
+    #[inline]
     #[must_use]
     pub const fn from_number(number: u64) -> Self {
         assert!(number < (PhysAddr::LIMIT >> PAGE_SHIFT), "frame number beyond the physical limit");
@@ -37,30 +38,35 @@ impl Frame {
     }
 
     /// The frame that starts at `addr`, or `None` if `addr` is not 4 KiB aligned.
+    #[inline]
     #[must_use]
     pub const fn from_start_address(addr: PhysAddr) -> Option<Self> {
         if addr.is_aligned(PAGE_SIZE as u64) { Some(Frame(addr.as_u64() >> PAGE_SHIFT)) } else { None }
     }
 
     /// The frame that contains `addr`.
+    #[inline]
     #[must_use]
     pub const fn containing_address(addr: PhysAddr) -> Self {
         Frame(addr.as_u64() >> PAGE_SHIFT)
     }
 
     /// The frame's number.
+    #[inline]
     #[must_use]
     pub const fn number(self) -> u64 {
         self.0
     }
 
     /// The frame's first byte.
+    #[inline]
     #[must_use]
     pub const fn start_address(self) -> PhysAddr {
         PhysAddr::new(self.0 << PAGE_SHIFT)
     }
 
     /// The frame `count` frames further on, or `None` past the physical limit.
+    #[inline]
     #[must_use]
     pub const fn checked_add(self, count: FrameCount) -> Option<Self> {
         match self.0.checked_add(count.get()) {
@@ -70,6 +76,7 @@ impl Frame {
     }
 
     /// The number of frames from `earlier` to `self`, or `None` if `earlier` is above `self`.
+    #[inline]
     #[must_use]
     pub const fn checked_distance_from(self, earlier: Frame) -> Option<FrameCount> {
         match self.0.checked_sub(earlier.0) {
@@ -79,6 +86,7 @@ impl Frame {
     }
 
     /// Whether the frame is the first of a naturally aligned block of `order`.
+    #[inline]
     #[must_use]
     pub const fn is_aligned_to(self, order: Order) -> bool {
         self.0 & (order.frame_count().get() - 1) == 0
@@ -98,30 +106,35 @@ pub struct Page(usize);
 
 impl Page {
     /// The page that starts at `addr`, or `None` if `addr` is not 4 KiB aligned.
+    #[inline]
     #[must_use]
     pub const fn from_start_address(addr: VirtAddr) -> Option<Self> {
         if addr.is_aligned(PAGE_SIZE) { Some(Page(addr.as_usize() >> PAGE_SHIFT)) } else { None }
     }
 
     /// The page that contains `addr`.
+    #[inline]
     #[must_use]
     pub const fn containing_address(addr: VirtAddr) -> Self {
         Page(addr.as_usize() >> PAGE_SHIFT)
     }
 
     /// The page's number.
+    #[inline]
     #[must_use]
     pub const fn number(self) -> usize {
         self.0
     }
 
     /// The page's first byte.
+    #[inline]
     #[must_use]
     pub const fn start_address(self) -> VirtAddr {
         VirtAddr::new(self.0 << PAGE_SHIFT)
     }
 
     /// The page `count` pages further on, or `None` when that leaves the canonical range.
+    #[inline]
     #[must_use]
     pub const fn checked_add(self, count: PageCount) -> Option<Self> {
         match self.0.checked_add(count.get()) {
@@ -134,6 +147,7 @@ impl Page {
     }
 
     /// The number of pages from `earlier` to `self`, or `None` if `earlier` is above `self`.
+    #[inline]
     #[must_use]
     pub const fn checked_distance_from(self, earlier: Page) -> Option<PageCount> {
         match self.0.checked_sub(earlier.0) {
@@ -156,24 +170,28 @@ pub struct FrameCount(u64);
 
 impl FrameCount {
     /// `n` frames.
+    #[inline]
     #[must_use]
     pub const fn new(n: u64) -> Self {
         FrameCount(n)
     }
 
     /// The count as a number.
+    #[inline]
     #[must_use]
     pub const fn get(self) -> u64 {
         self.0
     }
 
     /// The size in bytes, or `None` on overflow.
+    #[inline]
     #[must_use]
     pub const fn bytes(self) -> Option<u64> {
         self.0.checked_mul(PAGE_SIZE as u64)
     }
 
     /// The number of frames that hold `bytes` (rounded up).
+    #[inline]
     #[must_use]
     pub const fn for_bytes(bytes: u64) -> Self {
         FrameCount(bytes.div_ceil(PAGE_SIZE as u64))
@@ -187,24 +205,28 @@ pub struct PageCount(usize);
 
 impl PageCount {
     /// `n` pages.
+    #[inline]
     #[must_use]
     pub const fn new(n: usize) -> Self {
         PageCount(n)
     }
 
     /// The count as a number.
+    #[inline]
     #[must_use]
     pub const fn get(self) -> usize {
         self.0
     }
 
     /// The size in bytes, or `None` on overflow.
+    #[inline]
     #[must_use]
     pub const fn bytes(self) -> Option<usize> {
         self.0.checked_mul(PAGE_SIZE)
     }
 
     /// The number of pages that hold `bytes` (rounded up).
+    #[inline]
     #[must_use]
     pub const fn for_bytes(bytes: usize) -> Self {
         PageCount(bytes.div_ceil(PAGE_SIZE))
@@ -242,6 +264,7 @@ impl Order {
     ///
     /// # Panics
     /// If `k` is above [`Order::MAX`].
+    #[inline]
     #[must_use]
     pub const fn new(k: u8) -> Self {
         assert!(k <= Self::MAX.0, "order above Order::MAX");
@@ -252,23 +275,27 @@ impl Order {
     ///
     /// # Errors
     /// [`OrderError`] if `k` is above [`Order::MAX`].
+    #[inline]
     pub const fn try_new(k: u32) -> Result<Self, OrderError> {
         if k <= Self::MAX.0 as u32 { Ok(Order(k as u8)) } else { Err(OrderError(k)) }
     }
 
     /// The order as a number.
+    #[inline]
     #[must_use]
     pub const fn get(self) -> u8 {
         self.0
     }
 
     /// The number of frames in a block of this order.
+    #[inline]
     #[must_use]
     pub const fn frame_count(self) -> FrameCount {
         FrameCount(1 << self.0)
     }
 
     /// The size in bytes of a block of this order.
+    #[inline]
     #[must_use]
     pub const fn bytes(self) -> u64 {
         (PAGE_SIZE as u64) << self.0
@@ -276,12 +303,14 @@ impl Order {
 
     /// The smallest order whose block holds `bytes` (order 0 for 0 bytes), or `None` past
     /// [`Order::MAX`].
+    #[inline]
     #[must_use]
     pub const fn for_size(bytes: u64) -> Option<Self> {
         Self::for_frames(FrameCount::for_bytes(bytes))
     }
 
     /// The smallest order whose block holds `count` frames, or `None` past [`Order::MAX`].
+    #[inline]
     #[must_use]
     pub const fn for_frames(count: FrameCount) -> Option<Self> {
         let n = if count.0 == 0 { 1 } else { count.0 };

@@ -30,6 +30,7 @@ impl fmt::Debug for Rights {
 
 impl Rights {
     /// Whether these rights allow `access`.
+    #[inline]
     #[must_use]
     pub const fn allows(self, access: Access) -> bool {
         self.contains(access.required_rights())
@@ -49,6 +50,7 @@ pub enum Access {
 
 impl Access {
     /// The rights an access of this kind needs.
+    #[inline]
     #[must_use]
     pub const fn required_rights(self) -> Rights {
         match self {
