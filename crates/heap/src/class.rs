@@ -2,8 +2,8 @@
 //! class takes.
 //!
 //! ```text
-//!   16 32 48 ... 256 | 288 320 ... 512 | 576 ... 1024 | ... | 28672 32768
-//!   step 16          | 8 steps per doubling (at most 12.5 % rounding, ~5 % on average)
+//!   16 32 48 ... 256 | 272 288 ... 512 | 544 ... 1024 | ... | 30720 32768
+//!   step 16          | 16 steps per doubling (at most 6.25 % rounding, ~3 % on average)
 //! ```
 //!
 //! A span holds at most [`MAX_BLOCKS`] blocks so that its allocation bitmap fits in its
@@ -11,12 +11,12 @@
 
 use memkit_types::PAGE_SIZE;
 
-/// Classes per doubling above 256 bytes.
+/// Classes per doubling above 256 bytes at most; no step is finer than 16 bytes.
 const STEPS: usize = 8;
-/// Classes in all.
-pub(crate) const CLASS_COUNT: usize = 16 + 7 * STEPS;
 /// The largest block a span serves; larger requests take whole pages.
 pub(crate) const MAX_SMALL: usize = 32 * 1024;
+/// Classes in all.
+pub(crate) const CLASS_COUNT: usize = count_classes();
 /// Blocks per span at most (bits of a descriptor's bitmap).
 pub(crate) const MAX_BLOCKS: usize = 512;
 /// Pages per span at most.
@@ -44,14 +44,41 @@ impl Class {
     }
 }
 
-const fn class_size(i: usize) -> usize {
-    if i < 16 {
-        (i + 1) * 16
-    } else {
-        let k = (i - 16) / STEPS + 8;
-        let j = (i - 16) % STEPS + 1;
-        (1 << k) + j * ((1 << k) / STEPS)
+/// The step between classes in the doubling `2^k .. 2^(k+1)`.
+const fn step(k: usize) -> usize {
+    let s = (1 << k) / STEPS;
+    if s < 16 { 16 } else { s }
+}
+
+const fn count_classes() -> usize {
+    let mut n = 16;
+    let mut k = 8;
+    while (1 << k) < MAX_SMALL {
+        n += (1 << k) / step(k);
+        k += 1;
     }
+    n
+}
+
+/// The nominal sizes: 16-byte steps up to 256, then [`STEPS`] per doubling.
+const fn nominal_sizes() -> [usize; CLASS_COUNT] {
+    let mut out = [0; CLASS_COUNT];
+    let mut i = 0;
+    while i < 16 {
+        out[i] = (i + 1) * 16;
+        i += 1;
+    }
+    let mut k = 8;
+    while (1 << k) < MAX_SMALL {
+        let mut j = 1;
+        while j <= (1 << k) / step(k) {
+            out[i] = (1 << k) + j * step(k);
+            i += 1;
+            j += 1;
+        }
+        k += 1;
+    }
+    out
 }
 
 const fn span_pages(size: usize) -> usize {
@@ -82,15 +109,26 @@ const fn span_pages(size: usize) -> usize {
     best
 }
 
+/// Each class's span holds as many blocks as its nominal size allows, and the block size
+/// grows (in 16-byte steps, staying below the next class) to take the span's tail: the
+/// bytes would be lost otherwise, and larger blocks round fewer requests up to the next
+/// class.
 const fn build() -> [Class; CLASS_COUNT] {
+    let nominal = nominal_sizes();
     let mut out = [Class { size: 0, pages: 0, blocks: 0, magic: 0 }; CLASS_COUNT];
     let mut i = 0;
     while i < CLASS_COUNT {
-        let size = class_size(i);
-        let pages = span_pages(size);
-        let mut blocks = pages * PAGE_SIZE / size;
+        let pages = span_pages(nominal[i]);
+        let mut blocks = pages * PAGE_SIZE / nominal[i];
         if blocks > MAX_BLOCKS {
             blocks = MAX_BLOCKS;
+        }
+        let mut size = (pages * PAGE_SIZE / blocks) & !15;
+        if i + 1 < CLASS_COUNT && size >= nominal[i + 1] {
+            size = nominal[i + 1] - 16;
+        }
+        if size > MAX_SMALL {
+            size = MAX_SMALL;
         }
         let magic = (1u64 << 40).div_ceil(size as u64);
         out[i] = Class { size: size as u32, pages: pages as u32, blocks: blocks as u32, magic };
@@ -102,6 +140,23 @@ const fn build() -> [Class; CLASS_COUNT] {
 /// Every class, smallest first.
 pub(crate) const CLASSES: [Class; CLASS_COUNT] = build();
 
+/// The class of each size in 16-byte units (`LOOKUP[(s + 15) / 16]`).
+static LOOKUP: [u8; MAX_SMALL / 16 + 1] = lookup();
+
+const fn lookup() -> [u8; MAX_SMALL / 16 + 1] {
+    let mut out = [0u8; MAX_SMALL / 16 + 1];
+    let mut class = 0;
+    let mut u = 0;
+    while u <= MAX_SMALL / 16 {
+        while (CLASSES[class].size as usize) < u * 16 {
+            class += 1;
+        }
+        out[u] = class as u8;
+        u += 1;
+    }
+    out
+}
+
 /// The smallest class whose blocks hold `size` bytes aligned to `align` (a power of two at
 /// most a page), or `None` when the request is larger than [`MAX_SMALL`].
 #[inline]
@@ -110,13 +165,7 @@ pub(crate) fn class_for(size: usize, align: usize) -> Option<usize> {
     if s > MAX_SMALL {
         return None;
     }
-    let mut i = if s <= 256 {
-        s.div_ceil(16) - 1
-    } else {
-        let k = (usize::BITS - 1 - (s - 1).leading_zeros()) as usize;
-        let step = (1 << k) / STEPS;
-        16 + (k - 8) * STEPS + (s - (1 << k)).div_ceil(step) - 1
-    };
+    let mut i = LOOKUP[s.div_ceil(16)] as usize;
     // Blocks sit at multiples of the class size from a page-aligned start, so a class whose
     // size is a multiple of `align` aligns them all; powers of two are classes.
     while !(CLASSES[i].size as usize).is_multiple_of(align) {

@@ -146,7 +146,7 @@ pub struct BlockInfo {
     pub start: NonNull<u8>,
     /// Its usable size (the class size, or whole pages for a large block).
     pub usable: usize,
-    /// The alignment every block of its kind is guaranteed (log2).
+    /// Its alignment (log2): at least the one it was allocated with.
     pub align_log2: u32,
     /// Times it is pinned (for a heap with pageable memory).
     pub pins: u32,
@@ -409,6 +409,13 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             && let Some(class) = class_for(size, align)
         {
             let shard = self.cpu.current() % SHARDS;
+            if align > 16
+                && let Some(natural) = class_for(size, 1)
+                && natural != class
+                && let Some(p) = self.allocate_aligned(map, shard, natural, align)
+            {
+                return Ok(p);
+            }
             if let Some(p) = self.allocate_small(map, shard, class) {
                 return Ok(p);
             }
@@ -418,7 +425,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             }
             // Dry: holes of larger classes, else just the pages the block needs.
             return self
-                .allocate_from_larger_class(map, class, align)
+                .allocate_from_larger_class(map, size, class, align)
                 .or_else(|| self.allocate_large(map, size, align_log2))
                 .ok_or(XmallocError::NoMemory(size));
         }
@@ -437,29 +444,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let mut st = self.shards[shard].state.lock();
         let lists = &mut st.classes[class];
         let c = CLASSES[class];
-        let id = if lists.partial != NONE {
-            lists.partial
-        } else if lists.empty != NONE {
-            let id = lists.empty;
-            lists.empty = self.live(id).next.load(Relaxed);
-            lists.empties -= 1;
-            self.push(lists, id);
-            id
-        } else {
-            let (id, _) = self.new_run(map, c.pages as usize, PAGE_SHIFT)?;
-            let d = self.live(id);
-            for (w, word) in d.bitmap.iter().enumerate() {
-                let first = w * 64;
-                let valid = (c.blocks as usize).saturating_sub(first).min(64);
-                word.store(if valid == 64 { 0 } else { !0u64 << valid }, Relaxed);
-            }
-            d.size.store(c.size as usize, Relaxed);
-            d.class.store(class as u8, Relaxed);
-            d.shard.store(shard as u8, Relaxed);
-            d.kind.store(KIND_SMALL, Release);
-            self.push(lists, id);
-            id
-        };
+        let id = if lists.partial != NONE { lists.partial } else { self.fresh_span(map, lists, shard, class)? };
         let d = self.live(id);
         let mut w = d.hint.load(Relaxed) as usize;
         loop {
@@ -484,23 +469,125 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         }
     }
 
-    /// When the page source is dry: a free block of a larger class (of any shard) whose
-    /// size keeps the alignment, so that holes left in other classes' spans are used.
+    /// An empty span of `class` for `shard` (a cached one, else new pages), put on the
+    /// partial list.
+    fn fresh_span(&self, map: &PageMap, lists: &mut ClassLists, shard: usize, class: usize) -> Option<u32> {
+        let c = CLASSES[class];
+        let id = if lists.empty != NONE {
+            let id = lists.empty;
+            lists.empty = self.live(id).next.load(Relaxed);
+            lists.empties -= 1;
+            id
+        } else {
+            let (id, _) = self.new_run(map, c.pages as usize, PAGE_SHIFT)?;
+            let d = self.live(id);
+            for (w, word) in d.bitmap.iter().enumerate() {
+                let first = w * 64;
+                let valid = (c.blocks as usize).saturating_sub(first).min(64);
+                word.store(if valid == 64 { 0 } else { !0u64 << valid }, Relaxed);
+            }
+            d.size.store(c.size as usize, Relaxed);
+            d.class.store(class as u8, Relaxed);
+            d.shard.store(shard as u8, Relaxed);
+            d.kind.store(KIND_SMALL, Release);
+            id
+        };
+        self.push(lists, id);
+        Some(id)
+    }
+
+    /// A block of `class` (whose size is not a multiple of `align`) at an offset aligned to
+    /// `align`: a free block at such an index in one of the first partial spans, else the
+    /// first block of a fresh span (spans start on a page). This keeps an aligned request
+    /// from rounding up to a class that is a multiple of its alignment.
+    fn allocate_aligned(&self, map: &PageMap, shard: usize, class: usize, align: usize) -> Option<NonNull<u8>> {
+        const SEARCH: usize = 8;
+        let c = CLASSES[class];
+        let stride = align >> (c.size.trailing_zeros().min(align.trailing_zeros()));
+        let mut st = self.shards[shard].state.lock();
+        let lists = &mut st.classes[class];
+        let mut id = lists.partial;
+        let mut searched = 0;
+        while id != NONE && searched < SEARCH {
+            if let Some(p) = self.take_at_stride(lists, id, stride) {
+                return Some(p);
+            }
+            id = self.live(id).next.load(Relaxed);
+            searched += 1;
+        }
+        let _ = map;
+        None
+    }
+
+    /// A free block of span `id` (of `lists`' class) whose index is a multiple of `stride`.
+    fn take_at_stride(&self, lists: &mut ClassLists, id: u32, stride: usize) -> Option<NonNull<u8>> {
+        let d = self.live(id);
+        let c = CLASSES[d.class.load(Relaxed) as usize];
+        let index =
+            (0..c.blocks as usize).step_by(stride).find(|&i| d.bitmap[i / 64].load(Relaxed) >> (i % 64) & 1 == 0)?;
+        let w = index / 64;
+        d.bitmap[w].store(d.bitmap[w].load(Relaxed) | 1 << (index % 64), Relaxed);
+        let used = d.used.load(Relaxed) + 1;
+        d.used.store(used, Relaxed);
+        if used == c.blocks {
+            self.unlink(lists, id);
+        }
+        NonNull::new((d.start.load(Relaxed) + index * c.size as usize) as *mut u8)
+    }
+
+    /// When the page source is dry: a free block of a larger class (of any shard), so that
+    /// holes left in other classes' spans are used. A class whose size keeps the alignment
+    /// serves any of its free blocks; any other class a free block at an aligned offset
+    /// (every span's first block is page-aligned).
     #[cold]
-    fn allocate_from_larger_class(&self, map: &PageMap, class: usize, align: usize) -> Option<NonNull<u8>> {
-        for (larger, c) in CLASSES.iter().enumerate().skip(class + 1) {
-            if !(c.size as usize).is_multiple_of(align) {
+    fn allocate_from_larger_class(
+        &self,
+        map: &PageMap,
+        size: usize,
+        class: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        let first = class_for(size, 1).unwrap_or(class);
+        for (larger, c) in CLASSES.iter().enumerate().skip(first) {
+            if larger == class {
                 continue;
             }
-            for shard in 0..SHARDS {
-                let has_free = {
-                    let st = self.shards[shard].state.lock();
-                    st.classes[larger].partial != NONE || st.classes[larger].empty != NONE
-                };
-                if has_free && let Some(p) = self.allocate_small(map, shard, larger) {
-                    return Some(p);
+            let block = c.size as usize;
+            if block.is_multiple_of(align) {
+                for shard in 0..SHARDS {
+                    let has_free = {
+                        let st = self.shards[shard].state.lock();
+                        st.classes[larger].partial != NONE || st.classes[larger].empty != NONE
+                    };
+                    if has_free && let Some(p) = self.allocate_small(map, shard, larger) {
+                        return Some(p);
+                    }
+                }
+            } else {
+                // Blocks at multiples of `stride` start at multiples of `align`.
+                let stride = align >> block.trailing_zeros().min(align.trailing_zeros());
+                for shard in 0..SHARDS {
+                    if let Some(p) = self.allocate_at_stride(shard, larger, stride) {
+                        return Some(p);
+                    }
                 }
             }
+        }
+        None
+    }
+
+    /// A free block of a partial span of `class` in `shard` whose index is a multiple of
+    /// `stride`.
+    #[cold]
+    fn allocate_at_stride(&self, shard: usize, class: usize, stride: usize) -> Option<NonNull<u8>> {
+        let mut st = self.shards[shard].state.lock();
+        let lists = &mut st.classes[class];
+        let mut id = lists.partial;
+        while id != NONE {
+            if let Some(p) = self.take_at_stride(lists, id, stride) {
+                return Some(p);
+            }
+            id = self.live(id).next.load(Relaxed);
         }
         None
     }
@@ -641,8 +728,10 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let (usable, align_log2) = if d.kind.load(Relaxed) == KIND_LARGE {
             (d.pages.load(Relaxed) as usize * PAGE_SIZE, u32::from(d.align_log2.load(Relaxed)).max(PAGE_SHIFT))
         } else {
+            // A block sits at a multiple of its size, or (taken for an aligned request) at
+            // an offset aligned to more: its address tells.
             let size = d.size.load(Relaxed);
-            (size, size.trailing_zeros().min(PAGE_SHIFT))
+            (size, size.trailing_zeros().max(addr.trailing_zeros()).min(PAGE_SHIFT))
         };
         Ok(BlockInfo { start: ptr, usable, align_log2, pins: self.pin_count(d, addr) })
     }
@@ -925,5 +1014,70 @@ impl<P: PageSource, C> Heap<P, C> {
                 ShardState { classes: [ClassLists { partial: NONE, empty: NONE, empties: 0 }; CLASS_COUNT] };
         }
         *self.pins.get_mut() = PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::vec;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::source::RegionPageSource;
+
+    fn heap(bytes: usize) -> Heap<RegionPageSource> {
+        let mem: &'static mut [u8] = vec![0u8; bytes].leak();
+        // SAFETY: leaked memory, used only by this source, valid for 'static.
+        let src = unsafe { RegionPageSource::new(NonNull::new(mem.as_mut_ptr()).unwrap(), mem.len()) }.unwrap();
+        let heap = Heap::new(src, SingleCpu, false);
+        heap.init().unwrap();
+        heap
+    }
+
+    fn addr(p: NonNull<u8>) -> usize {
+        p.as_ptr() as usize
+    }
+
+    #[test]
+    fn an_aligned_request_takes_an_aligned_block_of_its_own_class() {
+        let h = heap(1 << 20);
+        let first: Vec<_> = (0..3).map(|_| h.allocate(40, 0).unwrap()).collect();
+        let size = h.block(first[0]).unwrap().usable;
+        assert_eq!(size, 48);
+        // Blocks 1 and 2 are 48 bytes apart; the next 64-aligned free one is block 4.
+        let p = h.allocate(40, 6).unwrap();
+        assert_eq!(addr(p), addr(first[0]) + 4 * size);
+        let info = h.block(p).unwrap();
+        assert_eq!(info.usable, size);
+        assert!(info.align_log2 >= 6);
+        h.check_invariants();
+        // The next 40-byte block without alignment fills the gap before it.
+        assert_eq!(addr(h.allocate(40, 0).unwrap()), addr(first[0]) + 3 * size);
+        h.check_invariants();
+    }
+
+    #[test]
+    fn a_dry_heap_serves_an_aligned_request_from_a_page_aligned_hole() {
+        let h = heap(256 << 10);
+        let mut live = Vec::new();
+        while let Ok(p) = h.allocate(100, 0) {
+            live.push(p);
+        }
+        assert_eq!(h.source().free_page_count().get(), 0);
+        assert!(h.allocate(50, 12).is_err());
+        h.check_invariants();
+        // A span's first block starts a page: once free, it serves a page-aligned request.
+        let i = live.iter().position(|p| addr(*p).is_multiple_of(PAGE_SIZE)).unwrap();
+        let hole = live.swap_remove(i);
+        h.free(hole).unwrap();
+        let p = h.allocate(50, 12).unwrap();
+        assert_eq!(p, hole);
+        assert_eq!(h.block(p).unwrap().align_log2, PAGE_SHIFT);
+        h.check_invariants();
+        for p in live {
+            h.free(p).unwrap();
+        }
+        h.free(p).unwrap();
+        h.check_invariants();
     }
 }

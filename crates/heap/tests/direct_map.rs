@@ -10,11 +10,13 @@ use memkit_types::{Frame, FrameCount, FrameSource, PAGE_SIZE, PhysAddr, VirtAddr
 #[test]
 fn heap_over_frames_through_a_direct_map() {
     const FRAMES: u64 = 1024;
-    // "Physical memory": a page-aligned buffer; physical address p is at base + p.
-    let layout = std::alloc::Layout::from_size_align(FRAMES as usize * PAGE_SIZE, 1 << 16).unwrap();
+    // "Physical memory": a buffer aligned to 64 KiB but not to 128 KiB (so that no larger
+    // alignment can be had by chance); physical address p is at base + p.
+    let layout = std::alloc::Layout::from_size_align(FRAMES as usize * PAGE_SIZE + (1 << 16), 1 << 17).unwrap();
     // SAFETY: a non-zero size; leaked on purpose.
-    let base = unsafe { std::alloc::alloc_zeroed(layout) } as usize;
-    assert_ne!(base, 0);
+    let raw = unsafe { std::alloc::alloc_zeroed(layout) } as usize;
+    assert_ne!(raw, 0);
+    let base = raw + (1 << 16);
     let frames = ModelFrameSource::new(Frame::from_number(0), FrameCount::new(FRAMES));
     let free0 = frames.free_frames().get();
     // SAFETY: every physical address below FRAMES pages is the leaked buffer at base + p,
