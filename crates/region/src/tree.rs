@@ -1,26 +1,34 @@
-//! An AVL tree of disjoint intervals in an index arena, augmented with each subtree's
-//! largest gap, so that a free range is found in O(log n).
+//! A B+-tree of disjoint intervals in an index arena, augmented with each child's largest
+//! gap, so that a free range is found in O(log n) and a lookup touches few cache lines.
 //!
 //! ```text
-//!                 [40,50) gap:max(10, 5, 40-30, 60-50)=10
-//!                /                    \
-//!        [10,30) gap:0            [60,90) gap:0
-//!   subtree: min_start 10, max_end 30       min_start 60, max_end 90
+//!   internal node:  child │ min_start │ max_end │ max_gap    (one row per child, ≤ 16)
+//!                    ─────┼───────────┼─────────┼────────
+//!                      7  │    10     │   50    │   10      gaps between children:
+//!                      3  │    60     │   90    │    0        60 - 50 = 10
+//!                      │
+//!                      ▼
+//!   leaf:           start │ end │ value                      (≤ 16 intervals, chained
+//!                     10  │ 30  │  ..                        to the next leaf)
+//!                     40  │ 50  │  ..
 //!
 //!   free space:  ..10 | 30..40 | 50..60 | 90..
 //! ```
 //!
-//! Every node keeps the smallest start and the largest end of its subtree and the largest
-//! gap *between* two intervals of its subtree. A first-fit search walks the tree in address
-//! order and skips every subtree whose largest inner gap is too small: it descends along one
-//! path to the lower bound of the search and then along one path to the first gap that fits,
-//! so it visits O(log n) nodes when the alignment is at most a page (a gap that is large
+//! Every node holds up to [`B`] rows and, unless it is the root, at least `B / 2`; every
+//! leaf lies at the same depth. An internal node keeps, for each child, the smallest start,
+//! the largest end and the largest gap *between* two intervals of the child's subtree. A
+//! lookup reads one array of 16 starts per level (two cache lines) and so visits about
+//! `log16 n` nodes instead of the `1.44 log2 n` of a binary tree. A first-fit search walks
+//! the rows in address order and skips every child whose largest inner gap is too small: it
+//! descends along the path to the lower bound of the search and then to the first gap that
+//! fits, so it visits O(log n) nodes when the alignment is at most a page (a gap that is large
 //! enough then always fits). With a larger alignment a large-enough gap may still not hold an
 //! aligned run; the search then moves on to the next candidate, as Zircon's VMAR does.
 //!
 //! The tree works on plain numbers (bytes, or anything ordered); the region map gives them
 //! their meaning. Nodes live in a `Vec` and refer to each other by index: no pointers, no
-//! `unsafe`, and freed slots are reused.
+//! `unsafe`, and freed nodes are reused.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -28,23 +36,103 @@ use core::sync::atomic::{AtomicU32, Ordering};
 /// "No node".
 const NIL: u32 = u32::MAX;
 
-/// What a lookup reads: the interval and the children (24 bytes, so that a descent
-/// touches as few cache lines as possible).
-#[derive(Debug, Clone, Copy)]
-struct Link {
-    start: usize,
-    end: usize,
-    left: u32,
-    right: u32,
-}
+/// The most rows a node holds.
+const B: usize = 16;
 
-/// What a free-space search and rebalancing read: the subtree's summary.
-#[derive(Debug, Clone, Copy)]
+/// The fewest rows a node other than the root holds.
+const MIN: usize = B / 2;
+
+/// The deepest tree: `MIN^(MAX_HEIGHT - 1) >= 2^32` intervals.
+const MAX_HEIGHT: usize = 12;
+
+/// A subtree's extent and its largest inner gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Summary {
     min_start: usize,
     max_end: usize,
     max_gap: usize,
-    height: u8,
+}
+
+/// One row of a node: an interval and its value (leaf), or a child and its summary
+/// (internal node: `lo`, `hi`, `gap` are the child's smallest start, largest end and largest
+/// inner gap).
+#[derive(Debug, Clone, Copy)]
+struct Row<V> {
+    lo: usize,
+    hi: usize,
+    gap: usize,
+    child: u32,
+    value: Option<V>,
+}
+
+/// A node: the rows as parallel arrays, so that a descent reads only `lo` and `child`.
+#[derive(Debug, Clone)]
+struct Node<V> {
+    len: usize,
+    /// Leaves: the next leaf in address order. Free nodes: the next free node.
+    next: u32,
+    lo: [usize; B],
+    hi: [usize; B],
+    gap: [usize; B],
+    child: [u32; B],
+    value: [Option<V>; B],
+}
+
+impl<V: Copy> Node<V> {
+    fn empty() -> Self {
+        Node { len: 0, next: NIL, lo: [0; B], hi: [0; B], gap: [0; B], child: [NIL; B], value: [None; B] }
+    }
+
+    /// The number of rows whose `lo` is `<= key` (the rows are ordered by `lo`).
+    fn count_le(&self, key: usize) -> usize {
+        self.lo[..self.len].iter().map(|&s| usize::from(s <= key)).sum()
+    }
+
+    fn row(&self, i: usize) -> Row<V> {
+        Row { lo: self.lo[i], hi: self.hi[i], gap: self.gap[i], child: self.child[i], value: self.value[i] }
+    }
+
+    fn set(&mut self, i: usize, r: Row<V>) {
+        self.lo[i] = r.lo;
+        self.hi[i] = r.hi;
+        self.gap[i] = r.gap;
+        self.child[i] = r.child;
+        self.value[i] = r.value;
+    }
+
+    /// Inserts `r` at `i`; the node has room.
+    fn insert(&mut self, i: usize, r: Row<V>) {
+        let n = self.len;
+        debug_assert!(n < B && i <= n);
+        self.lo.copy_within(i..n, i + 1);
+        self.hi.copy_within(i..n, i + 1);
+        self.gap.copy_within(i..n, i + 1);
+        self.child.copy_within(i..n, i + 1);
+        self.value.copy_within(i..n, i + 1);
+        self.set(i, r);
+        self.len += 1;
+    }
+
+    fn remove(&mut self, i: usize) -> Row<V> {
+        let n = self.len;
+        let r = self.row(i);
+        self.lo.copy_within(i + 1..n, i);
+        self.hi.copy_within(i + 1..n, i);
+        self.gap.copy_within(i + 1..n, i);
+        self.child.copy_within(i + 1..n, i);
+        self.value.copy_within(i + 1..n, i);
+        self.len -= 1;
+        r
+    }
+
+    fn summary(&self) -> Summary {
+        let n = self.len;
+        let mut gap = self.gap[0];
+        for i in 1..n {
+            gap = gap.max(self.gap[i]).max(self.lo[i] - self.hi[i - 1]);
+        }
+        Summary { min_start: self.lo[0], max_end: self.hi[n - 1], max_gap: gap }
+    }
 }
 
 /// A free-space query: the first `size` bytes aligned to `align` in `[lo, hi)`.
@@ -80,22 +168,21 @@ pub(crate) struct Entry<V> {
 
 /// Disjoint half-open intervals `[start, end)` with values, ordered by start.
 ///
-/// Node `i` is `links[i]`, `sums[i]` and `values[i]`: three arrays, so that a lookup reads
-/// only the links.
-///
 /// # Invariants
-/// Intervals are non-empty and disjoint; the tree is an AVL tree ordered by start; every
-/// node's summary describes its subtree; the free list holds exactly the slots not in the
-/// tree.
+/// Intervals are non-empty and disjoint, ordered by start within and across the leaves;
+/// every leaf has depth `height`; every node holds at most [`B`] rows and, except the root,
+/// at least [`MIN`] (an internal root at least two); every internal row describes its
+/// child's subtree; the leaf chain visits the leaves in address order; the free list holds
+/// exactly the nodes not in the tree.
 #[derive(Debug)]
 pub(crate) struct GapTree<V> {
-    links: Vec<Link>,
-    sums: Vec<Summary>,
-    values: Vec<V>,
+    nodes: Vec<Node<V>>,
     root: u32,
+    /// The number of internal levels above the leaves.
+    height: usize,
     free: u32,
     len: usize,
-    /// The node [`containing_cached`](GapTree::containing_cached) found last (or `NIL`);
+    /// The leaf [`containing_cached`](GapTree::containing_cached) found last (or `NIL`);
     /// reset by every change of the tree. Atomic (relaxed) so that lookups stay `&self`
     /// and the tree stays `Sync`.
     last_hit: AtomicU32,
@@ -104,10 +191,9 @@ pub(crate) struct GapTree<V> {
 impl<V: Clone> Clone for GapTree<V> {
     fn clone(&self) -> Self {
         GapTree {
-            links: self.links.clone(),
-            sums: self.sums.clone(),
-            values: self.values.clone(),
+            nodes: self.nodes.clone(),
             root: self.root,
+            height: self.height,
             free: self.free,
             len: self.len,
             last_hit: AtomicU32::new(NIL),
@@ -118,15 +204,7 @@ impl<V: Clone> Clone for GapTree<V> {
 impl<V: Copy> GapTree<V> {
     /// An empty tree.
     pub(crate) const fn new() -> Self {
-        GapTree {
-            links: Vec::new(),
-            sums: Vec::new(),
-            values: Vec::new(),
-            root: NIL,
-            free: NIL,
-            len: 0,
-            last_hit: AtomicU32::new(NIL),
-        }
+        GapTree { nodes: Vec::new(), root: NIL, height: 0, free: NIL, len: 0, last_hit: AtomicU32::new(NIL) }
     }
 
     /// The number of intervals.
@@ -134,217 +212,231 @@ impl<V: Copy> GapTree<V> {
         self.len
     }
 
-    fn link(&self, i: u32) -> &Link {
-        &self.links[i as usize]
+    fn node(&self, i: u32) -> &Node<V> {
+        &self.nodes[i as usize]
     }
 
-    fn link_mut(&mut self, i: u32) -> &mut Link {
-        &mut self.links[i as usize]
+    fn node_mut(&mut self, i: u32) -> &mut Node<V> {
+        &mut self.nodes[i as usize]
     }
 
-    fn sum(&self, i: u32) -> &Summary {
-        &self.sums[i as usize]
-    }
-
-    fn height(&self, i: u32) -> u8 {
-        if i == NIL { 0 } else { self.sum(i).height }
-    }
-
-    /// Recomputes `i`'s summary from its children.
-    fn update(&mut self, i: u32) {
-        let n = *self.link(i);
-        let (mut min_start, mut max_end, mut gap) = (n.start, n.end, 0);
-        let mut height = 0;
-        if n.left != NIL {
-            let l = self.sum(n.left);
-            min_start = l.min_start;
-            gap = gap.max(l.max_gap).max(n.start - l.max_end);
-            height = l.height;
-        }
-        if n.right != NIL {
-            let r = self.sum(n.right);
-            max_end = r.max_end;
-            gap = gap.max(r.max_gap).max(r.min_start - n.end);
-            height = height.max(r.height);
-        }
-        self.sums[i as usize] = Summary { min_start, max_end, max_gap: gap, height: height + 1 };
-    }
-
-    fn rotate_right(&mut self, i: u32) -> u32 {
-        let l = self.link(i).left;
-        self.link_mut(i).left = self.link(l).right;
-        self.link_mut(l).right = i;
-        self.update(i);
-        self.update(l);
-        l
-    }
-
-    fn rotate_left(&mut self, i: u32) -> u32 {
-        let r = self.link(i).right;
-        self.link_mut(i).right = self.link(r).left;
-        self.link_mut(r).left = i;
-        self.update(i);
-        self.update(r);
-        r
-    }
-
-    /// Restores the AVL balance at `i` (whose children are balanced) and returns the new
-    /// subtree root.
-    fn balance(&mut self, i: u32) -> u32 {
-        self.update(i);
-        let (l, r) = (self.link(i).left, self.link(i).right);
-        let (hl, hr) = (self.height(l), self.height(r));
-        if hl > hr + 1 {
-            if self.height(self.link(l).left) < self.height(self.link(l).right) {
-                let nl = self.rotate_left(l);
-                self.link_mut(i).left = nl;
-            }
-            return self.rotate_right(i);
-        }
-        if hr > hl + 1 {
-            if self.height(self.link(r).right) < self.height(self.link(r).left) {
-                let nr = self.rotate_right(r);
-                self.link_mut(i).right = nr;
-            }
-            return self.rotate_left(i);
-        }
-        i
-    }
-
-    fn allocate(&mut self, start: usize, end: usize, value: V) -> u32 {
-        let link = Link { start, end, left: NIL, right: NIL };
-        let sum = Summary { min_start: start, max_end: end, max_gap: 0, height: 1 };
+    fn allocate(&mut self) -> u32 {
         if self.free != NIL {
             let i = self.free;
-            self.free = self.link(i).left;
-            self.links[i as usize] = link;
-            self.sums[i as usize] = sum;
-            self.values[i as usize] = value;
+            self.free = self.node(i).next;
+            *self.node_mut(i) = Node::empty();
             i
         } else {
-            let i = u32::try_from(self.links.len()).expect("fewer than 2^32 intervals");
-            self.links.push(link);
-            self.sums.push(sum);
-            self.values.push(value);
+            let i = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
+            self.nodes.push(Node::empty());
             i
         }
     }
 
     fn release(&mut self, i: u32) {
         let free = self.free;
-        let l = self.link_mut(i);
-        l.left = free;
-        l.right = NIL;
+        let n = self.node_mut(i);
+        n.len = 0;
+        n.next = free;
         self.free = i;
+    }
+
+    /// The row describing node `i` in its parent.
+    fn row_of(&self, i: u32) -> Row<V> {
+        let s = self.node(i).summary();
+        Row { lo: s.min_start, hi: s.max_end, gap: s.max_gap, child: i, value: None }
+    }
+
+    /// The leaf where the interval with the largest start `<= key` lies, if there is one
+    /// (else the leftmost leaf). The tree is not empty.
+    fn leaf_for(&self, key: usize) -> u32 {
+        let mut i = self.root;
+        for _ in 0..self.height {
+            let n = self.node(i);
+            i = n.child[n.count_le(key).saturating_sub(1)];
+        }
+        i
+    }
+
+    fn entry(&self, leaf: u32, p: usize) -> Entry<V> {
+        let n = self.node(leaf);
+        Entry { start: n.lo[p], end: n.hi[p], value: n.value[p].expect("a leaf row has a value") }
     }
 
     /// Inserts `[start, end)`; the caller has checked that it overlaps nothing.
     pub(crate) fn insert(&mut self, start: usize, end: usize, value: V) {
         debug_assert!(start < end && !self.overlaps(start, end));
         *self.last_hit.get_mut() = NIL;
-        let new = self.allocate(start, end, value);
-        self.root = self.insert_at(self.root, new);
+        if self.root == NIL {
+            self.root = self.allocate();
+            self.height = 0;
+        }
+        let row = Row { lo: start, hi: end, gap: 0, child: NIL, value: Some(value) };
+        if let Some(split) = self.insert_at(self.root, self.height, row) {
+            let (old, root) = (self.root, self.allocate());
+            let (a, b) = (self.row_of(old), self.row_of(split));
+            self.node_mut(root).insert(0, a);
+            self.node_mut(root).insert(1, b);
+            self.root = root;
+            self.height += 1;
+            assert!(self.height < MAX_HEIGHT, "tree too deep");
+        }
         self.len += 1;
     }
 
-    fn insert_at(&mut self, i: u32, new: u32) -> u32 {
-        if i == NIL {
-            return new;
+    /// Inserts `row` into the subtree of node `i` at height `h`; returns the new right
+    /// sibling of `i` if `i` had to split.
+    fn insert_at(&mut self, i: u32, h: usize, row: Row<V>) -> Option<u32> {
+        let p = self.node(i).count_le(row.lo);
+        if h == 0 {
+            return self.put(i, p, row, true);
         }
-        if self.link(new).start < self.link(i).start {
-            let l = self.insert_at(self.link(i).left, new);
-            self.link_mut(i).left = l;
+        let c = p.saturating_sub(1);
+        let child = self.node(i).child[c];
+        let split = self.insert_at(child, h - 1, row);
+        let r = self.row_of(child);
+        self.node_mut(i).set(c, r);
+        let s = split?;
+        let r = self.row_of(s);
+        self.put(i, c + 1, r, false)
+    }
+
+    /// Puts `row` at `p` in node `i`, splitting a full node in two halves; returns the
+    /// new right half.
+    fn put(&mut self, i: u32, p: usize, row: Row<V>, leaf: bool) -> Option<u32> {
+        if self.node(i).len < B {
+            self.node_mut(i).insert(p, row);
+            return None;
+        }
+        let r = self.allocate();
+        for k in MIN..B {
+            let moved = self.node(i).row(k);
+            self.node_mut(r).set(k - MIN, moved);
+        }
+        self.node_mut(r).len = B - MIN;
+        self.node_mut(i).len = MIN;
+        if leaf {
+            let next = self.node(i).next;
+            self.node_mut(r).next = next;
+            self.node_mut(i).next = r;
+        }
+        if p <= MIN {
+            self.node_mut(i).insert(p, row);
         } else {
-            let r = self.insert_at(self.link(i).right, new);
-            self.link_mut(i).right = r;
+            self.node_mut(r).insert(p - MIN, row);
         }
-        self.balance(i)
+        Some(r)
     }
 
     /// Removes the interval starting at `start` and returns it.
     pub(crate) fn remove(&mut self, start: usize) -> Option<Entry<V>> {
-        let mut removed = NIL;
         *self.last_hit.get_mut() = NIL;
-        self.root = self.remove_at(self.root, start, &mut removed);
-        if removed == NIL {
+        if self.root == NIL {
             return None;
         }
-        let e = self.entry(removed);
-        self.release(removed);
+        let e = self.remove_at(self.root, self.height, start)?;
         self.len -= 1;
+        let root = self.root;
+        if self.height > 0 && self.node(root).len == 1 {
+            self.root = self.node(root).child[0];
+            self.height -= 1;
+            self.release(root);
+        } else if self.height == 0 && self.node(root).len == 0 {
+            self.root = NIL;
+            self.release(root);
+        }
         Some(e)
     }
 
-    fn remove_at(&mut self, i: u32, start: usize, removed: &mut u32) -> u32 {
-        if i == NIL {
-            return NIL;
+    fn remove_at(&mut self, i: u32, h: usize, start: usize) -> Option<Entry<V>> {
+        let p = self.node(i).count_le(start).checked_sub(1)?;
+        if h == 0 {
+            if self.node(i).lo[p] != start {
+                return None;
+            }
+            let r = self.node_mut(i).remove(p);
+            return Some(Entry { start: r.lo, end: r.hi, value: r.value.expect("a leaf row has a value") });
         }
-        let n = *self.link(i);
-        if start < n.start {
-            let l = self.remove_at(n.left, start, removed);
-            self.link_mut(i).left = l;
-        } else if start > n.start {
-            let r = self.remove_at(n.right, start, removed);
-            self.link_mut(i).right = r;
+        let child = self.node(i).child[p];
+        let e = self.remove_at(child, h - 1, start)?;
+        if self.node(child).len < MIN {
+            self.refill(i, p, h == 1);
         } else {
-            *removed = i;
-            if n.left == NIL {
-                return n.right;
-            }
-            if n.right == NIL {
-                return n.left;
-            }
-            let mut min = NIL;
-            let r = self.remove_min(n.right, &mut min);
-            self.link_mut(min).left = n.left;
-            self.link_mut(min).right = r;
-            return self.balance(min);
+            let r = self.row_of(child);
+            self.node_mut(i).set(p, r);
         }
-        self.balance(i)
+        Some(e)
     }
 
-    fn remove_min(&mut self, i: u32, min: &mut u32) -> u32 {
-        let l = self.link(i).left;
-        if l == NIL {
-            *min = i;
-            return self.link(i).right;
+    /// Child `c` of node `i` has too few rows: merges it with a neighbour, or evens the
+    /// two out when they do not fit in one node.
+    fn refill(&mut self, i: u32, c: usize, leaves: bool) {
+        let (l, r) = if c + 1 < self.node(i).len { (c, c + 1) } else { (c - 1, c) };
+        let (li, ri) = (self.node(i).child[l], self.node(i).child[r]);
+        let total = self.node(li).len + self.node(ri).len;
+        if total <= B {
+            for k in 0..self.node(ri).len {
+                let moved = self.node(ri).row(k);
+                let at = self.node(li).len;
+                self.node_mut(li).insert(at, moved);
+            }
+            if leaves {
+                let next = self.node(ri).next;
+                self.node_mut(li).next = next;
+            }
+            self.release(ri);
+            self.node_mut(i).remove(r);
+            let lr = self.row_of(li);
+            self.node_mut(i).set(l, lr);
+            return;
         }
-        let nl = self.remove_min(l, min);
-        self.link_mut(i).left = nl;
-        self.balance(i)
-    }
-
-    fn entry(&self, i: u32) -> Entry<V> {
-        let n = self.link(i);
-        Entry { start: n.start, end: n.end, value: self.values[i as usize] }
+        let want = total / 2;
+        while self.node(li).len > want {
+            let last = self.node(li).len - 1;
+            let moved = self.node_mut(li).remove(last);
+            self.node_mut(ri).insert(0, moved);
+        }
+        while self.node(li).len < want {
+            let moved = self.node_mut(ri).remove(0);
+            let at = self.node(li).len;
+            self.node_mut(li).insert(at, moved);
+        }
+        let (lr, rr) = (self.row_of(li), self.row_of(ri));
+        self.node_mut(i).set(l, lr);
+        self.node_mut(i).set(r, rr);
     }
 
     /// The interval with the largest start `<= key`.
     pub(crate) fn floor(&self, key: usize) -> Option<Entry<V>> {
-        let (mut i, mut best) = (self.root, NIL);
-        while i != NIL {
-            // Selects rather than branches: the direction is unpredictable.
-            let n = self.link(i);
-            let right = n.start <= key;
-            best = if right { i } else { best };
-            i = if right { n.right } else { n.left };
+        if self.root == NIL {
+            return None;
         }
-        (best != NIL).then(|| self.entry(best))
+        let leaf = self.leaf_for(key);
+        let p = self.node(leaf).count_le(key).checked_sub(1)?;
+        Some(self.entry(leaf, p))
+    }
+
+    /// The first row at or after position `p` of `leaf`, following the leaf chain.
+    fn at_or_next(&self, leaf: u32, p: usize) -> Option<(u32, usize)> {
+        let n = self.node(leaf);
+        if p < n.len { Some((leaf, p)) } else { (n.next != NIL).then_some((n.next, 0)) }
+    }
+
+    /// The leaf and row of the interval with the smallest start `>= key`.
+    fn first_from(&self, key: usize) -> Option<(u32, usize)> {
+        if self.root == NIL {
+            return None;
+        }
+        let leaf = self.leaf_for(key);
+        let n = self.node(leaf);
+        let p = n.lo[..n.len].iter().filter(|&&s| s < key).count();
+        self.at_or_next(leaf, p)
     }
 
     /// The interval with the smallest start `>= key`.
+    #[cfg(test)]
     pub(crate) fn ceil(&self, key: usize) -> Option<Entry<V>> {
-        let (mut i, mut best) = (self.root, NIL);
-        while i != NIL {
-            let n = self.link(i);
-            if n.start >= key {
-                best = i;
-                i = n.left;
-            } else {
-                i = n.right;
-            }
-        }
-        (best != NIL).then(|| self.entry(best))
+        self.first_from(key).map(|(l, p)| self.entry(l, p))
     }
 
     /// The interval that contains `key`.
@@ -352,26 +444,43 @@ impl<V: Copy> GapTree<V> {
         self.floor(key).filter(|e| key < e.end)
     }
 
-    /// The interval that contains `key`, trying the one found last first: a stream of
-    /// lookups with locality (page faults walking through a region) skips the descent.
+    /// Whether `key` lies within the span of `leaf`, and if so the interval of the leaf
+    /// that contains it (none means no interval of the tree contains it).
+    fn within_leaf(&self, leaf: u32, key: usize) -> Option<Option<Entry<V>>> {
+        let n = self.node(leaf);
+        if n.len == 0 || key < n.lo[0] || key >= n.hi[n.len - 1] {
+            return None;
+        }
+        let p = n.count_le(key) - 1;
+        Some((key < n.hi[p]).then(|| self.entry(leaf, p)))
+    }
+
+    /// The interval that contains `key`, trying the leaf found last and the one after it
+    /// first: a stream of lookups with locality (page faults walking through the regions)
+    /// skips the descent.
     pub(crate) fn containing_cached(&self, key: usize) -> Option<Entry<V>> {
         let hit = self.last_hit.load(Ordering::Relaxed);
         if hit != NIL {
-            let l = self.link(hit);
-            if l.start <= key && key < l.end {
-                return Some(self.entry(hit));
+            if let Some(found) = self.within_leaf(hit, key) {
+                return found;
+            }
+            let next = self.node(hit).next;
+            if next != NIL
+                && let Some(found) = self.within_leaf(next, key)
+            {
+                self.last_hit.store(next, Ordering::Relaxed);
+                return found;
             }
         }
-        let (mut i, mut best) = (self.root, NIL);
-        while i != NIL {
-            let n = self.link(i);
-            let right = n.start <= key;
-            best = if right { i } else { best };
-            i = if right { n.right } else { n.left };
+        if self.root == NIL {
+            return None;
         }
-        if best != NIL && key < self.link(best).end {
-            self.last_hit.store(best, Ordering::Relaxed);
-            return Some(self.entry(best));
+        let leaf = self.leaf_for(key);
+        let p = self.node(leaf).count_le(key).checked_sub(1)?;
+        let e = self.entry(leaf, p);
+        if key < e.end {
+            self.last_hit.store(leaf, Ordering::Relaxed);
+            return Some(e);
         }
         None
     }
@@ -380,19 +489,17 @@ impl<V: Copy> GapTree<V> {
     /// the largest start `<= start` if it reaches past `start`, else the next one if it
     /// starts before `end`.
     pub(crate) fn first_overlapping(&self, start: usize, end: usize) -> Option<Entry<V>> {
-        let (mut i, mut floor, mut next) = (self.root, NIL, NIL);
-        while i != NIL {
-            // Selects rather than branches: the direction is unpredictable.
-            let n = self.link(i);
-            let right = n.start <= start;
-            floor = if right { i } else { floor };
-            next = if right { next } else { i };
-            i = if right { n.right } else { n.left };
+        if self.root == NIL {
+            return None;
         }
-        if floor != NIL && self.link(floor).end > start {
-            return Some(self.entry(floor));
+        let leaf = self.leaf_for(start);
+        let n = self.node(leaf);
+        let p = n.count_le(start);
+        if p > 0 && n.hi[p - 1] > start {
+            return Some(self.entry(leaf, p - 1));
         }
-        (next != NIL && self.link(next).start < end).then(|| self.entry(next))
+        let (l, q) = self.at_or_next(leaf, p)?;
+        (self.node(l).lo[q] < end).then(|| self.entry(l, q))
     }
 
     /// Whether any interval overlaps `[start, end)`.
@@ -402,16 +509,18 @@ impl<V: Copy> GapTree<V> {
 
     /// Replaces the value of the interval starting at `start`; false if there is none.
     pub(crate) fn set_value(&mut self, start: usize, value: V) -> bool {
-        let mut i = self.root;
-        while i != NIL {
-            let n = *self.link(i);
-            if start == n.start {
-                self.values[i as usize] = value;
-                return true;
-            }
-            i = if start < n.start { n.left } else { n.right };
+        if self.root == NIL {
+            return false;
         }
-        false
+        let leaf = self.leaf_for(start);
+        let n = self.node_mut(leaf);
+        match n.count_le(start).checked_sub(1) {
+            Some(p) if n.lo[p] == start => {
+                n.value[p] = Some(value);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The first `size` numbers aligned to `align` (a power of two) in `[lo, hi)` that no
@@ -425,80 +534,82 @@ impl<V: Copy> GapTree<V> {
         if self.root == NIL {
             return q.fit(lo, hi);
         }
-        if let Some(a) = self.fit(self.root, lo, &q) {
+        if let Some(a) = self.fit(self.root, self.height, lo, &q) {
             return Some(a);
         }
-        q.fit(self.sum(self.root).max_end, hi)
+        q.fit(self.node(self.root).summary().max_end, hi)
     }
 
-    /// The first fit among the gap in front of subtree `i` (starting at `before`) and the
-    /// gaps inside it.
-    fn fit(&self, i: u32, before: usize, q: &Query) -> Option<usize> {
-        if before >= q.hi {
-            return None;
-        }
-        let (n, sum) = (*self.link(i), *self.sum(i));
-        if sum.max_gap < q.size || sum.max_end <= q.lo || sum.min_start >= q.hi {
-            // No inner gap can hold the request within [lo, hi): only the leading gap.
-            return q.fit(before, sum.min_start);
-        }
-        let lead_end = if n.left != NIL {
-            if let Some(a) = self.fit(n.left, before, q) {
+    /// The first fit among the gap in front of node `i` (at height `h`, the gap starting at
+    /// `before`) and the gaps inside it.
+    fn fit(&self, i: u32, h: usize, mut before: usize, q: &Query) -> Option<usize> {
+        let n = self.node(i);
+        for k in 0..n.len {
+            if before >= q.hi {
+                return None;
+            }
+            if h > 0 && n.gap[k] >= q.size && n.hi[k] > q.lo && n.lo[k] < q.hi {
+                // An inner gap of the child may hold the request: the child tries its
+                // leading gap and its inner gaps in order.
+                if let Some(a) = self.fit(n.child[k], h - 1, before, q) {
+                    return Some(a);
+                }
+            } else if let Some(a) = q.fit(before, n.lo[k]) {
                 return Some(a);
             }
-            self.sum(n.left).max_end
-        } else {
-            before
-        };
-        if let Some(a) = q.fit(lead_end, n.start) {
-            return Some(a);
-        }
-        if n.right != NIL {
-            return self.fit(n.right, n.end, q);
+            before = n.hi[k];
         }
         None
     }
 
+    /// The leftmost leaf (the tree is not empty).
+    fn first_leaf(&self) -> u32 {
+        let mut i = self.root;
+        for _ in 0..self.height {
+            i = self.node(i).child[0];
+        }
+        i
+    }
+
+    /// Calls `f` on the intervals in address order from row `p` of `leaf` on, until `f`
+    /// returns false.
+    fn walk_from(&self, mut leaf: u32, mut p: usize, mut f: impl FnMut(Entry<V>) -> bool) {
+        while leaf != NIL {
+            let n = self.node(leaf);
+            while p < n.len {
+                if !f(self.entry(leaf, p)) {
+                    return;
+                }
+                p += 1;
+            }
+            leaf = n.next;
+            p = 0;
+        }
+    }
+
     /// Calls `f` on every interval in address order from the first whose start is `>= from`,
     /// until `f` returns false.
-    pub(crate) fn for_each_from(&self, from: usize, mut f: impl FnMut(Entry<V>) -> bool) {
-        let mut key = from;
-        while let Some(e) = self.ceil(key) {
-            if !f(e) {
-                return;
-            }
-            key = e.end;
+    pub(crate) fn for_each_from(&self, from: usize, f: impl FnMut(Entry<V>) -> bool) {
+        if let Some((leaf, p)) = self.first_from(from) {
+            self.walk_from(leaf, p, f);
         }
     }
 
     /// Calls `f` on every interval in address order (allocates nothing).
     pub(crate) fn for_each(&self, mut f: impl FnMut(Entry<V>)) {
-        self.walk(self.root, &mut f);
-    }
-
-    fn walk(&self, i: u32, f: &mut impl FnMut(Entry<V>)) {
-        if i != NIL {
-            let n = *self.link(i);
-            self.walk(n.left, f);
-            f(self.entry(i));
-            self.walk(n.right, f);
+        if self.root != NIL {
+            self.walk_from(self.first_leaf(), 0, |e| {
+                f(e);
+                true
+            });
         }
     }
 
     /// Every interval in address order.
     pub(crate) fn entries(&self) -> Vec<Entry<V>> {
         let mut out = Vec::with_capacity(self.len);
-        self.collect(self.root, &mut out);
+        self.for_each(|e| out.push(e));
         out
-    }
-
-    fn collect(&self, i: u32, out: &mut Vec<Entry<V>>) {
-        if i != NIL {
-            let n = *self.link(i);
-            self.collect(n.left, out);
-            out.push(self.entry(i));
-            self.collect(n.right, out);
-        }
     }
 
     /// Checks every invariant of the tree.
@@ -507,9 +618,24 @@ impl<V: Copy> GapTree<V> {
     /// On the first broken invariant, naming it.
     #[cfg(any(test, feature = "check"))]
     pub(crate) fn check_invariants(&self) {
-        let count = self.check_node(self.root);
-        assert_eq!(count, self.len, "length does not match the tree");
+        let mut leaves = Vec::new();
+        let mut nodes = 0;
+        if self.root == NIL {
+            assert_eq!(self.len, 0, "an empty tree has intervals");
+        } else {
+            let count = self.check_node(self.root, self.height, true, &mut leaves, &mut nodes);
+            assert_eq!(count, self.len, "length does not match the tree");
+            let mut chained = Vec::new();
+            let mut l = self.first_leaf();
+            while l != NIL {
+                chained.push(l);
+                assert!(chained.len() <= leaves.len(), "leaf chain too long or looping");
+                l = self.node(l).next;
+            }
+            assert_eq!(chained, leaves, "leaf chain out of order");
+        }
         let es = self.entries();
+        assert_eq!(es.len(), self.len, "walk misses intervals");
         for w in es.windows(2) {
             assert!(w[0].end <= w[1].start, "intervals overlap or are out of order");
         }
@@ -517,41 +643,45 @@ impl<V: Copy> GapTree<V> {
         let mut f = self.free;
         while f != NIL {
             free += 1;
-            assert!(free <= self.links.len(), "free list loops");
-            f = self.link(f).left;
+            assert!(free <= self.nodes.len(), "free list loops");
+            f = self.node(f).next;
         }
-        assert_eq!(free + self.len, self.links.len(), "slots are lost");
-        assert!(self.sums.len() == self.links.len() && self.values.len() == self.links.len(), "arrays differ");
+        assert_eq!(free + nodes, self.nodes.len(), "nodes are lost");
     }
 
     #[cfg(any(test, feature = "check"))]
-    fn check_node(&self, i: u32) -> usize {
-        if i == NIL {
-            return 0;
+    fn check_node(&self, i: u32, h: usize, root: bool, leaves: &mut Vec<u32>, nodes: &mut usize) -> usize {
+        *nodes += 1;
+        let n = self.node(i);
+        assert!(n.len <= B, "node overfull");
+        if !root {
+            assert!(n.len >= MIN, "node underfull");
+        } else if h > 0 {
+            assert!(n.len >= 2, "internal root with one child");
+        } else {
+            assert!(n.len >= 1, "empty root leaf");
         }
-        let n = *self.link(i);
-        assert!(n.start < n.end, "empty interval");
-        let cl = self.check_node(n.left);
-        let cr = self.check_node(n.right);
-        let (hl, hr) = (self.height(n.left), self.height(n.right));
-        assert!(hl.abs_diff(hr) <= 1, "AVL balance broken");
-        let (mut min_start, mut max_end, mut gap) = (n.start, n.end, 0);
-        if n.left != NIL {
-            let l = self.sum(n.left);
-            assert!(l.max_end <= n.start, "left subtree reaches into its parent");
-            min_start = l.min_start;
-            gap = gap.max(l.max_gap).max(n.start - l.max_end);
+        for k in 0..n.len {
+            assert!(n.lo[k] < n.hi[k], "empty interval");
+            if k > 0 {
+                assert!(n.hi[k - 1] <= n.lo[k], "rows overlap or are out of order");
+            }
         }
-        if n.right != NIL {
-            let r = self.sum(n.right);
-            assert!(r.min_start >= n.end, "right subtree reaches into its parent");
-            max_end = r.max_end;
-            gap = gap.max(r.max_gap).max(r.min_start - n.end);
+        if h == 0 {
+            leaves.push(i);
+            for k in 0..n.len {
+                assert!(n.gap[k] == 0 && n.value[k].is_some(), "leaf row malformed");
+            }
+            return n.len;
         }
-        let s = self.sum(i);
-        assert_eq!(s.height, hl.max(hr) + 1, "height summary wrong");
-        assert_eq!((s.min_start, s.max_end, s.max_gap), (min_start, max_end, gap), "summary wrong");
-        cl + cr + 1
+        let mut count = 0;
+        for k in 0..n.len {
+            let c = n.child[k];
+            count += self.check_node(c, h - 1, false, leaves, nodes);
+            let s = self.node(c).summary();
+            assert_eq!((n.lo[k], n.hi[k], n.gap[k]), (s.min_start, s.max_end, s.max_gap), "summary wrong");
+        }
+        count
     }
 }
 
@@ -606,5 +736,50 @@ mod tests {
             let want: Vec<_> = m.into_iter().collect();
             prop_assert_eq!(got, want);
         }
+    }
+
+    /// Many intervals: several levels of nodes, splits, merges and evening-out.
+    #[test]
+    fn deep_tree_matches_a_btreemap() {
+        let mut t = GapTree::new();
+        let mut m = BTreeMap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for step in 0..40_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let s = (x % 20_000) as usize;
+            let len = ((x >> 32) % 4) as usize + 1;
+            // Grow for the first half, then shrink.
+            let insert = ((x >> 40) % 8) < if step < 20_000 { 6 } else { 2 };
+            if insert {
+                if !t.overlaps(s, s + len) {
+                    t.insert(s, s + len, step);
+                    m.insert(s, (s + len, step));
+                }
+            } else {
+                let got = t.remove(s).map(|e| (e.start, e.end, e.value));
+                let want = m.remove(&s).map(|(e, v)| (s, e, v));
+                assert_eq!(got, want);
+            }
+            if step % 997 == 0 {
+                t.check_invariants();
+            }
+            let k = ((x >> 16) % 20_010) as usize;
+            let want = m.range(..=k).next_back().filter(|(_, (e, _))| k < *e).map(|(s, (e, v))| (*s, *e, *v));
+            assert_eq!(t.containing_cached(k).map(|e| (e.start, e.end, e.value)), want);
+            assert_eq!(t.ceil(k).map(|e| e.start), m.range(k..).next().map(|(s, _)| *s));
+            let size = ((x >> 24) % 6) as usize + 1;
+            let plain: BTreeMap<usize, usize> =
+                if step % 499 == 0 { m.iter().map(|(s, (e, _))| (*s, *e)).collect() } else { BTreeMap::new() };
+            if step % 499 == 0 {
+                assert_eq!(t.first_fit(k, 20_020, size, 1), model_fit(&plain, k, 20_020, size, 1));
+                assert_eq!(t.first_fit(k, 20_020, size, 4), model_fit(&plain, k, 20_020, size, 4));
+            }
+        }
+        t.check_invariants();
+        let got: Vec<_> = t.entries().iter().map(|e| (e.start, e.end, e.value)).collect();
+        let want: Vec<_> = m.iter().map(|(s, (e, v))| (*s, *e, *v)).collect();
+        assert_eq!(got, want);
     }
 }
