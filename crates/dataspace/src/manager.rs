@@ -1110,6 +1110,38 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         Ok(Mapping { frame, rights: Rights::RWX, replaced })
     }
 
+    /// Gives the `count` pages from `offset` of `ds`, none of which has a frame yet, one run
+    /// of `count` physically contiguous frames, zeroed in one call: what `count` calls of
+    /// [`map`](Manager::map) would do, but with frames that a pager can map as one run
+    /// (fault-around). Returns the run's first frame (page `offset + i × 4 KiB` gets frame
+    /// `first + i`, all rights), or `None` when a page of the range already has a frame:
+    /// nothing changed then, and the caller maps page by page. Allocates no heap memory.
+    ///
+    /// # Errors
+    /// [`MapError::InvalidId`], [`MapError::OffsetOutOfRange`] when the range reaches past
+    /// the size, [`MapError::OutOfMemory`] when no run of `count` contiguous frames is free.
+    /// Nothing changes on an error. A `count` of zero changes nothing and returns `None`.
+    pub fn map_run(&mut self, ds: DataspaceId, offset: u64, count: u64) -> Result<Option<Frame>, MapError> {
+        let d = lookup(&mut self.slots, ds).ok_or(MapError::InvalidId(ds))?;
+        let first = offset / PAGE;
+        let Some(last) = count.checked_sub(1).map(|n| first.saturating_add(n)) else { return Ok(None) };
+        if last.saturating_mul(PAGE) >= d.size {
+            return Err(MapError::OffsetOutOfRange(last.saturating_mul(PAGE), d.size));
+        }
+        let range = first as usize..=last as usize;
+        if d.entries[range.clone()].iter().any(|e| e.frame().is_some()) {
+            return Ok(None);
+        }
+        let pool = d.pool;
+        let frame = allocate_frames(&self.pools, pool, count, Order::ZERO)
+            .map_err(|_| MapError::OutOfMemory(FrameCount::new(count)))?;
+        self.memory.zero(frame, FrameCount::new(count));
+        for (i, entry) in d.entries[range].iter_mut().enumerate() {
+            *entry = Entry::new(Frame::from_number(frame.number() + i as u64), pool);
+        }
+        Ok(Some(frame))
+    }
+
     /// Reads `buf.len()` bytes from `offset` of `ds`; pages never touched read as zeros.
     /// Allocates nothing.
     ///
