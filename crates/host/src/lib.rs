@@ -46,5 +46,8 @@ pub use altstack::{ALT_STACK_SIZE, prepare_thread};
 pub use fault::{FaultResolver, RegisterError, Registration, faults_resolved};
 pub use ram::{HostHeaderMapping, HostRam, RamError};
 pub use space::{HostSpace, SpaceState};
-pub use system::{HostAddressSpace, RamRef, SpaceError, SpaceId, SpacesRevoker, Stack, System};
+pub use system::{
+    DEFAULT_FAULT_AROUND, FaultAroundError, HostAddressSpace, MAX_FAULT_AROUND, RamRef, SpaceError, SpaceId,
+    SpacesRevoker, Stack, System,
+};
 pub use window::{HostMmu, MappingBudget, Window, WindowError};

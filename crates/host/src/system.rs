@@ -10,6 +10,22 @@
 //!                                           other spaces
 //! ```
 //!
+//! # Fault-around
+//! A fault on a page whose aligned neighbours (a block of [`DEFAULT_FAULT_AROUND`] pages by
+//! default, see [`System::set_fault_around`]) are still unmapped and have no frame yet gives
+//! the whole stretch one run of contiguous frames ([`Manager::map_run`]) and maps it with one
+//! `mmap`, so the signal and the `mmap` are paid once per run instead of once per page, and
+//! the run merges with its neighbours into one kernel mapping. This is what Linux does for
+//! file mappings (`fault_around_bytes`). The price: frames are committed for pages that may
+//! never be touched (at most the block size minus one per fault). A block of one page keeps
+//! strict one-page laziness.
+//!
+//! ```text
+//!   block of 16 pages:  |....|....|....|.X..|   X faults, every page still empty
+//!                        └──── one frame run, one mmap ────┘
+//!   otherwise (a neighbour mapped or populated, or a copy-on-write page): one page
+//! ```
+//!
 //! One lock covers the manager and every space, so that a fault in one space can revoke
 //! mappings in another without lock-ordering trouble. The [crate's locking
 //! rule](crate#the-locking-rule) applies: [`System::lock`] only around operations, never while
@@ -19,10 +35,14 @@
 use std::sync::Arc;
 
 use memkit_dataspace::{DataspaceId, Manager, PageRange, RevokeKind, Revoker};
+use memkit_region::Mmu;
 use memkit_region::{
     AddressSpace, AttachError, AttachRequest, Backing, BackingError, DetachError, DetachFlags, Detached, RegionMap,
 };
-use memkit_types::{Access, Frame, FrameCount, FrameSource, PAGE_SIZE, PhysAddr, PhysMemory, Rights, VirtAddr};
+use memkit_types::{
+    Access, Frame, FrameCount, FrameSource, PAGE_SHIFT, PAGE_SIZE, Page, PageCount, PhysAddr, PhysMemory, Rights,
+    VirtAddr,
+};
 
 use crate::fault::{self, FaultResolver, RegisterError, Registration};
 use crate::ram::HostRam;
@@ -98,12 +118,48 @@ impl SpaceError {
     }
 }
 
+/// The number of pages a fault maps at once by default when its neighbours are still
+/// empty (64 KiB, as Linux's `fault_around_bytes`).
+pub const DEFAULT_FAULT_AROUND: usize = 16;
+
+/// The largest fault-around block: 512 pages (2 MiB).
+pub const MAX_FAULT_AROUND: usize = 512;
+
+/// Why a fault-around block size was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAroundError {
+    /// The size (in pages) is zero, not a power of two, or above [`MAX_FAULT_AROUND`].
+    BadSize(usize),
+}
+
+impl core::fmt::Display for FaultAroundError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FaultAroundError::BadSize(n) => {
+                write!(f, "fault-around of {n} pages: must be a power of two from 1 to {MAX_FAULT_AROUND}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FaultAroundError {}
+
+impl FaultAroundError {
+    /// The seed's code: `-L4_EINVAL` (-22).
+    #[must_use]
+    pub fn code(self) -> i32 {
+        -22
+    }
+}
+
 /// Everything behind the [`System`]'s lock.
 #[derive(Debug)]
 pub struct Stack<S: FrameSource> {
     /// The dataspace manager.
     pub manager: Manager<S, RamRef>,
     spaces: Vec<Option<HostAddressSpace>>,
+    /// Pages per fault-around block (a power of two; 1: off).
+    fault_around: usize,
 }
 
 /// The manager seen by a region map: frames on faults, references on attach and detach.
@@ -247,11 +303,33 @@ impl<S: FrameSource> Stack<S> {
         Ok(space.detach(&mut store, start, size, flags))
     }
 
-    /// Resolves a fault in space `index`; on a copy-on-write break, unmaps the page from the
-    /// other spaces (they still map the frame the break replaced). Allocation-free as long
-    /// as the manager's `map` and the region map's `resolve` are.
+    /// The fault-around block size in pages (1: off).
+    #[must_use]
+    pub fn fault_around(&self) -> usize {
+        self.fault_around
+    }
+
+    /// Sets the fault-around block size ([`System::set_fault_around`]).
+    ///
+    /// # Errors
+    /// [`FaultAroundError::BadSize`] (nothing changes).
+    pub fn set_fault_around(&mut self, pages: usize) -> Result<(), FaultAroundError> {
+        if !pages.is_power_of_two() || pages > MAX_FAULT_AROUND {
+            return Err(FaultAroundError::BadSize(pages));
+        }
+        self.fault_around = pages;
+        Ok(())
+    }
+
+    /// Resolves a fault in space `index`, by fault-around when it applies; on a copy-on-write
+    /// break, unmaps the page from the other spaces (they still map the frame the break
+    /// replaced). Allocation-free as long as the manager's `map` and `map_run` and the region
+    /// map's `resolve` are.
     fn resolve(&mut self, index: usize, addr: VirtAddr, access: Access) -> bool {
         let Some(Some(space)) = self.spaces.get_mut(index) else { return false };
+        if self.fault_around > 1 && fault_around(&mut self.manager, space, addr, access, self.fault_around) {
+            return true;
+        }
         let mut store = Store { manager: &mut self.manager, replaced: None };
         let ok = space.resolve(&mut store, addr, access).is_ok();
         if let Some((ds, offset)) = store.replaced {
@@ -260,6 +338,61 @@ impl<S: FrameSource> Stack<S> {
             others.revoke(ds, PageRange { start: page, end: page + 1 }, RevokeKind::All);
         }
         ok
+    }
+}
+
+/// The page numbered `n`.
+fn page_numbered(n: usize) -> Page {
+    Page::containing_address(VirtAddr::new(n << PAGE_SHIFT))
+}
+
+/// Maps the stretch of still-unmapped pages around `addr` inside its aligned block of
+/// `block` pages, its region and its dataspace, onto one fresh run of contiguous frames, when
+/// that stretch is longer than one page and none of its pages has a frame yet. Returns
+/// whether it did; `false` leaves the fault to the one-page path (a frame run allocated but
+/// not mapped stays with the dataspace, and that path maps its page). Allocation-free.
+fn fault_around<S: FrameSource>(
+    manager: &mut Manager<S, RamRef>,
+    space: &mut HostAddressSpace,
+    addr: VirtAddr,
+    access: Access,
+    block: usize,
+) -> bool {
+    let Some(r) = space.map.region_at(addr) else { return false };
+    if !r.rights.allows(access) {
+        return false;
+    }
+    let Ok(size) = manager.info(r.dataspace).map(|i| i.size) else { return false };
+    let page = Page::containing_address(addr).number();
+    let region_first = Page::containing_address(r.start).number();
+    // Pages of the region that show bytes of the dataspace.
+    let backed = size.div_ceil(PAGE_SIZE as u64).saturating_sub(r.offset / PAGE_SIZE as u64);
+    let region_end = region_first + (r.size / PAGE_SIZE).min(usize::try_from(backed).unwrap_or(usize::MAX));
+    let lo = (page & !(block - 1)).max(region_first);
+    let hi = (page | (block - 1)).saturating_add(1).min(region_end);
+    if page >= hi || space.mmu.translate(page_numbered(page)).is_some() {
+        return false;
+    }
+    let mut first = page;
+    while first > lo && space.mmu.translate(page_numbered(first - 1)).is_none() {
+        first -= 1;
+    }
+    let mut end = page + 1;
+    while end < hi && space.mmu.translate(page_numbered(end)).is_none() {
+        end += 1;
+    }
+    if end - first < 2 {
+        return false;
+    }
+    let offset = r.offset + ((first - region_first) * PAGE_SIZE) as u64;
+    let Ok(Some(frame)) = manager.map_run(r.dataspace, offset, (end - first) as u64) else { return false };
+    // Fresh frames allow everything: the region's rights alone decide.
+    match space.mmu.map(page_numbered(first), frame, PageCount::new(end - first), r.rights, r.cache) {
+        Ok(flush) => {
+            flush.flush(&space.mmu);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -302,7 +435,11 @@ where
     pub fn new(ram: Arc<HostRam>, manager: Manager<S, RamRef>) -> Self {
         System {
             ram,
-            stack: Arc::new(spin::Mutex::new(Stack { manager, spaces: Vec::new() })),
+            stack: Arc::new(spin::Mutex::new(Stack {
+                manager,
+                spaces: Vec::new(),
+                fault_around: DEFAULT_FAULT_AROUND,
+            })),
             registrations: spin::Mutex::new(Vec::new()),
         }
     }
@@ -311,6 +448,18 @@ where
     #[must_use]
     pub fn ram(&self) -> &Arc<HostRam> {
         &self.ram
+    }
+
+    /// Sets how many pages a fault maps at once when its neighbours are still empty: a
+    /// power of two up to [`MAX_FAULT_AROUND`]; 1 turns fault-around off (every page faults
+    /// and gets its frame on its own). [`DEFAULT_FAULT_AROUND`] at first. The trade-off:
+    /// one signal and one `mmap` per block instead of per page, against up to `pages - 1`
+    /// frames committed per fault before their pages are touched.
+    ///
+    /// # Errors
+    /// [`FaultAroundError::BadSize`] (nothing changes).
+    pub fn set_fault_around(&self, pages: usize) -> Result<(), FaultAroundError> {
+        self.stack.lock().set_fault_around(pages)
     }
 
     /// Creates an address space with a window of `size` bytes.
