@@ -3,13 +3,15 @@
 //! ```text
 //!   SoftMmu (open addressing, linear probing)      PhysMemory (SparseRam, memfd, ...)
 //!   slot: page ─▶ (frame, rights, cache)  ──load/store──▶  frame bytes
+//!   16 bytes: page number | frame number, rights and cache mode packed in one word
 //! ```
 //!
 //! Tests drive the region map with it: a load or store checks each page's translation and
 //! rights like the hardware does and reports the first faulting page as an [`AccessFault`];
 //! [`AddressSpace`](crate::AddressSpace) resolves the fault and retries. Lookups and
-//! mappings into a table with room allocate nothing; the table doubles when it is half full
-//! (or reserve room up front with [`SoftMmu::with_capacity`]).
+//! mappings into a table with room allocate nothing; the table doubles when it is three
+//! quarters full (or reserve room up front with [`SoftMmu::with_capacity`]). Slots are 16
+//! bytes, four to a cache line, so that the table of a large address space stays small.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -22,16 +24,39 @@ use crate::mmu::{MapError, Mmu, TlbFlush, Translation};
 
 const EMPTY: usize = usize::MAX;
 
+/// The bits of a packed translation below the rights: the frame number.
+const FRAME_BITS: u32 = 52;
+
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     page: usize,
-    translation: Translation,
+    /// The frame number, with the rights from bit 52 and the cache mode from bit 60 on.
+    packed: u64,
 }
 
-const VACANT: Slot = Slot {
-    page: EMPTY,
-    translation: Translation { frame: Frame::from_number(0), rights: Rights::empty(), cache: CacheMode::WriteBack },
-};
+const VACANT: Slot = Slot { page: EMPTY, packed: 0 };
+
+fn pack(t: Translation) -> u64 {
+    let cache: u64 = match t.cache {
+        CacheMode::WriteBack => 0,
+        CacheMode::WriteCombining => 1,
+        CacheMode::Uncached => 2,
+    };
+    t.frame.number() | u64::from(t.rights.bits()) << FRAME_BITS | cache << 60
+}
+
+fn unpack(packed: u64) -> Translation {
+    let cache = match packed >> 60 {
+        0 => CacheMode::WriteBack,
+        1 => CacheMode::WriteCombining,
+        _ => CacheMode::Uncached,
+    };
+    Translation {
+        frame: Frame::from_number(packed & ((1 << FRAME_BITS) - 1)),
+        rights: Rights::from_bits_retain((packed >> FRAME_BITS) as u8),
+        cache,
+    }
+}
 
 /// A load or store that hit a page without a translation or without the rights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +78,7 @@ impl core::error::Error for AccessFault {}
 /// A page table in Rust memory (an open-addressing hash of page number → translation).
 ///
 /// # Invariants
-/// The slot count is a power of two, at least twice the number of translations; every
+/// The slot count is a power of two, at least 4/3 of the number of translations; every
 /// translation sits in the probe sequence of its page with no vacant slot before it.
 #[derive(Debug, Clone)]
 pub struct SoftMmu {
@@ -78,7 +103,7 @@ impl SoftMmu {
     /// An empty page table with room for `pages` translations before it grows.
     #[must_use]
     pub fn with_capacity(pages: usize) -> Self {
-        let n = pages.saturating_mul(2).max(16).next_power_of_two();
+        let n = pages.saturating_mul(4).div_ceil(3).max(16).next_power_of_two();
         SoftMmu { slots: vec![VACANT; n], len: 0, flushes: Cell::new(0) }
     }
 
@@ -101,7 +126,7 @@ impl SoftMmu {
             .slots
             .iter()
             .filter(|s| s.page != EMPTY)
-            .map(|s| (Page::containing_address(VirtAddr::new(s.page * PAGE_SIZE)), s.translation))
+            .map(|s| (Page::containing_address(VirtAddr::new(s.page * PAGE_SIZE)), unpack(s.packed)))
             .collect();
         v.sort_unstable_by_key(|(p, _)| *p);
         v
@@ -133,21 +158,26 @@ impl SoftMmu {
         }
     }
 
-    fn put(&mut self, page: usize, translation: Translation) {
-        if (self.len + 1) * 2 > self.slots.len() {
+    /// Doubles the table until `more` translations fit without filling it beyond three
+    /// quarters.
+    fn make_room(&mut self, more: usize) {
+        while (self.len + more) * 4 > self.slots.len() * 3 {
             let doubled = vec![VACANT; self.slots.len() * 2];
             let old = core::mem::replace(&mut self.slots, doubled);
-            self.len = 0;
             for s in old.into_iter().filter(|s| s.page != EMPTY) {
-                self.put(s.page, s.translation);
+                let i = self.vacancy(s.page);
+                self.slots[i] = s;
             }
         }
+    }
+
+    /// The first vacant slot of `page`'s probe sequence (the page is not in the table).
+    fn vacancy(&self, page: usize) -> usize {
         let mut i = self.home(page);
         while self.slots[i].page != EMPTY {
             i = (i + 1) & self.mask();
         }
-        self.slots[i] = Slot { page, translation };
-        self.len += 1;
+        i
     }
 
     /// Removes slot `i` and shifts later members of the cluster back (no tombstones).
@@ -229,7 +259,7 @@ impl SoftMmu {
     /// On the first broken invariant.
     #[cfg(any(test, feature = "check"))]
     pub fn check_invariants(&self) {
-        assert!(self.slots.len().is_power_of_two() && self.len * 2 <= self.slots.len(), "table too full");
+        assert!(self.slots.len().is_power_of_two() && self.len * 4 <= self.slots.len() * 3, "table too full");
         let used = self.slots.iter().filter(|s| s.page != EMPTY).count();
         assert_eq!(used, self.len, "length wrong");
         for s in self.slots.iter().filter(|s| s.page != EMPTY) {
@@ -249,15 +279,34 @@ impl Mmu for SoftMmu {
     ) -> Result<TlbFlush, MapError> {
         let first = page.number();
         let last_page = page.checked_add(count).ok_or(MapError::OutOfRange(page))?;
+        // Frame numbers fit in FRAME_BITS (a physical address has at most 52 bits).
         frame.checked_add(memkit_types::FrameCount::new(count.get() as u64)).ok_or(MapError::InvalidFrame(frame))?;
+        if count.get() == 1 {
+            self.make_room(1);
+            // One page (a fault): one probe finds the page or the slot for it.
+            let mut i = self.home(first);
+            loop {
+                match self.slots[i].page {
+                    EMPTY => break,
+                    p if p == first => return Err(MapError::AlreadyMapped(page)),
+                    _ => i = (i + 1) & self.mask(),
+                }
+            }
+            self.slots[i] = Slot { page: first, packed: pack(Translation { frame, rights, cache }) };
+            self.len += 1;
+            return Ok(TlbFlush::new(page, count));
+        }
         for n in first..last_page.number() {
             if self.position(n).is_some() {
                 return Err(MapError::AlreadyMapped(Page::containing_address(VirtAddr::new(n * PAGE_SIZE))));
             }
         }
-        for (i, n) in (first..last_page.number()).enumerate() {
-            let f = Frame::from_number(frame.number() + i as u64);
-            self.put(n, Translation { frame: f, rights, cache });
+        self.make_room(count.get());
+        for (k, n) in (first..last_page.number()).enumerate() {
+            let f = Frame::from_number(frame.number() + k as u64);
+            let i = self.vacancy(n);
+            self.slots[i] = Slot { page: n, packed: pack(Translation { frame: f, rights, cache }) };
+            self.len += 1;
         }
         Ok(TlbFlush::new(page, count))
     }
@@ -293,12 +342,13 @@ impl Mmu for SoftMmu {
             for s in
                 self.slots.iter_mut().filter(|s| s.page != EMPTY && s.page >= page.number() && s.page < last.number())
             {
-                s.translation.rights = rights;
+                s.packed = pack(Translation { rights, ..unpack(s.packed) });
             }
         } else {
             for n in page.number()..last.number() {
                 if let Some(i) = self.position(n) {
-                    self.slots[i].translation.rights = rights;
+                    let t = unpack(self.slots[i].packed);
+                    self.slots[i].packed = pack(Translation { rights, ..t });
                 }
             }
         }
@@ -306,7 +356,7 @@ impl Mmu for SoftMmu {
     }
 
     fn translate(&self, page: Page) -> Option<Translation> {
-        self.position(page.number()).map(|i| self.slots[i].translation)
+        self.position(page.number()).map(|i| unpack(self.slots[i].packed))
     }
 
     fn flush(&self, _start: Page, _count: PageCount) {
@@ -388,5 +438,31 @@ mod tests {
         assert_eq!(fault, AccessFault { addr: VirtAddr::new(3 * PAGE_SIZE), access: Access::Write });
         assert_eq!(ram.read_byte(PhysAddr::new(9 * PAGE_SIZE as u64 - 1)), 0, "a faulting store writes nothing");
         assert!(mmu.load(&ram, VirtAddr::new(4 * PAGE_SIZE), &mut b).is_err());
+    }
+
+    #[test]
+    fn translations_keep_frame_rights_and_cache() {
+        let mut mmu = SoftMmu::new();
+        let modes = [CacheMode::WriteBack, CacheMode::WriteCombining, CacheMode::Uncached];
+        let rights = [Rights::READ, Rights::RW, Rights::RWX, Rights::empty()];
+        let top = (memkit_types::PhysAddr::LIMIT >> memkit_types::PAGE_SHIFT) - 2;
+        for (n, (&cache, &r)) in modes.iter().cycle().zip(rights.iter()).enumerate() {
+            let frame = Frame::from_number(top - n as u64);
+            mmu.map(pg(n), frame, PageCount::new(1), r, cache).unwrap().ignore();
+            assert_eq!(mmu.translate(pg(n)), Some(Translation { frame, rights: r, cache }));
+            mmu.check_invariants();
+        }
+        let beyond = Frame::from_number(top);
+        assert_eq!(
+            mmu.map(pg(9), beyond, PageCount::new(2), Rights::RW, CacheMode::WriteBack).unwrap_err(),
+            MapError::InvalidFrame(beyond)
+        );
+        assert_eq!(
+            mmu.map(pg(1), beyond, PageCount::new(1), Rights::RW, CacheMode::WriteBack).unwrap_err(),
+            MapError::AlreadyMapped(pg(1))
+        );
+        assert_eq!(mmu.translate(pg(9)), None);
+        assert_eq!(mmu.mapped_pages(), 4);
+        mmu.check_invariants();
     }
 }
