@@ -466,7 +466,8 @@ impl<V: Copy> GapTree<V> {
             if let Some(found) = self.within_leaf(hit, key) {
                 return found;
             }
-            let next = self.node(hit).next;
+            let n = self.node(hit);
+            let next = if n.len > 0 && key >= n.hi[n.len - 1] { n.next } else { NIL };
             if next != NIL
                 && let Some(found) = self.within_leaf(next, key)
             {
