@@ -50,4 +50,4 @@ pub use system::{
     DEFAULT_FAULT_AROUND, FaultAroundError, HostAddressSpace, MAX_FAULT_AROUND, RamRef, SpaceError, SpaceId,
     SpacesRevoker, Stack, System,
 };
-pub use window::{HostMmu, MappingBudget, Window, WindowError};
+pub use window::{HostMmu, MappingBudget, Populate, Window, WindowError};

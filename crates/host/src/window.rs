@@ -230,6 +230,33 @@ fn mprotect_of(rights: Rights) -> MprotectFlags {
     MprotectFlags::from_bits_retain(prot_of(rights).bits())
 }
 
+/// When a map also fills in the kernel's page-table entries (`MAP_POPULATE`).
+///
+/// Populating a run of pages in the `mmap` that maps it is much cheaper than letting each of
+/// them take a kernel fault on first access; for a single page, the `mmap` is faster without
+/// it and the one kernel fault that follows costs less than what it saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Populate {
+    /// Every map.
+    Always,
+    /// Maps of more than one page (fault-around runs, eager maps).
+    #[default]
+    Runs,
+    /// Never: the kernel fills the entries in on first access. Maps large ranges of a sparse
+    /// RAM without allocating them.
+    Never,
+}
+
+impl Populate {
+    fn applies(self, pages: usize) -> bool {
+        match self {
+            Populate::Always => true,
+            Populate::Runs => pages > 1,
+            Populate::Never => false,
+        }
+    }
+}
+
 /// The [`Mmu`] of one window: frames of a [`HostRam`] mapped with `mmap`.
 ///
 /// The cache mode is recorded but has no effect on Linux: every mapping is write-back.
@@ -246,7 +273,7 @@ pub struct HostMmu {
     table: Box<[u64]>,
     runs: usize,
     budget: Arc<MappingBudget>,
-    populate: bool,
+    populate: Populate,
 }
 
 impl HostMmu {
@@ -260,13 +287,12 @@ impl HostMmu {
     #[must_use]
     pub fn with_budget(window: Window, ram: Arc<HostRam>, budget: Arc<MappingBudget>) -> Self {
         let table = vec![0u64; window.pages().get()].into_boxed_slice();
-        HostMmu { window, ram, table, runs: 0, budget, populate: true }
+        HostMmu { window, ram, table, runs: 0, budget, populate: Populate::default() }
     }
 
-    /// Whether a map also fills in the kernel's page-table entries (`MAP_POPULATE`, the
-    /// default): the access that faulted then retries without a second, kernel-level fault.
-    /// Turn it off to map large ranges of a sparse RAM without allocating them.
-    pub fn set_populate(&mut self, populate: bool) {
+    /// When a map also fills in the kernel's page-table entries (`MAP_POPULATE`); see
+    /// [`Populate`] ([`Populate::Runs`] by default).
+    pub fn set_populate(&mut self, populate: Populate) {
         self.populate = populate;
     }
 
@@ -409,7 +435,7 @@ impl Mmu for HostMmu {
                 prot_of(rights),
                 self.ram.fd(),
                 frame.start_address().as_u64(),
-                self.populate,
+                self.populate.applies(range.len()),
             )
         };
         if mapped.is_err() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memkit_host::access::{fetch_add_u64, load_u8, store_u8};
-use memkit_host::{HostMmu, HostRam, HostSpace, MappingBudget, SpaceState, Window};
+use memkit_host::{HostMmu, HostRam, HostSpace, MappingBudget, Populate, SpaceState, Window};
 use memkit_region::{MapError, Mmu};
 use memkit_types::{Access, CacheMode, Frame, FrameCount, PAGE_SIZE, Page, PageCount, PhysMemory, Rights, VirtAddr};
 
@@ -387,4 +387,38 @@ fn a_stack_overflow_still_prints_rusts_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("has overflowed its stack"), "stderr: {err}");
     assert_eq!(signal_of(&out), Some(libc::SIGABRT), "{:?}", out.status);
+}
+
+#[test]
+fn every_populate_mode_maps_the_frames_it_is_given() {
+    let ram = Arc::new(HostRam::new(64 * PAGE_SIZE as u64).unwrap());
+    for (k, mode) in [Populate::Always, Populate::Runs, Populate::Never].into_iter().enumerate() {
+        let window = Window::new(8 * PAGE_SIZE).unwrap();
+        let first = window.first_page();
+        let mut mmu = HostMmu::new(window, Arc::clone(&ram));
+        mmu.set_populate(mode);
+        let base = 16 * k as u64;
+        for f in 0..5 {
+            let frame = Frame::from_number(base + f);
+            ram.write(frame.start_address(), &[f as u8 + 1]);
+        }
+        // A run of four pages and a single page.
+        mmu.map(first, Frame::from_number(base), PageCount::new(4), Rights::RW, CacheMode::WriteBack).unwrap().ignore();
+        let single = first.checked_add(PageCount::new(6)).unwrap();
+        mmu.map(single, Frame::from_number(base + 4), PageCount::new(1), Rights::RW, CacheMode::WriteBack)
+            .unwrap()
+            .ignore();
+        mmu.check_invariants();
+        let page = |i: usize| VirtAddr::new(first.start_address().as_usize() + i * PAGE_SIZE);
+        for (i, f) in [(0, 0), (1, 1), (2, 2), (3, 3), (6, 4)] {
+            // SAFETY: page i of the window is mapped read-write just above.
+            assert_eq!(unsafe { load_u8(page(i)) }, f as u8 + 1, "{mode:?}: page {i}");
+        }
+        // SAFETY: page 6 is mapped read-write.
+        unsafe { store_u8(page(6), 0x5a) };
+        let mut b = [0u8];
+        ram.read(Frame::from_number(base + 4).start_address(), &mut b);
+        assert_eq!(b, [0x5a], "{mode:?}: the store reached the frame");
+        assert_eq!(mmu.mapped_pages(), 5);
+    }
 }
