@@ -4,7 +4,8 @@
 //! ```text
 //!   linux:  store ─▶ #PF ─▶ kernel allocates, zeroes, maps ─▶ retry
 //!   memkit: store ─▶ #PF ─▶ SIGSEGV ─▶ handler: frame of the page, zero it through the
-//!           direct map, mmap(MAP_FIXED|MAP_POPULATE) it into the window ─▶ sigreturn ─▶ retry
+//!           direct map, mmap(MAP_FIXED) it into the window ─▶ sigreturn ─▶ retry (the kernel
+//!           fills in the entry on a minor fault; a fault-around run is MAP_POPULATE'd at once)
 //! ```
 //!
 //! Two memkit rows: a minimal demand-zero resolver (the runtime's own cost), and the whole
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use memkit_host::access::store_u8;
-use memkit_host::{HostMmu, HostRam, HostSpace, SpaceState, Window};
+use memkit_host::{HostMmu, HostRam, HostSpace, Populate, SpaceState, Window};
 use memkit_region::Mmu;
 use memkit_types::{Access, CacheMode, Frame, FrameCount, PAGE_SIZE, Page, PageCount, PhysMemory, Rights, VirtAddr};
 
@@ -63,7 +64,7 @@ impl SpaceState for DemandZero {
     }
 }
 
-fn memkit_round(ram: &Arc<HostRam>, pages: usize, populate: bool) -> f64 {
+fn memkit_round(ram: &Arc<HostRam>, pages: usize, populate: Populate) -> f64 {
     let window = Window::new(pages * PAGE_SIZE).expect("reserve a window");
     let (start, len) = (window.start(), window.len());
     let mut mmu = HostMmu::new(window, Arc::clone(ram));
@@ -170,7 +171,7 @@ pub fn run(options: &Options) -> Report {
     let mut report = Report::new("fault");
     let ram = Arc::new(HostRam::new((pages * PAGE_SIZE) as u64).expect("RAM"));
     ram.populate().expect("populate RAM");
-    let (mut memkit, mut memkit_lazy, mut linux) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    let (mut memkit, mut memkit_populate, mut linux) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
     let (mut stack_ns, mut around_ns) = (f64::INFINITY, f64::INFINITY);
     let stack = Stack::new(pages);
     let total = u64::from(rounds) * 5;
@@ -189,16 +190,16 @@ pub fn run(options: &Options) -> Report {
             }
         }
         options.progress("fault: memkit", step, total);
-        memkit = memkit.min(memkit_round(&ram, pages, true));
-        options.progress("fault: memkit, no MAP_POPULATE", step + 1, total);
-        memkit_lazy = memkit_lazy.min(memkit_round(&ram, pages, false));
+        memkit = memkit.min(memkit_round(&ram, pages, Populate::default()));
+        options.progress("fault: memkit, MAP_POPULATE", step + 1, total);
+        memkit_populate = memkit_populate.min(memkit_round(&ram, pages, Populate::Always));
         options.progress("fault: linux", step + 2, total);
         linux = linux.min(linux_round(pages));
     }
     options.progress("fault", total, total);
     report.push(CASE, MEMKIT, memkit);
     report.push(CASE, "linux anonymous", linux);
-    report.push("first-touch fault without MAP_POPULATE, ns per page", MEMKIT, memkit_lazy);
+    report.push("first-touch fault with MAP_POPULATE, ns per page", MEMKIT, memkit_populate);
     if stack_ns.is_finite() {
         report.push(STACK_CASE, MEMKIT, stack_ns);
         report.push(STACK_CASE, "linux anonymous", linux);
