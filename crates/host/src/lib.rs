@@ -13,6 +13,11 @@
 //! - **Faults are real.** A process-wide `SIGSEGV` handler ([`fault`]) resolves faults
 //!   inside registered windows and returns, so the CPU retries the access; every other fault
 //!   goes to the handler installed before it.
+//! - **Faults map around.** A fault whose aligned block of neighbours (16 pages by default,
+//!   [`System::set_fault_around`]) is still empty maps the whole block from one contiguous
+//!   frame run with one `mmap(MAP_POPULATE)`, paying the signal and the syscall once per
+//!   block, as Linux does for file mappings; 1 keeps strict one-page laziness, whose single
+//!   pages map without `MAP_POPULATE` ([`Populate`]).
 //! - **Kernel limits are budgeted.** Runs of consecutive frames map as one VMA; the runtime
 //!   counts its VMAs and fails with an error before `vm.max_map_count` ([`MappingBudget`]).
 //! - **Unsafe is fenced** in small modules: [`sys`](crate) (syscalls), `ram` (the direct
