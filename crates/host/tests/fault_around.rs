@@ -238,3 +238,23 @@ fn bad_block_sizes_are_refused_and_change_nothing() {
     sys.set_fault_around(MAX_FAULT_AROUND).unwrap();
     assert_eq!(sys.lock(|s| s.fault_around()), MAX_FAULT_AROUND);
 }
+
+#[test]
+fn a_read_only_region_maps_its_block_read_only() {
+    let sys = system(64);
+    let space = sys.create_space(1 << 20).unwrap();
+    let ro = open(&sys, 32);
+    let a = attach(&sys, space, ro, 32, Rights::READ);
+    let (lo, hi) = block_of(a, 32, 9);
+    assert_eq!(get(&sys, space, at(a, 9, 0)), 0);
+    assert_eq!(mapped(&sys, space), hi - lo);
+    sys.lock(|s| {
+        let mmu = &s.space(space).unwrap().mmu;
+        for p in lo..hi {
+            let page = memkit_types::Page::containing_address(at(a, p, 0));
+            assert_eq!(memkit_region::Mmu::translate(mmu, page).map(|t| t.rights), Some(Rights::READ), "page {p}");
+        }
+    });
+    assert!(!sys.would_resolve(space, at(a, 9, 0), memkit_types::Access::Write));
+    assert_eq!(held(&sys), (hi - lo) as u64);
+}
