@@ -40,7 +40,8 @@
 //! - An order-0 allocation that empties a word leaves its layer-0 summary bit set; searches
 //!   skip such stale bits and clear them on the way.
 //! - For orders >= 6: the first word a search may find a block in, and the smallest order
-//!   known to have no free block at all; both are reset when a unit of level >= 1 frees.
+//!   known to have no free block at all; both move back when a unit of level >= 1 frees,
+//!   and a single unit moves back only the orders whose aligned runs its word now holds.
 //!
 //! # Cost
 //!
@@ -754,7 +755,7 @@ impl<'h> Allocator<'h> {
             let new = old | (1 << (u % 64));
             self.words[idx] = new;
             if l > 0 {
-                self.large_unit_freed(l, wi);
+                self.large_unit_set(l, wi, new);
             }
             if old == 0 {
                 self.tree_set(l, wi);
@@ -1070,6 +1071,25 @@ impl<'h> Allocator<'h> {
     fn large_unit_freed(&mut self, l: usize, wi: usize) {
         self.words[W_NO_FIT] = u64::MAX;
         for k in 6 * l..(6 * l + 6).min(Order::MAX.get() as usize + 1) {
+            let h = &mut self.words[W_ORDER_HINT + k];
+            *h = (*h).min(wi as u64);
+        }
+    }
+
+    /// A unit of level `l >= 1` in word `wi` was set, leaving the word `new`: only the orders
+    /// `6l + r` whose aligned runs of `2^r` units exist in `new` may have gained a free block,
+    /// so only their hints move back, and the no-fit order is forgotten only when one of them
+    /// is at or above it.
+    #[inline]
+    fn large_unit_set(&mut self, l: usize, wi: usize, new: u64) {
+        let no_fit = self.words[W_NO_FIT];
+        for k in 6 * l..(6 * l + 6).min(Order::MAX.get() as usize + 1) {
+            if aligned_runs(new, (k - 6 * l) as u32) == 0 {
+                break;
+            }
+            if k as u64 >= no_fit {
+                self.words[W_NO_FIT] = u64::MAX;
+            }
             let h = &mut self.words[W_ORDER_HINT + k];
             *h = (*h).min(wi as u64);
         }
