@@ -922,6 +922,15 @@ impl<'h> Allocator<'h> {
     fn take_range(&mut self, a: u64, b: u64) {
         if b == a + 1 {
             self.clear_unit(0, a);
+        } else if (a | b).is_multiple_of(64) {
+            // Whole level-0 words, all ones: they empty, and so do their units above.
+            let (a0, lo) = (self.geo.level[0].bits.offset, self.geo.level[0].lo);
+            let (w0, w1) = ((a / 64 - lo) as usize, (b / 64 - lo) as usize);
+            self.words[a0 + w0..a0 + w1].fill(0);
+            self.tree_clear_range(0, 0, w0, w1);
+            if self.geo.levels > 1 {
+                self.clear_units(1, a / 64, b / 64);
+            }
         } else {
             self.clear_units(0, a, b);
         }
@@ -997,6 +1006,9 @@ impl<'h> Allocator<'h> {
             return Err(FreeError::OutsideArea(MemoryArea::new(PhysAddr::new(s << PAGE_SHIFT), n << PAGE_SHIFT)));
         }
         let e = s + n;
+        if (s | n).is_multiple_of(64) {
+            return self.free_words(s, e);
+        }
         if self.any_free_or_reserved(s, e) {
             if let Some(f) = self.first_with(self.geo.level[0].bits, s, e, true) {
                 return Err(FreeError::AlreadyFree(Frame::from_number(f)));
@@ -1007,6 +1019,29 @@ impl<'h> Allocator<'h> {
         }
         self.set_units(0, s, e);
         self.words[W_FREE] += n;
+        Ok(())
+    }
+
+    /// [`free_many`](Self::free_many) for frames `[s, e)` inside the area that cover whole
+    /// level-0 words: the words are checked and filled whole, and the level above gets units
+    /// `s / 64 .. e / 64`.
+    fn free_words(&mut self, s: u64, e: u64) -> Result<(), FreeError> {
+        let (a0, r, lo) = (self.geo.level[0].bits.offset, self.geo.reserved.offset, self.geo.level[0].lo);
+        let (w0, w1) = ((s / 64 - lo) as usize, (e / 64 - lo) as usize);
+        let busy = self.words[a0 + w0..a0 + w1].iter().zip(&self.words[r + w0..r + w1]).any(|(f, rv)| f | rv != 0);
+        if busy {
+            if let Some(f) = self.first_with(self.geo.level[0].bits, s, e, true) {
+                return Err(FreeError::AlreadyFree(Frame::from_number(f)));
+            }
+            let f = self.first_with(self.geo.reserved, s, e, true).unwrap_or(s);
+            return Err(FreeError::Reserved(Frame::from_number(f)));
+        }
+        self.words[a0 + w0..a0 + w1].fill(!0);
+        self.tree_set_range(0, 0, w0, w1);
+        if self.geo.levels > 1 {
+            self.set_units(1, s / 64, e / 64);
+        }
+        self.words[W_FREE] += e - s;
         Ok(())
     }
 
@@ -1114,7 +1149,10 @@ impl<'h> Allocator<'h> {
                 self.words[W_ORDER_HINT + k as usize] = wi as u64;
             }
             None if limit == u64::MAX && need == 1 << k => {
+                // No block of order `k` anywhere: later searches start past the end until
+                // a freed unit moves the hint back.
                 self.words[W_NO_FIT] = self.words[W_NO_FIT].min(u64::from(k));
+                self.words[W_ORDER_HINT + k as usize] = self.geo.level[usize::from(k / 6)].bits.words as u64;
             }
             None => {}
         }
@@ -1416,5 +1454,41 @@ mod tests {
         // Frames 100..5100 minus the header at the top: the largest aligned block is 2048..4096.
         assert_eq!(al.largest_free_order(), Some(Order::new(11)));
         assert_eq!(al.stats().largest_free_order, Some(Order::new(11)));
+    }
+
+    #[test]
+    fn whole_word_frees_check_every_frame() {
+        // Frames 0..8192 with frames 4200..4210 reserved.
+        let a = area(0, 8192);
+        let reserved = [area(4200, 10)];
+        let mut words = vec![0u64; header_words(a).unwrap()];
+        let h = get_header(a, reserved).unwrap();
+        let mut al = Allocator::init(a, h, &mut words, reserved).unwrap();
+        let f = al.allocate(Order::new(9)).unwrap();
+        let g = al.allocate(Order::new(6)).unwrap();
+        al.check_invariants();
+        let before = (al.free_frames(), al.stats());
+        // A block that overlaps a free block, a freed one again, one over reserved frames.
+        let err = al.free_run(f, FrameCount::new(1024)).unwrap_err();
+        assert_eq!(g.number(), f.number() + 512, "the lowest blocks");
+        assert_eq!(err, FreeError::AlreadyFree(Frame::from_number(f.number() + 576)));
+        al.free(MemoryArea::from_frames(g, FrameCount::new(64))).unwrap();
+        let err = al.free(MemoryArea::from_frames(g, FrameCount::new(64))).unwrap_err();
+        assert_eq!(err, FreeError::AlreadyFree(g));
+        al.allocate_at(g, FrameCount::new(64)).unwrap();
+        al.allocate_at(Frame::from_number(4096), FrameCount::new(104)).unwrap();
+        al.allocate_at(Frame::from_number(4210), FrameCount::new(78)).unwrap();
+        let err = al.free_run(Frame::from_number(4096), FrameCount::new(192)).unwrap_err();
+        assert_eq!(err, FreeError::Reserved(Frame::from_number(4200)));
+        al.free_run(Frame::from_number(4096), FrameCount::new(104)).unwrap();
+        al.free_run(Frame::from_number(4210), FrameCount::new(78)).unwrap();
+        al.check_invariants();
+        assert_eq!((al.free_frames(), al.stats()), before);
+        // Whole-word frees merge up to the largest block again.
+        al.free(MemoryArea::from_frames(g, FrameCount::new(64))).unwrap();
+        al.free(MemoryArea::from_frames(f, FrameCount::new(512))).unwrap();
+        al.check_invariants();
+        assert_eq!(al.largest_free_order(), Some(Order::new(12)));
+        assert_eq!(al.stats().largest_free_order, Some(Order::new(12)));
     }
 }
