@@ -1168,17 +1168,16 @@ impl<'h> Allocator<'h> {
         let r = u32::from(k % 6);
         let lv = &self.geo.level[l];
         let shift = 6 * l as u32;
+        let runs = Runs::new(r);
+        // Words in address order: the first word with a run decides (its block is the lowest;
+        // when it ends above the limit, every later one does too).
         let test = |wi: usize| -> Option<Option<u64>> {
-            let base = ((lv.lo + wi as u64) * 64) << shift;
-            if base.saturating_add(need) > limit {
-                return Some(None);
-            }
-            let m = aligned_runs(self.words[lv.bits.offset + wi], r);
+            let m = runs.starts(self.words[lv.bits.offset + wi]);
             if m == 0 {
                 return None;
             }
             let f = ((lv.lo + wi as u64) * 64 + u64::from(m.trailing_zeros())) << shift;
-            Some((f + need <= limit).then_some(f))
+            Some((f.saturating_add(need) <= limit).then_some(f))
         };
         if lv.layers == 0 {
             return (from..lv.bits.words).find_map(test).flatten();
@@ -1382,6 +1381,32 @@ fn range_mask(from: u64, to: u64) -> u64 {
     hi & !((1u64 << from) - 1)
 }
 
+/// [`aligned_runs`] for one `r`, without a loop: the shifts that `r` does not use are 0.
+#[derive(Clone, Copy, Debug)]
+struct Runs {
+    shifts: [u32; 5],
+    mask: u64,
+}
+
+impl Runs {
+    fn new(r: u32) -> Runs {
+        let mut shifts = [0; 5];
+        for (i, s) in shifts.iter_mut().enumerate().take(r as usize) {
+            *s = 1 << i;
+        }
+        Runs { shifts, mask: aligned_runs(!0, r) }
+    }
+
+    #[inline(always)]
+    fn starts(&self, w: u64) -> u64 {
+        let mut x = w;
+        for s in self.shifts {
+            x &= x >> s;
+        }
+        x & self.mask
+    }
+}
+
 /// The bits `i` of `w`, `i` a multiple of `2^r`, that start a run of `2^r` set bits.
 #[inline]
 fn aligned_runs(w: u64, r: u32) -> u64 {
@@ -1418,6 +1443,15 @@ mod tests {
         assert_eq!(aligned_runs(0xff00, 3), 0x0100);
         assert_eq!(aligned_runs(0x0ff0, 3), 0);
         assert_eq!(aligned_runs(!0, 5), 0x0000_0001_0000_0001);
+        let mut w = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200 {
+            w = w.rotate_left(13) ^ (w >> 7) ^ (w << 3);
+            for v in [w, w | w >> 1, w | w >> 3 | w << 5, !w, !0, 0] {
+                for r in 0..6 {
+                    assert_eq!(Runs::new(r).starts(v), aligned_runs(v, r), "r {r} word {v:#x}");
+                }
+            }
+        }
     }
 
     #[test]
