@@ -918,6 +918,35 @@ impl<'h> Allocator<'h> {
         }
     }
 
+    /// Marks level-0 words `[w0, w1)` non-zero in the summaries: one summary word and one
+    /// walk up when they share a summary word (a block of up to order 12).
+    #[inline]
+    fn tree_set_words(&mut self, w0: usize, w1: usize) {
+        let lv = &self.geo.level[0];
+        if lv.layers == 0 || w0 / 64 != (w1 - 1) / 64 {
+            return self.tree_set_range(0, 0, w0, w1);
+        }
+        // Bit `w0` walks up; the others join it in its now non-zero summary word.
+        let idx = lv.tree[0].offset + w0 / 64;
+        self.tree_set(0, w0);
+        self.words[idx] |= range_mask((w0 % 64) as u64, (w1 - w0 / 64 * 64) as u64);
+    }
+
+    /// Marks level-0 words `[w0, w1)` zero in the summaries, as
+    /// [`tree_set_words`](Self::tree_set_words) does the other way.
+    #[inline]
+    fn tree_clear_words(&mut self, w0: usize, w1: usize) {
+        let lv = &self.geo.level[0];
+        if lv.layers == 0 || w0 / 64 != (w1 - 1) / 64 {
+            return self.tree_clear_range(0, 0, w0, w1);
+        }
+        // The others leave first; bit `w0` walks up if the summary word empties.
+        let idx = lv.tree[0].offset + w0 / 64;
+        let others = range_mask((w0 % 64) as u64, (w1 - w0 / 64 * 64) as u64) & !(1 << (w0 % 64));
+        self.words[idx] &= !others;
+        self.tree_clear(0, w0);
+    }
+
     /// Takes frames `[a, b)`, all free.
     fn take_range(&mut self, a: u64, b: u64) {
         if b == a + 1 {
@@ -927,7 +956,7 @@ impl<'h> Allocator<'h> {
             let (a0, lo) = (self.geo.level[0].bits.offset, self.geo.level[0].lo);
             let (w0, w1) = ((a / 64 - lo) as usize, (b / 64 - lo) as usize);
             self.words[a0 + w0..a0 + w1].fill(0);
-            self.tree_clear_range(0, 0, w0, w1);
+            self.tree_clear_words(w0, w1);
             if self.geo.levels > 1 {
                 self.clear_units(1, a / 64, b / 64);
             }
@@ -1037,7 +1066,7 @@ impl<'h> Allocator<'h> {
             return Err(FreeError::Reserved(Frame::from_number(f)));
         }
         self.words[a0 + w0..a0 + w1].fill(!0);
-        self.tree_set_range(0, 0, w0, w1);
+        self.tree_set_words(w0, w1);
         if self.geo.levels > 1 {
             self.set_units(1, s / 64, e / 64);
         }
@@ -1518,6 +1547,13 @@ mod tests {
         al.free_run(Frame::from_number(4210), FrameCount::new(78)).unwrap();
         al.check_invariants();
         assert_eq!((al.free_frames(), al.stats()), before);
+        // The last word under a summary word, and a run across two summary words.
+        for (s, n) in [(4032, 64), (4032, 128), (3968, 128)] {
+            al.allocate_at(Frame::from_number(s), FrameCount::new(n)).unwrap();
+            al.check_invariants();
+            al.free_run(Frame::from_number(s), FrameCount::new(n)).unwrap();
+            al.check_invariants();
+        }
         // Whole-word frees merge up to the largest block again.
         al.free(MemoryArea::from_frames(g, FrameCount::new(64))).unwrap();
         al.free(MemoryArea::from_frames(f, FrameCount::new(512))).unwrap();
