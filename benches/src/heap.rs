@@ -447,9 +447,13 @@ pub fn run(options: &Options) -> Report {
     for (name, a) in all.iter().filter(|(n, _)| *n == MEMKIT || *n == "mimalloc") {
         let one_cpu = cpu_per_action(*a, &seqs[..1]);
         let two_cpu = cpu_per_action(*a, &seqs);
+        let reading = if two_cpu > one_cpu * 1.1 {
+            "a rise: the threads slow each other (locks, cache lines, or cores shared in hardware)"
+        } else {
+            "no rise: the threads do not slow each other"
+        };
         report.note(format!(
-            "{name} CPU time per action: {one_cpu:.1} ns with one thread, {two_cpu:.1} ns with two \
-             (a rise from the threads slowing each other: locks, cache lines, or cores shared in hardware)"
+            "{name} CPU time per action: {one_cpu:.1} ns with one thread, {two_cpu:.1} ns with two ({reading})"
         ));
     }
     let usable = report.results.iter().find(|r| r.case.starts_with("usable") && r.implementation == MEMKIT);
