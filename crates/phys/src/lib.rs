@@ -50,6 +50,7 @@
 //! [`Allocator::init`], `pmallocator_allocate` → [`Allocator::allocate`],
 //! `pmallocator_free` → [`Allocator::free`]; results map to [`ErrorCode`] via `code()`.
 #![no_std]
+#![forbid(unsafe_code)]
 
 #[cfg(any(test, feature = "fuzzing"))]
 extern crate alloc;
