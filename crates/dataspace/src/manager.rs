@@ -41,6 +41,32 @@ pub const MAX_SIZE: u64 = 1 << 46;
 /// The largest log2 alignment: 2^52 bytes, the physical address width.
 pub const MAX_ALIGN_SHIFT: u32 = PAGE_SHIFT + Order::MAX.get() as u32;
 const PAGE: u64 = PAGE_SIZE as u64;
+
+/// `OutOfRange` unless the `len` bytes from `offset` lie inside a dataspace of `size` bytes.
+fn check_byte_range(size: u64, offset: u64, len: usize) -> Result<(), RangeError> {
+    let len = len as u64;
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(RangeError::OutOfRange(offset, len));
+    }
+    Ok(())
+}
+
+/// Splits the `len` bytes from `offset` into one piece per page they touch:
+/// (page index, offset within the page, the piece's range in a buffer of `len` bytes).
+fn page_pieces(offset: u64, len: usize) -> impl Iterator<Item = (u64, u64, core::ops::Range<usize>)> {
+    let mut done = 0usize;
+    core::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let at = offset + done as u64;
+        let within = at % PAGE;
+        let n = (PAGE_SIZE - within as usize).min(len - done);
+        let piece = (at / PAGE, within, done..done + n);
+        done += n;
+        Some(piece)
+    })
+}
 const SUPERPAGE_FRAMES: u64 = 1 << SUPERPAGE_ORDER.get();
 
 bitflags::bitflags! {
@@ -1149,23 +1175,15 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// [`RangeError::InvalidId`], [`RangeError::OutOfRange`].
     pub fn read(&mut self, ds: DataspaceId, offset: u64, buf: &mut [u8]) -> Result<(), RangeError> {
         let d = lookup(&mut self.slots, ds).ok_or(RangeError::InvalidId(ds))?;
-        let len = buf.len() as u64;
-        if offset.checked_add(len).is_none_or(|end| end > d.size) {
-            return Err(RangeError::OutOfRange(offset, len));
-        }
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = offset + done as u64;
-            let within = (at % PAGE) as usize;
-            let n = (PAGE_SIZE - within).min(buf.len() - done);
-            match d.entries[(at / PAGE) as usize].frame() {
+        check_byte_range(d.size, offset, buf.len())?;
+        for (page, within, piece) in page_pieces(offset, buf.len()) {
+            match d.entries[page as usize].frame() {
                 Some(frame) => {
-                    let addr = PhysAddr::new(frame.start_address().as_u64() + within as u64);
-                    self.memory.read(addr, &mut buf[done..done + n]);
+                    let addr = PhysAddr::new(frame.start_address().as_u64() + within);
+                    self.memory.read(addr, &mut buf[piece]);
                 }
-                None => buf[done..done + n].fill(0),
+                None => buf[piece].fill(0),
             }
-            done += n;
         }
         Ok(())
     }
@@ -1185,19 +1203,11 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         revoker: &mut R,
     ) -> Result<(), RangeError> {
         let d = lookup(&mut self.slots, ds).ok_or(RangeError::InvalidId(ds))?;
-        let len = buf.len() as u64;
-        if offset.checked_add(len).is_none_or(|end| end > d.size) {
-            return Err(RangeError::OutOfRange(offset, len));
-        }
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = offset + done as u64;
-            let within = (at % PAGE) as usize;
-            let n = (PAGE_SIZE - within).min(buf.len() - done);
-            let frame = self.writable_page(ds, at / PAGE, revoker).map_err(RangeError::OutOfMemory)?;
-            let addr = PhysAddr::new(frame.start_address().as_u64() + within as u64);
-            self.memory.write(addr, &buf[done..done + n]);
-            done += n;
+        check_byte_range(d.size, offset, buf.len())?;
+        for (page, within, piece) in page_pieces(offset, buf.len()) {
+            let frame = self.writable_page(ds, page, revoker).map_err(RangeError::OutOfMemory)?;
+            let addr = PhysAddr::new(frame.start_address().as_u64() + within);
+            self.memory.write(addr, &buf[piece]);
         }
         Ok(())
     }
