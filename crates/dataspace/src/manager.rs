@@ -92,6 +92,15 @@ bitflags::bitflags! {
 }
 
 impl Kind {
+    /// The kind with the properties a caller's flags ask for, whichever seed's flags they are.
+    fn from_properties(contiguous: bool, pinned: bool, superpages: bool) -> Kind {
+        let mut kind = Kind::empty();
+        kind.set(Kind::CONTIGUOUS, contiguous);
+        kind.set(Kind::PINNED, pinned);
+        kind.set(Kind::SUPERPAGES, superpages);
+        kind
+    }
+
     fn is_bound(self) -> bool {
         !self.is_empty()
     }
@@ -577,16 +586,11 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         align: u32,
         paddr: PhysAddr,
     ) -> Result<DataspaceId, CreateError> {
-        let mut kind = Kind::empty();
-        if flags.contains(MemAllocFlags::CONTINUOUS) {
-            kind |= Kind::CONTIGUOUS;
-        }
-        if flags.contains(MemAllocFlags::PINNED) {
-            kind |= Kind::PINNED;
-        }
-        if flags.contains(MemAllocFlags::SUPER_PAGES) {
-            kind |= Kind::SUPERPAGES;
-        }
+        let mut kind = Kind::from_properties(
+            flags.contains(MemAllocFlags::CONTINUOUS),
+            flags.contains(MemAllocFlags::PINNED),
+            flags.contains(MemAllocFlags::SUPER_PAGES),
+        );
         let placement = if flags.contains(MemAllocFlags::FIXED_PADDR) {
             if self.config.mmu {
                 return Err(CreateError::FixedAddressNeedsNoMmu(paddr));
@@ -651,17 +655,11 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     }
 
     fn kind_of(flags: DmFlags) -> Kind {
-        let mut kind = Kind::empty();
-        if flags.contains(DmFlags::CONTIGUOUS) {
-            kind |= Kind::CONTIGUOUS;
-        }
-        if flags.contains(DmFlags::PINNED) {
-            kind |= Kind::PINNED;
-        }
-        if flags.contains(DmFlags::SUPERPAGES) {
-            kind |= Kind::SUPERPAGES;
-        }
-        kind
+        Kind::from_properties(
+            flags.contains(DmFlags::CONTIGUOUS),
+            flags.contains(DmFlags::PINNED),
+            flags.contains(DmFlags::SUPERPAGES),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
