@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Design principles:
-//! - **O(log n) everywhere.** Regions and areas live in B+-trees of 16-row nodes in index arenas (no
+//! - **O(log n) everywhere.** Regions and areas live in B+-trees of 32-row nodes in index arenas (no
 //!   pointers), augmented with each subtree's largest gap as in Zircon's VMAR, so free-space
 //!   search with alignment, inside an area and below an upper limit is logarithmic, unlike
 //!   L4Re's linear first fit ([`AttachRequest::below`] and [`RegionMap::reserve_area_below`]
