@@ -15,26 +15,27 @@
 //!   free space:  ..10 | 30..40 | 50..60 | 90..
 //! ```
 //!
-//! Every node holds up to [`B`] rows and, unless it is the root, at least `B / 4`; every
+//! Every node holds up to [`B`] rows and, unless it is the root, at least `B / 8`; every
 //! leaf lies at the same depth. A full node splits in halves, except when the new row goes
-//! to its end (addresses handed out in ascending order): the left node then keeps 25 rows,
-//! so that such a tree stays shallow. An internal node keeps, for each child, the smallest start,
-//! the largest end and the largest gap *between* two intervals of the child's subtree.
+//! to its end (addresses handed out in ascending order): the left node then keeps 29 rows,
+//! so that such a tree stays shallow and dense. An internal node keeps, for each child, the
+//! smallest start, the largest end and the largest gap *between* two intervals of the
+//! child's subtree.
 //!
-//! A lookup reads one array of 32 starts per level (four cache lines, loaded together) and
-//! so visits about `log32 n` nodes instead of the `1.44 log2 n` of a binary tree: 100 000
-//! regions take three internal levels, which stay in the second-level cache, and a leaf.
-//! What a lookup costs in a large tree is the chain of cache misses, one node waiting for
-//! the one above it; so a descent starts loading a node's child array together with its
-//! starts, and a leaf's ends and values together with its starts. A leaf then costs one miss,
-//! not two or three in a row. (Measured: 16-row nodes without these loads took about 1.5×
-//! as long at 100 000 regions.)
+//! Internal nodes and leaves are two types in two arenas. A leaf holds only what a lookup
+//! needs (starts, ends, values), so a large tree stays small: 100 000 one-page regions of
+//! the region map take about 3.8 MiB of leaves and 0.1 MiB of internal nodes. On the
+//! machines measured, a random load costs about 20 ns within 5 MiB and over 100 ns beyond
+//! 8 MiB (the reach of the caches and the TLB), so the size of a leaf decides what a lookup
+//! in a large map costs more than the number of levels does. A lookup reads the starts of
+//! one node per level (counted without branches, one cache line of them at a time) and so
+//! visits about `log32 n` nodes: three internal levels for 100 000 regions, which stay in
+//! the second-level cache, and one leaf.
 //!
-//! A first-fit search walks
-//! the rows in address order and skips every child whose largest inner gap is too small: it
-//! descends along the path to the lower bound of the search and then to the first gap that
-//! fits, so it visits O(log n) nodes when the alignment is at most a page (a gap that is large
-//! enough then always fits). With a larger alignment a large-enough gap may still not hold an
+//! A first-fit search walks the rows in address order and skips every child whose largest
+//! inner gap is too small: it descends along the path to the lower bound of the search and
+//! then to the first gap that fits, so it visits O(log n) nodes when the alignment is at
+//! most a page (a gap that is large enough then always fits). With a larger alignment a large-enough gap may still not hold an
 //! aligned run; the search then moves on to the next candidate, as Zircon's VMAR does.
 //!
 //! The tree works on plain numbers (bytes, or anything ordered); the region map gives them
@@ -42,7 +43,6 @@
 //! `unsafe`, and freed nodes are reused.
 
 use alloc::vec::Vec;
-use core::hint::black_box;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// "No node".
@@ -51,11 +51,11 @@ const NIL: u32 = u32::MAX;
 /// The most rows a node holds.
 const B: usize = 32;
 
-/// The size of a cache line, the unit in which nodes are prefetched.
-const LINE: usize = 64;
+/// Rows per group in [`Rows::count_le`]: the starts in one 64-byte cache line.
+const GROUP: usize = 64 / size_of::<usize>();
 
 /// The fewest rows a node other than the root holds.
-const MIN: usize = B / 4;
+const MIN: usize = B / 8;
 
 /// A subtree's extent and its largest inner gap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,9 +65,9 @@ struct Summary {
     max_gap: usize,
 }
 
-/// One row of a node: an interval and its value (leaf), or a child and its summary
-/// (internal node: `lo`, `hi`, `gap` are the child's smallest start, largest end and largest
-/// inner gap).
+/// One row of a node, as it moves between nodes: an interval and its value (leaf), or a
+/// child and its summary (internal node: `lo`, `hi`, `gap` are the child's smallest start,
+/// largest end and largest inner gap).
 #[derive(Debug, Clone, Copy)]
 struct Row<V> {
     lo: usize,
@@ -77,97 +77,281 @@ struct Row<V> {
     value: Option<V>,
 }
 
-/// A node: the rows as parallel arrays, so that a descent reads only `lo` and `child`
-/// (three cache lines, laid out one after the other).
+/// An internal node: one row per child, as parallel arrays, so that a descent reads only
+/// `lo` and one entry of `child`.
 #[derive(Debug, Clone)]
 #[repr(C, align(64))]
-struct Node<V> {
+struct Inner {
     lo: [usize; B],
     child: [u32; B],
     hi: [usize; B],
-    len: usize,
-    /// Leaves: the next leaf in address order. Free nodes: the next free node.
-    next: u32,
     gap: [usize; B],
+    len: u32,
+    /// Free nodes: the next free node.
+    next: u32,
+}
+
+/// A leaf: one row per interval, and only what a lookup needs (the starts, the ends and
+/// the values), so that a large tree stays small (see the module documentation).
+#[derive(Debug, Clone)]
+#[repr(C, align(64))]
+struct Leaf<V> {
+    lo: [usize; B],
+    hi: [usize; B],
+    len: u32,
+    /// The next leaf in address order. Free leaves: the next free leaf.
+    next: u32,
     value: [Option<V>; B],
 }
 
-impl<V: Copy> Node<V> {
-    fn empty() -> Self {
-        Node { len: 0, next: NIL, lo: [0; B], hi: [0; B], gap: [0; B], child: [NIL; B], value: [None; B] }
-    }
+/// What internal nodes and leaves share: rows ordered by `lo`, moved as [`Row`]s, and a
+/// link for the free list (and the leaf chain).
+trait Rows<V: Copy>: Clone {
+    fn empty() -> Self;
+    fn len(&self) -> usize;
+    fn set_len(&mut self, n: usize);
+    fn next(&self) -> u32;
+    fn set_next(&mut self, next: u32);
+    fn lo(&self) -> &[usize; B];
+    fn hi(&self) -> &[usize; B];
+    /// The largest gap inside row `i`'s subtree (0 in a leaf).
+    fn gap(&self, i: usize) -> usize;
+    fn row(&self, i: usize) -> Row<V>;
+    fn set(&mut self, i: usize, r: Row<V>);
+    /// Moves rows `from` to `from + n` (exclusive) to start at `to`.
+    fn shift(&mut self, from: usize, n: usize, to: usize);
 
     /// The number of rows whose `lo` is `<= key` (the rows are ordered by `lo`), counted
-    /// without branches.
+    /// without branches: first the groups of [`GROUP`] rows that start at or below `key`,
+    /// then the rows of the last such group (3 + 8 comparisons instead of 32).
     fn count_le(&self, key: usize) -> usize {
-        self.lo[..self.len].iter().map(|&s| usize::from(s <= key)).sum()
-    }
-
-    /// Starts loading every cache line of `child` (internal node), so that the load of
-    /// the child a descent picks overlaps with the loads of `lo` instead of following them.
-    fn prefetch_children(&self) {
-        for k in (0..B).step_by(LINE / size_of::<u32>()) {
-            black_box(self.child[k]);
-        }
-    }
-
-    /// Starts loading every cache line of `hi` and `value` (leaf), so that the row a
-    /// lookup picks arrives together with `lo`: one miss on the leaf instead of two in a
-    /// row. Costs a few loads when the leaf is cached.
-    fn prefetch_rows(&self) {
-        for k in (0..B).step_by(LINE / size_of::<usize>()) {
-            black_box(self.hi[k]);
-        }
-        let row = size_of::<Option<V>>().max(1);
-        for at in (0..B * row).step_by(LINE) {
-            black_box(self.value[at / row]);
-        }
-    }
-
-    fn row(&self, i: usize) -> Row<V> {
-        Row { lo: self.lo[i], hi: self.hi[i], gap: self.gap[i], child: self.child[i], value: self.value[i] }
-    }
-
-    fn set(&mut self, i: usize, r: Row<V>) {
-        self.lo[i] = r.lo;
-        self.hi[i] = r.hi;
-        self.gap[i] = r.gap;
-        self.child[i] = r.child;
-        self.value[i] = r.value;
+        let (n, lo) = (self.len(), self.lo());
+        let groups: usize = (GROUP..B).step_by(GROUP).map(|k| usize::from(k < n && lo[k] <= key)).sum();
+        let first = groups * GROUP;
+        let last = (first + GROUP).min(n);
+        first + lo[first..last].iter().map(|&s| usize::from(s <= key)).sum::<usize>()
     }
 
     /// Inserts `r` at `i`; the node has room.
     fn insert(&mut self, i: usize, r: Row<V>) {
-        let n = self.len;
+        let n = self.len();
         debug_assert!(n < B && i <= n);
-        self.lo.copy_within(i..n, i + 1);
-        self.hi.copy_within(i..n, i + 1);
-        self.gap.copy_within(i..n, i + 1);
-        self.child.copy_within(i..n, i + 1);
-        self.value.copy_within(i..n, i + 1);
+        self.shift(i, n - i, i + 1);
         self.set(i, r);
-        self.len += 1;
+        self.set_len(n + 1);
     }
 
     fn remove(&mut self, i: usize) -> Row<V> {
-        let n = self.len;
+        let n = self.len();
         let r = self.row(i);
-        self.lo.copy_within(i + 1..n, i);
-        self.hi.copy_within(i + 1..n, i);
-        self.gap.copy_within(i + 1..n, i);
-        self.child.copy_within(i + 1..n, i);
-        self.value.copy_within(i + 1..n, i);
-        self.len -= 1;
+        self.shift(i + 1, n - i - 1, i);
+        self.set_len(n - 1);
         r
     }
 
     fn summary(&self) -> Summary {
-        let n = self.len;
-        let mut gap = self.gap[0];
+        let (n, lo, hi) = (self.len(), self.lo(), self.hi());
+        let mut gap = self.gap(0);
         for i in 1..n {
-            gap = gap.max(self.gap[i]).max(self.lo[i] - self.hi[i - 1]);
+            gap = gap.max(self.gap(i)).max(lo[i] - hi[i - 1]);
         }
-        Summary { min_start: self.lo[0], max_end: self.hi[n - 1], max_gap: gap }
+        Summary { min_start: lo[0], max_end: hi[n - 1], max_gap: gap }
+    }
+}
+
+impl<V: Copy> Rows<V> for Inner {
+    fn empty() -> Self {
+        Inner { lo: [0; B], child: [NIL; B], hi: [0; B], gap: [0; B], len: 0, next: NIL }
+    }
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+    fn set_len(&mut self, n: usize) {
+        self.len = n as u32;
+    }
+    fn next(&self) -> u32 {
+        self.next
+    }
+    fn set_next(&mut self, next: u32) {
+        self.next = next;
+    }
+    fn lo(&self) -> &[usize; B] {
+        &self.lo
+    }
+    fn hi(&self) -> &[usize; B] {
+        &self.hi
+    }
+    fn gap(&self, i: usize) -> usize {
+        self.gap[i]
+    }
+    fn row(&self, i: usize) -> Row<V> {
+        Row { lo: self.lo[i], hi: self.hi[i], gap: self.gap[i], child: self.child[i], value: None }
+    }
+    fn set(&mut self, i: usize, r: Row<V>) {
+        (self.lo[i], self.hi[i], self.gap[i], self.child[i]) = (r.lo, r.hi, r.gap, r.child);
+    }
+    fn shift(&mut self, from: usize, n: usize, to: usize) {
+        self.lo.copy_within(from..from + n, to);
+        self.hi.copy_within(from..from + n, to);
+        self.gap.copy_within(from..from + n, to);
+        self.child.copy_within(from..from + n, to);
+    }
+}
+
+impl<V: Copy> Rows<V> for Leaf<V> {
+    fn empty() -> Self {
+        Leaf { lo: [0; B], hi: [0; B], len: 0, next: NIL, value: [None; B] }
+    }
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+    fn set_len(&mut self, n: usize) {
+        self.len = n as u32;
+    }
+    fn next(&self) -> u32 {
+        self.next
+    }
+    fn set_next(&mut self, next: u32) {
+        self.next = next;
+    }
+    fn lo(&self) -> &[usize; B] {
+        &self.lo
+    }
+    fn hi(&self) -> &[usize; B] {
+        &self.hi
+    }
+    fn gap(&self, _: usize) -> usize {
+        0
+    }
+    fn row(&self, i: usize) -> Row<V> {
+        Row { lo: self.lo[i], hi: self.hi[i], gap: 0, child: NIL, value: self.value[i] }
+    }
+    fn set(&mut self, i: usize, r: Row<V>) {
+        (self.lo[i], self.hi[i], self.value[i]) = (r.lo, r.hi, r.value);
+    }
+    fn shift(&mut self, from: usize, n: usize, to: usize) {
+        self.lo.copy_within(from..from + n, to);
+        self.hi.copy_within(from..from + n, to);
+        self.value.copy_within(from..from + n, to);
+    }
+}
+
+/// Nodes of one kind in a `Vec`, named by index, with a free list through `next`.
+#[derive(Debug, Clone)]
+struct Arena<N> {
+    nodes: Vec<N>,
+    free: u32,
+}
+
+impl<N> Arena<N> {
+    const fn new() -> Self {
+        Arena { nodes: Vec::new(), free: NIL }
+    }
+
+    fn get(&self, i: u32) -> &N {
+        &self.nodes[i as usize]
+    }
+
+    fn get_mut(&mut self, i: u32) -> &mut N {
+        &mut self.nodes[i as usize]
+    }
+
+    fn allocate<V: Copy>(&mut self) -> u32
+    where
+        N: Rows<V>,
+    {
+        if self.free != NIL {
+            let i = self.free;
+            self.free = self.get(i).next();
+            *self.get_mut(i) = N::empty();
+            i
+        } else {
+            let i = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
+            self.nodes.push(N::empty());
+            i
+        }
+    }
+
+    fn release<V: Copy>(&mut self, i: u32)
+    where
+        N: Rows<V>,
+    {
+        let free = self.free;
+        let n = self.get_mut(i);
+        n.set_len(0);
+        n.set_next(free);
+        self.free = i;
+    }
+
+    /// The number of nodes on the free list.
+    #[cfg(any(test, feature = "check"))]
+    fn free_count<V: Copy>(&self) -> usize
+    where
+        N: Rows<V>,
+    {
+        let mut count = 0;
+        let mut f = self.free;
+        while f != NIL {
+            count += 1;
+            assert!(count <= self.nodes.len(), "free list loops");
+            f = self.get(f).next();
+        }
+        count
+    }
+
+    /// Puts `row` at `p` in node `i`, splitting a full node (in halves, or all but
+    /// [`MIN`] rows kept when `row` goes to the end); returns the new right node.
+    fn put<V: Copy>(&mut self, i: u32, p: usize, row: Row<V>) -> Option<u32>
+    where
+        N: Rows<V>,
+    {
+        if self.get(i).len() < B {
+            self.get_mut(i).insert(p, row);
+            return None;
+        }
+        let keep = if p == B { B + 1 - MIN } else { B / 2 };
+        let r = self.allocate();
+        for k in keep..B {
+            let moved = self.get(i).row(k);
+            self.get_mut(r).set(k - keep, moved);
+        }
+        self.get_mut(r).set_len(B - keep);
+        self.get_mut(i).set_len(keep);
+        if p <= keep {
+            self.get_mut(i).insert(p, row);
+        } else {
+            self.get_mut(r).insert(p - keep, row);
+        }
+        Some(r)
+    }
+
+    /// Siblings `l` and `r` (in this order) together: merges `r` into `l` when their rows
+    /// fit in one node (and returns true; `r` is then free), else evens them out.
+    fn merge_or_even<V: Copy>(&mut self, l: u32, r: u32) -> bool
+    where
+        N: Rows<V>,
+    {
+        let total = self.get(l).len() + self.get(r).len();
+        if total <= B {
+            for k in 0..self.get(r).len() {
+                let moved = self.get(r).row(k);
+                let at = self.get(l).len();
+                self.get_mut(l).insert(at, moved);
+            }
+            return true;
+        }
+        let want = total / 2;
+        while self.get(l).len() > want {
+            let last = self.get(l).len() - 1;
+            let moved = self.get_mut(l).remove(last);
+            self.get_mut(r).insert(0, moved);
+        }
+        while self.get(l).len() < want {
+            let moved = self.get_mut(r).remove(0);
+            let at = self.get(l).len();
+            self.get_mut(l).insert(at, moved);
+        }
+        false
     }
 }
 
@@ -208,15 +392,16 @@ pub(crate) struct Entry<V> {
 /// Intervals are non-empty and disjoint, ordered by start within and across the leaves;
 /// every leaf has depth `height`; every node holds at most [`B`] rows and, except the root,
 /// at least [`MIN`] (an internal root at least two); every internal row describes its
-/// child's subtree; the leaf chain visits the leaves in address order; the free list holds
-/// exactly the nodes not in the tree.
+/// child's subtree; the leaf chain visits the leaves in address order; each free list holds
+/// exactly the nodes of its kind not in the tree.
 #[derive(Debug)]
 pub(crate) struct GapTree<V> {
-    nodes: Vec<Node<V>>,
+    inner: Arena<Inner>,
+    leaves: Arena<Leaf<V>>,
+    /// A leaf when `height` is 0, else an internal node; `NIL` when the tree is empty.
     root: u32,
     /// The number of internal levels above the leaves.
     height: usize,
-    free: u32,
     len: usize,
     /// The leaf [`containing_cached`](GapTree::containing_cached) found last (or `NIL`);
     /// reset by every change of the tree. Atomic (relaxed) so that lookups stay `&self`
@@ -227,10 +412,10 @@ pub(crate) struct GapTree<V> {
 impl<V: Clone> Clone for GapTree<V> {
     fn clone(&self) -> Self {
         GapTree {
-            nodes: self.nodes.clone(),
+            inner: self.inner.clone(),
+            leaves: self.leaves.clone(),
             root: self.root,
             height: self.height,
-            free: self.free,
             len: self.len,
             last_hit: AtomicU32::new(NIL),
         }
@@ -240,7 +425,14 @@ impl<V: Clone> Clone for GapTree<V> {
 impl<V: Copy> GapTree<V> {
     /// An empty tree.
     pub(crate) const fn new() -> Self {
-        GapTree { nodes: Vec::new(), root: NIL, height: 0, free: NIL, len: 0, last_hit: AtomicU32::new(NIL) }
+        GapTree {
+            inner: Arena::new(),
+            leaves: Arena::new(),
+            root: NIL,
+            height: 0,
+            len: 0,
+            last_hit: AtomicU32::new(NIL),
+        }
     }
 
     /// The number of intervals.
@@ -248,38 +440,13 @@ impl<V: Copy> GapTree<V> {
         self.len
     }
 
-    fn node(&self, i: u32) -> &Node<V> {
-        &self.nodes[i as usize]
+    fn leaf(&self, i: u32) -> &Leaf<V> {
+        self.leaves.get(i)
     }
 
-    fn node_mut(&mut self, i: u32) -> &mut Node<V> {
-        &mut self.nodes[i as usize]
-    }
-
-    fn allocate(&mut self) -> u32 {
-        if self.free != NIL {
-            let i = self.free;
-            self.free = self.node(i).next;
-            *self.node_mut(i) = Node::empty();
-            i
-        } else {
-            let i = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
-            self.nodes.push(Node::empty());
-            i
-        }
-    }
-
-    fn release(&mut self, i: u32) {
-        let free = self.free;
-        let n = self.node_mut(i);
-        n.len = 0;
-        n.next = free;
-        self.free = i;
-    }
-
-    /// The row describing node `i` in its parent.
-    fn row_of(&self, i: u32) -> Row<V> {
-        let s = self.node(i).summary();
+    /// The row describing node `i` (at height `h`) in its parent.
+    fn row_of(&self, i: u32, h: usize) -> Row<V> {
+        let s = if h == 0 { self.leaf(i).summary() } else { Rows::<V>::summary(self.inner.get(i)) };
         Row { lo: s.min_start, hi: s.max_end, gap: s.max_gap, child: i, value: None }
     }
 
@@ -288,16 +455,14 @@ impl<V: Copy> GapTree<V> {
     fn leaf_for(&self, key: usize) -> u32 {
         let mut i = self.root;
         for _ in 0..self.height {
-            let n = self.node(i);
-            n.prefetch_children();
-            i = n.child[n.count_le(key).saturating_sub(1)];
+            let n = self.inner.get(i);
+            i = n.child[Rows::<V>::count_le(n, key).saturating_sub(1)];
         }
-        self.node(i).prefetch_rows();
         i
     }
 
     fn entry(&self, leaf: u32, p: usize) -> Entry<V> {
-        let n = self.node(leaf);
+        let n = self.leaf(leaf);
         Entry { start: n.lo[p], end: n.hi[p], value: n.value[p].expect("a leaf row has a value") }
     }
 
@@ -306,15 +471,15 @@ impl<V: Copy> GapTree<V> {
         debug_assert!(start < end && !self.overlaps(start, end));
         *self.last_hit.get_mut() = NIL;
         if self.root == NIL {
-            self.root = self.allocate();
+            self.root = self.leaves.allocate();
             self.height = 0;
         }
         let row = Row { lo: start, hi: end, gap: 0, child: NIL, value: Some(value) };
         if let Some(split) = self.insert_at(self.root, self.height, row) {
-            let (old, root) = (self.root, self.allocate());
-            let (a, b) = (self.row_of(old), self.row_of(split));
-            self.node_mut(root).insert(0, a);
-            self.node_mut(root).insert(1, b);
+            let (old, root) = (self.root, self.inner.allocate::<V>());
+            let (a, b) = (self.row_of(old, self.height), self.row_of(split, self.height));
+            self.inner.get_mut(root).insert(0, a);
+            self.inner.get_mut(root).insert(1, b);
             self.root = root;
             self.height += 1;
         }
@@ -324,46 +489,22 @@ impl<V: Copy> GapTree<V> {
     /// Inserts `row` into the subtree of node `i` at height `h`; returns the new right
     /// sibling of `i` if `i` had to split.
     fn insert_at(&mut self, i: u32, h: usize, row: Row<V>) -> Option<u32> {
-        let p = self.node(i).count_le(row.lo);
         if h == 0 {
-            return self.put(i, p, row, true);
+            let p = self.leaf(i).count_le(row.lo);
+            let r = self.leaves.put(i, p, row)?;
+            let next = self.leaf(i).next;
+            self.leaves.get_mut(r).next = next;
+            self.leaves.get_mut(i).next = r;
+            return Some(r);
         }
-        let c = p.saturating_sub(1);
-        let child = self.node(i).child[c];
+        let c = Rows::<V>::count_le(self.inner.get(i), row.lo).saturating_sub(1);
+        let child = self.inner.get(i).child[c];
         let split = self.insert_at(child, h - 1, row);
-        let r = self.row_of(child);
-        self.node_mut(i).set(c, r);
+        let r = self.row_of(child, h - 1);
+        self.inner.get_mut(i).set(c, r);
         let s = split?;
-        let r = self.row_of(s);
-        self.put(i, c + 1, r, false)
-    }
-
-    /// Puts `row` at `p` in node `i`, splitting a full node (in halves, or 25 and 8 rows
-    /// when `row` goes to the end); returns the new right node.
-    fn put(&mut self, i: u32, p: usize, row: Row<V>, leaf: bool) -> Option<u32> {
-        if self.node(i).len < B {
-            self.node_mut(i).insert(p, row);
-            return None;
-        }
-        let keep = if p == B { B + 1 - MIN } else { B / 2 };
-        let r = self.allocate();
-        for k in keep..B {
-            let moved = self.node(i).row(k);
-            self.node_mut(r).set(k - keep, moved);
-        }
-        self.node_mut(r).len = B - keep;
-        self.node_mut(i).len = keep;
-        if leaf {
-            let next = self.node(i).next;
-            self.node_mut(r).next = next;
-            self.node_mut(i).next = r;
-        }
-        if p <= keep {
-            self.node_mut(i).insert(p, row);
-        } else {
-            self.node_mut(r).insert(p - keep, row);
-        }
-        Some(r)
+        let r = self.row_of(s, h - 1);
+        self.inner.put(i, c + 1, r)
     }
 
     /// Removes the interval starting at `start` and returns it.
@@ -375,73 +516,70 @@ impl<V: Copy> GapTree<V> {
         let e = self.remove_at(self.root, self.height, start)?;
         self.len -= 1;
         let root = self.root;
-        if self.height > 0 && self.node(root).len == 1 {
-            self.root = self.node(root).child[0];
+        if self.height > 0 && self.inner.get(root).len == 1 {
+            self.root = self.inner.get(root).child[0];
             self.height -= 1;
-            self.release(root);
-        } else if self.height == 0 && self.node(root).len == 0 {
+            self.inner.release::<V>(root);
+        } else if self.height == 0 && self.leaf(root).len == 0 {
             self.root = NIL;
-            self.release(root);
+            self.leaves.release(root);
         }
         Some(e)
     }
 
     fn remove_at(&mut self, i: u32, h: usize, start: usize) -> Option<Entry<V>> {
-        let p = self.node(i).count_le(start).checked_sub(1)?;
         if h == 0 {
-            if self.node(i).lo[p] != start {
+            let n = self.leaf(i);
+            let p = n.count_le(start).checked_sub(1)?;
+            if n.lo[p] != start {
                 return None;
             }
-            let r = self.node_mut(i).remove(p);
+            let r = self.leaves.get_mut(i).remove(p);
             return Some(Entry { start: r.lo, end: r.hi, value: r.value.expect("a leaf row has a value") });
         }
-        let child = self.node(i).child[p];
+        let p = Rows::<V>::count_le(self.inner.get(i), start).checked_sub(1)?;
+        let child = self.inner.get(i).child[p];
         let e = self.remove_at(child, h - 1, start)?;
-        if self.node(child).len < MIN {
-            self.refill(i, p, h == 1);
+        let child_len = if h == 1 { self.leaf(child).len() } else { Rows::<V>::len(self.inner.get(child)) };
+        if child_len < MIN {
+            self.refill(i, p, h);
         } else {
-            let r = self.row_of(child);
-            self.node_mut(i).set(p, r);
+            let r = self.row_of(child, h - 1);
+            self.inner.get_mut(i).set(p, r);
         }
         Some(e)
     }
 
-    /// Child `c` of node `i` has too few rows: merges it with a neighbour, or evens the
-    /// two out when they do not fit in one node.
-    fn refill(&mut self, i: u32, c: usize, leaves: bool) {
-        let (l, r) = if c + 1 < self.node(i).len { (c, c + 1) } else { (c - 1, c) };
-        let (li, ri) = (self.node(i).child[l], self.node(i).child[r]);
-        let total = self.node(li).len + self.node(ri).len;
-        if total <= B {
-            for k in 0..self.node(ri).len {
-                let moved = self.node(ri).row(k);
-                let at = self.node(li).len;
-                self.node_mut(li).insert(at, moved);
+    /// Child `c` of node `i` (at height `h`) has too few rows: merges it with a
+    /// neighbour, or evens the two out when they do not fit in one node.
+    fn refill(&mut self, i: u32, c: usize, h: usize) {
+        let n = self.inner.get(i);
+        let (l, r) = if c + 1 < n.len as usize { (c, c + 1) } else { (c - 1, c) };
+        let (li, ri) = (n.child[l], n.child[r]);
+        let merged = if h == 1 {
+            let merged = self.leaves.merge_or_even(li, ri);
+            if merged {
+                let next = self.leaf(ri).next;
+                self.leaves.get_mut(li).next = next;
+                self.leaves.release(ri);
             }
-            if leaves {
-                let next = self.node(ri).next;
-                self.node_mut(li).next = next;
+            merged
+        } else {
+            let merged = self.inner.merge_or_even::<V>(li, ri);
+            if merged {
+                self.inner.release::<V>(ri);
             }
-            self.release(ri);
-            self.node_mut(i).remove(r);
-            let lr = self.row_of(li);
-            self.node_mut(i).set(l, lr);
-            return;
+            merged
+        };
+        if merged {
+            Rows::<V>::remove(self.inner.get_mut(i), r);
+            let lr = self.row_of(li, h - 1);
+            self.inner.get_mut(i).set(l, lr);
+        } else {
+            let (lr, rr) = (self.row_of(li, h - 1), self.row_of(ri, h - 1));
+            self.inner.get_mut(i).set(l, lr);
+            self.inner.get_mut(i).set(r, rr);
         }
-        let want = total / 2;
-        while self.node(li).len > want {
-            let last = self.node(li).len - 1;
-            let moved = self.node_mut(li).remove(last);
-            self.node_mut(ri).insert(0, moved);
-        }
-        while self.node(li).len < want {
-            let moved = self.node_mut(ri).remove(0);
-            let at = self.node(li).len;
-            self.node_mut(li).insert(at, moved);
-        }
-        let (lr, rr) = (self.row_of(li), self.row_of(ri));
-        self.node_mut(i).set(l, lr);
-        self.node_mut(i).set(r, rr);
     }
 
     /// The interval with the largest start `<= key`.
@@ -450,14 +588,14 @@ impl<V: Copy> GapTree<V> {
             return None;
         }
         let leaf = self.leaf_for(key);
-        let p = self.node(leaf).count_le(key).checked_sub(1)?;
+        let p = self.leaf(leaf).count_le(key).checked_sub(1)?;
         Some(self.entry(leaf, p))
     }
 
     /// The first row at or after position `p` of `leaf`, following the leaf chain.
     fn at_or_next(&self, leaf: u32, p: usize) -> Option<(u32, usize)> {
-        let n = self.node(leaf);
-        if p < n.len { Some((leaf, p)) } else { (n.next != NIL).then_some((n.next, 0)) }
+        let n = self.leaf(leaf);
+        if p < n.len() { Some((leaf, p)) } else { (n.next != NIL).then_some((n.next, 0)) }
     }
 
     /// The leaf and row of the interval with the smallest start `>= key`.
@@ -466,8 +604,8 @@ impl<V: Copy> GapTree<V> {
             return None;
         }
         let leaf = self.leaf_for(key);
-        let n = self.node(leaf);
-        let p = n.lo[..n.len].iter().filter(|&&s| s < key).count();
+        let n = self.leaf(leaf);
+        let p = n.lo[..n.len()].iter().filter(|&&s| s < key).count();
         self.at_or_next(leaf, p)
     }
 
@@ -485,8 +623,9 @@ impl<V: Copy> GapTree<V> {
     /// Whether `key` lies within the span of `leaf`, and if so the interval of the leaf
     /// that contains it (none means no interval of the tree contains it).
     fn within_leaf(&self, leaf: u32, key: usize) -> Option<Option<Entry<V>>> {
-        let n = self.node(leaf);
-        if n.len == 0 || key < n.lo[0] || key >= n.hi[n.len - 1] {
+        let n = self.leaf(leaf);
+        let len = n.len();
+        if len == 0 || key < n.lo[0] || key >= n.hi[len - 1] {
             return None;
         }
         let p = n.count_le(key) - 1;
@@ -502,8 +641,8 @@ impl<V: Copy> GapTree<V> {
             if let Some(found) = self.within_leaf(hit, key) {
                 return found;
             }
-            let n = self.node(hit);
-            let next = if n.len > 0 && key >= n.hi[n.len - 1] { n.next } else { NIL };
+            let n = self.leaf(hit);
+            let next = if n.len > 0 && key >= n.hi[n.len() - 1] { n.next } else { NIL };
             if next != NIL
                 && let Some(found) = self.within_leaf(next, key)
             {
@@ -515,7 +654,7 @@ impl<V: Copy> GapTree<V> {
             return None;
         }
         let leaf = self.leaf_for(key);
-        let p = self.node(leaf).count_le(key).checked_sub(1)?;
+        let p = self.leaf(leaf).count_le(key).checked_sub(1)?;
         let e = self.entry(leaf, p);
         if key < e.end {
             self.last_hit.store(leaf, Ordering::Relaxed);
@@ -532,13 +671,13 @@ impl<V: Copy> GapTree<V> {
             return None;
         }
         let leaf = self.leaf_for(start);
-        let n = self.node(leaf);
+        let n = self.leaf(leaf);
         let p = n.count_le(start);
         if p > 0 && n.hi[p - 1] > start {
             return Some(self.entry(leaf, p - 1));
         }
         let (l, q) = self.at_or_next(leaf, p)?;
-        (self.node(l).lo[q] < end).then(|| self.entry(l, q))
+        (self.leaf(l).lo[q] < end).then(|| self.entry(l, q))
     }
 
     /// Whether any interval overlaps `[start, end)`.
@@ -552,7 +691,7 @@ impl<V: Copy> GapTree<V> {
             return false;
         }
         let leaf = self.leaf_for(start);
-        let n = self.node_mut(leaf);
+        let n = self.leaves.get_mut(leaf);
         match n.count_le(start).checked_sub(1) {
             Some(p) if n.lo[p] == start => {
                 n.value[p] = Some(value);
@@ -576,18 +715,31 @@ impl<V: Copy> GapTree<V> {
         if let Some(a) = self.fit(self.root, self.height, lo, &q) {
             return Some(a);
         }
-        q.fit(self.node(self.root).summary().max_end, hi)
+        q.fit(self.row_of(self.root, self.height).hi, hi)
     }
 
     /// The first fit among the gap in front of node `i` (at height `h`, the gap starting at
     /// `before`) and the gaps inside it.
     fn fit(&self, i: u32, h: usize, mut before: usize, q: &Query) -> Option<usize> {
-        let n = self.node(i);
-        for k in 0..n.len {
+        if h == 0 {
+            let n = self.leaf(i);
+            for k in 0..n.len() {
+                if before >= q.hi {
+                    return None;
+                }
+                if let Some(a) = q.fit(before, n.lo[k]) {
+                    return Some(a);
+                }
+                before = n.hi[k];
+            }
+            return None;
+        }
+        let n = self.inner.get(i);
+        for k in 0..n.len as usize {
             if before >= q.hi {
                 return None;
             }
-            if h > 0 && n.gap[k] >= q.size && n.hi[k] > q.lo && n.lo[k] < q.hi {
+            if n.gap[k] >= q.size && n.hi[k] > q.lo && n.lo[k] < q.hi {
                 // An inner gap of the child may hold the request: the child tries its
                 // leading gap and its inner gaps in order.
                 if let Some(a) = self.fit(n.child[k], h - 1, before, q) {
@@ -605,7 +757,7 @@ impl<V: Copy> GapTree<V> {
     fn first_leaf(&self) -> u32 {
         let mut i = self.root;
         for _ in 0..self.height {
-            i = self.node(i).child[0];
+            i = self.inner.get(i).child[0];
         }
         i
     }
@@ -614,8 +766,8 @@ impl<V: Copy> GapTree<V> {
     /// returns false.
     fn walk_from(&self, mut leaf: u32, mut p: usize, mut f: impl FnMut(Entry<V>) -> bool) {
         while leaf != NIL {
-            let n = self.node(leaf);
-            while p < n.len {
+            let n = self.leaf(leaf);
+            while p < n.len() {
                 if !f(self.entry(leaf, p)) {
                     return;
                 }
@@ -658,18 +810,18 @@ impl<V: Copy> GapTree<V> {
     #[cfg(any(test, feature = "check"))]
     pub(crate) fn check_invariants(&self) {
         let mut leaves = Vec::new();
-        let mut nodes = 0;
+        let mut inner = 0;
         if self.root == NIL {
             assert_eq!(self.len, 0, "an empty tree has intervals");
         } else {
-            let count = self.check_node(self.root, self.height, true, &mut leaves, &mut nodes);
+            let count = self.check_node(self.root, self.height, true, &mut leaves, &mut inner);
             assert_eq!(count, self.len, "length does not match the tree");
             let mut chained = Vec::new();
             let mut l = self.first_leaf();
             while l != NIL {
                 chained.push(l);
                 assert!(chained.len() <= leaves.len(), "leaf chain too long or looping");
-                l = self.node(l).next;
+                l = self.leaf(l).next;
             }
             assert_eq!(chained, leaves, "leaf chain out of order");
         }
@@ -678,47 +830,46 @@ impl<V: Copy> GapTree<V> {
         for w in es.windows(2) {
             assert!(w[0].end <= w[1].start, "intervals overlap or are out of order");
         }
-        let mut free = 0;
-        let mut f = self.free;
-        while f != NIL {
-            free += 1;
-            assert!(free <= self.nodes.len(), "free list loops");
-            f = self.node(f).next;
-        }
-        assert_eq!(free + nodes, self.nodes.len(), "nodes are lost");
+        assert_eq!(self.leaves.free_count() + leaves.len(), self.leaves.nodes.len(), "leaves are lost");
+        assert_eq!(self.inner.free_count::<V>() + inner, self.inner.nodes.len(), "internal nodes are lost");
     }
 
     #[cfg(any(test, feature = "check"))]
-    fn check_node(&self, i: u32, h: usize, root: bool, leaves: &mut Vec<u32>, nodes: &mut usize) -> usize {
-        *nodes += 1;
-        let n = self.node(i);
-        assert!(n.len <= B, "node overfull");
-        if !root {
-            assert!(n.len >= MIN, "node underfull");
-        } else if h > 0 {
-            assert!(n.len >= 2, "internal root with one child");
+    fn check_node(&self, i: u32, h: usize, root: bool, leaves: &mut Vec<u32>, inner: &mut usize) -> usize {
+        let (len, lo, hi) = if h == 0 {
+            let n = self.leaf(i);
+            (n.len(), &n.lo, &n.hi)
         } else {
-            assert!(n.len >= 1, "empty root leaf");
+            let n = self.inner.get(i);
+            (n.len as usize, &n.lo, &n.hi)
+        };
+        assert!(len <= B, "node overfull");
+        if !root {
+            assert!(len >= MIN, "node underfull");
+        } else if h > 0 {
+            assert!(len >= 2, "internal root with one child");
+        } else {
+            assert!(len >= 1, "empty root leaf");
         }
-        for k in 0..n.len {
-            assert!(n.lo[k] < n.hi[k], "empty interval");
+        for k in 0..len {
+            assert!(lo[k] < hi[k], "empty interval");
             if k > 0 {
-                assert!(n.hi[k - 1] <= n.lo[k], "rows overlap or are out of order");
+                assert!(hi[k - 1] <= lo[k], "rows overlap or are out of order");
             }
         }
         if h == 0 {
             leaves.push(i);
-            for k in 0..n.len {
-                assert!(n.gap[k] == 0 && n.value[k].is_some(), "leaf row malformed");
-            }
-            return n.len;
+            assert!(self.leaf(i).value[..len].iter().all(Option::is_some), "leaf row without a value");
+            return len;
         }
+        *inner += 1;
+        let n = self.inner.get(i);
         let mut count = 0;
-        for k in 0..n.len {
+        for k in 0..len {
             let c = n.child[k];
-            count += self.check_node(c, h - 1, false, leaves, nodes);
-            let s = self.node(c).summary();
-            assert_eq!((n.lo[k], n.hi[k], n.gap[k]), (s.min_start, s.max_end, s.max_gap), "summary wrong");
+            count += self.check_node(c, h - 1, false, leaves, inner);
+            let s = self.row_of(c, h - 1);
+            assert_eq!((n.lo[k], n.hi[k], n.gap[k]), (s.lo, s.hi, s.gap), "summary wrong");
         }
         count
     }
@@ -783,6 +934,7 @@ mod tests {
         let mut t = GapTree::new();
         let mut m = BTreeMap::new();
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut deepest = 0;
         for step in 0..40_000u32 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -804,6 +956,7 @@ mod tests {
             if step % 997 == 0 {
                 t.check_invariants();
             }
+            deepest = deepest.max(t.height);
             let k = ((x >> 16) % 20_010) as usize;
             let want = m.range(..=k).next_back().filter(|(_, (e, _))| k < *e).map(|(s, (e, v))| (*s, *e, *v));
             assert_eq!(t.containing_cached(k).map(|e| (e.start, e.end, e.value)), want);
@@ -820,5 +973,7 @@ mod tests {
         let got: Vec<_> = t.entries().iter().map(|e| (e.start, e.end, e.value)).collect();
         let want: Vec<_> = m.iter().map(|(s, (e, v))| (*s, *e, *v)).collect();
         assert_eq!(got, want);
+        // Internal nodes split, merged and evened out too, not only leaves.
+        assert!(deepest >= 2, "the tree grew only {deepest} internal levels");
     }
 }
