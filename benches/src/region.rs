@@ -17,6 +17,11 @@
 //!   pages visited scattered (cache misses in the tree, the backing and the page table) and
 //!   in address order.
 //!
+//! - `dependent load, N MiB`: the machine's own reference, no map involved: a chain of
+//!   loads, each from a random cache line of an `N`-MiB array named by the one before; ns
+//!   per load. A random `find` among 100 000 regions must leave the caches at least once,
+//!   so its cost at 100 000 is bounded below by this figure for the map's size.
+//!
 //! Targets: find and search-attach at 100 000 regions within 2x their time at 100; a fault
 //! in 100 ns or less with no heap allocation.
 
@@ -249,6 +254,32 @@ fn fault_case(faults: usize, in_order: bool) -> (f64, u64) {
     (ns, allocations)
 }
 
+/// ns per dependent load from a random cache line of a `mib`-MiB array (a random cyclic
+/// chain through every line, so that no prefetcher guesses the next one).
+fn dependent_load_ns(mib: usize, loads: u64, rounds: u32) -> f64 {
+    const WORDS_PER_LINE: usize = 8;
+    let lines = (mib << 20) / 64;
+    let mut order: Vec<usize> = (0..lines).collect();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in (1..lines).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let mut next = vec![0usize; lines * WORDS_PER_LINE];
+    for (k, &line) in order.iter().enumerate() {
+        next[line * WORDS_PER_LINE] = order[(k + 1) % lines] * WORDS_PER_LINE;
+    }
+    let mut at = 0;
+    let mut best = f64::INFINITY;
+    for _ in 0..rounds.max(1) {
+        best = best.min(time_per_op(loads, |_| at = next[at]));
+    }
+    black_box(at);
+    best
+}
+
 /// Runs the suite.
 pub fn run(options: &Options) -> Report {
     let mut report = Report::new("region");
@@ -276,6 +307,9 @@ pub fn run(options: &Options) -> Report {
     }
     report.push("fault resolve (n=10000, SoftMmu)", MEMKIT, best);
     report.push("fault resolve in order (n=10000, SoftMmu)", MEMKIT, best_in_order);
+    for mib in [4, 64] {
+        report.push(&format!("dependent load, {mib} MiB"), "machine", dependent_load_ns(mib, 1_000_000, rounds));
+    }
     report.push(
         "fault heap allocations per fault",
         MEMKIT,
