@@ -439,6 +439,17 @@ impl<'h> Allocator<'h> {
     /// order is free.
     #[inline]
     pub fn allocate(&mut self, order: Order) -> Result<Frame, AllocateError> {
+        if order.get() == 0
+            && let Some(f) = self.take_one_fast()
+        {
+            return Ok(frame(f));
+        }
+        self.allocate_slow(order)
+    }
+
+    /// [`allocate`](Self::allocate) beyond the one-word order-0 fast path.
+    #[inline(never)]
+    fn allocate_slow(&mut self, order: Order) -> Result<Frame, AllocateError> {
         if order.get() == 0 {
             return match self.take_one(u64::MAX) {
                 Some(f) => Ok(frame(f)),
@@ -465,6 +476,9 @@ impl<'h> Allocator<'h> {
         let first = area.start.as_u64() >> PAGE_SHIFT;
         if first & (frames - 1) != 0 {
             return Err(FreeError::Unaligned(area));
+        }
+        if frames == 1 && self.free_one_fast(first) {
+            return Ok(());
         }
         self.free_frames_checked(first, frames)
     }
@@ -565,6 +579,9 @@ impl<'h> Allocator<'h> {
     /// error.
     #[inline]
     pub fn free_run(&mut self, start: Frame, count: FrameCount) -> Result<(), FreeError> {
+        if count.get() == 1 && self.free_one_fast(start.number()) {
+            return Ok(());
+        }
         self.free_frames_checked(start.number(), count.get())
     }
 
@@ -996,8 +1013,64 @@ impl<'h> Allocator<'h> {
         Some(f)
     }
 
+    /// Takes the lowest free frame of the hint word when that touches the word alone: the
+    /// word is neither empty nor full (a full word's level-1 unit would go too). `None`
+    /// sends the caller to [`take_one`](Self::take_one).
+    #[inline(always)]
+    fn take_one_fast(&mut self) -> Option<u64> {
+        let lv0 = &self.geo.level[0];
+        let hint = *self.words.get(W_HINT)? as usize;
+        if hint >= lv0.bits.words {
+            return None;
+        }
+        let w = self.words.get_mut(lv0.bits.offset + hint)?;
+        let old = *w;
+        if old == 0 || old == !0 {
+            return None;
+        }
+        *w = old & (old - 1);
+        self.words[W_FREE] -= 1;
+        Some((lv0.lo + hint as u64) * 64 + u64::from(old.trailing_zeros()))
+    }
+
+    /// Frees frame `s` when that touches its word alone: the frame is inside the area,
+    /// allocated, its word does not fill up (no merge above) and either was not empty or
+    /// still has its (stale) summary bit. `false` changes nothing and sends the caller to
+    /// the general path, which also reports errors.
+    #[inline(always)]
+    fn free_one_fast(&mut self, s: u64) -> bool {
+        let g = &self.geo;
+        if s.wrapping_sub(g.start) >= g.end - g.start {
+            return false;
+        }
+        let lv0 = &g.level[0];
+        let wi = (s / 64 - lv0.lo) as usize;
+        let bit = 1u64 << (s % 64);
+        let (Some(&old), Some(&rv)) = (self.words.get(lv0.bits.offset + wi), self.words.get(g.reserved.offset + wi))
+        else {
+            return false;
+        };
+        let new = old | bit;
+        if (old | rv) & bit != 0 || new == !0 {
+            return false;
+        }
+        if old == 0 {
+            if lv0.layers == 0 {
+                return false;
+            }
+            match self.words.get(lv0.tree[0].offset + wi / 64) {
+                Some(&t) if t & (1 << (wi % 64)) != 0 => {}
+                _ => return false,
+            }
+        }
+        self.words[lv0.bits.offset + wi] = new;
+        self.words[W_FREE] += 1;
+        self.words[W_HINT] = wi as u64;
+        true
+    }
+
     /// Frees frames `[s, s + n)` after checking that each is allocated.
-    #[inline]
+    #[inline(never)]
     fn free_frames_checked(&mut self, s: u64, n: u64) -> Result<(), FreeError> {
         if n == 1 && s >= self.geo.start && s < self.geo.end {
             return self.free_one(s);
