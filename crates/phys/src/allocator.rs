@@ -503,7 +503,11 @@ impl<'h> Allocator<'h> {
         }
         let n = 1u64 << order.get();
         let f = self.find_block_cached(order.get(), n, limit).ok_or(AllocateError::PhysicalMemoryFull(order))?;
-        self.take_range(f, f + n);
+        if order.get() >= 6 {
+            self.take_block(f, order.get());
+        } else {
+            self.take_range(f, f + n);
+        }
         Ok(Frame::from_number(f))
     }
 
@@ -935,33 +939,110 @@ impl<'h> Allocator<'h> {
         }
     }
 
-    /// Marks level-0 words `[w0, w1)` non-zero in the summaries: one summary word and one
-    /// walk up when they share a summary word (a block of up to order 12).
+    /// Marks words `[w0, w1)` of level `l` non-zero in the summaries: one summary word and
+    /// one walk up when they share a summary word (a block of up to 64 words).
     #[inline]
-    fn tree_set_words(&mut self, w0: usize, w1: usize) {
-        let lv = &self.geo.level[0];
+    fn tree_set_words(&mut self, l: usize, w0: usize, w1: usize) {
+        let lv = &self.geo.level[l];
         if lv.layers == 0 || w0 / 64 != (w1 - 1) / 64 {
-            return self.tree_set_range(0, 0, w0, w1);
+            return self.tree_set_range(l, 0, w0, w1);
         }
         // Bit `w0` walks up; the others join it in its now non-zero summary word.
         let idx = lv.tree[0].offset + w0 / 64;
-        self.tree_set(0, w0);
+        self.tree_set(l, w0);
         self.words[idx] |= range_mask((w0 % 64) as u64, (w1 - w0 / 64 * 64) as u64);
     }
 
-    /// Marks level-0 words `[w0, w1)` zero in the summaries, as
+    /// Marks words `[w0, w1)` of level `l` zero in the summaries, as
     /// [`tree_set_words`](Self::tree_set_words) does the other way.
     #[inline]
-    fn tree_clear_words(&mut self, w0: usize, w1: usize) {
-        let lv = &self.geo.level[0];
+    fn tree_clear_words(&mut self, l: usize, w0: usize, w1: usize) {
+        let lv = &self.geo.level[l];
         if lv.layers == 0 || w0 / 64 != (w1 - 1) / 64 {
-            return self.tree_clear_range(0, 0, w0, w1);
+            return self.tree_clear_range(l, 0, w0, w1);
         }
         // The others leave first; bit `w0` walks up if the summary word empties.
         let idx = lv.tree[0].offset + w0 / 64;
         let others = range_mask((w0 % 64) as u64, (w1 - w0 / 64 * 64) as u64) & !(1 << (w0 % 64));
         self.words[idx] &= !others;
-        self.tree_clear(0, w0);
+        self.tree_clear(l, w0);
+    }
+
+    /// Takes the free block of order `k >= 6` at frame `f`: whole words at the levels below
+    /// `k / 6` empty, and `2^(k % 6)` bits of one word at level `k / 6` clear.
+    fn take_block(&mut self, f: u64, k: u8) {
+        let top = usize::from(k / 6);
+        for l in 0..top {
+            let lv = &self.geo.level[l];
+            let (off, n) = (lv.bits.offset, 1usize << (k as usize - 6 * (l + 1)));
+            let w0 = ((f >> (6 * l)) / 64 - lv.lo) as usize;
+            self.words[off + w0..off + w0 + n].fill(0);
+            self.tree_clear_words(l, w0, w0 + n);
+        }
+        let lv = &self.geo.level[top];
+        let u = f >> (6 * top);
+        let wi = (u / 64 - lv.lo) as usize;
+        let idx = lv.bits.offset + wi;
+        let old = self.words[idx];
+        let new = old & !(((1u64 << (1u32 << (k % 6))) - 1) << (u % 64));
+        self.words[idx] = new;
+        if new == 0 {
+            self.tree_clear(top, wi);
+        }
+        if old == !0 && top + 1 < self.geo.levels {
+            self.clear_unit(top + 1, u / 64);
+        }
+        self.words[W_FREE] -= 1 << k;
+    }
+
+    /// Frees the block of order `k >= 6` at frame `s` (aligned, inside the area) after
+    /// checking that its frames are all allocated, as [`take_block`](Self::take_block) does
+    /// the other way.
+    fn free_block(&mut self, s: u64, k: u8) -> Result<(), FreeError> {
+        let (a0, r, lo) = (self.geo.level[0].bits.offset, self.geo.reserved.offset, self.geo.level[0].lo);
+        let n = 1usize << (k - 6);
+        let w0 = (s / 64 - lo) as usize;
+        let busy = or_all(&self.words[a0 + w0..a0 + w0 + n]) | or_all(&self.words[r + w0..r + w0 + n]);
+        if busy != 0 {
+            return Err(self.free_error(s, s + (1 << k)));
+        }
+        let top = usize::from(k / 6);
+        for l in 0..top {
+            let lv = &self.geo.level[l];
+            let (off, n) = (lv.bits.offset, 1usize << (k as usize - 6 * (l + 1)));
+            let w0 = ((s >> (6 * l)) / 64 - lv.lo) as usize;
+            self.words[off + w0..off + w0 + n].fill(!0);
+            self.tree_set_words(l, w0, w0 + n);
+            if l > 0 {
+                self.large_unit_freed(l, w0);
+            }
+        }
+        let lv = &self.geo.level[top];
+        let u = s >> (6 * top);
+        let wi = (u / 64 - lv.lo) as usize;
+        let idx = lv.bits.offset + wi;
+        let old = self.words[idx];
+        let new = old | (((1u64 << (1u32 << (k % 6))) - 1) << (u % 64));
+        self.words[idx] = new;
+        self.large_unit_set(top, wi, new);
+        if old == 0 {
+            self.tree_set(top, wi);
+        }
+        if new == !0 && top + 1 < self.geo.levels {
+            self.set_unit(top + 1, u / 64);
+        }
+        self.words[W_FREE] += 1 << k;
+        Ok(())
+    }
+
+    /// The error of freeing frames `[s, e)` (inside the area) when one is free or reserved.
+    #[cold]
+    fn free_error(&self, s: u64, e: u64) -> FreeError {
+        if let Some(f) = self.first_with(self.geo.level[0].bits, s, e, true) {
+            return FreeError::AlreadyFree(Frame::from_number(f));
+        }
+        let f = self.first_with(self.geo.reserved, s, e, true).unwrap_or(s);
+        FreeError::Reserved(Frame::from_number(f))
     }
 
     /// Takes frames `[a, b)`, all free.
@@ -973,7 +1054,7 @@ impl<'h> Allocator<'h> {
             let (a0, lo) = (self.geo.level[0].bits.offset, self.geo.level[0].lo);
             let (w0, w1) = ((a / 64 - lo) as usize, (b / 64 - lo) as usize);
             self.words[a0 + w0..a0 + w1].fill(0);
-            self.tree_clear_words(w0, w1);
+            self.tree_clear_words(0, w0, w1);
             if self.geo.levels > 1 {
                 self.clear_units(1, a / 64, b / 64);
             }
@@ -1108,6 +1189,9 @@ impl<'h> Allocator<'h> {
             return Err(FreeError::OutsideArea(MemoryArea::new(PhysAddr::new(s << PAGE_SHIFT), n << PAGE_SHIFT)));
         }
         let e = s + n;
+        if n >= 64 && n.is_power_of_two() && s & (n - 1) == 0 {
+            return self.free_block(s, n.trailing_zeros() as u8);
+        }
         if (s | n).is_multiple_of(64) {
             return self.free_words(s, e);
         }
@@ -1130,16 +1214,12 @@ impl<'h> Allocator<'h> {
     fn free_words(&mut self, s: u64, e: u64) -> Result<(), FreeError> {
         let (a0, r, lo) = (self.geo.level[0].bits.offset, self.geo.reserved.offset, self.geo.level[0].lo);
         let (w0, w1) = ((s / 64 - lo) as usize, (e / 64 - lo) as usize);
-        let busy = self.words[a0 + w0..a0 + w1].iter().zip(&self.words[r + w0..r + w1]).any(|(f, rv)| f | rv != 0);
-        if busy {
-            if let Some(f) = self.first_with(self.geo.level[0].bits, s, e, true) {
-                return Err(FreeError::AlreadyFree(Frame::from_number(f)));
-            }
-            let f = self.first_with(self.geo.reserved, s, e, true).unwrap_or(s);
-            return Err(FreeError::Reserved(Frame::from_number(f)));
+        let busy = or_all(&self.words[a0 + w0..a0 + w1]) | or_all(&self.words[r + w0..r + w1]);
+        if busy != 0 {
+            return Err(self.free_error(s, e));
         }
         self.words[a0 + w0..a0 + w1].fill(!0);
-        self.tree_set_words(w0, w1);
+        self.tree_set_words(0, w0, w1);
         if self.geo.levels > 1 {
             self.set_units(1, s / 64, e / 64);
         }
@@ -1220,8 +1300,12 @@ impl<'h> Allocator<'h> {
     #[inline]
     fn large_unit_set(&mut self, l: usize, wi: usize, new: u64) {
         let no_fit = self.words[W_NO_FIT];
+        // `x` holds the starts of aligned runs of `2^r` set bits (before the mask), one more
+        // halving step per order.
+        let mut x = new;
         for k in 6 * l..(6 * l + 6).min(Order::MAX.get() as usize + 1) {
-            if aligned_runs(new, (k - 6 * l) as u32) == 0 {
+            let r = k - 6 * l;
+            if x & RUN_STARTS[r] == 0 {
                 break;
             }
             if k as u64 >= no_fit {
@@ -1229,6 +1313,7 @@ impl<'h> Allocator<'h> {
             }
             let h = &mut self.words[W_ORDER_HINT + k];
             *h = (*h).min(wi as u64);
+            x &= x >> (1u32 << r);
         }
     }
 
@@ -1266,15 +1351,25 @@ impl<'h> Allocator<'h> {
     /// Walks the non-zero words of level `k / 6` in address order (through the bits of one
     /// summary word at a time) and asks each for an aligned run of `2^(k % 6)` units.
     fn find_block(&self, k: u8, need: u64, limit: u64, from: usize) -> Option<u64> {
+        match k % 6 {
+            0 => self.find_block_r::<0>(k, need, limit, from),
+            1 => self.find_block_r::<1>(k, need, limit, from),
+            2 => self.find_block_r::<2>(k, need, limit, from),
+            3 => self.find_block_r::<3>(k, need, limit, from),
+            4 => self.find_block_r::<4>(k, need, limit, from),
+            _ => self.find_block_r::<5>(k, need, limit, from),
+        }
+    }
+
+    /// [`find_block`](Self::find_block) for `k % 6 == R`, the run test fixed at compile time.
+    fn find_block_r<const R: u32>(&self, k: u8, need: u64, limit: u64, from: usize) -> Option<u64> {
         let l = (k / 6) as usize;
-        let r = u32::from(k % 6);
         let lv = &self.geo.level[l];
         let shift = 6 * l as u32;
-        let runs = Runs::new(r);
         // Words in address order: the first word with a run decides (its block is the lowest;
         // when it ends above the limit, every later one does too).
         let test = |wi: usize| -> Option<Option<u64>> {
-            let m = runs.starts(self.words[lv.bits.offset + wi]);
+            let m = aligned_runs(self.words[lv.bits.offset + wi], R);
             if m == 0 {
                 return None;
             }
@@ -1476,6 +1571,13 @@ fn frame(n: u64) -> Frame {
     }
 }
 
+/// The OR of all words (zero exactly when every bit is clear); a plain reduction the
+/// compiler vectorises.
+#[inline]
+fn or_all(words: &[u64]) -> u64 {
+    words.iter().fold(0, |acc, w| acc | w)
+}
+
 /// Bits `[from, to)` of a word (`from <= to <= 64`).
 #[inline]
 fn range_mask(from: u64, to: u64) -> u64 {
@@ -1483,49 +1585,25 @@ fn range_mask(from: u64, to: u64) -> u64 {
     hi & !((1u64 << from) - 1)
 }
 
-/// [`aligned_runs`] for one `r`, without a loop: the shifts that `r` does not use are 0.
-#[derive(Clone, Copy, Debug)]
-struct Runs {
-    shifts: [u32; 5],
-    mask: u64,
-}
-
-impl Runs {
-    fn new(r: u32) -> Runs {
-        let mut shifts = [0; 5];
-        for (i, s) in shifts.iter_mut().enumerate().take(r as usize) {
-            *s = 1 << i;
-        }
-        Runs { shifts, mask: aligned_runs(!0, r) }
-    }
-
-    #[inline(always)]
-    fn starts(&self, w: u64) -> u64 {
-        let mut x = w;
-        for s in self.shifts {
-            x &= x >> s;
-        }
-        x & self.mask
-    }
-}
-
 /// The bits `i` of `w`, `i` a multiple of `2^r`, that start a run of `2^r` set bits.
-#[inline]
+#[inline(always)]
 fn aligned_runs(w: u64, r: u32) -> u64 {
-    const STARTS: [u64; 6] = [
-        !0,
-        0x5555_5555_5555_5555,
-        0x1111_1111_1111_1111,
-        0x0101_0101_0101_0101,
-        0x0001_0001_0001_0001,
-        0x0000_0001_0000_0001,
-    ];
     let mut x = w;
     for i in 0..r {
         x &= x >> (1 << i);
     }
-    x & STARTS[r as usize]
+    x & RUN_STARTS[r as usize]
 }
+
+/// `RUN_STARTS[r]`: the bits that may start an aligned run of `2^r` bits.
+const RUN_STARTS: [u64; 6] = [
+    !0,
+    0x5555_5555_5555_5555,
+    0x1111_1111_1111_1111,
+    0x0101_0101_0101_0101,
+    0x0001_0001_0001_0001,
+    0x0000_0001_0000_0001,
+];
 
 #[cfg(test)]
 mod tests {
@@ -1550,7 +1628,12 @@ mod tests {
             w = w.rotate_left(13) ^ (w >> 7) ^ (w << 3);
             for v in [w, w | w >> 1, w | w >> 3 | w << 5, !w, !0, 0] {
                 for r in 0..6 {
-                    assert_eq!(Runs::new(r).starts(v), aligned_runs(v, r), "r {r} word {v:#x}");
+                    let len = 1u32 << r;
+                    let naive = (0..64)
+                        .step_by(len as usize)
+                        .filter(|&i| (i..i + len).all(|b| v & (1 << b) != 0))
+                        .fold(0u64, |m, i| m | 1 << i);
+                    assert_eq!(aligned_runs(v, r), naive, "r {r} word {v:#x}");
                 }
             }
         }
