@@ -8,12 +8,15 @@
 //!   │ block 0 │ block 1 │ ... │ block n-1 │tail│   shard, used, 512-bit allocation bitmap,
 //!   └─────────────────────────────────────────┘   partial-list links, pinned blocks
 //!   large block: whole pages, its own descriptor (kind Large)
+//!   merged block (source dry): neighbouring free blocks of a span taken as one;
+//!   the merge table records (first block, blocks) and the span counts its entries
 //! ```
 //!
 //! Nothing is ever stored inside a block, free or not: a free recovers the block from the
-//! page map and the descriptor, and checks it (owned, a block start, allocated, not
-//! pinned) before changing anything. Descriptors live in chunks that are never given back
-//! while the heap lives, so a stale id read by a racing bad free still names valid memory.
+//! page map, the descriptor and (for a merged block) the merge table, and checks it (owned,
+//! a block start, allocated, not pinned) before changing anything. Descriptors live in
+//! chunks that are never given back while the heap lives, so a stale id read by a racing
+//! bad free still names valid memory.
 //!
 //! Scalability: spans belong to one of [`SHARDS`] shards, each with its own lock and its
 //! own per-class lists; a thread allocates from the shard its [`CpuId`] names, and a free
@@ -41,6 +44,8 @@ const CHUNK_DESCRIPTORS: usize = 512;
 const MAX_CHUNKS: usize = 2048;
 /// Blocks pinned at once per heap at most.
 pub const MAX_PINNED_BLOCKS: usize = 128;
+/// Merged blocks (taken when the page source is dry) live at once per heap at most.
+const MAX_MERGED_BLOCKS: usize = 256;
 
 const NONE: u32 = 0;
 /// Empty spans kept per class and shard.
@@ -91,6 +96,8 @@ struct Descriptor {
     next: AtomicU32,
     /// Blocks of this span in the pin table.
     pinned: AtomicU32,
+    /// Merged blocks of this span in the merge table.
+    merged: AtomicU32,
     kind: AtomicU8,
     class: AtomicU8,
     shard: AtomicU8,
@@ -131,6 +138,11 @@ struct Pool {
 
 struct PinTable {
     entries: [(usize, u32); MAX_PINNED_BLOCKS],
+}
+
+/// Merged blocks: (first block's address, blocks merged), `(0, 0)` when unused.
+struct MergeTable {
+    entries: [(usize, u32); MAX_MERGED_BLOCKS],
 }
 
 struct PageMap {
@@ -185,6 +197,7 @@ pub struct Heap<P, C = SingleCpu> {
     chunk_count: AtomicUsize,
     runs_created: AtomicUsize,
     pins: Mutex<PinTable>,
+    merges: Mutex<MergeTable>,
 }
 
 impl<P, C> fmt::Debug for Heap<P, C> {
@@ -221,6 +234,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             chunk_count: AtomicUsize::new(0),
             runs_created: AtomicUsize::new(0),
             pins: Mutex::new(PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] }),
+            merges: Mutex::new(MergeTable { entries: [(0, 0); MAX_MERGED_BLOCKS] }),
         }
     }
 
@@ -346,6 +360,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         d.prev.store(NONE, Relaxed);
         d.next.store(NONE, Relaxed);
         d.pinned.store(0, Relaxed);
+        d.merged.store(0, Relaxed);
         d.hint.store(0, Relaxed);
         self.map_pages(map, start, pages, id);
         Some((id, start))
@@ -412,7 +427,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             if align > 16
                 && let Some(natural) = class_for(size, 1)
                 && natural != class
-                && let Some(p) = self.allocate_aligned(map, shard, natural, align)
+                && let Some(p) = self.allocate_aligned_below(map, shard, natural, class, align)
             {
                 return Ok(p);
             }
@@ -427,6 +442,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             return self
                 .allocate_from_larger_class(map, size, class, align)
                 .or_else(|| self.allocate_large(map, size, align_log2))
+                .or_else(|| self.allocate_merged(size, align))
                 .ok_or(XmallocError::NoMemory(size));
         }
         if size > isize::MAX as usize - PAGE_SIZE {
@@ -436,7 +452,9 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             return Ok(p);
         }
         self.trim();
-        self.allocate_large(map, size, align_log2).ok_or(XmallocError::NoMemory(size))
+        self.allocate_large(map, size, align_log2)
+            .or_else(|| if align <= PAGE_SIZE { self.allocate_merged(size, align) } else { None })
+            .ok_or(XmallocError::NoMemory(size))
     }
 
     #[inline]
@@ -519,6 +537,33 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         None
     }
 
+    /// A block for a request whose natural class is `natural` and whose alignment would
+    /// round it up to class `class`: an aligned free block of the natural class, else of a
+    /// power-of-two class between (more of their blocks are aligned), in listed spans.
+    fn allocate_aligned_below(
+        &self,
+        map: &PageMap,
+        shard: usize,
+        natural: usize,
+        class: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        if let Some(p) = self.allocate_aligned(map, shard, natural, align) {
+            return Some(p);
+        }
+        let mut pow = (CLASSES[natural].size as usize).next_power_of_two();
+        while pow < CLASSES[class].size as usize && pow < align {
+            if let Some(c) = class_for(pow, 1)
+                && c != natural
+                && let Some(p) = self.allocate_aligned(map, shard, c, align)
+            {
+                return Some(p);
+            }
+            pow *= 2;
+        }
+        None
+    }
+
     /// A free block of span `id` (of `lists`' class) whose index is a multiple of `stride`.
     fn take_at_stride(&self, lists: &mut ClassLists, id: u32, stride: usize) -> Option<NonNull<u8>> {
         let d = self.live(id);
@@ -590,6 +635,92 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             id = self.live(id).next.load(Relaxed);
         }
         None
+    }
+
+    /// When the page source is dry: consecutive free blocks of one span, taken as one
+    /// block and recorded in the merge table (the span's bitmap marks each of them), in the
+    /// span and class that waste the least.
+    #[cold]
+    fn allocate_merged(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        // (waste, shard, class, span, first index, blocks)
+        let mut best: Option<(usize, usize, usize, u32, usize, usize)> = None;
+        for shard in 0..SHARDS {
+            let st = self.shards[shard].state.lock();
+            for (class, lists) in st.classes.iter().enumerate() {
+                let c = CLASSES[class];
+                let bsize = c.size as usize;
+                let k = size.div_ceil(bsize).max(2);
+                if k > c.blocks as usize || best.is_some_and(|b| b.0 <= k * bsize - size) {
+                    continue;
+                }
+                let mut id = lists.partial;
+                while id != NONE {
+                    let d = self.live(id);
+                    let free = |i: usize| d.bitmap[i / 64].load(Relaxed) >> (i % 64) & 1 == 0;
+                    let mut run = 0;
+                    for i in 0..c.blocks as usize {
+                        run = if free(i) { run + 1 } else { 0 };
+                        if run >= k && ((i + 1 - k) * bsize).is_multiple_of(align) {
+                            best = Some((k * bsize - size, shard, class, id, i + 1 - k, k));
+                            break;
+                        }
+                    }
+                    if best.is_some_and(|b| b.3 == id) {
+                        break;
+                    }
+                    id = d.next.load(Relaxed);
+                }
+            }
+        }
+        let (_, shard, class, id, first, k) = best?;
+        // Locks in the order a free takes them: the shard, then the merge table.
+        let mut st = self.shards[shard].state.lock();
+        let mut merges = self.merges.lock();
+        let slot = merges.entries.iter().position(|e| e.1 == 0)?;
+        let d = self.live(id);
+        let c = CLASSES[class];
+        // Re-check under the lock: another thread may have taken a block meanwhile.
+        if d.kind.load(Relaxed) != KIND_SMALL
+            || d.class.load(Relaxed) as usize != class
+            || d.shard.load(Relaxed) as usize != shard
+            || (first..first + k).any(|i| d.bitmap[i / 64].load(Relaxed) >> (i % 64) & 1 == 1)
+        {
+            return None;
+        }
+        for i in first..first + k {
+            d.bitmap[i / 64].store(d.bitmap[i / 64].load(Relaxed) | 1 << (i % 64), Relaxed);
+        }
+        let used = d.used.load(Relaxed) + k as u32;
+        d.used.store(used, Relaxed);
+        if used == c.blocks {
+            self.unlink(&mut st.classes[class], id);
+        }
+        let addr = d.start.load(Relaxed) + first * c.size as usize;
+        merges.entries[slot] = (addr, k as u32);
+        d.merged.store(d.merged.load(Relaxed) + 1, Relaxed);
+        NonNull::new(addr as *mut u8)
+    }
+
+    /// Checks that `addr` is a live block start of span or large block `d` (whose shard
+    /// lock the caller holds); returns its index and the span blocks it takes (more than
+    /// one for a merged block).
+    fn block_at(&self, d: &Descriptor, addr: usize) -> Result<(usize, usize), XmfreeError> {
+        let index = Self::block_index(d, addr)?;
+        if d.merged.load(Relaxed) == 0 {
+            return Ok((index, 1));
+        }
+        let (size, span) = (d.size.load(Relaxed), d.start.load(Relaxed));
+        let span_end = span + d.pages.load(Relaxed) as usize * PAGE_SIZE;
+        let merges = self.merges.lock();
+        for &(start, k) in merges.entries.iter().filter(|e| e.1 > 0 && (span..span_end).contains(&e.0)) {
+            if start == addr {
+                return Ok((index, k as usize));
+            }
+            if addr > start && addr < start + k as usize * size {
+                return Err(XmfreeError::NotBlockStart(VirtAddr::new(addr)));
+            }
+        }
+        Ok((index, 1))
     }
 
     fn allocate_large(&self, map: &PageMap, size: usize, align_log2: u32) -> Option<NonNull<u8>> {
@@ -679,7 +810,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     pub fn free(&self, ptr: NonNull<u8>) -> Result<(), XmfreeError> {
         let addr = ptr.as_ptr() as usize;
         let (map, id, d, _shard, mut st) = self.locate(addr)?;
-        let index = Self::block_index(d, addr)?;
+        let (index, k) = self.block_at(d, addr)?;
         if !self.pinned {
             let pins = self.pin_count(d, addr);
             if pins > 0 {
@@ -691,20 +822,30 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             self.release_run(map, id);
             return Ok(());
         }
+        if k > 1 {
+            let mut merges = self.merges.lock();
+            if let Some(e) = merges.entries.iter_mut().find(|e| e.0 == addr && e.1 > 0) {
+                *e = (0, 0);
+            }
+            d.merged.store(d.merged.load(Relaxed) - 1, Relaxed);
+        }
         let class = d.class.load(Relaxed) as usize;
         let blocks = CLASSES[class].blocks;
+        for i in index..index + k {
+            let w = i / 64;
+            d.bitmap[w].store(d.bitmap[w].load(Relaxed) & !(1 << (i % 64)), Relaxed);
+        }
         let w = index / 64;
-        d.bitmap[w].store(d.bitmap[w].load(Relaxed) & !(1 << (index % 64)), Relaxed);
         if (w as u8) < d.hint.load(Relaxed) {
             d.hint.store(w as u8, Relaxed);
         }
         let used = d.used.load(Relaxed);
-        d.used.store(used - 1, Relaxed);
+        d.used.store(used - k as u32, Relaxed);
         let lists = &mut st.classes[class];
         if used == blocks {
             self.push(lists, id);
         }
-        if used == 1 {
+        if used == k as u32 {
             self.unlink(lists, id);
             if lists.empties < EMPTY_KEEP {
                 d.next.store(lists.empty, Relaxed);
@@ -724,14 +865,14 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     pub fn block(&self, ptr: NonNull<u8>) -> Result<BlockInfo, XmfreeError> {
         let addr = ptr.as_ptr() as usize;
         let (_, _, d, _, _st) = self.locate(addr)?;
-        Self::block_index(d, addr)?;
+        let (_, k) = self.block_at(d, addr)?;
         let (usable, align_log2) = if d.kind.load(Relaxed) == KIND_LARGE {
             (d.pages.load(Relaxed) as usize * PAGE_SIZE, u32::from(d.align_log2.load(Relaxed)).max(PAGE_SHIFT))
         } else {
             // A block sits at a multiple of its size, or (taken for an aligned request) at
             // an offset aligned to more: its address tells.
             let size = d.size.load(Relaxed);
-            (size, size.trailing_zeros().max(addr.trailing_zeros()).min(PAGE_SHIFT))
+            (size * k, size.trailing_zeros().max(addr.trailing_zeros()).min(PAGE_SHIFT))
         };
         Ok(BlockInfo { start: ptr, usable, align_log2, pins: self.pin_count(d, addr) })
     }
@@ -755,7 +896,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     pub fn pin(&self, ptr: NonNull<u8>) -> Result<u32, PinError> {
         let addr = ptr.as_ptr() as usize;
         let (_, _, d, _, _st) = self.locate(addr).map_err(PinError::Invalid)?;
-        Self::block_index(d, addr).map_err(PinError::Invalid)?;
+        self.block_at(d, addr).map_err(PinError::Invalid)?;
         if self.pinned {
             return Ok(1);
         }
@@ -780,7 +921,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let addr = ptr.as_ptr() as usize;
         let va = VirtAddr::new(addr);
         let (_, _, d, _, _st) = self.locate(addr).map_err(UnpinError::Invalid)?;
-        Self::block_index(d, addr).map_err(UnpinError::Invalid)?;
+        self.block_at(d, addr).map_err(UnpinError::Invalid)?;
         if self.pinned {
             return Err(UnpinError::PinnedHeap(va));
         }
@@ -868,11 +1009,14 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// - a span is in its class's partial list iff it has both free and allocated blocks,
     ///   is the class's cached empty span iff it has none allocated, and otherwise is full;
     ///   list links are consistent;
-    /// - the pin table's entries name live blocks, counted in their span's `pinned`.
+    /// - the pin table's entries name live blocks, counted in their span's `pinned`;
+    /// - the merge table's entries name at least two allocated blocks of a class span,
+    ///   counted in its `merged`, and no entry starts inside another.
     #[cfg(any(test, feature = "check"))]
     pub fn check_invariants(&self) {
         let Some(map) = self.page_map() else { return };
         let guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
+        let merges = self.merges.lock();
         let pins = self.pins.lock();
         for (page, e) in map.entries.iter().enumerate() {
             let id = e.load(Acquire);
@@ -896,6 +1040,9 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             let pinned_here =
                 pins.entries.iter().filter(|e| e.1 > 0 && e.0 >= start && e.0 < start + pages * PAGE_SIZE);
             assert_eq!(pinned_here.count(), d.pinned.load(Relaxed) as usize, "pin count of run {id}");
+            let merged_here =
+                merges.entries.iter().filter(|e| e.1 > 0 && e.0 >= start && e.0 < start + pages * PAGE_SIZE);
+            assert_eq!(merged_here.count(), d.merged.load(Relaxed) as usize, "merged blocks of run {id}");
             if d.kind.load(Relaxed) == KIND_LARGE {
                 assert_eq!(pages, d.size.load(Relaxed).max(1).div_ceil(PAGE_SIZE));
                 return;
@@ -942,6 +1089,20 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 assert!(!in_partial, "full span {id} is listed");
             }
         });
+        for &(addr, k) in merges.entries.iter().filter(|e| e.1 > 0) {
+            let id = map.entries[(addr - map.base) >> PAGE_SHIFT].load(Relaxed);
+            let d = self.desc(id).expect("merge table names an unowned block");
+            assert_eq!(d.kind.load(Relaxed), KIND_SMALL, "merged block {addr:#x} outside a class span");
+            let size = d.size.load(Relaxed);
+            let first = (addr - d.start.load(Relaxed)) / size;
+            assert!(k >= 2 && first + k as usize <= CLASSES[d.class.load(Relaxed) as usize].blocks as usize);
+            assert_eq!(d.start.load(Relaxed) + first * size, addr, "merged block {addr:#x} is not a block start");
+            for i in first..first + k as usize {
+                assert_eq!(d.bitmap[i / 64].load(Relaxed) >> (i % 64) & 1, 1, "merged block {addr:#x} not allocated");
+            }
+            let inside = |e: &&(usize, u32)| e.1 > 0 && e.0 > addr && e.0 < addr + k as usize * size;
+            assert!(!merges.entries.iter().any(|e| inside(&e)), "merged blocks overlap at {addr:#x}");
+        }
         for (shard, g) in guards.iter().enumerate() {
             for (class, lists) in g.classes.iter().enumerate() {
                 let mut cur = lists.partial;
@@ -1014,6 +1175,7 @@ impl<P: PageSource, C> Heap<P, C> {
                 ShardState { classes: [ClassLists { partial: NONE, empty: NONE, empties: 0 }; CLASS_COUNT] };
         }
         *self.pins.get_mut() = PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] };
+        *self.merges.get_mut() = MergeTable { entries: [(0, 0); MAX_MERGED_BLOCKS] };
     }
 }
 
@@ -1054,6 +1216,49 @@ mod tests {
         // The next 40-byte block without alignment fills the gap before it.
         assert_eq!(addr(h.allocate(40, 0).unwrap()), addr(first[0]) + 3 * size);
         h.check_invariants();
+    }
+
+    #[test]
+    fn a_dry_heap_merges_neighbouring_free_blocks_of_a_span() {
+        let h = heap(256 << 10);
+        let mut live = Vec::new();
+        while let Ok(p) = h.allocate(4000, 0) {
+            live.push(p);
+        }
+        assert_eq!(h.source().free_page_count().get(), 0);
+        let size = h.block(live[0]).unwrap().usable;
+        // Two neighbours in one span, freed: a request for both is served from them.
+        let i = (0..live.len()).find(|&i| live.contains(&NonNull::new((addr(live[i]) + size) as *mut u8).unwrap()));
+        let first = live.swap_remove(i.unwrap());
+        let second = NonNull::new((addr(first) + size) as *mut u8).unwrap();
+        live.retain(|&p| p != second);
+        h.free(first).unwrap();
+        h.free(second).unwrap();
+        h.check_invariants();
+        let p = h.allocate(size + 100, 0).unwrap();
+        assert_eq!(p, first);
+        h.check_invariants();
+        let info = h.block(p).unwrap();
+        assert_eq!(info.usable, 2 * size);
+        // The second block is inside the merged one now.
+        assert_eq!(h.free(second), Err(XmfreeError::NotBlockStart(VirtAddr::new(addr(second)))));
+        assert!(h.pin(second).is_err());
+        assert_eq!(h.block(second), Err(XmfreeError::NotBlockStart(VirtAddr::new(addr(second)))));
+        // SAFETY: the block is live and nobody else uses it.
+        unsafe { p.as_ptr().write_bytes(0xa5, info.usable) };
+        h.free(p).unwrap();
+        assert_eq!(h.free(p), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(p)))));
+        assert_eq!(h.free(second), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(second)))));
+        h.check_invariants();
+        // Both halves serve single blocks again.
+        let again = [h.allocate(4000, 0).unwrap(), h.allocate(4000, 0).unwrap()];
+        assert!(again.contains(&first) && again.contains(&second));
+        h.check_invariants();
+        for p in live.into_iter().chain(again) {
+            h.free(p).unwrap();
+        }
+        h.check_invariants();
+        assert_eq!(h.stats().small_blocks, 0);
     }
 
     #[test]

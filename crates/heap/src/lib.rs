@@ -13,7 +13,11 @@
 //!   run of pages of one class; larger requests take whole pages. Empty spans go back to
 //!   the page source (up to four per class and shard are kept to avoid bouncing, and
 //!   given back when the source runs dry). When the source is dry, a request takes a free
-//!   block of a larger class, or just the pages it needs.
+//!   block of a larger class, just the pages it needs, or neighbouring free blocks of one
+//!   span taken together (a merged block, recorded out of band in a small merge table so
+//!   that `xmfree` still recovers its size and refuses a pointer to its inner blocks).
+//!   An aligned request that its own class cannot serve at an aligned offset tries the
+//!   power-of-two classes below the class its alignment rounds it up to.
 //! - **Sharded, no global lock on the fast path.** Spans belong to one of [`SHARDS`]
 //!   shards chosen by a [`CpuId`]; a thread allocates from its shard and frees into the
 //!   span owner's shard.

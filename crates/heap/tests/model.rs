@@ -36,6 +36,20 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A region of 1 MiB runs dry within a few dozen allocations: the paths for a dry
+    /// source (holes of larger classes, merged neighbouring blocks) against the model.
+    #[test]
+    fn heaps_agree_with_the_shadow_model_when_dry(actions in prop::collection::vec(action(), 1..300)) {
+        let config = RunConfig { region_bytes: 1 << 20, large_pages: false, ..RunConfig::default() };
+        if let Err(e) = run(&actions, config) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
+}
+
 fn random_action(rng: &mut SmallRng) -> Action {
     let index = rng.random();
     match rng.random_range(0..100) {
