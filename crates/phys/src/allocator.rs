@@ -562,6 +562,9 @@ impl<'h> Allocator<'h> {
         if n == 0 || s < self.geo.start || s >= self.geo.end || n > self.geo.end - s {
             return Err(outside);
         }
+        if n == 1 && self.take_at_fast(s) {
+            return Ok(());
+        }
         let e = s + n;
         let a0 = self.geo.level[0].bits;
         if let Some(f) = self.first_with(a0, s, e, false) {
@@ -970,9 +973,14 @@ impl<'h> Allocator<'h> {
 
     /// Takes the free block of order `k >= 6` at frame `f`: whole words at the levels below
     /// `k / 6` empty, and `2^(k % 6)` bits of one word at level `k / 6` clear.
+    #[inline]
     fn take_block(&mut self, f: u64, k: u8) {
         let top = usize::from(k / 6);
-        for l in 0..top {
+        let (off, lo) = (self.geo.level[0].bits.offset, self.geo.level[0].lo);
+        let (w0, n) = ((f / 64 - lo) as usize, 1usize << (k - 6));
+        self.words[off + w0..off + w0 + n].fill(0);
+        self.tree_clear_words(0, w0, w0 + n);
+        for l in 1..top {
             let lv = &self.geo.level[l];
             let (off, n) = (lv.bits.offset, 1usize << (k as usize - 6 * (l + 1)));
             let w0 = ((f >> (6 * l)) / 64 - lv.lo) as usize;
@@ -1006,16 +1014,16 @@ impl<'h> Allocator<'h> {
         if busy != 0 {
             return Err(self.free_error(s, s + (1 << k)));
         }
+        self.words[a0 + w0..a0 + w0 + n].fill(!0);
+        self.tree_set_words(0, w0, w0 + n);
         let top = usize::from(k / 6);
-        for l in 0..top {
+        for l in 1..top {
             let lv = &self.geo.level[l];
             let (off, n) = (lv.bits.offset, 1usize << (k as usize - 6 * (l + 1)));
             let w0 = ((s >> (6 * l)) / 64 - lv.lo) as usize;
             self.words[off + w0..off + w0 + n].fill(!0);
             self.tree_set_words(l, w0, w0 + n);
-            if l > 0 {
-                self.large_unit_freed(l, w0);
-            }
+            self.large_unit_freed(l, w0);
         }
         let lv = &self.geo.level[top];
         let u = s >> (6 * top);
@@ -1112,6 +1120,25 @@ impl<'h> Allocator<'h> {
         *w = old & (old - 1);
         self.words[W_FREE] -= 1;
         Some((lv0.lo + hint as u64) * 64 + u64::from(old.trailing_zeros()))
+    }
+
+    /// Takes frame `s` (inside the area) when it is free and its word is not full (no unit
+    /// above to clear); `false` changes nothing.
+    #[inline]
+    fn take_at_fast(&mut self, s: u64) -> bool {
+        let lv0 = &self.geo.level[0];
+        let bit = 1u64 << (s % 64);
+        let Some(w) = self.words.get_mut(lv0.bits.offset + (s / 64 - lv0.lo) as usize) else {
+            return false;
+        };
+        let old = *w;
+        if old & bit == 0 || old == !0 {
+            return false;
+        }
+        // An emptied word keeps its summary bit (stale), as in `take_one`.
+        *w = old & !bit;
+        self.words[W_FREE] -= 1;
+        true
     }
 
     /// Frees frame `s` when that touches its word alone: the frame is inside the area,
@@ -1297,7 +1324,7 @@ impl<'h> Allocator<'h> {
     /// `6l + r` whose aligned runs of `2^r` units exist in `new` may have gained a free block,
     /// so only their hints move back, and the no-fit order is forgotten only when one of them
     /// is at or above it.
-    #[inline]
+    #[inline(always)]
     fn large_unit_set(&mut self, l: usize, wi: usize, new: u64) {
         let no_fit = self.words[W_NO_FIT];
         // `x` holds the starts of aligned runs of `2^r` set bits (before the mask), one more
@@ -1320,6 +1347,7 @@ impl<'h> Allocator<'h> {
     /// [`find_block`](Self::find_block), remembering for orders >= 6 where the search may
     /// start (`W_ORDER_HINT`) and which orders have no free block at all (`W_NO_FIT`), so that
     /// first-fit searches skip what earlier searches found full.
+    #[inline]
     fn find_block_cached(&mut self, k: u8, need: u64, limit: u64) -> Option<u64> {
         if k < 6 {
             return self.find_block(k, need, limit, 0);
