@@ -33,12 +33,28 @@
 //! Splitting is clearing bits, merging is setting them: a level-`L+1` bit follows "my word at
 //! level `L` is all ones", so no free lists are kept and no block is ever merged by hand.
 //!
+//! # Fast paths
+//!
+//! The common requests touch as few words as the design allows, and the code for them is
+//! small enough to inline into the caller; everything else is out of line.
+//!
+//! - Order 0: take the lowest set bit of the hint word (`trailing_zeros`) when the word is
+//!   neither empty nor full; free one frame by setting its bit when the frame is allocated
+//!   (free and reserved bits checked in one test) and its word does not fill up. Only a word
+//!   that fills up or empties completely climbs to the levels above.
+//! - Blocks of order `k >= 6`: whole frame words (and whole words of the levels below
+//!   `k / 6`) are filled or emptied at once, and `2^(k % 6)` bits of one word at level
+//!   `k / 6` change; the search tests each word with a run mask fixed per order at compile
+//!   time.
+//! - A single frame at a fixed address: one word, unless it is full.
+//!
 //! # Hints (all in the header, all optional to correctness)
 //!
 //! - The word of the last single-frame free or allocation: order-0 requests try it first, so
 //!   a free followed by an allocation touches one word.
-//! - An order-0 allocation that empties a word leaves its layer-0 summary bit set; searches
-//!   skip such stale bits and clear them on the way.
+//! - A single-frame allocation that empties a word leaves its layer-0 summary bit set;
+//!   searches skip such stale bits and clear them on the way, and a free into the word finds
+//!   the bit already set.
 //! - For orders >= 6: the first word a search may find a block in, and the smallest order
 //!   known to have no free block at all; both move back when a unit of level >= 1 frees,
 //!   and a single unit moves back only the orders whose aligned runs its word now holds.
@@ -562,8 +578,8 @@ impl<'h> Allocator<'h> {
         if n == 0 || s < self.geo.start || s >= self.geo.end || n > self.geo.end - s {
             return Err(outside);
         }
-        if n == 1 && self.take_at_fast(s) {
-            return Ok(());
+        if n == 1 {
+            return self.take_at(s);
         }
         let e = s + n;
         let a0 = self.geo.level[0].bits;
@@ -1122,40 +1138,47 @@ impl<'h> Allocator<'h> {
         Some((lv0.lo + hint as u64) * 64 + u64::from(old.trailing_zeros()))
     }
 
-    /// Takes frame `s` (inside the area) when it is free and its word is not full (no unit
-    /// above to clear); `false` changes nothing.
+    /// Takes frame `s` (inside the area): one word when the frame is free and its word is
+    /// not full (no unit above to clear; an emptied word keeps its summary bit, as in
+    /// `take_one`).
     #[inline]
-    fn take_at_fast(&mut self, s: u64) -> bool {
+    fn take_at(&mut self, s: u64) -> Result<(), AllocateAtError> {
         let lv0 = &self.geo.level[0];
-        let bit = 1u64 << (s % 64);
-        let Some(w) = self.words.get_mut(lv0.bits.offset + (s / 64 - lv0.lo) as usize) else {
-            return false;
-        };
-        let old = *w;
-        if old & bit == 0 || old == !0 {
-            return false;
-        }
-        // An emptied word keeps its summary bit (stale), as in `take_one`.
-        *w = old & !bit;
-        self.words[W_FREE] -= 1;
-        true
-    }
-
-    /// Frees frame `s` when that touches its word alone: the frame is inside the area,
-    /// allocated, its word does not fill up (no merge above) and either was not empty or
-    /// still has its (stale) summary bit. `false` changes nothing and sends the caller to
-    /// the general path, which also reports errors.
-    #[inline(always)]
-    fn free_one_fast(&mut self, s: u64) -> bool {
-        let g = &self.geo;
-        if s.wrapping_sub(g.start) >= g.end - g.start {
-            return false;
-        }
-        let lv0 = &g.level[0];
         let wi = (s / 64 - lv0.lo) as usize;
         let bit = 1u64 << (s % 64);
-        let (Some(&old), Some(&rv)) = (self.words.get(lv0.bits.offset + wi), self.words.get(g.reserved.offset + wi))
-        else {
+        let old = self.words[lv0.bits.offset + wi];
+        if old & bit == 0 {
+            return Err(if self.words[self.geo.reserved.offset + wi] & bit != 0 {
+                AllocateAtError::Reserved(frame(s))
+            } else {
+                AllocateAtError::InUse(frame(s))
+            });
+        }
+        if old == !0 {
+            self.take_range(s, s + 1);
+        } else {
+            self.words[lv0.bits.offset + wi] = old & !bit;
+            self.words[W_FREE] -= 1;
+        }
+        Ok(())
+    }
+
+    /// Frees frame `s` when that touches its word alone: the frame is allocated, its word
+    /// does not fill up (no merge above) and either was not empty or still has its (stale)
+    /// summary bit. `false` changes nothing and sends the caller to the general path, which
+    /// also reports errors.
+    ///
+    /// Only the word index is range-checked: the frames of the edge words that lie outside
+    /// the area are reserved, so the reserved bit turns them away.
+    #[inline(always)]
+    fn free_one_fast(&mut self, s: u64) -> bool {
+        let (lv0, r) = (&self.geo.level[0], self.geo.reserved.offset);
+        let wi = (s / 64).wrapping_sub(lv0.lo) as usize;
+        if wi >= lv0.bits.words {
+            return false;
+        }
+        let bit = 1u64 << (s % 64);
+        let (Some(&old), Some(&rv)) = (self.words.get(lv0.bits.offset + wi), self.words.get(r + wi)) else {
             return false;
         };
         let new = old | bit;
@@ -1512,7 +1535,7 @@ impl<'h> Allocator<'h> {
     ///   search hint;
     /// - a level-`L+1` bit is set exactly when its level-`L` word is all ones;
     /// - a summary bit is set exactly when the word it stands for is not zero, except that a
-    ///   layer-0 summary bit may stay set over a word an order-0 allocation emptied (it is
+    ///   layer-0 summary bit may stay set over a word a single-frame allocation emptied (it is
     ///   cleaned lazily).
     ///
     /// # Panics
