@@ -1727,6 +1727,44 @@ mod tests {
     }
 
     #[test]
+    fn single_frame_paths_at_the_edge_words() {
+        // Frames 100..300: the first and last frame words hold frames outside the area.
+        let a = area(100, 200);
+        let reserved = [area(130, 2)];
+        let mut words = vec![0u64; header_words(a).unwrap()];
+        let h = get_header(a, reserved).unwrap();
+        let mut al = Allocator::init(a, h, &mut words, reserved).unwrap();
+        let one = FrameCount::new(1);
+        let before = al.stats();
+        for n in [0, 63, 99, 300, 319, 320, 1 << 30] {
+            let f = Frame::from_number(n);
+            assert!(matches!(al.free_run(f, one), Err(FreeError::OutsideArea(_))), "free of frame {n}");
+            assert!(matches!(al.allocate_at(f, one), Err(AllocateAtError::OutsideArea(_))), "take of frame {n}");
+        }
+        let r = Frame::from_number(130);
+        assert_eq!(al.free_run(r, one), Err(FreeError::Reserved(r)));
+        assert_eq!(al.allocate_at(r, one), Err(AllocateAtError::Reserved(r)));
+        assert_eq!(al.stats(), before);
+        // Take every frame of the first word one by one at fixed addresses, free them again.
+        let first: std::vec::Vec<u64> = (100..128).filter(|&n| !(130..132).contains(&n)).collect();
+        for &n in &first {
+            al.allocate_at(Frame::from_number(n), one).unwrap();
+            al.check_invariants();
+        }
+        let f = Frame::from_number(100);
+        assert_eq!(al.allocate_at(f, one), Err(AllocateAtError::InUse(f)));
+        assert_eq!(al.allocate(Order::ZERO).unwrap().number(), 128, "the first word is empty");
+        for &n in &first {
+            al.free_run(Frame::from_number(n), one).unwrap();
+            al.check_invariants();
+        }
+        assert_eq!(al.free_run(f, one), Err(FreeError::AlreadyFree(f)));
+        al.free_run(Frame::from_number(128), one).unwrap();
+        al.check_invariants();
+        assert_eq!(al.stats(), before);
+    }
+
+    #[test]
     fn whole_word_frees_check_every_frame() {
         // Frames 0..8192 with frames 4200..4210 reserved.
         let a = area(0, 8192);
