@@ -185,9 +185,24 @@ pub fn time_per_op(iterations: u64, mut op: impl FnMut(u64)) -> f64 {
 /// every implementation once for `iterations` operations, keeping each one's best round.
 /// Interleaving spreads frequency changes and noise from other processes evenly over all.
 pub fn interleaved(rounds: u32, iterations: u64, impls: &mut [(&str, &mut dyn FnMut(u64))]) -> Vec<(String, f64)> {
+    interleaved_warm(rounds, 0, iterations, impls)
+}
+
+/// [`interleaved`], with `warmup` untimed operations before each timed round, so that
+/// what the implementation measured before left in the caches is not billed to this one
+/// (it matters for structures of several MiB, which the other implementations evict).
+pub fn interleaved_warm(
+    rounds: u32,
+    warmup: u64,
+    iterations: u64,
+    impls: &mut [(&str, &mut dyn FnMut(u64))],
+) -> Vec<(String, f64)> {
     let mut best = vec![f64::INFINITY; impls.len()];
     for _ in 0..rounds.max(1) {
         for (i, (_, op)) in impls.iter_mut().enumerate() {
+            for k in 0..warmup {
+                op(iterations + k);
+            }
             let ns = time_per_op(iterations, &mut **op);
             best[i] = best[i].min(ns);
         }

@@ -6,6 +6,8 @@
 //! fragmented address space):
 //! - `find n=N`: the region containing a random address; ns per lookup. At 100 000 regions
 //!   every structure here pays cache misses on most levels, which no O(log n) bound hides.
+//!   Each timed round follows a quarter round untimed, so that a structure's round does not
+//!   start with the caches full of the previous one's.
 //! - `find in order n=N`: addresses walking the regions in order (a fault stream with
 //!   locality); the lookup path stays cached and the algorithmic cost shows.
 //! - `search-attach n=N`: find a free place for two pages from the bottom of the window (no
@@ -35,7 +37,7 @@ use memkit_region::{AttachRequest, RegionMap, SoftMmu};
 use memkit_types::{Access, Frame, PAGE_SIZE, Rights, VirtAddr};
 use memory_set::{MappingBackend, MemoryArea, MemorySet};
 
-use crate::{MEMKIT, Options, Report, interleaved, time_per_op};
+use crate::{MEMKIT, Options, Report, interleaved, interleaved_warm, time_per_op};
 
 /// Counts heap allocations (and reallocations) of the whole benchmark program, then lets
 /// the system allocator serve them. One relaxed atomic add per allocation.
@@ -166,8 +168,9 @@ fn find_case(report: &mut Report, n: usize, maps: &Maps, rounds: u32, iterations
         (format!("find n={n}"), addr as fn(u64, usize) -> usize),
         (format!("find in order n={n}"), addr_in_order as fn(u64, usize) -> usize),
     ] {
-        let rows = interleaved(
+        let rows = interleaved_warm(
             rounds,
+            iterations / 4,
             iterations,
             &mut [
                 (MEMKIT, &mut |i| {
