@@ -81,8 +81,12 @@ const fn nominal_sizes() -> [usize; CLASS_COUNT] {
     out
 }
 
+/// Pages of a span of blocks of `size` bytes: at least two pages and room for about six
+/// blocks (fewer, larger spans keep fewer partly used ones per class, and give neighbouring
+/// free blocks to merge when the page source is dry), then the page count nearby that
+/// wastes least at the span's tail.
 const fn span_pages(size: usize) -> usize {
-    let target = if size * 3 > 8192 { size * 3 } else { 8192 };
+    let target = if size * 6 > 8192 { size * 6 } else { 8192 };
     let cap = size * MAX_BLOCKS;
     let want = if target < cap { target } else { cap };
     let mut lo = want.div_ceil(PAGE_SIZE);
