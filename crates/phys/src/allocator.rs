@@ -1349,21 +1349,24 @@ impl<'h> Allocator<'h> {
     /// is at or above it.
     #[inline(always)]
     fn large_unit_set(&mut self, l: usize, wi: usize, new: u64) {
-        let no_fit = self.words[W_NO_FIT];
+        let first = W_ORDER_HINT + 6 * l;
+        let orders = (Order::MAX.get() as usize + 1).saturating_sub(6 * l).min(6);
         // `x` holds the starts of aligned runs of `2^r` set bits (before the mask), one more
-        // halving step per order.
+        // halving step per order; the no-fit order is checked once, against the largest.
         let mut x = new;
-        for k in 6 * l..(6 * l + 6).min(Order::MAX.get() as usize + 1) {
-            let r = k - 6 * l;
+        let mut top = None;
+        for (r, h) in self.words[first..first + orders].iter_mut().enumerate() {
             if x & RUN_STARTS[r] == 0 {
                 break;
             }
-            if k as u64 >= no_fit {
-                self.words[W_NO_FIT] = u64::MAX;
-            }
-            let h = &mut self.words[W_ORDER_HINT + k];
             *h = (*h).min(wi as u64);
+            top = Some(6 * l + r);
             x &= x >> (1u32 << r);
+        }
+        if let Some(k) = top
+            && k as u64 >= self.words[W_NO_FIT]
+        {
+            self.words[W_NO_FIT] = u64::MAX;
         }
     }
 
