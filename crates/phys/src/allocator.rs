@@ -52,9 +52,9 @@
 //!
 //! - The word of the last single-frame free or allocation: order-0 requests try it first, so
 //!   a free followed by an allocation touches one word.
-//! - A single-frame allocation that empties a word leaves its layer-0 summary bit set;
-//!   searches skip such stale bits and clear them on the way, and a free into the word finds
-//!   the bit already set.
+//! - An allocation that empties frame words (a single frame, or the words of a block of
+//!   order >= 6) leaves their layer-0 summary bits set; searches skip such stale bits and
+//!   clear them on the way, and a free into such a word finds its bit already set.
 //! - For orders >= 6: the first word a search may find a block in, and the smallest order
 //!   known to have no free block at all; both move back when a unit of level >= 1 frees,
 //!   and a single unit moves back only the orders whose aligned runs its word now holds.
@@ -994,8 +994,8 @@ impl<'h> Allocator<'h> {
         let top = usize::from(k / 6);
         let (off, lo) = (self.geo.level[0].bits.offset, self.geo.level[0].lo);
         let (w0, n) = ((f / 64 - lo) as usize, 1usize << (k - 6));
+        // The emptied frame words keep their summary bits (stale), as after `take_one`.
         self.words[off + w0..off + w0 + n].fill(0);
-        self.tree_clear_words(0, w0, w0 + n);
         for l in 1..top {
             let lv = &self.geo.level[l];
             let (off, n) = (lv.bits.offset, 1usize << (k as usize - 6 * (l + 1)));
@@ -1538,8 +1538,8 @@ impl<'h> Allocator<'h> {
     ///   search hint;
     /// - a level-`L+1` bit is set exactly when its level-`L` word is all ones;
     /// - a summary bit is set exactly when the word it stands for is not zero, except that a
-    ///   layer-0 summary bit may stay set over a word a single-frame allocation emptied (it is
-    ///   cleaned lazily).
+    ///   layer-0 summary bit of level 0 may stay set over a frame word an allocation emptied
+    ///   (it is cleaned lazily).
     ///
     /// # Panics
     /// When an invariant does not hold. O(header words).
@@ -1600,8 +1600,9 @@ impl<'h> Allocator<'h> {
                 for k in 0..t.words * 64 {
                     let set = self.words[t.offset + k / 64] & (1 << (k % 64)) != 0;
                     let nonzero = k < src.words && self.words[src.offset + k] != 0;
-                    if j == 0 {
-                        // Layer 0 may keep stale bits over zero words, never miss a non-zero one.
+                    if j == 0 && l == 0 {
+                        // Layer 0 of the frame words may keep stale bits over zero words, never
+                        // miss a non-zero one.
                         assert!(set || !nonzero, "summary layer 0 of level {l} misses word {k}");
                         assert!(!set || k < src.words, "summary layer 0 of level {l} bit {k} past the end");
                     } else {
