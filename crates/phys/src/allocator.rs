@@ -960,7 +960,7 @@ impl<'h> Allocator<'h> {
 
     /// Marks words `[w0, w1)` of level `l` non-zero in the summaries: one summary word and
     /// one walk up when they share a summary word (a block of up to 64 words).
-    #[inline]
+    #[inline(always)]
     fn tree_set_words(&mut self, l: usize, w0: usize, w1: usize) {
         let lv = &self.geo.level[l];
         if lv.layers == 0 || w0 / 64 != (w1 - 1) / 64 {
@@ -1373,7 +1373,7 @@ impl<'h> Allocator<'h> {
     /// [`find_block`](Self::find_block), remembering for orders >= 6 where the search may
     /// start (`W_ORDER_HINT`) and which orders have no free block at all (`W_NO_FIT`), so that
     /// first-fit searches skip what earlier searches found full.
-    #[inline]
+    #[inline(always)]
     fn find_block_cached(&mut self, k: u8, need: u64, limit: u64) -> Option<u64> {
         if k < 6 {
             return self.find_block(k, need, limit, 0);
