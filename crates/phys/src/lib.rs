@@ -10,6 +10,10 @@
 //!   frame, plus "fully free" bitmaps per 64-ary level and 64-ary summaries to find blocks
 //!   fast: about 2.05 bits per frame, 68 KiB per GiB (0.0065 % of RAM; Linux's `struct page`
 //!   costs 1.56 %).
+//! - **The common request touches one word.** An order-0 allocation takes the lowest set bit
+//!   of a hint word and a single-frame free sets one bit, both inlined into the caller; a
+//!   block of order >= 6 fills or empties whole words and changes one word above. Only a word
+//!   that fills up or empties climbs the levels.
 //! - **Bad input is an error, never corruption.** Freeing a free, reserved, foreign or
 //!   unaligned area is rejected and changes nothing: the free bits say what is allocated.
 //! - **Layers on top, not inside.** [`LockedAllocator`] adds a pluggable lock
