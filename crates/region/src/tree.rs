@@ -84,20 +84,32 @@ struct Row<V> {
     value: Option<V>,
 }
 
+/// What every node has: the rows' starts and ends, their number, a link and the largest
+/// gap.
+#[derive(Debug, Clone)]
+#[repr(C)]
+struct Keys {
+    lo: [usize; B],
+    hi: [usize; B],
+    len: u32,
+    /// Leaves: the next leaf in address order. Free nodes: the next free node.
+    next: u32,
+    /// The largest gap inside the node's subtree (kept up to date by [`Rows`]).
+    max_gap: usize,
+}
+
+impl Keys {
+    const EMPTY: Keys = Keys { lo: [0; B], hi: [0; B], len: 0, next: NIL, max_gap: 0 };
+}
+
 /// An internal node: one row per child, as parallel arrays, so that a descent reads only
 /// `lo` and one entry of `child`.
 #[derive(Debug, Clone)]
 #[repr(C, align(64))]
 struct Inner {
-    lo: [usize; B],
+    keys: Keys,
     child: [u32; B],
-    hi: [usize; B],
     gap: [usize; B],
-    len: u32,
-    /// Free nodes: the next free node.
-    next: u32,
-    /// The largest gap inside the node's subtree (kept up to date by [`Rows`]).
-    max_gap: usize,
 }
 
 /// A leaf: one row per interval, and only what a lookup needs (the starts, the ends and
@@ -105,13 +117,7 @@ struct Inner {
 #[derive(Debug, Clone)]
 #[repr(C, align(64))]
 struct Leaf<V> {
-    lo: [usize; B],
-    hi: [usize; B],
-    len: u32,
-    /// The next leaf in address order. Free leaves: the next free leaf.
-    next: u32,
-    /// The largest gap between two of the leaf's intervals (kept up to date by [`Rows`]).
-    max_gap: usize,
+    keys: Keys,
     value: [Option<V>; B],
 }
 
@@ -119,22 +125,49 @@ struct Leaf<V> {
 /// link for the free list (and the leaf chain).
 trait Rows<V: Copy>: Clone {
     fn empty() -> Self;
-    fn len(&self) -> usize;
-    fn set_len(&mut self, n: usize);
-    fn next(&self) -> u32;
-    fn set_next(&mut self, next: u32);
-    fn lo(&self) -> &[usize; B];
-    fn hi(&self) -> &[usize; B];
+    fn keys(&self) -> &Keys;
+    fn keys_mut(&mut self) -> &mut Keys;
     /// The largest gap inside row `i`'s subtree (0 in a leaf).
     fn gap(&self, i: usize) -> usize;
     fn row(&self, i: usize) -> Row<V>;
     /// Writes row `i` and leaves `max_gap` alone (see [`Rows::update`]).
     fn set_raw(&mut self, i: usize, r: Row<V>);
-    /// Moves rows `from` to `from + n` (exclusive) to start at `to`.
-    fn shift(&mut self, from: usize, n: usize, to: usize);
+    /// Moves the node's own arrays (not the keys) of rows `from..from + n` to `to`.
+    fn shift_own(&mut self, from: usize, n: usize, to: usize);
+
+    fn len(&self) -> usize {
+        self.keys().len as usize
+    }
+    fn set_len(&mut self, n: usize) {
+        self.keys_mut().len = n as u32;
+    }
+    fn next(&self) -> u32 {
+        self.keys().next
+    }
+    fn set_next(&mut self, next: u32) {
+        self.keys_mut().next = next;
+    }
+    fn lo(&self) -> &[usize; B] {
+        &self.keys().lo
+    }
+    fn hi(&self) -> &[usize; B] {
+        &self.keys().hi
+    }
     /// The largest gap inside the subtree, as kept.
-    fn max_gap(&self) -> usize;
-    fn set_max_gap(&mut self, gap: usize);
+    fn max_gap(&self) -> usize {
+        self.keys().max_gap
+    }
+    fn set_max_gap(&mut self, gap: usize) {
+        self.keys_mut().max_gap = gap;
+    }
+
+    /// Moves rows `from..from + n` to start at `to`.
+    fn shift(&mut self, from: usize, n: usize, to: usize) {
+        let k = self.keys_mut();
+        k.lo.copy_within(from..from + n, to);
+        k.hi.copy_within(from..from + n, to);
+        self.shift_own(from, n, to);
+    }
 
     /// The largest of what row `i` brings to the node's largest gap: its own inner gap and
     /// the gaps to its neighbours.
@@ -229,44 +262,25 @@ trait Rows<V: Copy>: Clone {
 
 impl<V: Copy> Rows<V> for Inner {
     fn empty() -> Self {
-        Inner { lo: [0; B], child: [NIL; B], hi: [0; B], gap: [0; B], len: 0, next: NIL, max_gap: 0 }
+        Inner { keys: Keys::EMPTY, child: [NIL; B], gap: [0; B] }
     }
-    fn len(&self) -> usize {
-        self.len as usize
+    fn keys(&self) -> &Keys {
+        &self.keys
     }
-    fn set_len(&mut self, n: usize) {
-        self.len = n as u32;
-    }
-    fn next(&self) -> u32 {
-        self.next
-    }
-    fn set_next(&mut self, next: u32) {
-        self.next = next;
-    }
-    fn lo(&self) -> &[usize; B] {
-        &self.lo
-    }
-    fn hi(&self) -> &[usize; B] {
-        &self.hi
+    fn keys_mut(&mut self) -> &mut Keys {
+        &mut self.keys
     }
     fn gap(&self, i: usize) -> usize {
         self.gap[i]
     }
     fn row(&self, i: usize) -> Row<V> {
-        Row { lo: self.lo[i], hi: self.hi[i], gap: self.gap[i], child: self.child[i], value: None }
+        let k = &self.keys;
+        Row { lo: k.lo[i], hi: k.hi[i], gap: self.gap[i], child: self.child[i], value: None }
     }
     fn set_raw(&mut self, i: usize, r: Row<V>) {
-        (self.lo[i], self.hi[i], self.gap[i], self.child[i]) = (r.lo, r.hi, r.gap, r.child);
+        (self.keys.lo[i], self.keys.hi[i], self.gap[i], self.child[i]) = (r.lo, r.hi, r.gap, r.child);
     }
-    fn max_gap(&self) -> usize {
-        self.max_gap
-    }
-    fn set_max_gap(&mut self, gap: usize) {
-        self.max_gap = gap;
-    }
-    fn shift(&mut self, from: usize, n: usize, to: usize) {
-        self.lo.copy_within(from..from + n, to);
-        self.hi.copy_within(from..from + n, to);
+    fn shift_own(&mut self, from: usize, n: usize, to: usize) {
         self.gap.copy_within(from..from + n, to);
         self.child.copy_within(from..from + n, to);
     }
@@ -274,44 +288,24 @@ impl<V: Copy> Rows<V> for Inner {
 
 impl<V: Copy> Rows<V> for Leaf<V> {
     fn empty() -> Self {
-        Leaf { lo: [0; B], hi: [0; B], len: 0, next: NIL, max_gap: 0, value: [None; B] }
+        Leaf { keys: Keys::EMPTY, value: [None; B] }
     }
-    fn len(&self) -> usize {
-        self.len as usize
+    fn keys(&self) -> &Keys {
+        &self.keys
     }
-    fn set_len(&mut self, n: usize) {
-        self.len = n as u32;
-    }
-    fn next(&self) -> u32 {
-        self.next
-    }
-    fn set_next(&mut self, next: u32) {
-        self.next = next;
-    }
-    fn lo(&self) -> &[usize; B] {
-        &self.lo
-    }
-    fn hi(&self) -> &[usize; B] {
-        &self.hi
+    fn keys_mut(&mut self) -> &mut Keys {
+        &mut self.keys
     }
     fn gap(&self, _: usize) -> usize {
         0
     }
     fn row(&self, i: usize) -> Row<V> {
-        Row { lo: self.lo[i], hi: self.hi[i], gap: 0, child: NIL, value: self.value[i] }
+        Row { lo: self.keys.lo[i], hi: self.keys.hi[i], gap: 0, child: NIL, value: self.value[i] }
     }
     fn set_raw(&mut self, i: usize, r: Row<V>) {
-        (self.lo[i], self.hi[i], self.value[i]) = (r.lo, r.hi, r.value);
+        (self.keys.lo[i], self.keys.hi[i], self.value[i]) = (r.lo, r.hi, r.value);
     }
-    fn max_gap(&self) -> usize {
-        self.max_gap
-    }
-    fn set_max_gap(&mut self, gap: usize) {
-        self.max_gap = gap;
-    }
-    fn shift(&mut self, from: usize, n: usize, to: usize) {
-        self.lo.copy_within(from..from + n, to);
-        self.hi.copy_within(from..from + n, to);
+    fn shift_own(&mut self, from: usize, n: usize, to: usize) {
         self.value.copy_within(from..from + n, to);
     }
 }
@@ -580,7 +574,7 @@ impl<V: Copy> GapTree<V> {
         if hint != NIL {
             let n = self.leaf(hint);
             let len = n.len();
-            if len > 0 && n.lo[0] <= key && key < n.hi[len - 1] {
+            if len > 0 && n.keys.lo[0] <= key && key < n.keys.hi[len - 1] {
                 return hint;
             }
         }
@@ -604,7 +598,7 @@ impl<V: Copy> GapTree<V> {
 
     fn entry(&self, leaf: u32, p: usize) -> Entry<V> {
         let n = self.leaf(leaf);
-        Entry { start: n.lo[p], end: n.hi[p], value: n.value[p].expect("a leaf row has a value") }
+        Entry { start: n.keys.lo[p], end: n.keys.hi[p], value: n.value[p].expect("a leaf row has a value") }
     }
 
     /// Inserts `[start, end)`; the caller has checked that it overlaps nothing.
@@ -634,9 +628,9 @@ impl<V: Copy> GapTree<V> {
         if h == 0 {
             let p = self.leaf(i).count_le(row.lo);
             let r = self.leaves.put(i, p, row)?;
-            let next = self.leaf(i).next;
-            self.leaves.get_mut(r).next = next;
-            self.leaves.get_mut(i).next = r;
+            let next = self.leaf(i).keys.next;
+            self.leaves.get_mut(r).keys.next = next;
+            self.leaves.get_mut(i).keys.next = r;
             return Some(r);
         }
         let c = Rows::<V>::count_le(self.inner.get(i), row.lo).saturating_sub(1);
@@ -658,11 +652,11 @@ impl<V: Copy> GapTree<V> {
         let e = self.remove_at(self.root, self.height, start)?;
         self.len -= 1;
         let root = self.root;
-        if self.height > 0 && self.inner.get(root).len == 1 {
+        if self.height > 0 && self.inner.get(root).keys.len == 1 {
             self.root = self.inner.get(root).child[0];
             self.height -= 1;
             self.inner.release::<V>(root);
-        } else if self.height == 0 && self.leaf(root).len == 0 {
+        } else if self.height == 0 && self.leaf(root).keys.len == 0 {
             self.root = NIL;
             self.leaves.release(root);
         }
@@ -673,7 +667,7 @@ impl<V: Copy> GapTree<V> {
         if h == 0 {
             let n = self.leaf(i);
             let p = n.count_le(start).checked_sub(1)?;
-            if n.lo[p] != start {
+            if n.keys.lo[p] != start {
                 return None;
             }
             let r = self.leaves.get_mut(i).remove(p);
@@ -696,13 +690,13 @@ impl<V: Copy> GapTree<V> {
     /// neighbour, or evens the two out when they do not fit in one node.
     fn refill(&mut self, i: u32, c: usize, h: usize) {
         let n = self.inner.get(i);
-        let (l, r) = if c + 1 < n.len as usize { (c, c + 1) } else { (c - 1, c) };
+        let (l, r) = if c + 1 < n.keys.len as usize { (c, c + 1) } else { (c - 1, c) };
         let (li, ri) = (n.child[l], n.child[r]);
         let merged = if h == 1 {
             let merged = self.leaves.merge_or_even(li, ri);
             if merged {
-                let next = self.leaf(ri).next;
-                self.leaves.get_mut(li).next = next;
+                let next = self.leaf(ri).keys.next;
+                self.leaves.get_mut(li).keys.next = next;
                 self.leaves.release(ri);
             }
             merged
@@ -737,7 +731,7 @@ impl<V: Copy> GapTree<V> {
     /// The first row at or after position `p` of `leaf`, following the leaf chain.
     fn at_or_next(&self, leaf: u32, p: usize) -> Option<(u32, usize)> {
         let n = self.leaf(leaf);
-        if p < n.len() { Some((leaf, p)) } else { (n.next != NIL).then_some((n.next, 0)) }
+        if p < n.len() { Some((leaf, p)) } else { (n.keys.next != NIL).then_some((n.keys.next, 0)) }
     }
 
     /// The leaf and row of the interval with the smallest start `>= key`.
@@ -747,7 +741,7 @@ impl<V: Copy> GapTree<V> {
         }
         let leaf = self.leaf_for(key);
         let n = self.leaf(leaf);
-        let p = n.lo[..n.len()].iter().filter(|&&s| s < key).count();
+        let p = n.keys.lo[..n.len()].iter().filter(|&&s| s < key).count();
         self.at_or_next(leaf, p)
     }
 
@@ -767,11 +761,11 @@ impl<V: Copy> GapTree<V> {
     fn within_leaf(&self, leaf: u32, key: usize) -> Option<Option<Entry<V>>> {
         let n = self.leaf(leaf);
         let len = n.len();
-        if len == 0 || key < n.lo[0] || key >= n.hi[len - 1] {
+        if len == 0 || key < n.keys.lo[0] || key >= n.keys.hi[len - 1] {
             return None;
         }
         let p = n.count_le(key) - 1;
-        Some((key < n.hi[p]).then(|| self.entry(leaf, p)))
+        Some((key < n.keys.hi[p]).then(|| self.entry(leaf, p)))
     }
 
     /// The interval that contains `key`, trying the leaf found last and the one after it
@@ -784,7 +778,7 @@ impl<V: Copy> GapTree<V> {
                 return found;
             }
             let n = self.leaf(hit);
-            let next = if n.len > 0 && key >= n.hi[n.len() - 1] { n.next } else { NIL };
+            let next = if n.keys.len > 0 && key >= n.keys.hi[n.len() - 1] { n.keys.next } else { NIL };
             if next != NIL
                 && let Some(found) = self.within_leaf(next, key)
             {
@@ -815,11 +809,11 @@ impl<V: Copy> GapTree<V> {
         let leaf = self.leaf_near(start);
         let n = self.leaf(leaf);
         let p = n.count_le(start);
-        if p > 0 && n.hi[p - 1] > start {
+        if p > 0 && n.keys.hi[p - 1] > start {
             return Some(self.entry(leaf, p - 1));
         }
         let (l, q) = self.at_or_next(leaf, p)?;
-        (self.leaf(l).lo[q] < end).then(|| self.entry(l, q))
+        (self.leaf(l).keys.lo[q] < end).then(|| self.entry(l, q))
     }
 
     /// Whether any interval overlaps `[start, end)`.
@@ -835,7 +829,7 @@ impl<V: Copy> GapTree<V> {
         let leaf = self.leaf_for(start);
         let n = self.leaves.get_mut(leaf);
         match n.count_le(start).checked_sub(1) {
-            Some(p) if n.lo[p] == start => {
+            Some(p) if n.keys.lo[p] == start => {
                 n.value[p] = Some(value);
                 true
             }
@@ -869,28 +863,28 @@ impl<V: Copy> GapTree<V> {
                 if before >= q.hi {
                     return None;
                 }
-                if let Some(a) = q.fit(before, n.lo[k]) {
+                if let Some(a) = q.fit(before, n.keys.lo[k]) {
                     return Some(a);
                 }
-                before = n.hi[k];
+                before = n.keys.hi[k];
             }
             return None;
         }
         let n = self.inner.get(i);
-        for k in 0..n.len as usize {
+        for k in 0..n.keys.len as usize {
             if before >= q.hi {
                 return None;
             }
-            if n.gap[k] >= q.size && n.hi[k] > q.lo && n.lo[k] < q.hi {
+            if n.gap[k] >= q.size && n.keys.hi[k] > q.lo && n.keys.lo[k] < q.hi {
                 // An inner gap of the child may hold the request: the child tries its
                 // leading gap and its inner gaps in order.
                 if let Some(a) = self.fit(n.child[k], h - 1, before, q) {
                     return Some(a);
                 }
-            } else if let Some(a) = q.fit(before, n.lo[k]) {
+            } else if let Some(a) = q.fit(before, n.keys.lo[k]) {
                 return Some(a);
             }
-            before = n.hi[k];
+            before = n.keys.hi[k];
         }
         None
     }
@@ -915,7 +909,7 @@ impl<V: Copy> GapTree<V> {
                 }
                 p += 1;
             }
-            leaf = n.next;
+            leaf = n.keys.next;
             p = 0;
         }
     }
@@ -963,7 +957,7 @@ impl<V: Copy> GapTree<V> {
             while l != NIL {
                 chained.push(l);
                 assert!(chained.len() <= leaves.len(), "leaf chain too long or looping");
-                l = self.leaf(l).next;
+                l = self.leaf(l).keys.next;
             }
             assert_eq!(chained, leaves, "leaf chain out of order");
         }
@@ -985,10 +979,10 @@ impl<V: Copy> GapTree<V> {
     fn check_node(&self, i: u32, h: usize, root: bool, leaves: &mut Vec<u32>, inner: &mut usize) -> usize {
         let (len, lo, hi, kept, scanned) = if h == 0 {
             let n = self.leaf(i);
-            (n.len(), &n.lo, &n.hi, n.max_gap, n.scan_gap())
+            (n.len(), &n.keys.lo, &n.keys.hi, n.keys.max_gap, n.scan_gap())
         } else {
             let n = self.inner.get(i);
-            (n.len as usize, &n.lo, &n.hi, n.max_gap, Rows::<V>::scan_gap(n))
+            (n.keys.len as usize, &n.keys.lo, &n.keys.hi, n.keys.max_gap, Rows::<V>::scan_gap(n))
         };
         assert_eq!(kept, scanned, "largest gap kept wrong");
         assert!(len <= B, "node overfull");
@@ -1017,7 +1011,7 @@ impl<V: Copy> GapTree<V> {
             let c = n.child[k];
             count += self.check_node(c, h - 1, false, leaves, inner);
             let s = self.row_of(c, h - 1);
-            assert_eq!((n.lo[k], n.hi[k], n.gap[k]), (s.lo, s.hi, s.gap), "summary wrong");
+            assert_eq!((n.keys.lo[k], n.keys.hi[k], n.gap[k]), (s.lo, s.hi, s.gap), "summary wrong");
         }
         count
     }
