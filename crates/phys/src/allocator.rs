@@ -1382,7 +1382,13 @@ impl<'h> Allocator<'h> {
             return None;
         }
         let from = self.words[W_ORDER_HINT + k as usize] as usize;
-        let found = self.find_block(k, need, limit, from);
+        // The superpage orders (9: 2 MiB, 18: 1 GiB; also 12) search inline, the others
+        // through the shared dispatch.
+        let found = match k % 6 {
+            0 => self.find_block_r::<0>(k, need, limit, from),
+            3 => self.find_block_r::<3>(k, need, limit, from),
+            _ => self.find_block(k, need, limit, from),
+        };
         match found {
             Some(f) => {
                 let l = usize::from(k / 6);
@@ -1416,6 +1422,7 @@ impl<'h> Allocator<'h> {
     }
 
     /// [`find_block`](Self::find_block) for `k % 6 == R`, the run test fixed at compile time.
+    #[inline(always)]
     fn find_block_r<const R: u32>(&self, k: u8, need: u64, limit: u64, from: usize) -> Option<u64> {
         let l = (k / 6) as usize;
         let lv = &self.geo.level[l];
