@@ -313,6 +313,10 @@ impl Mmu for SoftMmu {
 
     fn unmap(&mut self, page: Page, count: PageCount) -> Result<TlbFlush, MapError> {
         let last = page.checked_add(count).ok_or(MapError::OutOfRange(page))?;
+        if self.len == 0 {
+            // Nothing is mapped: nothing to walk.
+            return Ok(TlbFlush::new(page, count));
+        }
         if count.get() > self.len {
             // A wide range: walk the table instead of the range.
             let victims: Vec<usize> = self
