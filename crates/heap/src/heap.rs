@@ -8,13 +8,16 @@
 //!   │ block 0 │ block 1 │ ... │ block n-1 │tail│   shard, used, 512-bit allocation bitmap,
 //!   └─────────────────────────────────────────┘   partial-list links, pinned blocks
 //!   large block: whole pages, its own descriptor (kind Large)
+//!   arena (feature exact-fit): pages of one shard, blocks of any size in 64-byte granules,
+//!   start and alloc bits in its header, free blocks in the shard's fit index (see `arena`)
 //!   merged block (source dry): neighbouring free blocks of a span taken as one;
 //!   the merge table records (first block, blocks) and the span counts its entries
 //! ```
 //!
-//! Nothing is ever stored inside a block, free or not: a free recovers the block from the
-//! page map, the descriptor and (for a merged block) the merge table, and checks it (owned,
-//! a block start, allocated, not pinned) before changing anything. Descriptors live in
+//! Nothing is ever stored inside a live block (a free arena block holds its list links): a
+//! free recovers the block from the page map, the descriptor, the arena header or (for a
+//! merged block) the merge table, and checks it (owned, a block start, allocated, not
+//! pinned) before changing anything. Descriptors live in
 //! chunks that are never given back while the heap lives, so a stale id read by a racing
 //! bad free still names valid memory.
 //!
@@ -30,7 +33,8 @@ use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::
 use memkit_types::{Order, PAGE_SHIFT, PAGE_SIZE, PageCount, VirtAddr};
 use spin::{Mutex, Once};
 
-use crate::class::{CLASS_COUNT, CLASSES, MAX_BLOCKS, class_for};
+use crate::arena::{Arena, FitIndex, GRANULE, GRANULE_SHIFT, MAX_ARENA_PAGES, pages_for};
+use crate::class::{CLASS_COUNT, CLASSES, MAX_BLOCKS, MAX_SMALL, class_for};
 use crate::error::{PinError, UnpinError, XmallocError, XmfreeError};
 use crate::source::PageSource;
 
@@ -53,7 +57,16 @@ const EMPTY_KEEP: u32 = 4;
 const KIND_FREE: u8 = 0;
 const KIND_SMALL: u8 = 1;
 const KIND_LARGE: u8 = 2;
+const KIND_ARENA: u8 = 3;
 const BITMAP_WORDS: usize = MAX_BLOCKS / 64;
+/// With the `exact-fit` feature, requests whose class is larger than this (and at most a
+/// class's largest size) take a block of their exact size (in 64-byte granules) from an
+/// arena; smaller ones a class block of a span. Without it, every class request takes a
+/// class block (no class is larger than the largest), and arenas serve nothing.
+const FIT_MIN: usize = if cfg!(feature = "exact-fit") { 1024 } else { MAX_SMALL };
+/// Pages of an arena when the page source has them (fewer when it is short).
+const ARENA_PAGES: usize = 64;
+const _: () = assert!(ARENA_PAGES <= MAX_ARENA_PAGES);
 
 /// Which shard the calling thread should use: a CPU number, a thread number, any small
 /// integer that differs between threads running at the same time.
@@ -80,9 +93,9 @@ impl<C: CpuId + ?Sized> CpuId for &C {
     }
 }
 
-/// The out-of-band record of one span or large block. All fields are atomics so that a
-/// racing reader never sees torn memory; writers hold the owning shard's lock (or the
-/// pool's lock for free descriptors) and use plain loads and stores.
+/// The out-of-band record of one span, arena or large block. All fields are atomics so
+/// that a racing reader never sees torn memory; writers hold the owning shard's lock (or
+/// the pool's lock for free descriptors) and use plain loads and stores.
 #[repr(C, align(128))]
 struct Descriptor {
     /// Set bit = block allocated; bits at and beyond the span's block count are set.
@@ -91,10 +104,11 @@ struct Descriptor {
     /// Block size (small) or requested size (large).
     size: AtomicUsize,
     pages: AtomicU32,
+    /// Blocks allocated (spans; 1 for a large block; an arena counts in its header).
     used: AtomicU32,
     prev: AtomicU32,
     next: AtomicU32,
-    /// Blocks of this span in the pin table.
+    /// Blocks of this span or arena in the pin table.
     pinned: AtomicU32,
     /// Merged blocks of this span in the merge table.
     merged: AtomicU32,
@@ -123,6 +137,18 @@ struct ClassLists {
 
 struct ShardState {
     classes: [ClassLists; CLASS_COUNT],
+    /// Free blocks of the shard's arenas.
+    fit: FitIndex,
+    /// The one empty arena kept (so that an arena does not bounce with the page source).
+    empty_arena: u32,
+}
+
+impl ShardState {
+    const EMPTY: ShardState = ShardState {
+        classes: [ClassLists { partial: NONE, empty: NONE, empties: 0 }; CLASS_COUNT],
+        fit: FitIndex::EMPTY,
+        empty_arena: NONE,
+    };
 }
 
 #[repr(align(128))]
@@ -171,8 +197,10 @@ pub struct HeapStats {
     pub spans: usize,
     /// Large blocks (whole pages) live.
     pub large_blocks: usize,
-    /// Blocks live in spans.
+    /// Blocks live in spans and arenas.
     pub small_blocks: usize,
+    /// Arenas (runs of pages serving requests by exact size) the heap holds.
+    pub arenas: usize,
     /// Pages held for blocks (spans and large blocks).
     pub pages: usize,
     /// Pages held for metadata (page map and descriptor chunks).
@@ -209,6 +237,19 @@ impl<P, C> fmt::Debug for Heap<P, C> {
     }
 }
 
+/// The arena of descriptor `d`.
+///
+/// # Safety
+/// `d` is a live arena (kind [`KIND_ARENA`]) and the caller holds the lock of its shard
+/// while the view lives.
+#[inline]
+unsafe fn arena_view(d: &Descriptor) -> Arena {
+    debug_assert_eq!(d.kind.load(Relaxed), KIND_ARENA);
+    // SAFETY: a live arena's pages are the heap's, set up by `Arena::init`; the lock is
+    // the caller's contract.
+    unsafe { Arena::new(d.start.load(Relaxed), d.pages.load(Relaxed) as usize) }
+}
+
 fn page_count(bytes: usize) -> PageCount {
     PageCount::new(bytes.div_ceil(PAGE_SIZE))
 }
@@ -222,13 +263,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             cpu,
             pinned,
             map: Once::new(),
-            shards: [const {
-                Shard {
-                    state: Mutex::new(ShardState {
-                        classes: [ClassLists { partial: NONE, empty: NONE, empties: 0 }; CLASS_COUNT],
-                    }),
-                }
-            }; SHARDS],
+            shards: [const { Shard { state: Mutex::new(ShardState::EMPTY) } }; SHARDS],
             pool: Mutex::new(Pool { free_head: NONE, fresh: 1 }),
             chunks: [const { Once::new() }; MAX_CHUNKS],
             chunk_count: AtomicUsize::new(0),
@@ -427,9 +462,13 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             if align > 16
                 && let Some(natural) = class_for(size, 1)
                 && natural != class
+                && CLASSES[natural].size as usize <= FIT_MIN
                 && let Some(p) = self.allocate_aligned_below(map, shard, natural, class, align)
             {
                 return Ok(p);
+            }
+            if CLASSES[class].size as usize > FIT_MIN {
+                return self.allocate_fit(map, shard, size, class, align_log2);
             }
             if let Some(p) = self.allocate_small(map, shard, class) {
                 return Ok(p);
@@ -438,9 +477,11 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             if let Some(p) = self.allocate_small(map, shard, class) {
                 return Ok(p);
             }
-            // Dry: holes of larger classes, else just the pages the block needs.
+            // Dry: holes of larger classes, free ranges of arenas, else just the pages the
+            // block needs.
             return self
                 .allocate_from_larger_class(map, size, class, align)
+                .or_else(|| self.fit_from_any_shard(size, align))
                 .or_else(|| self.allocate_large(map, size, align_log2))
                 .or_else(|| self.allocate_merged(size, align))
                 .ok_or(XmallocError::NoMemory(size));
@@ -552,7 +593,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             return Some(p);
         }
         let mut pow = (CLASSES[natural].size as usize).next_power_of_two();
-        while pow < CLASSES[class].size as usize && pow < align {
+        while pow < CLASSES[class].size as usize && pow < align && pow <= FIT_MIN {
             if let Some(c) = class_for(pow, 1)
                 && c != natural
                 && let Some(p) = self.allocate_aligned(map, shard, c, align)
@@ -593,7 +634,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         align: usize,
     ) -> Option<NonNull<u8>> {
         let first = class_for(size, 1).unwrap_or(class);
-        for (larger, c) in CLASSES.iter().enumerate().skip(first) {
+        for (larger, c) in CLASSES.iter().enumerate().skip(first).take_while(|(_, c)| c.size as usize <= FIT_MIN) {
             if larger == class {
                 continue;
             }
@@ -723,6 +764,126 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         Ok((index, 1))
     }
 
+    /// A block of `size` bytes aligned to 2^`align_log2` (at most a page; its class is
+    /// `class`) from the arenas of `shard`, else from a new arena; when the page source is
+    /// dry, from the arenas of any shard, aligned holes of class spans, whole pages, or
+    /// merged blocks of a span.
+    #[inline]
+    fn allocate_fit(
+        &self,
+        map: &PageMap,
+        shard: usize,
+        size: usize,
+        class: usize,
+        align_log2: u32,
+    ) -> Result<NonNull<u8>, XmallocError> {
+        let align = 1 << align_log2;
+        {
+            let mut st = self.shards[shard].state.lock();
+            if let Some(p) = self.take_fit(&mut st, size, align) {
+                return Ok(p);
+            }
+            if let Some(p) = self.grow_fit(map, shard, &mut st, size, align) {
+                return Ok(p);
+            }
+        }
+        self.allocate_fit_dry(map, shard, size, class, align_log2)
+    }
+
+    #[cold]
+    fn allocate_fit_dry(
+        &self,
+        map: &PageMap,
+        shard: usize,
+        size: usize,
+        class: usize,
+        align_log2: u32,
+    ) -> Result<NonNull<u8>, XmallocError> {
+        let align = 1 << align_log2;
+        self.trim();
+        let grown = self.grow_fit(map, shard, &mut self.shards[shard].state.lock(), size, align);
+        grown
+            .or_else(|| self.fit_from_any_shard(size, align))
+            .or_else(|| self.allocate_from_larger_class(map, size, class, align))
+            .or_else(|| self.allocate_large(map, size, align_log2))
+            .or_else(|| self.allocate_merged(size, align))
+            .ok_or(XmallocError::NoMemory(size))
+    }
+
+    /// A block from the arenas of `st` (a shard's state, locked).
+    #[inline]
+    fn take_fit(&self, st: &mut ShardState, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let granules = size.max(1).div_ceil(GRANULE);
+        let align = (align >> GRANULE_SHIFT).max(1);
+        let (arena, g) = st.fit.allocate(granules, align)?;
+        if arena.used() == 1 && st.empty_arena != NONE && self.live(st.empty_arena).start.load(Relaxed) == arena.addr(0)
+        {
+            st.empty_arena = NONE;
+        }
+        NonNull::new(arena.addr(g) as *mut u8)
+    }
+
+    /// A new arena for `shard` (whose state `st` is locked) with room for the request,
+    /// and the block from it.
+    fn grow_fit(
+        &self,
+        map: &PageMap,
+        shard: usize,
+        st: &mut ShardState,
+        size: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        let need = pages_for(size.max(1).div_ceil(GRANULE) + (align >> GRANULE_SHIFT).max(1) - 1);
+        let mut pages = ARENA_PAGES.max(need);
+        let (id, start) = loop {
+            if let Some(run) = self.new_run(map, pages, PAGE_SHIFT) {
+                break run;
+            }
+            if pages == need {
+                return None;
+            }
+            pages = (pages / 2).max(need);
+        };
+        let d = self.live(id);
+        d.size.store(0, Relaxed);
+        d.shard.store(shard as u8, Relaxed);
+        // SAFETY: the run is fresh from the source, the heap's alone, and mapped to this
+        // descriptor of `shard`, whose lock is held (`st` is borrowed from its guard).
+        let arena = unsafe { Arena::init(start, pages) };
+        d.kind.store(KIND_ARENA, Release);
+        st.fit.add_arena(&arena);
+        self.take_fit(st, size, align)
+    }
+
+    /// When the page source is dry: a block from the arenas of any shard.
+    #[cold]
+    fn fit_from_any_shard(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if align > PAGE_SIZE {
+            return None;
+        }
+        self.shards.iter().find_map(|shard| {
+            let mut st = shard.state.lock();
+            if st.fit.has_free() { self.take_fit(&mut st, size, align) } else { None }
+        })
+    }
+
+    /// Frees the block at granule `g` of arena `id` (checked, unpinned) of the shard whose
+    /// state `st` is locked; keeps the arena when it is the shard's only empty one, else
+    /// gives its pages back.
+    #[inline]
+    fn free_fit(&self, map: &PageMap, id: u32, d: &Descriptor, g: usize, st: &mut ShardState) {
+        // SAFETY: `d` is a live arena of the shard whose lock is held (`st`).
+        let arena = unsafe { arena_view(d) };
+        if st.fit.free(&arena, g) == 0 {
+            if st.empty_arena == NONE {
+                st.empty_arena = id;
+            } else {
+                st.fit.remove_arena(&arena);
+                self.release_run(map, id);
+            }
+        }
+    }
+
     fn allocate_large(&self, map: &PageMap, size: usize, align_log2: u32) -> Option<NonNull<u8>> {
         let pages = size.max(1).div_ceil(PAGE_SIZE);
         let (id, start) = self.new_run(map, pages, align_log2.max(PAGE_SHIFT))?;
@@ -736,11 +897,18 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         NonNull::new(start as *mut u8)
     }
 
-    /// Gives every cached empty span back to the page source.
+    /// Gives every cached empty span and arena back to the page source.
     pub fn trim(&self) {
         let Some(map) = self.page_map() else { return };
         for shard in &self.shards {
             let mut st = shard.state.lock();
+            if st.empty_arena != NONE {
+                let id = st.empty_arena;
+                st.empty_arena = NONE;
+                // SAFETY: the shard's empty arena is live and its lock is held.
+                st.fit.remove_arena(&unsafe { arena_view(self.live(id)) });
+                self.release_run(map, id);
+            }
             for lists in st.classes.iter_mut() {
                 while lists.empty != NONE {
                     let id = lists.empty;
@@ -772,13 +940,16 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         Ok((map, id, d, shard, st))
     }
 
-    /// Checks that `addr` is a live block start; returns its index in the span (0 for a
-    /// large block).
+    /// Checks that `addr` is a live block start of `d` (whose shard lock the caller holds);
+    /// returns its index in the span (its granule in an arena, 0 for a large block).
     fn block_index(d: &Descriptor, addr: usize) -> Result<usize, XmfreeError> {
         let start = d.start.load(Relaxed);
         let va = VirtAddr::new(addr);
-        if d.kind.load(Relaxed) == KIND_LARGE {
-            return if addr == start { Ok(0) } else { Err(XmfreeError::NotBlockStart(va)) };
+        match d.kind.load(Relaxed) {
+            KIND_LARGE => return if addr == start { Ok(0) } else { Err(XmfreeError::NotBlockStart(va)) },
+            // SAFETY: `d` is live (`locate` checked it) and its shard's lock is held.
+            KIND_ARENA => return unsafe { arena_view(d) }.allocated_block(addr),
+            _ => {}
         }
         let c = &CLASSES[d.class.load(Relaxed) as usize];
         let off = addr - start;
@@ -817,10 +988,17 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 return Err(XmfreeError::StillPinned(VirtAddr::new(addr), pins));
             }
         }
-        if d.kind.load(Relaxed) == KIND_LARGE {
-            drop(st);
-            self.release_run(map, id);
-            return Ok(());
+        match d.kind.load(Relaxed) {
+            KIND_LARGE => {
+                drop(st);
+                self.release_run(map, id);
+                return Ok(());
+            }
+            KIND_ARENA => {
+                self.free_fit(map, id, d, index, &mut st);
+                return Ok(());
+            }
+            _ => {}
         }
         if k > 1 {
             let mut merges = self.merges.lock();
@@ -865,9 +1043,14 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     pub fn block(&self, ptr: NonNull<u8>) -> Result<BlockInfo, XmfreeError> {
         let addr = ptr.as_ptr() as usize;
         let (_, _, d, _, _st) = self.locate(addr)?;
-        let (_, k) = self.block_at(d, addr)?;
-        let (usable, align_log2) = if d.kind.load(Relaxed) == KIND_LARGE {
+        let (index, k) = self.block_at(d, addr)?;
+        let kind = d.kind.load(Relaxed);
+        let (usable, align_log2) = if kind == KIND_LARGE {
             (d.pages.load(Relaxed) as usize * PAGE_SIZE, u32::from(d.align_log2.load(Relaxed)).max(PAGE_SHIFT))
+        } else if kind == KIND_ARENA {
+            // SAFETY: `d` is live (`locate` checked it) and its shard's lock is held (`_st`).
+            let granules = unsafe { arena_view(d) }.block_granules(index);
+            (granules * GRANULE, addr.trailing_zeros().min(PAGE_SHIFT))
         } else {
             // A block sits at a multiple of its size, or (taken for an aligned request) at
             // an offset aligned to more: its address tells.
@@ -989,8 +1172,13 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let _guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
         self.for_each_live(|_, d| {
             s.pages += d.pages.load(Relaxed) as usize;
-            if d.kind.load(Relaxed) == KIND_LARGE {
+            let kind = d.kind.load(Relaxed);
+            if kind == KIND_LARGE {
                 s.large_blocks += 1;
+            } else if kind == KIND_ARENA {
+                s.arenas += 1;
+                // SAFETY: a live arena; every shard's lock is held.
+                s.small_blocks += unsafe { arena_view(d) }.used();
             } else {
                 s.spans += 1;
                 s.small_blocks += d.used.load(Relaxed) as usize;
@@ -1011,13 +1199,19 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     ///   list links are consistent;
     /// - the pin table's entries name live blocks, counted in their span's `pinned`;
     /// - the merge table's entries name at least two allocated blocks of a class span,
-    ///   counted in its `merged`, and no entry starts inside another.
+    ///   counted in its `merged`, and no entry starts inside another;
+    /// - an arena's blocks tile it after its header, alloc bits only on block starts, its
+    ///   summary matches its start bits, no two free blocks are neighbours, its `used`
+    ///   counts its allocated blocks, and it is its shard's kept empty arena iff none is;
+    /// - a shard's fit index lists exactly the free blocks of its arenas, each once, in the
+    ///   list of its size, with bitmaps and back links consistent.
     #[cfg(any(test, feature = "check"))]
     pub fn check_invariants(&self) {
         let Some(map) = self.page_map() else { return };
         let guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
         let merges = self.merges.lock();
         let pins = self.pins.lock();
+        let mut free_blocks = [0usize; SHARDS];
         for (page, e) in map.entries.iter().enumerate() {
             let id = e.load(Acquire);
             if id == NONE {
@@ -1045,6 +1239,15 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             assert_eq!(merged_here.count(), d.merged.load(Relaxed) as usize, "merged blocks of run {id}");
             if d.kind.load(Relaxed) == KIND_LARGE {
                 assert_eq!(pages, d.size.load(Relaxed).max(1).div_ceil(PAGE_SIZE));
+                return;
+            }
+            if d.kind.load(Relaxed) == KIND_ARENA {
+                assert!(pages <= MAX_ARENA_PAGES, "arena {id} too large");
+                // SAFETY: a live arena; every shard's lock is held.
+                let arena = unsafe { arena_view(d) };
+                let (used, free, _) = arena.check(&guards[shard].fit);
+                assert_eq!(used == 0, guards[shard].empty_arena == id, "empty arena {id} not kept, or kept in use");
+                free_blocks[shard] += free;
                 return;
             }
             let class = d.class.load(Relaxed) as usize;
@@ -1104,6 +1307,23 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             assert!(!merges.entries.iter().any(|e| inside(&e)), "merged blocks overlap at {addr:#x}");
         }
         for (shard, g) in guards.iter().enumerate() {
+            let listed = g.fit.check(|addr| {
+                let id = map.entries[(addr - map.base) >> PAGE_SHIFT].load(Relaxed);
+                let d = self.desc(id).expect("fit index names an unowned block");
+                assert_eq!(d.kind.load(Relaxed), KIND_ARENA, "fit index names {addr:#x} outside an arena");
+                assert_eq!(d.shard.load(Relaxed) as usize, shard, "fit index names {addr:#x} of another shard");
+                // SAFETY: a live arena; every shard's lock is held.
+                unsafe { arena_view(d) }
+            });
+            assert_eq!(
+                listed, free_blocks[shard],
+                "fit index of shard {shard} lists other blocks than its arenas' free ones"
+            );
+            if g.empty_arena != NONE {
+                let d = self.desc(g.empty_arena).expect("empty arena unknown");
+                assert_eq!(d.kind.load(Relaxed), KIND_ARENA);
+                assert_eq!(d.shard.load(Relaxed) as usize, shard);
+            }
             for (class, lists) in g.classes.iter().enumerate() {
                 let mut cur = lists.partial;
                 while cur != NONE {
@@ -1171,8 +1391,7 @@ impl<P: PageSource, C> Heap<P, C> {
         *self.pool.get_mut() = Pool { free_head: NONE, fresh: 1 };
         self.chunk_count.store(0, Relaxed);
         for s in &mut self.shards {
-            *s.state.get_mut() =
-                ShardState { classes: [ClassLists { partial: NONE, empty: NONE, empties: 0 }; CLASS_COUNT] };
+            *s.state.get_mut() = ShardState::EMPTY;
         }
         *self.pins.get_mut() = PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] };
         *self.merges.get_mut() = MergeTable { entries: [(0, 0); MAX_MERGED_BLOCKS] };
@@ -1222,7 +1441,7 @@ mod tests {
     fn a_dry_heap_merges_neighbouring_free_blocks_of_a_span() {
         let h = heap(256 << 10);
         let mut live = Vec::new();
-        while let Ok(p) = h.allocate(4000, 0) {
+        while let Ok(p) = h.allocate(1000, 0) {
             live.push(p);
         }
         assert_eq!(h.source().free_page_count().get(), 0);
@@ -1251,7 +1470,7 @@ mod tests {
         assert_eq!(h.free(second), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(second)))));
         h.check_invariants();
         // Both halves serve single blocks again.
-        let again = [h.allocate(4000, 0).unwrap(), h.allocate(4000, 0).unwrap()];
+        let again = [h.allocate(1000, 0).unwrap(), h.allocate(1000, 0).unwrap()];
         assert!(again.contains(&first) && again.contains(&second));
         h.check_invariants();
         for p in live.into_iter().chain(again) {
@@ -1283,6 +1502,101 @@ mod tests {
             h.free(p).unwrap();
         }
         h.free(p).unwrap();
+        h.check_invariants();
+    }
+
+    #[test]
+    #[cfg(feature = "exact-fit")]
+    fn a_freed_arena_block_merges_with_both_neighbours() {
+        let h = heap(1 << 20);
+        let blocks: Vec<_> = (0..4).map(|_| h.allocate(3000, 0).unwrap()).collect();
+        let usable = h.block(blocks[0]).unwrap().usable;
+        assert_eq!(usable, 3008);
+        for w in blocks.windows(2) {
+            assert_eq!(addr(w[1]), addr(w[0]) + usable);
+        }
+        assert_eq!(h.stats().arenas, 1);
+        h.free(blocks[0]).unwrap();
+        h.free(blocks[2]).unwrap();
+        h.check_invariants();
+        h.free(blocks[1]).unwrap();
+        h.check_invariants();
+        // The three make one free block: a request for all of them takes the first's place.
+        let p = h.allocate(3 * usable, 0).unwrap();
+        assert_eq!(p, blocks[0]);
+        assert_eq!(h.block(p).unwrap().usable, 3 * usable);
+        h.check_invariants();
+        h.free(p).unwrap();
+        h.free(blocks[3]).unwrap();
+        h.check_invariants();
+        // The empty arena is kept until a trim gives it back.
+        assert_eq!(h.stats().arenas, 1);
+        h.trim();
+        assert_eq!((h.stats().arenas, h.stats().pages), (0, 0));
+        h.check_invariants();
+    }
+
+    #[test]
+    #[cfg(feature = "exact-fit")]
+    fn a_bad_pointer_into_an_arena_changes_nothing() {
+        let h = heap(1 << 20);
+        let p = h.allocate(5000, 0).unwrap();
+        let q = h.allocate(2000, 6).unwrap();
+        let before = h.stats();
+        let arena_start = addr(p) & !(PAGE_SIZE - 1);
+        let bad = |a: usize| NonNull::new(a as *mut u8).unwrap();
+        for (a, want) in [
+            (addr(p) + 64, XmfreeError::NotBlockStart(VirtAddr::new(addr(p) + 64))),
+            (addr(p) + 8, XmfreeError::NotBlockStart(VirtAddr::new(addr(p) + 8))),
+            (arena_start, XmfreeError::NotBlockStart(VirtAddr::new(arena_start))),
+            (addr(q) + 2048, XmfreeError::NotAllocated(VirtAddr::new(addr(q) + 2048))),
+        ] {
+            assert_eq!(h.free(bad(a)), Err(want));
+            assert!(h.pin(bad(a)).is_err());
+            assert_eq!(h.block(bad(a)), Err(want));
+        }
+        assert_eq!(h.stats(), before);
+        h.check_invariants();
+        assert_eq!(h.pin(q), Ok(1));
+        assert_eq!(h.free(q), Err(XmfreeError::StillPinned(VirtAddr::new(addr(q)), 1)));
+        assert_eq!(h.unpin(q), Ok(0));
+        h.free(q).unwrap();
+        assert_eq!(h.free(q), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(q)))));
+        h.free(p).unwrap();
+        assert_eq!(h.free(p), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(p)))));
+        h.check_invariants();
+    }
+
+    #[test]
+    #[cfg(feature = "exact-fit")]
+    fn a_dry_heap_serves_from_a_free_range_of_an_arena() {
+        let h = heap(512 << 10);
+        let mut live = Vec::new();
+        while let Ok(p) = h.allocate(3000, 0) {
+            live.push(p);
+        }
+        assert!(h.source().free_page_count().get() < 2);
+        h.check_invariants();
+        let usable = h.block(live[0]).unwrap().usable;
+        let i = (1..live.len()).find(|&i| addr(live[i]) == addr(live[i - 1]) + usable).unwrap();
+        let (first, second) = (live[i - 1], live[i]);
+        live.retain(|&p| p != first && p != second);
+        h.free(second).unwrap();
+        h.free(first).unwrap();
+        h.check_invariants();
+        let p = h.allocate(2 * usable, 0).unwrap();
+        assert_eq!(p, first);
+        // A small request when no span can be had takes an arena's free range too.
+        h.free(p).unwrap();
+        let mut small = Vec::new();
+        while let Ok(q) = h.allocate(16, 0) {
+            small.push(q);
+        }
+        h.check_invariants();
+        assert!(small.iter().any(|&q| addr(q) >= addr(first) && addr(q) < addr(first) + 2 * usable));
+        for q in small.into_iter().chain(live) {
+            h.free(q).unwrap();
+        }
         h.check_invariants();
     }
 }
