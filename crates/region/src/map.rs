@@ -13,7 +13,10 @@
 //! ```
 //!
 //! Three [`GapTree`]s index the map, each keeping its subtrees' largest gaps, so that
-//! a search for free space, a lookup and a fault all take O(log n) steps.
+//! a search for free space, a lookup and a fault all take O(log n) steps. Until the first
+//! area is reserved, `top` would hold exactly what `regions` holds, so it stays empty and
+//! `regions` serves in its place: a map without areas updates one tree per attach and
+//! detach, not two. The first area builds `top` from the regions (once in the map's life).
 
 use alloc::vec::Vec;
 
@@ -253,13 +256,16 @@ impl<Id> RegionData<Id> {
 /// # Invariants
 /// - Areas are disjoint; regions are disjoint; every one lies inside the window.
 /// - A region either lies inside one area (`in_area`) or overlaps no area.
-/// - `top` holds exactly the areas and the regions outside every area.
+/// - Once an area has been reserved (`top_kept`), `top` holds exactly the areas and the
+///   regions outside every area; before that it is empty and there are no areas.
 /// - Regions are page aligned, and so are their dataspace offsets.
 #[derive(Debug, Clone)]
 pub struct RegionMap<Id> {
     regions: GapTree<RegionData<Id>>,
     areas: GapTree<Flags>,
     top: GapTree<()>,
+    /// An area has been reserved: `top` is kept (else `regions` serves as `top`).
+    top_kept: bool,
     window_start: usize,
     window_end: usize,
     generation: u64,
@@ -294,6 +300,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             regions: GapTree::new(),
             areas: GapTree::new(),
             top: GapTree::new(),
+            top_kept: false,
             window_start: start.as_usize(),
             window_end: start.as_usize() + size,
             generation: 0,
@@ -346,8 +353,8 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
     fn place(&mut self, which: Which, lo: usize, hi: usize, size: usize, align: usize) -> Option<usize> {
         let random = if hi > lo && hi - lo > size { self.next_random() } else { None };
         let tree_fit = |m: &Self, lo, hi| match which {
-            Which::Top => m.top.first_fit(lo, hi, size, align),
-            Which::Regions => m.regions.first_fit(lo, hi, size, align),
+            Which::Top if m.top_kept => m.top.first_fit(lo, hi, size, align),
+            Which::Top | Which::Regions => m.regions.first_fit(lo, hi, size, align),
         };
         if let Some(r) = random {
             let span = (hi - lo - size) as u64;
@@ -413,11 +420,16 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
                 return Err(ReserveError::Unaligned(start));
             }
             let end = s.checked_add(size).ok_or(ReserveError::SizeOverflow(size))?;
-            if s < self.window_start || end > self.window_end || self.top.overlaps(s, end) {
+            if s < self.window_start || end > self.window_end || self.top_overlaps(s, end) {
                 return Err(ReserveError::NotAvailable(start));
             }
             s
         };
+        if !self.top_kept {
+            // The first area: from now on `top` is kept. Every region lies outside areas.
+            self.regions.for_each(|r| self.top.insert(r.start, r.end, ()));
+            self.top_kept = true;
+        }
         self.areas.insert(at, at + size, flags & Flags::RESERVED);
         self.top.insert(at, at + size, ());
         self.generation += 1;
@@ -509,7 +521,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             }
             let end = s.checked_add(size).ok_or(AttachError::NotAvailable(req.start))?;
             let taken = match which {
-                Which::Top => self.top.overlaps(s, end),
+                Which::Top => self.top_overlaps(s, end),
                 Which::Regions => self.regions.overlaps(s, end),
             };
             if s < lo || end > hi || taken {
@@ -529,10 +541,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             Self::map_eagerly(backing, mmu, at, size, &data)?;
         }
         backing.attached(req.dataspace);
-        self.regions.insert(at, at + size, data);
-        if !in_area {
-            self.top.insert(at, at + size, ());
-        }
+        self.insert_region(at, at + size, data);
         self.generation += 1;
         Ok(VirtAddr::new(at))
     }
@@ -664,16 +673,21 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
 
     fn remove_region(&mut self, start: usize, in_area: bool) {
         self.regions.remove(start);
-        if !in_area {
+        if !in_area && self.top_kept {
             self.top.remove(start);
         }
     }
 
     fn insert_region(&mut self, start: usize, end: usize, d: RegionData<Id>) {
         self.regions.insert(start, end, d);
-        if !d.in_area {
+        if !d.in_area && self.top_kept {
             self.top.insert(start, end, ());
         }
+    }
+
+    /// Whether `[start, end)` overlaps an area or a region outside every area.
+    fn top_overlaps(&self, start: usize, end: usize) -> bool {
+        if self.top_kept { self.top.overlaps(start, end) } else { self.regions.overlaps(start, end) }
     }
 
     /// Detaches the whole region containing `addr` (the seed's `detach(addr, mem, task)`:
@@ -953,7 +967,11 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         }
         expected_top.sort_unstable();
         let top: Vec<(usize, usize)> = self.top.entries().iter().map(|e| (e.start, e.end)).collect();
-        assert_eq!(top, expected_top, "top tree is not areas + regions outside areas");
+        if self.top_kept {
+            assert_eq!(top, expected_top, "top tree is not areas + regions outside areas");
+        } else {
+            assert!(top.is_empty() && self.areas.len() == 0, "top tree or areas before the first area");
+        }
     }
 }
 

@@ -152,6 +152,35 @@ fn free_area_keeps_the_regions_attached_in_it() {
     assert_eq!(w.attach(AttachRequest::new(ds, P, Rights::RW).at(r)).unwrap_err().code(), L4_EADDRNOTAVAIL);
 }
 
+/// A map gains its first area after many regions: searches and overlap checks outside
+/// areas see both the regions attached before and the area, and keep doing so after the
+/// area is freed.
+#[test]
+fn the_first_area_after_many_regions_is_seen_by_every_search() {
+    let mut w = World::new();
+    let ds = w.ds(4, Rights::RW);
+    for k in 0..100 {
+        w.attach(AttachRequest::new(ds, P, Rights::RW).at(va(BASE + 2 * k * P))).unwrap();
+    }
+    let hole = w.attach(AttachRequest::new(ds, P, Rights::RW).search(va(BASE))).unwrap();
+    assert_eq!(hole, va(BASE + P), "the first hole between the regions");
+    // A searched area of two pages fits only after the last region.
+    let area = w.space.map.reserve_area(va(BASE), 2 * P, Flags::SEARCH_ADDR, 12);
+    w.check();
+    assert_eq!(area, Ok(va(BASE + 199 * P)));
+    assert_eq!(
+        w.space.map.reserve_area(va(BASE + 2 * P), P, Flags::empty(), 12),
+        Err(ReserveError::NotAvailable(va(BASE + 2 * P))),
+        "a region attached before the first area still blocks a fixed area"
+    );
+    let after = w.attach(AttachRequest::new(ds, 2 * P, Rights::RW).search(va(BASE))).unwrap();
+    assert_eq!(after, va(BASE + 201 * P), "a search outside areas skips the area");
+    w.space.map.free_area(va(BASE + 199 * P)).unwrap();
+    w.check();
+    let freed = w.attach(AttachRequest::new(ds, 2 * P, Rights::RW).search(va(BASE))).unwrap();
+    assert_eq!(freed, va(BASE + 199 * P), "the freed area's space is free again");
+}
+
 #[test]
 fn free_area_of_nothing_is_enoent() {
     let mut w = World::new();
