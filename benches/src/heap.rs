@@ -2,6 +2,8 @@
 //! buddy_system_allocator's heap, mimalloc and the system allocator, in the same run.
 //!
 //! Every allocator gets its own region (64 MiB), touched once before any measurement.
+//! memkit runs twice: `memkit` with its default placement, `memkit exact-fit` with
+//! requests above 1 KiB in exact-fit arenas ([`Placement::ExactFit`]).
 //!
 //! Cases:
 //! - `random 1 thread`: a precomputed sequence of random actions over 1024 slots — an empty
@@ -22,12 +24,14 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use memkit_heap::{CpuId, HeapId, KernelHeaps, RegionPageSource};
+use memkit_heap::{CpuId, HeapId, KernelHeaps, Placement, RegionPageSource};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::{MEMKIT, Options, Report, interleaved};
 
+/// The row of memkit with [`Placement::ExactFit`] (the `memkit` row has the default).
+const MEMKIT_EXACT_FIT: &str = "memkit exact-fit";
 const SLOTS: usize = 1024;
 const HEAP_BYTES: usize = 64 << 20;
 const OOM_HEAP_BYTES: usize = 16 << 20;
@@ -61,9 +65,9 @@ struct Memkit {
 }
 
 impl Memkit {
-    fn new(bytes: usize) -> Self {
+    fn new(bytes: usize, placement: Placement) -> Self {
         let source: &'static RegionPageSource = Box::leak(Box::new(region_source(bytes)));
-        let heaps = KernelHeaps::new(source, source, ThreadNumber);
+        let heaps = KernelHeaps::with_placement(source, source, ThreadNumber, placement);
         heaps.init(false).expect("memkit heap init");
         Memkit { heaps }
     }
@@ -216,6 +220,7 @@ impl<A: GlobalAlloc + ?Sized> Drop for Slots<'_, A> {
 /// The allocators measured, each with its own heap.
 struct Contenders {
     memkit: Memkit,
+    memkit_exact_fit: Memkit,
     talc: TalcHeap,
     rlsf: Rlsf,
     linked_list: linked_list_allocator::LockedHeap,
@@ -225,7 +230,8 @@ struct Contenders {
 impl Contenders {
     fn new(bytes: usize) -> Self {
         Contenders {
-            memkit: Memkit::new(bytes),
+            memkit: Memkit::new(bytes, Placement::default()),
+            memkit_exact_fit: Memkit::new(bytes, Placement::ExactFit),
             talc: talc_heap(bytes),
             rlsf: Rlsf::new(bytes),
             linked_list: linked_list_heap(bytes),
@@ -236,6 +242,7 @@ impl Contenders {
     fn all(&self) -> Vec<(&'static str, &(dyn GlobalAlloc + Sync))> {
         vec![
             (MEMKIT, &self.memkit),
+            (MEMKIT_EXACT_FIT, &self.memkit_exact_fit),
             ("talc", &self.talc),
             ("rlsf", &self.rlsf),
             ("linked_list_allocator", &self.linked_list),
@@ -431,20 +438,22 @@ pub fn run(options: &Options) -> Report {
     options.progress("done", 4, 4);
 
     let ns = |rows: &[(String, f64)], who: &str| rows.iter().find(|(n, _)| n == who).map_or(f64::NAN, |r| r.1);
-    let m1 = ns(&one, MEMKIT);
-    let m2 = two.iter().find(|(n, _)| *n == MEMKIT).map_or(f64::NAN, |r| r.1);
-    report.note(format!(
-        "memkit one thread: {:.2}x talc's throughput (target >= 1), {:.2}x mimalloc's (target >= 0.67)",
-        ns(&one, "talc") / m1,
-        ns(&one, "mimalloc") / m1
-    ));
-    let st = contenders.memkit.heaps.regular_heap(HeapId::Kernel).stats();
-    report.note(format!(
-        "memkit spans and large blocks taken from its page source over the run: {} ({} pages held at the end)",
-        st.runs_created, st.pages
-    ));
-    report.note(format!("memkit two threads: {:.2}x its one-thread throughput (target >= 1.6)", m1 / m2));
-    for (name, a) in all.iter().filter(|(n, _)| *n == MEMKIT || *n == "mimalloc") {
+    for (who, memkit) in [(MEMKIT, &contenders.memkit), (MEMKIT_EXACT_FIT, &contenders.memkit_exact_fit)] {
+        let m1 = ns(&one, who);
+        let m2 = two.iter().find(|(n, _)| *n == who).map_or(f64::NAN, |r| r.1);
+        report.note(format!(
+            "{who} one thread: {:.2}x talc's throughput (target >= 1), {:.2}x mimalloc's (target >= 0.67)",
+            ns(&one, "talc") / m1,
+            ns(&one, "mimalloc") / m1
+        ));
+        let st = memkit.heaps.regular_heap(HeapId::Kernel).stats();
+        report.note(format!(
+            "{who} spans, arenas and large blocks taken from its page source over the run: {} ({} pages held at the end)",
+            st.runs_created, st.pages
+        ));
+        report.note(format!("{who} two threads: {:.2}x its one-thread throughput (target >= 1.6)", m1 / m2));
+    }
+    for (name, a) in all.iter().filter(|(n, _)| *n == MEMKIT || *n == MEMKIT_EXACT_FIT || *n == "mimalloc") {
         let one_cpu = cpu_per_action(*a, &seqs[..1]);
         let two_cpu = cpu_per_action(*a, &seqs);
         let reading = if two_cpu > one_cpu * 1.1 {
@@ -456,11 +465,13 @@ pub fn run(options: &Options) -> Report {
             "{name} CPU time per action: {one_cpu:.1} ns with one thread, {two_cpu:.1} ns with two ({reading})"
         ));
     }
-    let usable = report.results.iter().find(|r| r.case.starts_with("usable") && r.implementation == MEMKIT);
-    report.note(format!(
-        "memkit usable at first OOM: {:.1} % of a {} MiB heap (target >= 95 %); on that row a speedup below 1 is better for memkit",
-        usable.map_or(f64::NAN, |r| r.ns_per_op),
-        OOM_HEAP_BYTES >> 20
-    ));
+    for who in [MEMKIT, MEMKIT_EXACT_FIT] {
+        let usable = report.results.iter().find(|r| r.case.starts_with("usable") && r.implementation == who);
+        report.note(format!(
+            "{who} usable at first OOM: {:.1} % of a {} MiB heap (target >= 95 %); on that row a speedup below 1 is better for memkit",
+            usable.map_or(f64::NAN, |r| r.ns_per_op),
+            OOM_HEAP_BYTES >> 20
+        ));
+    }
     report
 }

@@ -3,12 +3,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use memkit_heap::Placement;
 use memkit_heap::testing::{Action, RunConfig, run};
 
-fuzz_target!(|input: (bool, Vec<Action>)| {
-    let (large_pages, actions) = input;
+fuzz_target!(|input: (bool, bool, Vec<Action>)| {
+    let (large_pages, exact_fit, actions) = input;
     let actions = &actions[..actions.len().min(4000)];
-    let config = RunConfig { region_bytes: 40 << 20, large_pages, check_every: 1, verify_all: true };
+    let placement = if exact_fit { Placement::ExactFit } else { Placement::SizeClasses };
+    let config = RunConfig { region_bytes: 40 << 20, large_pages, check_every: 1, verify_all: true, placement };
     if let Err(e) = run(actions, config) {
         panic!("{e}");
     }

@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use crate::{
-    HeapId, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, RegionPageSource, SingleCpu, UnpinError, XmallocError,
-    XmfreeError,
+    HeapId, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, Placement, RegionPageSource, SingleCpu, UnpinError,
+    XmallocError, XmfreeError,
 };
 
 /// One step of a run. Indices pick a live block modulo the number of live blocks.
@@ -92,11 +92,19 @@ pub struct RunConfig {
     pub check_every: usize,
     /// Verify every live block's contents after every action (else only the block acted on).
     pub verify_all: bool,
+    /// How the heaps place requests above 1 KiB.
+    pub placement: Placement,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        RunConfig { region_bytes: 48 << 20, large_pages: true, check_every: 1, verify_all: true }
+        RunConfig {
+            region_bytes: 48 << 20,
+            large_pages: true,
+            check_every: 1,
+            verify_all: true,
+            placement: Placement::default(),
+        }
     }
 }
 
@@ -149,7 +157,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
     let Some(source) = (unsafe { RegionPageSource::new(start, memory.len()) }) else {
         return Err("region too small".into());
     };
-    let heaps = KernelHeaps::new(&source, &source, SingleCpu);
+    let heaps = KernelHeaps::with_placement(&source, &source, SingleCpu, config.placement);
     heaps.init(config.large_pages).map_err(|e| format!("init: {e}"))?;
     let mut live: Vec<Live> = Vec::new();
     let mut by_addr: BTreeMap<usize, usize> = BTreeMap::new();

@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use memkit_types::VirtAddr;
 
 use crate::error::{PinError, ReallocError, UnpinError, XmallocError, XmfreeError};
-use crate::heap::{CpuId, Heap};
+use crate::heap::{CpuId, Heap, Placement};
 use crate::source::{LargePages, PageSource};
 
 /// A heap as the seed names it.
@@ -79,15 +79,21 @@ impl<P, C> core::fmt::Debug for KernelHeaps<'_, P, C> {
 }
 
 impl<'a, P: PageSource, C: CpuId + Copy> KernelHeaps<'a, P, C> {
-    /// Uninitialised heaps: every `xmalloc` returns `None` until [`init`](Self::init).
-    /// `pageable` backs `kernel_heap`, `pinned` backs `pinned_heap` (memory never paged
-    /// out); they may be the same source.
+    /// Uninitialised heaps with the default [`Placement`]: every `xmalloc` returns `None`
+    /// until [`init`](Self::init). `pageable` backs `kernel_heap`, `pinned` backs
+    /// `pinned_heap` (memory never paged out); they may be the same source.
     pub const fn new(pageable: &'a P, pinned: &'a P, cpu: C) -> Self {
+        Self::with_placement(pageable, pinned, cpu, Placement::SizeClasses)
+    }
+
+    /// As [`new`](Self::new), every backing heap placing requests above 1 KiB by
+    /// `placement`.
+    pub const fn with_placement(pageable: &'a P, pinned: &'a P, cpu: C, placement: Placement) -> Self {
         KernelHeaps {
-            kernel_4k: Heap::new(pageable, cpu, false),
-            kernel_16m: Heap::new(LargePages::new(pageable), cpu, false),
-            pinned_4k: Heap::new(pinned, cpu, true),
-            pinned_16m: Heap::new(LargePages::new(pinned), cpu, true),
+            kernel_4k: Heap::with_placement(pageable, cpu, false, placement),
+            kernel_16m: Heap::with_placement(LargePages::new(pageable), cpu, false, placement),
+            pinned_4k: Heap::with_placement(pinned, cpu, true, placement),
+            pinned_16m: Heap::with_placement(LargePages::new(pinned), cpu, true, placement),
             large_pages: AtomicBool::new(false),
         }
     }

@@ -1,11 +1,18 @@
 //! The heaps against the shadow model: a property test over random action sequences (every
 //! invariant and every live block's contents checked after every action) and a random-action
-//! driver of a million actions.
+//! driver of a million actions, each for both placements of requests above 1 KiB.
 
+use memkit_heap::Placement;
 use memkit_heap::testing::{Action, RunConfig, run};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+
+const PLACEMENTS: [Placement; 2] = [Placement::SizeClasses, Placement::ExactFit];
+
+fn placement() -> impl Strategy<Value = Placement> {
+    prop::sample::select(&PLACEMENTS[..])
+}
 
 fn action() -> impl Strategy<Value = Action> {
     let size = prop_oneof![4 => 0u16..256, 3 => 256u16..4096, 2 => 4096u16..=u16::MAX];
@@ -28,8 +35,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn heaps_agree_with_the_shadow_model(actions in prop::collection::vec(action(), 1..300), large in any::<bool>()) {
-        let config = RunConfig { large_pages: large, ..RunConfig::default() };
+    fn heaps_agree_with_the_shadow_model(
+        actions in prop::collection::vec(action(), 1..300),
+        large in any::<bool>(),
+        placement in placement(),
+    ) {
+        let config = RunConfig { large_pages: large, placement, ..RunConfig::default() };
         if let Err(e) = run(&actions, config) {
             return Err(TestCaseError::fail(e));
         }
@@ -42,8 +53,11 @@ proptest! {
     /// A region of 1 MiB runs dry within a few dozen allocations: the paths for a dry
     /// source (holes of larger classes, merged neighbouring blocks) against the model.
     #[test]
-    fn heaps_agree_with_the_shadow_model_when_dry(actions in prop::collection::vec(action(), 1..300)) {
-        let config = RunConfig { region_bytes: 1 << 20, large_pages: false, ..RunConfig::default() };
+    fn heaps_agree_with_the_shadow_model_when_dry(
+        actions in prop::collection::vec(action(), 1..300),
+        placement in placement(),
+    ) {
+        let config = RunConfig { region_bytes: 1 << 20, large_pages: false, placement, ..RunConfig::default() };
         if let Err(e) = run(&actions, config) {
             return Err(TestCaseError::fail(e));
         }
@@ -73,25 +87,42 @@ fn random_action(rng: &mut SmallRng) -> Action {
     }
 }
 
-#[test]
-fn a_million_random_actions() {
+fn a_million_random_actions(placement: Placement) {
     let mut rng = SmallRng::seed_from_u64(0x5eed_0002);
     let actions: Vec<Action> = (0..1_000_000).map(|_| random_action(&mut rng)).collect();
-    let config = RunConfig { region_bytes: 64 << 20, large_pages: true, check_every: 20_000, verify_all: false };
+    let config =
+        RunConfig { region_bytes: 64 << 20, large_pages: true, check_every: 20_000, verify_all: false, placement };
     let stats = run(&actions, config).unwrap();
     assert!(stats.allocations > 400_000, "{stats:?}");
     assert!(stats.refused_frees > 20_000, "{stats:?}");
 }
 
 #[test]
+fn a_million_random_actions_in_size_classes() {
+    a_million_random_actions(Placement::SizeClasses);
+}
+
+#[test]
+fn a_million_random_actions_with_exact_fit() {
+    a_million_random_actions(Placement::ExactFit);
+}
+
+#[test]
 fn running_dry_then_recovering() {
+    for placement in PLACEMENTS {
+        running_dry_then_recovering_with(placement);
+    }
+}
+
+fn running_dry_then_recovering_with(placement: Placement) {
     // Fill a small region until the page source is exhausted, free, and allocate again.
     let mut actions: Vec<Action> = (0..3000u16)
         .map(|i| Action::Alloc { size: 1000 + (i % 7) * 3000, align_log2: (i % 5) as u8, heap: (i % 2) as u8 })
         .collect();
     actions.extend((0..3000).map(|i| Action::Free { index: i * 7 }));
     actions.extend((0..2000u16).map(|i| Action::Alloc { size: 100 + i, align_log2: 3, heap: 0 }));
-    let config = RunConfig { region_bytes: 8 << 20, large_pages: false, check_every: 100, verify_all: false };
+    let config =
+        RunConfig { region_bytes: 8 << 20, large_pages: false, check_every: 100, verify_all: false, placement };
     let stats = run(&actions, config).unwrap();
     assert!(stats.out_of_memory > 0, "{stats:?}");
     assert!(stats.allocations > 2500 && stats.live_at_end == 2000, "{stats:?}");

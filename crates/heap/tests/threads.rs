@@ -1,12 +1,12 @@
 //! Heaps shared between threads: a producer allocates and a consumer frees, and several
-//! threads allocate and free at once on their own shards.
+//! threads allocate and free at once on their own shards; each with both placements.
 
 use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use memkit_heap::{CpuId, Heap, RegionPageSource};
+use memkit_heap::{CpuId, Heap, Placement, RegionPageSource};
 
 #[derive(Debug, Clone, Copy)]
 struct ThreadNumber;
@@ -27,11 +27,13 @@ impl CpuId for ThreadNumber {
     }
 }
 
-fn heap(bytes: usize) -> &'static Heap<RegionPageSource, ThreadNumber> {
+const PLACEMENTS: [Placement; 2] = [Placement::SizeClasses, Placement::ExactFit];
+
+fn heap(bytes: usize, placement: Placement) -> &'static Heap<RegionPageSource, ThreadNumber> {
     let mem: &'static mut [u8] = vec![0u8; bytes].leak();
     // SAFETY: leaked memory, used only by this source, valid for 'static.
     let src = unsafe { RegionPageSource::new(NonNull::new(mem.as_mut_ptr()).unwrap(), mem.len()) }.unwrap();
-    let h = Box::leak(Box::new(Heap::new(src, ThreadNumber, false)));
+    let h = Box::leak(Box::new(Heap::with_placement(src, ThreadNumber, false, placement)));
     h.init().unwrap();
     h
 }
@@ -42,7 +44,13 @@ fn size_of_block(i: usize) -> usize {
 
 #[test]
 fn one_thread_allocates_another_frees() {
-    let h = heap(64 << 20);
+    for placement in PLACEMENTS {
+        one_thread_allocates_another_frees_with(placement);
+    }
+}
+
+fn one_thread_allocates_another_frees_with(placement: Placement) {
+    let h = heap(64 << 20, placement);
     let (tx, rx) = mpsc::sync_channel::<(usize, usize, u8)>(256);
     let producer = std::thread::spawn(move || {
         for i in 0..100_000usize {
@@ -79,7 +87,13 @@ fn one_thread_allocates_another_frees() {
 
 #[test]
 fn threads_allocate_and_free_at_once() {
-    let h = heap(64 << 20);
+    for placement in PLACEMENTS {
+        threads_allocate_and_free_at_once_with(placement);
+    }
+}
+
+fn threads_allocate_and_free_at_once_with(placement: Placement) {
+    let h = heap(64 << 20, placement);
     std::thread::scope(|s| {
         for t in 0..4usize {
             s.spawn(move || {
