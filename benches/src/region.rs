@@ -28,6 +28,7 @@
 //! in 100 ns or less with no heap allocation.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,23 +40,36 @@ use memory_set::{MappingBackend, MemoryArea, MemorySet};
 
 use crate::{MEMKIT, Options, Report, interleaved, interleaved_warm, time_per_op};
 
-/// Counts heap allocations (and reallocations) of the whole benchmark program, then lets
-/// the system allocator serve them. One relaxed atomic add per allocation.
+/// Counts heap allocations (and reallocations) of a thread that asks for it, then lets
+/// the system allocator serve every allocation. One thread-local read per allocation, and
+/// a relaxed atomic add while counting.
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Whether this thread's allocations are counted (only the fault loop's thread, so that
+    /// a progress bar's thread cannot change the figure).
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if COUNTED.try_with(Cell::get).unwrap_or(false) {
+        count();
+    }
+}
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
 // `GlobalAlloc` contract holds as it does for `System`.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller upholds `alloc`'s contract.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller upholds `alloc_zeroed`'s contract.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -66,7 +80,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded unchanged; the caller upholds `realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -242,6 +256,7 @@ fn fault_case(faults: usize, in_order: bool) -> (f64, u64) {
     }
     // Visit the pages in a scattered order: region by region would flatter the caches.
     let total = REGIONS * pages;
+    COUNTED.set(true);
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let ns = time_per_op(faults as u64, |i| {
         let a = if in_order {
@@ -254,6 +269,7 @@ fn fault_case(faults: usize, in_order: bool) -> (f64, u64) {
         black_box(map.resolve(&mut backing, &mut mmu, a, Access::Write).expect("in a region"));
     });
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    COUNTED.set(false);
     (ns, allocations)
 }
 
