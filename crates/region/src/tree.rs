@@ -597,8 +597,9 @@ impl<V: Copy> GapTree<V> {
     /// The leaf where the interval with the largest start `<= key` lies, like
     /// [`leaf_for`](GapTree::leaf_for), but trying the leaf hinted for `key`'s granule
     /// first: when `key` lies within that leaf's span (its first start to its last end),
-    /// the answer is there, whatever changed since the hint was left (a freed leaf is
-    /// empty and so holds no key), and the descent is skipped. In a large map the descent
+    /// or past it but below the next leaf's first start (or no leaf follows), the answer
+    /// is there, whatever changed since the hint was left (a freed leaf is empty and so
+    /// holds no key), and the descent is skipped. In a large map the descent
     /// is a chain of cache misses, one level waiting for the one above; the hint table is
     /// small (64 bytes per leaf) and stays in the second-level cache. Linux kept a
     /// per-thread cache of VMAs found by address for the same reason. The tree is not
@@ -612,13 +613,18 @@ impl<V: Copy> GapTree<V> {
         if hint != NIL {
             let n = self.leaf(hint);
             let len = n.len();
-            if len > 0 && n.keys.lo[0] <= key && key < n.end(len - 1) {
+            if len > 0 && n.keys.lo[0] <= key && (key < n.end(len - 1) || self.starts_after(n.keys.next, key)) {
                 return hint;
             }
         }
         let leaf = self.leaf_for(key);
         slot.store(leaf, Ordering::Relaxed);
         leaf
+    }
+
+    /// Whether `leaf` is `NIL` (no leaf follows) or starts above `key`.
+    fn starts_after(&self, leaf: u32, key: usize) -> bool {
+        leaf == NIL || self.leaf(leaf).keys.lo[0] > key
     }
 
     /// Sizes the hint table for the leaves in use ([`HINTS_PER_LEAF`] slots each), with
