@@ -13,6 +13,9 @@
 //! - `search-attach n=N`: find a free place for two pages from the bottom of the window (no
 //!   hole is large enough, so first fit must reach the end), insert it, remove it again;
 //!   ns per attach+detach. memkit's gap tree skips the full subtrees; the peers scan.
+//!   As for `find`, each timed round follows a quarter round untimed: a peer's scan of
+//!   100 000 entries evicts the caches, and memkit's round (300 operations in a quick run)
+//!   would otherwise pay for refilling them.
 //! - `fault`: [`RegionMap::resolve`] of a fresh page (find the region, ask the backing for
 //!   the frame, map it in a [`SoftMmu`] with room reserved) among 10 000 regions; ns per
 //!   fault, and the heap allocations on that path counted by a counting global allocator;
@@ -38,7 +41,7 @@ use memkit_region::{AttachRequest, RegionMap, SoftMmu};
 use memkit_types::{Access, Frame, PAGE_SIZE, Rights, VirtAddr};
 use memory_set::{MappingBackend, MemoryArea, MemorySet};
 
-use crate::{MEMKIT, Options, Report, interleaved, interleaved_warm, time_per_op};
+use crate::{MEMKIT, Options, Report, interleaved_warm, time_per_op};
 
 /// Counts heap allocations (and reallocations) of a thread that asks for it, then lets
 /// the system allocator serve every allocation. One thread-local read per allocation, and
@@ -210,8 +213,9 @@ fn search_case(report: &mut Report, n: usize, maps: &mut Maps, rounds: u32, iter
     let want = BASE + 2 * n * P - P;
     let Maps { memkit, backing, ds, mmu, baseline, memory_set, window } = maps;
     let (ds, hi) = (*ds, BASE + *window);
-    let rows = interleaved(
+    let rows = interleaved_warm(
         rounds,
+        iterations / 4,
         iterations,
         &mut [
             (MEMKIT, &mut |_| {
