@@ -54,6 +54,8 @@ const MAX_MERGED_BLOCKS: usize = 256;
 const NONE: u32 = 0;
 /// Empty spans kept per class and shard.
 const EMPTY_KEEP: u32 = 4;
+/// Empty arenas kept per shard (so that arenas do not bounce with the page source).
+const EMPTY_ARENAS_KEEP: usize = 4;
 const KIND_FREE: u8 = 0;
 const KIND_SMALL: u8 = 1;
 const KIND_LARGE: u8 = 2;
@@ -164,15 +166,19 @@ struct ShardState {
     classes: [ClassLists; CLASS_COUNT],
     /// Free blocks of the shard's arenas.
     fit: FitIndex,
-    /// The one empty arena kept (so that an arena does not bounce with the page source).
-    empty_arena: u32,
+    /// Empty arenas kept (up to [`EMPTY_ARENAS_KEEP`], the first `empty_arenas` of
+    /// them), so that arenas do not bounce with the page source; they stay in the fit
+    /// index and serve requests like any other arena.
+    kept_arenas: [u32; EMPTY_ARENAS_KEEP],
+    empty_arenas: usize,
 }
 
 impl ShardState {
     const EMPTY: ShardState = ShardState {
         classes: [ClassLists { partial: NONE, empty: NONE, empties: 0 }; CLASS_COUNT],
         fit: FitIndex::EMPTY,
-        empty_arena: NONE,
+        kept_arenas: [NONE; EMPTY_ARENAS_KEEP],
+        empty_arenas: 0,
     };
 }
 
@@ -860,9 +866,14 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let granules = size.max(1).div_ceil(GRANULE);
         let align = (align >> GRANULE_SHIFT).max(1);
         let (arena, g) = st.fit.allocate(granules, align)?;
-        if arena.used() == 1 && st.empty_arena != NONE && self.live(st.empty_arena).start.load(Relaxed) == arena.addr(0)
-        {
-            st.empty_arena = NONE;
+        if arena.used() == 1 {
+            // The arena was empty: if it is a kept one, it is not empty any more.
+            let kept = &st.kept_arenas[..st.empty_arenas];
+            if let Some(i) = kept.iter().position(|&id| self.live(id).start.load(Relaxed) == arena.addr(0)) {
+                st.empty_arenas -= 1;
+                st.kept_arenas.swap(i, st.empty_arenas);
+                st.kept_arenas[st.empty_arenas] = NONE;
+            }
         }
         NonNull::new(arena.addr(g) as *mut u8)
     }
@@ -912,15 +923,16 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     }
 
     /// Frees the block at granule `g` of arena `id` (checked, unpinned) of the shard whose
-    /// state `st` is locked; keeps the arena when it is the shard's only empty one, else
-    /// gives its pages back.
+    /// state `st` is locked; keeps the arena when the shard keeps fewer than
+    /// [`EMPTY_ARENAS_KEEP`] empty ones, else gives its pages back.
     #[inline]
     fn free_fit(&self, map: &PageMap, id: u32, d: &Descriptor, g: usize, st: &mut ShardState) {
         // SAFETY: `d` is a live arena of the shard whose lock is held (`st`).
         let arena = unsafe { arena_view(d) };
         if st.fit.free(&arena, g) == 0 {
-            if st.empty_arena == NONE {
-                st.empty_arena = id;
+            if st.empty_arenas < EMPTY_ARENAS_KEEP {
+                st.kept_arenas[st.empty_arenas] = id;
+                st.empty_arenas += 1;
             } else {
                 st.fit.remove_arena(&arena);
                 self.release_run(map, id);
@@ -946,10 +958,11 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let Some(map) = self.page_map() else { return };
         for shard in &self.shards {
             let mut st = shard.state.lock();
-            if st.empty_arena != NONE {
-                let id = st.empty_arena;
-                st.empty_arena = NONE;
-                // SAFETY: the shard's empty arena is live and its lock is held.
+            while st.empty_arenas > 0 {
+                st.empty_arenas -= 1;
+                let last = st.empty_arenas;
+                let id = core::mem::replace(&mut st.kept_arenas[last], NONE);
+                // SAFETY: a kept empty arena of the shard is live and its lock is held.
                 st.fit.remove_arena(&unsafe { arena_view(self.live(id)) });
                 self.release_run(map, id);
             }
@@ -1246,7 +1259,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     ///   counted in its `merged`, and no entry starts inside another;
     /// - an arena's blocks tile it after its header, alloc bits only on block starts, its
     ///   summary matches its start bits, no two free blocks are neighbours, its `used`
-    ///   counts its allocated blocks, and it is its shard's kept empty arena iff none is;
+    ///   counts its allocated blocks, and it is one of its shard's kept empty arenas (once)
+    ///   iff none is; a shard keeps at most [`EMPTY_ARENAS_KEEP`];
     /// - a shard's fit index lists exactly the free blocks of its arenas, each once, in the
     ///   list of its size, with bitmaps and back links consistent.
     #[cfg(any(test, feature = "check"))]
@@ -1290,7 +1304,9 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 // SAFETY: a live arena; every shard's lock is held.
                 let arena = unsafe { arena_view(d) };
                 let (used, free, _) = arena.check(&guards[shard].fit);
-                assert_eq!(used == 0, guards[shard].empty_arena == id, "empty arena {id} not kept, or kept in use");
+                let g = &guards[shard];
+                let kept = g.kept_arenas[..g.empty_arenas].iter().filter(|&&k| k == id).count();
+                assert_eq!(kept, usize::from(used == 0), "empty arena {id} not kept (once), or kept in use");
                 free_blocks[shard] += free;
                 return;
             }
@@ -1363,10 +1379,14 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 listed, free_blocks[shard],
                 "fit index of shard {shard} lists other blocks than its arenas' free ones"
             );
-            if g.empty_arena != NONE {
-                let d = self.desc(g.empty_arena).expect("empty arena unknown");
-                assert_eq!(d.kind.load(Relaxed), KIND_ARENA);
-                assert_eq!(d.shard.load(Relaxed) as usize, shard);
+            assert!(g.empty_arenas <= EMPTY_ARENAS_KEEP, "kept arena count");
+            for (i, &id) in g.kept_arenas.iter().enumerate() {
+                assert_eq!(id == NONE, i >= g.empty_arenas, "kept arena slot {i} of shard {shard}");
+                if id != NONE {
+                    let d = self.desc(id).expect("kept arena unknown");
+                    assert_eq!(d.kind.load(Relaxed), KIND_ARENA);
+                    assert_eq!(d.shard.load(Relaxed) as usize, shard);
+                }
             }
             for (class, lists) in g.classes.iter().enumerate() {
                 let mut cur = lists.partial;
@@ -1578,6 +1598,33 @@ mod tests {
         h.check_invariants();
         // The empty arena is kept until a trim gives it back.
         assert_eq!(h.stats().arenas, 1);
+        h.trim();
+        assert_eq!((h.stats().arenas, h.stats().pages), (0, 0));
+        h.check_invariants();
+    }
+
+    #[test]
+    fn a_shard_keeps_a_few_empty_arenas_until_a_trim() {
+        let h = heap_placed(8 << 20, Placement::ExactFit);
+        let big = 30 << 10;
+        let mut blocks = Vec::new();
+        while h.stats().arenas < EMPTY_ARENAS_KEEP + 2 {
+            blocks.push(h.allocate(big, 0).unwrap());
+        }
+        for p in &blocks {
+            h.free(*p).unwrap();
+            h.check_invariants();
+        }
+        assert_eq!(h.stats().arenas, EMPTY_ARENAS_KEEP);
+        // A kept arena serves the next request and is no longer counted as empty.
+        let p = h.allocate(big, 0).unwrap();
+        h.check_invariants();
+        assert_eq!(h.stats().arenas, EMPTY_ARENAS_KEEP);
+        h.trim();
+        assert_eq!(h.stats().arenas, 1);
+        assert_eq!(h.block(p).unwrap().usable, big);
+        h.free(p).unwrap();
+        h.check_invariants();
         h.trim();
         assert_eq!((h.stats().arenas, h.stats().pages), (0, 0));
         h.check_invariants();

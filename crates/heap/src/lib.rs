@@ -28,7 +28,8 @@
 //!   finds the block's size and neighbours out of band; free blocks hold their list links
 //!   (and only they: a live block still carries nothing). More of a heap is usable before
 //!   it runs out (about 96 % against 92 % in the benchmark's random fill), at a higher
-//!   cost per allocation of that size.
+//!   cost per allocation of that size. Up to four empty arenas per shard are kept (given
+//!   back by [`Heap::trim`] and when the source runs dry).
 //! - **Sharded, no global lock on the fast path.** Spans belong to one of [`SHARDS`]
 //!   shards chosen by a [`CpuId`]; a thread allocates from its shard and frees into the
 //!   span owner's shard.
