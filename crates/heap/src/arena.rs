@@ -3,13 +3,14 @@
 //!
 //! ```text
 //!   arena: a run of pages from the page source, granules of 64 bytes
-//!   ┌ header ───────────────────────┬ block ──┬ free block ──────────┬ block ─┬ ... ─┐
-//!   │ summary, blocks live,         │ (live,  │ next, prev, arena    │        │      │
-//!   │ start and alloc bits (1 per   │ no tag) │ start and pages      │        │      │
-//!   │ granule, one word each a page)│         │ (free memory only)   │        │      │
-//!   └───────────────────────────────┴─────────┴──────────────────────┴────────┴──────┘
+//!   ┌ header ───────────────────────┬ block ──┬ free block ─┬ block ─┬ ... ─┐
+//!   │ summary, blocks live,         │ (live,  │ (nothing    │        │      │
+//!   │ start and alloc bits (1 per   │ no tag) │ written)    │        │      │
+//!   │ granule, one word each a page)│         │             │        │      │
+//!   └───────────────────────────────┴─────────┴─────────────┴────────┴──────┘
 //!   summary: one bit per non-zero word of start bits
-//!   shard: FitIndex (first-level bitmap, second-level bitmaps, list heads), over all its arenas
+//!   shard: FitIndex (first-level bitmap, second-level bitmaps, list tops) over a pool of
+//!          entries (arena | pages - 1, granule, size, next), over all its arenas
 //! ```
 //!
 //! Blocks tile the arena after its header; a start bit marks each block's first granule
@@ -19,15 +20,16 @@
 //! block start and allocated before anything changes. Free neighbours are merged at once,
 //! so two free blocks are never adjacent.
 //!
-//! Free blocks are kept in segregated lists by size (16 lists per doubling of size, as in
-//! TLSF), doubly linked through their first 32 bytes, which also name the block's arena (so
-//! that taking a listed block needs no page map lookup): the only data the heap keeps
-//! inside memory it manages, and only in free blocks. A free never trusts it: it finds the
-//! block and checks it through the page map and the header. A request searches the list of
-//! its exact size class first (good fit), then the first non-empty list whose blocks all
-//! fit.
+//! Free blocks are found through the shard's [`FitIndex`]: segregated lists by size (16
+//! lists per doubling of size, as in TLSF) of entries in a pool of its own, each naming a
+//! block by arena, granule and size. Nothing is written into a block, free or allocated,
+//! so taking and freeing touch only headers and the index, whose lines stay cached. An
+//! entry is not unlinked when its block is taken or merged: it goes stale, and is checked
+//! against the header (a start, free, of its size) before it is used. A request checks the
+//! top of the list of its exact size first (good fit), then the first non-empty list whose
+//! blocks all fit.
 //!
-//! All accesses to an arena (header and free blocks) happen under the lock of the shard
+//! All accesses to an arena's header (and to the index) happen under the lock of the shard
 //! that owns it; an [`Arena`] view is made only under that lock.
 
 use memkit_types::{PAGE_SIZE, VirtAddr};
@@ -50,16 +52,23 @@ const SL_COUNT: usize = 1 << SL_SHIFT;
 /// arena.
 const FL_COUNT: usize = (MAX_ARENA_PAGES * PAGE_GRANULES).ilog2() as usize - SL_SHIFT as usize + 1;
 
-/// Header words before the bitmaps: the summary (one bit per page), then the count of
-/// blocks allocated.
-const fn bitmap_base(pages: usize) -> usize {
-    pages.div_ceil(64) + 1
+/// Header word of the count of blocks allocated.
+const USED_WORD: usize = 0;
+/// Header words of the summary (one bit per page, as many words as the largest arena
+/// needs, so that every offset in the header is a constant or a page's).
+const SUMMARY_WORD: usize = 1;
+/// Header word of the first page's start bits (its alloc bits follow).
+const BITS_WORD: usize = SUMMARY_WORD + MAX_ARENA_PAGES / 64;
+
+/// Header words of an arena of `pages` pages: the count, the summary, and two bitmaps of
+/// one word per page (start and alloc words interleaved, so that one line holds both).
+const fn header_words(pages: usize) -> usize {
+    BITS_WORD + 2 * pages
 }
 
-/// Header granules of an arena of `pages` pages: the summary, the count, and two bitmaps
-/// of one word per page (start and alloc words interleaved, so that one line holds both).
+/// Header granules of an arena of `pages` pages.
 pub(crate) const fn header_granules(pages: usize) -> usize {
-    ((bitmap_base(pages) + 2 * pages) * 8).div_ceil(GRANULE)
+    (header_words(pages) * 8).div_ceil(GRANULE)
 }
 
 /// The smallest arena (in pages) that holds a free block of `granules` granules.
@@ -116,7 +125,7 @@ impl Arena {
     pub(crate) unsafe fn init(start: usize, pages: usize) -> Self {
         // SAFETY: the header (less than the first page) is ours (caller's contract) and
         // page-aligned.
-        unsafe { core::ptr::write_bytes(start as *mut u64, 0, bitmap_base(pages) + 2 * pages) };
+        unsafe { core::ptr::write_bytes(start as *mut u64, 0, header_words(pages)) };
         // SAFETY: the header is written now; the rest is the caller's contract.
         let arena = unsafe { Arena::new(start, pages) };
         arena.set_start(arena.header());
@@ -140,16 +149,11 @@ impl Arena {
         self.start + (g << GRANULE_SHIFT)
     }
 
-    #[inline]
-    fn granule(&self, addr: usize) -> usize {
-        (addr - self.start) >> GRANULE_SHIFT
-    }
-
     /// Word `i` of the header.
     #[inline]
     fn header_word(&self, i: usize) -> u64 {
-        debug_assert!(i < bitmap_base(self.pages) + 2 * self.pages);
-        // SAFETY: the header holds `bitmap_base(pages) + 2 * pages` words at the arena's
+        debug_assert!(i < header_words(self.pages));
+        // SAFETY: the header holds `header_words(pages)` words at the arena's
         // start (type invariant), written by `init`, accessed only under the shard lock the
         // holder holds.
         unsafe { ((self.start + i * 8) as *const u64).read() }
@@ -157,7 +161,7 @@ impl Arena {
 
     #[inline]
     fn set_header_word(&self, i: usize, v: u64) {
-        debug_assert!(i < bitmap_base(self.pages) + 2 * self.pages);
+        debug_assert!(i < header_words(self.pages));
         // SAFETY: as in `header_word`; nobody else reads or writes the header meanwhile.
         unsafe { ((self.start + i * 8) as *mut u64).write(v) };
     }
@@ -166,30 +170,30 @@ impl Arena {
     #[inline]
     fn word(&self, alloc: bool, w: usize) -> u64 {
         debug_assert!(w < self.pages);
-        self.header_word(bitmap_base(self.pages) + 2 * w + alloc as usize)
+        self.header_word(BITS_WORD + 2 * w + alloc as usize)
     }
 
     #[inline]
     fn set_word(&self, alloc: bool, w: usize, v: u64) {
         debug_assert!(w < self.pages);
-        self.set_header_word(bitmap_base(self.pages) + 2 * w + alloc as usize, v);
+        self.set_header_word(BITS_WORD + 2 * w + alloc as usize, v);
     }
 
     /// Summary word `i`: bit `b` set when start word `64 i + b` is not zero.
     #[inline]
     fn summary(&self, i: usize) -> u64 {
-        self.header_word(i)
+        self.header_word(SUMMARY_WORD + i)
     }
 
     /// Blocks allocated in the arena.
     #[inline]
     pub(crate) fn used(&self) -> usize {
-        self.header_word(bitmap_base(self.pages) - 1) as usize
+        self.header_word(USED_WORD) as usize
     }
 
     #[inline]
     fn set_used(&self, used: usize) {
-        self.set_header_word(bitmap_base(self.pages) - 1, used as u64);
+        self.set_header_word(USED_WORD, used as u64);
     }
 
     #[inline]
@@ -213,7 +217,7 @@ impl Arena {
         let v = self.word(false, w);
         self.set_word(false, w, v | 1 << (g % 64));
         if v == 0 {
-            self.set_header_word(w / 64, self.summary(w / 64) | 1 << (w % 64));
+            self.set_header_word(SUMMARY_WORD + w / 64, self.summary(w / 64) | 1 << (w % 64));
         }
     }
 
@@ -223,7 +227,7 @@ impl Arena {
         let v = self.word(false, w) & !(1 << (g % 64));
         self.set_word(false, w, v);
         if v == 0 {
-            self.set_header_word(w / 64, self.summary(w / 64) & !(1 << (w % 64)));
+            self.set_header_word(SUMMARY_WORD + w / 64, self.summary(w / 64) & !(1 << (w % 64)));
         }
     }
 
@@ -319,98 +323,242 @@ impl Arena {
     }
 }
 
-/// The links of the free block at `addr`: (next, prev) addresses, 0 for none.
+/// One entry of a [`FitIndex`]: a free block as it was when it was listed. It goes stale
+/// when the block is taken, merged into a neighbour or split; stale entries are dropped
+/// when they reach the top of their list or when the index collects them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct Entry {
+    /// The arena's first page, with its page count less one in the low bits.
+    arena: usize,
+    /// The block's first granule.
+    at: u16,
+    /// The block's granules.
+    size: u16,
+    /// The next entry of its list (or of the spare list), [`NIL`] at the end.
+    next: u32,
+}
+
+/// Bytes of one [`Entry`]: the index grows its pool in whole pages of them.
+pub(crate) const ENTRY_BYTES: usize = size_of::<Entry>();
+const _: () = assert!(PAGE_SIZE.is_multiple_of(ENTRY_BYTES));
+const _: () = assert!(MAX_ARENA_PAGES <= PAGE_SIZE && MAX_ARENA_PAGES * PAGE_GRANULES <= 1 << 16);
+/// No entry.
+const NIL: u32 = u32::MAX;
+/// Entries of the smallest pool: one page.
+const MIN_ENTRIES: usize = PAGE_SIZE / ENTRY_BYTES;
+
+impl Entry {
+    #[inline]
+    fn arena(&self) -> Arena {
+        Arena { start: self.arena & !(PAGE_SIZE - 1), pages: (self.arena & (PAGE_SIZE - 1)) + 1 }
+    }
+
+    /// Whether the block it names is free and of its size now.
+    #[inline]
+    fn is_current(&self) -> bool {
+        let (arena, g) = (self.arena(), self.at as usize);
+        arena.is_start(g) && !arena.is_allocated(g) && arena.block_granules(g) == self.size as usize
+    }
+}
+
+/// The free blocks of one shard's arenas, in segregated lists by size (16 lists per
+/// doubling, as in TLSF), kept out of band of the blocks: nothing is ever written into
+/// heap memory, free or not, so taking and freeing blocks touches only the arenas' headers
+/// and this index.
 ///
-/// Callers pass only addresses of free blocks of arenas whose shard lock they hold: the
-/// start of a free block an index lists, or one it is about to list.
-#[inline]
-fn links(addr: usize) -> (usize, usize) {
-    // SAFETY: `addr` starts a free block of an arena (see above), at least one granule of
-    // 64 bytes and 64-aligned; free memory is the heap's own and, under the shard lock,
-    // touched by nobody else.
-    let [next, prev] = unsafe { (addr as *const [usize; 2]).read() };
-    (next, prev)
-}
-
-/// The arena the free block at `addr` names (see [`links`] for the callers' duty).
-#[inline]
-fn arena_of(addr: usize) -> Arena {
-    // SAFETY: as in `links`; the block's third and fourth words.
-    let [start, pages] = unsafe { ((addr + 16) as *const [usize; 2]).read() };
-    Arena { start, pages }
-}
-
-/// Writes the links and the arena of a block about to be listed.
-#[inline]
-fn set_links(arena: &Arena, addr: usize, next: usize, prev: usize) {
-    // SAFETY: as in `links`.
-    unsafe { (addr as *mut [usize; 4]).write([next, prev, arena.start, arena.pages]) };
-}
-
-#[inline]
-fn set_next(addr: usize, next: usize) {
-    // SAFETY: as in `links`.
-    unsafe { (addr as *mut usize).write(next) };
-}
-
-#[inline]
-fn set_prev(addr: usize, prev: usize) {
-    // SAFETY: as in `links`; the block's second word.
-    unsafe { ((addr + 8) as *mut usize).write(prev) };
-}
-
-/// The free blocks of one shard's arenas, in segregated lists by size.
-#[derive(Clone, Copy)]
+/// The headers are the truth and the index is a cache of them. Lists are stacks of
+/// [`Entry`] in a pool of pages from the page source. Nothing is unlinked when a block
+/// stops being free at its size (taken, merged, split): its entry goes stale, and a block
+/// that changes gets a new entry. An entry is checked against its arena's header before it
+/// is used, so a stale one is dropped then; when the pool runs low,
+/// [`collect`](FitIndex::collect) drops every stale and duplicate entry, and the heap grows
+/// the pool (by half) when that leaves less than a quarter spare. When it cannot (the page
+/// source is dry), a new free block goes unlisted and is counted; a request the lists
+/// cannot serve then has the heap [`rescan`](FitIndex::rescan_arena) the shard's arenas.
 pub(crate) struct FitIndex {
     /// Bit `f` set: some list of first level `f` is non-empty.
     first: u32,
     /// Bit `s` of word `f` set: list `(f, s)` is non-empty.
     second: [u32; FL_COUNT],
-    /// Address of each list's first block, 0 when empty.
-    heads: [[usize; SL_COUNT]; FL_COUNT],
+    /// Each list's top entry, [`NIL`] when empty.
+    heads: [[u32; SL_COUNT]; FL_COUNT],
+    /// The pool: `capacity` entries, null before the first [`grow`](FitIndex::grow).
+    pool: *mut Entry,
+    capacity: u32,
+    /// Entries in no list, linked by `next`, and how many.
+    spare: u32,
+    spares: u32,
+    /// Free blocks of the shard's arenas.
+    free_blocks: u32,
+    /// Free blocks that may have no current entry (their entry could not be had).
+    unlisted: u32,
 }
 
-impl FitIndex {
-    /// No free blocks.
-    pub(crate) const EMPTY: FitIndex = FitIndex { first: 0, second: [0; FL_COUNT], heads: [[0; SL_COUNT]; FL_COUNT] };
+// SAFETY: the pool is memory the index owns alone (taken from the page source for it); the
+// index is used only under its shard's lock.
+unsafe impl Send for FitIndex {}
 
-    /// Whether some list holds a block.
+/// Spare entries below which the index collects, and grows when collecting leaves less
+/// than a quarter of the pool spare.
+const LOW_SPARES: u32 = 4;
+
+impl FitIndex {
+    /// No arenas, no pool.
+    pub(crate) const EMPTY: FitIndex = FitIndex {
+        first: 0,
+        second: [0; FL_COUNT],
+        heads: [[NIL; SL_COUNT]; FL_COUNT],
+        pool: core::ptr::null_mut(),
+        capacity: 0,
+        spare: NIL,
+        spares: 0,
+        free_blocks: 0,
+        unlisted: 0,
+    };
+
+    /// Whether some arena block is free.
     pub(crate) fn has_free(&self) -> bool {
-        self.first != 0
+        self.free_blocks != 0
     }
 
-    fn insert(&mut self, arena: &Arena, g: usize, size: usize) {
-        let (f, s) = bucket(size);
-        let head = self.heads[f][s];
-        let addr = arena.addr(g);
-        set_links(arena, addr, head, 0);
-        if head != 0 {
-            set_prev(head, addr);
+    /// Whether some free block may be missing from the lists (see
+    /// [`rescan_arena`](FitIndex::rescan_arena)).
+    pub(crate) fn has_unlisted(&self) -> bool {
+        self.unlisted != 0
+    }
+
+    /// The pool's memory and its length in bytes, if it has one (to give back).
+    pub(crate) fn pool(&self) -> Option<(core::ptr::NonNull<u8>, usize)> {
+        core::ptr::NonNull::new(self.pool.cast::<u8>()).map(|p| (p, self.capacity as usize * ENTRY_BYTES))
+    }
+
+    /// The pool size (in entries) the index wants to grow to, when it runs low on spare
+    /// entries even after a collection; the heap then calls [`grow`](FitIndex::grow) if
+    /// the page source has the pages.
+    #[inline]
+    pub(crate) fn wants_entries(&mut self) -> Option<usize> {
+        if self.spares >= LOW_SPARES {
+            return None;
         }
-        self.heads[f][s] = addr;
+        self.wants_entries_slow()
+    }
+
+    #[cold]
+    fn wants_entries_slow(&mut self) -> Option<usize> {
+        self.collect(0);
+        if self.capacity != 0 && self.spares >= LOW_SPARES.max(self.capacity / 4) {
+            return None;
+        }
+        let want = (self.capacity as usize * 3 / 2).next_multiple_of(MIN_ENTRIES).max(MIN_ENTRIES);
+        (want < NIL as usize).then_some(want)
+    }
+
+    /// Moves the pool to `mem`, `entries` long (more than now); returns the old pool's
+    /// memory and length in bytes, to give back.
+    ///
+    /// # Safety
+    /// `mem` is page-aligned memory of `entries * ENTRY_BYTES` bytes that nobody else uses
+    /// and that stays valid until the index gives it back (through this call or
+    /// [`pool`](FitIndex::pool)).
+    pub(crate) unsafe fn grow(
+        &mut self,
+        mem: core::ptr::NonNull<u8>,
+        entries: usize,
+    ) -> Option<(core::ptr::NonNull<u8>, usize)> {
+        debug_assert!(entries > self.capacity as usize && entries < NIL as usize);
+        let new = mem.as_ptr().cast::<Entry>();
+        let old = self.pool();
+        if !self.pool.is_null() {
+            // SAFETY: both pools are ours, disjoint, and the new one is larger.
+            unsafe { core::ptr::copy_nonoverlapping(self.pool, new, self.capacity as usize) };
+        }
+        for i in self.capacity as usize..entries {
+            let next = if i + 1 < entries { i as u32 + 1 } else { self.spare };
+            // SAFETY: `i` is inside the new pool (caller's contract).
+            unsafe { new.wrapping_add(i).write(Entry { arena: 0, at: 0, size: 0, next }) };
+        }
+        self.spare = self.capacity;
+        self.spares += entries as u32 - self.capacity;
+        self.pool = new;
+        self.capacity = entries as u32;
+        old
+    }
+
+    #[inline]
+    fn entry(&self, i: u32) -> &Entry {
+        debug_assert!(i < self.capacity);
+        // SAFETY: entries below `capacity` are the pool's, written by `grow`.
+        unsafe { &*self.pool.wrapping_add(i as usize) }
+    }
+
+    #[inline]
+    fn entry_mut(&mut self, i: u32) -> &mut Entry {
+        debug_assert!(i < self.capacity);
+        // SAFETY: as in `entry`; `&mut self` makes the access exclusive.
+        unsafe { &mut *self.pool.wrapping_add(i as usize) }
+    }
+
+    /// Lists the free block of `size` granules at granule `g` of `arena` (it is counted
+    /// in `free_blocks` already); when no entry is spare even after a collection, counts
+    /// it unlisted instead.
+    #[inline]
+    fn push(&mut self, arena: &Arena, g: usize, size: usize) {
+        if self.spare == NIL {
+            self.collect(0);
+            if self.spare == NIL {
+                self.unlisted += 1;
+                return;
+            }
+        }
+        self.push_spare(arena, g, size);
+    }
+
+    /// [`push`](FitIndex::push) with a spare entry at hand.
+    #[inline]
+    fn push_spare(&mut self, arena: &Arena, g: usize, size: usize) {
+        let i = self.spare;
+        let (f, s) = bucket(size);
+        self.spare = self.entry(i).next;
+        self.spares -= 1;
+        let next = self.heads[f][s];
+        *self.entry_mut(i) = Entry { arena: arena.start | (arena.pages - 1), at: g as u16, size: size as u16, next };
+        self.heads[f][s] = i;
         self.first |= 1 << f;
         self.second[f] |= 1 << s;
     }
 
-    fn remove(&mut self, arena: &Arena, g: usize, size: usize) {
-        let (f, s) = bucket(size);
-        let addr = arena.addr(g);
-        let (next, prev) = links(addr);
-        // A list's first block keeps a stale back link (so that taking it writes nothing
-        // into the next one): the head tells which block is first.
-        if self.heads[f][s] == addr {
-            self.heads[f][s] = next;
-            if next == 0 {
-                self.second[f] &= !(1 << s);
-                if self.second[f] == 0 {
-                    self.first &= !(1 << f);
-                }
+    /// Unlinks the top entry of list `(f, s)` (non-empty) and makes it spare.
+    #[inline]
+    fn pop(&mut self, f: usize, s: usize) {
+        let i = self.heads[f][s];
+        let next = self.entry(i).next;
+        self.heads[f][s] = next;
+        if next == NIL {
+            self.second[f] &= !(1 << s);
+            if self.second[f] == 0 {
+                self.first &= !(1 << f);
             }
-        } else {
-            set_next(prev, next);
-            if next != 0 {
-                set_prev(next, prev);
+        }
+        let spare = self.spare;
+        self.entry_mut(i).next = spare;
+        self.spare = i;
+        self.spares += 1;
+    }
+
+    /// The top entry of list `(f, s)` after dropping the stale ones above it.
+    #[inline]
+    fn top(&mut self, f: usize, s: usize) -> Option<Entry> {
+        loop {
+            let i = self.heads[f][s];
+            if i == NIL {
+                return None;
             }
+            let e = *self.entry(i);
+            if e.is_current() {
+                return Some(e);
+            }
+            self.pop(f, s);
         }
     }
 
@@ -434,57 +582,152 @@ impl FitIndex {
         Some((f, self.second[f].trailing_zeros() as usize))
     }
 
+    /// Drops every stale entry, every duplicate and every entry of the arena starting at
+    /// `drop_arena` (0 for none), keeping the order of the rest: afterwards each listed
+    /// free block has exactly one entry. With `unmark` false the kept entries' blocks stay
+    /// marked allocated (for [`rescan_arena`](FitIndex::rescan_arena), which finds the
+    /// free blocks not listed, then [`unmark`](FitIndex::unmark)).
+    fn collect_marked(&mut self, drop_arena: usize, unmark: bool) {
+        for f in 0..FL_COUNT {
+            let mut second = self.second[f];
+            while second != 0 {
+                let s = second.trailing_zeros() as usize;
+                second &= second - 1;
+                let (mut cur, mut last) = (self.heads[f][s], NIL);
+                self.heads[f][s] = NIL;
+                while cur != NIL {
+                    let e = *self.entry(cur);
+                    let arena = e.arena();
+                    // A kept entry's block is marked allocated until the end of the
+                    // collection, so that a duplicate of it is not current.
+                    if arena.start != drop_arena && e.is_current() {
+                        arena.set_allocated(e.at as usize, true);
+                        self.entry_mut(cur).next = NIL;
+                        match last {
+                            NIL => self.heads[f][s] = cur,
+                            l => self.entry_mut(l).next = cur,
+                        }
+                        last = cur;
+                    } else {
+                        let spare = self.spare;
+                        self.entry_mut(cur).next = spare;
+                        self.spare = cur;
+                        self.spares += 1;
+                    }
+                    cur = e.next;
+                }
+                if self.heads[f][s] == NIL {
+                    self.second[f] &= !(1 << s);
+                }
+            }
+            if self.second[f] == 0 {
+                self.first &= !(1 << f);
+            }
+        }
+        if unmark {
+            self.unmark();
+        }
+    }
+
+    /// Drops every stale and duplicate entry, and every entry of the arena at
+    /// `drop_arena` (0 for none).
+    fn collect(&mut self, drop_arena: usize) {
+        self.collect_marked(drop_arena, true);
+    }
+
+    /// Clears the marks [`collect_marked`](FitIndex::collect_marked) left.
+    fn unmark(&mut self) {
+        for f in 0..FL_COUNT {
+            for s in 0..SL_COUNT {
+                let mut cur = self.heads[f][s];
+                while cur != NIL {
+                    let e = *self.entry(cur);
+                    e.arena().set_allocated(e.at as usize, false);
+                    cur = e.next;
+                }
+            }
+        }
+    }
+
+    /// Starts a rescan: collects, leaving listed blocks marked, and forgets the unlisted
+    /// count; then the heap calls [`rescan_arena`](FitIndex::rescan_arena) for each of
+    /// the shard's arenas and [`rescan_end`](FitIndex::rescan_end).
+    pub(crate) fn rescan_begin(&mut self) {
+        self.collect_marked(0, false);
+        self.unlisted = 0;
+    }
+
+    /// Lists every free block of `arena` that has no entry, while spare entries last
+    /// (counting the rest unlisted).
+    pub(crate) fn rescan_arena(&mut self, arena: &Arena) {
+        for w in 0..arena.pages {
+            let mut free = arena.word(false, w) & !arena.word(true, w);
+            while free != 0 {
+                let g = w * 64 + free.trailing_zeros() as usize;
+                free &= free - 1;
+                if self.spare == NIL {
+                    self.unlisted += 1;
+                } else {
+                    self.push_spare(arena, g, arena.block_granules(g));
+                }
+            }
+        }
+    }
+
+    /// Ends a rescan: clears the marks.
+    pub(crate) fn rescan_end(&mut self) {
+        self.unmark();
+    }
+
     /// Makes a fresh arena's free block findable.
     pub(crate) fn add_arena(&mut self, arena: &Arena) {
         let h = arena.header();
-        self.insert(arena, h, arena.granules() - h);
+        self.free_blocks += 1;
+        self.push(arena, h, arena.granules() - h);
     }
 
-    /// Takes an empty arena's free block out of the lists (before its pages go back).
+    /// Forgets an empty arena (before its pages go back): drops every entry naming it.
     pub(crate) fn remove_arena(&mut self, arena: &Arena) {
         debug_assert!(arena.is_empty());
-        let h = arena.header();
-        self.remove(arena, h, arena.granules() - h);
+        self.free_blocks -= 1;
+        // Its free block may have been an unlisted one: the count stays an upper bound.
+        self.collect(arena.start);
     }
 
     /// Takes a block of `size` granules starting at a multiple of `align` granules (a power
-    /// of two; the arena starts on a page) from a free block of the lists, splitting off
-    /// what is left on either side as free blocks, and counts it in its arena. Returns the
-    /// arena and the block's first granule.
+    /// of two; the arena starts on a page) from a free block, listing what is left on
+    /// either side as free blocks, and counts it in its arena. Returns the arena and the
+    /// block's first granule.
     #[inline]
     pub(crate) fn allocate(&mut self, size: usize, align: usize) -> Option<(Arena, usize)> {
         let need = size + align - 1;
         let (bf, bs) = bucket(need);
-        let exact = if bf < FL_COUNT { self.heads[bf][bs] } else { 0 };
-        // Good fit: the first block of the request's own list, when it is large enough;
-        // else the first block of a list whose blocks are all large enough.
-        let (arena, g, free) = match exact {
-            0 => None,
-            addr => {
-                let arena = arena_of(addr);
-                let g = arena.granule(addr);
-                let free = arena.block_granules(g);
-                (g.next_multiple_of(align) + size <= g + free).then_some((arena, g, free))
-            }
-        }
-        .or_else(|| {
-            let (f, s) = self.find(need)?;
-            let addr = self.heads[f][s];
-            let arena = arena_of(addr);
-            let g = arena.granule(addr);
-            Some((arena, g, arena.block_granules(g)))
-        })?;
-        // The block is the free block's bottom (aligned up), whose first line was just read.
-        self.remove(&arena, g, free);
+        // Good fit: the top block of the request's own list, when it is large enough;
+        // else the top block of a list whose blocks are all large enough.
+        let exact = if bf < FL_COUNT { self.top(bf, bs) } else { None };
+        let (e, f, s) = match exact {
+            Some(e) if (e.at as usize).next_multiple_of(align) + size <= e.at as usize + e.size as usize => (e, bf, bs),
+            _ => loop {
+                let (f, s) = self.find(need)?;
+                if let Some(e) = self.top(f, s) {
+                    break (e, f, s);
+                }
+            },
+        };
+        self.pop(f, s);
+        let (arena, g, free) = (e.arena(), e.at as usize, e.size as usize);
+        self.free_blocks -= 1;
         let at = g.next_multiple_of(align);
         if at > g {
             arena.set_start(at);
-            self.insert(&arena, g, at - g);
+            self.free_blocks += 1;
+            self.push(&arena, g, at - g);
         }
         let end = at + size;
         if end < g + free {
             arena.set_start(end);
-            self.insert(&arena, end, g + free - end);
+            self.free_blocks += 1;
+            self.push(&arena, end, g + free - end);
         }
         arena.set_allocated(at, true);
         arena.set_used(arena.used() + 1);
@@ -496,68 +739,87 @@ impl FitIndex {
     #[inline]
     pub(crate) fn free(&mut self, arena: &Arena, g: usize) -> usize {
         debug_assert!(arena.is_start(g) && arena.is_allocated(g));
-        let size = arena.block_granules(g);
+        let mut end = arena.next_start(g);
         arena.set_allocated(g, false);
         let used = arena.used() - 1;
         arena.set_used(used);
-        let (mut start, mut end) = (g, g + size);
+        let mut start = g;
         if end < arena.granules() && !arena.is_allocated(end) {
-            let next = arena.block_granules(end);
-            self.remove(arena, end, next);
+            let next = arena.next_start(end);
             arena.clear_start(end);
-            end += next;
+            end = next;
+            self.free_blocks -= 1;
         }
         if g > arena.header() {
             let prev = arena.prev_start(g);
             if !arena.is_allocated(prev) {
-                self.remove(arena, prev, g - prev);
                 arena.clear_start(g);
                 start = prev;
+                self.free_blocks -= 1;
             }
         }
-        self.insert(arena, start, end - start);
+        self.free_blocks += 1;
+        self.push(arena, start, end - start);
         used
     }
 
-    /// Checks the lists: bitmaps match the heads, back links match, every listed block is
-    /// a free block start of the arena it names, which `owner` finds from its address, of
-    /// its list's size range. Returns the blocks listed.
+    /// Checks the index: bitmaps match the lists, every entry is in one list or spare
+    /// (once, and counted), entries name blocks of arenas that `owner` finds from their
+    /// addresses and sit in the list of their size. Returns the free blocks counted and the
+    /// upper bound on unlisted ones (which [`Arena::check`] holds the arenas to).
     #[cfg(any(test, feature = "check"))]
-    pub(crate) fn check(&self, owner: impl Fn(usize) -> Arena) -> usize {
-        let mut n = 0;
+    pub(crate) fn check(&self, owner: impl Fn(usize) -> Arena) -> (usize, usize) {
+        let mut seen = alloc::vec![0u64; (self.capacity as usize).div_ceil(64)];
+        let mut mark = |i: u32| {
+            assert!(i < self.capacity, "entry {i} outside the pool");
+            let (w, b) = (i as usize / 64, i % 64);
+            assert_eq!(seen[w] >> b & 1, 0, "entry {i} linked twice");
+            seen[w] |= 1 << b;
+        };
         for f in 0..FL_COUNT {
             assert_eq!(self.first >> f & 1 == 1, self.second[f] != 0, "first-level bit {f}");
             for s in 0..SL_COUNT {
                 let head = self.heads[f][s];
-                assert_eq!(self.second[f] >> s & 1 == 1, head != 0, "second-level bit ({f}, {s})");
-                let (mut cur, mut prev) = (head, 0);
-                while cur != 0 {
-                    let arena = owner(cur);
-                    assert_eq!(arena_of(cur), arena, "listed block {cur:#x} names another arena");
-                    let g = arena.granule(cur);
-                    assert!(cur.is_multiple_of(GRANULE) && g >= arena.header(), "listed block {cur:#x} misplaced");
-                    assert!(arena.is_start(g) && !arena.is_allocated(g), "listed block {cur:#x} is not free");
-                    assert_eq!(bucket(arena.block_granules(g)), (f, s), "listed block {cur:#x} in the wrong list");
-                    let (next, back) = links(cur);
-                    assert!(prev == 0 || back == prev, "back link of {cur:#x}");
-                    (prev, cur) = (cur, next);
-                    n += 1;
+                assert_eq!(self.second[f] >> s & 1 == 1, head != NIL, "second-level bit ({f}, {s})");
+                let mut cur = head;
+                while cur != NIL {
+                    mark(cur);
+                    let e = *self.entry(cur);
+                    let arena = e.arena();
+                    assert_eq!(owner(arena.addr(e.at as usize)), arena, "entry {cur} names another arena");
+                    assert!(
+                        e.at as usize >= arena.header() && (e.at as usize) < arena.granules(),
+                        "entry {cur} misplaced"
+                    );
+                    assert_eq!(bucket(e.size as usize), (f, s), "entry {cur} in the wrong list");
+                    cur = e.next;
                 }
             }
         }
-        n
+        let mut spares = 0;
+        let mut cur = self.spare;
+        while cur != NIL {
+            mark(cur);
+            spares += 1;
+            cur = self.entry(cur).next;
+        }
+        assert_eq!(spares, self.spares, "spare entries counted");
+        let linked: u32 = seen.iter().map(|w| w.count_ones()).sum();
+        assert_eq!(linked, self.capacity, "entries lost from the pool");
+        (self.free_blocks as usize, self.unlisted as usize)
     }
 
-    /// Whether the free block at `addr` is in the list of its `size`.
+    /// Whether the free block of `size` granules at `addr` has a current entry.
     #[cfg(any(test, feature = "check"))]
     fn lists(&self, addr: usize, size: usize) -> bool {
         let (f, s) = bucket(size);
         let mut cur = self.heads[f][s];
-        while cur != 0 {
-            if cur == addr {
+        while cur != NIL {
+            let e = self.entry(cur);
+            if e.arena().addr(e.at as usize) == addr && e.size as usize == size {
                 return true;
             }
-            cur = links(cur).0;
+            cur = e.next;
         }
         false
     }
@@ -566,22 +828,23 @@ impl FitIndex {
 #[cfg(any(test, feature = "check"))]
 impl Arena {
     /// Checks the arena: header bits clear, alloc bits only on block starts, summary bits
-    /// match, no two free blocks adjacent, every free block in `index`, the count of blocks
-    /// right. Returns (allocated blocks, free blocks, allocated granules).
-    pub(crate) fn check(&self, index: &FitIndex) -> (usize, usize, usize) {
+    /// match, no two free blocks adjacent, the count of blocks right. Returns (allocated
+    /// blocks, free blocks, allocated granules, free blocks without a current entry in
+    /// `index`).
+    pub(crate) fn check(&self, index: &FitIndex) -> (usize, usize, usize, usize) {
         for w in 0..self.pages {
             let (s, a) = (self.word(false, w), self.word(true, w));
             assert_eq!(a & !s, 0, "alloc bits outside block starts in word {w} of {:#x}", self.start);
             assert_eq!(self.summary(w / 64) >> (w % 64) & 1 == 1, s != 0, "summary bit {w}");
         }
-        for w in self.pages..self.pages.div_ceil(64) * 64 {
+        for w in self.pages..MAX_ARENA_PAGES {
             assert_eq!(self.summary(w / 64) >> (w % 64) & 1, 0, "summary bit {w} beyond the arena");
         }
         for g in 0..self.header() {
             assert!(!self.is_start(g), "start bit in the header of {:#x}", self.start);
         }
         assert!(self.is_start(self.header()), "no block at the header's end of {:#x}", self.start);
-        let (mut used, mut free, mut bytes, mut prev_free) = (0, 0, 0, false);
+        let (mut used, mut free, mut bytes, mut unlisted, mut prev_free) = (0, 0, 0, 0, false);
         let mut g = self.header();
         while g < self.granules() {
             let next = self.next_start(g);
@@ -591,14 +854,14 @@ impl Arena {
                 prev_free = false;
             } else {
                 assert!(!prev_free, "free blocks not merged at {:#x}", self.addr(g));
-                assert!(index.lists(self.addr(g), next - g), "free block {:#x} not listed", self.addr(g));
+                unlisted += usize::from(!index.lists(self.addr(g), next - g));
                 free += 1;
                 prev_free = true;
             }
             g = next;
         }
         assert_eq!(used, self.used(), "blocks counted in the header of {:#x}", self.start);
-        (used, free, bytes)
+        (used, free, bytes, unlisted)
     }
 }
 
@@ -617,6 +880,20 @@ mod tests {
         unsafe { Arena::init(start, pages) }
     }
 
+    /// An index with a pool of `entries` over leaked memory.
+    fn index_with(entries: usize) -> FitIndex {
+        let mut index = FitIndex::EMPTY;
+        let mem: &'static mut [u8] = vec![0u8; entries * ENTRY_BYTES + PAGE_SIZE].leak();
+        let start = (mem.as_mut_ptr() as usize).next_multiple_of(PAGE_SIZE);
+        // SAFETY: leaked memory, page-aligned, `entries` entries long, used by this index alone.
+        assert!(unsafe { index.grow(core::ptr::NonNull::new(start as *mut u8).unwrap(), entries) }.is_none());
+        index
+    }
+
+    fn index() -> FitIndex {
+        index_with(MIN_ENTRIES)
+    }
+
     #[test]
     fn buckets_grow_with_size_and_find_rounds_up() {
         let mut last = (0, 0);
@@ -625,54 +902,106 @@ mod tests {
             assert!(b >= last && b.0 < FL_COUNT, "{size}");
             last = b;
         }
-        assert_eq!(header_granules(64), 17);
-        assert_eq!(pages_for(64 * 64 - 17), 64);
-        assert_eq!(pages_for(64 * 64 - 16), 65);
+        assert_eq!(header_granules(64), 18);
+        assert_eq!(pages_for(64 * 64 - 18), 64);
+        assert_eq!(pages_for(64 * 64 - 17), 65);
     }
 
     #[test]
     fn a_freed_block_merges_with_both_neighbours() {
         let a = arena(4);
-        let mut index = FitIndex::EMPTY;
+        let h = a.header();
+        let mut index = index();
         index.add_arena(&a);
         let take = |index: &mut FitIndex, size| index.allocate(size, 1).unwrap().1;
         let blocks: Vec<usize> = (0..4).map(|_| take(&mut index, 10)).collect();
-        assert_eq!(blocks, [2, 12, 22, 32]);
-        assert_eq!(a.check(&index), (4, 1, 40));
-        assert_eq!(index.free(&a, 12), 3);
-        assert_eq!(index.free(&a, 32), 2);
-        assert_eq!(a.check(&index), (2, 2, 20));
-        assert_eq!(index.check(|_| a), 2);
+        assert_eq!(blocks, [h, h + 10, h + 20, h + 30]);
+        assert_eq!(a.check(&index), (4, 1, 40, 0));
+        assert_eq!(index.free(&a, h + 10), 3);
+        assert_eq!(index.free(&a, h + 30), 2);
+        assert_eq!(a.check(&index), (2, 2, 20, 0));
+        assert_eq!(index.check(|_| a), (2, 0));
         // The middle one joins the free block before it and the free end after it.
-        assert_eq!(index.free(&a, 22), 1);
-        assert_eq!(a.check(&index), (1, 1, 10));
-        assert_eq!(a.block_granules(12), a.granules() - 12);
-        assert_eq!(a.allocated_block(a.addr(22)), Err(XmfreeError::NotBlockStart(VirtAddr::new(a.addr(22)))));
-        assert_eq!(a.allocated_block(a.addr(12)), Err(XmfreeError::NotAllocated(VirtAddr::new(a.addr(12)))));
-        assert_eq!(a.allocated_block(a.addr(2) + 8), Err(XmfreeError::NotBlockStart(VirtAddr::new(a.addr(2) + 8))));
-        assert_eq!(a.allocated_block(a.addr(0)), Err(XmfreeError::NotBlockStart(VirtAddr::new(a.addr(0)))));
-        assert_eq!(index.free(&a, 2), 0);
+        assert_eq!(index.free(&a, h + 20), 1);
+        assert_eq!(a.check(&index), (1, 1, 10, 0));
+        assert_eq!(a.block_granules(h + 10), a.granules() - h - 10);
+        let at = |g: usize| VirtAddr::new(a.addr(g));
+        assert_eq!(a.allocated_block(a.addr(h + 20)), Err(XmfreeError::NotBlockStart(at(h + 20))));
+        assert_eq!(a.allocated_block(a.addr(h + 10)), Err(XmfreeError::NotAllocated(at(h + 10))));
+        assert_eq!(a.allocated_block(a.addr(h) + 8), Err(XmfreeError::NotBlockStart(VirtAddr::new(a.addr(h) + 8))));
+        assert_eq!(a.allocated_block(a.addr(0)), Err(XmfreeError::NotBlockStart(at(0))));
+        assert_eq!(index.free(&a, h), 0);
         assert!(a.is_empty());
-        assert_eq!(index.check(|_| a), 1);
+        assert_eq!(index.check(|_| a), (1, 0));
         index.remove_arena(&a);
+        assert_eq!(index.check(|_| a), (0, 0));
         assert!(!index.has_free());
     }
 
     #[test]
     fn an_aligned_block_leaves_its_front_free() {
         let a = arena(8);
-        let mut index = FitIndex::EMPTY;
+        let mut index = index();
         index.add_arena(&a);
         let (_, g) = index.allocate(3, 64).unwrap();
         assert_eq!(g, 64);
         assert_eq!(a.addr(g) % PAGE_SIZE, 0);
-        assert_eq!(a.check(&index), (1, 2, 3));
-        let (_, h) = index.allocate(60, 1).unwrap();
+        assert_eq!(a.check(&index), (1, 2, 3, 0));
+        let (_, h) = index.allocate(50, 1).unwrap();
         assert_eq!(h, a.header());
-        assert_eq!(a.check(&index), (2, 2, 63));
+        assert_eq!(a.check(&index), (2, 2, 53, 0));
         index.free(&a, g);
         index.free(&a, h);
         assert!(a.is_empty());
-        assert_eq!(index.check(|_| a), 1);
+        assert_eq!(index.check(|_| a), (1, 0));
+    }
+
+    #[test]
+    fn a_short_pool_collects_stale_entries_and_a_rescan_finds_unlisted_blocks() {
+        let a = arena(16);
+        // A pool too small for this churn (nobody grows it here): entries go stale and are
+        // collected, some free blocks go unlisted, and a rescan lists them again.
+        let mut index = index_with(8);
+        index.add_arena(&a);
+        let mut live: Vec<usize> = Vec::new();
+        let (mut rescans, mut unlisted_seen) = (0, 0);
+        for round in 0..600usize {
+            if live.len() < 24 && round % 3 != 2 {
+                let size = 1 + (round * 7) % 40;
+                let align = if round % 5 == 0 { 4 } else { 1 };
+                let got = index.allocate(size, align).or_else(|| {
+                    if !index.has_unlisted() {
+                        return None;
+                    }
+                    rescans += 1;
+                    index.rescan_begin();
+                    index.rescan_arena(&a);
+                    index.rescan_end();
+                    index.allocate(size, align)
+                });
+                if let Some((_, g)) = got {
+                    live.push(g);
+                }
+            } else if !live.is_empty() {
+                let g = live.swap_remove(round % live.len());
+                index.free(&a, g);
+            }
+            let (used, free, _, unlisted) = a.check(&index);
+            assert_eq!(used, live.len());
+            let (counted, bound) = index.check(|_| a);
+            assert_eq!(counted, free);
+            assert!(unlisted <= bound, "{unlisted} free blocks unlisted, {bound} counted");
+            unlisted_seen = unlisted_seen.max(unlisted);
+        }
+        assert!(rescans > 0 && unlisted_seen > 0, "the pool never ran short");
+        for g in live.drain(..) {
+            index.free(&a, g);
+        }
+        index.rescan_begin();
+        index.rescan_arena(&a);
+        index.rescan_end();
+        assert!(a.is_empty());
+        assert_eq!(a.check(&index), (0, 1, 0, 0));
+        assert_eq!(index.check(|_| a), (1, 0));
     }
 }

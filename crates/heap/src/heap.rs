@@ -33,7 +33,7 @@ use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::
 use memkit_types::{Order, PAGE_SHIFT, PAGE_SIZE, PageCount, VirtAddr};
 use spin::{Mutex, Once};
 
-use crate::arena::{Arena, FitIndex, GRANULE, GRANULE_SHIFT, MAX_ARENA_PAGES, pages_for};
+use crate::arena::{Arena, ENTRY_BYTES, FitIndex, GRANULE, GRANULE_SHIFT, MAX_ARENA_PAGES, pages_for};
 use crate::class::{CLASS_COUNT, CLASSES, MAX_BLOCKS, MAX_SMALL, class_for};
 use crate::error::{PinError, UnpinError, XmallocError, XmfreeError};
 use crate::source::PageSource;
@@ -830,7 +830,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let align = 1 << align_log2;
         {
             let mut st = self.shards[shard].state.lock();
-            if let Some(p) = self.take_fit(&mut st, size, align) {
+            if let Some(p) = self.take_fit(shard, &mut st, size, align) {
                 return Ok(p);
             }
             if let Some(p) = self.grow_fit(map, shard, &mut st, size, align) {
@@ -860,12 +860,20 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             .ok_or(XmallocError::NoMemory(size))
     }
 
-    /// A block from the arenas of `st` (a shard's state, locked).
+    /// A block from the arenas of `shard`, whose state `st` is locked.
     #[inline]
-    fn take_fit(&self, st: &mut ShardState, size: usize, align: usize) -> Option<NonNull<u8>> {
+    fn take_fit(&self, shard: usize, st: &mut ShardState, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.fit_entries(st);
         let granules = size.max(1).div_ceil(GRANULE);
         let align = (align >> GRANULE_SHIFT).max(1);
-        let (arena, g) = st.fit.allocate(granules, align)?;
+        let (arena, g) = match st.fit.allocate(granules, align) {
+            Some(got) => got,
+            None if st.fit.has_unlisted() => {
+                self.rescan_fit(shard, st);
+                st.fit.allocate(granules, align)?
+            }
+            None => return None,
+        };
         if arena.used() == 1 {
             // The arena was empty: if it is a kept one, it is not empty any more.
             let kept = &st.kept_arenas[..st.empty_arenas];
@@ -878,6 +886,40 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         NonNull::new(arena.addr(g) as *mut u8)
     }
 
+    /// Grows the pool of the fit index of `st` (a shard's state, locked) when the index
+    /// runs low on spare entries and the page source has pages.
+    #[inline]
+    fn fit_entries(&self, st: &mut ShardState) {
+        if let Some(entries) = st.fit.wants_entries() {
+            self.grow_fit_pool(st, entries);
+        }
+    }
+
+    #[cold]
+    fn grow_fit_pool(&self, st: &mut ShardState, entries: usize) {
+        let Some(mem) = self.source.allocate_pages(page_count(entries * ENTRY_BYTES), Order::new(0)) else { return };
+        // SAFETY: fresh page-aligned pages from the source, `entries` entries long, the
+        // index's alone until it gives them back (here, or in `release_all`).
+        if let Some((old, bytes)) = unsafe { st.fit.grow(mem, entries) } {
+            // SAFETY: the index's old pool came from this source and is not used any more.
+            unsafe { self.source.free_pages(old, page_count(bytes)) };
+        }
+    }
+
+    /// Lists again the free blocks of the arenas of the shard whose state `st` is locked
+    /// that its fit index could not list (its pool was short).
+    #[cold]
+    fn rescan_fit(&self, shard: usize, st: &mut ShardState) {
+        st.fit.rescan_begin();
+        self.for_each_live(|_, d| {
+            if d.kind.load(Relaxed) == KIND_ARENA && d.shard.load(Relaxed) as usize == shard {
+                // SAFETY: a live arena of the shard whose lock is held.
+                st.fit.rescan_arena(&unsafe { arena_view(d) });
+            }
+        });
+        st.fit.rescan_end();
+    }
+
     /// A new arena for `shard` (whose state `st` is locked) with room for the request,
     /// and the block from it.
     fn grow_fit(
@@ -888,6 +930,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         size: usize,
         align: usize,
     ) -> Option<NonNull<u8>> {
+        self.fit_entries(st);
         let need = pages_for(size.max(1).div_ceil(GRANULE) + (align >> GRANULE_SHIFT).max(1) - 1);
         let mut pages = ARENA_PAGES.max(need);
         let (id, start) = loop {
@@ -907,7 +950,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let arena = unsafe { Arena::init(start, pages) };
         d.kind.store(KIND_ARENA, Release);
         st.fit.add_arena(&arena);
-        self.take_fit(st, size, align)
+        self.take_fit(shard, st, size, align)
     }
 
     /// When the page source is dry: a block from the arenas of any shard.
@@ -916,9 +959,9 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         if align > PAGE_SIZE {
             return None;
         }
-        self.shards.iter().find_map(|shard| {
+        self.shards.iter().enumerate().find_map(|(i, shard)| {
             let mut st = shard.state.lock();
-            if st.fit.has_free() { self.take_fit(&mut st, size, align) } else { None }
+            if st.fit.has_free() { self.take_fit(i, &mut st, size, align) } else { None }
         })
     }
 
@@ -929,6 +972,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     fn free_fit(&self, map: &PageMap, id: u32, d: &Descriptor, g: usize, st: &mut ShardState) {
         // SAFETY: `d` is a live arena of the shard whose lock is held (`st`).
         let arena = unsafe { arena_view(d) };
+        self.fit_entries(st);
         if st.fit.free(&arena, g) == 0 {
             if st.empty_arenas < EMPTY_ARENAS_KEEP {
                 st.kept_arenas[st.empty_arenas] = id;
@@ -1226,7 +1270,9 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             runs_created: self.runs_created.load(Relaxed),
             ..HeapStats::default()
         };
-        let _guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
+        let guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
+        s.metadata_pages +=
+            guards.iter().filter_map(|g| g.fit.pool()).map(|(_, bytes)| page_count(bytes).get()).sum::<usize>();
         self.for_each_live(|_, d| {
             s.pages += d.pages.load(Relaxed) as usize;
             let kind = d.kind.load(Relaxed);
@@ -1270,6 +1316,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let merges = self.merges.lock();
         let pins = self.pins.lock();
         let mut free_blocks = [0usize; SHARDS];
+        let mut unlisted = [0usize; SHARDS];
         for (page, e) in map.entries.iter().enumerate() {
             let id = e.load(Acquire);
             if id == NONE {
@@ -1303,11 +1350,12 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 assert!(pages <= MAX_ARENA_PAGES, "arena {id} too large");
                 // SAFETY: a live arena; every shard's lock is held.
                 let arena = unsafe { arena_view(d) };
-                let (used, free, _) = arena.check(&guards[shard].fit);
+                let (used, free, _, missing) = arena.check(&guards[shard].fit);
                 let g = &guards[shard];
                 let kept = g.kept_arenas[..g.empty_arenas].iter().filter(|&&k| k == id).count();
                 assert_eq!(kept, usize::from(used == 0), "empty arena {id} not kept (once), or kept in use");
                 free_blocks[shard] += free;
+                unlisted[shard] += missing;
                 return;
             }
             let class = d.class.load(Relaxed) as usize;
@@ -1367,7 +1415,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             assert!(!merges.entries.iter().any(|e| inside(&e)), "merged blocks overlap at {addr:#x}");
         }
         for (shard, g) in guards.iter().enumerate() {
-            let listed = g.fit.check(|addr| {
+            let (listed, bound) = g.fit.check(|addr| {
                 let id = map.entries[(addr - map.base) >> PAGE_SHIFT].load(Relaxed);
                 let d = self.desc(id).expect("fit index names an unowned block");
                 assert_eq!(d.kind.load(Relaxed), KIND_ARENA, "fit index names {addr:#x} outside an arena");
@@ -1375,10 +1423,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 // SAFETY: a live arena; every shard's lock is held.
                 unsafe { arena_view(d) }
             });
-            assert_eq!(
-                listed, free_blocks[shard],
-                "fit index of shard {shard} lists other blocks than its arenas' free ones"
-            );
+            assert_eq!(listed, free_blocks[shard], "free arena blocks of shard {shard} miscounted");
+            assert!(unlisted[shard] <= bound, "free arena blocks of shard {shard} lost from its fit index");
             assert!(g.empty_arenas <= EMPTY_ARENAS_KEEP, "kept arena count");
             for (i, &id) in g.kept_arenas.iter().enumerate() {
                 assert_eq!(id == NONE, i >= g.empty_arenas, "kept arena slot {i} of shard {shard}");
@@ -1455,7 +1501,12 @@ impl<P: PageSource, C> Heap<P, C> {
         *self.pool.get_mut() = Pool { free_head: NONE, fresh: 1 };
         self.chunk_count.store(0, Relaxed);
         for s in &mut self.shards {
-            *s.state.get_mut() = ShardState::EMPTY;
+            let st = s.state.get_mut();
+            if let Some((pool, bytes)) = st.fit.pool() {
+                // SAFETY: the index's pool came from the source; the index is reset below.
+                unsafe { self.source.free_pages(pool, page_count(bytes)) };
+            }
+            *st = ShardState::EMPTY;
         }
         *self.pins.get_mut() = PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] };
         *self.merges.get_mut() = MergeTable { entries: [(0, 0); MAX_MERGED_BLOCKS] };
