@@ -354,11 +354,26 @@ impl Entry {
         Arena { start: self.arena & !(PAGE_SIZE - 1), pages: (self.arena & (PAGE_SIZE - 1)) + 1 }
     }
 
-    /// Whether the block it names is free and of its size now.
+    /// Whether the block it names is free and of its size now: its granule is a free
+    /// block start, the next start is at its end (or its end is the arena's).
     #[inline]
     fn is_current(&self) -> bool {
-        let (arena, g) = (self.arena(), self.at as usize);
-        arena.is_start(g) && !arena.is_allocated(g) && arena.block_granules(g) == self.size as usize
+        let arena = self.arena();
+        let (g, end) = (self.at as usize, self.at as usize + self.size as usize);
+        let w = g / 64;
+        let (starts, allocs) = (arena.word(false, w), arena.word(true, w));
+        let bit = 1u64 << (g % 64);
+        if starts & bit == 0 || allocs & bit != 0 {
+            return false;
+        }
+        // Starts after `g` in its word (none when `g` is the word's last granule).
+        let after = starts & !((bit << 1).wrapping_sub(1));
+        if end / 64 == w {
+            // The end is in the same word, so it is not the arena's end: it must be the
+            // first start after `g`.
+            return after.trailing_zeros() as usize == end % 64;
+        }
+        after == 0 && arena.next_start(w * 64 + 63) == end
     }
 }
 
@@ -373,7 +388,7 @@ impl Entry {
 /// that changes gets a new entry. An entry is checked against its arena's header before it
 /// is used, so a stale one is dropped then; when the pool runs low,
 /// [`collect`](FitIndex::collect) drops every stale and duplicate entry, and the heap grows
-/// the pool (by half) when that leaves less than a quarter spare. When it cannot (the page
+/// the pool (by half) when that leaves less than half of it spare. When it cannot (the page
 /// source is dry), a new free block goes unlisted and is counted; a request the lists
 /// cannot serve then has the heap [`rescan`](FitIndex::rescan_arena) the shard's arenas.
 pub(crate) struct FitIndex {
@@ -400,7 +415,8 @@ pub(crate) struct FitIndex {
 unsafe impl Send for FitIndex {}
 
 /// Spare entries below which the index collects, and grows when collecting leaves less
-/// than a quarter of the pool spare.
+/// than half of the pool spare (so that a collection, which visits every listed entry,
+/// comes at most once per as many new entries).
 const LOW_SPARES: u32 = 4;
 
 impl FitIndex {
@@ -447,7 +463,7 @@ impl FitIndex {
     #[cold]
     fn wants_entries_slow(&mut self) -> Option<usize> {
         self.collect(0);
-        if self.capacity != 0 && self.spares >= LOW_SPARES.max(self.capacity / 4) {
+        if self.capacity != 0 && self.spares >= LOW_SPARES.max(self.capacity / 2) {
             return None;
         }
         let want = (self.capacity as usize * 3 / 2).next_multiple_of(MIN_ENTRIES).max(MIN_ENTRIES);

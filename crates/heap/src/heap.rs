@@ -9,13 +9,14 @@
 //!   └─────────────────────────────────────────┘   partial-list links, pinned blocks
 //!   large block: whole pages, its own descriptor (kind Large)
 //!   arena (Placement::ExactFit): pages of one shard, blocks of any size in 64-byte granules,
-//!   start and alloc bits in its header, free blocks in the shard's fit index (see `arena`)
+//!   start and alloc bits in its header, free blocks in the shard's fit index, whose
+//!   entries live in a pool of pages of their own (see `arena`)
 //!   merged block (source dry): neighbouring free blocks of a span taken as one;
 //!   the merge table records (first block, blocks) and the span counts its entries
 //! ```
 //!
-//! Nothing is ever stored inside a live block (a free arena block holds its list links): a
-//! free recovers the block from the page map, the descriptor, the arena header or (for a
+//! Nothing is ever stored inside a block, live or free (an arena's free lists are entries
+//! in its shard's pool): a free recovers the block from the page map, the descriptor, the arena header or (for a
 //! merged block) the merge table, and checks it (owned, a block start, allocated, not
 //! pinned) before changing anything. Descriptors live in
 //! chunks that are never given back while the heap lives, so a stale id read by a racing
@@ -80,7 +81,7 @@ pub enum Placement {
     #[default]
     SizeClasses,
     /// A block of the request's size rounded up to 64 bytes from an arena (a two-level
-    /// segregated fit with immediate merging of free neighbours, see `arena`): about 96 %
+    /// segregated fit with immediate merging of free neighbours, see `arena`): about 95.5 %
     /// usable in the same fill, at a higher cost per allocation of that size.
     ExactFit,
 }
