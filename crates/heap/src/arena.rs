@@ -784,13 +784,18 @@ impl FitIndex {
     /// addresses and sit in the list of their size. Returns the free blocks counted and the
     /// upper bound on unlisted ones (which [`Arena::check`] holds the arenas to).
     #[cfg(any(test, feature = "check"))]
-    pub(crate) fn check(&self, owner: impl Fn(usize) -> Arena) -> (usize, usize) {
-        let mut seen = alloc::vec![0u64; (self.capacity as usize).div_ceil(64)];
-        let mut mark = |i: u32| {
-            assert!(i < self.capacity, "entry {i} outside the pool");
-            let (w, b) = (i as usize / 64, i % 64);
-            assert_eq!(seen[w] >> b & 1, 0, "entry {i} linked twice");
-            seen[w] |= 1 << b;
+    pub(crate) fn check(&mut self, owner: impl Fn(usize) -> Arena) -> (usize, usize) {
+        // Every entry reached is marked (the top bit of its size, which no size uses), so
+        // that one linked twice is seen; the marks are cleared at the end.
+        const MARK: u16 = 1 << 15;
+        const _: () = assert!(MAX_ARENA_PAGES * PAGE_GRANULES <= MARK as usize);
+        let mut reached = 0u32;
+        let mut mark = |index: &mut FitIndex, i: u32| {
+            assert!(i < index.capacity, "entry {i} outside the pool");
+            let e = index.entry_mut(i);
+            assert_eq!(e.size & MARK, 0, "entry {i} linked twice");
+            e.size |= MARK;
+            reached += 1;
         };
         for f in 0..FL_COUNT {
             assert_eq!(self.first >> f & 1 == 1, self.second[f] != 0, "first-level bit {f}");
@@ -799,7 +804,6 @@ impl FitIndex {
                 assert_eq!(self.second[f] >> s & 1 == 1, head != NIL, "second-level bit ({f}, {s})");
                 let mut cur = head;
                 while cur != NIL {
-                    mark(cur);
                     let e = *self.entry(cur);
                     let arena = e.arena();
                     assert_eq!(owner(arena.addr(e.at as usize)), arena, "entry {cur} names another arena");
@@ -808,21 +812,38 @@ impl FitIndex {
                         "entry {cur} misplaced"
                     );
                     assert_eq!(bucket(e.size as usize), (f, s), "entry {cur} in the wrong list");
+                    mark(self, cur);
                     cur = e.next;
                 }
             }
         }
-        let mut spares = 0;
         let mut cur = self.spare;
         while cur != NIL {
-            mark(cur);
-            spares += 1;
-            cur = self.entry(cur).next;
+            let next = self.entry(cur).next;
+            mark(self, cur);
+            cur = next;
         }
+        let spares = reached - (0..FL_COUNT).map(|f| self.listed(f)).sum::<u32>();
         assert_eq!(spares, self.spares, "spare entries counted");
-        let linked: u32 = seen.iter().map(|w| w.count_ones()).sum();
-        assert_eq!(linked, self.capacity, "entries lost from the pool");
+        assert_eq!(reached, self.capacity, "entries lost from the pool");
+        for i in 0..self.capacity {
+            self.entry_mut(i).size &= !MARK;
+        }
         (self.free_blocks as usize, self.unlisted as usize)
+    }
+
+    /// Entries in the lists of first level `f`.
+    #[cfg(any(test, feature = "check"))]
+    fn listed(&self, f: usize) -> u32 {
+        let mut n = 0;
+        for s in 0..SL_COUNT {
+            let mut cur = self.heads[f][s];
+            while cur != NIL {
+                n += 1;
+                cur = self.entry(cur).next;
+            }
+        }
+        n
     }
 
     /// Whether the free block of `size` granules at `addr` has a current entry.

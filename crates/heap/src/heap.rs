@@ -1313,7 +1313,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     #[cfg(any(test, feature = "check"))]
     pub fn check_invariants(&self) {
         let Some(map) = self.page_map() else { return };
-        let guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
+        let mut guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
         let merges = self.merges.lock();
         let pins = self.pins.lock();
         let mut free_blocks = [0usize; SHARDS];
@@ -1415,7 +1415,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             let inside = |e: &&(usize, u32)| e.1 > 0 && e.0 > addr && e.0 < addr + k as usize * size;
             assert!(!merges.entries.iter().any(|e| inside(&e)), "merged blocks overlap at {addr:#x}");
         }
-        for (shard, g) in guards.iter().enumerate() {
+        for (shard, g) in guards.iter_mut().enumerate() {
             let (listed, bound) = g.fit.check(|addr| {
                 let id = map.entries[(addr - map.base) >> PAGE_SHIFT].load(Relaxed);
                 let d = self.desc(id).expect("fit index names an unowned block");
