@@ -817,33 +817,19 @@ impl FitIndex {
                 }
             }
         }
-        let mut cur = self.spare;
+        let (mut cur, mut spares) = (self.spare, 0);
         while cur != NIL {
             let next = self.entry(cur).next;
             mark(self, cur);
+            spares += 1;
             cur = next;
         }
-        let spares = reached - (0..FL_COUNT).map(|f| self.listed(f)).sum::<u32>();
         assert_eq!(spares, self.spares, "spare entries counted");
         assert_eq!(reached, self.capacity, "entries lost from the pool");
         for i in 0..self.capacity {
             self.entry_mut(i).size &= !MARK;
         }
         (self.free_blocks as usize, self.unlisted as usize)
-    }
-
-    /// Entries in the lists of first level `f`.
-    #[cfg(any(test, feature = "check"))]
-    fn listed(&self, f: usize) -> u32 {
-        let mut n = 0;
-        for s in 0..SL_COUNT {
-            let mut cur = self.heads[f][s];
-            while cur != NIL {
-                n += 1;
-                cur = self.entry(cur).next;
-            }
-        }
-        n
     }
 
     /// Whether the free block of `size` granules at `addr` has a current entry.

@@ -16,10 +16,10 @@
 //! ```
 //!
 //! Nothing is ever stored inside a block, live or free (an arena's free lists are entries
-//! in its shard's pool): a free recovers the block from the page map, the descriptor, the arena header or (for a
-//! merged block) the merge table, and checks it (owned, a block start, allocated, not
-//! pinned) before changing anything. Descriptors live in
-//! chunks that are never given back while the heap lives, so a stale id read by a racing
+//! in its shard's pool): a free recovers the block from the page map, the descriptor, the
+//! arena header or (for a merged block) the merge table, and checks it (owned, a block
+//! start, allocated, not pinned) before changing anything. Descriptors live in chunks that
+//! are never given back while the heap lives, so a stale id read by a racing
 //! bad free still names valid memory.
 //!
 //! Scalability: spans belong to one of [`SHARDS`] shards, each with its own lock and its
@@ -235,7 +235,7 @@ pub struct HeapStats {
     pub arenas: usize,
     /// Pages held for blocks (spans and large blocks).
     pub pages: usize,
-    /// Pages held for metadata (page map and descriptor chunks).
+    /// Pages held for metadata (page map, descriptor chunks and the fit indexes' pools).
     pub metadata_pages: usize,
     /// Spans and large blocks taken from the page source since the heap was created.
     pub runs_created: usize,
