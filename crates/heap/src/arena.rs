@@ -438,6 +438,13 @@ impl FitIndex {
         self.free_blocks != 0
     }
 
+    /// Whether some list of fragments (free blocks under [`SL_COUNT`] granules) has an
+    /// entry (perhaps stale).
+    #[inline]
+    pub(crate) fn has_fragments(&self) -> bool {
+        self.second[0] != 0
+    }
+
     /// Whether some free block may be missing from the lists (see
     /// [`rescan_arena`](FitIndex::rescan_arena)).
     pub(crate) fn has_unlisted(&self) -> bool {
@@ -730,6 +737,34 @@ impl FitIndex {
                 }
             },
         };
+        Some(self.take(e, f, s, size, align))
+    }
+
+    /// Takes a block of `size` granules at a multiple of `align` granules from a free
+    /// block smaller than [`SL_COUNT`] granules (a fragment), if one holds it: packing
+    /// heaps fill such fragments, left by splits and alignment, with small requests.
+    #[inline]
+    pub(crate) fn allocate_fragment(&mut self, size: usize, align: usize) -> Option<(Arena, usize)> {
+        let need = size + align - 1;
+        if need >= SL_COUNT {
+            return None;
+        }
+        loop {
+            let lists = self.second[0] & (!0u32 << need);
+            if lists == 0 {
+                return None;
+            }
+            let s = lists.trailing_zeros() as usize;
+            if let Some(e) = self.top(0, s) {
+                return Some(self.take(e, 0, s, size, align));
+            }
+        }
+    }
+
+    /// Takes `size` granules at a multiple of `align` from the block of entry `e`, the
+    /// current top of list `(f, s)`, listing what is left on either side.
+    #[inline]
+    fn take(&mut self, e: Entry, f: usize, s: usize, size: usize, align: usize) -> (Arena, usize) {
         self.pop(f, s);
         let (arena, g, free) = (e.arena(), e.at as usize, e.size as usize);
         self.free_blocks -= 1;
@@ -747,15 +782,17 @@ impl FitIndex {
         }
         arena.set_allocated(at, true);
         arena.set_used(arena.used() + 1);
-        Some((arena, at))
+        (arena, at)
     }
 
     /// Frees the allocated block at granule `g` (checked by [`Arena::allocated_block`])
-    /// and merges it with free neighbours; returns the blocks left allocated in the arena.
+    /// and merges it with free neighbours; returns the blocks left allocated in the arena
+    /// and the freed block's granules.
     #[inline]
-    pub(crate) fn free(&mut self, arena: &Arena, g: usize) -> usize {
+    pub(crate) fn free(&mut self, arena: &Arena, g: usize) -> (usize, usize) {
         debug_assert!(arena.is_start(g) && arena.is_allocated(g));
         let mut end = arena.next_start(g);
+        let granules = end - g;
         arena.set_allocated(g, false);
         let used = arena.used() - 1;
         arena.set_used(used);
@@ -776,7 +813,7 @@ impl FitIndex {
         }
         self.free_blocks += 1;
         self.push(arena, start, end - start);
-        used
+        (used, granules)
     }
 
     /// Checks the index: bitmaps match the lists, every entry is in one list or spare
@@ -940,12 +977,12 @@ mod tests {
         let blocks: Vec<usize> = (0..4).map(|_| take(&mut index, 10)).collect();
         assert_eq!(blocks, [h, h + 10, h + 20, h + 30]);
         assert_eq!(a.check(&index), (4, 1, 40, 0));
-        assert_eq!(index.free(&a, h + 10), 3);
-        assert_eq!(index.free(&a, h + 30), 2);
+        assert_eq!(index.free(&a, h + 10), (3, 10));
+        assert_eq!(index.free(&a, h + 30), (2, 10));
         assert_eq!(a.check(&index), (2, 2, 20, 0));
         assert_eq!(index.check(|_| a), (2, 0));
         // The middle one joins the free block before it and the free end after it.
-        assert_eq!(index.free(&a, h + 20), 1);
+        assert_eq!(index.free(&a, h + 20), (1, 10));
         assert_eq!(a.check(&index), (1, 1, 10, 0));
         assert_eq!(a.block_granules(h + 10), a.granules() - h - 10);
         let at = |g: usize| VirtAddr::new(a.addr(g));
@@ -953,7 +990,7 @@ mod tests {
         assert_eq!(a.allocated_block(a.addr(h + 10)), Err(XmfreeError::NotAllocated(at(h + 10))));
         assert_eq!(a.allocated_block(a.addr(h) + 8), Err(XmfreeError::NotBlockStart(VirtAddr::new(a.addr(h) + 8))));
         assert_eq!(a.allocated_block(a.addr(0)), Err(XmfreeError::NotBlockStart(at(0))));
-        assert_eq!(index.free(&a, h), 0);
+        assert_eq!(index.free(&a, h), (0, 10));
         assert!(a.is_empty());
         assert_eq!(index.check(|_| a), (1, 0));
         index.remove_arena(&a);

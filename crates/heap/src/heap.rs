@@ -43,10 +43,11 @@ use crate::source::PageSource;
 pub const SHARDS: usize = 8;
 /// The largest alignment a request may ask for: 2^28 bytes (256 MiB).
 pub const MAX_ALIGN_LOG2: u32 = 28;
-/// Descriptors per chunk (a chunk is 64 KiB of descriptors).
-const CHUNK_DESCRIPTORS: usize = 512;
-/// Chunks per heap at most: 2^20 spans or large blocks.
-const MAX_CHUNKS: usize = 2048;
+/// Descriptors of the first chunk (8 KiB); chunk `k` holds `FIRST_CHUNK << k`, so a small
+/// heap spends two pages on descriptors and a large one at most as much again as it uses.
+const FIRST_CHUNK: usize = 64;
+/// Chunks per heap at most: about 2^21 spans or large blocks.
+const MAX_CHUNKS: usize = 15;
 /// Blocks pinned at once per heap at most.
 pub const MAX_PINNED_BLOCKS: usize = 128;
 /// Merged blocks (taken when the page source is dry) live at once per heap at most.
@@ -65,9 +66,12 @@ const BITMAP_WORDS: usize = MAX_BLOCKS / 64;
 /// With [`Placement::ExactFit`], requests whose class is larger than this (and at most a
 /// class's largest size) take a block of their exact size (in 64-byte granules) from an
 /// arena; smaller ones a class block of a span.
-const EXACT_FIT_ABOVE: usize = 1024;
+const EXACT_FIT_ABOVE: usize = 256;
 /// Pages of an arena when the page source has them (fewer when it is short).
 const ARENA_PAGES: usize = 64;
+/// A packing heap serves requests of classes at least this large from arena fragments
+/// when it has some.
+const FRAGMENT_MIN: usize = 64;
 const _: () = assert!(ARENA_PAGES <= MAX_ARENA_PAGES);
 
 /// Where a heap places requests above 1 KiB up to the largest size class (32 KiB); smaller
@@ -78,19 +82,31 @@ pub enum Placement {
     /// A block of the request's size class (8 classes per doubling) from a span: the
     /// fastest placement; rounding up to the class and partly used spans leave about 92 %
     /// of a heap usable before it runs out in the benchmark's random fill.
-    #[default]
     SizeClasses,
     /// A block of the request's size rounded up to 64 bytes from an arena (a two-level
     /// segregated fit with immediate merging of free neighbours, see `arena`): about 95.5 %
     /// usable in the same fill, at a higher cost per allocation of that size.
     ExactFit,
+    /// [`SizeClasses`](Placement::SizeClasses) while the page source has plenty of room,
+    /// [`ExactFit`](Placement::ExactFit) once it runs short: when the source's free pages
+    /// fall below [`PACK_HEADROOM`] times the pages the heap holds, rounding to classes
+    /// would cost a share of the memory that is left, so the heap packs. The heap looks
+    /// again each time it takes or gives back a run of pages. Blocks keep the placement
+    /// they were made with; a free finds either kind.
+    #[default]
+    Adaptive,
 }
 
+/// [`Placement::Adaptive`] packs (places by exact fit) while the page source has fewer
+/// free pages than this many times the pages the heap holds.
+pub const PACK_HEADROOM: usize = 4;
+
 impl Placement {
-    /// The largest class size a span serves: requests of larger classes go to arenas.
+    /// The largest class size a span serves at first: requests of larger classes go to
+    /// arenas.
     const fn span_max(self) -> usize {
         match self {
-            Placement::SizeClasses => MAX_SMALL,
+            Placement::SizeClasses | Placement::Adaptive => MAX_SMALL,
             Placement::ExactFit => EXACT_FIT_ABOVE,
         }
     }
@@ -149,8 +165,16 @@ struct Descriptor {
     align_log2: AtomicU8,
 }
 
-struct Chunk {
-    slots: [Descriptor; CHUNK_DESCRIPTORS],
+/// The chunk of descriptor index `i` (its id less one) and its slot there.
+#[inline]
+const fn chunk_slot(i: usize) -> (usize, usize) {
+    let k = (i / FIRST_CHUNK + 1).ilog2() as usize;
+    (k, i - FIRST_CHUNK * ((1 << k) - 1))
+}
+
+/// Pages of chunk `k`.
+fn chunk_pages(k: usize) -> PageCount {
+    page_count((FIRST_CHUNK << k) * size_of::<Descriptor>())
 }
 
 #[derive(Clone, Copy)]
@@ -186,6 +210,18 @@ impl ShardState {
 #[repr(align(128))]
 struct Shard {
     state: Mutex<ShardState>,
+    /// Bytes of the shard's live blocks (usable sizes), for [`Placement::Adaptive`];
+    /// written only under the lock, read by anyone.
+    in_use: AtomicUsize,
+}
+
+impl Shard {
+    /// Counts `bytes` more (`grow`) or fewer in use; the caller holds the lock.
+    #[inline]
+    fn count(&self, bytes: usize, grow: bool) {
+        let v = self.in_use.load(Relaxed);
+        self.in_use.store(if grow { v + bytes } else { v - bytes }, Relaxed);
+    }
 }
 
 struct Pool {
@@ -251,12 +287,16 @@ pub struct Heap<P, C = SingleCpu> {
     cpu: C,
     pinned: bool,
     placement: Placement,
-    /// `placement.span_max()`: requests of larger classes (up to [`MAX_SMALL`]) go to arenas.
-    span_max: usize,
+    /// Requests of classes larger than this (up to [`MAX_SMALL`]) go to arenas: fixed by
+    /// the placement, or moved by [`Placement::Adaptive`] (see [`Heap::adapt`]).
+    span_max: AtomicUsize,
+    /// Bytes of live large blocks (whole pages), for [`Placement::Adaptive`].
+    large_in_use: AtomicUsize,
     map: Once<PageMap>,
     shards: [Shard; SHARDS],
     pool: Mutex<Pool>,
-    chunks: [Once<&'static Chunk>; MAX_CHUNKS],
+    /// Descriptor chunks, each handed out once and kept until [`Heap::release_all`].
+    chunks: [Once<&'static [Descriptor]>; MAX_CHUNKS],
     chunk_count: AtomicUsize,
     runs_created: AtomicUsize,
     pins: Mutex<PinTable>,
@@ -295,7 +335,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// memory is always pinned (the pinned heaps): [`unpin`](Heap::unpin) of its memory is
     /// an error.
     pub const fn new(source: P, cpu: C, pinned: bool) -> Self {
-        Self::with_placement(source, cpu, pinned, Placement::SizeClasses)
+        Self::with_placement(source, cpu, pinned, Placement::Adaptive)
     }
 
     /// An uninitialised heap placing requests above 1 KiB by `placement`; otherwise as
@@ -306,9 +346,10 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             cpu,
             pinned,
             placement,
-            span_max: placement.span_max(),
+            span_max: AtomicUsize::new(placement.span_max()),
+            large_in_use: AtomicUsize::new(0),
             map: Once::new(),
-            shards: [const { Shard { state: Mutex::new(ShardState::EMPTY) } }; SHARDS],
+            shards: [const { Shard { state: Mutex::new(ShardState::EMPTY), in_use: AtomicUsize::new(0) } }; SHARDS],
             pool: Mutex::new(Pool { free_head: NONE, fresh: 1 }),
             chunks: [const { Once::new() }; MAX_CHUNKS],
             chunk_count: AtomicUsize::new(0),
@@ -374,8 +415,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     #[inline]
     fn desc(&self, id: u32) -> Option<&Descriptor> {
         let i = (id as usize).checked_sub(1)?;
-        let chunk = self.chunks.get(i / CHUNK_DESCRIPTORS)?.get()?;
-        Some(&chunk.slots[i % CHUNK_DESCRIPTORS])
+        let (k, slot) = chunk_slot(i);
+        self.chunks.get(k)?.get()?.get(slot)
     }
 
     /// The descriptor of an id this heap handed out (panics otherwise: an internal bug).
@@ -395,19 +436,19 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             return Some(id);
         }
         let id = pool.fresh;
-        let chunk = (id as usize - 1) / CHUNK_DESCRIPTORS;
+        let (chunk, _) = chunk_slot(id as usize - 1);
         if chunk >= MAX_CHUNKS {
             return None;
         }
         if !self.chunks[chunk].is_completed() {
-            let pages = page_count(size_of::<Chunk>());
-            let mem = self.source.allocate_pages(pages, Order::new(0))?;
-            let ptr = mem.as_ptr().cast::<Chunk>();
-            // SAFETY: the source gave us enough page-aligned bytes for one chunk; all-zero
-            // atomics are valid descriptors.
-            unsafe { core::ptr::write_bytes(ptr, 0, 1) };
+            let len = FIRST_CHUNK << chunk;
+            let mem = self.source.allocate_pages(chunk_pages(chunk), Order::new(0))?;
+            let ptr = mem.as_ptr().cast::<Descriptor>();
+            // SAFETY: the source gave us enough page-aligned bytes for `len` descriptors;
+            // all-zero atomics are valid descriptors.
+            unsafe { core::ptr::write_bytes(ptr, 0, len) };
             // SAFETY: initialised above; kept until `release_all`, after which it is never used.
-            let chunk_ref: &'static Chunk = unsafe { &*ptr };
+            let chunk_ref: &'static [Descriptor] = unsafe { core::slice::from_raw_parts(ptr, len) };
             self.chunks[chunk].call_once(|| chunk_ref);
             self.chunk_count.store(chunk + 1, Release);
         }
@@ -438,6 +479,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         };
         let start = mem.as_ptr() as usize;
         self.runs_created.fetch_add(1, Relaxed);
+        self.adapt();
         let d = self.live(id);
         d.start.store(start, Relaxed);
         d.pages.store(pages as u32, Relaxed);
@@ -463,7 +505,25 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             // (its last one was just freed) nor reachable (its page map entries are clear).
             unsafe { self.source.free_pages(mem, PageCount::new(pages)) };
         }
+        self.adapt();
         self.release_descriptor(id);
+    }
+
+    /// Bytes of live blocks (their usable sizes), as last counted by each shard.
+    pub fn bytes_in_use(&self) -> usize {
+        self.shards.iter().map(|s| s.in_use.load(Relaxed)).sum::<usize>() + self.large_in_use.load(Relaxed)
+    }
+
+    /// [`Placement::Adaptive`]: packs (arenas for requests above 1 KiB) while the page
+    /// source has less than [`PACK_HEADROOM`] times the bytes in use free, else places
+    /// by size class. Called whenever the heap takes or gives back a run.
+    #[inline]
+    fn adapt(&self) {
+        if self.placement == Placement::Adaptive {
+            let free = self.source.free_page_count().get().saturating_mul(PAGE_SIZE);
+            let short = free < PACK_HEADROOM.saturating_mul(self.bytes_in_use());
+            self.span_max.store(if short { EXACT_FIT_ABOVE } else { MAX_SMALL }, Relaxed);
+        }
     }
 
     fn unlink(&self, lists: &mut ClassLists, id: u32) {
@@ -509,22 +569,36 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             && let Some(class) = class_for(size, align)
         {
             let shard = self.cpu.current() % SHARDS;
+            let span_max = self.span_max.load(Relaxed);
             if align > 16
                 && let Some(natural) = class_for(size, 1)
                 && natural != class
-                && CLASSES[natural].size as usize <= self.span_max
+                && CLASSES[natural].size as usize <= span_max
                 && let Some(p) = self.allocate_aligned_below(map, shard, natural, class, align)
             {
                 return Ok(p);
             }
-            if CLASSES[class].size as usize > self.span_max {
+            if CLASSES[class].size as usize > span_max {
+                // A packing adaptive heap still fills the holes of the class's spans (made
+                // before it packed), so that they empty and go back.
+                if span_max != self.placement.span_max()
+                    && let Some(p) = self.allocate_small(map, shard, class, false)
+                {
+                    return Ok(p);
+                }
                 return self.allocate_fit(map, shard, size, class, align_log2);
             }
-            if let Some(p) = self.allocate_small(map, shard, class) {
+            if span_max < MAX_SMALL
+                && CLASSES[class].size as usize >= FRAGMENT_MIN
+                && let Some(p) = self.allocate_fragment(shard, size, align)
+            {
+                return Ok(p);
+            }
+            if let Some(p) = self.allocate_small(map, shard, class, true) {
                 return Ok(p);
             }
             self.trim();
-            if let Some(p) = self.allocate_small(map, shard, class) {
+            if let Some(p) = self.allocate_small(map, shard, class, true) {
                 return Ok(p);
             }
             // Dry: holes of larger classes, free ranges of arenas, else just the pages the
@@ -548,12 +622,20 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             .ok_or(XmallocError::NoMemory(size))
     }
 
+    /// A block of `class` from a partial span of `shard`, else (if `fresh`) from an empty
+    /// one.
     #[inline]
-    fn allocate_small(&self, map: &PageMap, shard: usize, class: usize) -> Option<NonNull<u8>> {
+    fn allocate_small(&self, map: &PageMap, shard: usize, class: usize, fresh: bool) -> Option<NonNull<u8>> {
         let mut st = self.shards[shard].state.lock();
         let lists = &mut st.classes[class];
         let c = CLASSES[class];
-        let id = if lists.partial != NONE { lists.partial } else { self.fresh_span(map, lists, shard, class)? };
+        let id = if lists.partial != NONE {
+            lists.partial
+        } else if fresh {
+            self.fresh_span(map, lists, shard, class)?
+        } else {
+            return None;
+        };
         let d = self.live(id);
         let mut w = d.hint.load(Relaxed) as usize;
         loop {
@@ -567,6 +649,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 if used == c.blocks {
                     self.unlink(lists, id);
                 }
+                self.shards[shard].count(c.size as usize, true);
                 let addr = d.start.load(Relaxed) + (w * 64 + bit) * c.size as usize;
                 return NonNull::new(addr as *mut u8);
             }
@@ -643,7 +726,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             return Some(p);
         }
         let mut pow = (CLASSES[natural].size as usize).next_power_of_two();
-        while pow < CLASSES[class].size as usize && pow < align && pow <= self.span_max {
+        let span_max = self.span_max.load(Relaxed);
+        while pow < CLASSES[class].size as usize && pow < align && pow <= span_max {
             if let Some(c) = class_for(pow, 1)
                 && c != natural
                 && let Some(p) = self.allocate_aligned(map, shard, c, align)
@@ -668,6 +752,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         if used == c.blocks {
             self.unlink(lists, id);
         }
+        // The caller holds the lock of the span's shard.
+        self.shards[d.shard.load(Relaxed) as usize % SHARDS].count(c.size as usize, true);
         NonNull::new((d.start.load(Relaxed) + index * c.size as usize) as *mut u8)
     }
 
@@ -684,8 +770,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         align: usize,
     ) -> Option<NonNull<u8>> {
         let first = class_for(size, 1).unwrap_or(class);
-        for (larger, c) in CLASSES.iter().enumerate().skip(first).take_while(|(_, c)| c.size as usize <= self.span_max)
-        {
+        // Every class may have spans (an adaptive heap made some before it packed).
+        for (larger, c) in CLASSES.iter().enumerate().skip(first) {
             if larger == class {
                 continue;
             }
@@ -696,7 +782,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                         let st = self.shards[shard].state.lock();
                         st.classes[larger].partial != NONE || st.classes[larger].empty != NONE
                     };
-                    if has_free && let Some(p) = self.allocate_small(map, shard, larger) {
+                    if has_free && let Some(p) = self.allocate_small(map, shard, larger, true) {
                         return Some(p);
                     }
                 }
@@ -789,6 +875,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         }
         let addr = d.start.load(Relaxed) + first * c.size as usize;
         merges.entries[slot] = (addr, k as u32);
+        self.shards[shard].count(k * c.size as usize, true);
         d.merged.store(d.merged.load(Relaxed) + 1, Relaxed);
         NonNull::new(addr as *mut u8)
     }
@@ -884,7 +971,24 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 st.kept_arenas[st.empty_arenas] = NONE;
             }
         }
+        self.shards[shard].count(granules * GRANULE, true);
         NonNull::new(arena.addr(g) as *mut u8)
+    }
+
+    /// A packing heap's small request: a fragment of an arena of `shard` that holds it.
+    #[inline]
+    fn allocate_fragment(&self, shard: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let mut st = self.shards[shard].state.lock();
+        if st.fit.has_fragments() {
+            self.fit_entries(&mut st);
+            let granules = size.max(1).div_ceil(GRANULE);
+            let (arena, g) = st.fit.allocate_fragment(granules, (align >> GRANULE_SHIFT).max(1))?;
+            // A fragment is never a whole arena, so the arena was not empty (not kept).
+            debug_assert!(arena.used() > 1);
+            self.shards[shard].count(granules * GRANULE, true);
+            return NonNull::new(arena.addr(g) as *mut u8);
+        }
+        None
     }
 
     /// Grows the pool of the fit index of `st` (a shard's state, locked) when the index
@@ -970,11 +1074,13 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// state `st` is locked; keeps the arena when the shard keeps fewer than
     /// [`EMPTY_ARENAS_KEEP`] empty ones, else gives its pages back.
     #[inline]
-    fn free_fit(&self, map: &PageMap, id: u32, d: &Descriptor, g: usize, st: &mut ShardState) {
+    fn free_fit(&self, map: &PageMap, id: u32, d: &Descriptor, g: usize, shard: usize, st: &mut ShardState) {
         // SAFETY: `d` is a live arena of the shard whose lock is held (`st`).
         let arena = unsafe { arena_view(d) };
         self.fit_entries(st);
-        if st.fit.free(&arena, g) == 0 {
+        let (used, granules) = st.fit.free(&arena, g);
+        self.shards[shard].count(granules * GRANULE, false);
+        if used == 0 {
             if st.empty_arenas < EMPTY_ARENAS_KEEP {
                 st.kept_arenas[st.empty_arenas] = id;
                 st.empty_arenas += 1;
@@ -994,6 +1100,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         d.align_log2.store(align_log2 as u8, Relaxed);
         d.shard.store(shard as u8, Relaxed);
         d.used.store(1, Relaxed);
+        self.large_in_use.fetch_add(pages * PAGE_SIZE, Relaxed);
         d.kind.store(KIND_LARGE, Release);
         NonNull::new(start as *mut u8)
     }
@@ -1082,7 +1189,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     #[inline]
     pub fn free(&self, ptr: NonNull<u8>) -> Result<(), XmfreeError> {
         let addr = ptr.as_ptr() as usize;
-        let (map, id, d, _shard, mut st) = self.locate(addr)?;
+        let (map, id, d, shard, mut st) = self.locate(addr)?;
         let (index, k) = self.block_at(d, addr)?;
         if !self.pinned {
             let pins = self.pin_count(d, addr);
@@ -1093,11 +1200,12 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         match d.kind.load(Relaxed) {
             KIND_LARGE => {
                 drop(st);
+                self.large_in_use.fetch_sub(d.pages.load(Relaxed) as usize * PAGE_SIZE, Relaxed);
                 self.release_run(map, id);
                 return Ok(());
             }
             KIND_ARENA => {
-                self.free_fit(map, id, d, index, &mut st);
+                self.free_fit(map, id, d, index, shard, &mut st);
                 return Ok(());
             }
             _ => {}
@@ -1121,6 +1229,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         }
         let used = d.used.load(Relaxed);
         d.used.store(used - k as u32, Relaxed);
+        self.shards[shard].count(k * CLASSES[class].size as usize, false);
         let lists = &mut st.classes[class];
         if used == blocks {
             self.push(lists, id);
@@ -1267,7 +1376,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     pub fn stats(&self) -> HeapStats {
         let mut s = HeapStats {
             metadata_pages: self.page_map().map_or(0, |m| m.own_pages)
-                + self.chunk_count.load(Acquire) * page_count(size_of::<Chunk>()).get(),
+                + (0..self.chunk_count.load(Acquire)).map(|k| chunk_pages(k).get()).sum::<usize>(),
             runs_created: self.runs_created.load(Relaxed),
             ..HeapStats::default()
         };
@@ -1318,6 +1427,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let pins = self.pins.lock();
         let mut free_blocks = [0usize; SHARDS];
         let mut unlisted = [0usize; SHARDS];
+        let (mut in_use, mut large_in_use) = ([0usize; SHARDS], 0);
         for (page, e) in map.entries.iter().enumerate() {
             let id = e.load(Acquire);
             if id == NONE {
@@ -1345,13 +1455,15 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             assert_eq!(merged_here.count(), d.merged.load(Relaxed) as usize, "merged blocks of run {id}");
             if d.kind.load(Relaxed) == KIND_LARGE {
                 assert_eq!(pages, d.size.load(Relaxed).max(1).div_ceil(PAGE_SIZE));
+                large_in_use += pages * PAGE_SIZE;
                 return;
             }
             if d.kind.load(Relaxed) == KIND_ARENA {
                 assert!(pages <= MAX_ARENA_PAGES, "arena {id} too large");
                 // SAFETY: a live arena; every shard's lock is held.
                 let arena = unsafe { arena_view(d) };
-                let (used, free, _, missing) = arena.check(&guards[shard].fit);
+                let (used, free, granules, missing) = arena.check(&guards[shard].fit);
+                in_use[shard] += granules * GRANULE;
                 let g = &guards[shard];
                 let kept = g.kept_arenas[..g.empty_arenas].iter().filter(|&&k| k == id).count();
                 assert_eq!(kept, usize::from(used == 0), "empty arena {id} not kept (once), or kept in use");
@@ -1377,6 +1489,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             }
             let used = d.used.load(Relaxed);
             assert_eq!(set, used, "used count of span {id}");
+            in_use[shard] += used as usize * c.size as usize;
             let lists = guards[shard].classes[class];
             let mut in_partial = false;
             let mut cur = lists.partial;
@@ -1415,7 +1528,9 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             let inside = |e: &&(usize, u32)| e.1 > 0 && e.0 > addr && e.0 < addr + k as usize * size;
             assert!(!merges.entries.iter().any(|e| inside(&e)), "merged blocks overlap at {addr:#x}");
         }
+        assert_eq!(large_in_use, self.large_in_use.load(Relaxed), "bytes of large blocks in use");
         for (shard, g) in guards.iter_mut().enumerate() {
+            assert_eq!(in_use[shard], self.shards[shard].in_use.load(Relaxed), "bytes in use in shard {shard}");
             let (listed, bound) = g.fit.check(|addr| {
                 let id = map.entries[(addr - map.base) >> PAGE_SHIFT].load(Relaxed);
                 let d = self.desc(id).expect("fit index names an unowned block");
@@ -1470,9 +1585,9 @@ impl<P: PageSource, C> Heap<P, C> {
         }
         let fresh = self.pool.get_mut().fresh;
         for id in 1..fresh {
-            let i = id as usize - 1;
-            let Some(chunk) = self.chunks[i / CHUNK_DESCRIPTORS].get() else { continue };
-            let d = &chunk.slots[i % CHUNK_DESCRIPTORS];
+            let (k, slot) = chunk_slot(id as usize - 1);
+            let Some(chunk) = self.chunks[k].get() else { continue };
+            let d = &chunk[slot];
             if d.kind.load(Relaxed) != KIND_FREE
                 && let Some(mem) = NonNull::new(d.start.load(Relaxed) as *mut u8)
             {
@@ -1484,14 +1599,13 @@ impl<P: PageSource, C> Heap<P, C> {
         for e in map.entries {
             e.store(NONE, Relaxed);
         }
-        let chunk_pages = page_count(size_of::<Chunk>());
-        for c in &mut self.chunks {
+        for (k, c) in self.chunks.iter_mut().enumerate() {
             if let Some(chunk) = c.get() {
                 let ptr = NonNull::from(*chunk).cast::<u8>();
                 *c = Once::new();
                 // SAFETY: the chunk's pages came from the source and no descriptor is read
                 // any more (caller's contract; the slot was just cleared).
-                unsafe { self.source.free_pages(ptr, chunk_pages) };
+                unsafe { self.source.free_pages(ptr, chunk_pages(k)) };
             }
         }
         let map_ptr = NonNull::from(map.entries).cast::<u8>();
@@ -1508,7 +1622,10 @@ impl<P: PageSource, C> Heap<P, C> {
                 unsafe { self.source.free_pages(pool, page_count(bytes)) };
             }
             *st = ShardState::EMPTY;
+            *s.in_use.get_mut() = 0;
         }
+        *self.large_in_use.get_mut() = 0;
+        self.span_max = AtomicUsize::new(self.placement.span_max());
         *self.pins.get_mut() = PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] };
         *self.merges.get_mut() = MergeTable { entries: [(0, 0); MAX_MERGED_BLOCKS] };
     }
@@ -1742,5 +1859,70 @@ mod tests {
             h.free(q).unwrap();
         }
         h.check_invariants();
+    }
+
+    #[test]
+    fn an_adaptive_heap_packs_when_its_source_runs_short_and_unpacks_when_it_recovers() {
+        let h = heap_placed(4 << 20, Placement::Adaptive);
+        // 3000 bytes: a 3072-byte class block in a span, 3008 bytes (47 granules) in an arena.
+        let (size, class_block, fit_block) = (3000, 3072, 3008);
+        let short = |h: &Heap<RegionPageSource>| h.source().free_page_count().get() < PACK_HEADROOM * h.stats().pages;
+        let mut blocks = Vec::new();
+        loop {
+            let p = h.allocate(size, 0).unwrap();
+            h.check_invariants();
+            blocks.push(p);
+            let usable = h.block(p).unwrap().usable;
+            if usable == fit_block {
+                break;
+            }
+            assert_eq!(usable, class_block);
+            assert!(blocks.len() < 1000, "the heap never packed");
+        }
+        assert!(short(&h), "packed with room to spare");
+        assert!(blocks.len() > 100, "packed too early: {} blocks", blocks.len());
+        // Packed, the holes of the class's last span are still used before any arena.
+        for _ in 0..20 {
+            blocks.push(h.allocate(size, 0).unwrap());
+            h.check_invariants();
+        }
+        assert_eq!(h.block(*blocks.last().unwrap()).unwrap().usable, fit_block);
+        for p in blocks.drain(..) {
+            h.free(p).unwrap();
+            h.check_invariants();
+        }
+        h.trim();
+        assert!(!short(&h));
+        let p = h.allocate(size, 0).unwrap();
+        assert_eq!(h.block(p).unwrap().usable, class_block, "still packing after the heap emptied");
+        h.free(p).unwrap();
+        h.check_invariants();
+    }
+
+    #[test]
+    fn a_packing_heap_fills_arena_fragments_with_small_requests() {
+        let h = heap_placed(1 << 20, Placement::ExactFit);
+        // No fragment yet: a small request takes a class block of a span.
+        let s = h.allocate(100, 0).unwrap();
+        assert_eq!(h.stats().spans, 1);
+        let a = h.allocate(2048, 0).unwrap();
+        let b = h.allocate(2048, 0).unwrap();
+        assert_eq!(addr(b), addr(a) + 2048);
+        h.free(a).unwrap();
+        // 1100 bytes (18 granules) from a's 32: a fragment of 14 granules stays.
+        let c = h.allocate(1100, 0).unwrap();
+        assert_eq!(c, a);
+        h.check_invariants();
+        // A small request that fits in the fragment goes there, not to a span.
+        let d = h.allocate(200, 6).unwrap();
+        h.check_invariants();
+        assert_eq!(addr(d), addr(c) + 1152);
+        assert_eq!(h.block(d).unwrap().usable, 256);
+        assert_eq!((h.stats().spans, h.stats().small_blocks), (1, 4));
+        for p in [s, b, c, d] {
+            h.free(p).unwrap();
+            h.check_invariants();
+        }
+        assert_eq!(h.stats().small_blocks, 0);
     }
 }

@@ -62,7 +62,9 @@ pub mod testing;
 mod xmalloc;
 
 pub use error::{EINVAL, ENOMEM, PinError, ReallocError, UnpinError, XmallocError, XmfreeError};
-pub use heap::{BlockInfo, CpuId, Heap, HeapStats, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, Placement, SHARDS, SingleCpu};
+pub use heap::{
+    BlockInfo, CpuId, Heap, HeapStats, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, PACK_HEADROOM, Placement, SHARDS, SingleCpu,
+};
 pub use source::{
     DirectMapPageSource, LARGE_PAGE_ORDER, LARGE_PAGE_PAGES, LargePages, MAX_LARGE_PAGES, PageSource, RegionPageSource,
 };

@@ -83,7 +83,7 @@ impl<'a, P: PageSource, C: CpuId + Copy> KernelHeaps<'a, P, C> {
     /// until [`init`](Self::init). `pageable` backs `kernel_heap`, `pinned` backs
     /// `pinned_heap` (memory never paged out); they may be the same source.
     pub const fn new(pageable: &'a P, pinned: &'a P, cpu: C) -> Self {
-        Self::with_placement(pageable, pinned, cpu, Placement::SizeClasses)
+        Self::with_placement(pageable, pinned, cpu, Placement::Adaptive)
     }
 
     /// As [`new`](Self::new), every backing heap placing requests above 1 KiB by

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-const PLACEMENTS: [Placement; 2] = [Placement::SizeClasses, Placement::ExactFit];
+const PLACEMENTS: [Placement; 3] = [Placement::SizeClasses, Placement::ExactFit, Placement::Adaptive];
 
 fn placement() -> impl Strategy<Value = Placement> {
     prop::sample::select(&PLACEMENTS[..])

@@ -27,7 +27,7 @@ impl CpuId for ThreadNumber {
     }
 }
 
-const PLACEMENTS: [Placement; 2] = [Placement::SizeClasses, Placement::ExactFit];
+const PLACEMENTS: [Placement; 3] = [Placement::SizeClasses, Placement::ExactFit, Placement::Adaptive];
 
 fn heap(bytes: usize, placement: Placement) -> &'static Heap<RegionPageSource, ThreadNumber> {
     let mem: &'static mut [u8] = vec![0u8; bytes].leak();
