@@ -54,8 +54,13 @@ pub const MAX_PINNED_BLOCKS: usize = 128;
 const MAX_MERGED_BLOCKS: usize = 256;
 
 const NONE: u32 = 0;
-/// Empty spans kept per class and shard.
+/// Empty spans kept per class and shard: one always (so that a class whose last span
+/// empties and fills again does not bounce it with the page source), up to this many while
+/// the shard keeps at most [`EMPTY_PAGES_KEEP`] pages of them.
 const EMPTY_KEEP: u32 = 4;
+/// Pages of empty spans a shard keeps beyond one per class (so that a heap of many shards
+/// does not sit on spans of large classes: a span of the largest class is 45 pages).
+const EMPTY_PAGES_KEEP: usize = 256;
 /// Empty arenas kept per shard (so that arenas do not bounce with the page source).
 const EMPTY_ARENAS_KEEP: usize = 4;
 const KIND_FREE: u8 = 0;
@@ -196,6 +201,8 @@ struct ShardState {
     /// index and serve requests like any other arena.
     kept_arenas: [u32; EMPTY_ARENAS_KEEP],
     empty_arenas: usize,
+    /// Pages of the empty spans kept (at most [`EMPTY_PAGES_KEEP`]).
+    empty_pages: usize,
 }
 
 impl ShardState {
@@ -204,6 +211,7 @@ impl ShardState {
         fit: FitIndex::EMPTY,
         kept_arenas: [NONE; EMPTY_ARENAS_KEEP],
         empty_arenas: 0,
+        empty_pages: 0,
     };
 }
 
@@ -627,15 +635,15 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     #[inline]
     fn allocate_small(&self, map: &PageMap, shard: usize, class: usize, fresh: bool) -> Option<NonNull<u8>> {
         let mut st = self.shards[shard].state.lock();
-        let lists = &mut st.classes[class];
         let c = CLASSES[class];
-        let id = if lists.partial != NONE {
-            lists.partial
+        let id = if st.classes[class].partial != NONE {
+            st.classes[class].partial
         } else if fresh {
-            self.fresh_span(map, lists, shard, class)?
+            self.fresh_span(map, &mut st, shard, class)?
         } else {
             return None;
         };
+        let lists = &mut st.classes[class];
         let d = self.live(id);
         let mut w = d.hint.load(Relaxed) as usize;
         loop {
@@ -663,11 +671,15 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
 
     /// An empty span of `class` for `shard` (a cached one, else new pages), put on the
     /// partial list.
-    fn fresh_span(&self, map: &PageMap, lists: &mut ClassLists, shard: usize, class: usize) -> Option<u32> {
+    fn fresh_span(&self, map: &PageMap, st: &mut ShardState, shard: usize, class: usize) -> Option<u32> {
         let c = CLASSES[class];
+        let lists = &mut st.classes[class];
         let id = if lists.empty != NONE {
             let id = lists.empty;
             lists.empty = self.live(id).next.load(Relaxed);
+            if lists.empties > 1 {
+                st.empty_pages -= c.pages as usize;
+            }
             lists.empties -= 1;
             id
         } else {
@@ -1126,6 +1138,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                     self.release_run(map, id);
                 }
             }
+            st.empty_pages = 0;
         }
     }
 
@@ -1230,16 +1243,21 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let used = d.used.load(Relaxed);
         d.used.store(used - k as u32, Relaxed);
         self.shards[shard].count(k * CLASSES[class].size as usize, false);
+        let pages = CLASSES[class].pages as usize;
+        let spare_pages = st.empty_pages + pages <= EMPTY_PAGES_KEEP;
         let lists = &mut st.classes[class];
         if used == blocks {
             self.push(lists, id);
         }
         if used == k as u32 {
             self.unlink(lists, id);
-            if lists.empties < EMPTY_KEEP {
+            if lists.empties == 0 || (lists.empties < EMPTY_KEEP && spare_pages) {
                 d.next.store(lists.empty, Relaxed);
                 lists.empty = id;
                 lists.empties += 1;
+                if lists.empties > 1 {
+                    st.empty_pages += pages;
+                }
             } else {
                 self.release_run(map, id);
             }
@@ -1550,6 +1568,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                     assert_eq!(d.shard.load(Relaxed) as usize, shard);
                 }
             }
+            let mut empty_pages = 0;
             for (class, lists) in g.classes.iter().enumerate() {
                 let mut cur = lists.partial;
                 while cur != NONE {
@@ -1566,7 +1585,12 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                     n += 1;
                 }
                 assert!(n == lists.empties && n <= EMPTY_KEEP, "empty list count");
+                empty_pages += (n as usize).saturating_sub(1) * CLASSES[class].pages as usize;
             }
+            assert!(
+                empty_pages == g.empty_pages && empty_pages <= EMPTY_PAGES_KEEP,
+                "empty span pages of shard {shard}"
+            );
         }
     }
 }
@@ -1924,5 +1948,30 @@ mod tests {
             h.check_invariants();
         }
         assert_eq!(h.stats().small_blocks, 0);
+    }
+
+    #[test]
+    fn a_shard_keeps_one_empty_span_per_class_and_a_few_pages_more() {
+        let h = heap(64 << 20);
+        let sizes = [30_000, 25_000, 20_000];
+        let mut blocks = Vec::new();
+        let mut one_each = 0;
+        for size in sizes {
+            let c = CLASSES[class_for(size, 1).unwrap()];
+            one_each += c.pages as usize;
+            for _ in 0..5 * c.blocks {
+                blocks.push(h.allocate(size, 0).unwrap());
+            }
+        }
+        assert_eq!(h.stats().spans, 15);
+        for p in blocks {
+            h.free(p).unwrap();
+            h.check_invariants();
+        }
+        let st = h.stats();
+        assert!(st.spans >= sizes.len(), "{st:?}");
+        assert!(st.pages > one_each && st.pages <= one_each + EMPTY_PAGES_KEEP, "{st:?}");
+        h.trim();
+        assert_eq!(h.stats().pages, 0);
     }
 }
