@@ -92,7 +92,7 @@ pub struct RunConfig {
     pub check_every: usize,
     /// Verify every live block's contents after every action (else only the block acted on).
     pub verify_all: bool,
-    /// How the heaps place requests above 1 KiB.
+    /// How the heaps place requests.
     pub placement: Placement,
 }
 

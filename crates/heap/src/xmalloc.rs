@@ -86,7 +86,7 @@ impl<'a, P: PageSource, C: CpuId + Copy> KernelHeaps<'a, P, C> {
         Self::with_placement(pageable, pinned, cpu, Placement::Adaptive)
     }
 
-    /// As [`new`](Self::new), every backing heap placing requests above 1 KiB by
+    /// As [`new`](Self::new), every backing heap placing requests by
     /// `placement`.
     pub const fn with_placement(pageable: &'a P, pinned: &'a P, cpu: C, placement: Placement) -> Self {
         KernelHeaps {
