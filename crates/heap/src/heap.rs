@@ -1266,21 +1266,23 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let used = d.used.load(Relaxed);
         d.used.store(used - k as u32, Relaxed);
         self.shards[shard].count(k * CLASSES[class].size as usize, false);
-        let pages = CLASSES[class].pages as usize;
-        let spare_pages = st.empty_pages + pages <= EMPTY_PAGES_KEEP;
+        let st = &mut *st;
         let lists = &mut st.classes[class];
         if used == blocks {
             self.push(lists, id);
         }
         if used == k as u32 {
             self.unlink(lists, id);
-            if lists.empties == 0 || (lists.empties < EMPTY_KEEP && spare_pages) {
+            let pages = CLASSES[class].pages as usize;
+            if lists.empties == 0 {
+                d.next.store(lists.empty, Relaxed);
+                lists.empty = id;
+                lists.empties = 1;
+            } else if lists.empties < EMPTY_KEEP && st.empty_pages + pages <= EMPTY_PAGES_KEEP {
                 d.next.store(lists.empty, Relaxed);
                 lists.empty = id;
                 lists.empties += 1;
-                if lists.empties > 1 {
-                    st.empty_pages += pages;
-                }
+                st.empty_pages += pages;
             } else {
                 self.release_run(map, id);
             }
