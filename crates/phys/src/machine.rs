@@ -58,7 +58,8 @@ pub enum ParseErrorKind {
     BadNumber(&'static str),
     /// The end is not above the start.
     EmptyRange,
-    /// The end is past the physical address limit (2^52).
+    /// The end is not a physical address: at or past the limit (2^52). The end is exclusive,
+    /// so the last byte a map can describe is `2^52 - 2`.
     TooLarge,
     /// The map has more than [`MAX_MAP_ENTRIES`] entries.
     TooManyEntries,
@@ -81,7 +82,7 @@ impl fmt::Display for ParseError {
             ParseErrorKind::ExtraField => f.write_str("more than three fields (want: start end type)"),
             ParseErrorKind::BadNumber(field) => write!(f, "the {field} is not a decimal or 0x-hex number"),
             ParseErrorKind::EmptyRange => f.write_str("the end is not above the start"),
-            ParseErrorKind::TooLarge => f.write_str("the end is past the physical address limit"),
+            ParseErrorKind::TooLarge => f.write_str("the end is at or past the physical address limit (2^52)"),
             ParseErrorKind::TooManyEntries => write!(f, "more than {MAX_MAP_ENTRIES} entries"),
         }
     }
@@ -149,11 +150,12 @@ impl MemoryMap {
             if end <= start {
                 return Err(err(ParseErrorKind::EmptyRange));
             }
-            if end > PhysAddr::LIMIT {
-                return Err(err(ParseErrorKind::TooLarge));
-            }
+            // The exclusive end must itself be an address: the ranges a machine derives from
+            // the map are built from their ends.
+            PhysAddr::try_new(end).map_err(|_| err(ParseErrorKind::TooLarge))?;
+            let start = PhysAddr::try_new(start).map_err(|_| err(ParseErrorKind::TooLarge))?;
             let kind = if kind.eq_ignore_ascii_case("usable") { RegionKind::Usable } else { RegionKind::Reserved };
-            let entry = MapEntry { area: MemoryArea::new(PhysAddr::new(start), end - start), kind };
+            let entry = MapEntry { area: MemoryArea::new(start, end - start.as_u64()), kind };
             map.push(entry).map_err(|_| err(ParseErrorKind::TooManyEntries))?;
         }
         Ok(map)
@@ -483,5 +485,63 @@ mod tests {
         let p0 = m.pool_ranges(0);
         assert_eq!(p0.as_slice(), &[MemoryArea::from_bounds(PhysAddr::new(0x100_0000), PhysAddr::new(0x1ffe_0000))]);
         assert_eq!(m.pool_ranges(3).as_slice(), &[]);
+    }
+
+    /// Exercises everything a machine derives from its map.
+    fn derive_all(m: &Machine) {
+        let u = m.usable();
+        let _ = (u.span(), u.bytes(), u.gaps().count());
+        for w in u.as_slice().windows(2) {
+            assert!(w[0].end() < w[1].start.as_u64(), "{u:?}");
+        }
+        for r in u.as_slice() {
+            assert!(r.is_frame_aligned() && r.size > 0 && r.end() < PhysAddr::LIMIT, "{u:?}");
+        }
+        for pool in 0..=crate::pool::POOL_COUNT {
+            let p = m.pool_ranges(pool);
+            let _ = (p.span(), p.bytes(), p.gaps().count());
+        }
+    }
+
+    #[test]
+    fn a_map_ending_at_the_address_limit_is_an_error_naming_its_line() {
+        // The end is exclusive; 2^52 is not an address, and a machine derived from such a
+        // map panicked building its usable ranges.
+        let e = MemoryMap::parse("0x0 0x9fc00 usable\n0x100000 0x10000000000000 usable\n").unwrap_err();
+        assert_eq!(e, ParseError { line: 2, kind: ParseErrorKind::TooLarge });
+        assert!(std::string::ToString::to_string(&e).contains("line 2"), "{e}");
+        for end in [PhysAddr::LIMIT, PhysAddr::LIMIT + 1, u64::MAX] {
+            let text = std::format!("0x100000 {end:#x} reserved");
+            assert_eq!(MemoryMap::parse(&text).unwrap_err().kind, ParseErrorKind::TooLarge, "{text}");
+        }
+        for text in [
+            "0x0 0xfffffffffffff usable",
+            "0xffffffffff000 0xfffffffffffff usable",
+            "0x0 0xfffffffffffff reserved\n0x0 0x100000000 usable",
+            "0x1 0xfffffffffffff usable\n0xffffffffffff0 0xfffffffffffff reserved",
+        ] {
+            let m = Machine::parse(text).unwrap();
+            derive_all(&m);
+        }
+    }
+
+    #[test]
+    fn malformed_map_lines_are_errors() {
+        for (text, kind) in [
+            ("0x0", ParseErrorKind::MissingField("end")),
+            ("0x0 0x1000", ParseErrorKind::MissingField("type")),
+            ("0x0 0x1000 usable extra", ParseErrorKind::ExtraField),
+            ("0x 0x1000 usable", ParseErrorKind::BadNumber("start")),
+            ("0 -1 usable", ParseErrorKind::BadNumber("end")),
+            ("0 0x10000000000000000 usable", ParseErrorKind::BadNumber("end")),
+            ("0x2000 0x1000 usable", ParseErrorKind::EmptyRange),
+            ("0x1000 0x1000 usable", ParseErrorKind::EmptyRange),
+        ] {
+            assert_eq!(MemoryMap::parse(text), Err(ParseError { line: 1, kind }), "{text}");
+        }
+        let many: std::string::String = (0..=MAX_MAP_ENTRIES as u64)
+            .map(|i| std::format!("{:#x} {:#x} usable\n", i << 20, (i << 20) + 4096))
+            .collect();
+        assert_eq!(MemoryMap::parse(&many).unwrap_err().kind, ParseErrorKind::TooManyEntries);
     }
 }
