@@ -76,18 +76,13 @@ impl std::fmt::Debug for Hosted {
     }
 }
 
-/// The embedded default machine, or the one `path`'s memory map describes.
+/// The embedded default machine, or the one `path`'s memory map describes (read through
+/// the limits of [`crate::input`]).
 ///
 /// # Errors
-/// The file's I/O error, or the parser's error naming the malformed line.
+/// The file's I/O error, or what is wrong with its text or its map, naming the line.
 pub(crate) fn load_machine(path: Option<&Path>) -> Result<Machine, String> {
-    match path {
-        None => Ok(Machine::default_machine()),
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            Machine::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
-        }
-    }
+    crate::input::load_machine(path)
 }
 
 /// Brings `machine` up: RAM up to its last usable byte, the eight pools with their headers in

@@ -1,0 +1,185 @@
+//! The text memkit reads, bounded: scenario files, memory maps and shell lines.
+//!
+//! Every input is read through a limit before it is looked at, so that `/dev/zero` or an
+//! endless pipe gives an error instead of filling memory. Text must be UTF-8 without control
+//! characters (tab, carriage return and newline excepted) and no line may be longer than
+//! [`MAX_LINE_BYTES`]; an error names the first line that breaks a rule.
+//!
+//! ```text
+//!   file ──take(limit + 1)──▶ bytes ──text()──▶ &str ──parser──▶ Machine / scenario lines
+//!          "larger than"             "line N: not UTF-8" / "control character" / "longer than"
+//! ```
+
+use std::io::{BufRead, ErrorKind, Read as _};
+use std::path::Path;
+
+use memkit_phys::Machine;
+
+/// The largest scenario file `memkit run` and `memkit map --scenario` read: 1 MiB.
+pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
+/// The largest memory-map file `--memory-map` reads: 64 KiB (a map holds at most
+/// [`memkit_phys::MAX_MAP_ENTRIES`] entries).
+pub const MAX_MAP_BYTES: usize = 64 << 10;
+/// The longest line of a scenario or a memory map: 4 KiB.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// Checks that `bytes` are text memkit reads: at most `limit` bytes, UTF-8, no control
+/// characters but tab, carriage return and newline, no line longer than [`MAX_LINE_BYTES`].
+///
+/// # Errors
+/// A message naming the first offending line (counted from 1).
+pub fn text(bytes: &[u8], limit: usize) -> Result<&str, String> {
+    if bytes.len() > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        line_text(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+    }
+    // Every line is UTF-8 and the separators are ASCII, so the whole is UTF-8.
+    std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))
+}
+
+/// Checks one line (without its newline) as [`text`] does.
+///
+/// # Errors
+/// What is wrong with the line.
+pub fn line_text(line: &[u8]) -> Result<&str, String> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(format!("longer than {MAX_LINE_BYTES} bytes"));
+    }
+    let s = std::str::from_utf8(line).map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to() + 1))?;
+    if let Some(c) = s.chars().find(|&c| c.is_control() && !matches!(c, '\t' | '\r')) {
+        return Err(format!("control character {:#04x} (not text)", u32::from(c)));
+    }
+    Ok(s)
+}
+
+/// Reads at most `limit` bytes of `path` and checks them with [`text`].
+///
+/// # Errors
+/// The I/O error, or what is wrong with the text; both name the file.
+pub fn read_text_file(path: &Path, limit: usize) -> Result<String, String> {
+    let name = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?;
+    let mut bytes = Vec::new();
+    let cap = u64::try_from(limit).map_or(u64::MAX, |l| l.saturating_add(1));
+    file.take(cap).read_to_end(&mut bytes).map_err(|e| format!("{name}: {e}"))?;
+    text(&bytes, limit).map(str::to_owned).map_err(|e| format!("{name}: {e}"))
+}
+
+/// A machine from the bytes of a memory map (see [`memkit_phys::MemoryMap::parse`]).
+///
+/// # Errors
+/// What is wrong with the text or with the map, naming the line.
+pub fn machine_from_bytes(bytes: &[u8]) -> Result<Machine, String> {
+    let text = text(bytes, MAX_MAP_BYTES)?;
+    Machine::parse(text).map_err(|e| e.to_string())
+}
+
+/// The embedded default machine, or the one `path`'s memory map describes.
+///
+/// # Errors
+/// The file's I/O error, or what is wrong with its text or its map, naming the file and line.
+pub fn load_machine(path: Option<&Path>) -> Result<Machine, String> {
+    match path {
+        None => Ok(Machine::default_machine()),
+        Some(p) => {
+            let text = read_text_file(p, MAX_MAP_BYTES)?;
+            Machine::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
+        }
+    }
+}
+
+/// What [`read_line`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineRead {
+    /// The input ended before a line began.
+    End,
+    /// A line, now in the buffer (without its newline).
+    Line,
+    /// A line longer than [`MAX_LINE_BYTES`]; it was read to its end and dropped.
+    TooLong,
+}
+
+/// Reads one line of at most [`MAX_LINE_BYTES`] into `line`, in bounded memory: the rest
+/// of a longer line is read and dropped.
+///
+/// # Errors
+/// The reader's I/O error.
+pub fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<LineRead> {
+    line.clear();
+    let (mut started, mut too_long) = (false, false);
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(match (started, too_long) {
+                (false, _) => LineRead::End,
+                (true, false) => LineRead::Line,
+                (true, true) => LineRead::TooLong,
+            });
+        }
+        started = true;
+        let (chunk, used, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        if !too_long {
+            if line.len() + chunk.len() > MAX_LINE_BYTES {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        reader.consume(used);
+        if done {
+            return Ok(if too_long { LineRead::TooLong } else { LineRead::Line });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_names_the_offending_line() {
+        assert_eq!(text(b"a\nb\n", 10), Ok("a\nb\n"));
+        assert_eq!(text(b"a\r\n\tb", 10), Ok("a\r\n\tb"));
+        assert!(text(b"0123456789x", 10).unwrap_err().contains("larger than 10"));
+        let e = text(b"ok\nfine\n\xff\xfe\n", 100).unwrap_err();
+        assert!(e.starts_with("line 3: not UTF-8"), "{e}");
+        let e = text(b"ok\n\0\0", 100).unwrap_err();
+        assert!(e.starts_with("line 2: control character 0x00"), "{e}");
+        let long = vec![b'a'; MAX_LINE_BYTES + 1];
+        assert!(text(&long, usize::MAX).unwrap_err().starts_with("line 1: longer than"));
+        assert!(text(&long[1..], usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn read_line_is_bounded() {
+        let mut input: Vec<u8> = b"first\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 * MAX_LINE_BYTES));
+        input.extend_from_slice(b"\nlast");
+        let mut r = std::io::BufReader::with_capacity(64, &input[..]);
+        let mut line = Vec::new();
+        assert_eq!(read_line(&mut r, &mut line).unwrap(), LineRead::Line);
+        assert_eq!(line, b"first");
+        assert_eq!(read_line(&mut r, &mut line).unwrap(), LineRead::TooLong);
+        assert!(line.is_empty());
+        assert_eq!(read_line(&mut r, &mut line).unwrap(), LineRead::Line);
+        assert_eq!(line, b"last");
+        assert_eq!(read_line(&mut r, &mut line).unwrap(), LineRead::End);
+    }
+
+    #[test]
+    fn a_map_file_is_read_through_a_limit() {
+        let e = load_machine(Some(Path::new("/dev/zero"))).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+        assert!(load_machine(None).is_ok());
+    }
+}
