@@ -631,7 +631,7 @@ fn parse_words(w: &[String], nested: bool) -> Res<Command> {
         });
     };
     if nested && op.name == "expect fail" {
-        return Err("expect fail: the operation cannot itself be expect fail".into());
+        return Err("the operation cannot itself be expect fail".into());
     }
     let usage = || format!("usage: {}", op.usage());
     let mut cmd = Command {

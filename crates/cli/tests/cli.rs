@@ -145,3 +145,162 @@ fn every_command_has_help() {
     let out = memkit().args(["bench", "nosuchsuite"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Runs `cmd` with `stdin` as its input; `None` if it has not ended within `secs` seconds
+/// (it is killed then).
+fn output_within(mut cmd: Command, stdin: &[u8], secs: u64) -> Option<Output> {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = writer.join();
+    Some(child.wait_with_output().unwrap())
+}
+
+/// Runs `script` (bytes) with `memkit run`: the exit code and stderr, within 20 seconds.
+fn run_script(name: &str, script: &[u8]) -> (Option<i32>, String) {
+    let file = scratch(name);
+    std::fs::write(&file, script).unwrap();
+    let mut cmd = memkit();
+    cmd.arg("run").arg(&file);
+    let out = output_within(cmd, b"", 20).unwrap_or_else(|| panic!("{name}: memkit run did not end within 20 s"));
+    (out.status.code(), text(&out).1)
+}
+
+#[test]
+fn a_huge_space_is_refused_naming_the_line() {
+    let (code, stderr) = run_script("huge-space.memkit", b"space ok\nspace s size=0xc0000000000\n");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("line 2: space: size=: 0xc0000000000 is out of range (at most 0x100000000)"), "{stderr}");
+}
+
+#[test]
+fn deeply_nested_expect_fail_is_bounded() {
+    let mut script = "expect fail ".repeat(20_000);
+    script.push_str("space s\n");
+    let (code, stderr) = run_script("nested.memkit", script.as_bytes());
+    assert_eq!(code, Some(2), "{}", &stderr[..stderr.len().min(300)]);
+    assert!(stderr.contains("line 1: longer than 4096 bytes"), "{}", &stderr[..stderr.len().min(300)]);
+    let mut script = "space a\n".to_string() + &"expect fail ".repeat(300);
+    script.push_str("space a\n");
+    let (code, stderr) = run_script("nested2.memkit", script.as_bytes());
+    assert_eq!(code, Some(1), "{}", &stderr[..stderr.len().min(300)]);
+    assert!(stderr.contains("line 2: expect fail: the operation cannot itself be expect fail"), "{}", &stderr[..300]);
+}
+
+#[test]
+fn endless_or_binary_input_files_are_refused_quickly() {
+    for args in [&["--memory-map", "/dev/zero", "run", "x.memkit"][..], &["--memory-map", "/dev/urandom", "demo"]] {
+        let mut cmd = memkit();
+        cmd.args(args);
+        let out = output_within(cmd, b"", 20).unwrap_or_else(|| panic!("{args:?} did not end within 20 s"));
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("larger than 65536 bytes"), "{args:?}: {stderr}");
+    }
+    for file in ["/dev/zero", "/dev/urandom"] {
+        let mut cmd = memkit();
+        cmd.args(["run", file]);
+        let out = output_within(cmd, b"", 20).unwrap_or_else(|| panic!("run {file} did not end within 20 s"));
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        assert!(stderr.contains("larger than 1048576 bytes"), "{file}: {stderr}");
+    }
+}
+
+#[test]
+fn a_memory_map_ending_at_the_address_limit_is_an_error() {
+    let map = scratch("limit.memmap");
+    std::fs::write(&map, "0x0 0x9fc00 usable\n0x100000 0x10000000000000 usable\n").unwrap();
+    let mut cmd = memkit();
+    cmd.arg("--memory-map").arg(&map).args(["run", "/dev/null"]);
+    let out = output_within(cmd, b"", 20).unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("memory map line 2: the end is at or past the physical address limit"), "{stderr}");
+}
+
+#[test]
+fn numbers_are_not_truncated() {
+    for (script, want) in [
+        (&b"ds d 4K pool=0x100000007\n"[..], "line 1: ds: pool=: 0x100000007 is out of range (at most 0x7)"),
+        (b"ds d 4K\nclose_all 0x100000001\n", "line 2: close_all: TASK: 0x100000001 is out of range"),
+        (b"space a\nds d 4K\nattach r a d align=256\n", "line 3: attach: align=: 256 is out of range"),
+        (b"space a\narea x a 1M align=256\n", "line 2: area: align=: 256 is out of range"),
+        (b"ds d 4K owner=0x100000001\n", "line 1: ds: owner=: 0x100000001 is out of range"),
+    ] {
+        let (code, stderr) = run_script("numbers.memkit", script);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+    }
+}
+
+#[test]
+fn expect_fail_does_not_pass_on_a_typo() {
+    let (code, stderr) = run_script("typo.memkit", b"space a\nds d 4K\nattach r a d\nexpect fail stroe r 0 1\n");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("line 4: expect fail: unknown operation 'stroe'"), "{stderr}");
+    let (code, stderr) = run_script("typo2.memkit", b"space a\nds d 4K\nattach r a d\nexpect fail store r 0 1 x=2\n");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("line 4: expect fail: store: 'x=2' is not a number"), "{stderr}");
+}
+
+#[test]
+fn unknown_options_and_extra_words_are_named() {
+    for (script, want) in [
+        (&b"space a sise=1M\n"[..], "line 1: space: unknown option 'sise=' (usage: space NAME [size=SIZE])"),
+        (b"space a extra\n", "line 1: space: unexpected word 'extra'"),
+        (b"space a\nds d 4K contigous\n", "line 2: ds: unexpected word 'contigous'"),
+        (b"space a\nds d 4K\nattach r a d\ndetach r now\n", "line 4: detach: unexpected word 'now'"),
+        (b"pools all\n", "line 1: pools: unexpected word 'all'"),
+        (b"space a\nds d 4K\nattach r a d\nexpect load r 0 0 extra\n", "line 4: expect load: 'extra' is not a number"),
+    ] {
+        let (code, stderr) = run_script("extra.memkit", script);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+    }
+}
+
+#[test]
+fn a_line_that_is_not_text_is_an_error_naming_it() {
+    let (code, stderr) = run_script("binary.memkit", b"space a\nds d \xff\xfe 4K\nds e 4K\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("line 2: not UTF-8"), "{stderr}");
+    let (code, stderr) = run_script("nul.memkit", b"space a\n\0\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("line 2: control character 0x00"), "{stderr}");
+}
+
+#[test]
+fn the_shell_reports_a_line_that_is_not_text_and_goes_on() {
+    let mut input = b"space a\nds d \xff\xfe 4K\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 100_000));
+    input.extend_from_slice(b"\nds d 4K\ninfo d\n");
+    let mut cmd = memkit();
+    cmd.arg("shell");
+    let out = output_within(cmd, &input, 20).expect("the shell ends at the end of its input");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("error: line 2: not UTF-8"), "{stdout}");
+    assert!(stdout.contains("error: line 3: longer than 4096 bytes"), "{stdout}");
+    assert!(stdout.contains("d: 4096 bytes"), "{stdout}");
+}
+
+#[test]
+fn a_second_free_does_not_free_what_was_allocated_since() {
+    let script = b"frames f 0 1\nfree_frames f\nframes g 0 1\nexpect fail free_frames f\nfree_frames g\n\
+        xmalloc a 64\nxmfree a\nxmalloc b 64\nexpect fail xmfree a\nxmfree b\n";
+    let (code, stderr) = run_script("double-free.memkit", script);
+    assert_eq!(code, Some(0), "{stderr}");
+}
