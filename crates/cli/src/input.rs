@@ -76,6 +76,64 @@ pub fn machine_from_bytes(bytes: &[u8]) -> Result<Machine, String> {
     Machine::parse(text).map_err(|e| e.to_string())
 }
 
+/// Checks what a machine derives from its map: its usable ranges are sorted, disjoint,
+/// frame-aligned, non-empty, below the physical address limit and inside usable entries of
+/// the map; each pool's ranges lie inside them, and the pools do not overlap.
+///
+/// # Errors
+/// The first broken rule.
+pub fn check_machine(m: &Machine) -> Result<(), String> {
+    use memkit_phys::{POOL_COUNT, RegionKind};
+    use memkit_types::PhysAddr;
+    let usable = m.usable();
+    let ranges = usable.as_slice();
+    for w in ranges.windows(2) {
+        if w[0].end() >= w[1].start.as_u64() {
+            return Err(format!("usable ranges {:?} and {:?} are not sorted and apart", w[0], w[1]));
+        }
+    }
+    let entries = m.memory_map().entries();
+    for r in ranges {
+        if r.size == 0 || !r.is_frame_aligned() || r.end() >= PhysAddr::LIMIT {
+            return Err(format!("usable range {r:?} is empty, unaligned or past the limit"));
+        }
+        // Covered by usable entries (adjacent ones merge into one range) ...
+        let mut at = r.start.as_u64();
+        while at < r.end() {
+            let next = entries
+                .iter()
+                .filter(|x| x.kind == RegionKind::Usable && x.area.start.as_u64() <= at && at < x.area.end())
+                .map(|x| x.area.end())
+                .max();
+            at = next.ok_or_else(|| format!("usable range {r:?} is not usable in the map at {at:#x}"))?;
+        }
+        // ... and by no reserved entry nor the kernel image.
+        let reserved = entries.iter().filter(|x| x.kind == RegionKind::Reserved).map(|x| x.area);
+        if let Some(x) = reserved.chain([m.kernel_image()]).find(|x| x.overlaps(*r)) {
+            return Err(format!("usable range {r:?} overlaps reserved {x:?}"));
+        }
+    }
+    let _ = (usable.span(), usable.bytes(), usable.gaps().count());
+    let mut pools: Vec<(u64, u64, usize)> = Vec::new();
+    for pool in 0..POOL_COUNT {
+        let p = m.pool_ranges(pool);
+        let _ = (p.span(), p.bytes(), p.gaps().count());
+        for r in p.as_slice() {
+            if !ranges.iter().any(|u| u.start <= r.start && r.end() <= u.end()) {
+                return Err(format!("pool {pool} range {r:?} is not usable RAM"));
+            }
+            pools.push((r.start.as_u64(), r.end(), pool));
+        }
+    }
+    pools.sort_unstable();
+    for w in pools.windows(2) {
+        if w[0].1 > w[1].0 {
+            return Err(format!("pools {} and {} overlap at {:#x}", w[0].2, w[1].2, w[1].0));
+        }
+    }
+    Ok(())
+}
+
 /// The embedded default machine, or the one `path`'s memory map describes.
 ///
 /// # Errors
@@ -174,6 +232,14 @@ mod tests {
         assert_eq!(read_line(&mut r, &mut line).unwrap(), LineRead::Line);
         assert_eq!(line, b"last");
         assert_eq!(read_line(&mut r, &mut line).unwrap(), LineRead::End);
+    }
+
+    #[test]
+    fn the_machines_shipped_pass_their_checks() {
+        check_machine(&Machine::default_machine()).unwrap();
+        for text in [include_str!("../../../machines/qemu-pc-4g.memmap"), "0x0 0xfffffffffffff usable"] {
+            check_machine(&Machine::parse(text).unwrap()).unwrap();
+        }
     }
 
     #[test]
