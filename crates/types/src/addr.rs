@@ -71,17 +71,22 @@ impl PhysAddr {
         self.0
     }
 
-    /// Whether the address is a multiple of `align` (a power of two).
+    /// Whether the address is a multiple of `align`, a power of two (`false` for any other
+    /// `align`, 0 included: no address is aligned to an alignment that does not exist).
     #[inline]
     #[must_use]
     pub const fn is_aligned(self, align: u64) -> bool {
-        self.0 & (align - 1) == 0
+        align.is_power_of_two() && self.0 & (align - 1) == 0
     }
 
     /// The address rounded down to a multiple of `align` (a power of two).
+    ///
+    /// # Panics
+    /// If `align` is not a power of two (as `x86_64`'s `align_down`).
     #[inline]
     #[must_use]
     pub const fn align_down(self, align: u64) -> Self {
+        assert!(align.is_power_of_two(), "alignment is not a power of two");
         PhysAddr(self.0 & !(align - 1))
     }
 
@@ -161,17 +166,22 @@ impl VirtAddr {
         self.0 as u64
     }
 
-    /// Whether the address is a multiple of `align` (a power of two).
+    /// Whether the address is a multiple of `align`, a power of two (`false` for any other
+    /// `align`, 0 included: no address is aligned to an alignment that does not exist).
     #[inline]
     #[must_use]
     pub const fn is_aligned(self, align: usize) -> bool {
-        self.0 & (align - 1) == 0
+        align.is_power_of_two() && self.0 & (align - 1) == 0
     }
 
     /// The address rounded down to a multiple of `align` (a power of two).
+    ///
+    /// # Panics
+    /// If `align` is not a power of two (as `x86_64`'s `align_down`).
     #[inline]
     #[must_use]
     pub const fn align_down(self, align: usize) -> Self {
+        assert!(align.is_power_of_two(), "alignment is not a power of two");
         VirtAddr(self.0 & !(align - 1))
     }
 
@@ -220,6 +230,27 @@ mod tests {
         assert_eq!(PhysAddr::new(0x1000).checked_add(PhysAddr::LIMIT), None);
         assert_eq!(PhysAddr::new(0x1234).align_down(0x1000), PhysAddr::new(0x1000));
         assert_eq!(format!("{:?}", PhysAddr::new(0x1000)), "PhysAddr(0x1000)");
+    }
+
+    #[test]
+    fn alignments_that_are_not_powers_of_two() {
+        // An alignment of 0 underflowed (a panic with overflow checks, a wrong answer
+        // without); 3 gave an answer for a mask that is not an alignment.
+        for align in [0u64, 3, 6, 0x1001, u64::MAX] {
+            assert!(!PhysAddr::new(0).is_aligned(align), "{align}");
+            assert!(!PhysAddr::new(0x1000).is_aligned(align), "{align}");
+            let a = usize::try_from(align).unwrap();
+            assert!(!VirtAddr::new(0).is_aligned(a), "{align}");
+        }
+        assert!(PhysAddr::new(0x3000).is_aligned(0x1000) && !PhysAddr::new(0x3000).is_aligned(0x2000));
+        assert!(PhysAddr::new(0).is_aligned(1 << 63));
+        assert!(VirtAddr::new(0x3000).is_aligned(0x1000) && !VirtAddr::new(0x3000).is_aligned(0x2000));
+    }
+
+    #[test]
+    #[should_panic(expected = "alignment is not a power of two")]
+    fn align_down_names_a_bad_alignment() {
+        let _ = PhysAddr::new(0x1234).align_down(0);
     }
 
     #[test]

@@ -314,8 +314,9 @@ impl Order {
     #[must_use]
     pub const fn for_frames(count: FrameCount) -> Option<Self> {
         let n = if count.0 == 0 { 1 } else { count.0 };
-        let k = n.next_power_of_two().trailing_zeros();
-        match Self::try_new(k) {
+        // Above 2^63 frames there is no next power of two in a u64 (and no order).
+        let Some(p) = n.checked_next_power_of_two() else { return None };
+        match Self::try_new(p.trailing_zeros()) {
             Ok(o) => Some(o),
             Err(_) => None,
         }
@@ -325,6 +326,17 @@ impl Order {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_order_holds_more_than_2_pow_63_frames() {
+        // next_power_of_two overflowed (a panic with overflow checks).
+        for n in [u64::MAX, (1 << 63) + 1] {
+            assert_eq!(Order::for_frames(FrameCount::new(n)), None);
+        }
+        assert_eq!(Order::for_frames(FrameCount::new(1 << 40)), Some(Order::MAX));
+        assert_eq!(Order::for_frames(FrameCount::new((1 << 40) + 1)), None);
+        assert_eq!(Order::for_size(u64::MAX), None);
+    }
 
     #[test]
     fn frames_and_pages() {
