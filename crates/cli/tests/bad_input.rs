@@ -289,7 +289,9 @@ fn random_bad_scenario_lines_give_results_or_errors() {
     assert_eq!(rt.free_frames()[1..], free_at_start[1..]);
 }
 
-/// Whole scripts: random sequences of example lines and mutated ones.
+/// Whole scripts through `run_bytes` (text checks, then line by line, stopping at the first
+/// error): an example with each line mutated, dropped or followed by another example's line
+/// (one in forty each).
 #[test]
 fn random_bad_scripts_give_results_or_errors() {
     let mut rt = Runtime::boot(Machine::default_machine()).unwrap();
@@ -297,27 +299,41 @@ fn random_bad_scripts_give_results_or_errors() {
     let files = examples();
     let lines: Vec<&str> = files.iter().flat_map(|(_, t)| t.lines()).collect();
     let mut tally = Tally::default();
-    for case in 0..300 {
+    let mut lines_run = 0;
+    for case in 0..400 {
+        let (_, text) = rng.pick(&files);
         let mut script = Vec::new();
-        for _ in 0..rng.below(40) {
-            let line = *rng.pick(&lines);
-            if rng.below(3) == 0 {
-                let class = *rng.pick(&CLASSES);
-                let other = *rng.pick(&lines);
-                script.extend(mutate(&mut rng, class, line, other));
-            } else {
-                script.extend_from_slice(line.as_bytes());
+        for line in text.lines() {
+            match rng.below(40) {
+                0 => {
+                    let class = *rng.pick(&CLASSES);
+                    let other = *rng.pick(&lines);
+                    script.extend(mutate(&mut rng, class, line, other));
+                    script.push(b'\n');
+                }
+                1 => {}
+                2 => {
+                    script.extend_from_slice(line.as_bytes());
+                    script.push(b'\n');
+                    script.extend_from_slice(rng.pick(&lines).as_bytes());
+                    script.push(b'\n');
+                }
+                _ => {
+                    script.extend_from_slice(line.as_bytes());
+                    script.push(b'\n');
+                }
             }
-            script.push(b'\n');
         }
         let mut session = rt.session();
         let start = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| scenario::run_bytes(&mut session, &script, drop).map(drop)));
+        let outcome =
+            catch_unwind(AssertUnwindSafe(|| scenario::run_bytes(&mut session, &script, |_| lines_run += 1).map(drop)));
         tally.record(&format!("script {case}: {:?}", String::from_utf8_lossy(&script)), outcome, start.elapsed());
         session.release_all();
     }
+    println!("{lines_run} lines run before the first error of each script");
     let mut tallies = std::collections::BTreeMap::new();
-    tallies.insert("scenario script (random example and mutated lines)".to_string(), tally);
+    tallies.insert("scenario script (examples with mutated, dropped and inserted lines)".to_string(), tally);
     report("scenario scripts", &tallies);
 }
 
