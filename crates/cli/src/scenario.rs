@@ -657,8 +657,9 @@ fn parse_words(w: &[String], nested: bool) -> Res<Command> {
             }
             _ => {}
         }
+        // `key=value` with a word for a key; `=`, `<=` and `>=` are comparisons, not options.
         if let Some((key, v)) = word.split_once('=')
-            && !word.starts_with('"')
+            && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         {
             let Some(&(key, _, kind)) = op.options.iter().find(|(k, _, _)| *k == key) else {
                 return Err(format!("{}: unknown option '{key}=' ({})", op.name, usage()));
@@ -1428,6 +1429,12 @@ mod tests {
         assert!(err("expect size d").contains("missing N"));
         assert!(err("expect frobnicate d").contains("expect frobnicate: unknown"));
         assert!(err("expect").contains("usage: expect"));
+        for op in ["=", "==", "<=", ">=", "<", ">"] {
+            assert!(parse_line(&format!("expect free 0 {op} 5")).unwrap().is_some(), "{op}");
+        }
+        assert!(err("expect free 0 => 5").contains("'=>'"));
+        assert!(err("space =4K").contains("'=4K' is not a name"));
+        assert!(err("space s =4K").contains("unexpected word '=4K'"));
         assert!(err("ds 4K 4K").contains("is not a name"));
         assert!(err("ds \"d\" 4K").contains("a string where a word is expected"));
         assert!(err("store r 0 \"unfinished").contains("unfinished string"));
@@ -1460,5 +1467,136 @@ mod tests {
         let c = parse_line("store r 0 \"x=1\"").unwrap().unwrap();
         assert_eq!(c.args[2], Value::Bytes(b"x=1".to_vec()));
         assert!(err(&"a".repeat(MAX_LINE_BYTES + 1)).contains("longer than"));
+    }
+
+    /// A word of `kind`: in range when `good`, out of range (or malformed) otherwise.
+    fn word(kind: Kind, good: bool, r: u64) -> String {
+        match (kind, good) {
+            (Kind::Name, true) => format!("n{r}"),
+            (Kind::Name, false) => format!("{}x", r % 10),
+            (Kind::Number(max), true) => match r % 4 {
+                0 => format!("{max:#x}"),
+                1 => "0".to_string(),
+                2 => format!("{}", r % max.saturating_add(1).max(1)),
+                _ if max >= 1 << 10 => format!("{}K", (max >> 10).min(r)),
+                _ => format!("{}", max / 2),
+            },
+            (Kind::Number(max), false) => match max.checked_add(1) {
+                Some(v) if r % 2 == 0 => format!("{v:#x}"),
+                Some(v) => format!("{v}"),
+                None => "18446744073709551616".to_string(),
+            },
+            (Kind::PhysAddr, true) => format!("{:#x}", (PhysAddr::LIMIT - 1) & r),
+            (Kind::PhysAddr, false) => format!("{:#x}", PhysAddr::LIMIT | r),
+            (Kind::VirtAddr, true) => format!("{:#x}", r & 0x7fff_ffff_ffff),
+            (Kind::VirtAddr, false) => format!("{:#x}", 0x8000_0000_0000u64 | (r & 0xffff)),
+            (Kind::Choice(words), true) => words[usize::try_from(r).unwrap_or(0) % words.len()].to_string(),
+            (Kind::Choice(_), false) => "bogus".to_string(),
+            (Kind::Data, true) => format!("{} \"x y\" 0xff", r % 256),
+            (Kind::Data, false) => format!("1 {}", 256 + r % 1000),
+            (Kind::Operation, true) => "store r 0 1".to_string(),
+            (Kind::Operation, false) => "stroe r 0 1".to_string(),
+        }
+    }
+
+    /// Lines generated from the table itself, each word valid or not, options and flags in
+    /// any order: a line parses exactly when every word is valid, into the words it holds.
+    #[test]
+    fn the_parser_accepts_exactly_the_lines_the_table_describes() {
+        let mut seed = 0x5eed_u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 11
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for op in OPERATIONS {
+            for _ in 0..300 {
+                let mut valid = true;
+                let mut good = |next: &mut dyn FnMut() -> u64, valid: &mut bool| {
+                    let g = next() % 8 != 0;
+                    *valid &= g;
+                    g
+                };
+                let mut positional = Vec::new();
+                let mut rest = None;
+                for &(_, kind) in op.args {
+                    let g = good(&mut next, &mut valid);
+                    let w = word(kind, g, next());
+                    if matches!(kind, Kind::Data | Kind::Operation) {
+                        rest = Some(w);
+                    } else {
+                        positional.push(w);
+                    }
+                }
+                let mut extras = Vec::new();
+                let (mut n_options, mut n_flags) = (0, 0);
+                for &(key, _, kind) in op.options {
+                    if next() % 2 == 0 {
+                        let g = good(&mut next, &mut valid);
+                        extras.push(format!("{key}={}", word(kind, g, next())));
+                        n_options += 1;
+                    }
+                }
+                for &flag in op.flags {
+                    if next() % 2 == 0 {
+                        extras.push(flag.to_string());
+                        n_flags += 1;
+                    }
+                }
+                if next() % 16 == 0 {
+                    extras.push("bogus=1".to_string());
+                    valid = false;
+                }
+                let dropped = rest.is_none() && !positional.is_empty() && next() % 16 == 0;
+                if dropped {
+                    positional.pop();
+                    valid = false;
+                }
+                let extra = !dropped && rest.is_none() && next() % 16 == 0;
+                if extra {
+                    positional.push("extra".to_string());
+                    valid = false;
+                }
+                // Options and flags go anywhere among the positional words.
+                let mut words = positional;
+                for e in extras {
+                    let at = usize::try_from(next()).unwrap_or(0) % (words.len() + 1);
+                    words.insert(at, e);
+                }
+                let mut line = format!("{} {}", op.name, words.join(" "));
+                if let Some(r) = rest {
+                    line.push(' ');
+                    line.push_str(&r);
+                }
+                let parsed = parse_line(&line);
+                assert_eq!(parsed.is_ok(), valid, "{line}: {parsed:?}");
+                match parsed {
+                    Ok(Some(c)) => {
+                        assert_eq!(c.op, op, "{line}");
+                        assert_eq!(c.args.len(), op.args.len(), "{line}");
+                        assert_eq!((c.options.len(), c.flags.len()), (n_options, n_flags), "{line}");
+                        accepted += 1;
+                    }
+                    Ok(None) => panic!("{line}: parsed as blank"),
+                    Err(e) => {
+                        assert!(e.starts_with(op.name) || e.starts_with("expect fail"), "{line}: {e}");
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        assert!(accepted > 1000 && refused > 1000, "{accepted} accepted, {refused} refused");
+    }
+
+    #[test]
+    fn the_readme_lists_every_operation() {
+        let readme = include_str!("../../../README.md");
+        for op in OPERATIONS {
+            assert!(
+                readme.contains(&format!("`{} ", op.name)) || readme.contains(&format!("`{}`", op.name)),
+                "{}",
+                op.name
+            );
+        }
     }
 }
