@@ -1482,7 +1482,7 @@ mod tests {
                 _ => format!("{}", max / 2),
             },
             (Kind::Number(max), false) => match max.checked_add(1) {
-                Some(v) if r % 2 == 0 => format!("{v:#x}"),
+                Some(v) if r.is_multiple_of(2) => format!("{v:#x}"),
                 Some(v) => format!("{v}"),
                 None => "18446744073709551616".to_string(),
             },
@@ -1512,8 +1512,8 @@ mod tests {
         for op in OPERATIONS {
             for _ in 0..300 {
                 let mut valid = true;
-                let mut good = |next: &mut dyn FnMut() -> u64, valid: &mut bool| {
-                    let g = next() % 8 != 0;
+                let good = |next: &mut dyn FnMut() -> u64, valid: &mut bool| {
+                    let g = !next().is_multiple_of(8);
                     *valid &= g;
                     g
                 };
@@ -1531,28 +1531,28 @@ mod tests {
                 let mut extras = Vec::new();
                 let (mut n_options, mut n_flags) = (0, 0);
                 for &(key, _, kind) in op.options {
-                    if next() % 2 == 0 {
+                    if next().is_multiple_of(2) {
                         let g = good(&mut next, &mut valid);
                         extras.push(format!("{key}={}", word(kind, g, next())));
                         n_options += 1;
                     }
                 }
                 for &flag in op.flags {
-                    if next() % 2 == 0 {
+                    if next().is_multiple_of(2) {
                         extras.push(flag.to_string());
                         n_flags += 1;
                     }
                 }
-                if next() % 16 == 0 {
+                if next().is_multiple_of(16) {
                     extras.push("bogus=1".to_string());
                     valid = false;
                 }
-                let dropped = rest.is_none() && !positional.is_empty() && next() % 16 == 0;
+                let dropped = rest.is_none() && !positional.is_empty() && next().is_multiple_of(16);
                 if dropped {
                     positional.pop();
                     valid = false;
                 }
-                let extra = !dropped && rest.is_none() && next() % 16 == 0;
+                let extra = !dropped && rest.is_none() && next().is_multiple_of(16);
                 if extra {
                     positional.push("extra".to_string());
                     valid = false;
