@@ -1585,6 +1585,7 @@ mod tests {
                 }
             }
         }
+        println!("{} lines: {accepted} accepted, {refused} refused", accepted + refused);
         assert!(accepted > 1000 && refused > 1000, "{accepted} accepted, {refused} refused");
     }
 
