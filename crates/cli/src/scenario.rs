@@ -20,7 +20,7 @@
 //!   expect owner DS TASK   expect fail OPERATION...   (OP is = < > <= >=)
 //! ```
 //!
-//! One table, [`OPERATIONS`], drives everything: each entry names an operation, its
+//! One table, `OPERATIONS`, drives everything: each entry names an operation, its
 //! positional words and their kinds, its `key=value` options and its flag words, a summary
 //! and its handler. A line is first *parsed* against the table ([`parse_line`]) and only
 //! then *run*: parsing checks the exact number of words, rejects unknown options, flags and
@@ -374,7 +374,7 @@ static OPERATIONS: &[Operation] = &[
     Operation { name: "help", args: &[], options: &[], flags: &[], summary: "this text", run: |s, a| s.op_help(a) },
 ];
 
-/// The help text: every operation's usage and summary, from [`OPERATIONS`].
+/// The help text: every operation's usage and summary, from `OPERATIONS`.
 #[must_use]
 pub fn help() -> String {
     let mut out = String::from("operations (one per line; numbers: 42, 0x2a, 4K, 2M, 1G):\n");
@@ -597,7 +597,7 @@ fn value(kind: Kind, what: &str, word: &str) -> Res<Value> {
     }
 }
 
-/// Parses one line against [`OPERATIONS`]: `None` for a blank line or a comment.
+/// Parses one line against `OPERATIONS`: `None` for a blank line or a comment.
 ///
 /// # Errors
 /// What is wrong: an unknown operation, option, flag or extra word (named), a missing word,
