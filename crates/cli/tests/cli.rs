@@ -145,3 +145,26 @@ fn every_command_has_help() {
     let out = memkit().args(["bench", "nosuchsuite"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_copy_on_write_break_is_seen_through_a_second_region_of_the_same_space() {
+    let file = scratch("cow-same-space.memkit");
+    std::fs::write(
+        &file,
+        "space a\nds o 4K\nattach r1 a o\nattach r2 a o\nstore r1 0 \"old\"\ncopy c o cow\nstore r1 0 \"new\"\nexpect load r2 0 \"new\"\nattach rc a c\nexpect load rc 0 \"old\"\n",
+    )
+    .unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+}
+
+#[test]
+fn a_store_with_no_frame_left_is_an_error_not_a_crash() {
+    let file = scratch("no-frame-left.memkit");
+    std::fs::write(&file, "frames all 0 126936\nspace a\nds d 4K\nattach r a d\nstore r 0 1\n").unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{:?} {stderr}", out.status);
+    assert!(stderr.contains("line 5:"), "{stderr}");
+}

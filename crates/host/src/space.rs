@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use memkit_types::{Access, VirtAddr};
 
-use crate::fault::{self, FaultResolver, RegisterError, Registration};
+use crate::fault::{self, FaultResolver, RegisterError, Registration, Resolution};
 
 /// The state behind a [`HostSpace`]'s lock: typically a region map owning a
 /// [`HostMmu`](crate::HostMmu).
@@ -19,8 +19,8 @@ pub trait SpaceState: Send + 'static {
 struct Locked<S>(spin::Mutex<S>);
 
 impl<S: SpaceState> FaultResolver for Locked<S> {
-    fn resolve_fault(&self, addr: VirtAddr, access: Access) -> bool {
-        self.0.lock().resolve_fault(addr, access)
+    fn resolve_fault(&self, addr: VirtAddr, access: Access) -> Resolution {
+        self.0.lock().resolve_fault(addr, access).into()
     }
 }
 
