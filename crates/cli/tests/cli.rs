@@ -168,3 +168,17 @@ fn a_store_with_no_frame_left_is_an_error_not_a_crash() {
     assert_eq!(out.status.code(), Some(1), "{:?} {stderr}", out.status);
     assert!(stderr.contains("line 5:"), "{stderr}");
 }
+
+#[test]
+fn a_dataspace_larger_than_its_pool_is_refused() {
+    // Pool 0 of the default machine holds 496 MiB; the quota spans every pool.
+    let file = scratch("larger-than-pool.memkit");
+    std::fs::write(
+        &file,
+        "expect fail ds big 505M\nds fits 400M\nexpect fail resize fits 505M\nexpect size fits 400M\n",
+    )
+    .unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+}
