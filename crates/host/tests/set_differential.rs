@@ -15,6 +15,8 @@ use rand::{Rng, SeedableRng};
 
 const OWNER: ClientId = ClientId::new(1, 0);
 const FRAMES: u64 = 4096;
+/// Frames of the default pool in a run where they run out.
+const FEW_FRAMES: u64 = 160;
 const WINDOW: usize = 1 << 20;
 
 type Set = SpaceSet<ModelFrameSource, SparseRam, SoftMmu>;
@@ -32,13 +34,13 @@ struct Pair {
     done: std::collections::BTreeMap<&'static str, usize>,
 }
 
-fn pair() -> Pair {
+fn pair(frames: u64) -> Pair {
     let ram = Arc::new(HostRam::new(FRAMES * PAGE_SIZE as u64).unwrap());
     let mut manager = Manager::new(Config::new(FRAMES * PAGE_SIZE as u64), RamRef(Arc::clone(&ram)));
-    manager.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(0), FrameCount::new(FRAMES)));
+    manager.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(0), FrameCount::new(frames)));
     let sys = System::new(ram, manager);
     let mut reference = Manager::new(Config::new(FRAMES * PAGE_SIZE as u64), SparseRam::new());
-    reference.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(0), FrameCount::new(FRAMES)));
+    reference.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(0), FrameCount::new(frames)));
     let mut set = SpaceSet::new(reference);
     let mut spaces = Vec::new();
     for i in 0..2 {
@@ -219,7 +221,7 @@ impl Pair {
 fn the_system_agrees_with_the_space_set_over_random_actions() {
     const ACTIONS: usize = 10_000;
     for seed in 0..2u64 {
-        let mut p = pair();
+        let mut p = pair(FRAMES);
         p.sys.set_fault_around(if seed == 0 { 1 } else { memkit_host::DEFAULT_FAULT_AROUND }).unwrap();
         let mut rng = SmallRng::seed_from_u64(0x7365_7473 + seed);
         for n in 0..ACTIONS / 2 {
@@ -236,4 +238,32 @@ fn the_system_agrees_with_the_space_set_over_random_actions() {
             assert!(p.done.get(kind).copied().unwrap_or(0) > 50, "too few successful {kind}s: {:?}", p.done);
         }
     }
+}
+
+#[test]
+fn the_system_agrees_with_the_space_set_when_frames_run_out() {
+    // Without fault-around both take exactly the same frames, so they run out at the same
+    // action: every out-of-memory error must agree too.
+    const ACTIONS: usize = 5_000;
+    let mut p = pair(FEW_FRAMES);
+    p.sys.set_fault_around(1).unwrap();
+    let mut rng = SmallRng::seed_from_u64(0x006f_6f6d);
+    let mut refused = 0;
+    for n in 0..ACTIONS {
+        p.step(&mut rng, n);
+        let free = p.sys.lock(|s| memkit_types::FrameSource::free_frames(s.manager.pool(PoolId::DEFAULT).unwrap()));
+        let want = memkit_types::FrameSource::free_frames(p.set.manager().pool(PoolId::DEFAULT).unwrap());
+        assert_eq!(free, want, "action {n}: free frames differ");
+        if free.get() == 0 {
+            refused += 1;
+        }
+        if n % 64 == 0 {
+            p.check();
+            p.compare_everything(&format!("after action {n}"));
+        }
+    }
+    p.check();
+    p.compare_everything("at the end");
+    eprintln!("frames ran out: {:?}, pool empty after {refused} actions", p.done);
+    assert!(refused > 100, "the pool never ran dry: {refused}");
 }
