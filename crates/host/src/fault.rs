@@ -304,7 +304,7 @@ extern "C" fn on_segv(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) 
                 report(
                     addr,
                     access,
-                    "the faulting thread holds the lock that resolves it (window memory touched inside System::lock)",
+                    "the faulting thread holds the lock that resolves it (window memory touched inside System::lock or HostSpace::with)",
                 );
                 // SAFETY: abort is async-signal-safe and ends the process.
                 unsafe { libc::abort() };

@@ -36,9 +36,10 @@
 //! A [`HostSpace`] keeps its state (region map and [`HostMmu`]) behind a spin lock that the
 //! fault handler takes. Code outside the handler takes it only around map operations, and
 //! never loads or stores window memory while holding it; the handler then can always get
-//! the lock, whichever thread faults. A [`System`] checks the rule: its methods called from
-//! inside [`System::lock`] fail with [`SpaceError::Reentered`], and a fault taken while the
-//! faulting thread holds the lock ends the process with a message instead of deadlocking.
+//! the lock, whichever thread faults. The rule is checked per thread: [`HostSpace::with`]
+//! inside itself panics; a [`System`]'s methods called from inside [`System::lock`] fail
+//! with [`SpaceError::Reentered`]; a fault taken while the faulting thread holds the lock
+//! that resolves it ends the process with a message instead of deadlocking.
 //! (Its own [`System::load`] and [`System::store`] hold the lock while they copy, on pages
 //! they mapped first, so they never fault.)
 
@@ -47,6 +48,7 @@ mod sys;
 pub mod access;
 mod altstack;
 pub mod fault;
+mod held;
 #[cfg(feature = "testing")]
 pub mod model;
 mod ram;

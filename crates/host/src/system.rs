@@ -58,8 +58,6 @@
 //! # Window size
 //! A space's window is at most [`Window::MAX_LEN`] bytes: its MMU keeps one word per page.
 
-use core::cell::Cell;
-
 use spin::mutex::{TicketMutex, TicketMutexGuard};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,6 +74,7 @@ use memkit_types::{
 };
 
 use crate::fault::{self, FaultResolver, RegisterError, Registration, Resolution, Unserviceable};
+use crate::held::{Held, holds};
 use crate::ram::HostRam;
 use crate::window::{HostMmu, Window, WindowError};
 
@@ -515,52 +514,15 @@ impl<S: FrameSource> Stack<S> {
 /// again at once (a store loop) cannot starve a destroyer or a faulting thread.
 type StackLock<S> = TicketMutex<Stack<S>>;
 
-// The locks this thread holds, so that using a system from inside its own lock is an error
-// instead of a deadlock. A plain `Cell` of words: the fault handler reads it.
-const HELD_MAX: usize = 8;
-
-thread_local! {
-    static HELD: Cell<[usize; HELD_MAX]> = const { Cell::new([0; HELD_MAX]) };
-}
-
-/// Whether this thread holds the lock whose key is `key`.
-fn holds(key: usize) -> bool {
-    HELD.try_with(|h| h.get().contains(&key)).unwrap_or(false)
-}
-
 /// The stack, locked by this thread (and recorded as such until the guard drops).
 struct StackGuard<'a, S: FrameSource> {
     guard: TicketMutexGuard<'a, Stack<S>>,
-    /// The entry of [`HELD`] recording this lock (none when more than [`HELD_MAX`] systems
-    /// are locked at once by one thread).
-    slot: Option<usize>,
+    _held: Held,
 }
 
 impl<'a, S: FrameSource> StackGuard<'a, S> {
     fn new(guard: TicketMutexGuard<'a, Stack<S>>, key: usize) -> Self {
-        let slot = HELD
-            .try_with(|h| {
-                let mut held = h.get();
-                let slot = held.iter().position(|&k| k == 0)?;
-                held[slot] = key;
-                h.set(held);
-                Some(slot)
-            })
-            .ok()
-            .flatten();
-        StackGuard { guard, slot }
-    }
-}
-
-impl<S: FrameSource> Drop for StackGuard<'_, S> {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            let _ = HELD.try_with(|h| {
-                let mut held = h.get();
-                held[slot] = 0;
-                h.set(held);
-            });
-        }
+        StackGuard { guard, _held: Held::new(key) }
     }
 }
 
@@ -577,7 +539,7 @@ impl<S: FrameSource> core::ops::DerefMut for StackGuard<'_, S> {
     }
 }
 
-/// The key of a stack's lock in [`HELD`]: its address.
+/// The key of a stack's lock in the record of held locks: its address.
 fn key_of<S: FrameSource>(stack: &Arc<StackLock<S>>) -> usize {
     Arc::as_ptr(stack).cast::<()>() as usize
 }
