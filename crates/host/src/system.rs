@@ -512,7 +512,19 @@ impl<S: FrameSource> Stack<S> {
 
 /// The lock over the stack: a ticket lock, so that a thread that releases it and takes it
 /// again at once (a store loop) cannot starve a destroyer or a faulting thread.
-type StackLock<S> = TicketMutex<Stack<S>>;
+/// Waiters give their time slice up (`sched_yield`, which a signal handler may call): with
+/// more threads than CPUs, the next ticket's holder may be waiting for a CPU.
+type StackLock<S> = TicketMutex<Stack<S>, YieldRelax>;
+
+/// Relaxes by yielding the CPU.
+#[derive(Debug)]
+struct YieldRelax;
+
+impl spin::RelaxStrategy for YieldRelax {
+    fn relax() {
+        std::thread::yield_now();
+    }
+}
 
 /// The stack, locked by this thread (and recorded as such until the guard drops).
 struct StackGuard<'a, S: FrameSource> {

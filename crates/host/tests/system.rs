@@ -623,3 +623,92 @@ fn first_touches_through_store_and_load_are_real_faults() {
     assert!(memkit_host::faults_resolved() >= before + 2);
     sys.check_invariants();
 }
+
+#[test]
+fn concurrent_stores_copies_resizes_and_space_churn_keep_the_system_sound() {
+    // Writers store a pattern through their own space while other threads take copies,
+    // resize the dataspace, and destroy and create spaces. Nothing may crash, every error
+    // must be a clean one, the invariants must hold, and the writers' final bytes must be
+    // theirs.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const PAGES: usize = 16;
+    let sys = Arc::new(system(2048));
+    let ds = open(&sys, PAGES * PAGE_SIZE, "shared");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2u8)
+        .map(|w| {
+            let (sys, stop) = (Arc::clone(&sys), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let space = sys.create_space(1 << 20).unwrap();
+                let a = attach(&sys, space, ds, PAGES * PAGE_SIZE);
+                let mut rounds = 0u32;
+                while !stop.load(Ordering::Relaxed) || rounds < 20 {
+                    for p in 0..PAGES {
+                        // A shrink may have cut the page off: a clean error, then it grows back.
+                        match sys.store(space, at(a, p * PAGE_SIZE + usize::from(w)), &[w + 1]) {
+                            Ok(()) => {}
+                            Err(SpaceError::Fault { .. }) => {}
+                            Err(e) => panic!("writer {w}: {e}"),
+                        }
+                    }
+                    rounds += 1;
+                }
+                (space, a)
+            })
+        })
+        .collect();
+    let copier = {
+        let (sys, stop) = (Arc::clone(&sys), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) || n < 20 {
+                let c = cow_copy(&sys, ds);
+                sys.lock(|s| s.manager.close(OWNER, c)).unwrap();
+                let size = if n % 2 == 0 { PAGES / 2 } else { PAGES } * PAGE_SIZE;
+                sys.lock(|s| {
+                    let (m, mut r) = s.manager_and_revoker();
+                    m.resize(OWNER, ds, size as u64, &mut r)
+                })
+                .unwrap();
+                n += 1;
+            }
+            sys.lock(|s| {
+                let (m, mut r) = s.manager_and_revoker();
+                m.resize(OWNER, ds, (PAGES * PAGE_SIZE) as u64, &mut r)
+            })
+            .unwrap();
+        })
+    };
+    let churn = {
+        let (sys, stop) = (Arc::clone(&sys), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) || n < 20 {
+                let space = sys.create_space(1 << 20).unwrap();
+                let a = attach(&sys, space, ds, PAGES * PAGE_SIZE);
+                let _ = sys.load(space, a, &mut [0u8; 64]);
+                sys.destroy_space(space).unwrap();
+                assert_eq!(sys.load(space, a, &mut [0u8]), Err(SpaceError::NoSpace(space)));
+                n += 1;
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    copier.join().unwrap();
+    churn.join().unwrap();
+    let ends: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    sys.check_invariants();
+    // One more pass now that nothing else runs: every writer's byte is in place.
+    for (w, &(space, a)) in ends.iter().enumerate() {
+        for p in 0..PAGES {
+            sys.store(space, at(a, p * PAGE_SIZE + w), &[w as u8 + 1]).unwrap();
+        }
+    }
+    for &(space, a) in &ends {
+        for p in 0..PAGES {
+            assert_eq!(bytes(&sys, space, at(a, p * PAGE_SIZE), 2), [1, 2], "page {p}");
+        }
+    }
+    sys.check_invariants();
+}
