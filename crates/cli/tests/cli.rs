@@ -182,3 +182,22 @@ fn a_dataspace_larger_than_its_pool_is_refused() {
     let (_, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
 }
+
+#[test]
+fn a_closed_dataspace_is_still_reached_through_its_region_and_a_huge_space_is_refused() {
+    let file = scratch("closed-still-attached.memkit");
+    std::fs::write(
+        &file,
+        "space a\nds o 8K\nattach r a o\nstore r 0 \"x\"\nclose o\nexpect load r 0 \"x\"\nstore r 0x1000 1\n",
+    )
+    .unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+
+    std::fs::write(&file, "space s size=0xc0000000000\n").unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{:?} {stderr}", out.status);
+    assert!(stderr.contains("line 1:") && stderr.contains("largest window"), "{stderr}");
+}
