@@ -185,6 +185,10 @@ impl SpaceError {
     }
 }
 
+/// How many times a load or store resolves its pages before it gives up on a range whose
+/// pages keep unmapping each other (never seen: a second round settles every known case).
+const RESOLVE_ROUNDS: usize = 4;
+
 /// The number of pages a fault maps at once by default when its neighbours are still
 /// empty (64 KiB, as Linux's `fault_around_bytes`).
 pub const DEFAULT_FAULT_AROUND: usize = 16;
@@ -458,11 +462,17 @@ impl<S: FrameSource> Stack<S> {
         r
     }
 
+    /// Whether the page of `addr` in space `index` is mapped for `access` (so an access there
+    /// cannot fault while the lock is held).
+    fn accessible(&self, index: usize, addr: VirtAddr, access: Access) -> bool {
+        let Some(Some(space)) = self.spaces.get(index) else { return false };
+        space.mmu.translate(Page::containing_address(addr)).is_some_and(|t| t.rights.allows(access))
+    }
+
     /// Makes `addr` of space `index` accessible for `access`: nothing when its page is mapped
     /// with the rights, else resolves it as a fault would.
     fn prepare(&mut self, index: usize, addr: VirtAddr, access: Access) -> Result<(), FaultError> {
-        let Some(Some(space)) = self.spaces.get(index) else { return Err(FaultError::NoRegion(addr)) };
-        if space.mmu.translate(Page::containing_address(addr)).is_some_and(|t| t.rights.allows(access)) {
+        if self.accessible(index, addr, access) {
             return Ok(());
         }
         self.resolve(index, addr, access)
@@ -824,22 +834,26 @@ where
         if !inside {
             return Err(SpaceError::OutsideWindow(addr));
         }
-        let end = addr.as_usize() + len;
-        let mut at = addr.as_usize();
-        while at < end {
-            let a = VirtAddr::new(at);
-            stack.prepare(id.index, a, access).map_err(|error| SpaceError::Fault { addr: a, access, error })?;
-            at = (at & !(PAGE_SIZE - 1)) + PAGE_SIZE;
+        let pages = || {
+            let first = addr.as_usize();
+            core::iter::successors(Some(first), |&at| Some((at & !(PAGE_SIZE - 1)) + PAGE_SIZE))
+                .take_while(move |&at| at < first + len)
+                .map(VirtAddr::new)
+        };
+        // Resolving a later page may unmap an earlier one (a copy-on-write break unmaps the
+        // old frame's other mappings, and two regions may show the same page): resolve until
+        // every page is mapped for the access, which the copy relies on.
+        for _ in 0..RESOLVE_ROUNDS {
+            for a in pages() {
+                stack.prepare(id.index, a, access).map_err(|error| SpaceError::Fault { addr: a, access, error })?;
+            }
+            if pages().all(|a| stack.accessible(id.index, a, access)) {
+                return Ok(stack);
+            }
         }
-        // Resolving a later page may have unmapped an earlier one (a copy-on-write break
-        // unmaps the old frame's other mappings): check them all again.
-        let mut at = addr.as_usize();
-        while at < end {
-            let a = VirtAddr::new(at);
-            stack.prepare(id.index, a, access).map_err(|error| SpaceError::Fault { addr: a, access, error })?;
-            at = (at & !(PAGE_SIZE - 1)) + PAGE_SIZE;
-        }
-        Ok(stack)
+        let addr = pages().find(|&a| !stack.accessible(id.index, a, access)).unwrap_or(addr);
+        let rights = Rights::empty();
+        Err(SpaceError::Fault { addr, access, error: FaultError::Forbidden { addr, access, rights } })
     }
 
     /// Loads `buf.len()` bytes at `addr` of space `id` with real loads. Every page is
@@ -854,7 +868,8 @@ where
     pub fn load(&self, id: SpaceId, addr: VirtAddr, buf: &mut [u8]) -> Result<(), SpaceError> {
         let stack = self.reach(id, addr, buf.len(), Access::Read)?;
         // SAFETY: the range is inside space id's window, on pages mapped readable (reach
-        // resolved them), and the lock held in `stack` keeps them so: no load can fault.
+        // checked each under the lock), and the lock held in `stack` keeps them so: no load
+        // can fault.
         unsafe { crate::access::load_bytes(addr, buf) };
         drop(stack);
         Ok(())
@@ -868,7 +883,8 @@ where
     pub fn store(&self, id: SpaceId, addr: VirtAddr, buf: &[u8]) -> Result<(), SpaceError> {
         let stack = self.reach(id, addr, buf.len(), Access::Write)?;
         // SAFETY: the range is inside space id's window, on pages mapped writable (reach
-        // resolved them), and the lock held in `stack` keeps them so: no store can fault.
+        // checked each under the lock), and the lock held in `stack` keeps them so: no store
+        // can fault.
         unsafe { crate::access::store_bytes(addr, buf) };
         drop(stack);
         Ok(())
