@@ -98,7 +98,8 @@ impl PhysMemory for RamRef {
 }
 
 /// An address space of a [`System`]: its slot and a serial number never given to another
-/// space, so that the id of a destroyed space stays invalid when its slot is reused.
+/// space in the process, so that the id of a destroyed space stays invalid when its slot is
+/// reused, and another system refuses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpaceId {
     index: usize,
@@ -185,6 +186,9 @@ impl SpaceError {
     }
 }
 
+/// The serial number of the next space created, by any system.
+static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// How many times a load or store resolves its pages before it gives up on a range whose
 /// pages keep unmapping each other (never seen: a second round settles every known case).
 const RESOLVE_ROUNDS: usize = 4;
@@ -229,10 +233,9 @@ pub struct Stack<S: FrameSource> {
     /// The dataspace manager.
     pub manager: Manager<S, RamRef>,
     spaces: Vec<Option<HostAddressSpace>>,
-    /// For each space slot, the serial number of the space in it (a destroyed space's
-    /// number is never reused, so an access can tell that its space went away).
+    /// For each space slot, the serial number of the space in it (numbers are unique in the
+    /// process, so the id of a destroyed space, or of another system's, is refused).
     serials: Vec<u64>,
-    next_serial: u64,
     /// The number of regions of all spaces showing each dataspace; the stack holds one
     /// manager reference for each dataspace in here.
     attachments: BTreeMap<DataspaceId, u32>,
@@ -674,7 +677,6 @@ where
                 manager,
                 spaces: Vec::new(),
                 serials: Vec::new(),
-                next_serial: 0,
                 attachments: BTreeMap::new(),
                 fault_around: DEFAULT_FAULT_AROUND,
             })),
@@ -734,8 +736,7 @@ where
                 stack.serials.push(0);
             }
             stack.spaces[index] = Some(space);
-            stack.serials[index] = stack.next_serial;
-            stack.next_serial += 1;
+            stack.serials[index] = NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             SpaceId { index, serial: stack.serials[index] }
         };
         let index = id.index;

@@ -364,9 +364,12 @@ fn using_the_system_inside_its_own_lock_is_an_error_not_a_deadlock() {
     // The lock was released by the unwinding: the system still works.
     sys.store(space, a, &[7]).unwrap();
     assert_eq!(bytes(&sys, space, a, 1), [7]);
-    // Another system's lock is no obstacle.
+    // Another system's lock is no obstacle, and its ids are not this system's.
     let other = system(16);
     let o = other.create_space(1 << 20).unwrap();
+    assert_eq!(o.index(), space.index());
+    assert_eq!(sys.load(o, a, &mut [0u8]), Err(SpaceError::NoSpace(o)));
+    assert_eq!(other.destroy_space(space), Err(SpaceError::NoSpace(space)));
     let od = open(&other, PAGE_SIZE, "o");
     let oa = attach(&other, o, od, PAGE_SIZE);
     sys.lock(|_| other.store(o, oa, &[9])).unwrap();
