@@ -84,9 +84,10 @@ impl PhysMemory for KernelPhysMemory {
         let bytes = frame_bytes(count);
         let window = current();
         let (from, to) = (window.ptr(src.start_address(), bytes), window.ptr(dst.start_address(), bytes));
-        // SAFETY: both runs are mapped by the window, owned by the caller and, by the trait's
-        // contract, disjoint.
-        unsafe { core::ptr::copy_nonoverlapping(from, to, bytes) };
+        // SAFETY: both runs are mapped by the window and owned by the caller. They may
+        // overlap (the method is safe, so the trait's "disjoint" is no promise): `copy` is a
+        // memmove.
+        unsafe { core::ptr::copy(from, to, bytes) };
     }
 
     fn read(&self, addr: PhysAddr, buf: &mut [u8]) {

@@ -86,7 +86,8 @@ pub(crate) fn load_machine(path: Option<&Path>) -> Result<Machine, String> {
 }
 
 /// Brings `machine` up: RAM up to its last usable byte, the eight pools with their headers in
-/// that RAM, and a dataspace manager whose root factory may use all of it.
+/// that RAM, and a dataspace manager whose root factory may use every frame the pools hold
+/// (the usable RAM minus the pools' headers).
 ///
 /// The RAM and the pools live as long as the process (they are leaked): the pools keep their
 /// headers in the RAM's direct map, and the fault handler may reach them at any time.
@@ -104,7 +105,13 @@ pub(crate) fn boot(machine: Machine) -> Result<Hosted, String> {
     let mut mapping = leaked.header_mapping().ok_or("the RAM's headers are taken")?;
     let pools: &'static Pools<'static> =
         Box::leak(Box::new(Pools::new(&machine, &mut mapping).map_err(|e| format!("pools: {e}"))?));
-    let mut manager = Manager::new(Config::new(usable.bytes()), RamRef(Arc::clone(&ram)));
+    // The root quota is what the pools can deliver: their frames, without the headers they
+    // keep in the RAM (the usable bytes would promise those too).
+    let deliverable: u64 = pools
+        .iter()
+        .map(|p| memkit_types::FrameSource::total_frames(p.allocator()).get() * memkit_types::PAGE_SIZE as u64)
+        .sum();
+    let mut manager = Manager::new(Config::new(deliverable), RamRef(Arc::clone(&ram)));
     for pool in pools.iter() {
         if let Some(id) = PoolId::new(pool.id() as u32) {
             manager.set_pool(id, pool.allocator());

@@ -304,3 +304,59 @@ fn a_second_free_does_not_free_what_was_allocated_since() {
     let (code, stderr) = run_script("double-free.memkit", script);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn a_copy_on_write_break_is_seen_through_a_second_region_of_the_same_space() {
+    let file = scratch("cow-same-space.memkit");
+    std::fs::write(
+        &file,
+        "space a\nds o 4K\nattach r1 a o\nattach r2 a o\nstore r1 0 \"old\"\ncopy c o cow\nstore r1 0 \"new\"\nexpect load r2 0 \"new\"\nattach rc a c\nexpect load rc 0 \"old\"\n",
+    )
+    .unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+}
+
+#[test]
+fn a_store_with_no_frame_left_is_an_error_not_a_crash() {
+    let file = scratch("no-frame-left.memkit");
+    std::fs::write(&file, "frames all 0 126936\nspace a\nds d 4K\nattach r a d\nstore r 0 1\n").unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{:?} {stderr}", out.status);
+    assert!(stderr.contains("line 5:"), "{stderr}");
+}
+
+#[test]
+fn a_dataspace_larger_than_its_pool_is_refused() {
+    // Pool 0 of the default machine holds 496 MiB; the quota spans every pool.
+    let file = scratch("larger-than-pool.memkit");
+    std::fs::write(
+        &file,
+        "expect fail ds big 505M\nds fits 400M\nexpect fail resize fits 505M\nexpect size fits 400M\n",
+    )
+    .unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+}
+
+#[test]
+fn a_closed_dataspace_is_still_reached_through_its_region_and_a_huge_space_is_refused() {
+    let file = scratch("closed-still-attached.memkit");
+    std::fs::write(
+        &file,
+        "space a\nds o 8K\nattach r a o\nstore r 0 \"x\"\nclose o\nexpect load r 0 \"x\"\nstore r 0x1000 1\n",
+    )
+    .unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+
+    std::fs::write(&file, "space s size=0xc0000000000\n").unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{:?} {stderr}", out.status);
+    assert!(stderr.contains("line 1:") && stderr.contains("largest window"), "{stderr}");
+}

@@ -754,8 +754,13 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             return Err(CreateError::AlignmentOutOfRange(spec.align));
         }
         let align = spec.align.max(min_align);
-        if self.pools[spec.pool.index()].is_none() {
+        let Some(source) = self.pools[spec.pool.index()].as_ref() else {
             return Err(CreateError::PoolMissing(spec.pool));
+        };
+        // No dataspace may be larger than its pool: those pages could never have frames
+        // (the quota spans every pool).
+        if spec.pages > source.total_frames().get() {
+            return Err(CreateError::OutOfMemory(FrameCount::new(spec.pages)));
         }
         let bytes = spec.pages * PAGE;
         if bytes > room {
@@ -1026,6 +1031,10 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             let room = self.room(factory).unwrap_or(0);
             if extra * PAGE > room {
                 return Err(ResizeError::QuotaExceeded(factory, extra * PAGE));
+            }
+            // No dataspace may be larger than its pool: those pages could never have frames.
+            if self.pools[pool.index()].as_ref().is_some_and(|p| new_pages > p.total_frames().get()) {
+                return Err(ResizeError::OutOfMemory(FrameCount::new(new_pages)));
             }
             let d = lookup_open(&mut self.slots, ds).ok_or(ResizeError::InvalidId(ds))?;
             d.entries

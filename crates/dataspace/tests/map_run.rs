@@ -78,9 +78,16 @@ fn bad_input_is_refused_and_changes_nothing() {
     let gone = m.mem_open(FactoryId::ROOT, OWNER, PAGE, 12, DmFlags::empty(), "gone").unwrap();
     m.close(OWNER, gone).unwrap();
     assert_eq!(m.map_run(gone, 0, 1), Err(MapError::InvalidId(gone)));
-    let huge = common::POOL0_FRAMES + 1;
+    // A dataspace larger than its pool is refused (its pages could never have frames); one as
+    // large as the pool cannot get a run of all its frames once one of them is taken.
+    let over = common::POOL0_FRAMES + 1;
+    assert!(m.mem_open(FactoryId::ROOT, OWNER, over * PAGE, 12, DmFlags::empty(), "over").is_err());
+    let huge = common::POOL0_FRAMES;
     let big = m.mem_open(FactoryId::ROOT, OWNER, huge * PAGE, 12, DmFlags::empty(), "big").unwrap();
+    let taken = m.mem_open(FactoryId::ROOT, OWNER, PAGE, 12, DmFlags::empty(), "taken").unwrap();
+    let _ = m.map(taken, 0, Access::Write).unwrap();
+    assert!(m.resize(OWNER, taken, over * PAGE, &mut NoRevoker).is_err(), "grown past its pool");
     assert_eq!(m.map_run(big, 0, huge), Err(MapError::OutOfMemory(FrameCount::new(huge))));
     check(&mut m);
-    assert_eq!(used(&m, PoolId::DEFAULT), 0, "nothing allocated by a refused run");
+    assert_eq!(used(&m, PoolId::DEFAULT), 1, "nothing allocated by a refused run");
 }

@@ -3,11 +3,26 @@
 //! ```text
 //!   load/store in a window ──▶ SIGSEGV ──▶ handler: si_addr in a registered window?
 //!        ▲                                    │ yes: resolver maps the page ──▶ return
-//!        └────────── the CPU retries ◀────────┘ no, or not resolvable:
+//!        └────────── the CPU retries ◀────────┘ refused (rights, no region), or
+//!                                               outside every window:
 //!                                               chain to the previous handler
 //!                                               (Rust's stack-overflow report, or the
 //!                                                default action: the process dies)
 //! ```
+//!
+//! # What an unresolved fault does
+//! | the resolver says | outcome |
+//! |---|---|
+//! | [`Resolution::Resolved`] | the handler returns and the CPU retries the access |
+//! | [`Resolution::Refused`] (no region, rights) | chained: the process ends with `SIGSEGV`, as for any bad pointer |
+//! | [`Resolution::Unserviceable`] (no frame left, no mapping left) | a message on stderr naming the address, the access and the cause, then the process ends with `SIGBUS`, as Linux ends a process whose shared file mapping cannot be served |
+//! | [`Resolution::Reentered`] (window memory touched while holding the lock the resolver needs) | a message on stderr, then `abort()` (`SIGABRT`) instead of a silent deadlock |
+//!
+//! A fault at the access of a [probe](crate::access::probe) is the exception: whatever the
+//! resolver says, the handler makes the probe return failure. Code that wants an error
+//! instead of a signal goes through [`System::load`](crate::System::load) and
+//! [`System::store`](crate::System::store), which probe each page and then resolve it under
+//! the lock, reporting what stopped them.
 //!
 //! # Rules the handler keeps
 //! - **It allocates nothing.** Windows live in a fixed table of [`SLOTS`] entries made of
@@ -24,21 +39,60 @@
 
 use core::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use memkit_types::{Access, VirtAddr};
 
 /// The number of windows that can be registered at once.
 pub const SLOTS: usize = 64;
 
+/// What a resolver made of a fault (see [the table](self#what-an-unresolved-fault-does)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// The page is mapped for the access: the CPU retries it.
+    Resolved,
+    /// The access is not allowed (no region, or beyond its rights): `SIGSEGV`.
+    Refused,
+    /// The access is allowed but cannot be served now: no frame is left (or no kernel
+    /// mapping). The handler names the cause and ends the process with `SIGBUS`.
+    Unserviceable(Unserviceable),
+    /// The faulting thread holds the lock the resolver needs: waiting would deadlock. The
+    /// handler says so and aborts.
+    Reentered,
+}
+
+/// Why an allowed access could not be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unserviceable {
+    /// No free frame (or no frame to break copy-on-write with).
+    OutOfMemory,
+    /// The kernel mapping could not be made (the mapping budget is spent, or `mmap` failed).
+    NoMapping,
+}
+
+impl Unserviceable {
+    fn describe(self) -> &'static str {
+        match self {
+            Unserviceable::OutOfMemory => "out of memory: no frame left to back the page",
+            Unserviceable::NoMapping => "out of kernel mappings: the page could not be mapped",
+        }
+    }
+}
+
+impl From<bool> for Resolution {
+    fn from(resolved: bool) -> Self {
+        if resolved { Resolution::Resolved } else { Resolution::Refused }
+    }
+}
+
 /// What resolves the faults of one window.
 pub trait FaultResolver: Send + Sync + 'static {
-    /// Makes `addr` accessible for `access` (by mapping the page), and returns whether it did.
-    /// `false` lets the fault go on to the previous handler: the process dies.
+    /// Makes `addr` accessible for `access` (by mapping the page), or says why not.
     ///
     /// Called inside a signal handler: it must not allocate, and must only take locks that no
-    /// code holds while touching the window.
-    fn resolve_fault(&self, addr: VirtAddr, access: Access) -> bool;
+    /// code holds while touching the window (a lock the faulting thread itself holds is
+    /// reported as [`Resolution::Reentered`]).
+    fn resolve_fault(&self, addr: VirtAddr, access: Access) -> Resolution;
 }
 
 const FREE: u8 = 0;
@@ -71,7 +125,8 @@ impl Slot {
 static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
 static FAULTS_RESOLVED: AtomicU64 = AtomicU64::new(0);
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
-static INSTALL: Once = Once::new();
+/// Whether the handler was installed (the first attempt's outcome, for every caller).
+static INSTALLED: OnceLock<Result<(), RegisterError>> = OnceLock::new();
 
 /// The number of faults the handler resolved since the process started.
 #[must_use]
@@ -152,8 +207,8 @@ impl Drop for Registration {
 }
 
 /// Resolves a fault at `addr` through the registered windows; what the handler does before
-/// deciding to chain. Allocation-free.
-fn resolve(addr: usize, access: Access) -> bool {
+/// deciding what to do next. Allocation-free. [`Resolution::Refused`] outside every window.
+fn resolve(addr: usize, access: Access) -> Resolution {
     for slot in &TABLE {
         if slot.state.load(Ordering::Acquire) != ACTIVE {
             continue;
@@ -162,7 +217,7 @@ fn resolve(addr: usize, access: Access) -> bool {
             continue;
         }
         slot.users.fetch_add(1, Ordering::SeqCst);
-        let mut handled = false;
+        let mut handled = Resolution::Refused;
         if slot.state.load(Ordering::SeqCst) == ACTIVE {
             let ptr = slot.resolver.load(Ordering::Acquire);
             if !ptr.is_null()
@@ -175,18 +230,17 @@ fn resolve(addr: usize, access: Access) -> bool {
             }
         }
         slot.users.fetch_sub(1, Ordering::SeqCst);
-        if handled {
+        if handled == Resolution::Resolved {
             FAULTS_RESOLVED.fetch_add(1, Ordering::Relaxed);
         }
         return handled;
     }
-    false
+    Resolution::Refused
 }
 
-fn install() -> Result<(), RegisterError> {
-    let mut result = Ok(());
-    INSTALL.call_once(|| result = install_handler());
-    result
+/// Installs the handler once (every later call returns at once).
+pub(crate) fn install() -> Result<(), RegisterError> {
+    *INSTALLED.get_or_init(install_handler)
 }
 
 fn install_handler() -> Result<(), RegisterError> {
@@ -224,15 +278,88 @@ extern "C" fn on_segv(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) 
         let info_ref = unsafe { &*info };
         // SAFETY: for SIGSEGV the kernel fills in si_addr.
         let addr = unsafe { info_ref.si_addr() } as usize;
-        // SAFETY: the kernel passes a valid ucontext_t as the third argument.
-        let uc = unsafe { &*ctx.cast::<libc::ucontext_t>() };
+        // SAFETY: the kernel passes a valid ucontext_t as the third argument, ours to change
+        // (the registers it holds are restored when the handler returns).
+        let uc = unsafe { &mut *ctx.cast::<libc::ucontext_t>() };
         let err = uc.uc_mcontext.gregs[libc::REG_ERR as usize];
         let access = if err & PF_WRITE != 0 { Access::Write } else { Access::Read };
-        if resolve(addr, access) {
+        let resolution = resolve(addr, access);
+        if resolution == Resolution::Resolved {
             return;
+        }
+        // A probe's access: make the probe return failure instead (see access::probe).
+        let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize];
+        if let Some(len) = crate::access::probe_fixup(rip as usize) {
+            uc.uc_mcontext.gregs[libc::REG_RAX as usize] = 1;
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = rip + len as i64;
+            return;
+        }
+        match resolution {
+            Resolution::Resolved | Resolution::Refused => {}
+            Resolution::Unserviceable(why) => {
+                report(addr, access, why.describe());
+                end_with_sigbus();
+            }
+            Resolution::Reentered => {
+                report(
+                    addr,
+                    access,
+                    "the faulting thread holds the lock that resolves it (window memory touched inside System::lock or HostSpace::with)",
+                );
+                // SAFETY: abort is async-signal-safe and ends the process.
+                unsafe { libc::abort() };
+            }
         }
     }
     chain(sig, info, ctx);
+}
+
+/// Writes `memkit: unresolved {access} fault at {addr}: {cause}` to stderr. Async-signal-safe:
+/// formats into a stack buffer and calls `write(2)`.
+fn report(addr: usize, access: Access, cause: &str) {
+    let mut buf = [0u8; 256];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        let take = bytes.len().min(buf.len() - n);
+        buf[n..n + take].copy_from_slice(&bytes[..take]);
+        n += take;
+    };
+    put(b"memkit: unresolved ");
+    put(if access == Access::Write { b"write" } else { b"read" });
+    put(b" fault at 0x");
+    let mut hex = [0u8; 16];
+    for (i, h) in hex.iter_mut().enumerate() {
+        let digit = (addr >> (60 - 4 * i)) & 0xf;
+        *h = b"0123456789abcdef"[digit];
+    }
+    put(&hex);
+    put(b": ");
+    put(cause.as_bytes());
+    put(b"\n");
+    // SAFETY: write(2) is async-signal-safe; buf[..n] is initialised memory of this frame.
+    let _ = unsafe { libc::write(2, buf.as_ptr().cast(), n) };
+}
+
+/// Ends the process with `SIGBUS` (the default action, whatever handler was installed).
+fn end_with_sigbus() -> ! {
+    let dfl = empty_sigaction();
+    // SAFETY: installs SIG_DFL for SIGBUS, an always-valid disposition.
+    unsafe { libc::sigaction(libc::SIGBUS, &dfl, core::ptr::null_mut()) };
+    let mut set = empty_sigset();
+    // SAFETY: `set` is a valid sigset_t owned by this frame.
+    unsafe { libc::sigaddset(&mut set, libc::SIGBUS) };
+    // SAFETY: unblocks SIGBUS for this thread; `set` is valid.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut()) };
+    // SAFETY: raise is async-signal-safe; with the default action SIGBUS ends the process.
+    unsafe { libc::raise(libc::SIGBUS) };
+    // SAFETY: not reached (SIGBUS's default action ends the process); _exit is
+    // async-signal-safe. 128 + SIGBUS is what a shell reports for a SIGBUS death.
+    unsafe { libc::_exit(128 + libc::SIGBUS) }
+}
+
+fn empty_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is a plain C bit set for which all-zero bytes are the empty set.
+    unsafe { core::mem::zeroed() }
 }
 
 /// Hands the fault to the handler installed before ours, or to the default action.

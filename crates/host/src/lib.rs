@@ -12,7 +12,10 @@
 //!   `mprotect`.
 //! - **Faults are real.** A process-wide `SIGSEGV` handler ([`fault`]) resolves faults
 //!   inside registered windows and returns, so the CPU retries the access; every other fault
-//!   goes to the handler installed before it.
+//!   goes to the handler installed before it. A fault that is allowed but cannot be served
+//!   (no frame left) ends the process with a message and `SIGBUS`, as Linux does for a shared
+//!   mapping it cannot back; [`System::load`] and [`System::store`] resolve their pages
+//!   first and return such a failure as an error instead.
 //! - **Faults map around.** A fault whose aligned block of neighbours (16 pages by default,
 //!   [`System::set_fault_around`]) is still empty maps the whole block from one contiguous
 //!   frame run with one `mmap(MAP_POPULATE)`, paying the signal and the syscall once per
@@ -33,13 +36,19 @@
 //! A [`HostSpace`] keeps its state (region map and [`HostMmu`]) behind a spin lock that the
 //! fault handler takes. Code outside the handler takes it only around map operations, and
 //! never loads or stores window memory while holding it; the handler then can always get
-//! the lock, whichever thread faults.
+//! the lock, whichever thread faults. The rule is checked per thread: [`HostSpace::with`]
+//! inside itself panics; a [`System`]'s methods called from inside [`System::lock`] fail
+//! with [`SpaceError::Reentered`]; a fault taken while the faulting thread holds the lock
+//! that resolves it ends the process with a message instead of deadlocking.
+//! (Its own [`System::load`] and [`System::store`] hold the lock while they copy, on pages
+//! they mapped first, so they never fault.)
 
 mod sys;
 
 pub mod access;
 mod altstack;
 pub mod fault;
+mod held;
 #[cfg(feature = "testing")]
 pub mod model;
 mod ram;
@@ -48,8 +57,8 @@ mod system;
 mod window;
 
 pub use altstack::{ALT_STACK_SIZE, prepare_thread};
-pub use fault::{FaultResolver, RegisterError, Registration, faults_resolved};
-pub use ram::{HostHeaderMapping, HostRam, RamError};
+pub use fault::{FaultResolver, RegisterError, Registration, Resolution, Unserviceable, faults_resolved};
+pub use ram::{HostHeaderMapping, HostRam, MAX_HEADER_REGIONS, RamError};
 pub use space::{HostSpace, SpaceState};
 pub use system::{
     DEFAULT_FAULT_AROUND, FaultAroundError, HostAddressSpace, MAX_FAULT_AROUND, RamRef, SpaceError, SpaceId,

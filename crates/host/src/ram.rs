@@ -12,7 +12,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use memkit_heap::DirectMapPageSource;
 use memkit_phys::{HeaderMapping, LockedAllocator, MemoryArea};
@@ -51,12 +51,18 @@ impl RamError {
     }
 }
 
+/// The most header regions a [`HostHeaderMapping`] hands out (one per pool and memory area
+/// in practice; a machine has at most eight pools).
+pub const MAX_HEADER_REGIONS: usize = 64;
+
 /// The machine's RAM: a memfd of `size` bytes and its direct map.
 ///
 /// # Invariants
 /// `base .. base + size` is a shared read-write mapping of the whole memfd, owned by this
-/// value and released when it drops; no Rust reference into it is ever handed out, so every
-/// access goes through raw copies.
+/// value and released when it drops. The only Rust references into it are the frame
+/// allocator's header words ([`HostHeaderMapping`]), recorded in `headers`; every
+/// [`PhysMemory`] operation refuses (panics on) a range that touches one of them, so they
+/// never alias a raw copy. Everything else goes through raw copies.
 #[derive(Debug)]
 pub struct HostRam {
     fd: OwnedFd,
@@ -64,11 +70,17 @@ pub struct HostRam {
     size: u64,
     /// Whether the header mapping was handed out (it may be, once).
     headers_taken: AtomicBool,
+    /// The header regions handed out: `(start, end)` physical addresses, the first
+    /// `header_count` entries valid (published in order: an entry is written before the count
+    /// that covers it).
+    headers: [(AtomicU64, AtomicU64); MAX_HEADER_REGIONS],
+    header_count: AtomicUsize,
 }
 
-// SAFETY: the direct map is plain shared memory reached only through raw copies; HostRam
-// holds no thread-bound state, and concurrent raw copies to distinct frames are fine (callers
-// only touch frames they own, per the PhysMemory contract).
+// SAFETY: the direct map is plain shared memory reached only through raw copies (the header
+// words excepted, which the PhysMemory operations refuse to touch); HostRam holds no
+// thread-bound state, and concurrent raw copies to distinct frames are fine (callers only
+// touch frames they own, per the PhysMemory contract).
 unsafe impl Send for HostRam {}
 // SAFETY: as for Send: every method takes &self and performs raw copies on owned frames.
 unsafe impl Sync for HostRam {}
@@ -88,7 +100,14 @@ impl HostRam {
         rustix::fs::ftruncate(&fd, size).map_err(|e| RamError::Os(e.raw_os_error()))?;
         let ptr = sys::map_shared(fd.as_fd(), size as usize, 0).map_err(|e| RamError::Os(e.raw_os_error()))?;
         let base = NonNull::new(ptr.cast::<u8>()).ok_or(RamError::Os(libc::ENOMEM))?;
-        Ok(HostRam { fd, base, size, headers_taken: AtomicBool::new(false) })
+        Ok(HostRam {
+            fd,
+            base,
+            size,
+            headers_taken: AtomicBool::new(false),
+            headers: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX_HEADER_REGIONS],
+            header_count: AtomicUsize::new(0),
+        })
     }
 
     /// Backs every frame with real memory now, and maps the whole direct map, as a machine's
@@ -144,6 +163,28 @@ impl HostRam {
         let end = addr.as_u64().checked_add(len as u64);
         assert!(end.is_some_and(|e| e <= self.size), "physical range {addr}+{len:#x} outside RAM of {:#x}", self.size);
     }
+
+    /// Whether `addr .. addr + len` overlaps a header region the frame allocator holds as
+    /// `&mut [u64]`.
+    #[must_use]
+    pub fn touches_headers(&self, addr: PhysAddr, len: usize) -> bool {
+        let (start, end) = (addr.as_u64(), addr.as_u64().saturating_add(len as u64));
+        let count = self.header_count.load(Ordering::Acquire);
+        self.headers[..count].iter().any(|(s, e)| {
+            let (s, e) = (s.load(Ordering::Relaxed), e.load(Ordering::Relaxed));
+            start < e && s < end
+        })
+    }
+
+    /// The direct map of `addr .. addr + len` for a [`PhysMemory`] operation: inside the RAM
+    /// and clear of the allocator's headers.
+    fn frame_bytes(&self, addr: PhysAddr, len: usize) -> NonNull<u8> {
+        assert!(
+            !self.touches_headers(addr, len),
+            "physical range {addr}+{len:#x} overlaps the frame allocator's headers: not a frame the caller owns"
+        );
+        self.direct_map(addr, len)
+    }
 }
 
 /// The frame allocator's view of its headers in this RAM: hands out each header region as
@@ -152,8 +193,9 @@ impl HostRam {
 /// # Invariants
 /// Regions handed out are disjoint (each starts at or after the end of the previous one), and
 /// only one mapping per RAM ever exists ([`HostRam::header_mapping`] refuses a second), so no
-/// two `&mut` slices alias. The allocator marks its header frames used and never hands them
-/// out, so no frame operation of [`PhysMemory`] touches them either.
+/// two `&mut` slices alias. Each region is recorded in the RAM before it is handed out, and
+/// the RAM's [`PhysMemory`] operations refuse to touch it. At most [`MAX_HEADER_REGIONS`]
+/// regions are handed out.
 #[derive(Debug)]
 pub struct HostHeaderMapping<'h> {
     ram: &'h HostRam,
@@ -201,8 +243,17 @@ impl<'h> HeaderMapping<'h> for HostHeaderMapping<'h> {
             return None;
         }
         let len = usize::try_from(region.size / 8).ok()?;
+        let count = self.ram.header_count.load(Ordering::Acquire);
+        if count >= MAX_HEADER_REGIONS {
+            return None;
+        }
         let ptr = self.ram.direct_map(region.start, region.size as usize).cast::<u64>();
         self.next = end;
+        // Recorded before it is handed out: from here on, frame operations refuse it. Only
+        // this mapping (one per RAM, `&mut self`) writes the table.
+        self.ram.headers[count].0.store(start, Ordering::Relaxed);
+        self.ram.headers[count].1.store(end, Ordering::Relaxed);
+        self.ram.header_count.store(count + 1, Ordering::Release);
         // SAFETY: the words lie inside the direct map (direct_map checked the range) and are
         // 8-byte aligned (the mapping is page aligned and `start` a multiple of 8); they are
         // disjoint from every slice handed out before (start >= next) and this is the only
@@ -212,36 +263,48 @@ impl<'h> HeaderMapping<'h> for HostHeaderMapping<'h> {
     }
 }
 
+/// The frame operations. Each one refuses, with a panic naming the range, a range outside the
+/// RAM or touching the frame allocator's headers (no caller owns those frames), so no safe
+/// call can alias the allocator's `&mut` header words.
 impl PhysMemory for HostRam {
     fn zero(&self, frame: Frame, count: FrameCount) {
-        let len = (count.get() as usize) * PAGE_SIZE;
-        let dst = self.direct_map(frame.start_address(), len);
-        // SAFETY: direct_map checked the range lies in the mapping; the caller owns the frames,
-        // and no Rust reference covers the direct map.
+        let len = frame_len(count);
+        let dst = self.frame_bytes(frame.start_address(), len);
+        // SAFETY: frame_bytes checked the range lies in the mapping, clear of the headers (the
+        // only references into it); raw memory.
         unsafe { dst.write_bytes(0, len) };
     }
 
     fn copy(&self, src: Frame, dst: Frame, count: FrameCount) {
-        let len = (count.get() as usize) * PAGE_SIZE;
-        let s = self.direct_map(src.start_address(), len);
-        let d = self.direct_map(dst.start_address(), len);
-        // SAFETY: both ranges are inside the mapping (checked) and do not overlap (the trait's
-        // contract); raw memory, no references.
-        unsafe { d.copy_from_nonoverlapping(s, len) };
+        let len = frame_len(count);
+        let s = self.frame_bytes(src.start_address(), len);
+        let d = self.frame_bytes(dst.start_address(), len);
+        // SAFETY: both ranges are inside the mapping and clear of the headers (checked); raw
+        // memory, no references. `copy_from` is a memmove: overlapping runs (even `src ==
+        // dst`, which a caller may pass despite the trait's words) are fine.
+        unsafe { d.copy_from(s, len) };
     }
 
     fn read(&self, addr: PhysAddr, buf: &mut [u8]) {
-        let s = self.direct_map(addr, buf.len());
-        // SAFETY: the source is inside the mapping (checked) and cannot overlap a Rust buffer,
-        // which lives outside the direct map.
-        unsafe { s.copy_to_nonoverlapping(NonNull::from(&mut *buf).cast::<u8>(), buf.len()) };
+        let s = self.frame_bytes(addr, buf.len());
+        // SAFETY: the source is inside the mapping and clear of the headers (checked). `buf`
+        // may itself lie in the direct map (a kernel-heap block does), so the copy is a
+        // memmove.
+        unsafe { s.copy_to(NonNull::from(&mut *buf).cast::<u8>(), buf.len()) };
     }
 
     fn write(&self, addr: PhysAddr, buf: &[u8]) {
-        let d = self.direct_map(addr, buf.len());
-        // SAFETY: the destination is inside the mapping (checked) and cannot overlap `buf`.
-        unsafe { d.copy_from_nonoverlapping(NonNull::from(buf).cast::<u8>(), buf.len()) };
+        let d = self.frame_bytes(addr, buf.len());
+        // SAFETY: the destination is inside the mapping and clear of the headers (checked);
+        // `buf` may lie in the direct map too, so the copy is a memmove.
+        unsafe { d.copy_from(NonNull::from(buf).cast::<u8>(), buf.len()) };
     }
+}
+
+/// The bytes of `count` frames; saturating, so that an absurd count fails the range check
+/// instead of wrapping.
+fn frame_len(count: FrameCount) -> usize {
+    usize::try_from(count.get()).unwrap_or(usize::MAX).saturating_mul(PAGE_SIZE)
 }
 
 impl Drop for HostRam {
@@ -273,5 +336,56 @@ mod tests {
         assert_eq!(buf[0], 0);
         assert_eq!(HostRam::new(100).unwrap_err(), RamError::BadSize(100));
         assert!(!ram.contains(Frame::from_number(15), FrameCount::new(2)));
+    }
+
+    #[test]
+    fn a_copy_of_a_frame_onto_itself_keeps_its_bytes() {
+        // `copy(f, f, 1)` used to break `copy_nonoverlapping`'s precondition.
+        let ram = HostRam::new(4 * PAGE_SIZE as u64).unwrap();
+        ram.write(PhysAddr::new(0x1000), b"same frame");
+        ram.copy(Frame::from_number(1), Frame::from_number(1), FrameCount::new(1));
+        let mut buf = [0u8; 10];
+        ram.read(PhysAddr::new(0x1000), &mut buf);
+        assert_eq!(&buf, b"same frame");
+        // Overlapping runs move like memmove.
+        ram.copy(Frame::from_number(1), Frame::from_number(2), FrameCount::new(2));
+        ram.read(PhysAddr::new(0x2000), &mut buf);
+        assert_eq!(&buf, b"same frame");
+    }
+
+    fn with_headers() -> (&'static HostRam, &'static mut [u64]) {
+        let ram: &'static HostRam = Box::leak(Box::new(HostRam::new(8 * PAGE_SIZE as u64).unwrap()));
+        let mut mapping = ram.header_mapping().unwrap();
+        let words = mapping.map(MemoryArea::new(PhysAddr::new(0x2000), PAGE_SIZE as u64)).unwrap();
+        (ram, words)
+    }
+
+    #[test]
+    fn frame_operations_refuse_the_allocators_headers() {
+        let (ram, words) = with_headers();
+        words[0] = 0x1234;
+        assert!(ram.touches_headers(PhysAddr::new(0x2ff8), 16));
+        assert!(!ram.touches_headers(PhysAddr::new(0x1000), PAGE_SIZE));
+        assert!(!ram.touches_headers(PhysAddr::new(0x3000), PAGE_SIZE));
+        let attempts: [&(dyn Fn() + std::panic::RefUnwindSafe); 5] = [
+            &|| ram.write(PhysAddr::new(0x2000), &[0xff; 8]),
+            &|| ram.write(PhysAddr::new(0x1ffc), &[0xff; 8]),
+            &|| ram.zero(Frame::from_number(1), FrameCount::new(2)),
+            &|| ram.copy(Frame::from_number(4), Frame::from_number(2), FrameCount::new(1)),
+            &|| ram.read(PhysAddr::new(0x2000), &mut [0u8; 8]),
+        ];
+        for attempt in attempts {
+            assert!(std::panic::catch_unwind(attempt).is_err());
+        }
+        assert_eq!(words[0], 0x1234, "a refused operation wrote the header");
+        // Frames around it still work.
+        ram.write(PhysAddr::new(0x1ff8), &[1; 8]);
+        ram.zero(Frame::from_number(3), FrameCount::new(1));
+    }
+
+    #[test]
+    fn a_second_header_mapping_is_refused() {
+        let (ram, _) = with_headers();
+        assert!(ram.header_mapping().is_none());
     }
 }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use memkit_types::{Access, VirtAddr};
 
-use crate::fault::{self, FaultResolver, RegisterError, Registration};
+use crate::fault::{self, FaultResolver, RegisterError, Registration, Resolution};
+use crate::held;
 
 /// The state behind a [`HostSpace`]'s lock: typically a region map owning a
 /// [`HostMmu`](crate::HostMmu).
@@ -19,8 +20,18 @@ pub trait SpaceState: Send + 'static {
 struct Locked<S>(spin::Mutex<S>);
 
 impl<S: SpaceState> FaultResolver for Locked<S> {
-    fn resolve_fault(&self, addr: VirtAddr, access: Access) -> bool {
-        self.0.lock().resolve_fault(addr, access)
+    fn resolve_fault(&self, addr: VirtAddr, access: Access) -> Resolution {
+        if held::holds(self.key()) {
+            return Resolution::Reentered;
+        }
+        self.0.lock().resolve_fault(addr, access).into()
+    }
+}
+
+impl<S> Locked<S> {
+    /// The key of this lock in the record of held locks: its address.
+    fn key(&self) -> usize {
+        core::ptr::from_ref(self).cast::<()>() as usize
     }
 }
 
@@ -86,8 +97,20 @@ impl<S: SpaceState> HostSpace<S> {
         VirtAddr::new(self.start.as_usize() + offset)
     }
 
-    /// Runs `f` on the state with the lock held. `f` must not load or store window memory.
+    /// Runs `f` on the state with the lock held. `f` must not load or store window memory
+    /// (a fault there ends the process with a message: it would wait for this lock).
+    ///
+    /// # Panics
+    /// When this thread holds the lock already (`f` of an outer `with` calls `with`):
+    /// waiting would deadlock.
     pub fn with<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
-        f(&mut self.state.0.lock())
+        let key = self.state.key();
+        assert!(
+            !held::holds(key),
+            "HostSpace::with called inside HostSpace::with on the same thread: it would deadlock"
+        );
+        let mut state = self.state.0.lock();
+        let _held = held::Held::new(key);
+        f(&mut state)
     }
 }

@@ -29,22 +29,52 @@
 //! One lock covers the manager and every space, so that a fault in one space can revoke
 //! mappings in another without lock-ordering trouble. The [crate's locking
 //! rule](crate#the-locking-rule) applies: [`System::lock`] only around operations, never while
-//! loading or storing window memory (use [`System::load`] and [`System::store`], which take no
-//! lock).
+//! loading or storing window memory.
+//!
+//! # Coherence
+//! The system keeps its spaces coherent exactly as
+//! [`SpaceSet`](memkit_region::SpaceSet) does: one manager reference per dataspace for
+//! as long as any region of any space shows it; a copy-on-write break unmaps every other
+//! mapping of the page's old frame for that dataspace, in every space, the faulting one
+//! included (another region of the same space may show the same page); a `DETACH_FREE`
+//! region's detached part is cleared through the manager; destroying a space detaches its
+//! regions with `KEEP`.
+//!
+//! # Loads and stores
+//! [`System::load`] and [`System::store`] first touch each page of the range with a real
+//! access ([`probe`](crate::access::probe)): a page not mapped yet takes a real fault,
+//! resolved by the handler. They then take the lock, resolve any page still not accessible
+//! (as the fault would, fault-around included; this is where an error is found), and copy
+//! with real loads and stores, which cannot fault because nothing can unmap the pages while
+//! the lock is held. An access that cannot be served (rights, no
+//! region, no frame left) is an error and nothing is written; destroying a space waits for
+//! such an access to finish, and an access of a space destroyed meanwhile fails.
+//!
+//! Using the system from inside its own lock (`sys.lock(|_| sys.store(..))`) would deadlock;
+//! it is detected per thread instead: the fallible methods return
+//! [`SpaceError::Reentered`], [`System::lock`] panics, and a raw access of window memory
+//! inside the lock ends the process with a message ([`fault`](crate::fault)).
+//!
+//! # Window size
+//! A space's window is at most [`Window::MAX_LEN`] bytes: its MMU keeps one word per page.
 
+use spin::mutex::{TicketMutex, TicketMutexGuard};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use memkit_dataspace::{DataspaceId, Manager, PageRange, RevokeKind, Revoker};
 use memkit_region::Mmu;
 use memkit_region::{
-    AddressSpace, AttachError, AttachRequest, Backing, BackingError, DetachError, DetachFlags, Detached, RegionMap,
+    AddressSpace, AttachError, AttachRequest, Backing, BackingError, DetachError, DetachFlags, Detached, FaultError,
+    MapError, RegionMap,
 };
 use memkit_types::{
     Access, Frame, FrameCount, FrameSource, PAGE_SHIFT, PAGE_SIZE, Page, PageCount, PhysAddr, PhysMemory, Rights,
     VirtAddr,
 };
 
-use crate::fault::{self, FaultResolver, RegisterError, Registration};
+use crate::fault::{self, FaultResolver, RegisterError, Registration, Resolution, Unserviceable};
+use crate::held::{Held, holds};
 use crate::ram::HostRam;
 use crate::window::{HostMmu, Window, WindowError};
 
@@ -67,13 +97,26 @@ impl PhysMemory for RamRef {
     }
 }
 
-/// An address space of a [`System`], by index.
+/// An address space of a [`System`]: its slot and a serial number never given to another
+/// space in the process, so that the id of a destroyed space stays invalid when its slot is
+/// reused, and another system refuses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SpaceId(pub usize);
+pub struct SpaceId {
+    index: usize,
+    serial: u64,
+}
+
+impl SpaceId {
+    /// The space's slot (reused after the space is destroyed).
+    #[must_use]
+    pub fn index(self) -> usize {
+        self.index
+    }
+}
 
 impl core::fmt::Display for SpaceId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "space {}", self.0)
+        write!(f, "space {}", self.index)
     }
 }
 
@@ -89,8 +132,21 @@ pub enum SpaceError {
     Register(RegisterError),
     /// No such space.
     NoSpace(SpaceId),
-    /// The address is outside the space's window.
+    /// The address (or the range from it) is outside the space's window.
     OutsideWindow(VirtAddr),
+    /// An access of window memory that cannot be served: no region, beyond the rights, no
+    /// frame left (nothing was loaded or stored).
+    Fault {
+        /// The first address that could not be served.
+        addr: VirtAddr,
+        /// The access.
+        access: Access,
+        /// Why.
+        error: FaultError,
+    },
+    /// The calling thread holds this system's lock ([`System::lock`]): the operation would
+    /// deadlock.
+    Reentered,
 }
 
 impl core::fmt::Display for SpaceError {
@@ -100,6 +156,15 @@ impl core::fmt::Display for SpaceError {
             SpaceError::Register(e) => e.fmt(f),
             SpaceError::NoSpace(s) => write!(f, "no {s}"),
             SpaceError::OutsideWindow(a) => write!(f, "address {a} is outside the space's window"),
+            SpaceError::Fault { addr, access, error } => {
+                let what = match access {
+                    Access::Read => "load",
+                    Access::Write => "store",
+                    Access::Execute => "fetch",
+                };
+                write!(f, "{what} at {addr} cannot be served: {error}")
+            }
+            SpaceError::Reentered => f.write_str("the system is used from inside its own lock (System::lock)"),
         }
     }
 }
@@ -107,16 +172,26 @@ impl core::fmt::Display for SpaceError {
 impl std::error::Error for SpaceError {}
 
 impl SpaceError {
-    /// The seed's code: `-L4_ENOMEM` (-12) for resources, `-L4_EINVAL` (-22) otherwise.
+    /// The seed's code: `-L4_ENOMEM` (-12) for resources, the fault's code for a fault
+    /// (`-L4_ENOMEM` when no frame is left, `-L4_EPERM` beyond the rights), `-L4_EINVAL` (-22)
+    /// otherwise.
     #[must_use]
     pub fn code(self) -> i32 {
         match self {
             SpaceError::Window(e) => e.code(),
             SpaceError::Register(e) => e.code(),
-            SpaceError::NoSpace(_) | SpaceError::OutsideWindow(_) => -22,
+            SpaceError::Fault { error, .. } => error.code(),
+            SpaceError::NoSpace(_) | SpaceError::OutsideWindow(_) | SpaceError::Reentered => -22,
         }
     }
 }
+
+/// The serial number of the next space created, by any system.
+static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// How many times a load or store resolves its pages before it gives up on a range whose
+/// pages keep unmapping each other (never seen: a second round settles every known case).
+const RESOLVE_ROUNDS: usize = 4;
 
 /// The number of pages a fault maps at once by default when its neighbours are still
 /// empty (64 KiB, as Linux's `fault_around_bytes`).
@@ -158,6 +233,12 @@ pub struct Stack<S: FrameSource> {
     /// The dataspace manager.
     pub manager: Manager<S, RamRef>,
     spaces: Vec<Option<HostAddressSpace>>,
+    /// For each space slot, the serial number of the space in it (numbers are unique in the
+    /// process, so the id of a destroyed space, or of another system's, is refused).
+    serials: Vec<u64>,
+    /// The number of regions of all spaces showing each dataspace; the stack holds one
+    /// manager reference for each dataspace in here.
+    attachments: BTreeMap<DataspaceId, u32>,
     /// Pages per fault-around block (a power of two; 1: off).
     fault_around: usize,
 }
@@ -165,8 +246,11 @@ pub struct Stack<S: FrameSource> {
 /// The manager seen by a region map: frames on faults, references on attach and detach.
 struct Store<'a, S: FrameSource> {
     manager: &'a mut Manager<S, RamRef>,
-    /// A page whose frame a copy-on-write break replaced: (dataspace, offset).
-    replaced: Option<(DataspaceId, u64)>,
+    attachments: &'a mut BTreeMap<DataspaceId, u32>,
+    /// A copy-on-write break during this operation: (dataspace, offset, old frame).
+    replaced: Option<(DataspaceId, u64, Frame)>,
+    /// A `DETACH_FREE` release to carry out once the region map is done.
+    release: Option<(DataspaceId, u64, u64)>,
 }
 
 impl<S: FrameSource> Backing for Store<'_, S> {
@@ -179,8 +263,8 @@ impl<S: FrameSource> Backing for Store<'_, S> {
     fn map(&mut self, id: DataspaceId, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
         match self.manager.map(id, offset, access) {
             Ok(m) => {
-                if m.replaced.is_some() {
-                    self.replaced = Some((id, offset));
+                if let Some(old) = m.replaced {
+                    self.replaced = Some((id, offset, old));
                 }
                 Ok((m.frame, m.rights))
             }
@@ -191,16 +275,28 @@ impl<S: FrameSource> Backing for Store<'_, S> {
     }
 
     fn attached(&mut self, id: DataspaceId) {
-        let _ = self.manager.inc_ref(id);
+        // One manager reference per dataspace shown anywhere: a region split after the
+        // dataspace was closed needs no new reference (the manager would refuse one).
+        let n = self.attachments.entry(id).or_insert(0);
+        if *n == 0 {
+            // The attach checked `rights` (an open handle) just before: this succeeds.
+            let _ = self.manager.inc_ref(id);
+        }
+        *n += 1;
     }
 
     fn detached(&mut self, id: DataspaceId) {
-        let _ = self.manager.dec_ref(id);
+        if let Some(n) = self.attachments.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.attachments.remove(&id);
+                let _ = self.manager.dec_ref(id);
+            }
+        }
     }
 
-    fn release(&mut self, _id: DataspaceId, _offset: u64, _size: u64) {
-        // The frames stay with the dataspace until it is resized or closed: the manager has
-        // no "discard" that keeps the contents' meaning (a later attach would see zeros).
+    fn release(&mut self, id: DataspaceId, offset: u64, size: u64) {
+        self.release = Some((id, offset, size));
     }
 }
 
@@ -209,7 +305,6 @@ impl<S: FrameSource> Backing for Store<'_, S> {
 #[derive(Debug)]
 pub struct SpacesRevoker<'a> {
     spaces: &'a mut [Option<HostAddressSpace>],
-    skip: Option<usize>,
 }
 
 impl Revoker for SpacesRevoker<'_> {
@@ -218,19 +313,14 @@ impl Revoker for SpacesRevoker<'_> {
             RevokeKind::Write => Rights::READ | Rights::EXECUTE,
             RevokeKind::All => Rights::empty(),
         };
-        let offset = pages.start * PAGE_SIZE as u64;
-        let size = (pages.end - pages.start) * PAGE_SIZE as u64;
-        for (i, space) in self.spaces.iter_mut().enumerate() {
-            if Some(i) == self.skip {
-                continue;
-            }
-            if let Some(s) = space {
-                // An MMU error here can only be the mapping budget refusing to split a run
-                // for a protect; unmapping the pages instead always succeeds and is safe
-                // (they fault again and are resolved with the right rights).
-                if s.map.revoke(&mut s.mmu, ds, offset, size, keep).is_err() {
-                    let _ = s.map.revoke(&mut s.mmu, ds, offset, size, Rights::empty());
-                }
+        let offset = pages.start.saturating_mul(PAGE_SIZE as u64);
+        let size = pages.end.saturating_sub(pages.start).saturating_mul(PAGE_SIZE as u64);
+        for s in self.spaces.iter_mut().flatten() {
+            // An MMU error here can only be the mapping budget refusing to split a run
+            // for a protect; unmapping the pages instead always succeeds and is safe
+            // (they fault again and are resolved with the right rights).
+            if s.map.revoke(&mut s.mmu, ds, offset, size, keep).is_err() {
+                let _ = s.map.revoke(&mut s.mmu, ds, offset, size, Rights::empty());
             }
         }
     }
@@ -240,7 +330,17 @@ impl<S: FrameSource> Stack<S> {
     /// The manager and a revoker over every space, for manager operations that invalidate
     /// mappings (`copy`, `resize`, `clear`, ...).
     pub fn manager_and_revoker(&mut self) -> (&mut Manager<S, RamRef>, SpacesRevoker<'_>) {
-        (&mut self.manager, SpacesRevoker { spaces: &mut self.spaces, skip: None })
+        (&mut self.manager, SpacesRevoker { spaces: &mut self.spaces })
+    }
+
+    fn store(&mut self) -> Store<'_, S> {
+        Store { manager: &mut self.manager, attachments: &mut self.attachments, replaced: None, release: None }
+    }
+
+    /// The number of regions of all spaces showing `ds`.
+    #[must_use]
+    pub fn attachments(&self, ds: DataspaceId) -> u32 {
+        self.attachments.get(&ds).copied().unwrap_or(0)
     }
 
     /// The address space `id`.
@@ -248,7 +348,8 @@ impl<S: FrameSource> Stack<S> {
     /// # Errors
     /// [`SpaceError::NoSpace`].
     pub fn space(&self, id: SpaceId) -> Result<&HostAddressSpace, SpaceError> {
-        self.spaces.get(id.0).and_then(Option::as_ref).ok_or(SpaceError::NoSpace(id))
+        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+        self.spaces[index].as_ref().ok_or(SpaceError::NoSpace(id))
     }
 
     /// The region map of space `id`.
@@ -264,13 +365,15 @@ impl<S: FrameSource> Stack<S> {
     /// # Errors
     /// [`SpaceError::NoSpace`].
     pub fn region_map_mut(&mut self, id: SpaceId) -> Result<&mut RegionMap<DataspaceId>, SpaceError> {
-        self.spaces.get_mut(id.0).and_then(Option::as_mut).map(|s| &mut s.map).ok_or(SpaceError::NoSpace(id))
+        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+        self.spaces[index].as_mut().map(|s| &mut s.map).ok_or(SpaceError::NoSpace(id))
     }
 
     /// The ids of the live spaces.
     #[must_use]
     pub fn space_ids(&self) -> Vec<SpaceId> {
-        self.spaces.iter().enumerate().filter(|(_, s)| s.is_some()).map(|(i, _)| SpaceId(i)).collect()
+        let live = self.spaces.iter().zip(&self.serials).enumerate().filter(|(_, (s, _))| s.is_some());
+        live.map(|(index, (_, &serial))| SpaceId { index, serial }).collect()
     }
 
     /// Attaches in space `id` ([`RegionMap::attach`]).
@@ -282,12 +385,20 @@ impl<S: FrameSource> Stack<S> {
         id: SpaceId,
         req: &AttachRequest<DataspaceId>,
     ) -> Result<Result<VirtAddr, AttachError>, SpaceError> {
-        let space = self.spaces.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
-        let mut store = Store { manager: &mut self.manager, replaced: None };
-        Ok(space.attach(&mut store, req))
+        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+        let space = self.spaces[index].as_mut().ok_or(SpaceError::NoSpace(id))?;
+        let mut store =
+            Store { manager: &mut self.manager, attachments: &mut self.attachments, replaced: None, release: None };
+        let r = space.attach(&mut store, req);
+        if let Some((ds, offset, old)) = store.replaced {
+            self.unmap_replaced(ds, offset, old);
+        }
+        Ok(r)
     }
 
-    /// Detaches in space `id` ([`RegionMap::detach`]).
+    /// Detaches in space `id` ([`RegionMap::detach`]). With `DETACH_FREE` (and no `KEEP`)
+    /// the detached part of the dataspace is cleared through the manager (its frames freed,
+    /// its mappings elsewhere revoked), when the dataspace is still open.
     ///
     /// # Errors
     /// As [`RegionMap::detach`]; the outer error when there is no such space.
@@ -298,9 +409,24 @@ impl<S: FrameSource> Stack<S> {
         size: usize,
         flags: DetachFlags,
     ) -> Result<Result<Detached<DataspaceId>, DetachError>, SpaceError> {
-        let space = self.spaces.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
-        let mut store = Store { manager: &mut self.manager, replaced: None };
-        Ok(space.detach(&mut store, start, size, flags))
+        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+        let space = self.spaces[index].as_mut().ok_or(SpaceError::NoSpace(id))?;
+        let mut store =
+            Store { manager: &mut self.manager, attachments: &mut self.attachments, replaced: None, release: None };
+        let d = space.detach(&mut store, start, size, flags);
+        if d.is_ok()
+            && let Some((ds, offset, len)) = store.release
+        {
+            let (m, mut r) = self.manager_and_revoker();
+            if let Ok(info) = m.info(ds) {
+                let owner = info.owner;
+                let len = len.min(info.size.saturating_sub(offset));
+                // Clearing may fail only for want of a frame to unshare an edge page; the
+                // detach itself has happened either way.
+                let _ = m.clear(owner, ds, offset, len, &mut r);
+            }
+        }
+        Ok(d)
     }
 
     /// The fault-around block size in pages (1: off).
@@ -322,23 +448,125 @@ impl<S: FrameSource> Stack<S> {
     }
 
     /// Resolves a fault in space `index`, by fault-around when it applies; on a copy-on-write
-    /// break, unmaps the page from the other spaces (they still map the frame the break
-    /// replaced). Allocation-free as long as the manager's `map` and `map_run` and the region
-    /// map's `resolve` are.
-    fn resolve(&mut self, index: usize, addr: VirtAddr, access: Access) -> bool {
-        let Some(Some(space)) = self.spaces.get_mut(index) else { return false };
+    /// break, unmaps every other mapping of the page's old frame for that dataspace, in every
+    /// space (this one included: another region may show the same page). Allocation-free as
+    /// long as the manager's `map` and `map_run` and the region map's `resolve` are.
+    fn resolve(&mut self, index: usize, addr: VirtAddr, access: Access) -> Result<(), FaultError> {
+        let Some(Some(space)) = self.spaces.get_mut(index) else { return Err(FaultError::NoRegion(addr)) };
         if self.fault_around > 1 && fault_around(&mut self.manager, space, addr, access, self.fault_around) {
-            return true;
+            return Ok(());
         }
-        let mut store = Store { manager: &mut self.manager, replaced: None };
-        let ok = space.resolve(&mut store, addr, access).is_ok();
-        if let Some((ds, offset)) = store.replaced {
-            let page = offset / PAGE_SIZE as u64;
-            let mut others = SpacesRevoker { spaces: &mut self.spaces, skip: Some(index) };
-            others.revoke(ds, PageRange { start: page, end: page + 1 }, RevokeKind::All);
+        let mut store =
+            Store { manager: &mut self.manager, attachments: &mut self.attachments, replaced: None, release: None };
+        let r = space.resolve(&mut store, addr, access).map(|_| ());
+        if let Some((ds, offset, old)) = store.replaced {
+            self.unmap_replaced(ds, offset, old);
         }
-        ok
+        r
     }
+
+    /// Whether the page of `addr` in space `index` is mapped for `access` (so an access there
+    /// cannot fault while the lock is held).
+    fn accessible(&self, index: usize, addr: VirtAddr, access: Access) -> bool {
+        let Some(Some(space)) = self.spaces.get(index) else { return false };
+        space.mmu.translate(Page::containing_address(addr)).is_some_and(|t| t.rights.allows(access))
+    }
+
+    /// Makes `addr` of space `index` accessible for `access`: nothing when its page is mapped
+    /// with the rights, else resolves it as a fault would.
+    fn prepare(&mut self, index: usize, addr: VirtAddr, access: Access) -> Result<(), FaultError> {
+        if self.accessible(index, addr, access) {
+            return Ok(());
+        }
+        self.resolve(index, addr, access)
+    }
+
+    fn unmap_replaced(&mut self, ds: DataspaceId, offset: u64, old: Frame) {
+        for s in self.spaces.iter_mut().flatten() {
+            s.map.unmap_stale(&mut s.mmu, ds, offset, old);
+        }
+    }
+
+    /// The slot of space `id` while it lives.
+    fn index_of(&self, id: SpaceId) -> Option<usize> {
+        let live = self.spaces.get(id.index).is_some_and(Option::is_some);
+        (live && self.serials.get(id.index) == Some(&id.serial)).then_some(id.index)
+    }
+
+    /// Checks the invariants of every space (region map and MMU), that every translation lies
+    /// in a region and within its rights, and that the reference bookkeeping matches the
+    /// regions.
+    ///
+    /// # Panics
+    /// On the first broken invariant.
+    #[cfg(any(test, feature = "check"))]
+    pub fn check_invariants(&self) {
+        let mut counted: BTreeMap<DataspaceId, u32> = BTreeMap::new();
+        for s in self.spaces.iter().flatten() {
+            s.map.check_invariants();
+            s.mmu.check_invariants();
+            let mut in_regions = 0;
+            for r in s.map.regions() {
+                *counted.entry(r.dataspace).or_insert(0) += 1;
+                let first = Page::containing_address(r.start).number();
+                for p in first..first + r.size / PAGE_SIZE {
+                    if let Some(t) = s.mmu.translate(page_numbered(p)) {
+                        in_regions += 1;
+                        assert!(r.rights.contains(t.rights), "a translation beyond its region's rights at page {p:#x}");
+                    }
+                }
+            }
+            assert_eq!(in_regions, s.mmu.mapped_pages(), "a translation outside every region");
+        }
+        assert_eq!(counted, self.attachments, "attachment counts do not match the regions");
+        assert_eq!(self.serials.len(), self.spaces.len(), "a space slot without a serial number");
+    }
+}
+
+/// The lock over the stack: a ticket lock, so that a thread that releases it and takes it
+/// again at once (a store loop) cannot starve a destroyer or a faulting thread.
+/// Waiters give their time slice up (`sched_yield`, which a signal handler may call): with
+/// more threads than CPUs, the next ticket's holder may be waiting for a CPU.
+type StackLock<S> = TicketMutex<Stack<S>, YieldRelax>;
+
+/// Relaxes by yielding the CPU.
+#[derive(Debug)]
+struct YieldRelax;
+
+impl spin::RelaxStrategy for YieldRelax {
+    fn relax() {
+        std::thread::yield_now();
+    }
+}
+
+/// The stack, locked by this thread (and recorded as such until the guard drops).
+struct StackGuard<'a, S: FrameSource> {
+    guard: TicketMutexGuard<'a, Stack<S>>,
+    _held: Held,
+}
+
+impl<'a, S: FrameSource> StackGuard<'a, S> {
+    fn new(guard: TicketMutexGuard<'a, Stack<S>>, key: usize) -> Self {
+        StackGuard { guard, _held: Held::new(key) }
+    }
+}
+
+impl<S: FrameSource> core::ops::Deref for StackGuard<'_, S> {
+    type Target = Stack<S>;
+    fn deref(&self) -> &Stack<S> {
+        &self.guard
+    }
+}
+
+impl<S: FrameSource> core::ops::DerefMut for StackGuard<'_, S> {
+    fn deref_mut(&mut self) -> &mut Stack<S> {
+        &mut self.guard
+    }
+}
+
+/// The key of a stack's lock in the record of held locks: its address.
+fn key_of<S: FrameSource>(stack: &Arc<StackLock<S>>) -> usize {
+    Arc::as_ptr(stack).cast::<()>() as usize
 }
 
 /// The page numbered `n`.
@@ -397,7 +625,7 @@ fn fault_around<S: FrameSource>(
 }
 
 struct SpaceResolver<S: FrameSource> {
-    stack: Arc<spin::Mutex<Stack<S>>>,
+    stack: Arc<StackLock<S>>,
     index: usize,
 }
 
@@ -405,8 +633,18 @@ impl<S: FrameSource + Send + 'static> FaultResolver for SpaceResolver<S>
 where
     Manager<S, RamRef>: Send,
 {
-    fn resolve_fault(&self, addr: VirtAddr, access: Access) -> bool {
-        self.stack.lock().resolve(self.index, addr, access)
+    fn resolve_fault(&self, addr: VirtAddr, access: Access) -> Resolution {
+        if holds(key_of(&self.stack)) {
+            return Resolution::Reentered;
+        }
+        match self.stack.lock().resolve(self.index, addr, access) {
+            Ok(()) => Resolution::Resolved,
+            Err(FaultError::Backing(BackingError::OutOfMemory)) => {
+                Resolution::Unserviceable(Unserviceable::OutOfMemory)
+            }
+            Err(FaultError::Mmu(MapError::OutOfMemory)) => Resolution::Unserviceable(Unserviceable::NoMapping),
+            Err(_) => Resolution::Refused,
+        }
     }
 }
 
@@ -414,10 +652,10 @@ where
 /// faults.
 pub struct System<S: FrameSource> {
     ram: Arc<HostRam>,
-    stack: Arc<spin::Mutex<Stack<S>>>,
+    stack: Arc<StackLock<S>>,
     // Registrations live outside the stack's lock: dropping one waits for the handlers inside
     // its window, and those may be waiting for the stack's lock.
-    registrations: spin::Mutex<Vec<Option<(Registration, VirtAddr, usize)>>>,
+    registrations: spin::Mutex<Vec<Option<Registration>>>,
 }
 
 impl<S: FrameSource> core::fmt::Debug for System<S> {
@@ -435,9 +673,11 @@ where
     pub fn new(ram: Arc<HostRam>, manager: Manager<S, RamRef>) -> Self {
         System {
             ram,
-            stack: Arc::new(spin::Mutex::new(Stack {
+            stack: Arc::new(StackLock::new(Stack {
                 manager,
                 spaces: Vec::new(),
+                serials: Vec::new(),
+                attachments: BTreeMap::new(),
                 fault_around: DEFAULT_FAULT_AROUND,
             })),
             registrations: spin::Mutex::new(Vec::new()),
@@ -450,6 +690,16 @@ where
         &self.ram
     }
 
+    /// The stack, locked by this thread; [`SpaceError::Reentered`] when this thread holds
+    /// the lock already.
+    fn locked(&self) -> Result<StackGuard<'_, S>, SpaceError> {
+        let key = key_of(&self.stack);
+        if holds(key) {
+            return Err(SpaceError::Reentered);
+        }
+        Ok(StackGuard::new(self.stack.lock(), key))
+    }
+
     /// Sets how many pages a fault maps at once when its neighbours are still empty: a
     /// power of two up to [`MAX_FAULT_AROUND`]; 1 turns fault-around off (every page faults
     /// and gets its frame on its own). [`DEFAULT_FAULT_AROUND`] at first. The trade-off:
@@ -458,27 +708,38 @@ where
     ///
     /// # Errors
     /// [`FaultAroundError::BadSize`] (nothing changes).
+    ///
+    /// # Panics
+    /// As [`lock`](Self::lock), inside this system's lock.
     pub fn set_fault_around(&self, pages: usize) -> Result<(), FaultAroundError> {
-        self.stack.lock().set_fault_around(pages)
+        self.lock(|s| s.set_fault_around(pages))
     }
 
-    /// Creates an address space with a window of `size` bytes.
+    /// Creates an address space with a window of `size` bytes (at most [`Window::MAX_LEN`]).
     ///
     /// # Errors
-    /// [`SpaceError::Window`], [`SpaceError::Register`].
+    /// [`SpaceError::Window`], [`SpaceError::Register`], [`SpaceError::Reentered`].
     pub fn create_space(&self, size: usize) -> Result<SpaceId, SpaceError> {
+        if holds(key_of(&self.stack)) {
+            return Err(SpaceError::Reentered);
+        }
         let window = Window::new(size).map_err(SpaceError::Window)?;
         let (start, len) = (window.start(), window.len());
-        let space = AddressSpace::new(RegionMap::new(start, len), HostMmu::new(window, Arc::clone(&self.ram)));
-        let index = {
-            let mut stack = self.stack.lock();
+        let mmu = HostMmu::try_new(window, Arc::clone(&self.ram)).map_err(SpaceError::Window)?;
+        let space = AddressSpace::new(RegionMap::new(start, len), mmu);
+        let id = {
+            let mut stack = self.locked()?;
+            let stack = &mut *stack;
             let index = stack.spaces.iter().position(Option::is_none).unwrap_or(stack.spaces.len());
             if index == stack.spaces.len() {
                 stack.spaces.push(None);
+                stack.serials.push(0);
             }
             stack.spaces[index] = Some(space);
-            index
+            stack.serials[index] = NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            SpaceId { index, serial: stack.serials[index] }
         };
+        let index = id.index;
         let resolver = Arc::new(SpaceResolver { stack: Arc::clone(&self.stack), index });
         match fault::register(start, len, resolver) {
             Ok(reg) => {
@@ -486,8 +747,8 @@ where
                 if regs.len() <= index {
                     regs.resize_with(index + 1, || None);
                 }
-                regs[index] = Some((reg, start, len));
-                Ok(SpaceId(index))
+                regs[index] = Some(reg);
+                Ok(id)
             }
             Err(e) => {
                 self.stack.lock().spaces[index] = None;
@@ -496,75 +757,164 @@ where
         }
     }
 
-    /// Destroys space `id`: stops its faults, detaches every region, releases its window.
+    /// Destroys space `id`: stops its faults, waits for the loads and stores in flight in
+    /// it, detaches every region (with `KEEP`), releases its window. Loads and stores of the
+    /// space that start after it fail with [`SpaceError::NoSpace`].
     ///
     /// # Errors
-    /// [`SpaceError::NoSpace`].
+    /// [`SpaceError::NoSpace`], [`SpaceError::Reentered`].
     pub fn destroy_space(&self, id: SpaceId) -> Result<(), SpaceError> {
-        let (reg, start, len) =
-            self.registrations.lock().get_mut(id.0).and_then(Option::take).ok_or(SpaceError::NoSpace(id))?;
+        if holds(key_of(&self.stack)) {
+            return Err(SpaceError::Reentered);
+        }
+        // Registrations are dropped outside the stack's lock (a handler inside the window may
+        // be waiting for it); the registrations' lock orders destroyers of the same space.
+        let mut regs = self.registrations.lock();
+        if self.lock(|s| s.index_of(id)).is_none() {
+            return Err(SpaceError::NoSpace(id));
+        }
+        let reg = regs.get_mut(id.index).and_then(Option::take);
         drop(reg);
-        let mut stack = self.stack.lock();
+        drop(regs);
+        // Loads and stores hold the lock while they touch the window: taking it waits for
+        // them, and the window is released before it is given back.
+        let mut stack = self.locked()?;
         let stack = &mut *stack;
-        if let Some(mut space) = stack.spaces.get_mut(id.0).and_then(Option::take) {
-            let mut store = Store { manager: &mut stack.manager, replaced: None };
-            let _ = space.map.detach_all(&mut store, &mut space.mmu, start, len, DetachFlags::OVERLAP);
+        let index = stack.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+        if let Some(mut space) = stack.spaces[index].take() {
+            let (start, len) = (space.map.window_start(), space.map.window_size());
+            let mut store = stack.store();
+            let _ =
+                space.map.detach_all(&mut store, &mut space.mmu, start, len, DetachFlags::OVERLAP | DetachFlags::KEEP);
+            drop(space);
         }
         Ok(())
     }
 
-    /// Runs `f` with the stack locked. `f` must not load or store window memory.
+    /// Runs `f` with the stack locked. `f` must not load or store window memory, nor use this
+    /// system (its methods fail with [`SpaceError::Reentered`] there).
+    ///
+    /// # Panics
+    /// When this thread holds the lock already (`f` of an outer `lock` calls `lock`):
+    /// waiting would deadlock.
     pub fn lock<R>(&self, f: impl FnOnce(&mut Stack<S>) -> R) -> R {
-        f(&mut self.stack.lock())
+        match self.locked() {
+            Ok(mut stack) => f(&mut stack),
+            Err(_) => panic!("System::lock called inside System::lock on the same thread: it would deadlock"),
+        }
     }
 
-    fn check(&self, id: SpaceId, addr: VirtAddr, len: usize) -> Result<(), SpaceError> {
-        let regs = self.registrations.lock();
-        let &(_, start, size) = regs.get(id.0).and_then(Option::as_ref).ok_or(SpaceError::NoSpace(id))?;
+    /// Resolves every page of `addr .. addr + len` of space `id` for `access` and returns the
+    /// locked stack (so nothing can unmap the pages).
+    fn reach(&self, id: SpaceId, addr: VirtAddr, len: usize, access: Access) -> Result<StackGuard<'_, S>, SpaceError> {
+        if holds(key_of(&self.stack)) {
+            return Err(SpaceError::Reentered);
+        }
+        // First touches are real faults: probe each page without the lock (a probe the
+        // handler cannot serve just returns false; the pass under the lock below finds out
+        // why). The window is checked first so that only its pages are probed; a space
+        // destroyed meanwhile makes the probes fail harmlessly and the pass below report it.
+        let window = self.lock(|s| s.space(id).map(|sp| (sp.map.window_start(), sp.map.window_size())))?;
+        let inside =
+            addr.checked_offset_from(window.0).is_some_and(|o| o.checked_add(len).is_some_and(|e| e <= window.1));
+        if !inside {
+            return Err(SpaceError::OutsideWindow(addr));
+        }
+        let end = addr.as_usize() + len;
+        let mut at = addr.as_usize();
+        while at < end {
+            // SAFETY: window memory (checked above) or, if the space went away since,
+            // unmapped or reused addresses, which a probe touches without changing a byte.
+            let _ = unsafe { crate::access::probe(VirtAddr::new(at), access == Access::Write) };
+            at = (at & !(PAGE_SIZE - 1)) + PAGE_SIZE;
+        }
+        let mut stack = self.locked()?;
+        let space = stack.space(id)?;
+        let (start, size) = (space.map.window_start(), space.map.window_size());
         let inside = addr.checked_offset_from(start).is_some_and(|o| o.checked_add(len).is_some_and(|e| e <= size));
-        if inside { Ok(()) } else { Err(SpaceError::OutsideWindow(addr)) }
+        if !inside {
+            return Err(SpaceError::OutsideWindow(addr));
+        }
+        let pages = || {
+            let first = addr.as_usize();
+            core::iter::successors(Some(first), |&at| Some((at & !(PAGE_SIZE - 1)) + PAGE_SIZE))
+                .take_while(move |&at| at < first + len)
+                .map(VirtAddr::new)
+        };
+        // Resolving a later page may unmap an earlier one (a copy-on-write break unmaps the
+        // old frame's other mappings, and two regions may show the same page): resolve until
+        // every page is mapped for the access, which the copy relies on.
+        for _ in 0..RESOLVE_ROUNDS {
+            for a in pages() {
+                stack.prepare(id.index, a, access).map_err(|error| SpaceError::Fault { addr: a, access, error })?;
+            }
+            if pages().all(|a| stack.accessible(id.index, a, access)) {
+                return Ok(stack);
+            }
+        }
+        let addr = pages().find(|&a| !stack.accessible(id.index, a, access)).unwrap_or(addr);
+        let rights = Rights::empty();
+        Err(SpaceError::Fault { addr, access, error: FaultError::Forbidden { addr, access, rights } })
     }
 
-    /// Loads `buf.len()` bytes at `addr` of space `id` with real loads (faults are resolved
-    /// by the handler; one the region map refuses ends the process with `SIGSEGV`).
+    /// Loads `buf.len()` bytes at `addr` of space `id` with real loads. Every page is
+    /// resolved first, as a fault would (demand-zero, fault-around); the loads then run with
+    /// the lock held, so no page can be unmapped under them and the space cannot be
+    /// destroyed meanwhile.
     ///
     /// # Errors
-    /// [`SpaceError::NoSpace`], [`SpaceError::OutsideWindow`] (nothing is loaded then).
+    /// [`SpaceError::NoSpace`], [`SpaceError::OutsideWindow`], [`SpaceError::Fault`] (no
+    /// region, beyond the rights, no frame left), [`SpaceError::Reentered`]; nothing is
+    /// loaded then.
     pub fn load(&self, id: SpaceId, addr: VirtAddr, buf: &mut [u8]) -> Result<(), SpaceError> {
-        self.check(id, addr, buf.len())?;
-        for (i, b) in buf.iter_mut().enumerate() {
-            // SAFETY: addr + i is inside the space's registered window (checked above).
-            *b = unsafe { crate::access::load_u8(VirtAddr::new(addr.as_usize() + i)) };
-        }
+        let stack = self.reach(id, addr, buf.len(), Access::Read)?;
+        // SAFETY: the range is inside space id's window, on pages mapped readable (reach
+        // checked each under the lock), and the lock held in `stack` keeps them so: no load
+        // can fault.
+        unsafe { crate::access::load_bytes(addr, buf) };
+        drop(stack);
         Ok(())
     }
 
-    /// Stores `buf` at `addr` of space `id` with real stores.
+    /// Stores `buf` at `addr` of space `id` with real stores, resolving every page first
+    /// (see [`load`](Self::load)).
+    ///
+    /// # Errors
+    /// As [`load`](Self::load); nothing is stored then.
+    pub fn store(&self, id: SpaceId, addr: VirtAddr, buf: &[u8]) -> Result<(), SpaceError> {
+        let stack = self.reach(id, addr, buf.len(), Access::Write)?;
+        // SAFETY: the range is inside space id's window, on pages mapped writable (reach
+        // checked each under the lock), and the lock held in `stack` keeps them so: no store
+        // can fault.
+        unsafe { crate::access::store_bytes(addr, buf) };
+        drop(stack);
+        Ok(())
+    }
+
+    /// Makes `addr` of space `id` accessible for `access` now, as a fault there would (the
+    /// page stays mapped), or says why a fault could not.
     ///
     /// # Errors
     /// As [`load`](Self::load).
-    pub fn store(&self, id: SpaceId, addr: VirtAddr, buf: &[u8]) -> Result<(), SpaceError> {
-        self.check(id, addr, buf.len())?;
-        for (i, &b) in buf.iter().enumerate() {
-            // SAFETY: addr + i is inside the space's registered window (checked above).
-            unsafe { crate::access::store_u8(VirtAddr::new(addr.as_usize() + i), b) };
-        }
-        Ok(())
+    pub fn resolve(&self, id: SpaceId, addr: VirtAddr, access: Access) -> Result<(), SpaceError> {
+        self.reach(id, addr, 1, access).map(drop)
     }
 
-    /// Whether an access to `addr` in space `id` would be resolved (a mapped page that allows
-    /// it, or a region whose rights allow it), so that callers can refuse an access instead
-    /// of letting it end the process.
+    /// Whether an access to `addr` in space `id` is served: [`resolve`](Self::resolve)
+    /// succeeds (so the page is mapped now), exactly what a fault there would do. Callers
+    /// use it to refuse an access instead of letting it end the process.
     #[must_use]
     pub fn would_resolve(&self, id: SpaceId, addr: VirtAddr, access: Access) -> bool {
-        self.lock(|stack| {
-            let Ok(space) = stack.space(id) else { return false };
-            let Some(r) = space.map.region_at(addr) else { return false };
-            let Some(within) = addr.checked_offset_from(r.start) else { return false };
-            let offset = r.offset + within as u64;
-            let size = stack.manager.info(r.dataspace).map(|i| i.size).unwrap_or(0);
-            r.rights.allows(access) && offset < size.next_multiple_of(PAGE_SIZE as u64)
-        })
+        self.resolve(id, addr, access).is_ok()
+    }
+
+    /// Checks the invariants of the whole stack ([`Stack::check_invariants`]).
+    ///
+    /// # Panics
+    /// On the first broken invariant, or as [`lock`](Self::lock).
+    #[cfg(any(test, feature = "check"))]
+    pub fn check_invariants(&self) {
+        self.lock(|s| s.check_invariants());
     }
 }
 

@@ -86,15 +86,23 @@ impl MappingBudget {
 pub enum WindowError {
     /// The size is zero or not a multiple of 4 KiB.
     BadSize(usize),
+    /// The size is above [`Window::MAX_LEN`].
+    TooLarge(usize),
     /// The kernel refused the reservation (its errno).
     Os(i32),
+    /// No memory for the MMU's table of the window's pages.
+    NoTable(usize),
 }
 
 impl core::fmt::Display for WindowError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             WindowError::BadSize(s) => write!(f, "window size {s:#x} is zero or not a multiple of 4 KiB"),
+            WindowError::TooLarge(s) => {
+                write!(f, "window size {s:#x} is above the largest window ({:#x} bytes)", Window::MAX_LEN)
+            }
             WindowError::Os(e) => write!(f, "cannot reserve a window: errno {e}"),
+            WindowError::NoTable(s) => write!(f, "no memory for the page table of a window of {s:#x} bytes"),
         }
     }
 }
@@ -106,8 +114,8 @@ impl WindowError {
     #[must_use]
     pub fn code(self) -> i32 {
         match self {
-            WindowError::BadSize(_) => -22,
-            WindowError::Os(_) => -12,
+            WindowError::BadSize(_) | WindowError::TooLarge(_) => -22,
+            WindowError::Os(_) | WindowError::NoTable(_) => -12,
         }
     }
 }
@@ -124,14 +132,21 @@ pub struct Window {
 }
 
 impl Window {
+    /// The largest window: 64 GiB. A [`HostMmu`] keeps one word per page of its window (128
+    /// MiB of table at this size), so the bookkeeping a window costs stays bounded.
+    pub const MAX_LEN: usize = 1 << 36;
+
     /// Reserves `len` bytes of address space somewhere.
     ///
     /// # Errors
-    /// [`WindowError::BadSize`] for a zero or unaligned length, [`WindowError::Os`] when the
-    /// kernel refuses.
+    /// [`WindowError::BadSize`] for a zero or unaligned length, [`WindowError::TooLarge`]
+    /// above [`Window::MAX_LEN`], [`WindowError::Os`] when the kernel refuses.
     pub fn new(len: usize) -> Result<Self, WindowError> {
         if len == 0 || !len.is_multiple_of(PAGE_SIZE) {
             return Err(WindowError::BadSize(len));
+        }
+        if len > Self::MAX_LEN {
+            return Err(WindowError::TooLarge(len));
         }
         let ptr = sys::reserve(len).map_err(|e| WindowError::Os(e.raw_os_error()))?;
         let start = VirtAddr::try_new(ptr as usize).map_err(|_| WindowError::Os(libc::EFAULT))?;
@@ -283,11 +298,38 @@ impl HostMmu {
         Self::with_budget(window, ram, Arc::clone(MappingBudget::system()))
     }
 
+    /// An MMU over `window` charging the process-wide budget, or
+    /// [`WindowError::NoTable`] when the memory for its table cannot be had (instead of
+    /// aborting, as [`new`](Self::new) does).
+    ///
+    /// # Errors
+    /// [`WindowError::NoTable`].
+    pub fn try_new(window: Window, ram: Arc<HostRam>) -> Result<Self, WindowError> {
+        Self::try_with_budget(window, ram, Arc::clone(MappingBudget::system()))
+    }
+
     /// An MMU charging `budget`.
+    ///
+    /// # Panics
+    /// When the memory for the table of the window's pages cannot be had (see
+    /// [`try_new`](Self::try_new)).
     #[must_use]
     pub fn with_budget(window: Window, ram: Arc<HostRam>, budget: Arc<MappingBudget>) -> Self {
-        let table = vec![0u64; window.pages().get()].into_boxed_slice();
-        HostMmu { window, ram, table, runs: 0, budget, populate: Populate::default() }
+        let len = window.len();
+        Self::try_with_budget(window, ram, budget)
+            .unwrap_or_else(|_| panic!("no memory for the table of a window of {len:#x} bytes"))
+    }
+
+    fn try_with_budget(window: Window, ram: Arc<HostRam>, budget: Arc<MappingBudget>) -> Result<Self, WindowError> {
+        let pages = window.pages().get();
+        // Ask for the memory fallibly first; `vec!` then takes it zeroed from the allocator
+        // (untouched pages of a large table cost nothing until used), which a fallible
+        // `resize` would not.
+        let mut probe = Vec::<u64>::new();
+        probe.try_reserve_exact(pages).map_err(|_| WindowError::NoTable(window.len()))?;
+        drop(probe);
+        let table = vec![0u64; pages].into_boxed_slice();
+        Ok(HostMmu { window, ram, table, runs: 0, budget, populate: Populate::default() })
     }
 
     /// When a map also fills in the kernel's page-table entries (`MAP_POPULATE`); see

@@ -422,3 +422,35 @@ fn every_populate_mode_maps_the_frames_it_is_given() {
         assert_eq!(mmu.mapped_pages(), 5);
     }
 }
+
+#[test]
+fn a_fault_inside_the_spaces_own_lock_aborts_with_a_message() {
+    const CASE: &str = "a_fault_inside_the_spaces_own_lock_aborts_with_a_message";
+    if child_case().as_deref() == Some(CASE) {
+        let (ram, frames) = setup(16);
+        let s = space(&ram, &frames, vec![Backing::DemandZero(Rights::RW)]);
+        // Deliberately wrong: window memory touched inside `with` (it used to deadlock).
+        let v = s.with(|_| byte(&s, 0));
+        eprintln!("survived the load: {v}");
+        std::process::exit(0);
+    }
+    let out = run_child(CASE);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(signal_of(&out), Some(libc::SIGABRT), "{:?} {err}", out.status);
+    assert!(err.contains("memkit: unresolved read fault at 0x") && err.contains("holds the lock"), "{err}");
+}
+
+#[test]
+fn nested_with_panics_instead_of_deadlocking() {
+    let (ram, frames) = setup(16);
+    let s = space(&ram, &frames, vec![Backing::DemandZero(Rights::RW)]);
+    let nested = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.with(|_| s.with(|_| ()))));
+    assert!(nested.is_err());
+    // The lock and the record were released by the unwinding: faults are served again.
+    set(&s, 0, 3);
+    assert_eq!(byte(&s, 0), 3);
+    // Another space's lock is no obstacle.
+    let other = space(&ram, &frames, vec![Backing::DemandZero(Rights::RW)]);
+    s.with(|_| set(&other, 0, 4));
+    assert_eq!(byte(&other, 0), 4);
+}

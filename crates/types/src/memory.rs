@@ -17,7 +17,10 @@ use crate::frame::{Frame, FrameCount, Order};
 pub trait PhysMemory {
     /// Fills `count` frames from `frame` on with zeros.
     fn zero(&self, frame: Frame, count: FrameCount);
-    /// Copies `count` frames from `src` to `dst`; the two runs do not overlap.
+    /// Copies `count` frames from `src` to `dst`. Callers pass disjoint runs; as the method
+    /// is safe, an implementation must stay sound when they overlap (even `src == dst`): the
+    /// contents of `dst` are then unspecified, never undefined behaviour (a `memmove` is the
+    /// simple way).
     fn copy(&self, src: Frame, dst: Frame, count: FrameCount);
     /// Reads `buf.len()` bytes starting at `addr`.
     fn read(&self, addr: PhysAddr, buf: &mut [u8]);
