@@ -45,7 +45,7 @@ use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId, Pl
 use memkit_heap::HeapId;
 use memkit_host::SpaceId;
 use memkit_region::{AttachRequest, DetachFlags, Flags};
-use memkit_types::{Access, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, PhysAddr, Rights, VirtAddr};
+use memkit_types::{Frame, FrameCount, FrameSource, Order, PAGE_SIZE, PhysAddr, Rights, VirtAddr};
 
 use crate::hosted::{self, Hosted};
 use crate::input::{self, LineRead, MAX_LINE_BYTES, MAX_SCRIPT_BYTES};
@@ -1032,32 +1032,21 @@ impl<'h> Session<'h> {
         Ok(())
     }
 
-    /// Checks that every page of `offset .. offset + len` of region `name` would be resolved
-    /// for `access` (so that a refused access is an error, not the end of the process), and
-    /// returns the space and the first address.
-    fn reach(&self, name: &str, off: u64, len: usize, access: Access) -> Res<(SpaceId, VirtAddr)> {
+    /// Checks that `offset .. offset + len` lies inside region `name`, and returns the space
+    /// and the first address. Whether each page can be served is `System::load`'s and
+    /// `System::store`'s to say: they resolve every page first and report a refused or
+    /// unservable access (rights, the dataspace's size, no frame left) as an error.
+    fn reach(&self, name: &str, off: u64, len: usize) -> Res<(SpaceId, VirtAddr)> {
         let (space, start, size) = self.region(name)?;
         let off: usize = narrow(off, "OFFSET")?;
         if off.checked_add(len).is_none_or(|e| e > size) {
             return Err(format!("{name}+{off:#x}..+{len}: outside the region ({size:#x} bytes)"));
         }
-        let first = start.as_usize() + off;
-        let mut page = first & !(PAGE_SIZE - 1);
-        while page < first + len.max(1) {
-            let addr = VirtAddr::try_new(page.max(first)).map_err(|e| e.to_string())?;
-            if !self.h.system.would_resolve(space, addr, access) {
-                return Err(format!(
-                    "{access:?} at {name}+{:#x} would fault unresolved (rights or dataspace size)",
-                    addr.as_usize() - start.as_usize()
-                ));
-            }
-            page += PAGE_SIZE;
-        }
-        Ok((space, VirtAddr::try_new(first).map_err(|e| e.to_string())?))
+        Ok((space, VirtAddr::try_new(start.as_usize() + off).map_err(|e| e.to_string())?))
     }
 
     fn load(&self, name: &str, offset: u64, len: usize) -> Res<Vec<u8>> {
-        let (space, addr) = self.reach(name, offset, len, Access::Read)?;
+        let (space, addr) = self.reach(name, offset, len)?;
         let mut buf = vec![0u8; len];
         self.h.system.load(space, addr, &mut buf).map_err(|e| e.to_string())?;
         Ok(buf)
@@ -1073,7 +1062,7 @@ impl<'h> Session<'h> {
 
     fn op_store(&mut self, a: &Command) -> Res {
         let bytes = a.bytes(2)?;
-        let (space, addr) = self.reach(a.text(0)?, a.number(1)?, bytes.len(), Access::Write)?;
+        let (space, addr) = self.reach(a.text(0)?, a.number(1)?, bytes.len())?;
         self.h.system.store(space, addr, bytes).map_err(|e| e.to_string())
     }
 
