@@ -89,3 +89,5 @@ pub use mmu::{MapError, Mmu, TlbFlush, Translation};
 pub use set::{SpaceError, SpaceId, SpaceSet, SpacesRevoker};
 pub use soft::{AccessFault, SoftMmu};
 pub use space::AddressSpace;
+#[cfg(any(test, feature = "check"))]
+pub use tree::TreeStats;

@@ -27,6 +27,8 @@ use crate::error::{AttachError, DetachError, FaultError, FindError, FreeAreaErro
 use crate::flags::{DETACH_AGAIN, DetachFlags, DetachResult, Flags};
 use crate::mmu::{Mmu, Translation};
 use crate::tree::GapTree;
+#[cfg(any(test, feature = "check"))]
+use crate::tree::TreeStats;
 
 /// The largest alignment (log2) a search accepts: the 47-bit address width.
 pub const MAX_ALIGN: u8 = 47;
@@ -933,6 +935,14 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
                 flush.flush(mmu);
             }
         });
+    }
+
+    /// The structural changes of the map's trees so far (regions, areas, and the tree of
+    /// areas and regions outside them, added up), for tests that show which paths of the
+    /// trees they reached.
+    #[cfg(any(test, feature = "check"))]
+    pub fn tree_stats(&self) -> TreeStats {
+        self.regions.stats().plus(&self.areas.stats()).plus(&self.top.stats())
     }
 
     /// Checks every invariant of the map.

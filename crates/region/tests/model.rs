@@ -1,6 +1,5 @@
 //! The region map against the reference model: a property test over random action
 //! sequences, and a long random-action run (10^6 actions).
-#![cfg(feature = "testing")]
 
 use memkit_region::action::{Action, ActionSource, Harness, Stats};
 use proptest::prelude::*;
