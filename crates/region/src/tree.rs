@@ -1183,6 +1183,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
         #[test]
         fn matches_a_linear_scan(ops in proptest::collection::vec((0usize..200, 1usize..12, any::<bool>()), 1..200),
                                  queries in proptest::collection::vec((0usize..220, 0usize..260, 1usize..20, 0u32..4), 1..30)) {
@@ -1222,8 +1223,9 @@ mod tests {
     #[test]
     fn deep_tree_matches_a_btreemap() {
         // Keys and steps enough for three internal levels (asserted at the end).
-        const KEYS: u64 = 200_000;
-        const STEPS: u32 = 200_000;
+        // (Under Miri a small tree of one level.)
+        const KEYS: u64 = if cfg!(miri) { 2_000 } else { 200_000 };
+        const STEPS: u32 = if cfg!(miri) { 2_000 } else { 200_000 };
         let mut t = GapTree::new();
         let mut m = BTreeMap::new();
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -1269,7 +1271,7 @@ mod tests {
         let want: Vec<_> = m.iter().map(|(s, (e, v))| (*s, *e, *v)).collect();
         assert_eq!(got, want);
         // Internal nodes split, merged and evened out too, not only leaves.
-        assert!(deepest >= 3, "the tree grew only {deepest} internal levels");
+        assert!(cfg!(miri) || deepest >= 3, "the tree grew only {deepest} internal levels");
         // Lookups went through leaf hints that insertions and removals had made stale.
         assert!(hinted, "the tree never sized its hint table");
     }

@@ -31,7 +31,7 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 200 }))]
     #[test]
     fn region_map_matches_the_model(actions in proptest::collection::vec(action(), 1..300)) {
         let mut h = Harness::new();
@@ -58,9 +58,11 @@ fn a_million_random_actions() {
         t.accesses += s.accesses;
         t.nonzero_loads += s.nonzero_loads;
     };
-    for i in 0..1_000_000u64 {
+    // Under Miri a few thousand.
+    let (actions, fresh) = if cfg!(miri) { (3_000u64, 1_000) } else { (1_000_000, 20_000) };
+    for i in 0..actions {
         // A fresh map now and then, so that both full and empty maps are exercised.
-        if i % 20_000 == 0 {
+        if i % fresh == 0 {
             add(&mut total, h.stats);
 
             h = Harness::new();
@@ -69,6 +71,9 @@ fn a_million_random_actions() {
     }
     add(&mut total, h.stats);
     println!("{total:?}");
+    if cfg!(miri) {
+        return;
+    }
     // Every kind of success happened many times (the run is not all errors).
     assert!(total.reserved > 1000 && total.attached > 10_000 && total.attached_in_area > 100, "{total:?}");
     assert!(total.detached.iter().all(|&n| n > 400), "{total:?}");

@@ -53,3 +53,76 @@ fn ascending_detach_of_regions_with_gaps() {
         assert_eq!(w.map.region_count(), 59 - i);
     }
 }
+
+/// `0..n` ascending, descending, shuffled (from `seed`) or from both ends in.
+fn order(n: usize, kind: usize, seed: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    match kind {
+        0 => {}
+        1 => v.reverse(),
+        2 => {
+            let mut x = seed | 1;
+            for i in (1..n).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+        }
+        _ => v = (0..n).map(|k| if k % 2 == 0 { k / 2 } else { n - 1 - k / 2 }).collect(),
+    }
+    v
+}
+
+/// Runs of one-page regions with gaps of 0, 1, 3 and irregular sizes, attached in one
+/// order and detached (`EXACT`, one page each) in every order, up to thousands of regions
+/// (three levels of the tree), with every invariant checked after each call. Searched
+/// attaches then find the gaps the detaches left.
+#[test]
+fn every_detach_order_over_runs_with_gaps() {
+    let sizes: &[usize] = if cfg!(miri) { &[60] } else { &[60, 1500] };
+    let gaps: [fn(usize) -> usize; 4] = [|_| 0, |_| 1, |_| 3, |i| (i * 7) % 5];
+    let mut deepest = memkit_region::TreeStats::NONE;
+    for &n in sizes {
+        for (g, gap) in gaps.iter().enumerate() {
+            let mut starts = Vec::with_capacity(n);
+            let mut at = BASE;
+            for i in 0..n {
+                starts.push(at);
+                at += (1 + gap(i)) * P;
+            }
+            for attach_order in [0, 1, 2] {
+                for detach_order in [0, 1, 2, 3] {
+                    if n > 100 && attach_order != g % 3 {
+                        continue;
+                    }
+                    let mut w = World::new(1 << 26);
+                    for i in order(n, attach_order, 11) {
+                        w.attach(starts[i]);
+                    }
+                    for (k, i) in order(n, detach_order, 5).into_iter().enumerate() {
+                        w.detach(starts[i]);
+                        assert_eq!(w.map.region_count(), n - 1 - k);
+                        // Now and then a searched attach takes the lowest free page back.
+                        if k % 97 == 0 {
+                            let req = AttachRequest::new(w.ds, P, Rights::RW).search(VirtAddr::new(BASE));
+                            let got = w.map.attach(&mut w.backing, &mut w.mmu, &req).unwrap();
+                            let lowest = (0..)
+                                .map(|p| BASE + p * P)
+                                .find(|&a| a == got.as_usize() || w.map.region_at(VirtAddr::new(a)).is_none())
+                                .unwrap();
+                            assert_eq!(got.as_usize(), lowest, "first fit missed a lower gap");
+                            w.detach(got.as_usize());
+                        }
+                    }
+                    assert_eq!(w.map.region_count(), 0);
+                    deepest = deepest.plus(&w.map.tree_stats());
+                }
+            }
+        }
+    }
+    if !cfg!(miri) {
+        assert!(deepest.grows[2] > 0 && deepest.shrinks[2] > 0, "never three levels: {deepest:?}");
+        assert!(deepest.evens[0] > 0 && deepest.merges[1] > 0, "{deepest:?}");
+    }
+}
