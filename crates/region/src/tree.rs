@@ -1224,8 +1224,8 @@ mod tests {
     fn deep_tree_matches_a_btreemap() {
         // Keys and steps enough for three internal levels (asserted at the end).
         // (Under Miri a small tree of one level.)
-        const KEYS: u64 = if cfg!(miri) { 2_000 } else { 200_000 };
-        const STEPS: u32 = if cfg!(miri) { 2_000 } else { 200_000 };
+        const KEYS: u64 = if cfg!(miri) { 300 } else { 200_000 };
+        const STEPS: u32 = if cfg!(miri) { 400 } else { 200_000 };
         let mut t = GapTree::new();
         let mut m = BTreeMap::new();
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -1358,7 +1358,7 @@ mod tests {
     /// or a wrong largest gap without overflow checks).
     #[test]
     fn every_order_and_gap_over_runs_of_intervals() {
-        let sizes: &[usize] = if cfg!(miri) { &[60, 150] } else { &[60, 700, 2500] };
+        let sizes: &[usize] = if cfg!(miri) { &[40] } else { &[60, 700, 2500] };
         let gaps: [fn(usize) -> usize; 4] = [|_| 0, |_| 1, |_| 3, |i| (i * 7) % 5];
         let orders = [Order::Ascending, Order::Descending, Order::Random(0x9e37_79b9), Order::OutsideIn];
         let mut total = TreeStats::NONE;
@@ -1403,7 +1403,7 @@ mod tests {
     /// it inserts (ascending and descending sweeps) and at random.
     #[test]
     fn interleaved_growth_and_shrinking() {
-        let (keys, rounds) = if cfg!(miri) { (400, 1) } else { (6000, 3) };
+        let (keys, rounds) = if cfg!(miri) { (120, 1) } else { (6000, 3) };
         let mut t = GapTree::new();
         let mut m: BTreeMap<usize, usize> = BTreeMap::new();
         let mut x: u64 = 0x1234_5678_9abc_def1;
@@ -1483,27 +1483,35 @@ mod tests {
     /// leaves the last internal node with too few leaves to merge with the first.
     #[test]
     fn internal_nodes_even_out() {
+        // Under Miri as few leaves as it takes (34), and the whole tree checked now and then.
         let leaves = if cfg!(miri) { 34 } else { 40 };
         let n = leaves * (B + 1 - MIN);
         let at = |i: usize| 0x10_0000 + 2 * i * GRAIN;
         let mut t = GapTree::new();
         let mut m = BTreeMap::new();
+        let sparse = |k: usize| !cfg!(miri) || k.is_multiple_of(97);
         for i in 0..n {
             t.insert(at(i), at(i) + GRAIN, i);
             m.insert(at(i), at(i) + GRAIN);
-            agrees(&t, &m, false);
+            if sparse(i) {
+                agrees(&t, &m, false);
+            }
         }
         assert_eq!(t.height, 2);
         // Between the intervals of the first two leaves.
         for i in 0..2 * (B + 1 - MIN) {
             t.insert(at(i) + GRAIN, at(i) + 2 * GRAIN, n + i);
             m.insert(at(i) + GRAIN, at(i) + 2 * GRAIN);
-            agrees(&t, &m, false);
+            if sparse(i) {
+                agrees(&t, &m, false);
+            }
         }
         for i in (0..n).rev() {
             assert!(t.remove(at(i)).is_some());
             m.remove(&at(i));
-            agrees(&t, &m, i.is_multiple_of(50));
+            if sparse(i) {
+                agrees(&t, &m, i.is_multiple_of(50));
+            }
         }
         let s = t.stats();
         assert!(s.evens[1] > 0, "{s:?}");

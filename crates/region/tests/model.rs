@@ -59,7 +59,7 @@ fn a_million_random_actions() {
         t.nonzero_loads += s.nonzero_loads;
     };
     // Under Miri a few thousand.
-    let (actions, fresh) = if cfg!(miri) { (3_000u64, 1_000) } else { (1_000_000, 20_000) };
+    let (actions, fresh) = if cfg!(miri) { (500u64, 500) } else { (1_000_000, 20_000) };
     for i in 0..actions {
         // A fresh map now and then, so that both full and empty maps are exercised.
         if i % fresh == 0 {
@@ -85,7 +85,7 @@ fn a_million_random_actions() {
 /// growing to and shrinking from one and two internal levels.
 #[test]
 fn random_actions_reach_every_structural_path() {
-    let (actions, fresh) = if cfg!(miri) { (2_000u64, 1_000) } else { (30_000, 15_000) };
+    let (actions, fresh) = if cfg!(miri) { (300u64, 300) } else { (30_000, 15_000) };
     let mut h = Harness::new();
     let mut src = ActionSource::with_runs(0x5eed_0002, 60);
     let mut tree = TreeStats::NONE;

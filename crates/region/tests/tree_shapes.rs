@@ -80,7 +80,7 @@ fn order(n: usize, kind: usize, seed: u64) -> Vec<usize> {
 /// attaches then find the gaps the detaches left.
 #[test]
 fn every_detach_order_over_runs_with_gaps() {
-    let sizes: &[usize] = if cfg!(miri) { &[60] } else { &[60, 1500] };
+    let sizes: &[usize] = if cfg!(miri) { &[30] } else { &[60, 1500] };
     let gaps: [fn(usize) -> usize; 4] = [|_| 0, |_| 1, |_| 3, |i| (i * 7) % 5];
     let mut deepest = memkit_region::TreeStats::NONE;
     for &n in sizes {
