@@ -1273,7 +1273,7 @@ mod tests {
         // Internal nodes split, merged and evened out too, not only leaves.
         assert!(cfg!(miri) || deepest >= 3, "the tree grew only {deepest} internal levels");
         // Lookups went through leaf hints that insertions and removals had made stale.
-        assert!(hinted, "the tree never sized its hint table");
+        assert!(cfg!(miri) || hinted, "the tree never sized its hint table");
     }
 
     /// An order in which a test inserts or removes a run of intervals.
@@ -1358,19 +1358,25 @@ mod tests {
     /// or a wrong largest gap without overflow checks).
     #[test]
     fn every_order_and_gap_over_runs_of_intervals() {
-        let sizes: &[usize] = if cfg!(miri) { &[40] } else { &[60, 700, 2500] };
+        let sizes: &[usize] = if cfg!(miri) { &[24] } else { &[60, 700, 2500] };
         let gaps: [fn(usize) -> usize; 4] = [|_| 0, |_| 1, |_| 3, |i| (i * 7) % 5];
+        let gaps = if cfg!(miri) { &gaps[1..2] } else { &gaps[..] };
         let orders = [Order::Ascending, Order::Descending, Order::Random(0x9e37_79b9), Order::OutsideIn];
         let mut total = TreeStats::NONE;
         for &n in sizes {
-            for gap in gaps {
+            for &gap in gaps {
                 let mut starts = Vec::with_capacity(n);
                 let mut at = 0x10_0000;
                 for i in 0..n {
                     starts.push(at);
                     at += (1 + gap(i)) * GRAIN;
                 }
-                for insert in [Order::Ascending, Order::Descending, Order::Random(7)] {
+                let inserts: &[Order] = if cfg!(miri) {
+                    &[Order::Ascending]
+                } else {
+                    &[Order::Ascending, Order::Descending, Order::Random(7)]
+                };
+                for &insert in inserts {
                     for remove in orders {
                         // The largest runs once per remove order, inserted ascending.
                         if n > 1000 && !matches!(insert, Order::Ascending) && gap(2) != 1 {
@@ -1385,6 +1391,10 @@ mod tests {
                 }
             }
         }
+        if cfg!(miri) {
+            // Too few intervals for the tree to grow a level.
+            return;
+        }
         // Leaves and internal nodes split and merged, leaves evened out; the root grew and
         // shrank at both heights.
         assert!(total.evens[0] > 0, "{total:?}");
@@ -1392,9 +1402,7 @@ mod tests {
             assert!(total.splits[h] > 0 && total.merges[h] > 0, "height {h}: {total:?}");
         }
         for h in 1..3 {
-            if !cfg!(miri) || h == 1 {
-                assert!(total.grows[h] > 0 && total.shrinks[h] > 0, "height {h}: {total:?}");
-            }
+            assert!(total.grows[h] > 0 && total.shrinks[h] > 0, "height {h}: {total:?}");
         }
     }
 
@@ -1403,7 +1411,7 @@ mod tests {
     /// it inserts (ascending and descending sweeps) and at random.
     #[test]
     fn interleaved_growth_and_shrinking() {
-        let (keys, rounds) = if cfg!(miri) { (120, 1) } else { (6000, 3) };
+        let (keys, rounds) = if cfg!(miri) { (40, 1) } else { (6000, 3) };
         let mut t = GapTree::new();
         let mut m: BTreeMap<usize, usize> = BTreeMap::new();
         let mut x: u64 = 0x1234_5678_9abc_def1;
@@ -1472,9 +1480,9 @@ mod tests {
         }
         if !cfg!(miri) {
             assert!(height >= 2, "the tree grew only {height} internal levels");
+            let s = t.stats();
+            assert!(s.merges[1] > 0 && s.splits[1] > 0, "{s:?}");
         }
-        let s = t.stats();
-        assert!(s.merges[1] > 0 && s.splits[1] > 0, "{s:?}");
     }
 
     /// Two internal nodes even out: an ascending run leaves the first internal node with
