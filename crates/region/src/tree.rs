@@ -1185,8 +1185,8 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
         #[test]
-        fn matches_a_linear_scan(ops in proptest::collection::vec((0usize..200, 1usize..12, any::<bool>()), 1..200),
-                                 queries in proptest::collection::vec((0usize..220, 0usize..260, 1usize..20, 0u32..4), 1..30)) {
+        fn matches_a_linear_scan(ops in proptest::collection::vec((0usize..200, 1usize..12, any::<bool>()), 1..if cfg!(miri) { 40 } else { 200 }),
+                                 queries in proptest::collection::vec((0usize..220, 0usize..260, 1usize..20, 0u32..4), 1..if cfg!(miri) { 4 } else { 30 })) {
             let mut t = GapTree::new();
             let mut m = BTreeMap::new();
             for (s, len, insert) in ops {

@@ -33,7 +33,7 @@ fn action() -> impl Strategy<Value = Action> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 200 }))]
     #[test]
-    fn region_map_matches_the_model(actions in proptest::collection::vec(action(), 1..300)) {
+    fn region_map_matches_the_model(actions in proptest::collection::vec(action(), 1..if cfg!(miri) { 30 } else { 300 })) {
         let mut h = Harness::new();
         for a in &actions {
             h.apply(a);
