@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, Placement as DsPlacement, PoolId};
 use memkit_heap::{HeapId, XmallocError, XmfreeError};
-use memkit_region::{AttachRequest, DetachFlags, FaultError, Mmu, SpaceId};
+use memkit_region::{AttachRequest, DetachFlags, FaultError, Flags, Mmu, SpaceId};
 
 use memkit_phys::{AllocateError, DEFAULT_POOL, FreeError, HEADER_MAGIC, ISA_DMA_LIMIT, ISA_DMA_POOL, MemoryArea};
 use memkit_types::{
@@ -25,10 +25,7 @@ use crate::memory::KernelSpace;
 use crate::phys_window::{DIRECT_MAP_BASE, KernelPhysMemory};
 use crate::pvh::MemoryMap;
 use crate::serial::println;
-use crate::space::{
-    DataspaceBacking, KernelManager, Pager, SetPager, Space, SpaceRevoker, Spaces, WINDOW_SIZE, WINDOW_START,
-    new_space, new_tables, with_space_active,
-};
+use crate::space::{KernelManager, SetPager, Space, Spaces, WINDOW_SIZE, WINDOW_START, new_tables, with_space_active};
 use crate::testing::{Runner, TestResult, check, check_eq};
 use crate::{cpu, image};
 
@@ -428,6 +425,10 @@ pub(crate) fn spaces(runner: &mut Runner, frames: &'static KernelFrames, kernel_
     runner.run("space::detach_unmaps_and_frames_go_back", || detach_gives_back(frames, kernel_root));
     runner.run("space::isa_dma_dataspace_is_contiguous_below_16mib", || isa_dma_dataspace(frames, kernel_root));
     runner.run("space::copy_on_write_across_two_address_spaces", || fork(frames, kernel_root));
+    runner.run("space::copy_on_write_break_unmaps_the_old_frame_in_its_own_space", || {
+        cow_break_in_own_space(frames, kernel_root)
+    });
+    runner.run("space::detach_free_gives_the_frames_back", || detach_free(frames, kernel_root));
     runner.run("space::thousand_lazy_pages_in_random_order", || many_lazy_pages(frames, kernel_root));
     runner.run("space::execute_needs_the_execute_right", || execute_right(frames, kernel_root));
 }
@@ -452,55 +453,84 @@ fn page(addr: VirtAddr) -> Page {
     Page::containing_address(addr)
 }
 
-/// Everything a space test needs, built fresh.
+/// Everything a space test needs, built fresh: one address space in a [`Spaces`] set (the
+/// same wiring as several spaces).
 struct Fixture {
-    manager: KernelManager,
-    space: Space,
+    set: Spaces,
+    id: SpaceId,
     kernel_root: Frame,
 }
 
 impl Fixture {
     fn new(frames: &'static KernelFrames, kernel_root: Frame) -> Result<Self, crate::testing::Failure> {
-        let manager = new_manager(frames);
-        let space = new_space(frames, kernel_root).map_err(|_| fail("no frame for the space's root"))?;
-        Ok(Fixture { manager, space, kernel_root })
+        let mut set = Spaces::new(new_manager(frames));
+        let (map, mmu) = new_tables(frames, kernel_root).map_err(|_| fail("no frame for the space's root"))?;
+        let id = set.add_space(map, mmu);
+        Ok(Fixture { set, id, kernel_root })
+    }
+
+    fn manager(&self) -> &KernelManager {
+        self.set.manager()
+    }
+
+    fn space(&self) -> &Space {
+        self.set.space(self.id).expect("the fixture's space exists")
     }
 
     fn open(&mut self, pages: usize, name: &str) -> Result<DataspaceId, crate::testing::Failure> {
-        self.manager
+        self.set
+            .manager_mut()
             .mem_open(FactoryId::ROOT, CLIENT, (pages * PAGE) as u64, 12, DmFlags::empty(), name)
             .map_err(|_| fail("mem_open"))
     }
 
     fn attach(&mut self, ds: DataspaceId, pages: usize, rights: Rights) -> Result<VirtAddr, crate::testing::Failure> {
-        let mut backing = DataspaceBacking::new(&mut self.manager);
-        let request = AttachRequest::new(ds, pages * PAGE, rights).search(VirtAddr::new(WINDOW_START));
-        self.space.attach(&mut backing, &request).map_err(|_| fail("attach"))
+        self.attach_with(ds, pages, rights, Flags::empty())
+    }
+
+    fn attach_with(
+        &mut self,
+        ds: DataspaceId,
+        pages: usize,
+        rights: Rights,
+        flags: Flags,
+    ) -> Result<VirtAddr, crate::testing::Failure> {
+        let request = AttachRequest::new(ds, pages * PAGE, rights).search(VirtAddr::new(WINDOW_START)).flags(flags);
+        self.set.attach(self.id, &request).map_err(|_| fail("attach"))
+    }
+
+    fn detach(&mut self, start: VirtAddr, size: usize) -> bool {
+        self.set.detach(self.id, start, size, DetachFlags::empty()).is_ok()
+    }
+
+    /// A copy-on-write copy of `ds`: its pages are write-protected in the space first.
+    fn copy_on_write(&mut self, ds: DataspaceId) -> Result<DataspaceId, crate::testing::Failure> {
+        self.set.copy_on_write(CLIENT, ds, "copy").map_err(|_| fail("COW copy"))
     }
 
     /// Detaches every region and closes every dataspace (`close_all`): afterwards the
     /// manager holds no frame, and dropping the fixture gives back the space's tables.
     fn teardown(mut self) -> TestResult {
-        let mut backing = DataspaceBacking::new(&mut self.manager);
-        for region in self.space.map.regions() {
-            check!(self.space.detach(&mut backing, region.start, region.size, DetachFlags::empty()).is_ok());
+        for region in self.space().map.regions() {
+            check!(self.detach(region.start, region.size));
         }
-        check!(self.manager.close_all(CLIENT, CLIENT, DmFlags::empty()).is_ok());
-        check_eq!(self.manager.frames_held(PoolId::DEFAULT), 0);
-        check_eq!(self.manager.frames_held(PoolId::new(ISA_DMA_POOL as u32).expect("pool 7")), 0);
+        self.set.check_invariants();
+        check!(self.set.manager_mut().close_all(CLIENT, CLIENT, DmFlags::empty()).is_ok());
+        check_eq!(self.manager().frames_held(PoolId::DEFAULT), 0);
+        check_eq!(self.manager().frames_held(PoolId::new(ISA_DMA_POOL as u32).expect("pool 7")), 0);
         Ok(())
     }
 
     /// Runs `body` in the space with its faults resolved by a pager; returns what `body`
     /// returned, the faults served, the last refusal and the copy-on-write breaks.
     fn run<R>(&mut self, body: impl FnOnce() -> R) -> (R, u64, Option<FaultError>, u64) {
-        let space_root = self.space.mmu.root();
-        let mut backing = DataspaceBacking::new(&mut self.manager);
-        let mut pager = Pager::new(&mut self.space, &mut backing);
+        let breaks_before = self.set.cow_breaks();
+        let space_root = self.space().mmu.root();
+        let mut pager = SetPager::new(&mut self.set, self.id);
         let result =
             with_space_active(space_root, self.kernel_root, || interrupts::with_fault_handler(&mut pager, body));
         let (served, refused) = (pager.served, pager.refused);
-        (result, served, refused, backing.cow_breaks)
+        (result, served, refused, self.set.cow_breaks() - breaks_before)
     }
 }
 
@@ -510,8 +540,8 @@ fn lazy_pages(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
         let mut f = Fixture::new(frames, kernel_root)?;
         let ds = f.open(16, "lazy")?;
         let start = f.attach(ds, 16, Rights::RW)?;
-        check!((0..16).all(|i| f.space.mmu.translate(page(at(start, i * PAGE))).is_none()));
-        check_eq!(f.manager.frames_held(PoolId::DEFAULT), 0);
+        check!((0..16).all(|i| f.space().mmu.translate(page(at(start, i * PAGE))).is_none()));
+        check_eq!(f.manager().frames_held(PoolId::DEFAULT), 0);
         let resolved_before = FAULTS_RESOLVED.load(Ordering::SeqCst);
         let (result, served, refused, _) = f.run(|| -> Result<[u8; 16], Fault> {
             for i in 0..8 {
@@ -530,20 +560,19 @@ fn lazy_pages(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
         check_eq!(served, 16);
         check_eq!(FAULTS_RESOLVED.load(Ordering::SeqCst) - resolved_before, 16);
         check!(refused.is_none());
-        check_eq!(f.manager.frames_held(PoolId::DEFAULT), 16);
-        let first = f.space.mmu.translate(page(start));
+        check_eq!(f.manager().frames_held(PoolId::DEFAULT), 16);
+        let first = f.space().mmu.translate(page(start));
         check!(first.is_some_and(|t| t.rights.contains(Rights::WRITE)));
-        check!(f.space.mmu.table_frames() >= 4);
+        check!(f.space().mmu.table_frames() >= 4);
         println!(
             "    lazy: {served} faults served, {} frames held, {} page-table frames",
-            f.manager.frames_held(PoolId::DEFAULT),
-            f.space.mmu.table_frames()
+            f.manager().frames_held(PoolId::DEFAULT),
+            f.space().mmu.table_frames()
         );
-        f.space.map.check_invariants();
-        f.manager.check_invariants();
-        let mut backing = DataspaceBacking::new(&mut f.manager);
-        check!(f.space.detach(&mut backing, start, 16 * PAGE, DetachFlags::empty()).is_ok());
-        check_eq!(f.manager.close(CLIENT, ds), Ok(()));
+        f.set.check_invariants();
+        f.set.manager_mut().check_invariants();
+        check!(f.detach(start, 16 * PAGE));
+        check_eq!(f.set.manager_mut().close(CLIENT, ds), Ok(()));
     }
     // Detached and closed, the dataspace's frames are back; the dropped space gave back its
     // tables.
@@ -563,12 +592,10 @@ fn copy_on_write(frames: &'static KernelFrames, kernel_root: Frame) -> TestResul
         Ok(())
     });
     check!(result.is_ok());
-    let mut revoker = SpaceRevoker { space: &mut f.space, revoked: 0 };
-    let b = f.manager.copy(CLIENT, a, DmFlags::COW, "copy", &mut revoker).map_err(|_| fail("COW copy"))?;
-    check!(revoker.revoked >= 1);
+    let b = f.copy_on_write(a)?;
     // The source's pages are write-protected now; nothing was copied.
-    check!(f.space.mmu.translate(page(ra)).is_some_and(|t| !t.rights.contains(Rights::WRITE)));
-    check_eq!(f.manager.frames_held(PoolId::DEFAULT), 4);
+    check!(f.space().mmu.translate(page(ra)).is_some_and(|t| !t.rights.contains(Rights::WRITE)));
+    check_eq!(f.manager().frames_held(PoolId::DEFAULT), 4);
     let rb = f.attach(b, 4, Rights::RW)?;
     let (result, served, refused, breaks) = f.run(|| -> Result<[u8; 6], Fault> {
         let shared = interrupts::probe_read(rb)?; // read: maps the shared frame
@@ -587,15 +614,15 @@ fn copy_on_write(frames: &'static KernelFrames, kernel_root: Frame) -> TestResul
     check_eq!(seen, [0xa0, 0xb0, 0xa0, 0xc1, 0xa1, 0xa3]);
     check!(refused.is_none());
     check_eq!(breaks, 2);
-    let (ta, tb) = (f.space.mmu.translate(page(ra)), f.space.mmu.translate(page(rb)));
+    let (ta, tb) = (f.space().mmu.translate(page(ra)), f.space().mmu.translate(page(rb)));
     let (Some(ta), Some(tb)) = (ta, tb) else { return Err(fail("pages mapped")) };
     check!(ta.frame != tb.frame);
     check!(tb.rights.contains(Rights::WRITE));
     // Pages 2 and 3 are still shared: 4 + 2 frames in all.
-    check_eq!(f.manager.frames_held(PoolId::DEFAULT), 6);
+    check_eq!(f.manager().frames_held(PoolId::DEFAULT), 6);
     println!("    copy-on-write: {served} faults served, {breaks} breaks, 6 frames for 8 pages");
-    f.space.map.check_invariants();
-    f.manager.check_invariants();
+    f.set.check_invariants();
+    f.set.manager_mut().check_invariants();
     f.teardown()?;
     check_eq!(frames.free_frames().get(), free_before);
     Ok(())
@@ -622,9 +649,9 @@ fn forbidden_access(frames: &'static KernelFrames, kernel_root: Frame) -> TestRe
     check_eq!(served, 1);
     check_eq!(FAULTS_REPORTED.load(Ordering::SeqCst) - reported_before, 2);
     // The write was not mapped, the stray access neither.
-    check!(f.space.mmu.translate(page(at(ro, PAGE))).is_none_or(|t| !t.rights.contains(Rights::WRITE)));
-    check!(f.space.mmu.translate(page(outside)).is_none());
-    check!(f.space.mmu.translate(page(ro)).is_some_and(|t| !t.rights.contains(Rights::WRITE)));
+    check!(f.space().mmu.translate(page(at(ro, PAGE))).is_none_or(|t| !t.rights.contains(Rights::WRITE)));
+    check!(f.space().mmu.translate(page(outside)).is_none());
+    check!(f.space().mmu.translate(page(ro)).is_some_and(|t| !t.rights.contains(Rights::WRITE)));
     // A forbidden write of a mapped read-only page is refused as Forbidden.
     let (write, _, refused, _) = f.run(|| interrupts::probe_write(ro, 1));
     check!(write.is_err());
@@ -642,16 +669,14 @@ fn detach_gives_back(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
     let (result, served, _, _) = f.run(|| (0..8).try_for_each(|i| interrupts::probe_write(at(start, i * PAGE), 9)));
     check!(result.is_ok());
     check_eq!(served, 8);
-    let mut backing = DataspaceBacking::new(&mut f.manager);
-    let detached = f.space.detach(&mut backing, start, 8 * PAGE, DetachFlags::empty());
-    check!(detached.is_ok());
-    check!((0..8).all(|i| f.space.mmu.translate(page(at(start, i * PAGE))).is_none()));
+    check!(f.detach(start, 8 * PAGE));
+    check!((0..8).all(|i| f.space().mmu.translate(page(at(start, i * PAGE))).is_none()));
     // After the detach the region is gone: a touch is refused, not mapped.
     let (after, _, refused, _) = f.run(|| interrupts::probe_read(start));
     check!(after.is_err());
     check_eq!(refused, Some(FaultError::NoRegion(start)));
-    check_eq!(f.manager.close(CLIENT, ds), Ok(()));
-    check_eq!(f.manager.frames_held(PoolId::DEFAULT), 0);
+    check_eq!(f.set.manager_mut().close(CLIENT, ds), Ok(()));
+    check_eq!(f.manager().frames_held(PoolId::DEFAULT), 0);
     drop(f);
     check_eq!(frames.free_frames().get(), free_before);
     Ok(())
@@ -661,7 +686,8 @@ fn isa_dma_dataspace(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
     let mut f = Fixture::new(frames, kernel_root)?;
     let size = 4 * PAGE as u64;
     let ds = f
-        .manager
+        .set
+        .manager_mut()
         .memphys_open(
             FactoryId::ROOT,
             CLIENT,
@@ -673,7 +699,7 @@ fn isa_dma_dataspace(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
             "dma",
         )
         .map_err(|_| fail("memphys_open in pool 7"))?;
-    let Ok((addr, contiguous)) = f.manager.phys_addr(ds, 0) else { return Err(fail("phys_addr")) };
+    let Ok((addr, contiguous)) = f.set.manager_mut().phys_addr(ds, 0) else { return Err(fail("phys_addr")) };
     check!(addr.as_u64() + size <= ISA_DMA_LIMIT.as_u64());
     check!(contiguous >= size);
     // Mapped into an address space, the device's view and the CPU's agree.
@@ -691,7 +717,7 @@ fn isa_dma_dataspace(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
 /// returned and the faults served.
 fn run_in<R>(set: &mut Spaces, id: SpaceId, kernel_root: Frame, body: impl FnOnce() -> R) -> (R, u64) {
     let root = set.space(id).map(|s| s.mmu.root()).expect("the space exists");
-    let mut pager = SetPager { set, id, served: 0 };
+    let mut pager = SetPager::new(set, id);
     let result = with_space_active(root, kernel_root, || interrupts::with_fault_handler(&mut pager, body));
     (result, pager.served)
 }
@@ -755,6 +781,52 @@ fn fork(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
     Ok(())
 }
 
+/// One dataspace attached twice in one space, both regions mapped; a copy-on-write copy,
+/// then a write through the first region gives the page a new frame: the second region
+/// must not keep the old one (it would read the bytes from before the write).
+fn cow_break_in_own_space(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let free_before = frames.free_frames().get();
+    let mut f = Fixture::new(frames, kernel_root)?;
+    let ds = f.open(1, "twice")?;
+    let first = f.attach(ds, 1, Rights::RW)?;
+    let second = f.attach(ds, 1, Rights::RW)?;
+    let (seen, _, _, _) = f.run(|| interrupts::probe_write(first, 0x0d).and_then(|()| interrupts::probe_read(second)));
+    check_eq!(seen.map_err(|e| e.addr), Ok(0x0d));
+    check!(f.space().mmu.translate(page(second)).is_some());
+    f.copy_on_write(ds)?;
+    let (seen, _, refused, _) =
+        f.run(|| interrupts::probe_write(first, 0x0e).and_then(|()| interrupts::probe_read(second)));
+    check!(refused.is_none());
+    check_eq!(seen.map_err(|e| e.addr), Ok(0x0e));
+    let (t1, t2) = (f.space().mmu.translate(page(first)), f.space().mmu.translate(page(second)));
+    check!(t2.is_none_or(|t2| t1.is_some_and(|t1| t1.frame == t2.frame)));
+    f.teardown()?;
+    check_eq!(frames.free_frames().get(), free_before);
+    Ok(())
+}
+
+/// A region attached with `DETACH_FREE`: its detach frees the dataspace's memory behind
+/// it (the dataspace stays open), and the next attachment reads zeros.
+fn detach_free(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let free_before = frames.free_frames().get();
+    let mut f = Fixture::new(frames, kernel_root)?;
+    let ds = f.open(2, "freed")?;
+    let start = f.attach_with(ds, 2, Rights::RW, Flags::DETACH_FREE)?;
+    let (wrote, _, _, _) =
+        f.run(|| interrupts::probe_write(start, 0x77).and_then(|()| interrupts::probe_write(at(start, PAGE), 0x78)));
+    check!(wrote.is_ok());
+    check_eq!(f.manager().frames_held(PoolId::DEFAULT), 2);
+    check!(f.detach(start, 2 * PAGE));
+    check_eq!(f.manager().frames_held(PoolId::DEFAULT), 0);
+    let again = f.attach(ds, 2, Rights::READ)?;
+    let (seen, _, _, _) =
+        f.run(|| Ok::<_, Fault>([interrupts::probe_read(again)?, interrupts::probe_read(at(again, PAGE))?]));
+    check_eq!(seen.map_err(|e| e.addr), Ok([0, 0]));
+    f.teardown()?;
+    check_eq!(frames.free_frames().get(), free_before);
+    Ok(())
+}
+
 fn many_lazy_pages(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
     const PAGES: usize = 1024;
     let free_before = frames.free_frames().get();
@@ -780,14 +852,14 @@ fn many_lazy_pages(frames: &'static KernelFrames, kernel_root: Frame) -> TestRes
     check_eq!(result.map_err(|f| f.addr), Ok(0));
     check_eq!(served, PAGES as u64);
     check!(refused.is_none());
-    check_eq!(f.manager.frames_held(PoolId::DEFAULT), PAGES as u64);
+    check_eq!(f.manager().frames_held(PoolId::DEFAULT), PAGES as u64);
     println!(
         "    {PAGES} pages: {served} faults served, {} frames held, {} page-table frames",
-        f.manager.frames_held(PoolId::DEFAULT),
-        f.space.mmu.table_frames()
+        f.manager().frames_held(PoolId::DEFAULT),
+        f.space().mmu.table_frames()
     );
-    f.space.map.check_invariants();
-    f.manager.check_invariants();
+    f.set.check_invariants();
+    f.set.manager_mut().check_invariants();
     f.teardown()?;
     check_eq!(frames.free_frames().get(), free_before);
     Ok(())
@@ -814,7 +886,7 @@ fn execute_right(frames: &'static KernelFrames, kernel_root: Frame) -> TestResul
     check_eq!(ran, Ok(()));
     check_eq!(refused_run.map_err(|e| (e.addr, e.access)), Err((data, Access::Execute)));
     check!(matches!(refused, Some(FaultError::Forbidden { access: Access::Execute, .. })));
-    check!(f.space.mmu.translate(page(data)).is_some_and(|t| !t.rights.contains(Rights::EXECUTE)));
+    check!(f.space().mmu.translate(page(data)).is_some_and(|t| !t.rights.contains(Rights::EXECUTE)));
     f.teardown()?;
     check_eq!(frames.free_frames().get(), free_before);
     Ok(())

@@ -2,19 +2,28 @@
 //! backed by memkit's dataspace manager, with page faults resolved by the region map.
 //!
 //! ```text
-//!   CPU #PF (IST stack) ─▶ interrupts::page_fault ─▶ Pager::page_fault(addr, access)
-//!        ─▶ AddressSpace::resolve ─▶ region (O(log n)) ─▶ DataspaceBacking::map
-//!        ─▶ Manager::map (first touch: zeroed frame; write to a COW page: copy)
+//!   CPU #PF (IST stack) ─▶ interrupts::page_fault ─▶ SetPager::page_fault(addr, access)
+//!        ─▶ SpaceSet::resolve ─▶ region (O(log n)) ─▶ Manager::map
+//!           (first touch: zeroed frame; write to a COW page: copy, and the old frame
+//!            unmapped from every mapping of that page, in every space)
 //!        ─▶ PageTableMmu::map / protect ─▶ iretq retries the access
 //! ```
+//!
+//! The kernel keeps its address spaces in a [`SpaceSet`], the region layer's owner of a
+//! dataspace manager and its spaces, even when there is only one: a copy-on-write copy
+//! write-protects the source in every space, a copy-on-write break unmaps the old frame
+//! from every other mapping of the page (in the faulting space too, where the same
+//! dataspace may be attached twice), a shrink or a clear revokes the lost pages
+//! everywhere, `DETACH_FREE` clears the detached part, and one reference per dataspace is
+//! held while any region shows it. There is no second copy of that wiring here.
 //!
 //! Each address space has its own PML4: its window (one PML4 slot of the lower half) holds
 //! the regions; the kernel's entries (image, direct map) are copied into it, so the kernel
 //! keeps running while the space is active.
 
-use memkit_dataspace::{DataspaceId, Manager, PageRange, RevokeKind, Revoker};
-use memkit_region::{AddressSpace, Backing, BackingError, FaultError, RegionMap, SpaceId, SpaceSet};
-use memkit_types::{Access, Frame, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
+use memkit_dataspace::{DataspaceId, Manager};
+use memkit_region::{AddressSpace, FaultError, RegionMap, SpaceError, SpaceId, SpaceSet};
+use memkit_types::{Access, Frame, PAGE_SIZE, Page, PageCount, VirtAddr};
 
 use crate::cpu;
 use crate::frames::{KernelFrames, PoolFrames};
@@ -51,15 +60,6 @@ pub(crate) fn new_tables(
     Ok((RegionMap::new(VirtAddr::new(WINDOW_START), WINDOW_SIZE), mmu))
 }
 
-/// A new, empty address space sharing the kernel's part of `kernel_root`.
-///
-/// # Errors
-/// [`memkit_region::MapError::OutOfMemory`] when no frame is left for its root table.
-pub(crate) fn new_space(frames: &'static KernelFrames, kernel_root: Frame) -> Result<Space, memkit_region::MapError> {
-    let (map, mmu) = new_tables(frames, kernel_root)?;
-    Ok(AddressSpace::new(map, mmu))
-}
-
 /// Runs `body` with the page table of the space whose root is `space_root` active, then
 /// switches back to `kernel_root`.
 pub(crate) fn with_space_active<R>(space_root: Frame, kernel_root: Frame, body: impl FnOnce() -> R) -> R {
@@ -72,113 +72,6 @@ pub(crate) fn with_space_active<R>(space_root: Frame, kernel_root: Frame, body: 
     result
 }
 
-/// The dataspace manager as the region map's [`Backing`].
-#[derive(Debug)]
-pub(crate) struct DataspaceBacking<'m> {
-    manager: &'m mut KernelManager,
-    /// Copy-on-write breaks: pages that got a frame of their own on a write.
-    pub(crate) cow_breaks: u64,
-}
-
-impl<'m> DataspaceBacking<'m> {
-    /// The backing over `manager`.
-    pub(crate) fn new(manager: &'m mut KernelManager) -> Self {
-        DataspaceBacking { manager, cow_breaks: 0 }
-    }
-}
-
-impl Backing for DataspaceBacking<'_> {
-    type Id = DataspaceId;
-
-    fn rights(&self, id: DataspaceId) -> Option<Rights> {
-        // A handle held by the kernel allows everything; regions narrow it.
-        self.manager.info(id).ok().map(|_| Rights::RWX)
-    }
-
-    fn map(&mut self, id: DataspaceId, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
-        match self.manager.map(id, offset, access) {
-            Ok(mapping) => {
-                if mapping.replaced.is_some() {
-                    self.cow_breaks += 1;
-                }
-                Ok((mapping.frame, mapping.rights))
-            }
-            Err(memkit_dataspace::MapError::InvalidId(_)) => Err(BackingError::UnknownDataspace),
-            Err(memkit_dataspace::MapError::OffsetOutOfRange(offset, _)) => Err(BackingError::OutOfRange(offset)),
-            Err(memkit_dataspace::MapError::OutOfMemory(_)) => Err(BackingError::OutOfMemory),
-        }
-    }
-
-    fn attached(&mut self, id: DataspaceId) {
-        let _ = self.manager.inc_ref(id);
-    }
-
-    fn detached(&mut self, id: DataspaceId) {
-        let _ = self.manager.dec_ref(id);
-    }
-
-    fn release(&mut self, _id: DataspaceId, _offset: u64, _size: u64) {}
-}
-
-/// Takes rights away from `space`'s mappings of a dataspace when the manager asks (a
-/// copy-on-write copy write-protects the source's pages).
-#[derive(Debug)]
-pub(crate) struct SpaceRevoker<'s> {
-    /// The address space whose mappings are revoked.
-    pub(crate) space: &'s mut Space,
-    /// Revocations done.
-    pub(crate) revoked: u64,
-}
-
-impl Revoker for SpaceRevoker<'_> {
-    fn revoke(&mut self, ds: DataspaceId, pages: PageRange, kind: RevokeKind) {
-        let keep = match kind {
-            RevokeKind::Write => Rights::READ | Rights::EXECUTE,
-            RevokeKind::All => Rights::empty(),
-        };
-        let (offset, size) = (pages.start * PAGE_SIZE as u64, (pages.end - pages.start) * PAGE_SIZE as u64);
-        let space = &mut *self.space;
-        let result = space.map.revoke(&mut space.mmu, ds, offset, size, keep);
-        debug_assert!(result.is_ok(), "revoking inside the space's own window cannot fail: {result:?}");
-        self.revoked += 1;
-    }
-}
-
-/// Resolves the page faults of one address space through its region map.
-#[derive(Debug)]
-pub(crate) struct Pager<'a, 'm> {
-    /// The address space.
-    pub(crate) space: &'a mut Space,
-    /// Where its dataspaces' frames come from.
-    pub(crate) backing: &'a mut DataspaceBacking<'m>,
-    /// Faults resolved (mapped).
-    pub(crate) served: u64,
-    /// The last fault the region map refused, and why.
-    pub(crate) refused: Option<FaultError>,
-}
-
-impl<'a, 'm> Pager<'a, 'm> {
-    /// A pager for `space` over `backing`.
-    pub(crate) fn new(space: &'a mut Space, backing: &'a mut DataspaceBacking<'m>) -> Self {
-        Pager { space, backing, served: 0, refused: None }
-    }
-}
-
-impl PageFaultHandler for Pager<'_, '_> {
-    fn page_fault(&mut self, addr: VirtAddr, access: Access) -> bool {
-        match self.space.resolve(self.backing, addr, access) {
-            Ok(_) => {
-                self.served += 1;
-                true
-            }
-            Err(e) => {
-                self.refused = Some(e);
-                false
-            }
-        }
-    }
-}
-
 /// Resolves the page faults of space `id` of a [`SpaceSet`], which keeps every space's
 /// mappings coherent (a copy-on-write break in one space unmaps the stale frame elsewhere).
 #[derive(Debug)]
@@ -189,12 +82,29 @@ pub(crate) struct SetPager<'a> {
     pub(crate) id: SpaceId,
     /// Faults resolved.
     pub(crate) served: u64,
+    /// The last fault the region map refused, and why.
+    pub(crate) refused: Option<FaultError>,
+}
+
+impl<'a> SetPager<'a> {
+    /// A pager for space `id` of `set`.
+    pub(crate) fn new(set: &'a mut Spaces, id: SpaceId) -> Self {
+        SetPager { set, id, served: 0, refused: None }
+    }
 }
 
 impl PageFaultHandler for SetPager<'_> {
     fn page_fault(&mut self, addr: VirtAddr, access: Access) -> bool {
-        let resolved = self.set.resolve(self.id, addr, access).is_ok();
-        self.served += u64::from(resolved);
-        resolved
+        match self.set.resolve(self.id, addr, access) {
+            Ok(_) => {
+                self.served += 1;
+                true
+            }
+            Err(SpaceError::Op(e)) => {
+                self.refused = Some(e);
+                false
+            }
+            Err(SpaceError::NoSpace(_)) => false,
+        }
     }
 }

@@ -7,7 +7,17 @@
 //!                    └──▶ Model (BTreeMaps of ranges, a Vec<u8> per dataspace) ◀── compared
 //! ```
 //!
-//! The model is deliberately naive: linear first fit over a `BTreeMap` of ranges, the
+//! The window has two parts: the single actions (attach, detach, reserve, access, ...) land
+//! in its top [`SINGLE_PAGES`] pages, where they meet each other often; below them lie
+//! [`LANES`] lanes, where [`Action::Run`] attaches runs of up to [`RUN_MAX`] one-page
+//! regions at once (in ascending, descending, shuffled or outside-in order, a page or two
+//! apart, a second run in the gaps of a first) and [`Action::DetachRun`] detaches them one
+//! by one in such an order. The runs grow the region tree to three levels and shrink it
+//! back through every split, merge and evening-out (counted by
+//! [`RegionMap::tree_stats`](crate::RegionMap::tree_stats)).
+//!
+//! The model is deliberately naive: first fit over a `BTreeMap` of ranges (each place in
+//! turn, skipping past what is in the way), the
 //! seed's detach algorithm spelled out, and dataspace contents as plain byte vectors. After
 //! every action the harness compares results, checks every invariant and checks that each
 //! MMU translation belongs to a region, stays within its rights and shows the dataspace's
@@ -28,8 +38,20 @@ use crate::mock::{MockBacking, MockId};
 use crate::soft::SoftMmu;
 use crate::space::AddressSpace;
 
-/// Pages in the model's address window.
-pub const WINDOW_PAGES: usize = 256;
+/// Lanes for runs of many small regions ([`Action::Run`]), at the bottom of the window.
+pub const LANES: usize = 2;
+/// Pages per lane: a run of 2048 regions with a page between each fits.
+pub const LANE_PAGES: usize = 4096;
+/// The first of the pages where the single actions land, above the lanes: searches
+/// start there and go up, so that they never reach the lanes.
+pub const SINGLE_START: usize = LANES * LANE_PAGES;
+/// Pages where the single actions land (their `page` is a byte): they meet each other
+/// often there.
+pub const SINGLE_PAGES: usize = 256;
+/// Pages in the model's address window: the lanes and the single actions' pages.
+pub const WINDOW_PAGES: usize = SINGLE_START + SINGLE_PAGES;
+/// The most regions one [`Action::Run`] attaches.
+pub const RUN_MAX: usize = 2048;
 /// The window's first byte.
 pub const WINDOW_START: usize = 0x1000_0000;
 /// Dataspaces in the model.
@@ -145,6 +167,52 @@ pub enum Action {
         /// Areas instead of regions.
         areas: bool,
     },
+    /// A run of one-page regions attached one by one at fixed places in a lane, `stride`
+    /// pages apart: the dense shapes (thousands of small regions with gaps, a second run
+    /// in the gaps of a first) that split, merge and even out the trees' nodes at every
+    /// level.
+    Run {
+        /// The lane (modulo [`LANES`]).
+        lane: u8,
+        /// Start one page into the lane (in the gaps of a run that starts at its start).
+        shifted: bool,
+        /// Regions (modulo [`RUN_MAX`], plus one; as many as fit in the lane).
+        count: u16,
+        /// Pages from one region's start to the next, minus one (modulo 3).
+        stride: u8,
+        /// The order of the attaches: ascending, descending, shuffled, from both ends in.
+        order: u8,
+    },
+    /// Detaches the regions of a lane one by one (`EXACT`, each whole), in an order.
+    DetachRun {
+        /// The lane (modulo [`LANES`]).
+        lane: u8,
+        /// Every region (0), or every second or third one (1, 2; modulo 3).
+        every: u8,
+        /// The order: ascending, descending, shuffled, from both ends in.
+        order: u8,
+    },
+}
+
+/// `0..n` in the order of [`Action::Run`] and [`Action::DetachRun`] (`order` modulo 4),
+/// shuffled from `seed`.
+fn run_order(n: usize, order: u8, seed: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    match order % 4 {
+        0 => {}
+        1 => v.reverse(),
+        2 => {
+            let mut x = seed | 1;
+            for i in (1..n).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+        }
+        _ => v = (0..n).map(|k| if k % 2 == 0 { k / 2 } else { n - 1 - k / 2 }).collect(),
+    }
+    v
 }
 
 fn rights_of(bits: u8) -> Rights {
@@ -197,27 +265,47 @@ impl Model {
         self.areas.range(..=page).next_back().filter(|(_, a)| page < a.0).map(|(s, a)| (*s, a.0, a.1))
     }
 
+    /// The lowest region that overlaps `[s, e)`: the one starting at or below `s` if it
+    /// reaches past `s`, else the first one starting in `(s, e)`.
     fn regions_overlap(&self, s: usize, e: usize) -> Option<usize> {
-        self.regions.iter().find(|(rs, r)| **rs < e && r.end > s).map(|(rs, _)| *rs)
+        let below = self.regions.range(..=s).next_back().filter(|(_, r)| r.end > s);
+        below.or_else(|| self.regions.range(s..e).next()).map(|(rs, _)| *rs)
     }
 
-    fn areas_overlap(&self, s: usize, e: usize) -> bool {
-        self.areas.iter().any(|(a, v)| *a < e && v.0 > s)
+    /// The end of an area that overlaps `[s, e)`.
+    fn area_overlap(&self, s: usize, e: usize) -> Option<usize> {
+        let below = self.areas.range(..=s).next_back().filter(|(_, a)| a.0 > s);
+        below.or_else(|| self.areas.range(s..e).next()).map(|(_, a)| a.0)
     }
 
-    /// Obstacles outside areas: every area and every region outside areas.
+    /// The end of an obstacle outside areas that overlaps `[s, e)`: an area or a region
+    /// outside areas.
+    fn top_obstacle(&self, s: usize, e: usize) -> Option<usize> {
+        self.area_overlap(s, e).or_else(|| {
+            let below = self.regions.range(..=s).next_back().filter(|(_, r)| r.end > s && !r.in_area);
+            below.or_else(|| self.regions.range(s..e).find(|(_, r)| !r.in_area)).map(|(_, r)| r.end)
+        })
+    }
+
+    /// Whether an area or a region outside areas overlaps `[s, e)`.
     fn top_taken(&self, s: usize, e: usize) -> bool {
-        self.areas_overlap(s, e) || self.regions.iter().any(|(rs, r)| !r.in_area && *rs < e && r.end > s)
+        self.top_obstacle(s, e).is_some()
     }
 
+    /// The first `pages` aligned free pages in `[lo, hi)`: tries each aligned place in
+    /// turn, skipping past the end of whatever is in the way.
     fn first_fit(&self, lo: usize, hi: usize, pages: usize, align: usize, top: bool) -> Option<usize> {
         let mut p = lo.next_multiple_of(align);
         while p + pages <= hi {
-            let taken = if top { self.top_taken(p, p + pages) } else { self.regions_overlap(p, p + pages).is_some() };
-            if !taken {
-                return Some(p);
+            let obstacle = if top {
+                self.top_obstacle(p, p + pages)
+            } else {
+                self.regions_overlap(p, p + pages).map(|s| self.regions[&s].end)
+            };
+            match obstacle {
+                None => return Some(p),
+                Some(end) => p = end.next_multiple_of(align).max(p + align),
             }
-            p += align;
         }
         None
     }
@@ -271,6 +359,11 @@ impl Default for Harness {
 
 const FIRST_FRAME: u64 = 0x100;
 
+/// The page of the window a single action's `page` names.
+fn single(page: u8) -> usize {
+    SINGLE_START + page as usize
+}
+
 fn va(page: usize) -> VirtAddr {
     VirtAddr::new(WINDOW_START + page * PAGE_SIZE)
 }
@@ -313,7 +406,7 @@ impl Harness {
             Action::Reserve { page, pages, search, reserved, align } => {
                 self.reserve(page, pages, search, reserved, align)
             }
-            Action::FreeArea { page } => self.free_area(page as usize % WINDOW_PAGES),
+            Action::FreeArea { page } => self.free_area(single(page)),
             Action::Attach { page, pages, ds, offset, rights, search, in_area, eager, detach_free, align } => {
                 let mut flags = Flags::empty();
                 flags.set(Flags::SEARCH_ADDR, search);
@@ -321,7 +414,7 @@ impl Harness {
                 flags.set(Flags::EAGER_MAP, eager);
                 flags.set(Flags::DETACH_FREE, detach_free);
                 self.attach(
-                    page as usize % WINDOW_PAGES,
+                    single(page),
                     pages as usize % 16 + 1,
                     ds as usize % DATASPACES,
                     offset as usize % 32,
@@ -333,36 +426,36 @@ impl Harness {
             Action::Detach { page, pages, overlap, keep } => {
                 let mut f = if overlap { DetachFlags::OVERLAP } else { DetachFlags::EXACT };
                 f.set(DetachFlags::KEEP, keep);
-                self.detach(page as usize % WINDOW_PAGES, pages as usize % 16 + 1, f);
+                self.detach(single(page), pages as usize % 16 + 1, f);
             }
             Action::DetachAll { page, pages, overlap } => {
-                self.detach_all(page as usize % WINDOW_PAGES, pages as usize % 64 + 1, overlap);
+                self.detach_all(single(page), pages as usize % 64 + 1, overlap);
             }
-            Action::Find { page, pages } => self.find(page as usize % WINDOW_PAGES, pages as usize % 8 + 1),
+            Action::Find { page, pages } => self.find(single(page), pages as usize % 8 + 1),
             Action::Fault { page, access } => {
                 let access = [Access::Read, Access::Write, Access::Execute][access as usize % 3];
-                self.fault(page as usize % WINDOW_PAGES, access);
+                self.fault(single(page), access);
             }
             Action::Load { page, within, len } => {
-                self.load(
-                    page as usize % WINDOW_PAGES,
-                    within as usize % PAGE_SIZE,
-                    len as usize % (2 * PAGE_SIZE) + 1,
-                );
+                self.load(single(page), within as usize % PAGE_SIZE, len as usize % (2 * PAGE_SIZE) + 1);
             }
             Action::Store { page, within, len, value } => {
                 let (w, l) = (within as usize % PAGE_SIZE, len as usize % (2 * PAGE_SIZE) + 1);
-                self.store(page as usize % WINDOW_PAGES, w, l, value);
+                self.store(single(page), w, l, value);
             }
-            Action::List { page, batch, areas } => {
-                self.list(page as usize % WINDOW_PAGES, batch as usize % 5 + 1, areas)
+            Action::List { page, batch, areas } => self.list(single(page), batch as usize % 5 + 1, areas),
+            Action::Run { lane, shifted, count, stride, order } => {
+                self.run(lane as usize % LANES, shifted, count as usize % RUN_MAX + 1, stride as usize % 3 + 1, order)
+            }
+            Action::DetachRun { lane, every, order } => {
+                self.detach_run(lane as usize % LANES, every as usize % 3 + 1, order)
             }
         }
         self.check();
     }
 
     fn reserve(&mut self, page: u8, pages: u8, search: bool, reserved: bool, align: u8) {
-        let (page, pages, align) = (page as usize % WINDOW_PAGES, pages as usize % 32 + 1, align % 4);
+        let (page, pages, align) = (single(page), pages as usize % 32 + 1, align % 4);
         let mut flags = Flags::empty();
         flags.set(Flags::SEARCH_ADDR, search);
         flags.set(Flags::RESERVED, reserved);
@@ -659,6 +752,30 @@ impl Harness {
         }
     }
 
+    /// The first page of `lane`.
+    fn lane_start(lane: usize) -> usize {
+        lane * LANE_PAGES
+    }
+
+    fn run(&mut self, lane: usize, shifted: bool, count: usize, stride: usize, order: u8) {
+        let first = Self::lane_start(lane) + usize::from(shifted);
+        let count = count.min((LANE_PAGES - usize::from(shifted)).div_ceil(stride));
+        for i in run_order(count, order, self.steps ^ count as u64) {
+            let ds = i % DATASPACES;
+            self.attach(first + i * stride, 1, ds, i % DATASPACE_PAGES, Rights::READ, Flags::empty(), 0);
+        }
+    }
+
+    fn detach_run(&mut self, lane: usize, every: usize, order: u8) {
+        let start = Self::lane_start(lane);
+        let regions: Vec<(usize, usize)> =
+            self.model.regions.range(start..start + LANE_PAGES).step_by(every).map(|(s, r)| (*s, r.end - s)).collect();
+        for i in run_order(regions.len(), order, self.steps) {
+            let (page, pages) = regions[i];
+            self.detach(page, pages, DetachFlags::EXACT);
+        }
+    }
+
     fn list(&mut self, page: usize, batch: usize, areas: bool) {
         let generation = self.space.map.generation();
         let mut from = va(page);
@@ -731,20 +848,33 @@ impl Harness {
 
 /// A small deterministic generator for the long random-action run (no dependency).
 #[derive(Debug, Clone)]
-pub struct ActionSource(u64);
+pub struct ActionSource {
+    state: u64,
+    /// One action in this many is an [`Action::Run`], and as many an
+    /// [`Action::DetachRun`] (none when 0).
+    runs_one_in: u64,
+}
 
 impl ActionSource {
-    /// A source seeded with `seed`.
+    /// A source seeded with `seed`, of single actions in the low pages.
     #[must_use]
     pub fn new(seed: u64) -> Self {
-        ActionSource(seed | 1)
+        ActionSource { state: seed | 1, runs_one_in: 0 }
+    }
+
+    /// A source seeded with `seed` that also attaches and detaches runs of many small
+    /// regions ([`Action::Run`], [`Action::DetachRun`]), each one action in `one_in` (at
+    /// least 2).
+    #[must_use]
+    pub fn with_runs(seed: u64, one_in: u64) -> Self {
+        ActionSource { state: seed | 1, runs_one_in: one_in.max(2) }
     }
 
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
     }
 
     /// The next action, weighted towards attach, detach and memory access.
@@ -756,6 +886,24 @@ impl ActionSource {
         let page = if dense { b(0) % 32 } else { b(0) };
         let bit = |k: u32| (x >> (48 + k)) & 1 == 1;
         let y = self.next();
+        // Now and then a run of many small regions, or the detaching of one, one after the
+        // other in a lane, so that the trees grow to three levels and shrink back through
+        // every structural path (splits, merges, evening out, root changes at each level).
+        // Half the runs are short and fill the gaps of a longer one.
+        match y.checked_rem(self.runs_one_in).unwrap_or(2) {
+            0 => {
+                let count = (y >> 16) as u16 % if bit(0) { 96 } else { RUN_MAX as u16 };
+                return Action::Run {
+                    lane: b(1),
+                    shifted: bit(1),
+                    count,
+                    stride: b(2) % 2 + u8::from(bit(2)),
+                    order: b(3),
+                };
+            }
+            1 => return Action::DetachRun { lane: b(1), every: if bit(0) { 0 } else { b(2) }, order: b(3) },
+            _ => {}
+        }
         match y % 32 {
             0 => Action::Reserve { page, pages: b(1), search: bit(0), reserved: bit(1) && bit(2), align: b(2) },
             1 => Action::FreeArea { page },

@@ -35,6 +35,53 @@ pub const fn map_error_code(e: MapError) -> i32 {
     }
 }
 
+/// Why [`RegionMap::try_new`](crate::RegionMap::try_new) refused a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowError {
+    /// The window has no bytes.
+    Empty,
+    /// The start or the size is not a whole number of pages.
+    Unaligned {
+        /// The window's start.
+        start: VirtAddr,
+        /// Its size in bytes.
+        size: usize,
+    },
+    /// The window leaves the canonical range, or its end (one past its last byte) is not
+    /// a number: it reaches the last page of the address space.
+    OutOfRange {
+        /// The window's start.
+        start: VirtAddr,
+        /// Its size in bytes.
+        size: usize,
+    },
+}
+
+impl WindowError {
+    /// The seed's code: `-L4_EINVAL`.
+    #[must_use]
+    pub const fn code(self) -> i32 {
+        L4_EINVAL
+    }
+}
+
+impl fmt::Display for WindowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WindowError::Empty => f.write_str("a window of zero bytes"),
+            WindowError::Unaligned { start, size } => {
+                write!(f, "window of {size:#x} bytes at {start} is not page aligned")
+            }
+            WindowError::OutOfRange { start, size } => write!(
+                f,
+                "window of {size:#x} bytes at {start} leaves the canonical range or reaches the end of the address space"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for WindowError {}
+
 /// Why [`reserve_area`](crate::RegionMap::reserve_area) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReserveError {

@@ -81,7 +81,7 @@ mod tree;
 pub use backing::{Backing, BackingError};
 pub use error::{
     AttachError, DetachError, FaultError, FindError, FreeAreaError, L4_EADDRNOTAVAIL, L4_EEXIST, L4_EINVAL, L4_ENOENT,
-    L4_ENOMEM, L4_EPERM, L4_ERANGE, ReserveError, map_error_code,
+    L4_ENOMEM, L4_EPERM, L4_ERANGE, ReserveError, WindowError, map_error_code,
 };
 pub use flags::{CACHING_SHIFT, DETACH_AGAIN, DETACH_RESULT_MASK, DetachFlags, DetachResult, Flags, cache_bits};
 pub use map::{AreaInfo, AttachRequest, Detached, Found, Listing, MAX_ALIGN, RegionInfo, RegionMap};
@@ -89,3 +89,5 @@ pub use mmu::{MapError, Mmu, TlbFlush, Translation};
 pub use set::{SpaceError, SpaceId, SpaceSet, SpacesRevoker};
 pub use soft::{AccessFault, SoftMmu};
 pub use space::AddressSpace;
+#[cfg(any(test, feature = "check"))]
+pub use tree::TreeStats;

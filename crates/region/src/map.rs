@@ -23,10 +23,12 @@ use alloc::vec::Vec;
 use memkit_types::{Access, CacheMode, PAGE_SHIFT, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 
 use crate::backing::Backing;
-use crate::error::{AttachError, DetachError, FaultError, FindError, FreeAreaError, ReserveError};
+use crate::error::{AttachError, DetachError, FaultError, FindError, FreeAreaError, ReserveError, WindowError};
 use crate::flags::{DETACH_AGAIN, DetachFlags, DetachResult, Flags};
 use crate::mmu::{Mmu, Translation};
 use crate::tree::GapTree;
+#[cfg(any(test, feature = "check"))]
+use crate::tree::TreeStats;
 
 /// The largest alignment (log2) a search accepts: the 47-bit address width.
 pub const MAX_ALIGN: u8 = 47;
@@ -290,13 +292,36 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
     /// it manages).
     ///
     /// # Panics
-    /// If `start` or `size` is not page aligned, `size` is zero, or the window leaves the
-    /// canonical address range.
+    /// Where [`try_new`](Self::try_new) returns an error, with its message.
     #[must_use]
     pub fn new(start: VirtAddr, size: usize) -> Self {
-        assert!(start.is_aligned(PAGE_SIZE) && size.is_multiple_of(PAGE_SIZE) && size > 0, "window not page aligned");
-        assert!(start.checked_add(size - 1).is_some(), "window leaves the canonical range");
-        RegionMap {
+        match Self::try_new(start, size) {
+            Ok(map) => map,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A region map over the `size` bytes from `start` on, for a window that comes from
+    /// outside.
+    ///
+    /// # Errors
+    /// [`WindowError::Empty`] when `size` is zero, [`WindowError::Unaligned`] when `start`
+    /// or `size` is not page aligned, [`WindowError::OutOfRange`] when the window leaves
+    /// the canonical range or its end (one past its last byte) does not fit in a `usize`
+    /// (its last page is the last page of the address space).
+    pub fn try_new(start: VirtAddr, size: usize) -> Result<Self, WindowError> {
+        if size == 0 {
+            return Err(WindowError::Empty);
+        }
+        if !start.is_aligned(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
+            return Err(WindowError::Unaligned { start, size });
+        }
+        // Ends are kept one past the last byte: the window's end must be a number.
+        let canonical = start.checked_add(size - 1).is_some();
+        if !canonical || start.as_usize().checked_add(size).is_none() {
+            return Err(WindowError::OutOfRange { start, size });
+        }
+        Ok(RegionMap {
             regions: GapTree::new(),
             areas: GapTree::new(),
             top: GapTree::new(),
@@ -305,7 +330,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             window_end: start.as_usize() + size,
             generation: 0,
             random: None,
-        }
+        })
     }
 
     /// The first byte of the window.
@@ -933,6 +958,14 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
                 flush.flush(mmu);
             }
         });
+    }
+
+    /// The structural changes of the map's trees so far (regions, areas, and the tree of
+    /// areas and regions outside them, added up), for tests that show which paths of the
+    /// trees they reached.
+    #[cfg(any(test, feature = "check"))]
+    pub fn tree_stats(&self) -> TreeStats {
+        self.regions.stats().plus(&self.areas.stats()).plus(&self.top.stats())
     }
 
     /// Checks every invariant of the map.

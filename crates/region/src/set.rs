@@ -182,12 +182,14 @@ pub struct SpaceSet<S, P, M> {
     manager: Manager<S, P>,
     spaces: Vec<Option<AddressSpace<DataspaceId, M>>>,
     attachments: BTreeMap<DataspaceId, u32>,
+    /// Copy-on-write breaks so far.
+    cow_breaks: u64,
 }
 
 impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
     /// A set over `manager` without spaces.
     pub const fn new(manager: Manager<S, P>) -> Self {
-        SpaceSet { manager, spaces: Vec::new(), attachments: BTreeMap::new() }
+        SpaceSet { manager, spaces: Vec::new(), attachments: BTreeMap::new(), cow_breaks: 0 }
     }
 
     /// Adds an address space (a region map and its MMU).
@@ -253,6 +255,12 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
     /// The space `id`, to reserve and free areas or look at its MMU.
     pub fn space_mut(&mut self, id: SpaceId) -> Option<&mut AddressSpace<DataspaceId, M>> {
         self.spaces.get_mut(id.0).and_then(Option::as_mut)
+    }
+
+    /// The faults so far that broke copy-on-write (gave a page of a dataspace a frame of
+    /// its own).
+    pub const fn cow_breaks(&self) -> u64 {
+        self.cow_breaks
     }
 
     /// The number of regions of all spaces showing `ds`.
@@ -344,7 +352,11 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
         r
     }
 
+    /// Unmaps the frame a copy-on-write break replaced from every mapping of that page of
+    /// `ds`, in every space: the faulting one included, where the dataspace may be attached
+    /// more than once.
     fn unmap_replaced(&mut self, ds: DataspaceId, offset: u64, old: Frame) {
+        self.cow_breaks += 1;
         for s in self.spaces.iter_mut().flatten() {
             s.map.unmap_stale(&mut s.mmu, ds, offset, old);
         }

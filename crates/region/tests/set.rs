@@ -184,3 +184,55 @@ fn removing_a_space_drops_its_references() {
     assert!(set.resolve(s[0], VirtAddr::new(0x10_0000), Access::Read).is_err());
     set.check_invariants();
 }
+
+/// The same dataspace attached twice in one space: a copy-on-write break through the first
+/// region must not leave the second on the old frame (the faulting space is one of the
+/// spaces whose mappings of the page are unmapped). The scenario `space a; ds o 4K;
+/// attach r1 a o; attach r2 a o; store r1 0 "old"; copy c o cow; store r1 0 "new";
+/// load r2 0` must read "new".
+#[test]
+fn a_cow_break_unmaps_the_old_frame_in_its_own_space() {
+    for touch_second_first in [false, true] {
+        let (mut set, s) = set_with_spaces(1);
+        let o = ds(&mut set, 1);
+        let r1 = attach(&mut set, s[0], o, 1, Rights::RW);
+        let r2 = attach(&mut set, s[0], o, 1, Rights::RW);
+        write(&mut set, s[0], r1, b"old");
+        if touch_second_first {
+            // The second region maps the shared frame before the copy.
+            assert_eq!(read(&mut set, s[0], r2, 3), b"old");
+        }
+        let c = set.copy_on_write(OWNER, o, "c").unwrap();
+        write(&mut set, s[0], r1, b"new");
+        assert_eq!(set.cow_breaks(), 1);
+        assert_eq!(read(&mut set, s[0], r2, 3), b"new", "r2 still shows the frame from before the break");
+        let (t1, t2) = {
+            let mmu = &set.space(s[0]).unwrap().mmu;
+            (mmu.translate(Page::containing_address(r1)), mmu.translate(Page::containing_address(r2)))
+        };
+        assert_eq!(t1.map(|t| t.frame), t2.map(|t| t.frame));
+        let mut buf = [0; 3];
+        set.manager_mut().read(c, 0, &mut buf).unwrap();
+        assert_eq!(&buf, b"old", "the copy keeps the old bytes");
+    }
+}
+
+/// `DETACH_FREE` on a whole region frees its frames when no other region shows them, and
+/// a later attachment of the dataspace reads zeros.
+#[test]
+fn detach_free_of_a_whole_region_gives_its_frames_back() {
+    let (mut set, s) = set_with_spaces(1);
+    let d = ds(&mut set, 2);
+    let hint = set.space(s[0]).unwrap().map.window_start();
+    let req = AttachRequest::new(d, 2 * P, Rights::RW).search(hint).flags(Flags::DETACH_FREE);
+    let a = set.attach(s[0], &req).unwrap();
+    write(&mut set, s[0], a, b"private");
+    write(&mut set, s[0], off(a, P), b"bytes");
+    assert_eq!(pool_used(&set), 2);
+    set.detach(s[0], a, 2 * P, DetachFlags::EXACT).unwrap();
+    set.check_invariants();
+    assert_eq!(pool_used(&set), 0, "Detach_free gave the frames back");
+    let b = attach(&mut set, s[0], d, 2, Rights::READ);
+    assert_eq!(read(&mut set, s[0], b, 7), [0; 7]);
+    assert_eq!(read(&mut set, s[0], off(b, P), 5), [0; 5]);
+}
