@@ -991,15 +991,16 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
 
     // ----------------------------------------------------------------- resize
 
-    /// `l4dm_mem_resize`: shrinking frees the tail (revoking every mapping of it first),
-    /// 0 closes the dataspace, growing adds memory (zero-filled). A contiguous dataspace grows
-    /// in place or not at all.
+    /// `l4dm_mem_resize`: shrinking frees the tail (revoking every mapping of it first) and
+    /// zeroes the rest of the last page kept, 0 closes the dataspace, growing adds memory
+    /// (zero-filled). A contiguous dataspace grows in place or not at all.
     ///
     /// # Errors
     /// [`ResizeError::InvalidId`], [`ResizeError::PermissionDenied`],
     /// [`ResizeError::SizeNotSupported`], [`ResizeError::QuotaExceeded`],
-    /// [`ResizeError::OutOfMemory`], [`ResizeError::CannotGrowInPlace`]. On error nothing
-    /// changed.
+    /// [`ResizeError::OutOfMemory`] (also for a shrink whose new last page is shared
+    /// copy-on-write and needs a frame of its own to be zeroed past the new size),
+    /// [`ResizeError::CannotGrowInPlace`]. On error nothing changed.
     pub fn resize<R: Revoker + ?Sized>(
         &mut self,
         caller: ClientId,
@@ -1032,12 +1033,18 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
                 .try_reserve_exact(extra as usize)
                 .map_err(|_| ResizeError::OutOfMemory(FrameCount::new(extra)))?;
         }
-        // Bytes between the old size and the end of its last page may hold old data (written
-        // through a mapping, or left by a shrink): a grow must show zeros there. This may break
-        // copy-on-write, so it runs before anything else that could fail.
-        if new_size > old_size && old_size % PAGE != 0 {
-            let end = new_size.min(old_size.next_multiple_of(PAGE));
-            self.zero_bytes(ds, old_size, end, revoker).map_err(ResizeError::OutOfMemory)?;
+        // No byte past the size may keep old data, since a mapping shows whole pages (and a
+        // superpage mapping whole superpages): a shrink zeroes the kept backing past the new
+        // size, a grow zeroes what lies past the old size (the owner may have written there
+        // through a mapping of its last page). This may break copy-on-write, so it runs
+        // before anything else that could fail.
+        let (from, to) = if new_size < old_size {
+            (new_size, new_pages.min(old_pages) * PAGE)
+        } else {
+            (old_size, old_pages * PAGE)
+        };
+        if from < to {
+            self.zero_bytes(ds, from, to, revoker).map_err(ResizeError::OutOfMemory)?;
         }
         let mut entries = match lookup_open(&mut self.slots, ds) {
             Some(d) => core::mem::take(&mut d.entries),
@@ -1522,7 +1529,6 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ) -> Result<Option<PageRange>, FrameCount> {
         let dst_end = dst_offs + num;
         let mut shared: Option<PageRange> = None;
-        let total = lookup(&mut self.slots, copy).map_or(0, |d| d.size);
         // Take both entry tables out of their slots so both can be borrowed at once.
         let Some(s) = lookup(&mut self.slots, src) else { return Err(FrameCount::new(0)) };
         let mut src_entries = core::mem::take(&mut s.entries);
@@ -1534,13 +1540,14 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         };
         let dst_pool = d.pool;
         let mut dst_entries = core::mem::take(&mut d.entries);
-        // The destination pages shared with the source: those the copy covers wholly, or up
-        // to the copy's end (the rest of such a page lies past the size: invisible, and zeroed
-        // on a grow). The others are copied byte by byte.
-        let all = dst_offs / PAGE..dst_end.div_ceil(PAGE);
+        // The destination pages shared with the source: only those the copy covers wholly.
+        // A partial page is copied byte by byte into a zeroed frame of its own, even at the
+        // copy's end: the rest of the source's page may hold bytes the copy must never show
+        // (a mapping shows the whole page).
+        let all = if num == 0 { 0..0 } else { dst_offs / PAGE..dst_end.div_ceil(PAGE) };
         let middle = if share {
-            let last = if dst_end == total { dst_end.div_ceil(PAGE) } else { dst_end / PAGE };
-            dst_offs.div_ceil(PAGE)..last.max(dst_offs.div_ceil(PAGE))
+            let first = dst_offs.div_ceil(PAGE);
+            first..(dst_end / PAGE).max(first)
         } else {
             all.end..all.end
         };
@@ -1589,6 +1596,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         within: u64,
         len: u64,
     ) -> Result<(), FrameCount> {
+        if len == 0 {
+            return Ok(());
+        }
         let first = (s_at / PAGE) as usize;
         let last = ((s_at + len - 1) / PAGE) as usize;
         if src_entries[first..=last].iter().all(|e| e.frame().is_none()) {
@@ -1646,6 +1656,16 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         frames.sort_unstable();
         frames.dedup();
         frames.len() as u64
+    }
+
+    /// The frame behind every backing page of `ds` (`None` for a page never touched), past
+    /// its size too: what a mapping of a whole page, or of a whole superpage, would show.
+    /// `None` for an unknown or freed dataspace.
+    #[cfg(any(test, feature = "check"))]
+    #[must_use]
+    pub fn backing_frames(&self, ds: DataspaceId) -> Option<Vec<Option<Frame>>> {
+        let slot = self.slots.get(ds.index()).filter(|s| s.generation == ds.generation())?;
+        Some(slot.ds.as_ref()?.entries.iter().map(|e| e.frame()).collect())
     }
 
     /// The number of frames currently shared copy-on-write by two or more page entries.
