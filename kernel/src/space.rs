@@ -91,8 +91,8 @@ impl Backing for DataspaceBacking<'_> {
     type Id = DataspaceId;
 
     fn rights(&self, id: DataspaceId) -> Option<Rights> {
-        // A handle held by the kernel allows everything; regions narrow it.
-        self.manager.info(id).ok().map(|_| Rights::RWX)
+        // The rights of the handle: attaching beyond them is refused.
+        self.manager.rights(id).ok()
     }
 
     fn map(&mut self, id: DataspaceId, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
@@ -105,6 +105,7 @@ impl Backing for DataspaceBacking<'_> {
             }
             Err(memkit_dataspace::MapError::InvalidId(_)) => Err(BackingError::UnknownDataspace),
             Err(memkit_dataspace::MapError::OffsetOutOfRange(offset, _)) => Err(BackingError::OutOfRange(offset)),
+            Err(memkit_dataspace::MapError::Forbidden(_, access)) => Err(BackingError::Forbidden(access)),
             Err(memkit_dataspace::MapError::OutOfMemory(_)) => Err(BackingError::OutOfMemory),
         }
     }

@@ -4,6 +4,7 @@
 //!   # a comment; blank lines are skipped
 //!   space   NAME [size=SIZE]                      an address space (a window, default 64M)
 //!   ds      NAME SIZE [contiguous] [pinned] [superpages] [pool=N] [at=PADDR] [align=LOG2] [owner=TASK]
+//!   share   NAME DS [rights=r|rw|rx]              a handle of DS with fewer rights (default r)
 //!   copy    NAME SRC [cow] [owner=TASK]           l4dm_copy (copy-on-write with `cow`)
 //!   copy_long NAME SRC SRC_OFF DST_OFF LEN [cow]  l4dm_copy_long, byte offsets
 //!   resize  DS SIZE [owner=TASK]                  grow or shrink (0 closes)
@@ -37,10 +38,21 @@ use memkit_types::{Access, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Phy
 
 use crate::hosted::{self, Hosted};
 
+/// The rights named by an option value.
+fn rights_of(v: &str) -> Res<Rights> {
+    match v {
+        "r" => Ok(Rights::READ),
+        "rw" => Ok(Rights::RW),
+        "rx" => Ok(Rights::READ | Rights::EXECUTE),
+        other => Err(format!("rights '{other}' (want r, rw or rx)")),
+    }
+}
+
 /// The help text of the shell.
 pub(crate) const HELP: &str = r#"operations (one per line; numbers: 42, 0x2a, 4K, 2M, 1G):
   space NAME [size=SIZE]                        create an address space (default 64M window)
   ds NAME SIZE [contiguous] [pinned] [superpages] [pool=N] [at=PADDR] [align=LOG2] [owner=TASK]
+  share NAME DS [rights=r|rw|rx]                a handle of DS with fewer rights (default r)
   copy NAME SRC [cow] [owner=TASK]              copy a dataspace (copy-on-write with cow)
   copy_long NAME SRC SRC_OFF DST_OFF LEN [cow]  copy bytes into a new dataspace
   resize DS SIZE [owner=TASK]                   grow or shrink a dataspace (0 closes it)
@@ -265,6 +277,7 @@ impl<'h> Session<'h> {
             }
             "space" => self.op_space(&a),
             "ds" => self.op_ds(&a),
+            "share" => self.op_share(&a),
             "copy" => self.op_copy(&a),
             "copy_long" => self.op_copy_long(&a),
             "resize" => self.op_resize(&a),
@@ -360,6 +373,17 @@ impl<'h> Session<'h> {
         Ok(())
     }
 
+    fn op_share(&mut self, a: &Args<'_>) -> Res {
+        a.want(2, "share NAME DS [rights=r|rw|rx]")?;
+        a.check_known(&["rights"])?;
+        self.fresh(a.pos[0])?;
+        let ds = self.ds(a.pos[1])?;
+        let rights = rights_of(a.opts.get("rights").copied().unwrap_or("r"))?;
+        let id = self.h.system.lock(|s| s.manager.share(ds, rights)).map_err(|e| e.to_string())?;
+        self.names.dataspaces.insert(a.pos[0].to_string(), id);
+        Ok(())
+    }
+
     fn op_copy_long(&mut self, a: &Args<'_>) -> Res {
         a.want(5, "copy_long NAME SRC SRC_OFF DST_OFF LEN [cow] [owner=TASK]")?;
         a.check_known(&["owner"])?;
@@ -450,12 +474,7 @@ impl<'h> Session<'h> {
             Some(v) => usize_of(v)?,
             None => usize::try_from(ds_size.saturating_sub(offset)).map_err(|_| "too large".to_string())?,
         };
-        let rights = match a.opts.get("rights").copied().unwrap_or("rw") {
-            "r" => Rights::READ,
-            "rw" => Rights::RW,
-            "rx" => Rights::READ | Rights::EXECUTE,
-            other => return Err(format!("rights '{other}' (want r, rw or rx)")),
-        };
+        let rights = rights_of(a.opts.get("rights").copied().unwrap_or("rw"))?;
         let align = a.opts.get("align").map_or(Ok(12), |v| number(v))? as u8;
         let mut req = AttachRequest::new(ds, size, rights).offset(offset).align(align);
         req = match (a.opts.get("at"), a.opts.get("in")) {

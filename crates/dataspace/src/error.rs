@@ -6,7 +6,7 @@
 //! missing manager: an in-process call cannot fail that way, so no error here maps to them.
 
 use crate::ids::{ClientId, DataspaceId, FactoryId, PoolId};
-use memkit_types::{FrameCount, PhysAddr};
+use memkit_types::{Access, FrameCount, PhysAddr, Rights};
 
 /// L4Re's error numbers; an operation's `code()` returns the negated value.
 pub mod codes {
@@ -184,6 +184,10 @@ error_enum! {
         /// The offset is at or past the dataspace's size (`-L4_ERANGE`).
         OffsetOutOfRange(offset: u64, size: u64) => -L4_ERANGE,
             "offset {offset:#x} is past the end ({size:#x})";
+        /// The id's rights do not allow this access, e.g. a write fault through a read-only
+        /// handle (`-L4_EPERM`).
+        Forbidden(ds: DataspaceId, access: Access) => -L4_EPERM,
+            "the handle {ds} does not allow {access:?}";
         /// No frame for a first touch or a copy-on-write break (`-L4_ENOMEM`).
         OutOfMemory(frames: FrameCount) => -L4_ENOMEM, "no memory for {frames:?}";
     }
@@ -201,6 +205,10 @@ error_enum! {
         /// `offset .. offset + length` is not inside the dataspace (`-L4_ERANGE`).
         OutOfRange(offset: u64, length: u64) => -L4_ERANGE,
             "range {offset:#x}+{length:#x} is outside the dataspace";
+        /// The id's rights do not allow this access: a read without `READ`, a write without
+        /// `WRITE` (`-L4_EPERM`).
+        Forbidden(ds: DataspaceId, access: Access) => -L4_EPERM,
+            "the handle {ds} does not allow {access:?}";
         /// No frame to populate a page or break copy-on-write (`-L4_ENOMEM`).
         OutOfMemory(frames: FrameCount) => -L4_ENOMEM, "no memory for {frames:?}";
     }
@@ -217,6 +225,21 @@ error_enum! {
         /// The page has no frame of its own yet (never touched, or shared copy-on-write):
         /// populate it with `allocate` first (`-L4_EINVAL`).
         NotResident(offset: u64) => -L4_EINVAL, "the page at offset {offset:#x} is not resident";
+        /// A physical address lets a device read and write the memory: the id must grant
+        /// both (`-L4_EPERM`).
+        Forbidden(ds: DataspaceId) => -L4_EPERM, "the handle {ds} does not allow read and write";
+    }
+}
+
+error_enum! {
+    /// Why `share` failed.
+    pub enum ShareError {
+        /// Unknown or closed dataspace (`-L4_EINVAL`).
+        InvalidId(ds: DataspaceId) => -L4_EINVAL, "dataspace {ds} does not exist";
+        /// The rights asked for are not all granted by the id shared (`-L4_EPERM`): a handle
+        /// can only be narrowed.
+        Widening(ds: DataspaceId, rights: Rights) => -L4_EPERM,
+            "the handle {ds} does not grant {rights:?}";
     }
 }
 

@@ -96,7 +96,7 @@ mod refcount;
 
 pub use error::{
     CloseAllError, CloseError, CopyError, CreateError, DestroyFactoryError, FactoryError, InfoError, MapError,
-    PhysAddrError, RangeError, RefError, ResizeError, TaskError,
+    PhysAddrError, RangeError, RefError, ResizeError, ShareError, TaskError,
 };
 pub use flags::{ANY_ADDR, CopyLength, DmFlags, MEMPHYS_DEFAULT, MEMPHYS_ISA_DMA, MemAllocFlags, Placement, WHOLE_DS};
 pub use ids::{ClientId, DataspaceId, FactoryId, PoolId, TaskCharge};

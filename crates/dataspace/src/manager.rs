@@ -30,7 +30,7 @@ use memkit_types::{
 use crate::entry::Entry;
 use crate::error::{
     CloseAllError, CloseError, CopyError, CreateError, DestroyFactoryError, FactoryError, InfoError, MapError,
-    PhysAddrError, RangeError, RefError, ResizeError, TaskError,
+    PhysAddrError, RangeError, RefError, ResizeError, ShareError, TaskError,
 };
 use crate::flags::{CopyLength, DmFlags, MemAllocFlags, Placement};
 use crate::ids::{ClientId, DataspaceId, FactoryId, PoolId, TaskCharge};
@@ -182,8 +182,9 @@ impl Revoker for NoRevoker {
 pub struct Mapping {
     /// The frame backing the page.
     pub frame: Frame,
-    /// What the page allows now: read and execute for a page shared copy-on-write (a write
-    /// must fault again and call `map` with [`Access::Write`]), everything otherwise.
+    /// What the page allows now, within the rights of the id mapped: read and execute for a
+    /// page shared copy-on-write (a write must fault again and call `map` with
+    /// [`Access::Write`]), all the id grants otherwise.
     pub rights: Rights,
     /// The frame this page had before a copy-on-write break. Other mappings of this page of
     /// this dataspace (in other address spaces) still point at it and must be removed.
@@ -849,12 +850,19 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     fn destroy(&mut self, id: DataspaceId) {
         let slot = &mut self.slots[id.index()];
         let Some(ds) = slot.ds.take() else { return };
-        slot.generation = slot.generation.wrapping_add(1);
+        // A slot whose generation would wrap is retired, so that no id ever names two
+        // dataspaces.
+        let retired = slot.generation >= DataspaceId::MAX_GENERATION;
+        if !retired {
+            slot.generation += 1;
+        }
         release_entries(&self.pools, &mut self.shares, &ds.entries, ds.kind.is_bound());
         if let Some(f) = self.factory_mut(ds.factory) {
             f.used -= ds.charge();
         }
-        self.free_slots.push(id.index() as u32);
+        if !retired {
+            self.free_slots.push(id.index() as u32);
+        }
         if ds.open {
             self.live -= 1;
         }
@@ -989,6 +997,32 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         })
     }
 
+    /// The rights the id `ds` grants, if it names an open dataspace (what a region map may
+    /// attach it with at most).
+    ///
+    /// # Errors
+    /// [`InfoError::InvalidId`] for an unknown or closed dataspace.
+    pub fn rights(&self, ds: DataspaceId) -> Result<Rights, InfoError> {
+        self.info(ds).map(|_| ds.rights())
+    }
+
+    /// `l4dm_share`: an id of the open dataspace `ds` granting `rights` (e.g. read-only,
+    /// `L4DM_RO`), to pass to another client. A handle can only be narrowed: the new id
+    /// grants nothing `ds` does not. The new id names the same dataspace (it compares equal
+    /// to `ds`); the lifetime rule is unchanged (the owner's handle, or a reference, keeps the
+    /// memory alive).
+    ///
+    /// # Errors
+    /// [`ShareError::InvalidId`] for an unknown or closed dataspace, [`ShareError::Widening`]
+    /// when `rights` names a right `ds` does not grant.
+    pub fn share(&self, ds: DataspaceId, rights: Rights) -> Result<DataspaceId, ShareError> {
+        self.info(ds).map_err(|_| ShareError::InvalidId(ds))?;
+        if !ds.rights().contains(rights) {
+            return Err(ShareError::Widening(ds, rights));
+        }
+        Ok(ds.narrowed(rights))
+    }
+
     // ----------------------------------------------------------------- resize
 
     /// `l4dm_mem_resize`: shrinking frees the tail (revoking every mapping of it first) and
@@ -996,8 +1030,8 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// (zero-filled). A contiguous dataspace grows in place or not at all.
     ///
     /// # Errors
-    /// [`ResizeError::InvalidId`], [`ResizeError::PermissionDenied`],
-    /// [`ResizeError::SizeNotSupported`], [`ResizeError::QuotaExceeded`],
+    /// [`ResizeError::InvalidId`], [`ResizeError::PermissionDenied`] (not the owner, or an id
+    /// without `WRITE`), [`ResizeError::SizeNotSupported`], [`ResizeError::QuotaExceeded`],
     /// [`ResizeError::OutOfMemory`] (also for a shrink whose new last page is shared
     /// copy-on-write and needs a frame of its own to be zeroed past the new size),
     /// [`ResizeError::CannotGrowInPlace`]. On error nothing changed.
@@ -1009,7 +1043,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         revoker: &mut R,
     ) -> Result<(), ResizeError> {
         let d = lookup_open(&mut self.slots, ds).ok_or(ResizeError::InvalidId(ds))?;
-        if d.owner != caller {
+        if d.owner != caller || !ds.rights().contains(Rights::WRITE) {
             return Err(ResizeError::PermissionDenied(ds, caller));
         }
         if new_size == 0 {
@@ -1117,13 +1151,21 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// of such a page returns the shared frame with read and execute rights only. Works on
     /// closed dataspaces that still have references. Allocates no heap memory.
     ///
+    /// The rights returned never exceed the rights of the id: a fault through a read-only
+    /// handle gets a read-only mapping, and a write fault through it is refused.
+    ///
     /// # Errors
     /// [`MapError::InvalidId`], [`MapError::OffsetOutOfRange`] at or past the size,
+    /// [`MapError::Forbidden`] when the id does not grant `access`,
     /// [`MapError::OutOfMemory`] when no frame is free (nothing changed).
     pub fn map(&mut self, ds: DataspaceId, offset: u64, access: Access) -> Result<Mapping, MapError> {
         let d = lookup(&mut self.slots, ds).ok_or(MapError::InvalidId(ds))?;
         if offset >= d.size {
             return Err(MapError::OffsetOutOfRange(offset, d.size));
+        }
+        let granted = ds.rights();
+        if !granted.allows(access) {
+            return Err(MapError::Forbidden(ds, access));
         }
         let pool = d.pool;
         let entry = &mut d.entries[(offset / PAGE) as usize];
@@ -1132,28 +1174,33 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             && access != Access::Write
         {
             if self.shares.is_shared(frame) {
-                return Ok(Mapping { frame, rights: Rights::READ | Rights::EXECUTE, replaced: None });
+                let rights = (Rights::READ | Rights::EXECUTE) & granted;
+                return Ok(Mapping { frame, rights, replaced: None });
             }
             *entry = entry.with_cow(false);
         }
         let (frame, replaced) = make_writable(&self.pools, &self.memory, &mut self.shares, pool, entry)
             .map_err(|_| MapError::OutOfMemory(FrameCount::new(1)))?;
-        Ok(Mapping { frame, rights: Rights::RWX, replaced })
+        Ok(Mapping { frame, rights: granted, replaced })
     }
 
     /// Gives the `count` pages from `offset` of `ds`, none of which has a frame yet, one run
     /// of `count` physically contiguous frames, zeroed in one call: what `count` calls of
     /// [`map`](Manager::map) would do, but with frames that a pager can map as one run
     /// (fault-around). Returns the run's first frame (page `offset + i × 4 KiB` gets frame
-    /// `first + i`, all rights), or `None` when a page of the range already has a frame:
+    /// `first + i`, the id's rights), or `None` when a page of the range already has a frame:
     /// nothing changed then, and the caller maps page by page. Allocates no heap memory.
     ///
     /// # Errors
     /// [`MapError::InvalidId`], [`MapError::OffsetOutOfRange`] when the range reaches past
-    /// the size, [`MapError::OutOfMemory`] when no run of `count` contiguous frames is free.
+    /// the size, [`MapError::Forbidden`] when the id does not grant reads,
+    /// [`MapError::OutOfMemory`] when no run of `count` contiguous frames is free.
     /// Nothing changes on an error. A `count` of zero changes nothing and returns `None`.
     pub fn map_run(&mut self, ds: DataspaceId, offset: u64, count: u64) -> Result<Option<Frame>, MapError> {
         let d = lookup(&mut self.slots, ds).ok_or(MapError::InvalidId(ds))?;
+        if !ds.rights().allows(Access::Read) {
+            return Err(MapError::Forbidden(ds, Access::Read));
+        }
         let first = offset / PAGE;
         let Some(last) = count.checked_sub(1).map(|n| first.saturating_add(n)) else { return Ok(None) };
         if last.saturating_mul(PAGE) >= d.size {
@@ -1177,9 +1224,13 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// Allocates nothing.
     ///
     /// # Errors
-    /// [`RangeError::InvalidId`], [`RangeError::OutOfRange`].
+    /// [`RangeError::InvalidId`], [`RangeError::Forbidden`] without `READ`,
+    /// [`RangeError::OutOfRange`].
     pub fn read(&mut self, ds: DataspaceId, offset: u64, buf: &mut [u8]) -> Result<(), RangeError> {
         let d = lookup(&mut self.slots, ds).ok_or(RangeError::InvalidId(ds))?;
+        if !ds.rights().allows(Access::Read) {
+            return Err(RangeError::Forbidden(ds, Access::Read));
+        }
         check_byte_range(d.size, offset, buf.len())?;
         for (page, within, piece) in page_pieces(offset, buf.len()) {
             match d.entries[page as usize].frame() {
@@ -1198,8 +1249,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// frame is replaced).
     ///
     /// # Errors
-    /// [`RangeError::InvalidId`], [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`]
-    /// (pages before the failing one are written).
+    /// [`RangeError::InvalidId`], [`RangeError::Forbidden`] without `WRITE`,
+    /// [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`] (pages before the failing one
+    /// are written).
     pub fn write<R: Revoker + ?Sized>(
         &mut self,
         ds: DataspaceId,
@@ -1208,6 +1260,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         revoker: &mut R,
     ) -> Result<(), RangeError> {
         let d = lookup(&mut self.slots, ds).ok_or(RangeError::InvalidId(ds))?;
+        if !ds.rights().allows(Access::Write) {
+            return Err(RangeError::Forbidden(ds, Access::Write));
+        }
         check_byte_range(d.size, offset, buf.len())?;
         for (page, within, piece) in page_pieces(offset, buf.len()) {
             let frame = self.writable_page(ds, page, revoker).map_err(RangeError::OutOfMemory)?;
@@ -1269,6 +1324,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         if d.owner.task != caller.task {
             return Err(RangeError::PermissionDenied(ds, caller));
         }
+        if !ds.rights().allows(Access::Write) {
+            return Err(RangeError::Forbidden(ds, Access::Write));
+        }
         let end = offset.checked_add(len).filter(|e| *e <= d.size).ok_or(RangeError::OutOfRange(offset, len))?;
         Ok((d.kind, end))
     }
@@ -1279,7 +1337,8 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ///
     /// # Errors
     /// [`RangeError::InvalidId`], [`RangeError::PermissionDenied`] unless the caller's task
-    /// owns `ds`, [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`] when an edge page is
+    /// owns `ds`, [`RangeError::Forbidden`] unless the id grants `WRITE`,
+    /// [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`] when an edge page is
     /// shared copy-on-write and no frame is left to unshare it.
     pub fn clear<R: Revoker + ?Sized>(
         &mut self,
@@ -1333,8 +1392,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// the frame it replaces), so that [`phys_addr`](Manager::phys_addr) can report it.
     ///
     /// # Errors
-    /// [`RangeError::InvalidId`], [`RangeError::PermissionDenied`], [`RangeError::OutOfRange`],
-    /// [`RangeError::OutOfMemory`] (pages before the failing one stay populated).
+    /// [`RangeError::InvalidId`], [`RangeError::PermissionDenied`], [`RangeError::Forbidden`]
+    /// unless the id grants `WRITE`, [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`]
+    /// (pages before the failing one stay populated).
     pub fn allocate<R: Revoker + ?Sized>(
         &mut self,
         caller: ClientId,
@@ -1359,9 +1419,13 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// # Errors
     /// [`PhysAddrError::InvalidId`], [`PhysAddrError::OffsetOutOfRange`],
     /// [`PhysAddrError::NotResident`] for a page without a frame of its own (populate it
-    /// with [`allocate`](Manager::allocate)).
+    /// with [`allocate`](Manager::allocate)), [`PhysAddrError::Forbidden`] unless the id
+    /// grants read and write (a device may do both at the address).
     pub fn phys_addr(&mut self, ds: DataspaceId, offset: u64) -> Result<(PhysAddr, u64), PhysAddrError> {
         let d = lookup(&mut self.slots, ds).ok_or(PhysAddrError::InvalidId(ds))?;
+        if !ds.rights().contains(Rights::RW) {
+            return Err(PhysAddrError::Forbidden(ds));
+        }
         if offset >= d.size {
             return Err(PhysAddrError::OffsetOutOfRange(offset, d.size));
         }
@@ -1408,7 +1472,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ///
     /// # Errors
     /// [`CopyError::InvalidId`], [`CopyError::PermissionDenied`] unless the caller's task
-    /// owns `ds`, [`CopyError::SourceOutOfRange`], [`CopyError::DestinationOutOfRange`],
+    /// owns `ds` and the id grants `READ`, [`CopyError::SourceOutOfRange`], [`CopyError::DestinationOutOfRange`],
     /// [`CopyError::Create`] (size, quota, memory).
     #[allow(clippy::too_many_arguments)]
     pub fn copy_long<R: Revoker + ?Sized>(
@@ -1476,7 +1540,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         revoker: &mut R,
     ) -> Result<DataspaceId, CopyError> {
         let src = lookup_open(&mut self.slots, ds).ok_or(CopyError::InvalidId(ds))?;
-        if src.owner.task != caller.task {
+        if src.owner.task != caller.task || !ds.rights().allows(Access::Read) {
             return Err(CopyError::PermissionDenied(ds, caller));
         }
         let (src_size, src_kind, src_pool, factory) = (src.size, src.kind, src.pool, src.factory);
@@ -1701,7 +1765,8 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         let mut open = 0;
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(d) = slot.ds.as_ref() else {
-                assert!(self.free_slots.contains(&(i as u32)), "empty slot {i} not free");
+                let retired = slot.generation >= DataspaceId::MAX_GENERATION;
+                assert!(retired != self.free_slots.contains(&(i as u32)), "empty slot {i}: free or retired");
                 continue;
             };
             assert!(!self.free_slots.contains(&(i as u32)), "slot {i} both used and free");
@@ -1803,6 +1868,25 @@ mod tests {
         assert_eq!(order_for_align(12), Order::ZERO);
         assert_eq!(order_for_align(21), SUPERPAGE_ORDER);
         assert_eq!(order_for_align(MAX_ALIGN_SHIFT), Order::MAX);
+    }
+
+    #[test]
+    fn a_slot_whose_generation_would_wrap_is_retired() {
+        use memkit_types::testing::{ModelFrameSource, SparseRam};
+        let mut m = Manager::new(Config::new(1 << 30), SparseRam::new());
+        m.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(0x100), FrameCount::new(16)));
+        let me = ClientId::new(1, 0);
+        let first = m.mem_open(FactoryId::ROOT, me, PAGE, 0, DmFlags::empty(), "a").unwrap();
+        m.close(me, first).unwrap();
+        m.slots[first.index()].generation = DataspaceId::MAX_GENERATION;
+        let last = m.mem_open(FactoryId::ROOT, me, PAGE, 0, DmFlags::empty(), "b").unwrap();
+        assert_eq!((last.index(), last.generation()), (first.index(), DataspaceId::MAX_GENERATION));
+        m.close(me, last).unwrap();
+        m.check_invariants();
+        let next = m.mem_open(FactoryId::ROOT, me, PAGE, 0, DmFlags::empty(), "c").unwrap();
+        assert_ne!(next.index(), first.index(), "a retired slot is never reused");
+        assert!(m.info(last).is_err() && m.info(DataspaceId::new(first.index() as u32, 0)).is_err());
+        m.check_invariants();
     }
 
     #[test]
