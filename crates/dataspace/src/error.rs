@@ -110,7 +110,7 @@ error_enum! {
     pub enum ResizeError {
         /// Unknown or closed dataspace (`-L4_EINVAL`).
         InvalidId(ds: DataspaceId) => -L4_EINVAL, "dataspace {ds} does not exist";
-        /// The caller is not the owner (`-L4_EPERM`).
+        /// The caller is not the owner, or the handle does not grant `WRITE` (`-L4_EPERM`).
         PermissionDenied(ds: DataspaceId, caller: ClientId) => -L4_EPERM,
             "{caller} does not own dataspace {ds}";
         /// The new size is beyond the largest dataspace (`-L4_ERANGE`).
@@ -139,7 +139,8 @@ error_enum! {
     pub enum CloseError {
         /// Unknown or closed dataspace (`-L4_EINVAL`).
         InvalidId(ds: DataspaceId) => -L4_EINVAL, "dataspace {ds} does not exist";
-        /// Only the owner may close a dataspace (`-L4_EPERM`).
+        /// Only the owner may close a dataspace, through a handle granting `WRITE`
+        /// (`-L4_EPERM`).
         PermissionDenied(ds: DataspaceId, caller: ClientId) => -L4_EPERM,
             "{caller} does not own dataspace {ds}";
     }
@@ -162,7 +163,8 @@ error_enum! {
     pub enum CopyError {
         /// Unknown or closed source dataspace (`-L4_EINVAL`).
         InvalidId(ds: DataspaceId) => -L4_EINVAL, "dataspace {ds} does not exist";
-        /// The caller's task does not own the source (`-L4_EPERM`).
+        /// The caller's task does not own the source, or the handle does not grant `READ`
+        /// (`-L4_EPERM`).
         PermissionDenied(ds: DataspaceId, caller: ClientId) => -L4_EPERM,
             "{caller} may not copy dataspace {ds}";
         /// The source range `offset .. offset + length` is not inside the source (`-L4_ERANGE`).

@@ -333,6 +333,9 @@ impl World {
     fn write(&mut self, slot: usize, offset: u16, len: u16, byte: u8) {
         let (offset, len) = (offset as u64, len as u64 % (3 * PAGE_SIZE as u64));
         let Some((id, inside)) = self.range(slot, offset, len) else { return };
+        let ro = id.narrowed(Rights::READ | Rights::EXECUTE);
+        let r = self.manager.write(ro, offset, &vec![byte; len as usize], &mut NoRevoker);
+        assert_eq!(r, Err(RangeError::Forbidden(ro, Access::Write)), "a write through a read-only handle");
         if !inside {
             let r = self.manager.write(id, offset, &vec![byte; len as usize], &mut NoRevoker);
             assert_eq!(r, Err(RangeError::OutOfRange(offset, len)));
@@ -365,7 +368,9 @@ impl World {
         let len = len % (3 * PAGE_SIZE);
         let Some((id, inside)) = self.range(slot, offset, len as u64) else { return };
         let mut buf = vec![0xa5; len];
-        let r = self.manager.read(id, offset, &mut buf);
+        // Through a read-only handle when the offset is odd: the same bytes.
+        let handle = if offset % 2 == 1 { id.narrowed(Rights::READ) } else { id };
+        let r = self.manager.read(handle, offset, &mut buf);
         if !inside {
             assert_eq!(r, Err(RangeError::OutOfRange(offset, len as u64)));
             return;
@@ -379,6 +384,18 @@ impl World {
         let Some(d) = self.model[slot].as_ref() else { return };
         let (id, size) = (d.id, d.data.len() as u64);
         let access = if write { Access::Write } else { Access::Read };
+        // A read-only handle of the same dataspace: a write fault through it is refused and
+        // changes nothing (checked with everything else after the action).
+        let ro = id.narrowed(Rights::READ);
+        if write {
+            let r = self.manager.map(ro, offset, access);
+            let expect = if offset < size {
+                crate::MapError::Forbidden(ro, access)
+            } else {
+                crate::MapError::OffsetOutOfRange(offset, size)
+            };
+            assert_eq!(r, Err(expect), "a write fault through a read-only handle");
+        }
         match self.manager.map(id, offset, access) {
             Ok(m) => {
                 self.successes += 1;

@@ -906,10 +906,11 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ///
     /// # Errors
     /// [`CloseError::InvalidId`] for an unknown or closed dataspace,
-    /// [`CloseError::PermissionDenied`] unless `caller` is the owner.
+    /// [`CloseError::PermissionDenied`] unless `caller` is the owner and the id grants
+    /// `WRITE` (as for `resize` to 0: a read-only handle cannot end the memory).
     pub fn close(&mut self, caller: ClientId, ds: DataspaceId) -> Result<(), CloseError> {
         let d = lookup_open(&mut self.slots, ds).ok_or(CloseError::InvalidId(ds))?;
-        if d.owner != caller {
+        if d.owner != caller || !ds.rights().contains(Rights::WRITE) {
             return Err(CloseError::PermissionDenied(ds, caller));
         }
         self.close_unchecked(ds);

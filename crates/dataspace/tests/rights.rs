@@ -5,8 +5,8 @@ mod common;
 
 use common::{check, mmu, read};
 use memkit_dataspace::{
-    ClientId, CopyError, DataspaceId, DmFlags, FactoryId, MapError, NoRevoker, PhysAddrError, RangeError, ResizeError,
-    ShareError,
+    ClientId, CloseError, CopyError, DataspaceId, DmFlags, FactoryId, MapError, NoRevoker, PhysAddrError, RangeError,
+    ResizeError, ShareError,
 };
 use memkit_types::{Access, PAGE_SIZE, Rights};
 
@@ -66,6 +66,7 @@ fn every_operation_honours_the_handle_rights() {
     assert_eq!(m.allocate(OWNER, ro, 0, 1, nr), Err(RangeError::Forbidden(ro, Access::Write)));
     assert_eq!(m.resize(OWNER, ro, PAGE, nr), Err(ResizeError::PermissionDenied(ro, OWNER)));
     assert_eq!(m.resize(OWNER, ro, 0, nr), Err(ResizeError::PermissionDenied(ro, OWNER)));
+    assert_eq!(m.close(OWNER, ro), Err(CloseError::PermissionDenied(ro, OWNER)));
     assert_eq!(m.copy(OWNER, wo, DmFlags::COW, "c", nr), Err(CopyError::PermissionDenied(wo, OWNER)));
     assert_eq!(m.phys_addr(ro, 0), Err(PhysAddrError::Forbidden(ro)));
     assert_eq!(m.phys_addr(ro, 0).unwrap_err().code(), -1);
