@@ -225,3 +225,48 @@ fn no_byte_past_the_size_or_from_before_a_shrink_or_free_is_visible() {
         check(&mut m);
     }
 }
+
+#[test]
+fn fault_around_runs_and_larger_copies_show_zeros_only() {
+    let mut m = mmu();
+    // Dirty every frame of the pool's start, then give it back.
+    let dirty = m.mem_open(F, OWNER, 64 * PAGE, 0, DmFlags::PINNED, "dirty").unwrap();
+    m.write(dirty, 0, &vec![0xd1; 64 * PAGE_SIZE], &mut NoRevoker).unwrap();
+    let mut src = Ds { id: m.mem_open(F, OWNER, 3 * PAGE + 9, 0, DmFlags::empty(), "src").unwrap(), data: vec![] };
+    src.data = vec![0; 3 * PAGE_SIZE + 9];
+    fill(&mut m, &mut src, 3);
+    m.close(OWNER, dirty).unwrap();
+    // A fault-around run of fresh pages: zeroed frames.
+    let fresh = m.mem_open(F, OWNER, 16 * PAGE - 3, 0, DmFlags::empty(), "fresh").unwrap();
+    let first = m.map_run(fresh, 0, 16).unwrap().expect("no page has a frame yet");
+    let mut buf = vec![0u8; 16 * PAGE_SIZE];
+    m.memory().read(first.start_address(), &mut buf);
+    assert!(buf.iter().all(|&b| b == 0), "a fault-around run shows old bytes");
+    verify(&mut m, &Ds { id: fresh, data: vec![0; 16 * PAGE_SIZE - 3] });
+    // memphys_copy into a destination larger than the bytes copied: zeros around them.
+    for flags in [DmFlags::empty(), DmFlags::COW, DmFlags::PINNED, DmFlags::CONTIGUOUS] {
+        let len = CopyLength::Bytes(PAGE + 1);
+        let dst_size = 5 * PAGE + 3;
+        let id = m
+            .memphys_copy(
+                OWNER,
+                src.id,
+                7,
+                PAGE + 7,
+                len,
+                0,
+                Placement::AnyAddr,
+                dst_size,
+                0,
+                flags,
+                "c",
+                &mut NoRevoker,
+            )
+            .unwrap();
+        let mut data = vec![0; dst_size as usize];
+        data[(PAGE + 7) as usize..(2 * PAGE + 8) as usize].copy_from_slice(&src.data[7..PAGE_SIZE + 8]);
+        verify(&mut m, &Ds { id, data });
+        m.close(OWNER, id).unwrap();
+    }
+    check(&mut m);
+}
