@@ -502,3 +502,62 @@ fn every_creation_against_a_table_of_sizes_alignments_flags_pools_and_places() {
     println!("{cases} creations, {made} made");
     assert!(made > 100 && cases > 5_000 || cfg!(miri));
 }
+
+#[test]
+fn factories_tasks_and_close_all_against_a_table_of_bad_input() {
+    let mut m = mmu();
+    let child = m.create_factory(F, 8 * PAGE).unwrap();
+    let gone = m.create_factory(F, PAGE).unwrap();
+    m.destroy_factory(gone).unwrap();
+    let ds = m.mem_open(child, OWNER, PAGE, 0, DmFlags::empty(), "d").unwrap();
+    let task = m.create_task(child, PAGE).unwrap();
+    m.destroy_task(task).unwrap();
+    let before = |m: &common::Dsm| (m.quota(F), m.quota(child), m.live());
+    let state = before(&m);
+    let limits = [0, 1, PAGE, 7 * PAGE, 7 * PAGE + 1, 8 * PAGE, u64::MAX - 1, u64::MAX];
+    for parent in [child, gone] {
+        for limit in limits {
+            match m.create_factory(parent, limit) {
+                Ok(f) => {
+                    assert!(parent == child && limit <= 7 * PAGE);
+                    m.destroy_factory(f).unwrap();
+                }
+                Err(e) => assert!(SEED_CODES.contains(&e.code()), "{e}"),
+            }
+            match m.create_task(parent, limit) {
+                Ok(t) => {
+                    assert!(parent == child && limit <= 7 * PAGE);
+                    m.destroy_task(t).unwrap();
+                }
+                Err(e) => assert!(SEED_CODES.contains(&e.code()), "{e}"),
+            }
+            assert_eq!(before(&m), state);
+        }
+    }
+    // Destroying the root, a busy factory, a destroyed one; a task charge twice.
+    for f in [F, child, gone] {
+        assert!(SEED_CODES.contains(&m.destroy_factory(f).unwrap_err().code()));
+    }
+    assert_eq!(m.destroy_task(task).unwrap_err().code(), -22);
+    // close_all: the invalid client, another task, every flag bit; only the owner's task may.
+    for caller in [OWNER, STRANGER, ClientId::INVALID, ClientId::new(1, u32::MAX)] {
+        for client in [STRANGER, ClientId::INVALID, ClientId::new(u32::MAX, 0), ClientId::new(1, 7)] {
+            for flags in [DmFlags::empty(), DmFlags::from_bits_retain(u32::MAX)] {
+                if client.task == OWNER.task && flags.contains(DmFlags::SAME_TASK) {
+                    continue; // every thread of the owner's task: closes `ds` (below)
+                }
+                match m.close_all(caller, client, flags) {
+                    Ok(n) => assert_eq!(n, 0, "{caller} closed {n} of {client}"),
+                    Err(e) => assert!(SEED_CODES.contains(&e.code()), "{e}"),
+                }
+            }
+        }
+    }
+    assert_eq!(before(&m), state);
+    assert!(m.info(ds).is_ok());
+    let all = DmFlags::from_bits_retain(u32::MAX);
+    assert_eq!(m.close_all(STRANGER, ClientId::new(1, 7), all).unwrap_err().code(), -1);
+    assert_eq!(m.close_all(ClientId::new(1, 7), ClientId::new(1, 7), all), Ok(1), "L4DM_SAME_TASK");
+    assert!(m.info(ds).is_err());
+    check(&mut m);
+}
