@@ -272,6 +272,7 @@ fn inside(size: u64, offset: u64, len: u64) -> bool {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "tens of thousands of cases; the crate has no unsafe code")]
 fn every_entry_point_against_a_table_of_bad_input() {
     use memkit_types::Rights;
     let nr = || NoRevoker;
@@ -416,6 +417,7 @@ fn every_entry_point_against_a_table_of_bad_input() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "tens of thousands of cases; the crate has no unsafe code")]
 fn every_creation_against_a_table_of_sizes_alignments_flags_pools_and_places() {
     let sizes = numbers(3 * PAGE + 1);
     let aligns = [0, 1, 11, 12, 21, 22, MAX_ALIGN_SHIFT, MAX_ALIGN_SHIFT + 1, u32::MAX];
