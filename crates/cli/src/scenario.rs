@@ -4,6 +4,7 @@
 //!   # a comment; blank lines are skipped
 //!   space   NAME [size=SIZE]                      an address space (a window, default 64M)
 //!   ds      NAME SIZE [contiguous] [pinned] [superpages] [pool=N] [at=PADDR] [align=LOG2] [owner=TASK]
+//!   share   NAME DS [rights=r|rw|rx]              a handle of DS with fewer rights (default r)
 //!   copy    NAME SRC [cow] [owner=TASK]           l4dm_copy (copy-on-write with `cow`)
 //!   copy_long NAME SRC SRC_OFF DST_OFF LEN [cow]  l4dm_copy_long, byte offsets
 //!   resize  DS SIZE [owner=TASK]                  grow or shrink (0 closes)
@@ -148,6 +149,16 @@ impl Operation {
 
 const HEAPS: &[&str] = &["kernel", "pinned", "kernel4k", "kernel16m", "pinned4k", "pinned16m"];
 const RIGHTS: &[&str] = &["r", "rw", "rx"];
+
+/// The rights named by an option value.
+fn rights_of(v: &str) -> Res<Rights> {
+    match v {
+        "r" => Ok(Rights::READ),
+        "rw" => Ok(Rights::RW),
+        "rx" => Ok(Rights::READ | Rights::EXECUTE),
+        other => Err(format!("rights '{other}' (want r, rw or rx)")),
+    }
+}
 const COMPARISONS: &[&str] = &["=", "==", "<", ">", "<=", ">="];
 const OWNER: (&str, &str, Kind) = ("owner", "TASK", Kind::Number(MAX_TASK));
 const ALIGN: (&str, &str, Kind) = ("align", "LOG2", Kind::Number(MAX_LOG2));
@@ -169,6 +180,14 @@ static OPERATIONS: &[Operation] = &[
         flags: &["contiguous", "pinned", "superpages"],
         summary: "open a dataspace (memphys_open)",
         run: |s, a| s.op_ds(a),
+    },
+    Operation {
+        name: "share",
+        args: &[("NAME", Kind::Name), ("DS", Kind::Name)],
+        options: &[("rights", "r|rw|rx", Kind::Choice(RIGHTS))],
+        flags: &[],
+        summary: "a handle of DS with fewer rights (l4dm_share, default r)",
+        run: |s, a| s.op_share(a),
     },
     Operation {
         name: "copy",
@@ -882,6 +901,16 @@ impl<'h> Session<'h> {
         Ok(())
     }
 
+    fn op_share(&mut self, a: &Command) -> Res {
+        let name = a.text(0)?;
+        self.fresh(name)?;
+        let ds = self.ds(a.text(1)?)?;
+        let rights = rights_of(a.option_text("rights")?.unwrap_or("r"))?;
+        let id = self.h.system.lock(|s| s.manager.share(ds, rights)).map_err(|e| e.to_string())?;
+        self.names.dataspaces.insert(name.to_string(), id);
+        Ok(())
+    }
+
     fn op_copy(&mut self, a: &Command) -> Res {
         let name = a.text(0)?;
         self.fresh(name)?;
@@ -983,12 +1012,7 @@ impl<'h> Session<'h> {
             Some(v) => narrow(v, "SIZE")?,
             None => narrow(ds_size.saturating_sub(offset), "the dataspace's size")?,
         };
-        let rights = match a.option_text("rights")?.unwrap_or("rw") {
-            "r" => Rights::READ,
-            "rw" => Rights::RW,
-            "rx" => Rights::READ | Rights::EXECUTE,
-            other => return Err(format!("rights '{other}' (want r, rw or rx)")),
-        };
+        let rights = rights_of(a.option_text("rights")?.unwrap_or("rw"))?;
         let align = a.align(12)?;
         let mut req = AttachRequest::new(ds, size, rights).offset(offset).align(align);
         req = match (a.option_number("at")?, a.option_text("in")?) {

@@ -360,3 +360,26 @@ fn a_closed_dataspace_is_still_reached_through_its_region_and_a_huge_space_is_re
     assert_eq!(out.status.code(), Some(1), "{:?} {stderr}", out.status);
     assert!(stderr.contains("line 1:") && stderr.contains("at most"), "{stderr}");
 }
+
+#[test]
+fn a_read_only_share_is_attached_and_faulted_read_only() {
+    let file = scratch("rights.memkit");
+    let scenario = "space a\nspace b\nds d 8K\nshare ro d\nattach w a d\n\
+        expect fail attach x b ro rights=rw\nattach r b ro rights=r\nstore w 4096 \"owner\"\n\
+        expect load r 4096 \"owner\"\nexpect fail store r 0 \"no\"\nexpect fail share rw2 ro rights=rw\n\
+        share ro2 ro rights=r\nattach r2 b ro2 rights=r\nexpect load r2 4096 \"owner\"\n";
+    std::fs::write(&file, scenario).unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Without `expect fail`, the refusals name their line and the seed's code.
+    std::fs::write(&file, "space a\nds d 4K\nshare ro d\nattach r a ro rights=rw\n").unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("line 4"), "{stderr}");
+    std::fs::write(&file, "space a\nds d 4K\nshare ro d\nattach r a ro rights=r\nstore r 0 1\n").unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("line 5"), "{stderr}");
+}

@@ -6,7 +6,7 @@
 //! missing manager: an in-process call cannot fail that way, so no error here maps to them.
 
 use crate::ids::{ClientId, DataspaceId, FactoryId, PoolId};
-use memkit_types::{FrameCount, PhysAddr};
+use memkit_types::{Access, FrameCount, PhysAddr, Rights};
 
 /// L4Re's error numbers; an operation's `code()` returns the negated value.
 pub mod codes {
@@ -110,7 +110,7 @@ error_enum! {
     pub enum ResizeError {
         /// Unknown or closed dataspace (`-L4_EINVAL`).
         InvalidId(ds: DataspaceId) => -L4_EINVAL, "dataspace {ds} does not exist";
-        /// The caller is not the owner (`-L4_EPERM`).
+        /// The caller is not the owner, or the handle does not grant `WRITE` (`-L4_EPERM`).
         PermissionDenied(ds: DataspaceId, caller: ClientId) => -L4_EPERM,
             "{caller} does not own dataspace {ds}";
         /// The new size is beyond the largest dataspace (`-L4_ERANGE`).
@@ -139,7 +139,8 @@ error_enum! {
     pub enum CloseError {
         /// Unknown or closed dataspace (`-L4_EINVAL`).
         InvalidId(ds: DataspaceId) => -L4_EINVAL, "dataspace {ds} does not exist";
-        /// Only the owner may close a dataspace (`-L4_EPERM`).
+        /// Only the owner may close a dataspace, through a handle granting `WRITE`
+        /// (`-L4_EPERM`).
         PermissionDenied(ds: DataspaceId, caller: ClientId) => -L4_EPERM,
             "{caller} does not own dataspace {ds}";
     }
@@ -162,7 +163,8 @@ error_enum! {
     pub enum CopyError {
         /// Unknown or closed source dataspace (`-L4_EINVAL`).
         InvalidId(ds: DataspaceId) => -L4_EINVAL, "dataspace {ds} does not exist";
-        /// The caller's task does not own the source (`-L4_EPERM`).
+        /// The caller's task does not own the source, or the handle does not grant `READ`
+        /// (`-L4_EPERM`).
         PermissionDenied(ds: DataspaceId, caller: ClientId) => -L4_EPERM,
             "{caller} may not copy dataspace {ds}";
         /// The source range `offset .. offset + length` is not inside the source (`-L4_ERANGE`).
@@ -184,6 +186,10 @@ error_enum! {
         /// The offset is at or past the dataspace's size (`-L4_ERANGE`).
         OffsetOutOfRange(offset: u64, size: u64) => -L4_ERANGE,
             "offset {offset:#x} is past the end ({size:#x})";
+        /// The id's rights do not allow this access, e.g. a write fault through a read-only
+        /// handle (`-L4_EPERM`).
+        Forbidden(ds: DataspaceId, access: Access) => -L4_EPERM,
+            "the handle {ds} does not allow {access:?}";
         /// No frame for a first touch or a copy-on-write break (`-L4_ENOMEM`).
         OutOfMemory(frames: FrameCount) => -L4_ENOMEM, "no memory for {frames:?}";
     }
@@ -201,6 +207,10 @@ error_enum! {
         /// `offset .. offset + length` is not inside the dataspace (`-L4_ERANGE`).
         OutOfRange(offset: u64, length: u64) => -L4_ERANGE,
             "range {offset:#x}+{length:#x} is outside the dataspace";
+        /// The id's rights do not allow this access: a read without `READ`, a write without
+        /// `WRITE` (`-L4_EPERM`).
+        Forbidden(ds: DataspaceId, access: Access) => -L4_EPERM,
+            "the handle {ds} does not allow {access:?}";
         /// No frame to populate a page or break copy-on-write (`-L4_ENOMEM`).
         OutOfMemory(frames: FrameCount) => -L4_ENOMEM, "no memory for {frames:?}";
     }
@@ -217,6 +227,21 @@ error_enum! {
         /// The page has no frame of its own yet (never touched, or shared copy-on-write):
         /// populate it with `allocate` first (`-L4_EINVAL`).
         NotResident(offset: u64) => -L4_EINVAL, "the page at offset {offset:#x} is not resident";
+        /// A physical address lets a device read and write the memory: the id must grant
+        /// both (`-L4_EPERM`).
+        Forbidden(ds: DataspaceId) => -L4_EPERM, "the handle {ds} does not allow read and write";
+    }
+}
+
+error_enum! {
+    /// Why `share` failed.
+    pub enum ShareError {
+        /// Unknown or closed dataspace (`-L4_EINVAL`).
+        InvalidId(ds: DataspaceId) => -L4_EINVAL, "dataspace {ds} does not exist";
+        /// The rights asked for are not all granted by the id shared (`-L4_EPERM`): a handle
+        /// can only be narrowed.
+        Widening(ds: DataspaceId, rights: Rights) => -L4_EPERM,
+            "the handle {ds} does not grant {rights:?}";
     }
 }
 

@@ -7,7 +7,8 @@
 //! ```text
 //!   Action ──▶ World::apply ──┬─▶ Manager<ModelFrameSource, SparseRam>   (the code under test)
 //!                             └─▶ model: [Option<Vec<u8>>; SLOTS]         (the reference)
-//!              then: results agree, contents agree byte for byte, check_invariants(),
+//!              then: results agree, contents agree byte for byte (whole pages: zeros
+//!                    past each dataspace's size, in reads and in mapped frames), check_invariants(),
 //!                    frames held == frames the pools gave out, quota == model charges
 //! ```
 //!
@@ -332,6 +333,9 @@ impl World {
     fn write(&mut self, slot: usize, offset: u16, len: u16, byte: u8) {
         let (offset, len) = (offset as u64, len as u64 % (3 * PAGE_SIZE as u64));
         let Some((id, inside)) = self.range(slot, offset, len) else { return };
+        let ro = id.narrowed(Rights::READ | Rights::EXECUTE);
+        let r = self.manager.write(ro, offset, &vec![byte; len as usize], &mut NoRevoker);
+        assert_eq!(r, Err(RangeError::Forbidden(ro, Access::Write)), "a write through a read-only handle");
         if !inside {
             let r = self.manager.write(id, offset, &vec![byte; len as usize], &mut NoRevoker);
             assert_eq!(r, Err(RangeError::OutOfRange(offset, len)));
@@ -364,7 +368,9 @@ impl World {
         let len = len % (3 * PAGE_SIZE);
         let Some((id, inside)) = self.range(slot, offset, len as u64) else { return };
         let mut buf = vec![0xa5; len];
-        let r = self.manager.read(id, offset, &mut buf);
+        // Through a read-only handle when the offset is odd: the same bytes.
+        let handle = if offset % 2 == 1 { id.narrowed(Rights::READ) } else { id };
+        let r = self.manager.read(handle, offset, &mut buf);
         if !inside {
             assert_eq!(r, Err(RangeError::OutOfRange(offset, len as u64)));
             return;
@@ -378,18 +384,32 @@ impl World {
         let Some(d) = self.model[slot].as_ref() else { return };
         let (id, size) = (d.id, d.data.len() as u64);
         let access = if write { Access::Write } else { Access::Read };
+        // A read-only handle of the same dataspace: a write fault through it is refused and
+        // changes nothing (checked with everything else after the action).
+        let ro = id.narrowed(Rights::READ);
+        if write {
+            let r = self.manager.map(ro, offset, access);
+            let expect = if offset < size {
+                crate::MapError::Forbidden(ro, access)
+            } else {
+                crate::MapError::OffsetOutOfRange(offset, size)
+            };
+            assert_eq!(r, Err(expect), "a write fault through a read-only handle");
+        }
         match self.manager.map(id, offset, access) {
             Ok(m) => {
                 self.successes += 1;
                 assert!(offset < size);
                 assert!(m.rights.contains(Rights::READ));
                 assert_eq!(write, write && m.rights.contains(Rights::WRITE), "a write map must allow writes");
+                // The whole page, as a mapping shows it: zeros past the size.
                 let page = offset / PAGE_SIZE as u64 * PAGE_SIZE as u64;
                 let n = (size - page).min(PAGE_SIZE as u64) as usize;
-                let mut buf = vec![0; n];
+                let mut buf = vec![0; PAGE_SIZE];
                 self.manager.memory().read(m.frame.start_address(), &mut buf);
                 let d = self.model[slot].as_ref().expect("slot checked");
-                assert!(buf == d.data[page as usize..page as usize + n], "mapped frame differs at slot {slot}");
+                assert!(buf[..n] == d.data[page as usize..page as usize + n], "mapped frame differs at slot {slot}");
+                assert!(buf[n..].iter().all(|&b| b == 0), "mapped frame of slot {slot} shows bytes past the size");
             }
             Err(crate::MapError::OffsetOutOfRange(o, s)) => assert!(o == offset && s == size && offset >= size),
             Err(crate::MapError::OutOfMemory(_)) => assert!(self.any_memory_short()),
@@ -481,8 +501,11 @@ impl World {
             Err(crate::ResizeError::QuotaExceeded(..)) => {
                 assert!(open && !foreign && pages(size) - pages(old) > self.room_pages());
             }
-            Err(crate::ResizeError::OutOfMemory(_) | crate::ResizeError::CannotGrowInPlace(_)) => {
-                assert!(open && !foreign && size > old);
+            Err(crate::ResizeError::CannotGrowInPlace(_)) => assert!(open && !foreign && size > old),
+            // A shrink needs a frame when its new last page is shared copy-on-write: that
+            // page gets a frame of its own to be zeroed past the new size.
+            Err(crate::ResizeError::OutOfMemory(_)) => {
+                assert!(open && !foreign && (size > old || self.any_memory_short()));
             }
             Err(e) => panic!("resize: {e}"),
         }
@@ -625,6 +648,18 @@ impl World {
             self.manager.read(id, 0, &mut buf).expect("readable while alive");
             let d = self.model[slot].as_ref().expect("slot checked");
             assert!(buf == d.data, "slot {slot} differs");
+            // Every backing frame, whole: the model's bytes, then zeros past the size.
+            let frames = self.manager.backing_frames(id).expect("alive");
+            assert_eq!(frames.len() as u64, pages(d.data.len()), "slot {slot}: backing pages");
+            let mut page = vec![0; PAGE_SIZE];
+            for (i, frame) in frames.iter().enumerate() {
+                let Some(frame) = frame else { continue };
+                self.manager.memory().read(frame.start_address(), &mut page);
+                let at = i * PAGE_SIZE;
+                let n = (d.data.len() - at).min(PAGE_SIZE);
+                assert!(page[..n] == d.data[at..at + n], "slot {slot}: frame of page {i} differs");
+                assert!(page[n..].iter().all(|&b| b == 0), "slot {slot}: page {i} holds bytes past the size");
+            }
             if d.open {
                 let info = self.manager.info(id).expect("open");
                 assert_eq!(info.size, d.data.len() as u64);

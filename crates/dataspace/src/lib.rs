@@ -62,6 +62,7 @@
 //! | `l4dm_mem_resize` | [`Manager::resize`] |
 //! | `l4dm_mem_info` | [`Manager::info`], [`Manager::first_id`] |
 //! | `l4dm_close`, `l4dm_close_all` | [`Manager::close`], [`Manager::close_all`] |
+//! | `l4dm_share(ds, client, L4DM_RO)`, capability rights `L4_CAP_FPAGE_RO` / `_RW` | [`Manager::share`], [`DataspaceId::rights`], [`DataspaceId::narrowed`] |
 //! | `l4dm_copy`, `l4dm_copy_long`, `l4dm_memphys_copy` | [`Manager::copy`], [`Manager::copy_long`], [`Manager::memphys_copy`] |
 //! | `L4DM_*` flags, `L4DM_WHOLE_DS`, `L4DM_MEMPHYS_ANY_ADDR` | [`DmFlags`], [`CopyLength`], [`Placement`] |
 //! | `l4dm_memphys_find_dmphys` | the [`Manager`] value itself (an in-process manager needs no lookup) |
@@ -73,6 +74,20 @@
 //! # Concurrency
 //! Every operation takes `&mut self`; the owner wraps a shared manager in one lock. The frame
 //! sources and the memory are `&self` and thread-safe on their own.
+//!
+//! # Rights
+//! A [`DataspaceId`] is a handle and carries rights, as an L4 capability does: a new
+//! dataspace's id grants everything, [`Manager::share`] narrows it (to read-only, say) to pass
+//! it on. Faults, reads and copies need `READ`, writes and every change of contents or size
+//! need `WRITE`; beyond its rights an id gets `-L4_EPERM`, and [`Manager::map`] never returns
+//! more rights than the id grants. Ids compare equal when they name the same dataspace.
+//!
+//! # No stale bytes
+//! No byte past a dataspace's size, and no byte of memory freed by a shrink, a close or a
+//! free, is readable through a read, a copy or a frame [`Manager::map`] hands out (which a
+//! region map may map as a whole page or superpage): every frame is zeroed before a
+//! dataspace gets it, a copy-on-write copy never shares a partial page, and a shrink zeroes
+//! the backing it keeps past the new size.
 //!
 //! # Lifetime
 //! Memory lives while the owner's handle is open or a reference ([`Manager::inc_ref`])
@@ -96,7 +111,7 @@ mod refcount;
 
 pub use error::{
     CloseAllError, CloseError, CopyError, CreateError, DestroyFactoryError, FactoryError, InfoError, MapError,
-    PhysAddrError, RangeError, RefError, ResizeError, TaskError,
+    PhysAddrError, RangeError, RefError, ResizeError, ShareError, TaskError,
 };
 pub use flags::{ANY_ADDR, CopyLength, DmFlags, MEMPHYS_DEFAULT, MEMPHYS_ISA_DMA, MemAllocFlags, Placement, WHOLE_DS};
 pub use ids::{ClientId, DataspaceId, FactoryId, PoolId, TaskCharge};

@@ -30,7 +30,7 @@ use memkit_types::{
 use crate::entry::Entry;
 use crate::error::{
     CloseAllError, CloseError, CopyError, CreateError, DestroyFactoryError, FactoryError, InfoError, MapError,
-    PhysAddrError, RangeError, RefError, ResizeError, TaskError,
+    PhysAddrError, RangeError, RefError, ResizeError, ShareError, TaskError,
 };
 use crate::flags::{CopyLength, DmFlags, MemAllocFlags, Placement};
 use crate::ids::{ClientId, DataspaceId, FactoryId, PoolId, TaskCharge};
@@ -182,8 +182,9 @@ impl Revoker for NoRevoker {
 pub struct Mapping {
     /// The frame backing the page.
     pub frame: Frame,
-    /// What the page allows now: read and execute for a page shared copy-on-write (a write
-    /// must fault again and call `map` with [`Access::Write`]), everything otherwise.
+    /// What the page allows now, within the rights of the id mapped: read and execute for a
+    /// page shared copy-on-write (a write must fault again and call `map` with
+    /// [`Access::Write`]), all the id grants otherwise.
     pub rights: Rights,
     /// The frame this page had before a copy-on-write break. Other mappings of this page of
     /// this dataspace (in other address spaces) still point at it and must be removed.
@@ -854,12 +855,19 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     fn destroy(&mut self, id: DataspaceId) {
         let slot = &mut self.slots[id.index()];
         let Some(ds) = slot.ds.take() else { return };
-        slot.generation = slot.generation.wrapping_add(1);
+        // A slot whose generation would wrap is retired, so that no id ever names two
+        // dataspaces.
+        let retired = slot.generation >= DataspaceId::MAX_GENERATION;
+        if !retired {
+            slot.generation += 1;
+        }
         release_entries(&self.pools, &mut self.shares, &ds.entries, ds.kind.is_bound());
         if let Some(f) = self.factory_mut(ds.factory) {
             f.used -= ds.charge();
         }
-        self.free_slots.push(id.index() as u32);
+        if !retired {
+            self.free_slots.push(id.index() as u32);
+        }
         if ds.open {
             self.live -= 1;
         }
@@ -903,10 +911,11 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ///
     /// # Errors
     /// [`CloseError::InvalidId`] for an unknown or closed dataspace,
-    /// [`CloseError::PermissionDenied`] unless `caller` is the owner.
+    /// [`CloseError::PermissionDenied`] unless `caller` is the owner and the id grants
+    /// `WRITE` (as for `resize` to 0: a read-only handle cannot end the memory).
     pub fn close(&mut self, caller: ClientId, ds: DataspaceId) -> Result<(), CloseError> {
         let d = lookup_open(&mut self.slots, ds).ok_or(CloseError::InvalidId(ds))?;
-        if d.owner != caller {
+        if d.owner != caller || !ds.rights().contains(Rights::WRITE) {
             return Err(CloseError::PermissionDenied(ds, caller));
         }
         self.close_unchecked(ds);
@@ -994,17 +1003,44 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         })
     }
 
-    // ----------------------------------------------------------------- resize
-
-    /// `l4dm_mem_resize`: shrinking frees the tail (revoking every mapping of it first),
-    /// 0 closes the dataspace, growing adds memory (zero-filled). A contiguous dataspace grows
-    /// in place or not at all.
+    /// The rights the id `ds` grants, if it names an open dataspace (what a region map may
+    /// attach it with at most).
     ///
     /// # Errors
-    /// [`ResizeError::InvalidId`], [`ResizeError::PermissionDenied`],
-    /// [`ResizeError::SizeNotSupported`], [`ResizeError::QuotaExceeded`],
-    /// [`ResizeError::OutOfMemory`], [`ResizeError::CannotGrowInPlace`]. On error nothing
-    /// changed.
+    /// [`InfoError::InvalidId`] for an unknown or closed dataspace.
+    pub fn rights(&self, ds: DataspaceId) -> Result<Rights, InfoError> {
+        self.info(ds).map(|_| ds.rights())
+    }
+
+    /// `l4dm_share`: an id of the open dataspace `ds` granting `rights` (e.g. read-only,
+    /// `L4DM_RO`), to pass to another client. A handle can only be narrowed: the new id
+    /// grants nothing `ds` does not. The new id names the same dataspace (it compares equal
+    /// to `ds`); the lifetime rule is unchanged (the owner's handle, or a reference, keeps the
+    /// memory alive).
+    ///
+    /// # Errors
+    /// [`ShareError::InvalidId`] for an unknown or closed dataspace, [`ShareError::Widening`]
+    /// when `rights` names a right `ds` does not grant.
+    pub fn share(&self, ds: DataspaceId, rights: Rights) -> Result<DataspaceId, ShareError> {
+        self.info(ds).map_err(|_| ShareError::InvalidId(ds))?;
+        if !ds.rights().contains(rights) {
+            return Err(ShareError::Widening(ds, rights));
+        }
+        Ok(ds.narrowed(rights))
+    }
+
+    // ----------------------------------------------------------------- resize
+
+    /// `l4dm_mem_resize`: shrinking frees the tail (revoking every mapping of it first) and
+    /// zeroes the rest of the last page kept, 0 closes the dataspace, growing adds memory
+    /// (zero-filled). A contiguous dataspace grows in place or not at all.
+    ///
+    /// # Errors
+    /// [`ResizeError::InvalidId`], [`ResizeError::PermissionDenied`] (not the owner, or an id
+    /// without `WRITE`), [`ResizeError::SizeNotSupported`], [`ResizeError::QuotaExceeded`],
+    /// [`ResizeError::OutOfMemory`] (also for a shrink whose new last page is shared
+    /// copy-on-write and needs a frame of its own to be zeroed past the new size),
+    /// [`ResizeError::CannotGrowInPlace`]. On error nothing changed.
     pub fn resize<R: Revoker + ?Sized>(
         &mut self,
         caller: ClientId,
@@ -1013,7 +1049,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         revoker: &mut R,
     ) -> Result<(), ResizeError> {
         let d = lookup_open(&mut self.slots, ds).ok_or(ResizeError::InvalidId(ds))?;
-        if d.owner != caller {
+        if d.owner != caller || !ds.rights().contains(Rights::WRITE) {
             return Err(ResizeError::PermissionDenied(ds, caller));
         }
         if new_size == 0 {
@@ -1041,12 +1077,18 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
                 .try_reserve_exact(extra as usize)
                 .map_err(|_| ResizeError::OutOfMemory(FrameCount::new(extra)))?;
         }
-        // Bytes between the old size and the end of its last page may hold old data (written
-        // through a mapping, or left by a shrink): a grow must show zeros there. This may break
-        // copy-on-write, so it runs before anything else that could fail.
-        if new_size > old_size && old_size % PAGE != 0 {
-            let end = new_size.min(old_size.next_multiple_of(PAGE));
-            self.zero_bytes(ds, old_size, end, revoker).map_err(ResizeError::OutOfMemory)?;
+        // No byte past the size may keep old data, since a mapping shows whole pages (and a
+        // superpage mapping whole superpages): a shrink zeroes the kept backing past the new
+        // size, a grow zeroes what lies past the old size (the owner may have written there
+        // through a mapping of its last page). This may break copy-on-write, so it runs
+        // before anything else that could fail.
+        let (from, to) = if new_size < old_size {
+            (new_size, new_pages.min(old_pages) * PAGE)
+        } else {
+            (old_size, old_pages * PAGE)
+        };
+        if from < to {
+            self.zero_bytes(ds, from, to, revoker).map_err(ResizeError::OutOfMemory)?;
         }
         let mut entries = match lookup_open(&mut self.slots, ds) {
             Some(d) => core::mem::take(&mut d.entries),
@@ -1119,13 +1161,21 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// of such a page returns the shared frame with read and execute rights only. Works on
     /// closed dataspaces that still have references. Allocates no heap memory.
     ///
+    /// The rights returned never exceed the rights of the id: a fault through a read-only
+    /// handle gets a read-only mapping, and a write fault through it is refused.
+    ///
     /// # Errors
     /// [`MapError::InvalidId`], [`MapError::OffsetOutOfRange`] at or past the size,
+    /// [`MapError::Forbidden`] when the id does not grant `access`,
     /// [`MapError::OutOfMemory`] when no frame is free (nothing changed).
     pub fn map(&mut self, ds: DataspaceId, offset: u64, access: Access) -> Result<Mapping, MapError> {
         let d = lookup(&mut self.slots, ds).ok_or(MapError::InvalidId(ds))?;
         if offset >= d.size {
             return Err(MapError::OffsetOutOfRange(offset, d.size));
+        }
+        let granted = ds.rights();
+        if !granted.allows(access) {
+            return Err(MapError::Forbidden(ds, access));
         }
         let pool = d.pool;
         let entry = &mut d.entries[(offset / PAGE) as usize];
@@ -1134,28 +1184,33 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             && access != Access::Write
         {
             if self.shares.is_shared(frame) {
-                return Ok(Mapping { frame, rights: Rights::READ | Rights::EXECUTE, replaced: None });
+                let rights = (Rights::READ | Rights::EXECUTE) & granted;
+                return Ok(Mapping { frame, rights, replaced: None });
             }
             *entry = entry.with_cow(false);
         }
         let (frame, replaced) = make_writable(&self.pools, &self.memory, &mut self.shares, pool, entry)
             .map_err(|_| MapError::OutOfMemory(FrameCount::new(1)))?;
-        Ok(Mapping { frame, rights: Rights::RWX, replaced })
+        Ok(Mapping { frame, rights: granted, replaced })
     }
 
     /// Gives the `count` pages from `offset` of `ds`, none of which has a frame yet, one run
     /// of `count` physically contiguous frames, zeroed in one call: what `count` calls of
     /// [`map`](Manager::map) would do, but with frames that a pager can map as one run
     /// (fault-around). Returns the run's first frame (page `offset + i × 4 KiB` gets frame
-    /// `first + i`, all rights), or `None` when a page of the range already has a frame:
+    /// `first + i`, the id's rights), or `None` when a page of the range already has a frame:
     /// nothing changed then, and the caller maps page by page. Allocates no heap memory.
     ///
     /// # Errors
     /// [`MapError::InvalidId`], [`MapError::OffsetOutOfRange`] when the range reaches past
-    /// the size, [`MapError::OutOfMemory`] when no run of `count` contiguous frames is free.
+    /// the size, [`MapError::Forbidden`] when the id does not grant reads,
+    /// [`MapError::OutOfMemory`] when no run of `count` contiguous frames is free.
     /// Nothing changes on an error. A `count` of zero changes nothing and returns `None`.
     pub fn map_run(&mut self, ds: DataspaceId, offset: u64, count: u64) -> Result<Option<Frame>, MapError> {
         let d = lookup(&mut self.slots, ds).ok_or(MapError::InvalidId(ds))?;
+        if !ds.rights().allows(Access::Read) {
+            return Err(MapError::Forbidden(ds, Access::Read));
+        }
         let first = offset / PAGE;
         let Some(last) = count.checked_sub(1).map(|n| first.saturating_add(n)) else { return Ok(None) };
         if last.saturating_mul(PAGE) >= d.size {
@@ -1179,9 +1234,13 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// Allocates nothing.
     ///
     /// # Errors
-    /// [`RangeError::InvalidId`], [`RangeError::OutOfRange`].
+    /// [`RangeError::InvalidId`], [`RangeError::Forbidden`] without `READ`,
+    /// [`RangeError::OutOfRange`].
     pub fn read(&mut self, ds: DataspaceId, offset: u64, buf: &mut [u8]) -> Result<(), RangeError> {
         let d = lookup(&mut self.slots, ds).ok_or(RangeError::InvalidId(ds))?;
+        if !ds.rights().allows(Access::Read) {
+            return Err(RangeError::Forbidden(ds, Access::Read));
+        }
         check_byte_range(d.size, offset, buf.len())?;
         for (page, within, piece) in page_pieces(offset, buf.len()) {
             match d.entries[page as usize].frame() {
@@ -1200,8 +1259,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// frame is replaced).
     ///
     /// # Errors
-    /// [`RangeError::InvalidId`], [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`]
-    /// (pages before the failing one are written).
+    /// [`RangeError::InvalidId`], [`RangeError::Forbidden`] without `WRITE`,
+    /// [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`] (pages before the failing one
+    /// are written).
     pub fn write<R: Revoker + ?Sized>(
         &mut self,
         ds: DataspaceId,
@@ -1210,6 +1270,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         revoker: &mut R,
     ) -> Result<(), RangeError> {
         let d = lookup(&mut self.slots, ds).ok_or(RangeError::InvalidId(ds))?;
+        if !ds.rights().allows(Access::Write) {
+            return Err(RangeError::Forbidden(ds, Access::Write));
+        }
         check_byte_range(d.size, offset, buf.len())?;
         for (page, within, piece) in page_pieces(offset, buf.len()) {
             let frame = self.writable_page(ds, page, revoker).map_err(RangeError::OutOfMemory)?;
@@ -1271,6 +1334,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         if d.owner.task != caller.task {
             return Err(RangeError::PermissionDenied(ds, caller));
         }
+        if !ds.rights().allows(Access::Write) {
+            return Err(RangeError::Forbidden(ds, Access::Write));
+        }
         let end = offset.checked_add(len).filter(|e| *e <= d.size).ok_or(RangeError::OutOfRange(offset, len))?;
         Ok((d.kind, end))
     }
@@ -1281,7 +1347,8 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ///
     /// # Errors
     /// [`RangeError::InvalidId`], [`RangeError::PermissionDenied`] unless the caller's task
-    /// owns `ds`, [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`] when an edge page is
+    /// owns `ds`, [`RangeError::Forbidden`] unless the id grants `WRITE`,
+    /// [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`] when an edge page is
     /// shared copy-on-write and no frame is left to unshare it.
     pub fn clear<R: Revoker + ?Sized>(
         &mut self,
@@ -1335,8 +1402,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// the frame it replaces), so that [`phys_addr`](Manager::phys_addr) can report it.
     ///
     /// # Errors
-    /// [`RangeError::InvalidId`], [`RangeError::PermissionDenied`], [`RangeError::OutOfRange`],
-    /// [`RangeError::OutOfMemory`] (pages before the failing one stay populated).
+    /// [`RangeError::InvalidId`], [`RangeError::PermissionDenied`], [`RangeError::Forbidden`]
+    /// unless the id grants `WRITE`, [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`]
+    /// (pages before the failing one stay populated).
     pub fn allocate<R: Revoker + ?Sized>(
         &mut self,
         caller: ClientId,
@@ -1361,9 +1429,13 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// # Errors
     /// [`PhysAddrError::InvalidId`], [`PhysAddrError::OffsetOutOfRange`],
     /// [`PhysAddrError::NotResident`] for a page without a frame of its own (populate it
-    /// with [`allocate`](Manager::allocate)).
+    /// with [`allocate`](Manager::allocate)), [`PhysAddrError::Forbidden`] unless the id
+    /// grants read and write (a device may do both at the address).
     pub fn phys_addr(&mut self, ds: DataspaceId, offset: u64) -> Result<(PhysAddr, u64), PhysAddrError> {
         let d = lookup(&mut self.slots, ds).ok_or(PhysAddrError::InvalidId(ds))?;
+        if !ds.rights().contains(Rights::RW) {
+            return Err(PhysAddrError::Forbidden(ds));
+        }
         if offset >= d.size {
             return Err(PhysAddrError::OffsetOutOfRange(offset, d.size));
         }
@@ -1410,7 +1482,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ///
     /// # Errors
     /// [`CopyError::InvalidId`], [`CopyError::PermissionDenied`] unless the caller's task
-    /// owns `ds`, [`CopyError::SourceOutOfRange`], [`CopyError::DestinationOutOfRange`],
+    /// owns `ds` and the id grants `READ`, [`CopyError::SourceOutOfRange`], [`CopyError::DestinationOutOfRange`],
     /// [`CopyError::Create`] (size, quota, memory).
     #[allow(clippy::too_many_arguments)]
     pub fn copy_long<R: Revoker + ?Sized>(
@@ -1478,7 +1550,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         revoker: &mut R,
     ) -> Result<DataspaceId, CopyError> {
         let src = lookup_open(&mut self.slots, ds).ok_or(CopyError::InvalidId(ds))?;
-        if src.owner.task != caller.task {
+        if src.owner.task != caller.task || !ds.rights().allows(Access::Read) {
             return Err(CopyError::PermissionDenied(ds, caller));
         }
         let (src_size, src_kind, src_pool, factory) = (src.size, src.kind, src.pool, src.factory);
@@ -1531,7 +1603,6 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ) -> Result<Option<PageRange>, FrameCount> {
         let dst_end = dst_offs + num;
         let mut shared: Option<PageRange> = None;
-        let total = lookup(&mut self.slots, copy).map_or(0, |d| d.size);
         // Take both entry tables out of their slots so both can be borrowed at once.
         let Some(s) = lookup(&mut self.slots, src) else { return Err(FrameCount::new(0)) };
         let mut src_entries = core::mem::take(&mut s.entries);
@@ -1543,13 +1614,14 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         };
         let dst_pool = d.pool;
         let mut dst_entries = core::mem::take(&mut d.entries);
-        // The destination pages shared with the source: those the copy covers wholly, or up
-        // to the copy's end (the rest of such a page lies past the size: invisible, and zeroed
-        // on a grow). The others are copied byte by byte.
-        let all = dst_offs / PAGE..dst_end.div_ceil(PAGE);
+        // The destination pages shared with the source: only those the copy covers wholly.
+        // A partial page is copied byte by byte into a zeroed frame of its own, even at the
+        // copy's end: the rest of the source's page may hold bytes the copy must never show
+        // (a mapping shows the whole page).
+        let all = if num == 0 { 0..0 } else { dst_offs / PAGE..dst_end.div_ceil(PAGE) };
         let middle = if share {
-            let last = if dst_end == total { dst_end.div_ceil(PAGE) } else { dst_end / PAGE };
-            dst_offs.div_ceil(PAGE)..last.max(dst_offs.div_ceil(PAGE))
+            let first = dst_offs.div_ceil(PAGE);
+            first..(dst_end / PAGE).max(first)
         } else {
             all.end..all.end
         };
@@ -1598,6 +1670,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         within: u64,
         len: u64,
     ) -> Result<(), FrameCount> {
+        if len == 0 {
+            return Ok(());
+        }
         let first = (s_at / PAGE) as usize;
         let last = ((s_at + len - 1) / PAGE) as usize;
         if src_entries[first..=last].iter().all(|e| e.frame().is_none()) {
@@ -1657,6 +1732,16 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         frames.len() as u64
     }
 
+    /// The frame behind every backing page of `ds` (`None` for a page never touched), past
+    /// its size too: what a mapping of a whole page, or of a whole superpage, would show.
+    /// `None` for an unknown or freed dataspace.
+    #[cfg(any(test, feature = "check"))]
+    #[must_use]
+    pub fn backing_frames(&self, ds: DataspaceId) -> Option<Vec<Option<Frame>>> {
+        let slot = self.slots.get(ds.index()).filter(|s| s.generation == ds.generation())?;
+        Some(slot.ds.as_ref()?.entries.iter().map(|e| e.frame()).collect())
+    }
+
     /// The number of frames currently shared copy-on-write by two or more page entries.
     #[cfg(any(test, feature = "check"))]
     #[must_use]
@@ -1690,7 +1775,8 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         let mut open = 0;
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(d) = slot.ds.as_ref() else {
-                assert!(self.free_slots.contains(&(i as u32)), "empty slot {i} not free");
+                let retired = slot.generation >= DataspaceId::MAX_GENERATION;
+                assert!(retired != self.free_slots.contains(&(i as u32)), "empty slot {i}: free or retired");
                 continue;
             };
             assert!(!self.free_slots.contains(&(i as u32)), "slot {i} both used and free");
@@ -1792,6 +1878,25 @@ mod tests {
         assert_eq!(order_for_align(12), Order::ZERO);
         assert_eq!(order_for_align(21), SUPERPAGE_ORDER);
         assert_eq!(order_for_align(MAX_ALIGN_SHIFT), Order::MAX);
+    }
+
+    #[test]
+    fn a_slot_whose_generation_would_wrap_is_retired() {
+        use memkit_types::testing::{ModelFrameSource, SparseRam};
+        let mut m = Manager::new(Config::new(1 << 30), SparseRam::new());
+        m.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(0x100), FrameCount::new(16)));
+        let me = ClientId::new(1, 0);
+        let first = m.mem_open(FactoryId::ROOT, me, PAGE, 0, DmFlags::empty(), "a").unwrap();
+        m.close(me, first).unwrap();
+        m.slots[first.index()].generation = DataspaceId::MAX_GENERATION;
+        let last = m.mem_open(FactoryId::ROOT, me, PAGE, 0, DmFlags::empty(), "b").unwrap();
+        assert_eq!((last.index(), last.generation()), (first.index(), DataspaceId::MAX_GENERATION));
+        m.close(me, last).unwrap();
+        m.check_invariants();
+        let next = m.mem_open(FactoryId::ROOT, me, PAGE, 0, DmFlags::empty(), "c").unwrap();
+        assert_ne!(next.index(), first.index(), "a retired slot is never reused");
+        assert!(m.info(last).is_err() && m.info(DataspaceId::new(first.index() as u32, 0)).is_err());
+        m.check_invariants();
     }
 
     #[test]

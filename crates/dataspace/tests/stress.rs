@@ -12,7 +12,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 const THREADS: u32 = 4;
-const ROUNDS: u32 = 2000;
+const ROUNDS: u32 = if cfg!(miri) { 20 } else { 2000 };
 const PAGE: u64 = PAGE_SIZE as u64;
 
 #[test]

@@ -257,7 +257,8 @@ impl<S: FrameSource> Backing for Store<'_, S> {
     type Id = DataspaceId;
 
     fn rights(&self, id: DataspaceId) -> Option<Rights> {
-        self.manager.info(id).ok().map(|_| Rights::RWX)
+        // The rights of the handle: attaching beyond them is refused.
+        self.manager.rights(id).ok()
     }
 
     fn map(&mut self, id: DataspaceId, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
@@ -270,6 +271,7 @@ impl<S: FrameSource> Backing for Store<'_, S> {
             }
             Err(memkit_dataspace::MapError::InvalidId(_)) => Err(BackingError::UnknownDataspace),
             Err(memkit_dataspace::MapError::OffsetOutOfRange(o, _)) => Err(BackingError::OutOfRange(o)),
+            Err(memkit_dataspace::MapError::Forbidden(_, access)) => Err(BackingError::Forbidden(access)),
             Err(memkit_dataspace::MapError::OutOfMemory(_)) => Err(BackingError::OutOfMemory),
         }
     }

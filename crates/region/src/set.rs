@@ -110,8 +110,8 @@ impl<S: FrameSource, P: PhysMemory> Backing for ManagerBacking<'_, S, P> {
     type Id = DataspaceId;
 
     fn rights(&self, id: DataspaceId) -> Option<Rights> {
-        // The manager's handles carry no rights of their own: an open dataspace allows all.
-        self.manager.info(id).ok().map(|_| Rights::RWX)
+        // The rights of the handle: attaching beyond them is refused.
+        self.manager.rights(id).ok()
     }
 
     fn map(&mut self, id: DataspaceId, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
@@ -124,6 +124,7 @@ impl<S: FrameSource, P: PhysMemory> Backing for ManagerBacking<'_, S, P> {
             }
             Err(memkit_dataspace::MapError::InvalidId(_)) => Err(BackingError::UnknownDataspace),
             Err(memkit_dataspace::MapError::OffsetOutOfRange(o, _)) => Err(BackingError::OutOfRange(o)),
+            Err(memkit_dataspace::MapError::Forbidden(_, access)) => Err(BackingError::Forbidden(access)),
             Err(memkit_dataspace::MapError::OutOfMemory(_)) => Err(BackingError::OutOfMemory),
         }
     }

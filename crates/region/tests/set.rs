@@ -236,3 +236,40 @@ fn detach_free_of_a_whole_region_gives_its_frames_back() {
     assert_eq!(read(&mut set, s[0], b, 7), [0; 7]);
     assert_eq!(read(&mut set, s[0], off(b, P), 5), [0; 5]);
 }
+
+#[test]
+fn a_read_only_handle_attaches_read_only_and_its_mappings_are_still_revoked() {
+    let (mut set, s) = set_with_spaces(2);
+    let d = ds(&mut set, 4);
+    let ro = set.manager().share(d, Rights::READ).unwrap();
+    assert_eq!(ro.rights(), Rights::READ);
+    assert_eq!(set.manager().rights(ro), Ok(Rights::READ));
+    // Attaching beyond the handle's rights: -L4_EPERM, nothing attached.
+    let hint = set.space(s[1]).unwrap().map.window_start();
+    let e = set.attach(s[1], &AttachRequest::new(ro, 4 * P, Rights::RW).search(hint)).unwrap_err();
+    assert_eq!(e.code(), -1, "{e}");
+    assert_eq!(set.attachments(d), 0);
+    // Within them: reads see the owner's writes, stores fault and are refused.
+    let a = attach(&mut set, s[0], d, 4, Rights::RW);
+    let b = attach(&mut set, s[1], ro, 4, Rights::READ);
+    write(&mut set, s[0], off(a, P + 3), b"owner");
+    assert_eq!(read(&mut set, s[1], off(b, P + 3), 5), b"owner");
+    assert!(set.store(s[1], off(b, P), b"no").is_err());
+    let t = set.space(s[1]).unwrap().mmu.translate(Page::containing_address(off(b, P))).unwrap();
+    assert_eq!(t.rights & Rights::WRITE, Rights::empty());
+    // The manager refuses a write fault through the read-only handle, whatever the region says.
+    assert_eq!(set.manager_mut().map(ro, 0, Access::Write).unwrap_err().code(), -1);
+    // A handle cannot be widened again.
+    assert_eq!(set.manager().share(ro, Rights::RW).unwrap_err().code(), -1);
+    // A shrink through the owner's handle revokes the read-only handle's mappings too: the
+    // freed page is no longer reachable from B.
+    {
+        let (m, mut r) = set.manager_and_revoker();
+        m.resize(OWNER, d, P as u64, &mut r).unwrap();
+    }
+    set.check_invariants();
+    assert!(set.space(s[1]).unwrap().mmu.translate(Page::containing_address(off(b, P))).is_none());
+    let mut buf = [0u8; 1];
+    assert!(set.load(s[1], off(b, P), &mut buf).is_err());
+    assert_eq!(set.attachments(d), 2);
+}
