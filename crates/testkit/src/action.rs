@@ -198,31 +198,39 @@ impl Action {
     pub fn random(rng: &mut impl Rng) -> Action {
         let b = |rng: &mut dyn rand::RngCore| rng.next_u32() as u8;
         match rng.random_range(0..100u32) {
-            0..10 => Action::Open {
-                backing: match rng.random_range(0..16u32) {
-                    0..8 => Backing::Anonymous,
-                    8..10 => Backing::Contiguous,
-                    10..12 => Backing::Pinned,
-                    12..13 => Backing::Superpages,
+            0..7 => Action::Open {
+                backing: match rng.random_range(0..20u32) {
+                    0..14 => Backing::Anonymous,
+                    14..16 => Backing::Contiguous,
+                    16..17 => Backing::Pinned,
+                    17..18 => Backing::Superpages,
                     _ => Backing::Fixed(b(rng)),
                 },
                 size: b(rng) % 24,
                 pool: if rng.random_bool(0.7) { 0 } else { b(rng) },
                 owner: b(rng) % 3,
             },
-            10..16 => Action::Resize {
+            7..16 => Action::Resize {
                 ds: b(rng),
                 size: if rng.random_bool(0.05) { 255 } else { b(rng) % 24 },
                 caller: b(rng) % 3,
             },
-            16..26 => Action::Copy {
-                ds: b(rng),
-                src: b(rng),
-                dst: b(rng),
-                len: if rng.random_bool(0.08) { 1 } else { b(rng) % 26 },
-                flags: if rng.random_bool(0.6) { 1 } else { b(rng) & 0x1f & !if rng.random_bool(0.8) { 8 } else { 0 } },
-                caller: if rng.random_bool(0.8) { 0 } else { b(rng) % 3 },
-            },
+            16..26 => {
+                let src = b(rng);
+                Action::Copy {
+                    ds: b(rng),
+                    src,
+                    // Half the time at the same offset, where copy-on-write shares pages.
+                    dst: if rng.random_bool(0.5) { src } else { b(rng) },
+                    len: if rng.random_bool(0.08) { 1 } else { b(rng) % 26 },
+                    flags: if rng.random_bool(0.6) {
+                        1
+                    } else {
+                        b(rng) & 0x1f & !if rng.random_bool(0.8) { 8 } else { 0 }
+                    },
+                    caller: if rng.random_bool(0.8) { 0 } else { b(rng) % 3 },
+                }
+            }
             26..30 => Action::Close { ds: b(rng), caller: if rng.random_bool(0.8) { 0 } else { b(rng) % 3 } },
             30..31 => Action::CloseAll { caller: b(rng) % 3, client: b(rng) % 3, same_task: rng.random_bool(0.5) },
             31..43 => Action::Attach {
@@ -274,5 +282,73 @@ pub fn size_of_code(code: u8) -> u64 {
         255 => 0,
         c if (c as usize) < SIZES.len() => SIZES[c as usize],
         c => u64::from(c) * 97,
+    }
+}
+
+/// A random action stream: single actions, and now and then a short scenario with random
+/// parameters that puts the newest dataspaces through a copy-on-write fork (write, copy,
+/// attach both sides, the same one twice in a space, touch, store), so that sharing and its
+/// breaks are common rather than rare coincidences.
+#[derive(Debug)]
+pub struct Generator<R> {
+    rng: R,
+    pending: std::collections::VecDeque<Action>,
+}
+
+impl<R: Rng> Generator<R> {
+    /// A stream drawing from `rng`.
+    pub fn new(rng: R) -> Self {
+        Generator { rng, pending: std::collections::VecDeque::new() }
+    }
+
+    /// The next action.
+    pub fn next_action(&mut self) -> Action {
+        if let Some(a) = self.pending.pop_front() {
+            return a;
+        }
+        if self.rng.random_bool(0.03) {
+            self.fork();
+            if let Some(a) = self.pending.pop_front() {
+                return a;
+            }
+        }
+        Action::random(&mut self.rng)
+    }
+
+    fn fork(&mut self) {
+        let r = &mut self.rng;
+        let b = |r: &mut R| r.next_u32() as u8;
+        let (sa, sb) = (b(r), b(r));
+        let offs = b(r);
+        let mut v = vec![
+            Action::Write { ds: 0, at: r.random_range(0..8192u32) as u16, len: b(r), value: b(r) },
+            Action::Copy {
+                ds: 0,
+                src: offs,
+                dst: offs,
+                len: if r.random_bool(0.5) { 0 } else { b(r) % 26 },
+                flags: 1,
+                caller: 0,
+            },
+            Action::Attach { space: sa, ds: 0, page: 0, pages: 7, flags: 1 },
+            Action::Attach { space: sb, ds: 2, page: 0, pages: 7, flags: 1 },
+            Action::Attach { space: sb, ds: 2, page: 0, pages: 7, flags: 1 },
+            Action::Touch { space: sa },
+            Action::Touch { space: sb },
+        ];
+        for _ in 0..4 {
+            let space = if r.random_bool(0.5) { sa } else { sb };
+            v.push(Action::Store {
+                space,
+                region: b(r),
+                at: r.random_range(0..0x8000u32) as u16,
+                len: b(r),
+                value: b(r),
+            });
+            if r.random_bool(0.3) {
+                v.push(Action::Touch { space });
+            }
+        }
+        self.pending.extend(v);
     }
 }

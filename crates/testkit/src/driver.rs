@@ -100,6 +100,7 @@ pub struct Counters {
     pub copies: u64,
     pub cow_copies: u64,
     pub cow_copies_partial_tail: u64,
+    pub cow_copies_sharing: u64,
     pub zero_length_copies: u64,
     pub copy_out_of_memory: u64,
     pub closed: u64,
@@ -126,6 +127,7 @@ pub struct Counters {
     pub partial_tail_pages_compared: u64,
     pub shared_pages_compared: u64,
     pub skipped: u64,
+    pub skipped_full: u64,
 }
 
 impl Counters {
@@ -147,6 +149,7 @@ impl Counters {
             copies,
             cow_copies,
             cow_copies_partial_tail,
+            cow_copies_sharing,
             zero_length_copies,
             copy_out_of_memory,
             closed,
@@ -172,7 +175,8 @@ impl Counters {
             pages_compared,
             partial_tail_pages_compared,
             shared_pages_compared,
-            skipped
+            skipped,
+            skipped_full
         );
     }
 }
@@ -211,7 +215,8 @@ impl fmt::Display for Failure {
 pub struct Skips {
     /// Copies of zero bytes to a non-zero destination offset.
     pub zero_length_copy: bool,
-    /// Accesses through a hosted space while a pool has no free frame.
+    /// Accesses through a hosted space while its dataspace's pool is nearly dry, and
+    /// taking frames out of pools.
     pub hosted_dry_access: bool,
     /// Checking bytes past a dataspace's size through mappings.
     pub tail_bytes: bool,
@@ -222,11 +227,18 @@ pub struct Skips {
     /// Accepting the manager's documented partial `write` (pages before the one that found
     /// no frame keep the new bytes) instead of requiring that a failed write change nothing.
     pub partial_write: bool,
+    /// Regions attached with `DETACH_FREE`.
+    pub detach_free: bool,
+    /// Accesses through regions of closed dataspaces, and detaches of them.
+    pub closed_access: bool,
+    /// Shrinking superpage dataspaces.
+    pub superpage_shrink: bool,
 }
 
 impl Skips {
     /// From `MEMKIT_SYSTEM_SKIP` (a comma-separated list of `zero-copy`, `dry-access`,
-    /// `tail`, `shrink`, `cow-tail`, `partial-write`).
+    /// `tail`, `shrink`, `cow-tail`, `partial-write`, `detach-free`,
+    /// `closed-access`, `sp-shrink`).
     #[must_use]
     pub fn from_env() -> Self {
         let v = std::env::var("MEMKIT_SYSTEM_SKIP").unwrap_or_default();
@@ -238,6 +250,9 @@ impl Skips {
             shrink_into_page: has("shrink"),
             cow_partial_tail: has("cow-tail"),
             partial_write: has("partial-write"),
+            detach_free: has("detach-free"),
+            closed_access: has("closed-access"),
+            superpage_shrink: has("sp-shrink"),
         }
     }
 }
@@ -362,6 +377,11 @@ impl<T: Target> Driver<T> {
         Some(self.dataspaces[k as usize / 2 % n].id)
     }
 
+    fn describe(&self, id: DataspaceId) -> String {
+        let d = self.ds(id);
+        format!("{id}: {} bytes, pool {}, {}", d.bytes.len(), d.pool.index(), if d.open { "open" } else { "closed" })
+    }
+
     fn referenced(&self, id: DataspaceId) -> bool {
         self.regions.iter().flatten().any(|r| r.ds == id)
     }
@@ -447,7 +467,7 @@ impl<T: Target> Driver<T> {
     fn open(&mut self, backing: Backing, size: u8, pool: u8, owner: u8) -> Check {
         self.make_room()?;
         if self.dataspaces.len() >= MAX_DATASPACES {
-            self.counters.skipped += 1;
+            self.counters.skipped_full += 1;
             return Ok(());
         }
         let size = size_of_code(size);
@@ -511,6 +531,14 @@ impl<T: Target> Driver<T> {
         let Some(id) = self.pick(ds) else { return Ok(()) };
         let new = size_of_code(size);
         let caller = CLIENTS[caller as usize % CLIENTS.len()];
+        if self.skips.superpage_shrink
+            && self
+                .ds_index(id)
+                .is_some_and(|i| self.dataspaces[i].superpages && new < self.dataspaces[i].bytes.len() as u64)
+        {
+            self.counters.skipped += 1;
+            return Ok(());
+        }
         if self.skips.shrink_into_page
             && self.ds_index(id).is_some_and(|i| new < self.dataspaces[i].bytes.len() as u64)
             && !new.is_multiple_of(PAGE)
@@ -552,7 +580,7 @@ impl<T: Target> Driver<T> {
         self.make_room()?;
         let Some(id) = self.pick(ds) else { return Ok(()) };
         if self.dataspaces.len() >= MAX_DATASPACES {
-            self.counters.skipped += 1;
+            self.counters.skipped_full += 1;
             return Ok(());
         }
         let caller = CLIENTS[caller as usize % CLIENTS.len()];
@@ -594,6 +622,7 @@ impl<T: Target> Driver<T> {
         let other_pool = flags & 0x10 != 0;
         let src_pool = self.ds_index(id).map_or(PoolId::DEFAULT, |i| self.dataspaces[i].pool);
         let dst_pool = if other_pool { self.pool_of(flags.wrapping_add(src)).0 } else { src_pool };
+        let shared_before = self.target.manager(|m, _| m.shared_frames());
         let r = self.target.manager(|m, rv| {
             if other_pool {
                 let p = dst_pool.index() as u32;
@@ -631,6 +660,9 @@ impl<T: Target> Driver<T> {
         bytes.extend_from_slice(&s.bytes[src_offs as usize..(src_offs + n) as usize]);
         self.counters.copies += 1;
         self.counters.zero_length_copies += u64::from(n == 0);
+        if self.target.manager(|m, _| m.shared_frames()) > shared_before {
+            self.counters.cow_copies_sharing += 1;
+        }
         if dm.contains(DmFlags::COW) {
             self.counters.cow_copies += 1;
             self.counters.cow_copies_partial_tail += u64::from(src_offs + n < src_size && !total.is_multiple_of(PAGE));
@@ -695,7 +727,7 @@ impl<T: Target> Driver<T> {
         let space = space as usize % self.regions.len();
         let Some(id) = self.pick(ds) else { return Ok(()) };
         if self.regions[space].len() >= MAX_REGIONS {
-            self.counters.skipped += 1;
+            self.counters.skipped_full += 1;
             return Ok(());
         }
         let mut pages = 1 + (pages as usize % 8);
@@ -715,7 +747,7 @@ impl<T: Target> Driver<T> {
         if flags & 3 == 2 {
             rights |= Rights::EXECUTE;
         }
-        let free = flags & 4 != 0;
+        let free = flags & 4 != 0 && !self.skips.detach_free;
         let eager = flags & 0x38 == 0x38;
         let mut f = Flags::empty();
         if free {
@@ -778,6 +810,10 @@ impl<T: Target> Driver<T> {
     fn detach(&mut self, space: u8, region: u8, cut: Cut, keep: bool) -> Check {
         let Some((s, ri)) = self.region(space, region) else { return Ok(()) };
         let r = self.regions[s][ri];
+        if self.skips.closed_access && !self.ds(r.ds).open && cut == Cut::Middle {
+            self.counters.skipped += 1;
+            return Ok(());
+        }
         let k = 1 + (usize::from(region) / 7) % r.pages.max(2).saturating_sub(1).max(1);
         let (from, to, mut flags) = match cut {
             Cut::Head if r.pages > 1 => (r.start, r.start + k * PAGE_SIZE, DetachFlags::EXACT),
@@ -851,9 +887,13 @@ impl<T: Target> Driver<T> {
                 if now == zeroed {
                     self.dataspaces[i].bytes = zeroed;
                     self.counters.detach_free_clears += 1;
-                } else if now != before || free_before >= 2 {
+                } else if now != before {
                     return fail(format!(
-                        "DETACH_FREE of {off:#x}..{end:#x}: the bytes there are neither cleared nor (for want of a frame) unchanged"
+                        "DETACH_FREE of {off:#x}..{end:#x} of {ds}: the bytes there are neither cleared nor unchanged"
+                    ));
+                } else if free_before >= 2 {
+                    return fail(format!(
+                        "DETACH_FREE of {off:#x}..{end:#x} of {ds} left the bytes there (not cleared) while its pool had {free_before} free frames"
                     ));
                 }
             }
@@ -887,22 +927,36 @@ impl<T: Target> Driver<T> {
         valid: bool,
         pool: PoolId,
     ) -> Result<bool, String> {
+        // A region of a closed dataspace (skipped: `would_resolve` answers for it).
+        let closed = self.skips.closed_access
+            && self.regions[s]
+                .iter()
+                .any(|r| r.start <= addr.as_usize() && addr.as_usize() < r.end() && !self.ds(r.ds).open);
         if !self.target.reports_refused_access() {
-            if let Some(w) = self.target.would_resolve(s, addr, access)
+            // Every page the access touches must be resolvable.
+            let (first, last) = (addr.as_usize() / PAGE_SIZE, (addr.as_usize() + buf.len() - 1) / PAGE_SIZE);
+            let mut all = Some(true);
+            for p in first..=last {
+                let at = VirtAddr::new((p * PAGE_SIZE).max(addr.as_usize()));
+                match self.target.would_resolve(s, at, access) {
+                    Some(w) => all = all.map(|a| a && w),
+                    None => all = None,
+                }
+            }
+            if let Some(w) = all
                 && w != valid
+                && !closed
             {
-                return fail(format!("would_resolve({addr}, {access:?}) says {w}, the model {valid}"));
+                return fail(format!(
+                    "would_resolve({addr}, {} bytes, {access:?}) says {w}, the model {valid}",
+                    buf.len()
+                ));
             }
             if !valid {
                 self.counters.refused_accesses += 1;
                 return Ok(false);
             }
-            if self.skips.hosted_dry_access
-                && self
-                    .pools
-                    .iter()
-                    .any(|p| self.target.manager(|m, _| m.pool(p.0).is_some_and(|s| s.free_frames().get() == 0)))
-            {
+            if self.skips.hosted_dry_access && self.pool_free(pool) < 16 {
                 self.counters.skipped += 1;
                 return Ok(false);
             }
@@ -959,8 +1013,10 @@ impl<T: Target> Driver<T> {
         };
         let mut buf: Vec<u8> = (0..len).map(|i| value.wrapping_add(i as u8)).collect();
         let shared = self.target.manager(|m, _| m.shared_frames());
-        let done =
-            self.access(s, VirtAddr::new(r.start + at as usize), &mut buf, Access::Write, valid && writable, pool)?;
+        let what = self.describe(r.ds);
+        let done = self
+            .access(s, VirtAddr::new(r.start + at as usize), &mut buf, Access::Write, valid && writable, pool)
+            .map_err(|m| format!("{m} ({what})"))?;
         if done {
             self.counters.stores += 1;
             if self.target.manager(|m, _| m.shared_frames()) < shared {
@@ -978,7 +1034,8 @@ impl<T: Target> Driver<T> {
         let pool = self.ds(r.ds).pool;
         let mut buf = vec![0u8; len as usize];
         let addr = VirtAddr::new(r.start + at as usize);
-        if self.access(s, addr, &mut buf, Access::Read, valid, pool)? {
+        let what = self.describe(r.ds);
+        if self.access(s, addr, &mut buf, Access::Read, valid, pool).map_err(|m| format!("{m} ({what})"))? {
             self.counters.loads += 1;
             let d = self.ds(r.ds);
             let off = r.offset + at;
@@ -1041,6 +1098,10 @@ impl<T: Target> Driver<T> {
     }
 
     fn hog(&mut self, pool: u8, leave: u8) -> Check {
+        if self.skips.hosted_dry_access {
+            self.counters.skipped += 1;
+            return Ok(());
+        }
         let (pool, _, _) = self.pool_of(pool);
         let leave = u64::from(leave % 4);
         let taken = self.target.manager(|m, _| {

@@ -42,7 +42,7 @@ mod hosted;
 mod soft;
 mod target;
 
-pub use action::{Action, Backing, Cut, OFFSETS, SIZES, size_of_code};
+pub use action::{Action, Backing, Cut, Generator, OFFSETS, SIZES, size_of_code};
 pub use driver::{CLIENTS, Counters, Driver, Failure, Skips};
 pub use hosted::{HostedSystem, run_hosted};
 pub use soft::{MEMORY_MAP, SPACES, SoftSystem, WINDOW_PAGES, machine, run_soft};
@@ -54,8 +54,8 @@ use rand::rngs::SmallRng;
 /// `count` random actions from `seed`.
 #[must_use]
 pub fn random_actions(seed: u64, count: usize) -> Vec<Action> {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    (0..count).map(|_| Action::random(&mut rng)).collect()
+    let mut g = Generator::new(SmallRng::seed_from_u64(seed));
+    (0..count).map(|_| g.next_action()).collect()
 }
 
 /// Actions per test from `MEMKIT_SYSTEM_ACTIONS`, else `default`.
@@ -70,13 +70,43 @@ pub fn seed_from_env(default: u64) -> u64 {
     std::env::var("MEMKIT_SYSTEM_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The class of a failure message (its words before the first number, id or parenthesis),
+/// so that a shortened sequence counts as failing the same way.
+#[must_use]
+pub fn failure_kind(message: &str) -> &str {
+    message.split(|c: char| c.is_ascii_digit() || c == '#' || c == '(').next().unwrap_or("")
+}
+
+/// A report of a failed run: the seed, the failure with its trace, and the actions up to
+/// the failure shortened by [`minimise`] (at most `max_runs` replays with `run`).
+pub fn failure_report(
+    seed: u64,
+    actions: &[Action],
+    failure: &Failure,
+    max_runs: usize,
+    mut run: impl FnMut(&[Action]) -> Option<Failure>,
+) -> String {
+    let upto = &actions[..=(failure.step as usize).min(actions.len().saturating_sub(1))];
+    let kind = failure_kind(&failure.message).to_string();
+    let mut runs = 0;
+    let short = minimise(upto, |a| {
+        runs += 1;
+        runs <= max_runs && run(a).is_some_and(|g| failure_kind(&g.message) == kind)
+    });
+    format!(
+        "seed {seed} failed after {} actions:\n{failure}\nminimised to {} actions (replay them):\n{short:#?}",
+        failure.step + 1,
+        short.len()
+    )
+}
+
 /// Shortens a failing action sequence: drops chunks of actions (halves, quarters, ... single
 /// actions) while `fails` still holds, then returns what is left. Indices in actions are
 /// resolved against what exists when they run, so any subsequence replays.
 pub fn minimise(actions: &[Action], mut fails: impl FnMut(&[Action]) -> bool) -> Vec<Action> {
     let mut cur = actions.to_vec();
     let mut chunk = cur.len().div_ceil(2).max(1);
-    let mut budget = 4000usize;
+    let mut budget = 20_000usize;
     loop {
         let mut i = 0;
         let mut shrunk = false;

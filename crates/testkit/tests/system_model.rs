@@ -3,24 +3,9 @@
 //! every readable byte compared after every action. `MEMKIT_SYSTEM_ACTIONS` sets the actions
 //! per seed, `MEMKIT_SYSTEM_SEED` the first seed.
 
-use memkit_testkit::{Counters, Skips, actions_from_env, minimise, random_actions, run_soft, seed_from_env};
+use memkit_testkit::{Counters, Skips, actions_from_env, failure_report, random_actions, run_soft, seed_from_env};
 
 const SEEDS: u64 = 10;
-
-fn report_failure(seed: u64, actions: &[memkit_testkit::Action], f: &memkit_testkit::Failure) -> String {
-    let upto = &actions[..=(f.step as usize).min(actions.len() - 1)];
-    let kind = |m: &str| m.split(|c: char| c.is_ascii_digit() || c == '#' || c == '(').next().unwrap_or("").to_string();
-    let first = kind(&f.message);
-    let short = minimise(upto, |a| {
-        let (_, r) = run_soft(a.iter().copied(), Skips::from_env());
-        r.err().is_some_and(|g| kind(&g.message) == first)
-    });
-    format!(
-        "seed {seed} failed after {} actions:\n{f}\nminimised to {} actions (replay with run_soft):\n{short:#?}",
-        f.step + 1,
-        short.len()
-    )
-}
 
 #[test]
 fn random_actions_match_the_model_on_the_software_mmu() {
@@ -32,7 +17,10 @@ fn random_actions_match_the_model_on_the_software_mmu() {
         let (c, r) = run_soft(actions.iter().copied(), Skips::from_env());
         total.add(&c);
         if let Err(f) = r {
-            panic!("{}", report_failure(seed, &actions, &f));
+            panic!(
+                "{}",
+                failure_report(seed, &actions, &f, 300, |a| run_soft(a.iter().copied(), Skips::from_env()).1.err())
+            );
         }
     }
     println!("{total:#?}");
