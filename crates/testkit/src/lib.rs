@@ -78,20 +78,19 @@ pub fn failure_kind(message: &str) -> &str {
 }
 
 /// A report of a failed run: the seed, the failure with its trace, and the actions up to
-/// the failure shortened by [`minimise`] (at most `max_runs` replays with `run`).
+/// the failure shortened by [`minimise`] (replaying with `run` for at most `budget`).
 pub fn failure_report(
     seed: u64,
     actions: &[Action],
     failure: &Failure,
-    max_runs: usize,
+    budget: std::time::Duration,
     mut run: impl FnMut(&[Action]) -> Option<Failure>,
 ) -> String {
     let upto = &actions[..=(failure.step as usize).min(actions.len().saturating_sub(1))];
     let kind = failure_kind(&failure.message).to_string();
-    let mut runs = 0;
+    let deadline = std::time::Instant::now() + budget;
     let short = minimise(upto, |a| {
-        runs += 1;
-        runs <= max_runs && run(a).is_some_and(|g| failure_kind(&g.message) == kind)
+        std::time::Instant::now() < deadline && run(a).is_some_and(|g| failure_kind(&g.message) == kind)
     });
     format!(
         "seed {seed} failed after {} actions:\n{failure}\nminimised to {} actions (replay them):\n{short:#?}",

@@ -19,7 +19,12 @@ fn random_actions_match_the_model_on_the_software_mmu() {
         if let Err(f) = r {
             panic!(
                 "{}",
-                failure_report(seed, &actions, &f, 300, |a| run_soft(a.iter().copied(), Skips::from_env()).1.err())
+                failure_report(seed, &actions, &f, std::time::Duration::from_secs(60), |a| run_soft(
+                    a.iter().copied(),
+                    Skips::from_env()
+                )
+                .1
+                .err())
             );
         }
     }
