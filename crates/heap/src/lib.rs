@@ -72,4 +72,4 @@ pub use heap::{
 pub use source::{
     DirectMapPageSource, LARGE_PAGE_ORDER, LARGE_PAGE_PAGES, LargePages, MAX_LARGE_PAGES, PageSource, RegionPageSource,
 };
-pub use xmalloc::{HeapId, KernelHeaps};
+pub use xmalloc::{AddressHeaps, HeapId, KernelHeaps};

@@ -108,6 +108,46 @@ fn a_million_random_actions_with_exact_fit() {
 }
 
 #[test]
+fn a_million_random_actions_adaptive() {
+    a_million_random_actions(Placement::Adaptive);
+}
+
+/// The random-action driver over a region that runs dry and recovers reaches every
+/// structural path of the heaps: dry requests, holes of larger classes, merged blocks,
+/// arenas made and given back, the adaptive switch to packing and back, cached spans used
+/// again and runs given back by `trim`.
+#[test]
+fn random_actions_reach_every_structural_path() {
+    let mut rng = SmallRng::seed_from_u64(0x5eed_0014);
+    let n = if cfg!(miri) { 2_000 } else { 200_000 };
+    let actions: Vec<Action> = (0..n).map(|_| random_action(&mut rng)).collect();
+    let config = RunConfig {
+        region_bytes: 4 << 20,
+        large_pages: false,
+        check_every: if cfg!(miri) { 500 } else { 5_000 },
+        verify_all: false,
+        placement: Placement::Adaptive,
+    };
+    let stats = run(&actions, config).unwrap();
+    let p = stats.paths;
+    eprintln!("{n} actions over 4 MiB, adaptive: {stats:?}");
+    let reached = [
+        ("dry requests", p.dry_requests),
+        ("blocks from larger classes", p.larger_class_blocks),
+        ("merged blocks", p.merged_blocks),
+        ("arenas made", p.arenas_made),
+        ("arenas released", p.arenas_released),
+        ("switches to packing", p.packings),
+        ("switches back", p.unpackings),
+        ("cached spans reused", p.span_reuses),
+        ("runs given back by trim", p.trimmed_runs),
+    ];
+    for (path, times) in reached {
+        assert!(times > 0, "the driver never took the path: {path} ({stats:?})");
+    }
+}
+
+#[test]
 fn running_dry_then_recovering() {
     for placement in PLACEMENTS {
         running_dry_then_recovering_with(placement);
