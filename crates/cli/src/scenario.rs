@@ -559,8 +559,12 @@ impl<'h> Session<'h> {
         let &(pool, frame, count) =
             self.names.frames.get(a.pos[0]).ok_or_else(|| format!("no frames '{}'", a.pos[0]))?;
         let p = self.h.pools.pool(pool).ok_or("no pool")?;
-        // The name stays, so that a second free reaches the allocator (and fails there).
-        FrameSource::free(p.allocator(), frame, count).map_err(|e| e.to_string())
+        FrameSource::free(p.allocator(), frame, count).map_err(|e| e.to_string())?;
+        // The name goes with its frames: once freed they may be anyone's (the kernel heaps'
+        // pages come from pool 0), and a second free must not give them back under their
+        // new owner.
+        self.names.frames.remove(a.pos[0]);
+        Ok(())
     }
 
     fn op_xmalloc(&mut self, a: &Args<'_>) -> Res {

@@ -145,3 +145,21 @@ fn every_command_has_help() {
     let out = memkit().args(["bench", "nosuchsuite"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A second `free_frames` of a name once gave back whatever the frames had become since:
+/// here a page of the kernel heaps, which `frames g` then handed out again while the heap
+/// still used it.
+#[test]
+fn freed_frames_cannot_be_freed_again_under_their_new_owner() {
+    let file = scratch("refree.memkit");
+    std::fs::write(
+        &file,
+        "frames f 0 1\nfree_frames f\nxmalloc b 100\nexpect fail free_frames f\nframes g 0 1\nxmfree b\n",
+    )
+    .unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let at = |name: &str| stdout.lines().find_map(|l| l.strip_prefix(&format!("frames {name} at ")).map(str::to_owned));
+    assert_ne!(at("f"), at("g"), "{stdout}");
+}
