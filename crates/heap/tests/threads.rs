@@ -1,5 +1,7 @@
-//! Heaps shared between threads: a producer allocates and a consumer frees, and several
-//! threads allocate and free at once on their own shards; each with both placements.
+//! Heaps shared between threads: a producer allocates and a consumer frees, several
+//! threads allocate and free at once on their own shards, and eight threads free each
+//! other's blocks; each with every placement, over sources that never run dry and over
+//! sources that are dry all the time.
 
 mod common;
 use common::FreeOwned;
@@ -319,6 +321,8 @@ fn dry_cross_thread_frees_with(placement: Placement, seed: u64) {
     assert_eq!(h.bytes_in_use(), 0);
     let s = h.stats();
     assert_eq!((s.small_blocks, s.large_blocks), (0, 0), "{s:?}");
+    // The paths the race lived on were taken.
+    assert!(s.dry_requests > 0 && s.merged_blocks > 0, "{s:?}");
     h.trim();
     h.check_invariants();
     let s = h.stats();
