@@ -101,7 +101,9 @@ unsafe impl GlobalAlloc for Memkit {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         if let Some(p) = NonNull::new(ptr) {
-            let _ = self.heaps.xmfree(p, HeapId::Kernel);
+            // SAFETY: `GlobalAlloc`'s contract: the block was allocated here and the
+            // caller gives it up.
+            let _ = unsafe { self.heaps.xmfree(p, HeapId::Kernel) };
         }
     }
 }

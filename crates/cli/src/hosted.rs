@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use memkit_dataspace::{Config, Manager, PoolId};
-use memkit_heap::{DirectMapPageSource, HeapId, KernelHeaps, SingleCpu};
+use memkit_heap::{AddressHeaps, DirectMapPageSource, HeapId, KernelHeaps, SingleCpu};
 use memkit_host::{HostRam, RamRef, System};
 use memkit_phys::{LockedAllocator, Machine, PoolStats, Pools};
 
@@ -15,8 +15,9 @@ pub(crate) type Source = &'static LockedAllocator<'static>;
 /// The kernel heaps' page source: pool 0's frames through the RAM's direct map.
 pub(crate) type HeapPages = DirectMapPageSource<Source>;
 
-/// The kernel heaps of the hosted machine.
-pub(crate) type Heaps = KernelHeaps<'static, HeapPages, SingleCpu>;
+/// The kernel heaps of the hosted machine: their blocks are addresses only, so that a
+/// scenario frees them safely.
+pub(crate) type Heaps = AddressHeaps<'static, HeapPages, SingleCpu>;
 
 /// The machine, its RAM, its pools, the stack over them and the kernel heaps.
 pub(crate) struct Hosted {
@@ -36,7 +37,7 @@ impl Hosted {
         let pool = self.pools.pool(memkit_phys::DEFAULT_POOL).expect("pool 0 exists on every machine with RAM");
         let source: &'static HeapPages =
             Box::leak(Box::new(self.ram.heap_page_source(pool.allocator()).expect("pool 0 lies in the RAM")));
-        let heaps: &'static Heaps = Box::leak(Box::new(KernelHeaps::new(source, source, SingleCpu)));
+        let heaps: &'static Heaps = Box::leak(Box::new(AddressHeaps::new(KernelHeaps::new(source, source, SingleCpu))));
         let _ = heaps.init(true);
         self.heaps = Some(heaps);
         heaps
@@ -50,7 +51,7 @@ impl Hosted {
             "| heap               | spans | small blocks | large blocks | pages | metadata pages |\n|--------------------|-------|--------------|--------------|-------|----------------|\n",
         );
         for (name, id) in [("kernel_heap_4K_64K", HeapId::Kernel4K64K), ("pinned_heap_4K_64K", HeapId::Pinned4K64K)] {
-            let s = heaps.regular_heap(id).stats();
+            let s = heaps.regular_stats(id);
             let _ = writeln!(
                 out,
                 "| {name:<18} | {:>5} | {:>12} | {:>12} | {:>5} | {:>14} |",
@@ -58,7 +59,7 @@ impl Hosted {
             );
         }
         for (name, id) in [("kernel_heap_16M", HeapId::Kernel16M), ("pinned_heap_16M", HeapId::Pinned16M)] {
-            let s = heaps.large_heap(id).stats();
+            let s = heaps.large_stats(id);
             let _ = writeln!(
                 out,
                 "| {name:<18} | {:>5} | {:>12} | {:>12} | {:>5} | {:>14} |",

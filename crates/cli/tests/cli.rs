@@ -383,3 +383,21 @@ fn a_read_only_share_is_attached_and_faulted_read_only() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success() && stderr.contains("line 5"), "{stderr}");
 }
+
+/// A second `free_frames` of a name once gave back whatever the frames had become since:
+/// here a page of the kernel heaps, which `frames g` then handed out again while the heap
+/// still used it.
+#[test]
+fn freed_frames_cannot_be_freed_again_under_their_new_owner() {
+    let file = scratch("refree.memkit");
+    std::fs::write(
+        &file,
+        "frames f 0 1\nfree_frames f\nxmalloc b 100\nexpect fail free_frames f\nframes g 0 1\nxmfree b\n",
+    )
+    .unwrap();
+    let out = memkit().arg("run").arg(&file).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let at = |name: &str| stdout.lines().find_map(|l| l.strip_prefix(&format!("frames {name} at ")).map(str::to_owned));
+    assert_ne!(at("f"), at("g"), "{stdout}");
+}

@@ -29,7 +29,9 @@ unsafe impl<P: PageSource, C: CpuId> GlobalAlloc for Heap<P, C> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         if let Some(p) = NonNull::new(ptr) {
-            let r = self.free(p);
+            // SAFETY: `GlobalAlloc`'s contract: the block was allocated here and the
+            // caller gives it up.
+            let r = unsafe { self.free(p) };
             debug_assert!(r.is_ok(), "dealloc: {r:?}");
         }
     }
@@ -61,7 +63,9 @@ unsafe impl<P: PageSource, C: CpuId> Allocator for &Heap<P, C> {
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() != 0 {
-            let r = self.free(ptr);
+            // SAFETY: `Allocator`'s contract: the block is currently allocated by this
+            // allocator and the caller gives it up.
+            let r = unsafe { self.free(ptr) };
             debug_assert!(r.is_ok(), "deallocate: {r:?}");
         }
     }
@@ -77,7 +81,9 @@ unsafe impl<P: PageSource, C: CpuId + Copy> GlobalAlloc for KernelHeaps<'_, P, C
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         if let Some(p) = NonNull::new(ptr) {
-            let r = self.xmfree(p, HeapId::Kernel);
+            // SAFETY: `GlobalAlloc`'s contract: the block was allocated here and the
+            // caller gives it up.
+            let r = unsafe { self.xmfree(p, HeapId::Kernel) };
             debug_assert!(r.is_ok(), "dealloc: {r:?}");
         }
     }

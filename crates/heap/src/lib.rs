@@ -8,11 +8,14 @@
 //!   descriptor holds its class and a 512-bit allocation bitmap. `xmfree` recovers the
 //!   size from the pointer and checks it — owned by this heap, a block start, allocated,
 //!   not pinned — before it changes anything. A bad pointer or a double free is an error,
-//!   never undefined behaviour.
+//!   never undefined behaviour. Freeing a live block is `unsafe` all the same
+//!   ([`Heap::free`], [`KernelHeaps::xmfree`]): the heaps are `GlobalAlloc`s and `&Heap`
+//!   an `Allocator`, so a block may belong to a `Box` the heap cannot know of. Callers
+//!   that hold blocks as addresses only use [`AddressHeaps`], whose `xmfree` is safe.
 //! - **Size classes in spans.** 72 classes (16 B to 32 KiB, 8 per doubling); a span is a
 //!   run of pages of one class; larger requests take whole pages. Empty spans go back to
-//!   the page source (up to four per class and shard are kept to avoid bouncing, and
-//!   given back when the source runs dry). When the source is dry, a request takes a free
+//!   the page source (one per class and shard, and up to 256 pages of spans more, are
+//!   kept to avoid bouncing, and given back when the source runs dry). When the source is dry, a request takes a free
 //!   block of a larger class, just the pages it needs, or neighbouring free blocks of one
 //!   span taken together (a merged block, recorded out of band in a small merge table so
 //!   that `xmfree` still recovers its size and refuses a pointer to its inner blocks).
@@ -72,4 +75,4 @@ pub use heap::{
 pub use source::{
     DirectMapPageSource, LARGE_PAGE_ORDER, LARGE_PAGE_PAGES, LargePages, MAX_LARGE_PAGES, PageSource, RegionPageSource,
 };
-pub use xmalloc::{HeapId, KernelHeaps};
+pub use xmalloc::{AddressHeaps, HeapId, KernelHeaps};

@@ -262,17 +262,18 @@ impl<F: FrameSource> DirectMapPageSource<F> {
     /// every frame lies below `phys_end`.
     ///
     /// # Safety
-    /// `direct_map + p` is mapped, readable and writable for every physical address
-    /// `p < phys_end`, the frames `frames` hands out lie below `phys_end`, and nobody else
-    /// touches a frame while it is allocated to this source.
+    /// 1. `direct_map + p` is mapped, readable and writable for every physical address
+    ///    `p < phys_end`, and the frames `frames` hands out lie below `phys_end`.
+    /// 2. Nobody else touches a frame while it is allocated to this source: no other
+    ///    mapping, no physical-memory access to it.
+    /// 3. Nobody else frees a frame this source holds. [`FrameSource::free`] is a safe
+    ///    function (frames are numbers to the frame layer, and a free of a free frame is
+    ///    refused), so this is the caller's promise for every user of the frame source
+    ///    `frames` shares its frames with: each frees only runs it allocated itself, once.
+    ///    The source gives no access to `frames` for this reason.
     #[must_use]
     pub unsafe fn new(frames: F, direct_map: VirtAddr, phys_end: PhysAddr) -> Self {
         DirectMapPageSource { frames, direct_map, phys_end }
-    }
-
-    /// The frame source behind.
-    pub fn frames(&self) -> &F {
-        &self.frames
     }
 }
 

@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use crate::{
-    HeapId, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, Placement, RegionPageSource, SingleCpu, UnpinError,
-    XmallocError, XmfreeError,
+    HeapId, HeapStats, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, Placement, RegionPageSource, SingleCpu,
+    UnpinError, XmallocError, XmfreeError,
 };
 
 /// One step of a run. Indices pick a live block modulo the number of live blocks.
@@ -119,6 +119,23 @@ pub struct RunStats {
     pub refused_frees: usize,
     /// Blocks live at the end.
     pub live_at_end: usize,
+    /// The structural paths the heaps took: the cumulative counters of [`HeapStats`]
+    /// summed over the four backing heaps (the other fields as at the end, zero).
+    pub paths: HeapStats,
+}
+
+/// The cumulative path counters of `s` added to `into`.
+fn add_paths(into: &mut HeapStats, s: &HeapStats) {
+    into.runs_created += s.runs_created;
+    into.packings += s.packings;
+    into.unpackings += s.unpackings;
+    into.dry_requests += s.dry_requests;
+    into.larger_class_blocks += s.larger_class_blocks;
+    into.merged_blocks += s.merged_blocks;
+    into.arenas_made += s.arenas_made;
+    into.arenas_released += s.arenas_released;
+    into.span_reuses += s.span_reuses;
+    into.trimmed_runs += s.trimmed_runs;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -144,6 +161,20 @@ fn intact(b: &Live, len: usize) -> bool {
 
 fn nn(addr: usize) -> NonNull<u8> {
     NonNull::new(addr as *mut u8).unwrap_or(NonNull::dangling())
+}
+
+/// `xmfree` as the runner uses it.
+fn xmfree(
+    heaps: &KernelHeaps<'_, RegionPageSource, SingleCpu>,
+    ptr: NonNull<u8>,
+    heap: HeapId,
+) -> Result<(), XmfreeError> {
+    // SAFETY: the runner's blocks are its own, used only through raw pointers (never
+    // through the `Allocator` or `GlobalAlloc` implementations); it frees a live block only
+    // when it drops the block from its model, and its bad frees (a pointer inside a block,
+    // one freed and not handed out again, the wrong heap) name no live block of that heap,
+    // so they are refused.
+    unsafe { heaps.xmfree(ptr, heap) }
 }
 
 /// Applies `actions` to fresh heaps and to the model.
@@ -223,7 +254,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                     if !intact(&b, b.size) {
                         fail(format!("contents of {:#x} changed", b.addr))?;
                     }
-                    match (heaps.xmfree(nn(b.addr), b.heap), b.pins > 0 && !b.heap.is_pinned()) {
+                    match (xmfree(&heaps, nn(b.addr), b.heap), b.pins > 0 && !b.heap.is_pinned()) {
                         (Ok(()), false) => {
                             remove(i, &mut live, &mut by_addr);
                             freed.push((b.addr, b.heap));
@@ -311,7 +342,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                 Some(i) if live[i].size > 1 => {
                     let b = live[i];
                     let off = 1 + offset as usize % (b.size - 1);
-                    match heaps.xmfree(nn(b.addr + off), b.heap) {
+                    match xmfree(&heaps, nn(b.addr + off), b.heap) {
                         Err(XmfreeError::NotBlockStart(_)) => {
                             stats.refused_frees += 1;
                             Ok(())
@@ -326,7 +357,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                     Ok(())
                 } else {
                     let (addr, heap) = freed[index as usize % freed.len()];
-                    match heaps.xmfree(nn(addr), heap) {
+                    match xmfree(&heaps, nn(addr), heap) {
                         Err(XmfreeError::StillPinned(..)) | Ok(()) => Err("double free accepted".into()),
                         Err(_) => {
                             stats.refused_frees += 1;
@@ -340,7 +371,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                 Some(i) => {
                     let b = live[i];
                     let other = if b.heap.is_pinned() { HeapId::Kernel } else { HeapId::Pinned };
-                    match heaps.xmfree(nn(b.addr), other) {
+                    match xmfree(&heaps, nn(b.addr), other) {
                         Err(XmfreeError::OtherHeap(_)) => {
                             stats.refused_frees += 1;
                             Ok(())
@@ -371,7 +402,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
         for _ in 0..b.pins {
             heaps.unpin(nn(b.addr), b.heap).map_err(|e| format!("final unpin: {e}"))?;
         }
-        heaps.xmfree(nn(b.addr), b.heap).map_err(|e| format!("final free: {e}"))?;
+        xmfree(&heaps, nn(b.addr), b.heap).map_err(|e| format!("final free: {e}"))?;
     }
     heaps.check_invariants();
     for id in [HeapId::Kernel, HeapId::Pinned] {
@@ -381,6 +412,8 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
         if r.pages + l.pages != 0 {
             return Err(format!("pages still held after freeing everything: {r:?} {l:?}"));
         }
+        add_paths(&mut stats.paths, &r);
+        add_paths(&mut stats.paths, &l);
     }
     Ok(stats)
 }

@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use memkit_types::VirtAddr;
 
 use crate::error::{PinError, ReallocError, UnpinError, XmallocError, XmfreeError};
-use crate::heap::{CpuId, Heap, Placement};
+use crate::heap::{CpuId, Heap, HeapStats, Placement};
 use crate::source::{LargePages, PageSource};
 
 /// A heap as the seed names it.
@@ -201,12 +201,25 @@ impl<'a, P: PageSource, C: CpuId + Copy> KernelHeaps<'a, P, C> {
     /// for a pointer no heap handed out, [`XmfreeError::NotBlockStart`],
     /// [`XmfreeError::NotAllocated`] (double free), [`XmfreeError::StillPinned`] for
     /// kernel-heap memory not unpinned. Nothing is freed then.
+    ///
+    /// # Safety
+    /// As for [`Heap::free`]: if `ptr` is a live block, the caller owns it (it is no
+    /// `Box`'s or collection's through the `GlobalAlloc` or `Allocator` implementations)
+    /// and nothing uses it after a successful free. Any other pointer is refused with an
+    /// error, soundly.
     #[inline]
-    pub fn xmfree(&self, ptr: NonNull<u8>, heap: HeapId) -> Result<(), XmfreeError> {
+    pub unsafe fn xmfree(&self, ptr: NonNull<u8>, heap: HeapId) -> Result<(), XmfreeError> {
         // The common case first: one page-map lookup in the regular heap.
         let (regular, _) = self.family(heap);
-        match regular.free(ptr) {
-            Err(XmfreeError::NotOwned(_)) => self.owner(ptr, heap, |h| h.free(ptr), |h| h.free(ptr))?,
+        // SAFETY: the caller's contract is forwarded (to whichever heap owns the block).
+        match unsafe { regular.free(ptr) } {
+            Err(XmfreeError::NotOwned(_)) => {
+                // SAFETY: as above.
+                let regular = |h: &Heap<&'a P, C>| unsafe { h.free(ptr) };
+                // SAFETY: as above.
+                let large = |h: &Heap<LargePages<&'a P>, C>| unsafe { h.free(ptr) };
+                self.owner(ptr, heap, regular, large)?
+            }
             other => other,
         }
     }
@@ -250,5 +263,119 @@ impl<'a, P: PageSource, C: CpuId + Copy> KernelHeaps<'a, P, C> {
         self.kernel_16m.check_invariants();
         self.pinned_4k.check_invariants();
         self.pinned_16m.check_invariants();
+    }
+}
+
+/// Kernel heaps whose blocks leave them only as addresses, so that `xmfree` is safe: the
+/// C-style interface for callers that hold blocks by address (a scenario interpreter, a
+/// system-call layer), not as Rust objects.
+///
+/// [`KernelHeaps::xmfree`] is `unsafe` because a block may be owned by a `Box` or a
+/// collection through the heaps' `GlobalAlloc` and `Allocator` implementations. These
+/// heaps give out no reference to the heaps inside, so no such owner can exist: a block
+/// is only ever a pointer, which safe code cannot read or write, and freeing any pointer
+/// (a live block, a bad pointer, twice) cannot break anything safe code holds. Bad frees
+/// are refused as by [`KernelHeaps::xmfree`].
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use memkit_heap::{AddressHeaps, HeapId, KernelHeaps, RegionPageSource, SingleCpu, XmfreeError};
+/// # let mem: &'static mut [u8] = vec![0u8; 4 << 20].leak();
+/// # // SAFETY: leaked memory, used only by this source.
+/// # let src = unsafe { RegionPageSource::new(NonNull::new(mem.as_mut_ptr()).unwrap(), mem.len()) }.unwrap();
+/// let heaps = AddressHeaps::new(KernelHeaps::new(&src, &src, SingleCpu));
+/// heaps.init(false).unwrap();
+/// let p = heaps.try_xmalloc(100, 4, HeapId::Kernel).unwrap();
+/// heaps.xmfree(p, HeapId::Kernel).unwrap();
+/// assert!(matches!(heaps.xmfree(p, HeapId::Kernel), Err(XmfreeError::NotAllocated(_))));
+/// ```
+pub struct AddressHeaps<'a, P, C> {
+    heaps: KernelHeaps<'a, P, C>,
+}
+
+impl<P, C> core::fmt::Debug for AddressHeaps<'_, P, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AddressHeaps").field("heaps", &self.heaps).finish()
+    }
+}
+
+impl<'a, P: PageSource, C: CpuId + Copy> AddressHeaps<'a, P, C> {
+    /// Takes `heaps` for good (no `Box` can outlive the borrow that made it).
+    pub const fn new(heaps: KernelHeaps<'a, P, C>) -> Self {
+        AddressHeaps { heaps }
+    }
+
+    /// As [`KernelHeaps::init`].
+    ///
+    /// # Errors
+    /// As [`KernelHeaps::init`].
+    pub fn init(&self, large_pages: bool) -> Result<bool, XmallocError> {
+        self.heaps.init(large_pages)
+    }
+
+    /// Whether large-page (16M) heaps are enabled.
+    pub fn large_pages_enabled(&self) -> bool {
+        self.heaps.large_pages_enabled()
+    }
+
+    /// As [`KernelHeaps::try_xmalloc`]: the block's address.
+    ///
+    /// # Errors
+    /// As [`KernelHeaps::try_xmalloc`].
+    pub fn try_xmalloc(&self, size: usize, align_log2: u32, heap: HeapId) -> Result<NonNull<u8>, XmallocError> {
+        self.heaps.try_xmalloc(size, align_log2, heap)
+    }
+
+    /// As [`KernelHeaps::xmfree`], safely: no block of these heaps has an owner a free
+    /// could betray.
+    ///
+    /// # Errors
+    /// As [`KernelHeaps::xmfree`]; nothing is freed then.
+    pub fn xmfree(&self, ptr: NonNull<u8>, heap: HeapId) -> Result<(), XmfreeError> {
+        // SAFETY: the inner heaps are reachable only through `self`, which hands out no
+        // reference to them, so no `Box` or collection owns a block of theirs: a live
+        // block is only an address, which nothing reads or writes without its own unsafe
+        // code (whose contract is to not race a free). Other pointers are refused.
+        unsafe { self.heaps.xmfree(ptr, heap) }
+    }
+
+    /// As [`KernelHeaps::pin`].
+    ///
+    /// # Errors
+    /// As [`KernelHeaps::pin`].
+    pub fn pin(&self, ptr: NonNull<u8>, heap: HeapId) -> Result<u32, PinError> {
+        self.heaps.pin(ptr, heap)
+    }
+
+    /// As [`KernelHeaps::unpin`].
+    ///
+    /// # Errors
+    /// As [`KernelHeaps::unpin`].
+    pub fn unpin(&self, ptr: NonNull<u8>, heap: HeapId) -> Result<u32, UnpinError> {
+        self.heaps.unpin(ptr, heap)
+    }
+
+    /// Counters of the 4K/64K backing heap of `heap`'s family.
+    pub fn regular_stats(&self, heap: HeapId) -> HeapStats {
+        self.heaps.regular_heap(heap).stats()
+    }
+
+    /// Counters of the 16M backing heap of `heap`'s family.
+    pub fn large_stats(&self, heap: HeapId) -> HeapStats {
+        self.heaps.large_heap(heap).stats()
+    }
+
+    /// Gives every cached empty span and arena of every backing heap back.
+    pub fn trim(&self) {
+        for heap in [HeapId::Kernel, HeapId::Pinned] {
+            self.heaps.regular_heap(heap).trim();
+            self.heaps.large_heap(heap).trim();
+        }
+    }
+
+    /// Checks the invariants of every backing heap.
+    #[cfg(any(test, feature = "check"))]
+    pub fn check_invariants(&self) {
+        self.heaps.check_invariants();
     }
 }

@@ -1,6 +1,9 @@
 //! A heap over a frame source reached through a direct map: pages are frames, and whole
 //! empty pages go back to the frame source.
 
+mod common;
+use common::FreeOwned;
+
 use std::ptr::NonNull;
 
 use memkit_heap::{DirectMapPageSource, Heap, PageSource, SingleCpu};
@@ -38,9 +41,9 @@ fn heap_over_frames_through_a_direct_map() {
     assert!(heap.allocate(100_000, 20).is_err());
     assert!(frames.free_frames().get() < free0);
     for b in blocks {
-        heap.free(b).unwrap();
+        heap.free_owned(b).unwrap();
     }
-    heap.free(big).unwrap();
+    heap.free_owned(big).unwrap();
     heap.check_invariants();
     heap.trim();
     let s = heap.stats();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use memkit_heap::{CpuId, HeapId, KernelHeaps, RegionPageSource};
 
-const MEMORY_BYTES: usize = 256 << 20;
+const MEMORY_BYTES: usize = if cfg!(miri) { 32 << 20 } else { 256 << 20 };
 static mut MEMORY: [u8; MEMORY_BYTES] = [0; MEMORY_BYTES];
 
 #[derive(Debug, Clone, Copy)]

@@ -1,5 +1,7 @@
 //! Seed 002 (AIX `xmalloc` kernel service), function by function.
 
+mod common;
+
 use std::ptr::NonNull;
 
 use memkit_heap::{
@@ -41,10 +43,10 @@ fn xmalloc_allocates_size_bytes_aligned_to_two_to_the_align() {
             assert_eq!(addr(p) % (1 << align), 0, "size {size} align {align}");
             // SAFETY: a fresh block of `size` bytes.
             unsafe { std::ptr::write_bytes(p.as_ptr(), 0xa5, size) };
-            h.xmfree(p, HeapId::Kernel).unwrap();
+            common::xmfree(&h, p, HeapId::Kernel).unwrap();
         }
     }
-    h.xmfree(p, HeapId::Kernel).unwrap();
+    common::xmfree(&h, p, HeapId::Kernel).unwrap();
     h.check_invariants();
 }
 
@@ -85,12 +87,12 @@ fn memory_not_freed_with_xmfree_makes_later_allocations_fail_and_xmfree_gives_it
     assert!(blocks.len() > 1000, "{}", blocks.len());
     assert_eq!(h.xmalloc(3000, 3, HeapId::Kernel), None);
     for p in blocks.drain(..) {
-        h.xmfree(p, HeapId::Kernel).unwrap();
+        common::xmfree(&h, p, HeapId::Kernel).unwrap();
     }
     h.check_invariants();
     // Whole empty pages went back: a large block of most of the region fits again.
     let big = h.xmalloc(3 << 20, 12, HeapId::Kernel).unwrap();
-    h.xmfree(big, HeapId::Kernel).unwrap();
+    common::xmfree(&h, big, HeapId::Kernel).unwrap();
 }
 
 #[test]
@@ -100,9 +102,9 @@ fn malloc_and_palloc_are_xmalloc_on_the_kernel_heap() {
     let p = h.palloc(200, 9).unwrap();
     assert_eq!(addr(p) % 512, 0);
     // Both belong to kernel_heap: the pinned heap refuses them, the kernel heap frees them.
-    assert_eq!(h.xmfree(m, HeapId::Pinned), Err(XmfreeError::OtherHeap(VirtAddr::new(addr(m)))));
-    h.xmfree(m, HeapId::Kernel).unwrap();
-    h.xmfree(p, HeapId::Kernel).unwrap();
+    assert_eq!(common::xmfree(&h, m, HeapId::Pinned), Err(XmfreeError::OtherHeap(VirtAddr::new(addr(m)))));
+    common::xmfree(&h, m, HeapId::Kernel).unwrap();
+    common::xmfree(&h, p, HeapId::Kernel).unwrap();
 }
 
 #[test]
@@ -114,7 +116,7 @@ fn pinned_heap_memory_is_pinned_and_must_not_be_unpinned() {
     let e = h.unpin(p, HeapId::Pinned).unwrap_err();
     assert_eq!(e, UnpinError::PinnedHeap(VirtAddr::new(addr(p))));
     assert_eq!(e.code(), EINVAL);
-    h.xmfree(p, HeapId::Pinned).unwrap();
+    common::xmfree(&h, p, HeapId::Pinned).unwrap();
 }
 
 #[test]
@@ -125,14 +127,14 @@ fn kernel_heap_memory_is_pinned_for_a_while_and_unpinned_before_it_is_freed() {
     assert_eq!(h.unpin(p, HeapId::Kernel), Err(UnpinError::NotPinned(va)));
     assert_eq!(h.pin(p, HeapId::Kernel), Ok(1));
     assert_eq!(h.pin(p, HeapId::Kernel), Ok(2));
-    let e = h.xmfree(p, HeapId::Kernel).unwrap_err();
+    let e = common::xmfree(&h, p, HeapId::Kernel).unwrap_err();
     assert_eq!(e, XmfreeError::StillPinned(va, 2));
     assert_eq!(e.code(), -1);
     h.check_invariants();
     assert_eq!(h.unpin(p, HeapId::Kernel), Ok(1));
-    assert_eq!(h.xmfree(p, HeapId::Kernel), Err(XmfreeError::StillPinned(va, 1)));
+    assert_eq!(common::xmfree(&h, p, HeapId::Kernel), Err(XmfreeError::StillPinned(va, 1)));
     assert_eq!(h.unpin(p, HeapId::Kernel), Ok(0));
-    h.xmfree(p, HeapId::Kernel).unwrap();
+    common::xmfree(&h, p, HeapId::Kernel).unwrap();
     // A pointer that is no block cannot be pinned.
     let inside = NonNull::new((addr(p) + 8) as *mut u8).unwrap();
     assert!(matches!(h.pin(inside, HeapId::Kernel), Err(PinError::Invalid(_))));
@@ -154,7 +156,7 @@ fn the_pin_table_fills_up_cleanly() {
         assert_eq!(h.unpin(p, HeapId::Kernel), Ok(0));
     }
     for p in blocks {
-        h.xmfree(p, HeapId::Kernel).unwrap();
+        common::xmfree(&h, p, HeapId::Kernel).unwrap();
     }
 }
 
@@ -166,18 +168,18 @@ fn kernel_heap_points_at_the_16m_heap_when_large_pages_are_enabled() {
         let p = h.xmalloc(100, 3, id).unwrap();
         assert!(h.large_heap(id).owns(p), "{id:?}");
         assert!(!h.regular_heap(id).owns(p), "{id:?}");
-        h.xmfree(p, id).unwrap();
+        common::xmfree(&h, p, id).unwrap();
     }
     for id in [HeapId::Kernel4K64K, HeapId::Pinned4K64K] {
         let p = h.xmalloc(100, 3, id).unwrap();
         assert!(h.regular_heap(id).owns(p), "{id:?}");
-        h.xmfree(p, id).unwrap();
+        common::xmfree(&h, p, id).unwrap();
     }
     // The 16M heap's pages lie inside 16 MiB large pages.
     let p = h.xmalloc(50_000, 0, HeapId::Kernel16M).unwrap();
     let large = h.large_heap(HeapId::Kernel).source();
     assert!(large.large_pages_held() >= 1);
-    h.xmfree(p, HeapId::Kernel).unwrap();
+    common::xmfree(&h, p, HeapId::Kernel).unwrap();
     h.check_invariants();
 }
 
@@ -187,7 +189,7 @@ fn without_large_pages_every_heap_is_the_default_heap() {
     for id in [HeapId::Kernel, HeapId::Kernel16M, HeapId::Kernel4K64K] {
         let p = h.xmalloc(100, 3, id).unwrap();
         assert!(h.regular_heap(id).owns(p), "{id:?}");
-        h.xmfree(p, HeapId::Kernel).unwrap();
+        common::xmfree(&h, p, HeapId::Kernel).unwrap();
     }
     // Large pages asked for but no 16 MiB page to be had: they stay disabled.
     let src = source(8 << 20);
@@ -210,7 +212,7 @@ fn the_16m_heap_falls_back_to_the_default_heap_when_no_large_page_is_left() {
     }
     assert!(from_default > 0 && from_default < 25, "{from_default}");
     for p in blocks {
-        h.xmfree(p, HeapId::Kernel16M).unwrap();
+        common::xmfree(&h, p, HeapId::Kernel16M).unwrap();
     }
     h.check_invariants();
 }
@@ -224,18 +226,21 @@ fn xmfree_recovers_the_size_and_refuses_what_it_does_not_own() {
     assert_eq!(info.usable, 100_000usize.div_ceil(PAGE_SIZE) * PAGE_SIZE);
     let on_stack = 0u64;
     let stack = NonNull::from(&on_stack).cast::<u8>();
-    assert_eq!(h.xmfree(stack, HeapId::Kernel), Err(XmfreeError::NotOwned(VirtAddr::new(addr(stack)))));
+    assert_eq!(common::xmfree(&h, stack, HeapId::Kernel), Err(XmfreeError::NotOwned(VirtAddr::new(addr(stack)))));
     let inside = NonNull::new((addr(p) + 16) as *mut u8).unwrap();
-    assert_eq!(h.xmfree(inside, HeapId::Kernel), Err(XmfreeError::NotBlockStart(VirtAddr::new(addr(inside)))));
+    assert_eq!(
+        common::xmfree(&h, inside, HeapId::Kernel),
+        Err(XmfreeError::NotBlockStart(VirtAddr::new(addr(inside))))
+    );
     let inside_large = NonNull::new((addr(q) + PAGE_SIZE) as *mut u8).unwrap();
-    assert!(matches!(h.xmfree(inside_large, HeapId::Kernel), Err(XmfreeError::NotBlockStart(_))));
-    assert_eq!(h.xmfree(p, HeapId::Pinned), Err(XmfreeError::OtherHeap(VirtAddr::new(addr(p)))));
+    assert!(matches!(common::xmfree(&h, inside_large, HeapId::Kernel), Err(XmfreeError::NotBlockStart(_))));
+    assert_eq!(common::xmfree(&h, p, HeapId::Pinned), Err(XmfreeError::OtherHeap(VirtAddr::new(addr(p)))));
     let keep = h.xmalloc(777, 3, HeapId::Kernel).unwrap();
-    h.xmfree(p, HeapId::Kernel).unwrap();
-    assert_eq!(h.xmfree(p, HeapId::Kernel), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(p)))));
-    h.xmfree(q, HeapId::Kernel).unwrap();
-    assert!(h.xmfree(q, HeapId::Kernel).is_err());
-    h.xmfree(keep, HeapId::Kernel).unwrap();
+    common::xmfree(&h, p, HeapId::Kernel).unwrap();
+    assert_eq!(common::xmfree(&h, p, HeapId::Kernel), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(p)))));
+    common::xmfree(&h, q, HeapId::Kernel).unwrap();
+    assert!(common::xmfree(&h, q, HeapId::Kernel).is_err());
+    common::xmfree(&h, keep, HeapId::Kernel).unwrap();
     h.check_invariants();
 }
 
@@ -255,7 +260,7 @@ fn realloc_keeps_the_alignment_and_the_contents() {
             let head = unsafe { std::slice::from_raw_parts(cur.as_ptr(), 40) };
             assert!(head.iter().all(|&b| b == align as u8));
         }
-        h.xmfree(cur, HeapId::Kernel).unwrap();
+        common::xmfree(&h, cur, HeapId::Kernel).unwrap();
     }
     h.check_invariants();
 }
