@@ -1260,8 +1260,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ///
     /// # Errors
     /// [`RangeError::InvalidId`], [`RangeError::Forbidden`] without `WRITE`,
-    /// [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`] (pages before the failing one
-    /// are written).
+    /// [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`] (no byte is written; pages
+    /// before the one that found no frame keep the private frames they were given, holding
+    /// the bytes they showed before).
     pub fn write<R: Revoker + ?Sized>(
         &mut self,
         ds: DataspaceId,
@@ -1274,6 +1275,13 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             return Err(RangeError::Forbidden(ds, Access::Write));
         }
         check_byte_range(d.size, offset, buf.len())?;
+        // Every page gets a writable frame of its own before one byte is written, so that
+        // running out of frames part-way changes no byte: a page made writable holds what it
+        // showed before (zeros on a first touch, the shared bytes after a copy-on-write
+        // break), and the write itself cannot fail.
+        for (page, _, _) in page_pieces(offset, buf.len()) {
+            self.writable_page(ds, page, revoker).map_err(RangeError::OutOfMemory)?;
+        }
         for (page, within, piece) in page_pieces(offset, buf.len()) {
             let frame = self.writable_page(ds, page, revoker).map_err(RangeError::OutOfMemory)?;
             let addr = PhysAddr::new(frame.start_address().as_u64() + within);

@@ -270,3 +270,25 @@ fn fault_around_runs_and_larger_copies_show_zeros_only() {
     }
     check(&mut m);
 }
+
+/// A write that runs out of frames part-way writes no byte: not on the pages before the one
+/// that found no frame (first touches and copy-on-write breaks alike).
+#[test]
+fn a_write_that_runs_out_of_frames_writes_nothing() {
+    use memkit_dataspace::PoolId;
+    for (fail_at, cow) in [(1, false), (2, false), (1, true), (2, true)] {
+        let mut m = mmu();
+        let ds = m.mem_open(F, OWNER, 4 * PAGE, 0, DmFlags::empty(), "ds").unwrap();
+        if cow {
+            m.write(ds, 0, &[5; 3 * PAGE_SIZE], &mut NoRevoker).unwrap();
+            let _copy = m.copy(OWNER, ds, DmFlags::COW, "copy", &mut NoRevoker).unwrap();
+        }
+        let before = read(&mut m, ds, 0, 4 * PAGE_SIZE);
+        m.pool(PoolId::DEFAULT).unwrap().fail_allocation(Some(fail_at));
+        let e = m.write(ds, 100, &[9; 3 * PAGE_SIZE], &mut NoRevoker).unwrap_err();
+        assert_eq!(e.code(), -12, "{e}");
+        m.pool(PoolId::DEFAULT).unwrap().fail_allocation(None);
+        assert_eq!(read(&mut m, ds, 0, 4 * PAGE_SIZE), before, "fail at {fail_at}, cow {cow}: bytes changed");
+        check(&mut m);
+    }
+}
