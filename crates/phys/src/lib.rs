@@ -71,6 +71,7 @@ pub mod fuzzing;
 mod locked;
 mod machine;
 mod pool;
+pub mod reach;
 
 pub use allocator::{Allocator, HEADER_MAGIC, Stats, get_header, header_size, header_words};
 pub use area::MemoryArea;
