@@ -125,10 +125,10 @@ fn random_drivers_reach_every_path() {
     let mut rng = SmallRng::seed_from_u64(0x7265_6163);
     // The 10^6-action driver's area: 4096 frames, two levels, one summary layer.
     let mut small = Harness::new(0x1f3, 4096, &[(0, 3), (700, 40), (2048, 1), (3000, 200)]);
-    drive(&mut small, &mut rng, 200_000, 5000, 50_000);
+    drive(&mut small, &mut rng, 100_000, 5000, 50_000);
     // 300 000 frames: three levels and three summary layers over the frame words.
     let mut large = Harness::new(0x4_0123, 300_000, &[(5, 70), (150_000, 4096), (299_000, 10)]);
-    drive(&mut large, &mut rng, 60_000, 20_000, 30_000);
+    drive(&mut large, &mut rng, 40_000, 10_000, 2_000);
     drive_cache(&mut rng, 40_000);
     drive_pools(&mut rng, 20);
     let reached = Snapshot::now().since(&before);
