@@ -3,7 +3,7 @@
 //! paths, word runs, climbs through the levels, summary updates, searches, exhaustion,
 //! cache refills and drains).
 //!
-//! The counters exist in tests and with the `check` feature; otherwise [`hit`] is an empty
+//! The counters exist in tests and with the `check` feature; otherwise counting is an empty
 //! inline function and costs nothing. They are process-wide relaxed atomics: a test that
 //! reads them should run alone in its test binary and compare a [`Snapshot`] taken before
 //! with one taken after ([`Snapshot::since`]).
