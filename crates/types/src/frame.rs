@@ -314,8 +314,9 @@ impl Order {
     #[must_use]
     pub const fn for_frames(count: FrameCount) -> Option<Self> {
         let n = if count.0 == 0 { 1 } else { count.0 };
-        let k = n.next_power_of_two().trailing_zeros();
-        match Self::try_new(k) {
+        // Above 2^63 no power of two holds the count (`next_power_of_two` would overflow).
+        let Some(p) = n.checked_next_power_of_two() else { return None };
+        match Self::try_new(p.trailing_zeros()) {
             Ok(o) => Some(o),
             Err(_) => None,
         }
@@ -345,6 +346,10 @@ mod tests {
         assert_eq!(Order::for_size(4096), Some(Order::ZERO));
         assert_eq!(Order::for_size(4097), Some(Order::new(1)));
         assert_eq!(Order::for_frames(FrameCount::new(512)), Some(SUPERPAGE_ORDER));
+        // Counts with no power of two above them in a u64 have no order (this overflowed).
+        assert_eq!(Order::for_frames(FrameCount::new((1 << 63) + 1)), None);
+        assert_eq!(Order::for_frames(FrameCount::new(u64::MAX)), None);
+        assert_eq!(Order::for_frames(FrameCount::new(1 << 63)), None);
         assert_eq!(Order::try_new(41), Err(OrderError(41)));
         assert_eq!(Order::new(3).frame_count(), FrameCount::new(8));
         assert_eq!(FrameCount::for_bytes(4097), FrameCount::new(2));
