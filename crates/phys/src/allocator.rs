@@ -68,6 +68,7 @@ use memkit_types::{Frame, FrameCount, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr};
 
 use crate::area::MemoryArea;
 use crate::error::{AllocateAtError, AllocateError, AreaError, AttachError, FreeError, GetHeaderError, InitError};
+use crate::reach::{Path, hit};
 
 /// The header's first word.
 pub const HEADER_MAGIC: u64 = 0x6d6b_7068_7973_0001;
@@ -469,7 +470,7 @@ impl<'h> Allocator<'h> {
         if order.get() == 0 {
             return match self.take_one(u64::MAX) {
                 Some(f) => Ok(frame(f)),
-                None => Err(AllocateError::PhysicalMemoryFull(order)),
+                None => Err(exhausted(order)),
             };
         }
         self.allocate_below(order, None)
@@ -514,11 +515,11 @@ impl<'h> Allocator<'h> {
         }
         let limit = self.limit_frame(limit);
         if order.get() == 0 {
-            let f = self.take_one(limit).ok_or(AllocateError::PhysicalMemoryFull(order))?;
+            let f = self.take_one(limit).ok_or_else(|| exhausted(order))?;
             return Ok(Frame::from_number(f));
         }
         let n = 1u64 << order.get();
-        let f = self.find_block_cached(order.get(), n, limit).ok_or(AllocateError::PhysicalMemoryFull(order))?;
+        let f = self.find_block_cached(order.get(), n, limit).ok_or_else(|| exhausted(order))?;
         if order.get() >= 6 {
             self.take_block(f, order.get());
         } else {
@@ -554,13 +555,17 @@ impl<'h> Allocator<'h> {
         }
         let limit = self.limit_frame(limit);
         if n == 1 && align.get() == 0 {
-            let f = self.take_one(limit).ok_or(AllocateError::PhysicalMemoryFull(need))?;
+            let f = self.take_one(limit).ok_or_else(|| exhausted(need))?;
             return Ok(Frame::from_number(f));
         }
         let found = if need.get() <= self.geo.max_order { self.find_block_cached(need.get(), n, limit) } else { None };
         let f = match found {
             Some(f) => f,
-            None => self.find_run(n, align.get(), limit).ok_or(AllocateError::PhysicalMemoryFull(need))?,
+            None => {
+                let f = self.find_run(n, align.get(), limit).ok_or_else(|| exhausted(need))?;
+                hit(Path::RunFallback);
+                f
+            }
         };
         self.take_range(f, f + n);
         Ok(Frame::from_number(f))
@@ -766,6 +771,9 @@ impl<'h> Allocator<'h> {
             if old != 0 {
                 break;
             }
+            if j + 1 < lv.layers {
+                hit(Path::SummaryUpperSet);
+            }
             i /= 64;
         }
     }
@@ -779,6 +787,9 @@ impl<'h> Allocator<'h> {
             self.words[idx] = new;
             if new != 0 {
                 break;
+            }
+            if j + 1 < lv.layers {
+                hit(Path::SummaryUpperCleared);
             }
             i /= 64;
         }
@@ -803,6 +814,7 @@ impl<'h> Allocator<'h> {
             if new != !0 || l + 1 >= self.geo.levels {
                 return;
             }
+            hit(if l == 0 { Path::WordFilled } else { Path::MergeUpper });
             l += 1;
             u /= 64;
         }
@@ -823,6 +835,7 @@ impl<'h> Allocator<'h> {
             if old != !0 || l + 1 >= self.geo.levels {
                 return;
             }
+            hit(if l == 0 { Path::WordEmptiedFull } else { Path::SplitUpper });
             l += 1;
             u /= 64;
         }
@@ -835,6 +848,7 @@ impl<'h> Allocator<'h> {
         }
         let (off, lo) = (self.geo.level[l].bits.offset, self.geo.level[l].lo);
         if l > 0 {
+            hit(Path::UnitsSetUpper);
             self.large_unit_freed(l, (a / 64 - lo) as usize);
         }
         let (first, last) = (a / 64, (b - 1) / 64);
@@ -849,6 +863,9 @@ impl<'h> Allocator<'h> {
             let (z, full) = put(self.words, first, range_mask(a % 64, b - first * 64));
             (z, first, if full { first + 1 } else { first })
         } else {
+            if l == 0 {
+                hit(Path::RangeFreedBits);
+            }
             let (z0, f0) = put(self.words, first, range_mask(a % 64, 64));
             let (z1, f1) = put(self.words, last, range_mask(0, b - last * 64));
             let mut z = z0 | z1;
@@ -874,6 +891,9 @@ impl<'h> Allocator<'h> {
             return;
         }
         let (off, lo) = (self.geo.level[l].bits.offset, self.geo.level[l].lo);
+        if l > 0 {
+            hit(Path::UnitsClearedUpper);
+        }
         let (first, last) = (a / 64, (b - 1) / 64);
         let take = |words: &mut [u64], w: u64, m: u64| -> (bool, bool) {
             let idx = off + (w - lo) as usize;
@@ -886,6 +906,9 @@ impl<'h> Allocator<'h> {
             let (f, z) = take(self.words, first, range_mask(a % 64, b - first * 64));
             (f, z, z)
         } else {
+            if l == 0 {
+                hit(Path::RangeTakenBits);
+            }
             let (f0, z0) = take(self.words, first, range_mask(a % 64, 64));
             let (f1, z1) = take(self.words, last, range_mask(0, b - last * 64));
             let mut f = f0 | f1;
@@ -913,6 +936,9 @@ impl<'h> Allocator<'h> {
             return;
         }
         let off = self.geo.level[l].tree[j].offset;
+        if a / 64 != (b - 1) / 64 {
+            hit(Path::SummaryRangeSet);
+        }
         let mut any_was_zero = false;
         let mut u = a;
         while u < b {
@@ -925,6 +951,9 @@ impl<'h> Allocator<'h> {
             u = end;
         }
         if any_was_zero {
+            if j + 1 < self.geo.level[l].layers {
+                hit(Path::SummaryUpperSet);
+            }
             self.tree_set_range(l, j + 1, a / 64, (b - 1) / 64 + 1);
         }
     }
@@ -936,6 +965,9 @@ impl<'h> Allocator<'h> {
             return;
         }
         let off = self.geo.level[l].tree[j].offset;
+        if a / 64 != (b - 1) / 64 {
+            hit(Path::SummaryRangeCleared);
+        }
         let mut zero: Option<(usize, usize)> = None;
         let mut u = a;
         while u < b {
@@ -954,6 +986,9 @@ impl<'h> Allocator<'h> {
             u = end;
         }
         if let Some((f, t)) = zero {
+            if j + 1 < self.geo.level[l].layers {
+                hit(Path::SummaryUpperCleared);
+            }
             self.tree_clear_range(l, j + 1, f, t);
         }
     }
@@ -992,6 +1027,7 @@ impl<'h> Allocator<'h> {
     #[inline]
     fn take_block(&mut self, f: u64, k: u8) {
         let top = usize::from(k / 6);
+        hit(if top > 1 { Path::BlockTakenUpper } else { Path::BlockTaken });
         let (off, lo) = (self.geo.level[0].bits.offset, self.geo.level[0].lo);
         let (w0, n) = ((f / 64 - lo) as usize, 1usize << (k - 6));
         // The emptied frame words keep their summary bits (stale), as after `take_one`.
@@ -1033,6 +1069,7 @@ impl<'h> Allocator<'h> {
         self.words[a0 + w0..a0 + w0 + n].fill(!0);
         self.tree_set_words(0, w0, w0 + n);
         let top = usize::from(k / 6);
+        hit(if top > 1 { Path::BlockFreedUpper } else { Path::BlockFreed });
         for l in 1..top {
             let lv = &self.geo.level[l];
             let (off, n) = (lv.bits.offset, 1usize << (k as usize - 6 * (l + 1)));
@@ -1075,6 +1112,7 @@ impl<'h> Allocator<'h> {
             self.clear_unit(0, a);
         } else if (a | b).is_multiple_of(64) {
             // Whole level-0 words, all ones: they empty, and so do their units above.
+            hit(Path::RangeTakenWords);
             let (a0, lo) = (self.geo.level[0].bits.offset, self.geo.level[0].lo);
             let (w0, w1) = ((a / 64 - lo) as usize, (b / 64 - lo) as usize);
             self.words[a0 + w0..a0 + w1].fill(0);
@@ -1093,7 +1131,8 @@ impl<'h> Allocator<'h> {
     fn take_one(&mut self, limit: u64) -> Option<u64> {
         let (off, count, lo) = (self.geo.level[0].bits.offset, self.geo.level[0].bits.words, self.geo.level[0].lo);
         let hint = self.words[W_HINT] as usize;
-        let wi = if hint < count && self.words[off + hint] != 0 { hint } else { self.next_nonzero_cleaning(0)? };
+        let on_hint = hint < count && self.words[off + hint] != 0;
+        let wi = if on_hint { hint } else { self.next_nonzero_cleaning(0)? };
         let old = self.words[off + wi];
         let f = (lo + wi as u64) * 64 + u64::from(old.trailing_zeros());
         if f >= limit {
@@ -1103,14 +1142,17 @@ impl<'h> Allocator<'h> {
             if f >= limit {
                 return None;
             }
+            hit(Path::TakeOneLimit);
             self.words[W_HINT] = wi as u64;
             self.take_range(f, f + 1);
             return Some(f);
         }
         // When the word becomes zero its summary bit is left set (stale): the next free in
         // the word would set it again, and searches skip stale bits (`next_nonzero`).
+        hit(if on_hint { Path::TakeOneHint } else { Path::TakeOneSearch });
         self.words[off + wi] = old & (old - 1);
         if old == !0 && self.geo.levels > 1 {
+            hit(Path::WordEmptiedFull);
             self.clear_unit(1, lo + wi as u64);
         }
         self.words[W_FREE] -= 1;
@@ -1135,6 +1177,7 @@ impl<'h> Allocator<'h> {
         }
         *w = old & (old - 1);
         self.words[W_FREE] -= 1;
+        hit(Path::TakeOneFast);
         Some((lv0.lo + hint as u64) * 64 + u64::from(old.trailing_zeros()))
     }
 
@@ -1157,6 +1200,7 @@ impl<'h> Allocator<'h> {
         if old == !0 {
             self.take_range(s, s + 1);
         } else {
+            hit(Path::TakeAtOneWord);
             self.words[lv0.bits.offset + wi] = old & !bit;
             self.words[W_FREE] -= 1;
         }
@@ -1197,6 +1241,7 @@ impl<'h> Allocator<'h> {
         self.words[lv0.bits.offset + wi] = new;
         self.words[W_FREE] += 1;
         self.words[W_HINT] = wi as u64;
+        hit(Path::FreeOneFast);
         true
     }
 
@@ -1222,10 +1267,12 @@ impl<'h> Allocator<'h> {
         }
         let new = old | bit;
         self.words[a0] = new;
+        hit(Path::FreeOneSlow);
         if old == 0 {
             self.tree_set(0, wi);
         }
         if new == !0 && self.geo.levels > 1 {
+            hit(Path::WordFilled);
             self.set_unit(1, lo + wi as u64);
         }
         self.words[W_FREE] += 1;
@@ -1268,6 +1315,7 @@ impl<'h> Allocator<'h> {
         if busy != 0 {
             return Err(self.free_error(s, e));
         }
+        hit(Path::RangeFreedWords);
         self.words[a0 + w0..a0 + w1].fill(!0);
         self.tree_set_words(0, w0, w1);
         if self.geo.levels > 1 {
@@ -1309,6 +1357,7 @@ impl<'h> Allocator<'h> {
             if self.words[lv.bits.offset + i] != 0 {
                 return Some(i);
             }
+            hit(Path::StaleSummaryCleaned);
             self.tree_clear(l, i);
             from = i + 1;
         }
@@ -1379,9 +1428,13 @@ impl<'h> Allocator<'h> {
             return self.find_block(k, need, limit, 0);
         }
         if u64::from(k) >= self.words[W_NO_FIT] {
+            hit(Path::NoFitSkip);
             return None;
         }
         let from = self.words[W_ORDER_HINT + k as usize] as usize;
+        if from > 0 {
+            hit(Path::HintSkip);
+        }
         // The superpage orders (9: 2 MiB, 18: 1 GiB; also 12) search inline, the others
         // through the shared dispatch.
         let found = match k % 6 {
@@ -1398,6 +1451,7 @@ impl<'h> Allocator<'h> {
             None if limit == u64::MAX && need == 1 << k => {
                 // No block of order `k` anywhere: later searches start past the end until
                 // a freed unit moves the hint back.
+                hit(Path::NoFitRecorded);
                 self.words[W_NO_FIT] = self.words[W_NO_FIT].min(u64::from(k));
                 self.words[W_ORDER_HINT + k as usize] = self.geo.level[usize::from(k / 6)].bits.words as u64;
             }
@@ -1455,6 +1509,7 @@ impl<'h> Allocator<'h> {
                 }
             }
             tw = if lv.layers > 1 {
+                hit(Path::SearchUpperLayer);
                 self.next_set(lv, 1, tw + 1)?
             } else {
                 (tw + 1..t0.words).find(|&i| self.words[t0.offset + i] != 0)?
@@ -1633,6 +1688,13 @@ fn frame(n: u64) -> Frame {
     }
 }
 
+/// The error of an allocation nothing fits, counted.
+#[cold]
+fn exhausted(order: Order) -> AllocateError {
+    hit(Path::Exhausted);
+    AllocateError::PhysicalMemoryFull(order)
+}
+
 /// The OR of all words (zero exactly when every bit is clear); a plain reduction the
 /// compiler vectorises.
 #[inline]
@@ -1686,7 +1748,8 @@ mod tests {
         assert_eq!(aligned_runs(0x0ff0, 3), 0);
         assert_eq!(aligned_runs(!0, 5), 0x0000_0001_0000_0001);
         let mut w = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..200 {
+        // A few words under Miri, where the naive loop is slow.
+        for _ in 0..if cfg!(miri) { 8 } else { 200 } {
             w = w.rotate_left(13) ^ (w >> 7) ^ (w << 3);
             for v in [w, w | w >> 1, w | w >> 3 | w << 5, !w, !0, 0] {
                 for r in 0..6 {

@@ -30,10 +30,11 @@ impl MemoryArea {
         MemoryArea { start, size }
     }
 
-    /// The area covering `count` frames from `start` on.
+    /// The area covering `count` frames from `start` on (its size saturates at `u64::MAX`, an
+    /// area no allocator accepts).
     #[must_use]
     pub const fn from_frames(start: Frame, count: FrameCount) -> Self {
-        MemoryArea { start: start.start_address(), size: count.get() * PAGE_SIZE as u64 }
+        MemoryArea { start: start.start_address(), size: count.get().saturating_mul(PAGE_SIZE as u64) }
     }
 
     /// One past the last byte (saturating, so an area that overflows ends at `u64::MAX`).

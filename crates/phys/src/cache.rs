@@ -22,6 +22,7 @@ use lock_api::{Mutex, RawMutex};
 use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PhysAddr};
 
 use crate::locked::{DefaultRawMutex, LockedAllocator};
+use crate::reach::{Path, hit};
 
 /// Frames a slot holds at most.
 pub const CACHE_CAPACITY: usize = 64;
@@ -98,8 +99,13 @@ impl<'s, 'h, C: CpuId, const CPUS: usize, R: RawMutex> FrameCache<'s, 'h, C, CPU
                     Err(_) => break,
                 }
             }
+            hit(Path::CacheRefill);
             if slot.len == 0 {
+                hit(Path::CacheEmpty);
                 return Err(FrameSourceError::Exhausted(FrameCount::new(1)));
+            }
+            if slot.len < BATCH {
+                hit(Path::CacheRefillShort);
             }
         }
         slot.len -= 1;
@@ -123,6 +129,7 @@ impl<'s, 'h, C: CpuId, const CPUS: usize, R: RawMutex> FrameCache<'s, 'h, C, CPU
             return Err(FrameSourceError::NotAllocated(frame));
         }
         if slot.len == CACHE_CAPACITY {
+            hit(Path::CacheDrainBatch);
             let mut a = self.allocator.lock();
             for &f in &slot.frames[..BATCH] {
                 // A frame the allocator rejects was freed twice: dropping it is right.
@@ -139,6 +146,7 @@ impl<'s, 'h, C: CpuId, const CPUS: usize, R: RawMutex> FrameCache<'s, 'h, C, CPU
 
     /// Gives every cached frame back to the allocator.
     pub fn drain(&self) {
+        hit(Path::CacheDrainAll);
         for s in &self.slots {
             let mut slot = s.lock();
             let mut a = self.allocator.lock();

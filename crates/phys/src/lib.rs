@@ -20,6 +20,10 @@
 //!   (`lock_api::RawMutex`) and implements [`FrameSource`](memkit_types::FrameSource);
 //!   [`FrameCache`] puts per-CPU batches of order-0 frames in front of it.
 //! - **`no_std`, no `alloc`.** Memory maps and pools use fixed-capacity arrays.
+//! - **Paths are counted where it is checked.** In tests and with the `check` feature,
+//!   [`reach`] counts each structural path (fast paths, word runs, climbs, summary updates,
+//!   searches, exhaustion, cache refills and drains), so tests can show that random
+//!   workloads reach them; otherwise the counting compiles to nothing.
 //!
 //! ```text
 //!   Machine (memory map + kernel image) ──▶ Pools: 8 × LockedAllocator ──▶ FrameSource
@@ -71,6 +75,7 @@ pub mod fuzzing;
 mod locked;
 mod machine;
 mod pool;
+pub mod reach;
 
 pub use allocator::{Allocator, HEADER_MAGIC, Stats, get_header, header_size, header_words};
 pub use area::MemoryArea;

@@ -29,6 +29,7 @@ use crate::area::MemoryArea;
 use crate::error::{AttachError, GetHeaderError, InitError};
 use crate::locked::{DefaultRawMutex, LockedAllocator};
 use crate::machine::Machine;
+use crate::reach::{Path, hit};
 
 /// Pools per machine.
 pub const POOL_COUNT: usize = 8;
@@ -330,7 +331,12 @@ impl<'h, R: RawMutex> Pools<'h, R> {
     ) -> Result<Frame, PoolError> {
         let p = self.get(pool)?;
         match placement {
-            Placement::AnyAddr => FrameSource::allocate(&p.allocator, count, align, None).map_err(PoolError::Source),
+            Placement::AnyAddr => FrameSource::allocate(&p.allocator, count, align, None).map_err(|e| {
+                if matches!(e, FrameSourceError::Exhausted(_)) {
+                    hit(Path::PoolExhausted);
+                }
+                PoolError::Source(e)
+            }),
             Placement::Fixed(addr) => {
                 let f = Frame::from_start_address(addr).ok_or(PoolError::Unaligned(addr))?;
                 p.allocator.allocate_at(f, count).map_err(PoolError::Source)?;

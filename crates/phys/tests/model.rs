@@ -20,7 +20,8 @@ fn actions(bytes: &[u8]) -> Vec<Action> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    // Miri runs a few cases (each action is about a thousand times slower there).
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 3 } else { 96 }, ..ProptestConfig::default() })]
 
     /// Every action checked against the model, every frame compared after every action.
     #[test]
@@ -28,7 +29,7 @@ proptest! {
         start in 0u64..5000,
         frames in 1u64..1200,
         reserved in proptest::collection::vec((0u64..1300, 0u64..200), 0..4),
-        bytes in proptest::collection::vec(any::<u8>(), 0..1500),
+        bytes in proptest::collection::vec(any::<u8>(), 0..if cfg!(miri) { 150 } else { 1500 }),
     ) {
         let reserved: Vec<(u64, u64)> = reserved;
         let mut h = match std::panic::catch_unwind(|| Harness::new(start, frames, &reserved)) {
@@ -49,23 +50,30 @@ fn random_actions(rng: &mut SmallRng, buf: &mut [u8]) -> Vec<Action> {
     actions(buf)
 }
 
-/// 10^6 random actions on a 4096-frame area with reserved regions; every result is checked
-/// against the model; the invariant checker and a frame-by-frame comparison run every 2000
-/// actions (they are O(frames)) and at the end; everything is freed every 10^5 actions.
+/// 10^6 random actions on a 4096-frame area with reserved regions (1000 on 1024 frames under
+/// Miri); every result is checked against the model; the invariant checker and a
+/// frame-by-frame comparison run every 2000 actions (they are O(frames)) and at the end;
+/// everything is freed every 10^5 actions (500 under Miri).
 #[test]
 fn one_million_random_actions() {
+    let (actions, reset) = if cfg!(miri) { (1000, 500) } else { (1_000_000, 100_000) };
     let mut rng = SmallRng::seed_from_u64(0x7068_7973);
-    let mut h = Harness::new(0x1f3, 4096, &[(0, 3), (700, 40), (2048, 1), (3000, 200)]);
-    let mut buf = vec![0u8; 4096];
+    let mut h = if cfg!(miri) {
+        // A quarter of the area (the model's work per action is O(frames)).
+        Harness::new(0x1f3, 1024, &[(0, 3), (175, 10), (512, 1), (750, 50)])
+    } else {
+        Harness::new(0x1f3, 4096, &[(0, 3), (700, 40), (2048, 1), (3000, 200)])
+    };
+    let mut buf = vec![0u8; if cfg!(miri) { 512 } else { 4096 }];
     let mut done = 0u64;
-    while done < 1_000_000 {
+    while done < actions {
         for a in random_actions(&mut rng, &mut buf) {
             h.apply(a);
             done += 1;
             if done.is_multiple_of(2000) {
                 h.check();
             }
-            if done.is_multiple_of(100_000) {
+            if done.is_multiple_of(reset) {
                 // Start over from an empty allocator now and then, so the workload does not
                 // spend its life near full.
                 h.free_all();
@@ -73,7 +81,7 @@ fn one_million_random_actions() {
         }
     }
     h.check();
-    assert!(h.steps() >= 1_000_000);
+    assert!(h.steps() >= actions);
     h.free_all();
 }
 
@@ -82,10 +90,10 @@ fn one_million_random_actions() {
 #[test]
 fn header_survives_being_moved() {
     let mut rng = SmallRng::seed_from_u64(42);
-    let mut buf = vec![0u8; 8192];
+    let mut buf = vec![0u8; if cfg!(miri) { 1024 } else { 8192 }];
     let workload: Vec<Action> =
         random_actions(&mut rng, &mut buf).into_iter().filter(|a| *a != Action::Remap).collect();
-    assert!(workload.len() > 500);
+    assert!(workload.len() > buf.len() / 16);
     let mut still = Harness::new(100, 3000, &[(10, 20)]);
     let mut moved = Harness::new(100, 3000, &[(10, 20)]);
     for (i, a) in workload.iter().enumerate() {

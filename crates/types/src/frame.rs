@@ -357,6 +357,10 @@ mod tests {
         assert_eq!(Order::for_size(4096), Some(Order::ZERO));
         assert_eq!(Order::for_size(4097), Some(Order::new(1)));
         assert_eq!(Order::for_frames(FrameCount::new(512)), Some(SUPERPAGE_ORDER));
+        // Counts with no power of two above them in a u64 have no order (this overflowed).
+        assert_eq!(Order::for_frames(FrameCount::new((1 << 63) + 1)), None);
+        assert_eq!(Order::for_frames(FrameCount::new(u64::MAX)), None);
+        assert_eq!(Order::for_frames(FrameCount::new(1 << 63)), None);
         assert_eq!(Order::try_new(41), Err(OrderError(41)));
         assert_eq!(Order::new(3).frame_count(), FrameCount::new(8));
         assert_eq!(FrameCount::for_bytes(4097), FrameCount::new(2));
