@@ -85,9 +85,10 @@ fn a_million_random_actions() {
 /// growing to and shrinking from one and two internal levels.
 #[test]
 fn random_actions_reach_every_structural_path() {
-    let (actions, fresh) = if cfg!(miri) { (300u64, 300) } else { (30_000, 15_000) };
+    let (actions, fresh) = if cfg!(miri) { (40u64, 40) } else { (30_000, 15_000) };
     let mut h = Harness::new();
-    let mut src = ActionSource::with_runs(0x5eed_0002, 60);
+    // Under Miri without the runs (each of up to 2048 attaches).
+    let mut src = if cfg!(miri) { ActionSource::new(0x5eed_0002) } else { ActionSource::with_runs(0x5eed_0002, 60) };
     let mut tree = TreeStats::NONE;
     for i in 0..actions {
         if i % fresh == 0 {
