@@ -1260,8 +1260,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ///
     /// # Errors
     /// [`RangeError::InvalidId`], [`RangeError::Forbidden`] without `WRITE`,
-    /// [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`] (pages before the failing one
-    /// are written).
+    /// [`RangeError::OutOfRange`], [`RangeError::OutOfMemory`] (no byte is written then;
+    /// pages before the one that found no frame may have been given frames of their own,
+    /// with the same contents).
     pub fn write<R: Revoker + ?Sized>(
         &mut self,
         ds: DataspaceId,
@@ -1274,6 +1275,11 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             return Err(RangeError::Forbidden(ds, Access::Write));
         }
         check_byte_range(d.size, offset, buf.len())?;
+        // Every page gets a writable frame of its own first (a fresh zeroed one or a copy:
+        // no byte changes), so that running out of frames on a later page writes nothing.
+        for (page, _, _) in page_pieces(offset, buf.len()) {
+            self.writable_page(ds, page, revoker).map_err(RangeError::OutOfMemory)?;
+        }
         for (page, within, piece) in page_pieces(offset, buf.len()) {
             let frame = self.writable_page(ds, page, revoker).map_err(RangeError::OutOfMemory)?;
             let addr = PhysAddr::new(frame.start_address().as_u64() + within);
