@@ -243,12 +243,36 @@ pub struct Stack<S: FrameSource> {
     fault_around: usize,
 }
 
+/// The frames copy-on-write breaks replaced during one operation: the first without
+/// allocating (a fault's, in the signal handler), any further ones in a list.
+#[derive(Debug, Default)]
+struct Replaced {
+    first: Option<(DataspaceId, u64, Frame)>,
+    more: Vec<(DataspaceId, u64, Frame)>,
+}
+
+impl Replaced {
+    fn push(&mut self, r: (DataspaceId, u64, Frame)) {
+        if self.first.is_none() {
+            self.first = Some(r);
+        } else {
+            self.more.push(r);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (DataspaceId, u64, Frame)> + '_ {
+        self.first.iter().chain(self.more.iter()).copied()
+    }
+}
+
 /// The manager seen by a region map: frames on faults, references on attach and detach.
 struct Store<'a, S: FrameSource> {
     manager: &'a mut Manager<S, RamRef>,
     attachments: &'a mut BTreeMap<DataspaceId, u32>,
-    /// A copy-on-write break during this operation: (dataspace, offset, old frame).
-    replaced: Option<(DataspaceId, u64, Frame)>,
+    /// The copy-on-write breaks during this operation: (dataspace, offset, old frame). A
+    /// fault maps one page, so it breaks at most one and allocates nothing; an eager attach
+    /// may break one per page.
+    replaced: Replaced,
     /// A `DETACH_FREE` release to carry out once the region map is done.
     release: Option<(DataspaceId, u64, u64)>,
 }
@@ -265,7 +289,7 @@ impl<S: FrameSource> Backing for Store<'_, S> {
         match self.manager.map(id, offset, access) {
             Ok(m) => {
                 if let Some(old) = m.replaced {
-                    self.replaced = Some((id, offset, old));
+                    self.replaced.push((id, offset, old));
                 }
                 Ok((m.frame, m.rights))
             }
@@ -336,7 +360,12 @@ impl<S: FrameSource> Stack<S> {
     }
 
     fn store(&mut self) -> Store<'_, S> {
-        Store { manager: &mut self.manager, attachments: &mut self.attachments, replaced: None, release: None }
+        Store {
+            manager: &mut self.manager,
+            attachments: &mut self.attachments,
+            replaced: Replaced::default(),
+            release: None,
+        }
     }
 
     /// The number of regions of all spaces showing `ds`.
@@ -389,10 +418,15 @@ impl<S: FrameSource> Stack<S> {
     ) -> Result<Result<VirtAddr, AttachError>, SpaceError> {
         let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
         let space = self.spaces[index].as_mut().ok_or(SpaceError::NoSpace(id))?;
-        let mut store =
-            Store { manager: &mut self.manager, attachments: &mut self.attachments, replaced: None, release: None };
+        let mut store = Store {
+            manager: &mut self.manager,
+            attachments: &mut self.attachments,
+            replaced: Replaced::default(),
+            release: None,
+        };
         let r = space.attach(&mut store, req);
-        if let Some((ds, offset, old)) = store.replaced {
+        let replaced = core::mem::take(&mut store.replaced);
+        for (ds, offset, old) in replaced.iter() {
             self.unmap_replaced(ds, offset, old);
         }
         Ok(r)
@@ -413,8 +447,12 @@ impl<S: FrameSource> Stack<S> {
     ) -> Result<Result<Detached<DataspaceId>, DetachError>, SpaceError> {
         let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
         let space = self.spaces[index].as_mut().ok_or(SpaceError::NoSpace(id))?;
-        let mut store =
-            Store { manager: &mut self.manager, attachments: &mut self.attachments, replaced: None, release: None };
+        let mut store = Store {
+            manager: &mut self.manager,
+            attachments: &mut self.attachments,
+            replaced: Replaced::default(),
+            release: None,
+        };
         let d = space.detach(&mut store, start, size, flags);
         if d.is_ok()
             && let Some((ds, offset, len)) = store.release
@@ -458,10 +496,15 @@ impl<S: FrameSource> Stack<S> {
         if self.fault_around > 1 && fault_around(&mut self.manager, space, addr, access, self.fault_around) {
             return Ok(());
         }
-        let mut store =
-            Store { manager: &mut self.manager, attachments: &mut self.attachments, replaced: None, release: None };
+        let mut store = Store {
+            manager: &mut self.manager,
+            attachments: &mut self.attachments,
+            replaced: Replaced::default(),
+            release: None,
+        };
         let r = space.resolve(&mut store, addr, access).map(|_| ());
-        if let Some((ds, offset, old)) = store.replaced {
+        let replaced = core::mem::take(&mut store.replaced);
+        for (ds, offset, old) in replaced.iter() {
             self.unmap_replaced(ds, offset, old);
         }
         r

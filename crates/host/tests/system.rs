@@ -715,3 +715,33 @@ fn concurrent_stores_copies_resizes_and_space_churn_keep_the_system_sound() {
     }
     sys.check_invariants();
 }
+
+#[test]
+fn an_eager_attach_that_breaks_copy_on_write_on_several_pages_unmaps_every_old_frame() {
+    let sys = system(256);
+    let (s1, s2) = (sys.create_space(1 << 20).unwrap(), sys.create_space(1 << 20).unwrap());
+    let ds = sys.lock(|s| s.manager.mem_open(FactoryId::ROOT, OWNER, 2 * PAGE_SIZE as u64, 12, DmFlags::empty(), "e"));
+    let ds = ds.unwrap();
+    let a = attach(&sys, s1, ds, 2 * PAGE_SIZE);
+    put(&sys, s1, a, b'0');
+    put(&sys, s1, at(a, PAGE_SIZE), b'1');
+    sys.lock(|s| {
+        let (m, mut r) = s.manager_and_revoker();
+        m.copy(OWNER, ds, DmFlags::COW, "copy", &mut r)
+    })
+    .unwrap();
+    assert_eq!(get(&sys, s1, a), b'0');
+    assert_eq!(get(&sys, s1, at(a, PAGE_SIZE)), b'1');
+    // The second space's eager attach maps both pages writable: each gets a frame of its
+    // own, and the first space's mappings of both old frames must go.
+    let b = sys.lock(|s| {
+        let start = s.region_map(s2).unwrap().window_start();
+        let req = AttachRequest::new(ds, 2 * PAGE_SIZE, Rights::RW).search(start).flags(Flags::EAGER_MAP);
+        s.attach(s2, &req).unwrap().unwrap()
+    });
+    sys.check_invariants();
+    put(&sys, s2, b, b'B');
+    put(&sys, s2, at(b, PAGE_SIZE), b'C');
+    assert_eq!(get(&sys, s1, a), b'B');
+    assert_eq!(get(&sys, s1, at(a, PAGE_SIZE)), b'C');
+}

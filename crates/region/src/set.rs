@@ -96,12 +96,36 @@ impl SpaceError<FaultError> {
     }
 }
 
+/// The frames copy-on-write breaks replaced during one operation: the first without
+/// allocating, any further ones in a list.
+#[derive(Debug, Default)]
+struct Replaced {
+    first: Option<(DataspaceId, u64, Frame)>,
+    more: Vec<(DataspaceId, u64, Frame)>,
+}
+
+impl Replaced {
+    fn push(&mut self, r: (DataspaceId, u64, Frame)) {
+        if self.first.is_none() {
+            self.first = Some(r);
+        } else {
+            self.more.push(r);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (DataspaceId, u64, Frame)> + '_ {
+        self.first.iter().chain(self.more.iter()).copied()
+    }
+}
+
 /// The manager as a region map's [`Backing`], for one operation.
 struct ManagerBacking<'a, S, P> {
     manager: &'a mut Manager<S, P>,
     attachments: &'a mut BTreeMap<DataspaceId, u32>,
-    /// A copy-on-write break during this operation: (dataspace, offset, old frame).
-    replaced: Option<(DataspaceId, u64, Frame)>,
+    /// The copy-on-write breaks during this operation: (dataspace, offset, old frame). A
+    /// fault maps one page, so it breaks at most one and allocates nothing; an eager attach
+    /// may break one per page.
+    replaced: Replaced,
     /// A `DETACH_FREE` release to carry out once the region map is done.
     release: Option<(DataspaceId, u64, u64)>,
 }
@@ -118,7 +142,7 @@ impl<S: FrameSource, P: PhysMemory> Backing for ManagerBacking<'_, S, P> {
         match self.manager.map(id, offset, access) {
             Ok(m) => {
                 if let Some(old) = m.replaced {
-                    self.replaced = Some((id, offset, old));
+                    self.replaced.push((id, offset, old));
                 }
                 Ok((m.frame, m.rights))
             }
@@ -217,7 +241,12 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
     }
 
     fn backing(&mut self) -> ManagerBacking<'_, S, P> {
-        ManagerBacking { manager: &mut self.manager, attachments: &mut self.attachments, replaced: None, release: None }
+        ManagerBacking {
+            manager: &mut self.manager,
+            attachments: &mut self.attachments,
+            replaced: Replaced::default(),
+            release: None,
+        }
     }
 
     /// The dataspace manager, to look at.
@@ -282,12 +311,12 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
         let mut b = ManagerBacking {
             manager: &mut self.manager,
             attachments: &mut self.attachments,
-            replaced: None,
+            replaced: Replaced::default(),
             release: None,
         };
         let r = space.map.attach(&mut b, &mut space.mmu, req).map_err(SpaceError::Op);
-        let replaced = b.replaced;
-        if let Some((ds, offset, old)) = replaced {
+        let replaced = core::mem::take(&mut b.replaced);
+        for (ds, offset, old) in replaced.iter() {
             self.unmap_replaced(ds, offset, old);
         }
         r
@@ -310,7 +339,7 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
         let mut b = ManagerBacking {
             manager: &mut self.manager,
             attachments: &mut self.attachments,
-            replaced: None,
+            replaced: Replaced::default(),
             release: None,
         };
         let d = space.map.detach(&mut b, &mut space.mmu, start, size, flags).map_err(SpaceError::Op)?;
@@ -343,11 +372,12 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
         let mut b = ManagerBacking {
             manager: &mut self.manager,
             attachments: &mut self.attachments,
-            replaced: None,
+            replaced: Replaced::default(),
             release: None,
         };
         let r = space.map.resolve(&mut b, &mut space.mmu, addr, access).map_err(SpaceError::Op);
-        if let Some((ds, offset, old)) = b.replaced {
+        let replaced = core::mem::take(&mut b.replaced);
+        for (ds, offset, old) in replaced.iter() {
             self.unmap_replaced(ds, offset, old);
         }
         r

@@ -273,3 +273,25 @@ fn a_read_only_handle_attaches_read_only_and_its_mappings_are_still_revoked() {
     assert!(set.load(s[1], off(b, P), &mut buf).is_err());
     assert_eq!(set.attachments(d), 2);
 }
+
+#[test]
+fn an_eager_attach_that_breaks_copy_on_write_on_several_pages_unmaps_every_old_frame() {
+    let (mut set, s) = set_with_spaces(2);
+    let d = ds(&mut set, 2);
+    let a = attach(&mut set, s[0], d, 2, Rights::RW);
+    write(&mut set, s[0], a, b"p0");
+    write(&mut set, s[0], off(a, P), b"p1");
+    let _copy = set.copy_on_write(OWNER, d, "copy").unwrap();
+    set.check_invariants();
+    assert_eq!(read(&mut set, s[0], a, 2), b"p0");
+    assert_eq!(read(&mut set, s[0], off(a, P), 2), b"p1");
+    // B's eager attach maps both pages writable: each gets a frame of its own, and A's
+    // mappings of both old frames must go.
+    let hint = set.space(s[1]).unwrap().map.window_start();
+    let b = set.attach(s[1], &AttachRequest::new(d, 2 * P, Rights::RW).search(hint).flags(Flags::EAGER_MAP)).unwrap();
+    set.check_invariants();
+    write(&mut set, s[1], b, b"B!");
+    write(&mut set, s[1], off(b, P), b"B?");
+    assert_eq!(read(&mut set, s[0], a, 2), b"B!");
+    assert_eq!(read(&mut set, s[0], off(a, P), 2), b"B?");
+}

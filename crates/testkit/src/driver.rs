@@ -224,8 +224,8 @@ pub struct Skips {
     pub shrink_into_page: bool,
     /// Copy-on-write copies that end inside a page before the source's end.
     pub cow_partial_tail: bool,
-    /// Accepting the manager's documented partial `write` (pages before the one that found
-    /// no frame keep the new bytes) instead of requiring that a failed write change nothing.
+    /// Accepting whatever bytes a `write` that ran out of frames left instead of requiring
+    /// that it change nothing (the manager writes nothing then).
     pub partial_write: bool,
     /// Regions attached with `DETACH_FREE`.
     pub detach_free: bool,

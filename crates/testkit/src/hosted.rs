@@ -2,9 +2,10 @@
 //! windows whose pages the `SIGSEGV` handler maps, over a memfd. Loads and stores are real
 //! CPU accesses.
 //!
-//! An access the region map refuses ends the process there (the runtime's documented
-//! behaviour), so the driver asks `would_resolve` about such accesses instead of making
-//! them, and checks its answer against the model.
+//! Loads and stores go through `System::load` and `System::store`, which resolve every page
+//! first and report an access that cannot be served (no region, beyond the rights, no frame
+//! left) as an error with nothing written, so the driver makes every access and checks how
+//! it ended against the model.
 
 use std::sync::Arc;
 
@@ -110,7 +111,7 @@ impl Target for HostedSystem {
     }
 
     fn reports_refused_access(&self) -> bool {
-        false
+        true
     }
 
     fn would_resolve(&mut self, space: usize, addr: VirtAddr, access: Access) -> Option<bool> {

@@ -41,3 +41,15 @@ fn random_actions_match_the_model_on_the_hosted_runtime() {
         assert!(n > 0, "the run never reached: {what}");
     }
 }
+
+/// Seed 1's first 867 actions end with a touch of a space whose dataspace's pool has no free
+/// frame: the access must fail for want of memory (nothing else changes), and the model
+/// must expect that, not a resolved page.
+#[test]
+fn an_access_with_its_pool_dry_fails_for_want_of_memory() {
+    let (c, r) = run_hosted(random_actions(1, 867), Skips::default());
+    if let Err(f) = r {
+        panic!("{f:?}");
+    }
+    assert!(c.fault_out_of_memory > 0, "the run never ran a pool dry");
+}
