@@ -1101,7 +1101,14 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             Some(d) => core::mem::take(&mut d.entries),
             None => return Err(ResizeError::InvalidId(ds)),
         };
-        let result = self.resize_entries(ds, &mut entries, kind, pool, old_pages, new_pages, revoker);
+        // A shrink unmaps every page wholly past the new size, not only the backing pages it
+        // frees: a superpage dataspace keeps the rest of its last granule, whose pages the
+        // fault path no longer maps (they are past the size).
+        let first_past = new_size.div_ceil(PAGE);
+        if new_size < old_size && first_past < old_pages {
+            revoker.revoke(ds, PageRange { start: first_past, end: old_pages }, RevokeKind::All);
+        }
+        let result = self.resize_entries(&mut entries, kind, pool, old_pages, new_pages);
         let Some(d) = lookup_open(&mut self.slots, ds) else { return Err(ResizeError::InvalidId(ds)) };
         d.entries = entries;
         result?;
@@ -1112,19 +1119,16 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn resize_entries<R: Revoker + ?Sized>(
+    fn resize_entries(
         &mut self,
-        ds: DataspaceId,
         entries: &mut Vec<Entry>,
         kind: Kind,
         pool: PoolId,
         old_pages: u64,
         new_pages: u64,
-        revoker: &mut R,
     ) -> Result<(), ResizeError> {
         if new_pages < old_pages {
-            revoker.revoke(ds, PageRange { start: new_pages, end: old_pages }, RevokeKind::All);
+            // `resize` has revoked every mapping of these pages.
             release_entries(&self.pools, &mut self.shares, &entries[new_pages as usize..], kind.is_bound());
             entries.truncate(new_pages as usize);
             return Ok(());

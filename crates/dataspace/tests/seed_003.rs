@@ -55,6 +55,22 @@ fn mem_open_kinds_and_name() {
 }
 
 #[test]
+fn shrinking_a_superpage_dataspace_revokes_every_page_past_the_new_size() {
+    let mut m = mmu();
+    let ds = m.memphys_open(F, OWNER, 0, Placement::AnyAddr, 3 * PAGE, 0, DmFlags::SUPERPAGES, "sp").unwrap();
+    let mut r = Recorder::default();
+    m.resize(OWNER, ds, 0xc8, &mut r).unwrap();
+    // The backing stays one superpage: the revocation is of the pages past the size.
+    assert!(
+        r.0.iter().any(|&(d, p, k)| d == ds && p.start <= 1 && p.end >= 3 && k == RevokeKind::All),
+        "pages 1..3 revoked: {:?}",
+        r.0
+    );
+    assert!(r.0.iter().all(|&(_, p, _)| p.start >= 1), "page 0 keeps its mappings: {:?}", r.0);
+    check(&mut m);
+}
+
+#[test]
 fn mem_resize() {
     let mut m = mmu();
     let ds = open(&mut m, 4 * PAGE, DmFlags::empty(), "r");

@@ -745,3 +745,26 @@ fn an_eager_attach_that_breaks_copy_on_write_on_several_pages_unmaps_every_old_f
     assert_eq!(get(&sys, s1, a), b'B');
     assert_eq!(get(&sys, s1, at(a, PAGE_SIZE)), b'C');
 }
+
+#[test]
+fn shrinking_a_superpage_dataspace_unmaps_the_pages_past_its_new_size() {
+    let sys = system(1024);
+    let (s1, s2) = (sys.create_space(1 << 20).unwrap(), sys.create_space(1 << 20).unwrap());
+    let size = 2 * PAGE_SIZE;
+    let ds = sys.lock(|s| s.manager.mem_open(FactoryId::ROOT, OWNER, size as u64, 0, DmFlags::SUPERPAGES, "sp"));
+    let ds = ds.unwrap();
+    let (a, b) = (attach(&sys, s1, ds, size), attach(&sys, s2, ds, size));
+    put(&sys, s1, at(a, PAGE_SIZE), 0x77);
+    assert_eq!(get(&sys, s2, at(b, PAGE_SIZE)), 0x77);
+    sys.lock(|s| {
+        let (m, mut r) = s.manager_and_revoker();
+        m.resize(OWNER, ds, 0xc8, &mut r)
+    })
+    .unwrap();
+    for (space, base) in [(s1, a), (s2, b)] {
+        let e = sys.load(space, at(base, PAGE_SIZE), &mut [0u8]).unwrap_err();
+        assert!(matches!(e, SpaceError::Fault { error: FaultError::Backing(BackingError::OutOfRange(_)), .. }), "{e}");
+        assert_eq!(get(&sys, space, at(base, 0xc8)), 0);
+    }
+    sys.check_invariants();
+}

@@ -132,6 +132,29 @@ fn shrinking_a_dataspace_unmaps_its_tail_everywhere() {
 }
 
 #[test]
+fn shrinking_a_superpage_dataspace_unmaps_the_pages_past_its_new_size() {
+    // The shrink keeps the whole superpage of backing, so it frees no page; the pages past
+    // the new size must still lose their mappings, in every space.
+    let (mut set, s) = set_with_spaces(2);
+    let d = set.manager_mut().mem_open(FactoryId::ROOT, OWNER, (2 * P) as u64, 0, DmFlags::SUPERPAGES, "sp").unwrap();
+    let a = attach(&mut set, s[0], d, 2, Rights::RW);
+    let b = attach(&mut set, s[1], d, 2, Rights::RW);
+    write(&mut set, s[0], off(a, P), b"tail");
+    assert_eq!(read(&mut set, s[1], off(b, P), 4), b"tail");
+    {
+        let (m, mut r) = set.manager_and_revoker();
+        m.resize(OWNER, d, 0xc8, &mut r).unwrap();
+    }
+    set.check_invariants();
+    for (id, at) in [(s[0], a), (s[1], b)] {
+        assert!(set.space(id).unwrap().mmu.translate(Page::containing_address(off(at, P))).is_none());
+        let e = set.resolve(id, off(at, P), Access::Read).unwrap_err();
+        assert_eq!(e.code(), memkit_region::L4_ERANGE, "beyond the new size");
+    }
+    assert_eq!(read(&mut set, s[1], off(b, 0xc8), 1), [0]);
+}
+
+#[test]
 fn closing_keeps_attached_memory_until_the_last_detach() {
     let (mut set, s) = set_with_spaces(1);
     let d = ds(&mut set, 2);
