@@ -1090,13 +1090,6 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         if from < to {
             self.zero_bytes(ds, from, to, revoker).map_err(ResizeError::OutOfMemory)?;
         }
-        // Pages wholly past the new size lose their mappings even when their backing stays
-        // (a superpage dataspace keeps whole granules): a later access faults and is refused
-        // as past the end, instead of reaching the kept frame.
-        let first_gone = new_size.div_ceil(PAGE);
-        if new_size < old_size && first_gone < new_pages.min(old_pages) {
-            revoker.revoke(ds, PageRange { start: first_gone, end: new_pages.min(old_pages) }, RevokeKind::All);
-        }
         let mut entries = match lookup_open(&mut self.slots, ds) {
             Some(d) => core::mem::take(&mut d.entries),
             None => return Err(ResizeError::InvalidId(ds)),

@@ -318,30 +318,3 @@ fn an_eager_attach_that_breaks_copy_on_write_on_several_pages_unmaps_every_old_f
     assert_eq!(read(&mut set, s[0], a, 2), b"B!");
     assert_eq!(read(&mut set, s[0], off(a, P), 2), b"B?");
 }
-
-/// A superpage dataspace keeps whole 2 MiB granules, so a shrink inside one frees no
-/// backing page; the pages wholly past the new size must still lose their mappings, and an
-/// access there is refused as past the end.
-#[test]
-fn shrinking_a_superpage_dataspace_inside_its_granule_unmaps_the_pages_past_its_end() {
-    let (mut set, s) = set_with_spaces(2);
-    let d = set.manager_mut().mem_open(FactoryId::ROOT, OWNER, (3 * P) as u64, 0, DmFlags::SUPERPAGES, "sp").unwrap();
-    let a = attach(&mut set, s[0], d, 3, Rights::RW);
-    let b = attach(&mut set, s[1], d, 3, Rights::RW);
-    write(&mut set, s[0], off(a, 2 * P + 5), b"past");
-    assert_eq!(read(&mut set, s[1], off(b, 2 * P + 5), 4), b"past");
-    {
-        let (m, mut r) = set.manager_and_revoker();
-        m.resize(OWNER, d, (P + 1) as u64, &mut r).unwrap();
-    }
-    set.check_invariants();
-    for (id, at) in [(s[0], a), (s[1], b)] {
-        assert!(
-            set.space(id).unwrap().mmu.translate(Page::containing_address(off(at, 2 * P))).is_none(),
-            "a page wholly past the new size is still mapped"
-        );
-        let e = set.resolve(id, off(at, 2 * P), Access::Read).unwrap_err();
-        assert_eq!(e.code(), memkit_region::L4_ERANGE, "beyond the new size");
-        assert_eq!(read(&mut set, id, off(at, 1), 1), [0], "the byte past the size reads zero");
-    }
-}
