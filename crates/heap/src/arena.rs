@@ -98,7 +98,8 @@ fn bucket(size: usize) -> (usize, usize) {
 /// while it uses the view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Arena {
-    start: usize,
+    /// The first page, with the provenance of the memory the arena lies in.
+    start: *mut u8,
     pages: usize,
 }
 
@@ -111,8 +112,8 @@ impl Arena {
     /// of the arena's shard while it uses the view (and any view a [`FitIndex`] of that
     /// shard gives back).
     #[inline]
-    pub(crate) unsafe fn new(start: usize, pages: usize) -> Self {
-        debug_assert!(start.is_multiple_of(PAGE_SIZE) && pages > 0 && pages <= MAX_ARENA_PAGES);
+    pub(crate) unsafe fn new(start: *mut u8, pages: usize) -> Self {
+        debug_assert!(start.addr().is_multiple_of(PAGE_SIZE) && pages > 0 && pages <= MAX_ARENA_PAGES);
         Arena { start, pages }
     }
 
@@ -122,10 +123,10 @@ impl Arena {
     /// # Safety
     /// As for [`Arena::new`], except that the header need not be written yet: the pages
     /// are the heap's and used by nobody else.
-    pub(crate) unsafe fn init(start: usize, pages: usize) -> Self {
+    pub(crate) unsafe fn init(start: *mut u8, pages: usize) -> Self {
         // SAFETY: the header (less than the first page) is ours (caller's contract) and
         // page-aligned.
-        unsafe { core::ptr::write_bytes(start as *mut u64, 0, header_words(pages)) };
+        unsafe { core::ptr::write_bytes(start.cast::<u64>(), 0, header_words(pages)) };
         // SAFETY: the header is written now; the rest is the caller's contract.
         let arena = unsafe { Arena::new(start, pages) };
         arena.set_start(arena.header());
@@ -146,7 +147,13 @@ impl Arena {
 
     #[inline]
     pub(crate) fn addr(&self, g: usize) -> usize {
-        self.start + (g << GRANULE_SHIFT)
+        self.start.addr() + (g << GRANULE_SHIFT)
+    }
+
+    /// A pointer to granule `g`, with the arena's provenance.
+    #[inline]
+    pub(crate) fn ptr(&self, g: usize) -> *mut u8 {
+        self.start.wrapping_add(g << GRANULE_SHIFT)
     }
 
     /// Word `i` of the header.
@@ -156,14 +163,14 @@ impl Arena {
         // SAFETY: the header holds `header_words(pages)` words at the arena's
         // start (type invariant), written by `init`, accessed only under the shard lock the
         // holder holds.
-        unsafe { ((self.start + i * 8) as *const u64).read() }
+        unsafe { self.start.cast::<u64>().wrapping_add(i).read() }
     }
 
     #[inline]
     fn set_header_word(&self, i: usize, v: u64) {
         debug_assert!(i < header_words(self.pages));
         // SAFETY: as in `header_word`; nobody else reads or writes the header meanwhile.
-        unsafe { ((self.start + i * 8) as *mut u64).write(v) };
+        unsafe { self.start.cast::<u64>().wrapping_add(i).write(v) };
     }
 
     /// Word `w` of the start bits (`alloc` false) or alloc bits (`alloc` true).
@@ -299,7 +306,7 @@ impl Arena {
     #[inline]
     pub(crate) fn allocated_block(&self, addr: usize) -> Result<usize, XmfreeError> {
         let va = VirtAddr::new(addr);
-        let off = addr.wrapping_sub(self.start);
+        let off = addr.wrapping_sub(self.start.addr());
         let g = off >> GRANULE_SHIFT;
         if !off.is_multiple_of(GRANULE) || g < self.header() || g >= self.granules() || !self.is_start(g) {
             return Err(XmfreeError::NotBlockStart(va));
@@ -329,8 +336,9 @@ impl Arena {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub(crate) struct Entry {
-    /// The arena's first page, with its page count less one in the low bits.
-    arena: usize,
+    /// The arena's first page (with its provenance), with its page count less one in the
+    /// low bits of the address.
+    arena: *mut u8,
     /// The block's first granule.
     at: u16,
     /// The block's granules.
@@ -351,7 +359,7 @@ const MIN_ENTRIES: usize = PAGE_SIZE / ENTRY_BYTES;
 impl Entry {
     #[inline]
     fn arena(&self) -> Arena {
-        Arena { start: self.arena & !(PAGE_SIZE - 1), pages: (self.arena & (PAGE_SIZE - 1)) + 1 }
+        Arena { start: self.arena.map_addr(|a| a & !(PAGE_SIZE - 1)), pages: (self.arena.addr() & (PAGE_SIZE - 1)) + 1 }
     }
 
     /// Whether the block it names is free and of its size now: its granule is a free
@@ -499,7 +507,7 @@ impl FitIndex {
         for i in self.capacity as usize..entries {
             let next = if i + 1 < entries { i as u32 + 1 } else { self.spare };
             // SAFETY: `i` is inside the new pool (caller's contract).
-            unsafe { new.wrapping_add(i).write(Entry { arena: 0, at: 0, size: 0, next }) };
+            unsafe { new.wrapping_add(i).write(Entry { arena: core::ptr::null_mut(), at: 0, size: 0, next }) };
         }
         self.spare = self.capacity;
         self.spares += entries as u32 - self.capacity;
@@ -545,7 +553,8 @@ impl FitIndex {
         self.spare = self.entry(i).next;
         self.spares -= 1;
         let next = self.heads[f][s];
-        *self.entry_mut(i) = Entry { arena: arena.start | (arena.pages - 1), at: g as u16, size: size as u16, next };
+        *self.entry_mut(i) =
+            Entry { arena: arena.start.map_addr(|a| a | (arena.pages - 1)), at: g as u16, size: size as u16, next };
         self.heads[f][s] = i;
         self.first |= 1 << f;
         self.second[f] |= 1 << s;
@@ -623,7 +632,7 @@ impl FitIndex {
                     let arena = e.arena();
                     // A kept entry's block is marked allocated until the end of the
                     // collection, so that a duplicate of it is not current.
-                    if arena.start != drop_arena && e.is_current() {
+                    if arena.start.addr() != drop_arena && e.is_current() {
                         arena.set_allocated(e.at as usize, true);
                         self.entry_mut(cur).next = NIL;
                         match last {
@@ -714,7 +723,7 @@ impl FitIndex {
         debug_assert!(arena.is_empty());
         self.free_blocks -= 1;
         // Its free block may have been an unlisted one: the count stays an upper bound.
-        self.collect(arena.start);
+        self.collect(arena.start.addr());
     }
 
     /// Takes a block of `size` granules starting at a multiple of `align` granules (a power
@@ -894,16 +903,16 @@ impl Arena {
     pub(crate) fn check(&self, index: &FitIndex) -> (usize, usize, usize, usize) {
         for w in 0..self.pages {
             let (s, a) = (self.word(false, w), self.word(true, w));
-            assert_eq!(a & !s, 0, "alloc bits outside block starts in word {w} of {:#x}", self.start);
+            assert_eq!(a & !s, 0, "alloc bits outside block starts in word {w} of {:#x}", self.start.addr());
             assert_eq!(self.summary(w / 64) >> (w % 64) & 1 == 1, s != 0, "summary bit {w}");
         }
         for w in self.pages..MAX_ARENA_PAGES {
             assert_eq!(self.summary(w / 64) >> (w % 64) & 1, 0, "summary bit {w} beyond the arena");
         }
         for g in 0..self.header() {
-            assert!(!self.is_start(g), "start bit in the header of {:#x}", self.start);
+            assert!(!self.is_start(g), "start bit in the header of {:#x}", self.start.addr());
         }
-        assert!(self.is_start(self.header()), "no block at the header's end of {:#x}", self.start);
+        assert!(self.is_start(self.header()), "no block at the header's end of {:#x}", self.start.addr());
         let (mut used, mut free, mut bytes, mut unlisted, mut prev_free) = (0, 0, 0, 0, false);
         let mut g = self.header();
         while g < self.granules() {
@@ -920,7 +929,7 @@ impl Arena {
             }
             g = next;
         }
-        assert_eq!(used, self.used(), "blocks counted in the header of {:#x}", self.start);
+        assert_eq!(used, self.used(), "blocks counted in the header of {:#x}", self.start.addr());
         (used, free, bytes, unlisted)
     }
 }
@@ -935,7 +944,7 @@ mod tests {
     /// An arena over leaked, page-aligned memory.
     fn arena(pages: usize) -> Arena {
         let mem: &'static mut [u8] = vec![0u8; (pages + 1) * PAGE_SIZE].leak();
-        let start = (mem.as_mut_ptr() as usize).next_multiple_of(PAGE_SIZE);
+        let start = mem.as_mut_ptr().map_addr(|a| a.next_multiple_of(PAGE_SIZE));
         // SAFETY: leaked memory, used by this test alone, single-threaded.
         unsafe { Arena::init(start, pages) }
     }
@@ -944,9 +953,9 @@ mod tests {
     fn index_with(entries: usize) -> FitIndex {
         let mut index = FitIndex::EMPTY;
         let mem: &'static mut [u8] = vec![0u8; entries * ENTRY_BYTES + PAGE_SIZE].leak();
-        let start = (mem.as_mut_ptr() as usize).next_multiple_of(PAGE_SIZE);
+        let start = mem.as_mut_ptr().map_addr(|a| a.next_multiple_of(PAGE_SIZE));
         // SAFETY: leaked memory, page-aligned, `entries` entries long, used by this index alone.
-        assert!(unsafe { index.grow(core::ptr::NonNull::new(start as *mut u8).unwrap(), entries) }.is_none());
+        assert!(unsafe { index.grow(core::ptr::NonNull::new(start).unwrap(), entries) }.is_none());
         index
     }
 

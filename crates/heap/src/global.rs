@@ -53,7 +53,7 @@ unsafe impl<P: PageSource, C: CpuId> Allocator for &Heap<P, C> {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         if layout.size() == 0 {
             // A dangling, aligned pointer: zero-sized blocks take no memory.
-            let p = NonNull::new(layout.align() as *mut u8).ok_or(AllocError)?;
+            let p = NonNull::new(ptr::without_provenance_mut(layout.align())).ok_or(AllocError)?;
             return Ok(NonNull::slice_from_raw_parts(p, 0));
         }
         let p = Heap::allocate(self, layout.size(), align_log2(layout)).map_err(|_| AllocError)?;

@@ -412,17 +412,19 @@ impl<P, C> fmt::Debug for Heap<P, C> {
     }
 }
 
-/// The arena of descriptor `d`.
+/// The arena of descriptor `d`, reached from `base` (the page source's
+/// [`base_ptr`](PageSource::base_ptr)).
 ///
 /// # Safety
 /// `d` is a live arena (kind [`KIND_ARENA`]) and the caller holds the lock of its shard
 /// while the view lives.
 #[inline]
-unsafe fn arena_view(d: &Descriptor) -> Arena {
+unsafe fn arena_view(base: *mut u8, d: &Descriptor) -> Arena {
     debug_assert_eq!(d.kind.load(Relaxed), KIND_ARENA);
+    let start = base.with_addr(d.start.load(Relaxed));
     // SAFETY: a live arena's pages are the heap's, set up by `Arena::init`; the lock is
     // the caller's contract.
-    unsafe { Arena::new(d.start.load(Relaxed), d.pages.load(Relaxed) as usize) }
+    unsafe { Arena::new(start, d.pages.load(Relaxed) as usize) }
 }
 
 fn page_count(bytes: usize) -> PageCount {
@@ -598,7 +600,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let pages = d.pages.load(Relaxed) as usize;
         self.map_pages(map, start, pages, NONE);
         d.kind.store(KIND_FREE, Release);
-        if let Some(mem) = NonNull::new(start as *mut u8) {
+        if let Some(mem) = NonNull::new(self.ptr(start)) {
             // SAFETY: the run came from this source, and no block of it is live any more
             // (its last one was just freed) nor reachable (its page map entries are clear).
             unsafe { self.source.free_pages(mem, PageCount::new(pages)) };
@@ -756,7 +758,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 }
                 self.shards[shard].count(c.size as usize, true);
                 let addr = d.start.load(Relaxed) + (w * 64 + bit) * c.size as usize;
-                return NonNull::new(addr as *mut u8);
+                return NonNull::new(self.ptr(addr));
             }
             w += 1;
             if w == BITMAP_WORDS {
@@ -864,7 +866,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         }
         // The caller holds the lock of the span's shard.
         self.shards[d.shard.load(Relaxed) as usize % SHARDS].count(c.size as usize, true);
-        NonNull::new((d.start.load(Relaxed) + index * c.size as usize) as *mut u8)
+        NonNull::new(self.ptr(d.start.load(Relaxed) + index * c.size as usize))
     }
 
     /// When the page source is dry: a free block of a larger class (of any shard), so that
@@ -1011,14 +1013,14 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         self.shards[shard].count(k * c.size as usize, true);
         d.merged.store(d.merged.load(Relaxed) + 1, Relaxed);
         PathCounters::bump(&self.counters.merged_blocks);
-        NonNull::new(addr as *mut u8)
+        NonNull::new(self.ptr(addr))
     }
 
     /// Checks that `addr` is a live block start of span or large block `d` (whose shard
     /// lock the caller holds); returns its index and the span blocks it takes (more than
     /// one for a merged block).
     fn block_at(&self, d: &Descriptor, addr: usize) -> Result<(usize, usize), XmfreeError> {
-        let index = Self::block_index(d, addr)?;
+        let index = self.block_index(d, addr)?;
         if d.merged.load(Relaxed) == 0 {
             return Ok((index, 1));
         }
@@ -1107,7 +1109,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             }
         }
         self.shards[shard].count(granules * GRANULE, true);
-        NonNull::new(arena.addr(g) as *mut u8)
+        NonNull::new(arena.ptr(g))
     }
 
     /// A packing heap's small request: a fragment of an arena of `shard` that holds it.
@@ -1121,7 +1123,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             // A fragment is never a whole arena, so the arena was not empty (not kept).
             debug_assert!(arena.used() > 1);
             self.shards[shard].count(granules * GRANULE, true);
-            return NonNull::new(arena.addr(g) as *mut u8);
+            return NonNull::new(arena.ptr(g));
         }
         None
     }
@@ -1154,7 +1156,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         self.for_each_live(|_, d| {
             if d.kind.load(Relaxed) == KIND_ARENA && d.shard.load(Relaxed) as usize == shard {
                 // SAFETY: a live arena of the shard whose lock is held.
-                st.fit.rescan_arena(&unsafe { arena_view(d) });
+                st.fit.rescan_arena(&unsafe { arena_view(self.source.base_ptr(), d) });
             }
         });
         st.fit.rescan_end();
@@ -1187,7 +1189,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         d.shard.store(shard as u8, Relaxed);
         // SAFETY: the run is fresh from the source, the heap's alone, and mapped to this
         // descriptor of `shard`, whose lock is held (`st` is borrowed from its guard).
-        let arena = unsafe { Arena::init(start, pages) };
+        let arena = unsafe { Arena::init(self.ptr(start), pages) };
         d.kind.store(KIND_ARENA, Release);
         PathCounters::bump(&self.counters.arenas_made);
         st.fit.add_arena(&arena);
@@ -1212,7 +1214,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     #[inline]
     fn free_fit(&self, map: &PageMap, id: u32, d: &Descriptor, g: usize, shard: usize, st: &mut ShardState) {
         // SAFETY: `d` is a live arena of the shard whose lock is held (`st`).
-        let arena = unsafe { arena_view(d) };
+        let arena = unsafe { arena_view(self.source.base_ptr(), d) };
         self.fit_entries(st);
         let (used, granules) = st.fit.free(&arena, g);
         self.shards[shard].count(granules * GRANULE, false);
@@ -1243,7 +1245,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         d.used.store(1, Relaxed);
         self.shards[shard].count(pages * PAGE_SIZE, true);
         d.kind.store(KIND_LARGE, Release);
-        NonNull::new(start as *mut u8)
+        NonNull::new(self.ptr(start))
     }
 
     /// Gives every cached empty span and arena back to the page source.
@@ -1256,7 +1258,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 let last = st.empty_arenas;
                 let id = core::mem::replace(&mut st.kept_arenas[last], NONE);
                 // SAFETY: a kept empty arena of the shard is live and its lock is held.
-                st.fit.remove_arena(&unsafe { arena_view(self.live(id)) });
+                st.fit.remove_arena(&unsafe { arena_view(self.source.base_ptr(), self.live(id)) });
                 self.release_run(map, id);
                 PathCounters::bump(&self.counters.arenas_released);
                 PathCounters::bump(&self.counters.trimmed_runs);
@@ -1296,13 +1298,13 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
 
     /// Checks that `addr` is a live block start of `d` (whose shard lock the caller holds);
     /// returns its index in the span (its granule in an arena, 0 for a large block).
-    fn block_index(d: &Descriptor, addr: usize) -> Result<usize, XmfreeError> {
+    fn block_index(&self, d: &Descriptor, addr: usize) -> Result<usize, XmfreeError> {
         let start = d.start.load(Relaxed);
         let va = VirtAddr::new(addr);
         match d.kind.load(Relaxed) {
             KIND_LARGE => return if addr == start { Ok(0) } else { Err(XmfreeError::NotBlockStart(va)) },
             // SAFETY: `d` is live (`locate` checked it) and its shard's lock is held.
-            KIND_ARENA => return unsafe { arena_view(d) }.allocated_block(addr),
+            KIND_ARENA => return unsafe { arena_view(self.source.base_ptr(), d) }.allocated_block(addr),
             _ => {}
         }
         let c = &CLASSES[d.class.load(Relaxed) as usize];
@@ -1441,7 +1443,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             (d.pages.load(Relaxed) as usize * PAGE_SIZE, u32::from(d.align_log2.load(Relaxed)).max(PAGE_SHIFT))
         } else if kind == KIND_ARENA {
             // SAFETY: `d` is live (`locate` checked it) and its shard's lock is held (`_st`).
-            let granules = unsafe { arena_view(d) }.block_granules(index);
+            let granules = unsafe { arena_view(self.source.base_ptr(), d) }.block_granules(index);
             (granules * GRANULE, addr.trailing_zeros().min(PAGE_SHIFT))
         } else {
             // A block sits at a multiple of its size, or (taken for an aligned request) at
@@ -1575,7 +1577,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             } else if kind == KIND_ARENA {
                 s.arenas += 1;
                 // SAFETY: a live arena; every shard's lock is held.
-                s.small_blocks += unsafe { arena_view(d) }.used();
+                s.small_blocks += unsafe { arena_view(self.source.base_ptr(), d) }.used();
             } else {
                 s.spans += 1;
                 s.small_blocks += d.used.load(Relaxed) as usize;
@@ -1645,7 +1647,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             if d.kind.load(Relaxed) == KIND_ARENA {
                 assert!(pages <= MAX_ARENA_PAGES, "arena {id} too large");
                 // SAFETY: a live arena; every shard's lock is held.
-                let arena = unsafe { arena_view(d) };
+                let arena = unsafe { arena_view(self.source.base_ptr(), d) };
                 let (used, free, granules, missing) = arena.check(&guards[shard].fit);
                 in_use[shard] += granules * GRANULE;
                 let g = &guards[shard];
@@ -1720,7 +1722,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 assert_eq!(d.kind.load(Relaxed), KIND_ARENA, "fit index names {addr:#x} outside an arena");
                 assert_eq!(d.shard.load(Relaxed) as usize, shard, "fit index names {addr:#x} of another shard");
                 // SAFETY: a live arena; every shard's lock is held.
-                unsafe { arena_view(d) }
+                unsafe { arena_view(self.source.base_ptr(), d) }
             });
             assert_eq!(listed, free_blocks[shard], "free arena blocks of shard {shard} miscounted");
             assert!(unlisted[shard] <= bound, "free arena blocks of shard {shard} lost from its fit index");
@@ -1761,6 +1763,13 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
 }
 
 impl<P: PageSource, C> Heap<P, C> {
+    /// A pointer to `addr` (inside the source's range), with the provenance of the memory
+    /// the source hands out. Compiles to the address itself.
+    #[inline]
+    fn ptr(&self, addr: usize) -> *mut u8 {
+        self.source.base_ptr().with_addr(addr)
+    }
+
     /// Gives every page (live blocks, spans, metadata) back to the page source and leaves
     /// the heap uninitialised-like: every later call fails or reports `NotOwned`.
     ///
@@ -1778,7 +1787,7 @@ impl<P: PageSource, C> Heap<P, C> {
             let Some(chunk) = self.chunks[k].get() else { continue };
             let d = &chunk[slot];
             if d.kind.load(Relaxed) != KIND_FREE
-                && let Some(mem) = NonNull::new(d.start.load(Relaxed) as *mut u8)
+                && let Some(mem) = NonNull::new(self.ptr(d.start.load(Relaxed)))
             {
                 d.kind.store(KIND_FREE, Relaxed);
                 // SAFETY: the run came from the source; nobody uses it (caller's contract).
@@ -1851,7 +1860,7 @@ mod tests {
     }
 
     fn addr(p: NonNull<u8>) -> usize {
-        p.as_ptr() as usize
+        p.as_ptr().addr()
     }
 
     #[test]
@@ -1918,9 +1927,9 @@ mod tests {
         assert_eq!(h.source().free_page_count().get(), 0);
         let size = h.block(live[0]).unwrap().usable;
         // Two neighbours in one span, freed: a request for both is served from them.
-        let i = (0..live.len()).find(|&i| live.contains(&NonNull::new((addr(live[i]) + size) as *mut u8).unwrap()));
+        let i = (0..live.len()).find(|&i| live.contains(&NonNull::new(live[i].as_ptr().wrapping_add(size)).unwrap()));
         let first = live.swap_remove(i.unwrap());
-        let second = NonNull::new((addr(first) + size) as *mut u8).unwrap();
+        let second = NonNull::new(first.as_ptr().wrapping_add(size)).unwrap();
         live.retain(|&p| p != second);
         h.free_owned(first).unwrap();
         h.free_owned(second).unwrap();
@@ -2040,7 +2049,7 @@ mod tests {
         let q = h.allocate(2000, 6).unwrap();
         let before = h.stats();
         let arena_start = addr(p) & !(PAGE_SIZE - 1);
-        let bad = |a: usize| NonNull::new(a as *mut u8).unwrap();
+        let bad = |a: usize| NonNull::new(p.as_ptr().with_addr(a)).unwrap();
         for (a, want) in [
             (addr(p) + 64, XmfreeError::NotBlockStart(VirtAddr::new(addr(p) + 64))),
             (addr(p) + 8, XmfreeError::NotBlockStart(VirtAddr::new(addr(p) + 8))),

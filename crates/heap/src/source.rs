@@ -32,6 +32,20 @@ pub unsafe trait PageSource {
     /// The virtual range every run lies in: its first page's address and its length in pages.
     fn range(&self) -> (VirtAddr, PageCount);
 
+    /// A pointer to the first byte of [`range`](PageSource::range) that carries the
+    /// provenance of every run the source hands out: heaps keep addresses as integers and
+    /// turn them back into pointers with `with_addr` on it, so that they never cast an
+    /// integer to a pointer. It is the same pointer every time, its address the range's
+    /// start.
+    ///
+    /// The default takes the provenance exposed for the range (right for memory no Rust
+    /// allocation owns, such as a kernel's direct map); a source over memory it holds a
+    /// pointer to returns that pointer.
+    #[inline]
+    fn base_ptr(&self) -> *mut u8 {
+        core::ptr::with_exposed_provenance_mut(self.range().0.as_usize())
+    }
+
     /// Allocates `count` contiguous pages whose first page is aligned to 2^`align` pages.
     /// `None` when no such run is free.
     fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>>;
@@ -51,6 +65,10 @@ pub unsafe trait PageSource {
 unsafe impl<S: PageSource + ?Sized> PageSource for &S {
     fn range(&self) -> (VirtAddr, PageCount) {
         (**self).range()
+    }
+    #[inline]
+    fn base_ptr(&self) -> *mut u8 {
+        (**self).base_ptr()
     }
     fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
         (**self).allocate_pages(count, align)
@@ -133,6 +151,8 @@ struct RegionState {
 /// A free of a run that is not in use is ignored (the bitmap says so); the heaps above
 /// never do it.
 pub struct RegionPageSource {
+    /// The first whole page, with the region's provenance.
+    region: *mut u8,
     base: usize,
     pages: usize,
     state: Mutex<RegionState>,
@@ -177,6 +197,7 @@ impl RegionPageSource {
         set_bits(bits, 0, meta_pages, true);
         set_bits(bits, pages, words * 64 - pages, true);
         Some(RegionPageSource {
+            region: start.as_ptr().wrapping_add(base - addr),
             base,
             pages,
             state: Mutex::new(RegionState { bits, lowest_free: meta_pages, free: pages - meta_pages }),
@@ -190,11 +211,22 @@ impl RegionPageSource {
     }
 }
 
+// SAFETY: the region pointer is only a base to derive run pointers from; the source's state
+// is behind its lock, and the region is the source's alone (constructor's contract).
+unsafe impl Send for RegionPageSource {}
+// SAFETY: as above; shared use goes through the lock.
+unsafe impl Sync for RegionPageSource {}
+
 // SAFETY: runs come from the bitmap, which hands each page out once until it is freed; all
 // pages lie inside the caller-provided region, which is valid for reads and writes.
 unsafe impl PageSource for RegionPageSource {
     fn range(&self) -> (VirtAddr, PageCount) {
         (VirtAddr::new(self.base), PageCount::new(self.pages))
+    }
+
+    #[inline]
+    fn base_ptr(&self) -> *mut u8 {
+        self.region
     }
 
     fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
@@ -213,11 +245,11 @@ unsafe impl PageSource for RegionPageSource {
         if i == st.lowest_free {
             st.lowest_free = i + count;
         }
-        NonNull::new((self.base + i * PAGE_SIZE) as *mut u8)
+        NonNull::new(self.region.wrapping_add(i * PAGE_SIZE))
     }
 
     unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount) {
-        let addr = start.as_ptr() as usize;
+        let addr = start.as_ptr().addr();
         if addr < self.base || !addr.is_multiple_of(PAGE_SIZE) {
             return;
         }
@@ -244,6 +276,8 @@ unsafe impl PageSource for RegionPageSource {
 /// own alignment is refused.
 pub struct DirectMapPageSource<F> {
     frames: F,
+    /// The direct map's base, with the provenance of the memory behind it.
+    base: *mut u8,
     direct_map: VirtAddr,
     phys_end: PhysAddr,
 }
@@ -273,15 +307,38 @@ impl<F: FrameSource> DirectMapPageSource<F> {
     ///    The source gives no access to `frames` for this reason.
     #[must_use]
     pub unsafe fn new(frames: F, direct_map: VirtAddr, phys_end: PhysAddr) -> Self {
-        DirectMapPageSource { frames, direct_map, phys_end }
+        let base = core::ptr::with_exposed_provenance_mut(direct_map.as_usize());
+        DirectMapPageSource { frames, base, direct_map, phys_end }
+    }
+
+    /// As [`new`](DirectMapPageSource::new), with the direct map given as a pointer whose
+    /// provenance covers its first `phys_end` bytes (memory a Rust allocation owns, as in
+    /// tests that model the direct map with a buffer): every page pointer is derived from it.
+    ///
+    /// # Safety
+    /// As for [`new`](DirectMapPageSource::new), with `direct_map`'s address as the base.
+    #[must_use]
+    pub unsafe fn from_ptr(frames: F, direct_map: *mut u8, phys_end: PhysAddr) -> Self {
+        DirectMapPageSource { frames, base: direct_map, direct_map: VirtAddr::new(direct_map.addr()), phys_end }
     }
 }
+
+// SAFETY: the base pointer is only a base to derive page pointers from; the pages behind it
+// are handed out through `frames`, which must be `Send` itself.
+unsafe impl<F: Send> Send for DirectMapPageSource<F> {}
+// SAFETY: as above; shared use goes through `frames`, which must be `Sync` itself.
+unsafe impl<F: Sync> Sync for DirectMapPageSource<F> {}
 
 // SAFETY: frames are owned exclusively once allocated and mapped at the direct map
 // (constructor's contract); the range covers every physical address below `phys_end`.
 unsafe impl<F: FrameSource> PageSource for DirectMapPageSource<F> {
     fn range(&self) -> (VirtAddr, PageCount) {
         (self.direct_map, PageCount::new((self.phys_end.as_u64() >> PAGE_SHIFT) as usize))
+    }
+
+    #[inline]
+    fn base_ptr(&self) -> *mut u8 {
+        self.base
     }
 
     fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
@@ -291,11 +348,11 @@ unsafe impl<F: FrameSource> PageSource for DirectMapPageSource<F> {
         }
         let frame = self.frames.allocate(FrameCount::new(count.get() as u64), align, Some(self.phys_end)).ok()?;
         let addr = self.direct_map.as_usize().checked_add(frame.start_address().as_u64() as usize)?;
-        NonNull::new(addr as *mut u8)
+        NonNull::new(self.base.with_addr(addr))
     }
 
     unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount) {
-        let phys = (start.as_ptr() as usize).wrapping_sub(self.direct_map.as_usize());
+        let phys = start.as_ptr().addr().wrapping_sub(self.direct_map.as_usize());
         let frame = Frame::containing_address(PhysAddr::new(phys as u64));
         // A refusal means the run was not allocated: nothing to give back.
         let _ = self.frames.free(frame, FrameCount::new(count.get() as u64));
@@ -349,6 +406,11 @@ unsafe impl<S: PageSource> PageSource for LargePages<S> {
         self.inner.range()
     }
 
+    #[inline]
+    fn base_ptr(&self) -> *mut u8 {
+        self.inner.base_ptr()
+    }
+
     fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
         let count = count.get();
         if count == 0 || count > LARGE_PAGE_PAGES || align.get() > LARGE_PAGE_ORDER.get() {
@@ -360,19 +422,19 @@ unsafe impl<S: PageSource> PageSource for LargePages<S> {
             if let Some(i) = find_clear_run(&slot.bits, LARGE_PAGE_PAGES, 0, count, align_pages, 0) {
                 set_bits(&mut slot.bits, i, count, true);
                 slot.used += count;
-                return NonNull::new((slot.start + i * PAGE_SIZE) as *mut u8);
+                return NonNull::new(self.inner.base_ptr().with_addr(slot.start + i * PAGE_SIZE));
             }
         }
         let empty = slots.iter_mut().find(|s| s.is_none())?;
         let start = self.inner.allocate_pages(PageCount::new(LARGE_PAGE_PAGES), LARGE_PAGE_ORDER)?;
-        let mut slot = LargeSlot { start: start.as_ptr() as usize, used: count, bits: [0; LARGE_PAGE_PAGES / 64] };
+        let mut slot = LargeSlot { start: start.as_ptr().addr(), used: count, bits: [0; LARGE_PAGE_PAGES / 64] };
         set_bits(&mut slot.bits, 0, count, true);
         *empty = Some(slot);
         Some(start)
     }
 
     unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount) {
-        let addr = start.as_ptr() as usize;
+        let addr = start.as_ptr().addr();
         let count = count.get();
         let mut slots = self.slots.lock();
         for entry in slots.iter_mut() {
@@ -387,7 +449,7 @@ unsafe impl<S: PageSource> PageSource for LargePages<S> {
             set_bits(&mut slot.bits, i, count, false);
             slot.used -= count;
             if slot.used == 0 {
-                let whole = NonNull::new(slot.start as *mut u8);
+                let whole = NonNull::new(self.inner.base_ptr().with_addr(slot.start));
                 *entry = None;
                 if let Some(whole) = whole {
                     // SAFETY: the large page came from `inner` as one run and no page of it
@@ -429,9 +491,9 @@ mod tests {
         assert!(a + 3 * PAGE_SIZE <= b || b + 4 * PAGE_SIZE <= a);
         assert_eq!(src.free_page_count().get(), free0 - 7);
         // SAFETY: both runs came from `src` and are unused.
-        unsafe { src.free_pages(NonNull::new(a as *mut u8).unwrap(), PageCount::new(3)) };
+        unsafe { src.free_pages(NonNull::new(src.base_ptr().with_addr(a)).unwrap(), PageCount::new(3)) };
         // SAFETY: as above.
-        unsafe { src.free_pages(NonNull::new(b as *mut u8).unwrap(), PageCount::new(4)) };
+        unsafe { src.free_pages(NonNull::new(src.base_ptr().with_addr(b)).unwrap(), PageCount::new(4)) };
         assert_eq!(src.free_page_count().get(), free0);
         assert!(src.allocate_pages(PageCount::new(free0 + 1), Order::new(0)).is_none());
         assert!(src.allocate_pages(PageCount::new(free0), Order::new(0)).is_some());

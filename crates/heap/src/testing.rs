@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use crate::{
-    HeapId, HeapStats, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, Placement, RegionPageSource, SingleCpu,
-    UnpinError, XmallocError, XmfreeError,
+    HeapId, HeapStats, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, PageSource, Placement, RegionPageSource,
+    SingleCpu, UnpinError, XmallocError, XmfreeError,
 };
 
 /// One step of a run. Indices pick a live block modulo the number of live blocks.
@@ -148,19 +148,25 @@ struct Live {
     pins: u32,
 }
 
-fn fill(b: &Live) {
-    // SAFETY: the block is live, at least `size` bytes, and only the runner touches it.
-    unsafe { core::ptr::write_bytes(b.addr as *mut u8, b.fill, b.size) };
+/// `b`'s pointer, derived from `base` (the memory every block lies in).
+fn block_ptr(base: *mut u8, b: &Live) -> *mut u8 {
+    base.with_addr(b.addr)
 }
 
-fn intact(b: &Live, len: usize) -> bool {
+fn fill(base: *mut u8, b: &Live) {
+    // SAFETY: the block is live, at least `size` bytes, and only the runner touches it.
+    unsafe { core::ptr::write_bytes(block_ptr(base, b), b.fill, b.size) };
+}
+
+fn intact(base: *mut u8, b: &Live, len: usize) -> bool {
     // SAFETY: the block is live and at least `len <= size` bytes long; nobody writes it.
-    let bytes = unsafe { core::slice::from_raw_parts(b.addr as *const u8, len) };
+    let bytes = unsafe { core::slice::from_raw_parts(block_ptr(base, b).cast_const(), len) };
     bytes.iter().all(|&x| x == b.fill)
 }
 
-fn nn(addr: usize) -> NonNull<u8> {
-    NonNull::new(addr as *mut u8).unwrap_or(NonNull::dangling())
+/// A pointer to `addr` with the provenance of `base` (dangling for address 0).
+fn nn(base: *mut u8, addr: usize) -> NonNull<u8> {
+    NonNull::new(base.with_addr(addr)).unwrap_or(NonNull::dangling())
 }
 
 /// `xmfree` as the runner uses it.
@@ -188,6 +194,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
     let Some(source) = (unsafe { RegionPageSource::new(start, memory.len()) }) else {
         return Err("region too small".into());
     };
+    let base = source.base_ptr();
     let heaps = KernelHeaps::with_placement(&source, &source, SingleCpu, config.placement);
     heaps.init(config.large_pages).map_err(|e| format!("init: {e}"))?;
     let mut live: Vec<Live> = Vec::new();
@@ -217,7 +224,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                         freed.retain(|f| f.0 != addr);
                         let b = Live { addr, size, align_log2, fill: next_fill, heap, pins: 0 };
                         next_fill = next_fill.wrapping_add(1).max(1);
-                        fill(&b);
+                        fill(base, &b);
                         by_addr.insert(addr, live.len());
                         live.push(b);
                         stats.allocations += 1;
@@ -251,10 +258,10 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                 None => Ok(()),
                 Some(i) => {
                     let b = live[i];
-                    if !intact(&b, b.size) {
+                    if !intact(base, &b, b.size) {
                         fail(format!("contents of {:#x} changed", b.addr))?;
                     }
-                    match (xmfree(&heaps, nn(b.addr), b.heap), b.pins > 0 && !b.heap.is_pinned()) {
+                    match (xmfree(&heaps, nn(base, b.addr), b.heap), b.pins > 0 && !b.heap.is_pinned()) {
                         (Ok(()), false) => {
                             remove(i, &mut live, &mut by_addr);
                             freed.push((b.addr, b.heap));
@@ -274,14 +281,14 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                 Some(i) => {
                     let b = live[i];
                     // SAFETY: the block is live and only the runner touches it.
-                    match unsafe { heaps.realloc(nn(b.addr), size as usize, b.heap) } {
+                    match unsafe { heaps.realloc(nn(base, b.addr), size as usize, b.heap) } {
                         Ok(p) => {
                             let addr = p.as_ptr() as usize;
                             let kept = Live { addr, size: b.size, ..b };
                             if !addr.is_multiple_of(1 << b.align_log2) {
                                 fail(format!("realloc lost alignment 2^{}", b.align_log2))?;
                             }
-                            if !intact(&kept, b.size.min(size as usize)) {
+                            if !intact(base, &kept, b.size.min(size as usize)) {
                                 fail("realloc lost contents".into())?;
                             }
                             remove(i, &mut live, &mut by_addr);
@@ -294,7 +301,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                             {
                                 fail(format!("realloc result overlaps {a:#x}"))?;
                             }
-                            fill(&nb);
+                            fill(base, &nb);
                             freed.retain(|f| f.0 != addr);
                             by_addr.insert(addr, live.len());
                             live.push(nb);
@@ -311,7 +318,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                 Some(i) => {
                     let b = &mut live[i];
                     let want = if b.heap.is_pinned() { 1 } else { b.pins + 1 };
-                    match heaps.pin(nn(b.addr), b.heap) {
+                    match heaps.pin(nn(base, b.addr), b.heap) {
                         Ok(n) if n == want => {
                             if !b.heap.is_pinned() {
                                 b.pins = n;
@@ -327,7 +334,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                 Some(i) => {
                     let b = &mut live[i];
                     let va = memkit_types::VirtAddr::new(b.addr);
-                    match (heaps.unpin(nn(b.addr), b.heap), b.heap.is_pinned(), b.pins) {
+                    match (heaps.unpin(nn(base, b.addr), b.heap), b.heap.is_pinned(), b.pins) {
                         (Err(UnpinError::PinnedHeap(a)), true, _) if a == va => Ok(()),
                         (Err(UnpinError::NotPinned(a)), false, 0) if a == va => Ok(()),
                         (Ok(n), false, p) if p > 0 && n == p - 1 => {
@@ -342,7 +349,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                 Some(i) if live[i].size > 1 => {
                     let b = live[i];
                     let off = 1 + offset as usize % (b.size - 1);
-                    match xmfree(&heaps, nn(b.addr + off), b.heap) {
+                    match xmfree(&heaps, nn(base, b.addr + off), b.heap) {
                         Err(XmfreeError::NotBlockStart(_)) => {
                             stats.refused_frees += 1;
                             Ok(())
@@ -357,7 +364,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                     Ok(())
                 } else {
                     let (addr, heap) = freed[index as usize % freed.len()];
-                    match xmfree(&heaps, nn(addr), heap) {
+                    match xmfree(&heaps, nn(base, addr), heap) {
                         Err(XmfreeError::StillPinned(..)) | Ok(()) => Err("double free accepted".into()),
                         Err(_) => {
                             stats.refused_frees += 1;
@@ -371,7 +378,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                 Some(i) => {
                     let b = live[i];
                     let other = if b.heap.is_pinned() { HeapId::Kernel } else { HeapId::Pinned };
-                    match xmfree(&heaps, nn(b.addr), other) {
+                    match xmfree(&heaps, nn(base, b.addr), other) {
                         Err(XmfreeError::OtherHeap(_)) => {
                             stats.refused_frees += 1;
                             Ok(())
@@ -388,7 +395,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
             heaps.check_invariants();
         }
         if config.verify_all
-            && let Some(b) = live.iter().find(|b| !intact(b, b.size))
+            && let Some(b) = live.iter().find(|b| !intact(base, b, b.size))
         {
             return fail(format!("contents of {:#x} changed", b.addr));
         }
@@ -396,13 +403,13 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
     heaps.check_invariants();
     stats.live_at_end = live.len();
     for b in &live {
-        if !intact(b, b.size) {
+        if !intact(base, b, b.size) {
             return Err(format!("contents of {:#x} changed at the end", b.addr));
         }
         for _ in 0..b.pins {
-            heaps.unpin(nn(b.addr), b.heap).map_err(|e| format!("final unpin: {e}"))?;
+            heaps.unpin(nn(base, b.addr), b.heap).map_err(|e| format!("final unpin: {e}"))?;
         }
-        xmfree(&heaps, nn(b.addr), b.heap).map_err(|e| format!("final free: {e}"))?;
+        xmfree(&heaps, nn(base, b.addr), b.heap).map_err(|e| format!("final free: {e}"))?;
     }
     heaps.check_invariants();
     for id in [HeapId::Kernel, HeapId::Pinned] {

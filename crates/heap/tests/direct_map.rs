@@ -17,15 +17,15 @@ fn heap_over_frames_through_a_direct_map() {
     // alignment can be had by chance); physical address p is at base + p.
     let layout = std::alloc::Layout::from_size_align(FRAMES as usize * PAGE_SIZE + (1 << 16), 1 << 17).unwrap();
     // SAFETY: a non-zero size; leaked on purpose.
-    let raw = unsafe { std::alloc::alloc_zeroed(layout) } as usize;
-    assert_ne!(raw, 0);
-    let base = raw + (1 << 16);
+    let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!raw.is_null());
+    let base_ptr = raw.wrapping_add(1 << 16);
+    let base = base_ptr.addr();
     let frames = ModelFrameSource::new(Frame::from_number(0), FrameCount::new(FRAMES));
     let free0 = frames.free_frames().get();
     // SAFETY: every physical address below FRAMES pages is the leaked buffer at base + p,
     // used only through this source.
-    let source =
-        unsafe { DirectMapPageSource::new(&frames, VirtAddr::new(base), PhysAddr::new(FRAMES * PAGE_SIZE as u64)) };
+    let source = unsafe { DirectMapPageSource::from_ptr(&frames, base_ptr, PhysAddr::new(FRAMES * PAGE_SIZE as u64)) };
     assert_eq!(source.range(), (VirtAddr::new(base), memkit_types::PageCount::new(FRAMES as usize)));
     let heap = Heap::new(source, SingleCpu, false);
     heap.init().unwrap();

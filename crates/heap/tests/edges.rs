@@ -87,7 +87,7 @@ fn bad_frees_are_refused_and_change_nothing() {
         let stack = NonNull::from(&on_stack).cast::<u8>();
         assert_eq!(h.free_owned(stack), Err(XmfreeError::NotOwned(va(stack))));
         assert_eq!(h.free_owned(foreign), Err(XmfreeError::NotOwned(va(foreign))));
-        let top = NonNull::new(usize::MAX as *mut u8).unwrap();
+        let top = NonNull::new(std::ptr::without_provenance_mut(usize::MAX)).unwrap();
         assert_eq!(h.free_owned(top), Err(XmfreeError::NotOwned(va(top))));
         for block in [small, mid, large] {
             for offset in [1, 8, 63, 64, 99] {

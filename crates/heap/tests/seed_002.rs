@@ -136,7 +136,7 @@ fn kernel_heap_memory_is_pinned_for_a_while_and_unpinned_before_it_is_freed() {
     assert_eq!(h.unpin(p, HeapId::Kernel), Ok(0));
     common::xmfree(&h, p, HeapId::Kernel).unwrap();
     // A pointer that is no block cannot be pinned.
-    let inside = NonNull::new((addr(p) + 8) as *mut u8).unwrap();
+    let inside = NonNull::new(p.as_ptr().wrapping_add(8)).unwrap();
     assert!(matches!(h.pin(inside, HeapId::Kernel), Err(PinError::Invalid(_))));
     h.check_invariants();
 }
@@ -227,12 +227,12 @@ fn xmfree_recovers_the_size_and_refuses_what_it_does_not_own() {
     let on_stack = 0u64;
     let stack = NonNull::from(&on_stack).cast::<u8>();
     assert_eq!(common::xmfree(&h, stack, HeapId::Kernel), Err(XmfreeError::NotOwned(VirtAddr::new(addr(stack)))));
-    let inside = NonNull::new((addr(p) + 16) as *mut u8).unwrap();
+    let inside = NonNull::new(p.as_ptr().wrapping_add(16)).unwrap();
     assert_eq!(
         common::xmfree(&h, inside, HeapId::Kernel),
         Err(XmfreeError::NotBlockStart(VirtAddr::new(addr(inside))))
     );
-    let inside_large = NonNull::new((addr(q) + PAGE_SIZE) as *mut u8).unwrap();
+    let inside_large = NonNull::new(q.as_ptr().wrapping_add(PAGE_SIZE)).unwrap();
     assert!(matches!(common::xmfree(&h, inside_large, HeapId::Kernel), Err(XmfreeError::NotBlockStart(_))));
     assert_eq!(common::xmfree(&h, p, HeapId::Pinned), Err(XmfreeError::OtherHeap(VirtAddr::new(addr(p)))));
     let keep = h.xmalloc(777, 3, HeapId::Kernel).unwrap();
