@@ -25,7 +25,9 @@ pub(crate) struct Hosted {
     pub(crate) pools: &'static Pools<'static>,
     pub(crate) system: System<Source>,
     heaps: Option<&'static Heaps>,
-    ram: &'static HostRam,
+    /// The RAM, leaked for the life of the process (the pools' headers live in it); kept here
+    /// so that it stays reachable.
+    ram: &'static Arc<HostRam>,
 }
 
 impl Hosted {
