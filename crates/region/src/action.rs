@@ -194,9 +194,10 @@ pub enum Action {
     },
 }
 
-/// `0..n` in the order of [`Action::Run`] and [`Action::DetachRun`] (`order` modulo 4),
-/// shuffled from `seed`.
-fn run_order(n: usize, order: u8, seed: u64) -> Vec<usize> {
+/// `0..n` in the order of [`Action::Run`] and [`Action::DetachRun`] (`order` modulo 4):
+/// ascending, descending, shuffled from `seed`, or from both ends in.
+#[must_use]
+pub fn run_order(n: usize, order: u8, seed: u64) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     match order % 4 {
         0 => {}

@@ -3,6 +3,7 @@
 //! internal nodes split, merge and even out at every level. Overflow checks are on in the
 //! test profiles, so a row computed from a stale neighbour panics here.
 
+use memkit_region::action::run_order;
 use memkit_region::mock::{MockBacking, MockId};
 use memkit_region::{AttachRequest, DetachFlags, RegionMap, SoftMmu};
 use memkit_types::{Frame, PAGE_SIZE, Rights, VirtAddr};
@@ -54,26 +55,6 @@ fn ascending_detach_of_regions_with_gaps() {
     }
 }
 
-/// `0..n` ascending, descending, shuffled (from `seed`) or from both ends in.
-fn order(n: usize, kind: usize, seed: u64) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    match kind {
-        0 => {}
-        1 => v.reverse(),
-        2 => {
-            let mut x = seed | 1;
-            for i in (1..n).rev() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                v.swap(i, (x % (i as u64 + 1)) as usize);
-            }
-        }
-        _ => v = (0..n).map(|k| if k % 2 == 0 { k / 2 } else { n - 1 - k / 2 }).collect(),
-    }
-    v
-}
-
 /// Runs of one-page regions with gaps of 0, 1, 3 and irregular sizes, attached in one
 /// order and detached (`EXACT`, one page each) in every order, up to thousands of regions
 /// (three levels of the tree), with every invariant checked after each call. Searched
@@ -98,10 +79,10 @@ fn every_detach_order_over_runs_with_gaps() {
                         continue;
                     }
                     let mut w = World::new(1 << 26);
-                    for i in order(n, attach_order, 11) {
+                    for i in run_order(n, attach_order as u8, 11) {
                         w.attach(starts[i]);
                     }
-                    for (k, i) in order(n, detach_order, 5).into_iter().enumerate() {
+                    for (k, i) in run_order(n, detach_order as u8, 5).into_iter().enumerate() {
                         w.detach(starts[i]);
                         assert_eq!(w.map.region_count(), n - 1 - k);
                         // Now and then a searched attach takes the lowest free page back.
