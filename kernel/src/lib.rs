@@ -16,11 +16,11 @@
 //! ```
 //!
 //! Design principles:
-//! - **Unsafe is fenced** in small modules that say why each step is sound: [`interrupts`]
-//!   (descriptor tables, entry stubs, the fault path and its probes), [`paging`] (page tables
-//!   through the physical window), [`phys_window`] and [`boot_memory`] (physical memory
-//!   access), [`frames`] (the pools' header mappings), [`heap`] (the global allocator),
-//!   [`cpu`] (control registers), [`serial`] (port I/O).
+//! - **Unsafe is fenced** in small modules that say why each step is sound: `interrupts`
+//!   (descriptor tables, entry stubs, the fault path and its probes), `paging` (page tables
+//!   through the physical window), `phys_window` and `boot_memory` (physical memory
+//!   access), `frames` (the pools' header mappings), `heap` (the global allocator),
+//!   `cpu` (control registers), `serial` (port I/O).
 //! - **memkit does the work.** Frames come from memkit-phys pools, the heap is memkit-heap,
 //!   address spaces are memkit-region maps over memkit-dataspace; the kernel only supplies
 //!   the x86_64 [`memkit_region::Mmu`] and the fault entry.

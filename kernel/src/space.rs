@@ -104,7 +104,8 @@ impl PageFaultHandler for SetPager<'_> {
                 self.refused = Some(e);
                 false
             }
-            Err(SpaceError::NoSpace(_)) => false,
+            // No such space, or a refusal a later region crate adds: not served.
+            Err(_) => false,
         }
     }
 }

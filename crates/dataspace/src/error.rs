@@ -44,6 +44,7 @@ macro_rules! error_enum {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[non_exhaustive]
         pub enum $name {
             $( $(#[$vmeta])* $var($($ty),*), )*
         }

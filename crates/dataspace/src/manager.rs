@@ -788,9 +788,8 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
                 source.allocate_at(start, FrameCount::new(spec.pages)).map_err(|e| match e {
                     FrameSourceError::InUse(f) => CreateError::AddressInUse(f.start_address()),
                     FrameSourceError::Exhausted(n) => CreateError::OutOfMemory(n),
-                    FrameSourceError::Invalid | FrameSourceError::NotAllocated(_) => {
-                        CreateError::AddressOutOfPool(addr)
-                    }
+                    // `Invalid`, `NotAllocated`, and any refusal a later source adds.
+                    _ => CreateError::AddressOutOfPool(addr),
                 })?;
                 self.memory.zero(start, FrameCount::new(spec.pages));
                 entries.extend((0..spec.pages).map(|i| Entry::new(Frame::from_number(start.number() + i), pool)));

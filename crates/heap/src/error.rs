@@ -15,6 +15,7 @@ pub const EINVAL: i32 = 22;
 
 /// Why `xmalloc` returned a null pointer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum XmallocError {
     /// "La mémoire demandée ne peut pas être allouée": the page source has no room for
     /// this many bytes.
@@ -54,6 +55,7 @@ impl core::error::Error for XmallocError {}
 
 /// Why `xmfree` refused a pointer; nothing was freed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum XmfreeError {
     /// The pointer is in no page of the heap (never allocated from it).
     NotOwned(VirtAddr),
@@ -97,6 +99,7 @@ impl core::error::Error for XmfreeError {}
 
 /// Why `pin` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PinError {
     /// The pointer is not a live block start of the heap.
     Invalid(XmfreeError),
@@ -128,6 +131,7 @@ impl core::error::Error for PinError {}
 
 /// Why `unpin` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UnpinError {
     /// The pointer is not a live block start of the heap.
     Invalid(XmfreeError),
@@ -159,6 +163,7 @@ impl core::error::Error for UnpinError {}
 
 /// Why `realloc` failed; the old block is unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReallocError {
     /// The old pointer cannot be freed.
     Free(XmfreeError),

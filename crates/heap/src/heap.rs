@@ -1602,7 +1602,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// - an arena's blocks tile it after its header, alloc bits only on block starts, its
     ///   summary matches its start bits, no two free blocks are neighbours, its `used`
     ///   counts its allocated blocks, and it is one of its shard's kept empty arenas (once)
-    ///   iff none is; a shard keeps at most [`EMPTY_ARENAS_KEEP`];
+    ///   iff none is; a shard keeps at most `EMPTY_ARENAS_KEEP`;
     /// - a shard's fit index lists exactly the free blocks of its arenas, each once, in the
     ///   list of its size, with bitmaps and back links consistent.
     #[cfg(any(test, feature = "check"))]

@@ -136,6 +136,7 @@ pub fn faults_resolved() -> u64 {
 
 /// Why a window could not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RegisterError {
     /// All [`SLOTS`] slots are in use.
     TableFull,

@@ -22,6 +22,7 @@ use crate::sys;
 
 /// Why RAM could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RamError {
     /// The size is zero or not a multiple of 4 KiB.
     BadSize(u64),

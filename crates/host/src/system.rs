@@ -125,6 +125,7 @@ pub type HostAddressSpace = AddressSpace<DataspaceId, HostMmu>;
 
 /// Why an address space could not be made or reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SpaceError {
     /// The window could not be reserved.
     Window(WindowError),
@@ -202,6 +203,7 @@ pub const MAX_FAULT_AROUND: usize = 512;
 
 /// Why a fault-around block size was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FaultAroundError {
     /// The size (in pages) is zero, not a power of two, or above [`MAX_FAULT_AROUND`].
     BadSize(usize),
@@ -297,6 +299,8 @@ impl<S: FrameSource> Backing for Store<'_, S> {
             Err(memkit_dataspace::MapError::OffsetOutOfRange(o, _)) => Err(BackingError::OutOfRange(o)),
             Err(memkit_dataspace::MapError::Forbidden(_, access)) => Err(BackingError::Forbidden(access)),
             Err(memkit_dataspace::MapError::OutOfMemory(_)) => Err(BackingError::OutOfMemory),
+            // A refusal a later manager adds: the access is refused.
+            Err(_) => Err(BackingError::Forbidden(access)),
         }
     }
 

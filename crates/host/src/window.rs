@@ -83,6 +83,7 @@ impl MappingBudget {
 
 /// Why a window could not be reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WindowError {
     /// The size is zero or not a multiple of 4 KiB.
     BadSize(usize),

@@ -14,6 +14,7 @@ use crate::area::MemoryArea;
 /// A result code of seed 004 (`error_t`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(i32)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// `ERR_NONE`: success.
     None = 0,
@@ -27,6 +28,7 @@ pub enum ErrorCode {
 
 /// Why an area cannot be managed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AreaError {
     /// The area does not start and end on a 4 KiB boundary.
     Unaligned(MemoryArea),
@@ -50,6 +52,7 @@ impl core::error::Error for AreaError {}
 
 /// The error of [`get_header`](crate::get_header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GetHeaderError {
     /// `ERR_OUT_OF_MEMORY`: no run of `needed` bytes inside the area avoids every reserved region.
     OutOfMemory {
@@ -87,6 +90,7 @@ impl core::error::Error for GetHeaderError {}
 /// The error of [`Allocator::init`](crate::Allocator::init). The seed's `init_region` only
 /// returns `ERR_NONE`: these are its preconditions, checked; each maps to `ERR_NOT_VALID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InitError {
     /// The area cannot be managed.
     BadArea(AreaError),
@@ -131,6 +135,7 @@ impl core::error::Error for InitError {}
 
 /// The error of [`Allocator::attach`](crate::Allocator::attach): the words are not a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AttachError {
     /// The magic word is wrong (the words hold something else).
     BadMagic(u64),
@@ -170,6 +175,7 @@ impl core::error::Error for AttachError {}
 /// The error of an allocation ([`Allocator::allocate`](crate::Allocator::allocate) and its
 /// relatives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AllocateError {
     /// `ERR_NOT_VALID`: the allocator does not support this order (larger than the area).
     NotValid(Order),
@@ -204,6 +210,7 @@ impl core::error::Error for AllocateError {}
 
 /// The error of [`Allocator::allocate_at`](crate::Allocator::allocate_at).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AllocateAtError {
     /// The range is empty or not entirely inside the allocator's area.
     OutsideArea(MemoryArea),
@@ -240,6 +247,7 @@ impl core::error::Error for AllocateAtError {}
 /// [`Allocator::free_run`](crate::Allocator::free_run). Every variant is the seed's
 /// `ERR_NOT_VALID`, and a failed free changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FreeError {
     /// The area is not a block: not 4 KiB aligned, not a power-of-two number of frames, or
     /// not aligned to its size.

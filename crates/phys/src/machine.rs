@@ -27,7 +27,7 @@ pub const MAX_RANGES: usize = 256;
 pub const KERNEL_IMAGE: MemoryArea = MemoryArea::new(PhysAddr::new(0x10_0000), 0x40_0000);
 
 /// The embedded default machine's memory map: a 512 MiB QEMU PC as its firmware reports it.
-pub const DEFAULT_MEMORY_MAP: &str = include_str!("../../../machines/qemu-pc-512m.memmap");
+pub const DEFAULT_MEMORY_MAP: &str = include_str!("../machines/qemu-pc-512m.memmap");
 
 /// What a memory-map entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,7 @@ pub struct MapEntry {
 
 /// What is wrong with a memory-map line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParseErrorKind {
     /// The line has fewer than three fields; names the first one missing.
     MissingField(&'static str),
@@ -322,6 +323,7 @@ pub struct Machine {
 
 /// Why a pool window cannot be configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PoolConfigError {
     /// Only pools 1 to 6 take a window (pool 0 is the rest, pool 7 is ISA DMA memory).
     NotConfigurable(usize),

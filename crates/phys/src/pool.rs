@@ -93,6 +93,7 @@ impl<'h> HeaderMapping<'h> for DirectMap<'h> {
 
 /// Why the pools cannot be built or attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PoolsError {
     /// No room for this pool's header.
     Header(usize, GetHeaderError),
@@ -119,6 +120,7 @@ impl core::error::Error for PoolsError {}
 
 /// Why a pool refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PoolError {
     /// The pool number is not 0 to 7.
     NoSuchPool(usize),

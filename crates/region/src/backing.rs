@@ -10,6 +10,7 @@ use memkit_types::{Access, Frame, Rights};
 
 /// Why the backing store could not provide a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackingError {
     /// The dataspace does not exist (any more).
     UnknownDataspace,

@@ -37,6 +37,7 @@ pub const fn map_error_code(e: MapError) -> i32 {
 
 /// Why [`RegionMap::try_new`](crate::RegionMap::try_new) refused a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WindowError {
     /// The window has no bytes.
     Empty,
@@ -84,6 +85,7 @@ impl core::error::Error for WindowError {}
 
 /// Why [`reserve_area`](crate::RegionMap::reserve_area) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReserveError {
     /// The size is zero.
     ZeroSize,
@@ -131,6 +133,7 @@ impl core::error::Error for ReserveError {}
 
 /// Why [`free_area`](crate::RegionMap::free_area) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FreeAreaError {
     /// No area contains the address.
     NoArea(VirtAddr),
@@ -156,6 +159,7 @@ impl core::error::Error for FreeAreaError {}
 
 /// Why [`attach`](crate::RegionMap::attach) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AttachError {
     /// The size is zero.
     ZeroSize,
@@ -244,6 +248,7 @@ impl core::error::Error for AttachError {}
 
 /// Why [`detach`](crate::RegionMap::detach) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DetachError {
     /// The size is zero.
     ZeroSize,
@@ -286,6 +291,7 @@ impl core::error::Error for DetachError {}
 
 /// Why [`find`](crate::RegionMap::find) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FindError {
     /// The size is zero.
     ZeroSize,
@@ -321,6 +327,7 @@ impl core::error::Error for FindError {}
 
 /// Why [`resolve`](crate::RegionMap::resolve) mapped nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FaultError {
     /// No region contains the address.
     NoRegion(VirtAddr),

@@ -22,6 +22,7 @@ pub struct Translation {
 
 /// Why a mapping could not be installed or changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MapError {
     /// The page already has a translation.
     AlreadyMapped(Page),

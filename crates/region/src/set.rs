@@ -45,6 +45,7 @@ pub struct SpaceId(pub usize);
 /// An operation on a space of a [`SpaceSet`] failed: there is no such space, or the
 /// operation itself failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SpaceError<E> {
     /// No space has this id.
     NoSpace(SpaceId),
@@ -150,6 +151,8 @@ impl<S: FrameSource, P: PhysMemory> Backing for ManagerBacking<'_, S, P> {
             Err(memkit_dataspace::MapError::OffsetOutOfRange(o, _)) => Err(BackingError::OutOfRange(o)),
             Err(memkit_dataspace::MapError::Forbidden(_, access)) => Err(BackingError::Forbidden(access)),
             Err(memkit_dataspace::MapError::OutOfMemory(_)) => Err(BackingError::OutOfMemory),
+            // A refusal a later manager adds: the access is refused.
+            Err(_) => Err(BackingError::Forbidden(access)),
         }
     }
 

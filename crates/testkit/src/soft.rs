@@ -101,7 +101,8 @@ impl<'a, 'h> Target for SoftSystem<'a, 'h> {
     fn attach(&mut self, space: usize, req: &AttachRequest<DataspaceId>) -> Result<VirtAddr, AttachError> {
         self.set.attach(SpaceId(space), req).map_err(|e| match e {
             memkit_region::SpaceError::Op(e) => e,
-            memkit_region::SpaceError::NoSpace(_) => AttachError::UnknownDataspace,
+            // `NoSpace`, or an error a later region crate adds.
+            _ => AttachError::UnknownDataspace,
         })
     }
 
@@ -114,7 +115,8 @@ impl<'a, 'h> Target for SoftSystem<'a, 'h> {
     ) -> Result<Detached<DataspaceId>, DetachError> {
         self.set.detach(SpaceId(space), start, size, flags).map_err(|e| match e {
             memkit_region::SpaceError::Op(e) => e,
-            memkit_region::SpaceError::NoSpace(_) => DetachError::NoRegion(start),
+            // `NoSpace`, or an error a later region crate adds.
+            _ => DetachError::NoRegion(start),
         })
     }
 

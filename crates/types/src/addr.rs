@@ -4,6 +4,7 @@ use core::fmt;
 
 /// The error of a checked address constructor: the value does not fit the address type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AddrError {
     /// The value has bits set above the architecture's physical address width (52 bits).
     PhysTooLarge(u64),

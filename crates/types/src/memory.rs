@@ -45,6 +45,7 @@ impl<M: PhysMemory + ?Sized> PhysMemory for &M {
 
 /// Why a [`FrameSource`] refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameSourceError {
     /// No run of the requested size and alignment is free (below the limit, if any).
     Exhausted(FrameCount),
