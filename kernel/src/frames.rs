@@ -58,7 +58,8 @@ pub(crate) struct KernelFrames {
     pools: spin::RwLock<Option<Pools<'static>>>,
 }
 
-/// The machine the PVH memory map describes, with the kernel image reserved.
+/// The machine the PVH memory map describes, with the kernel image (`image`, from the linker
+/// symbols) reserved.
 ///
 /// # Errors
 /// [`FramesError::TooManyEntries`] when the map does not fit.
@@ -68,11 +69,10 @@ pub(crate) fn machine(map: &pvh::MemoryMap, image: MemoryArea) -> Result<Machine
         area: MemoryArea::from_bounds(r.start, r.end),
         kind: if r.kind == MemoryKind::Ram { RegionKind::Usable } else { RegionKind::Reserved },
     });
-    // The image as it is (the machine reserves a fixed 1 MiB .. 5 MiB as well).
-    for entry in entries.chain(core::iter::once(MapEntry { area: image, kind: RegionKind::Reserved })) {
+    for entry in entries {
         parsed.push(entry).map_err(FramesError::TooManyEntries)?;
     }
-    Ok(Machine::from_map(parsed))
+    Ok(Machine::from_map(parsed, Some(image)))
 }
 
 impl KernelFrames {

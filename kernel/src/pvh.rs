@@ -13,8 +13,9 @@
 use memkit_types::PhysAddr;
 
 const START_INFO_MAGIC: u32 = 0x336e_c578;
-/// The most entries kept; QEMU's PC machine reports fewer than ten.
-pub(crate) const MAX_ENTRIES: usize = 64;
+/// The most entries kept: as many as a machine's memory map holds (QEMU's PC machine reports
+/// fewer than ten; UEFI firmware several hundred).
+pub(crate) const MAX_ENTRIES: usize = memkit_phys::MAX_MAP_ENTRIES;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]

@@ -62,13 +62,11 @@ pub(crate) fn run(map: Option<&Path>, svg: &Path) -> ExitCode {
 
 fn describe(h: &Hosted) -> String {
     let usable = h.machine.usable();
-    format!(
-        "{} of usable RAM in {} ranges, kernel image at {:#x}..{:#x}",
-        human(usable.bytes()),
-        usable.as_slice().len(),
-        h.machine.kernel_image().start.as_u64(),
-        h.machine.kernel_image().end()
-    )
+    let image = match h.machine.kernel_image() {
+        Some(k) => format!("kernel image at {:#x}..{:#x}", k.start.as_u64(), k.end()),
+        None => "no kernel image".to_string(),
+    };
+    format!("{} of usable RAM in {} ranges, {image}", human(usable.bytes()), usable.as_slice().len())
 }
 
 fn open(

@@ -13,7 +13,7 @@
 use std::io::{BufRead, ErrorKind, Read as _};
 use std::path::Path;
 
-use memkit_phys::Machine;
+use memkit_phys::{DEFAULT_KERNEL_IMAGE, Machine};
 
 /// The largest scenario file `memkit run` and `memkit map --scenario` read: 1 MiB.
 pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
@@ -67,13 +67,15 @@ pub fn read_text_file(path: &Path, limit: usize) -> Result<String, String> {
     text(&bytes, limit).map(str::to_owned).map_err(|e| format!("{name}: {e}"))
 }
 
-/// A machine from the bytes of a memory map (see [`memkit_phys::MemoryMap::parse`]).
+/// A machine from the bytes of a memory map (see [`memkit_phys::MemoryMapOf::parse`]), with
+/// the kernel image the hosted runtime reserves ([`memkit_phys::DEFAULT_KERNEL_IMAGE`], as on
+/// the embedded default machine).
 ///
 /// # Errors
 /// What is wrong with the text or with the map, naming the line.
 pub fn machine_from_bytes(bytes: &[u8]) -> Result<Machine, String> {
     let text = text(bytes, MAX_MAP_BYTES)?;
-    Machine::parse(text).map_err(|e| e.to_string())
+    Machine::parse(text, Some(DEFAULT_KERNEL_IMAGE)).map_err(|e| e.to_string())
 }
 
 /// Checks what a machine derives from its map: its usable ranges are sorted, disjoint,
@@ -109,7 +111,7 @@ pub fn check_machine(m: &Machine) -> Result<(), String> {
         }
         // ... and by no reserved entry nor the kernel image.
         let reserved = entries.iter().filter(|x| x.kind == RegionKind::Reserved).map(|x| x.area);
-        if let Some(x) = reserved.chain([m.kernel_image()]).find(|x| x.overlaps(*r)) {
+        if let Some(x) = reserved.chain(m.kernel_image()).find(|x| x.overlaps(*r)) {
             return Err(format!("usable range {r:?} overlaps reserved {x:?}"));
         }
     }
@@ -134,7 +136,8 @@ pub fn check_machine(m: &Machine) -> Result<(), String> {
     Ok(())
 }
 
-/// The embedded default machine, or the one `path`'s memory map describes.
+/// The embedded default machine, or the one `path`'s memory map describes (with the kernel
+/// image the default machine reserves).
 ///
 /// # Errors
 /// The file's I/O error, or what is wrong with its text or its map, naming the file and line.
@@ -143,7 +146,7 @@ pub fn load_machine(path: Option<&Path>) -> Result<Machine, String> {
         None => Ok(Machine::default_machine()),
         Some(p) => {
             let text = read_text_file(p, MAX_MAP_BYTES)?;
-            Machine::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
+            Machine::parse(&text, Some(DEFAULT_KERNEL_IMAGE)).map_err(|e| format!("{}: {e}", p.display()))
         }
     }
 }
@@ -240,7 +243,7 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../machines/qemu-pc-4g.memmap");
         let four_gib = std::fs::read_to_string(path).unwrap();
         for text in [four_gib.as_str(), "0x0 0xfffffffffffff usable"] {
-            check_machine(&Machine::parse(text).unwrap()).unwrap();
+            check_machine(&Machine::parse(text, Some(DEFAULT_KERNEL_IMAGE)).unwrap()).unwrap();
         }
     }
 

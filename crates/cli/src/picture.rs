@@ -156,17 +156,18 @@ pub(crate) fn render(h: &Hosted, title: &str) -> Document {
                 .add(Title::new(what)),
         );
     }
-    let k = h.machine.kernel_image();
-    let (kx0, kx1) = (scale(k.start.as_u64(), 0, end), scale(k.end(), 0, end));
-    doc = doc.add(
-        Rectangle::new()
-            .set("x", kx0)
-            .set("y", y)
-            .set("width", (kx1 - kx0).max(0.5))
-            .set("height", BAR)
-            .set("fill", "#616161")
-            .add(Title::new("kernel image (reserved)")),
-    );
+    if let Some(k) = h.machine.kernel_image() {
+        let (kx0, kx1) = (scale(k.start.as_u64(), 0, end), scale(k.end(), 0, end));
+        doc = doc.add(
+            Rectangle::new()
+                .set("x", kx0)
+                .set("y", y)
+                .set("width", (kx1 - kx0).max(0.5))
+                .set("height", BAR)
+                .set("fill", "#616161")
+                .add(Title::new("kernel image (reserved)")),
+        );
+    }
     doc = doc.add(label(LEFT, y + BAR + 12.0, "0", 10)).add(label(WIDTH - 90.0, y + BAR + 12.0, human(end), 10));
     // One bar per pool.
     for (i, p) in pools.iter().enumerate() {

@@ -19,7 +19,8 @@
 //! - **Layers on top, not inside.** [`LockedAllocator`] adds a pluggable lock
 //!   (`lock_api::RawMutex`) and implements [`FrameSource`](memkit_types::FrameSource);
 //!   [`FrameCache`] puts per-CPU batches of order-0 frames in front of it.
-//! - **`no_std`, no `alloc`.** Memory maps and pools use fixed-capacity arrays.
+//! - **`no_std`, no `alloc`.** Memory maps and pools use fixed-capacity arrays; a map's
+//!   capacity is a const parameter ([`MachineOf`]), 1024 entries by default ([`Machine`]).
 //! - **Paths are counted where it is checked.** In tests and with the `check` feature,
 //!   [`reach`] counts each structural path (fast paths, word runs, climbs, summary updates,
 //!   searches, exhaustion, cache refills and drains), so tests can show that random
@@ -85,8 +86,8 @@ pub use error::{
 };
 pub use locked::{DefaultRawMutex, LockedAllocator};
 pub use machine::{
-    DEFAULT_MEMORY_MAP, Gaps, KERNEL_IMAGE, MAX_MAP_ENTRIES, MAX_RANGES, Machine, MapEntry, MemoryMap, ParseError,
-    ParseErrorKind, PoolConfigError, Ranges, RegionKind,
+    DEFAULT_KERNEL_IMAGE, DEFAULT_MEMORY_MAP, Gaps, MAX_MAP_ENTRIES, Machine, MachineOf, MapEntry, MemoryMap,
+    MemoryMapOf, ParseError, ParseErrorKind, PoolConfigError, Ranges, RegionKind,
 };
 pub use pool::{
     DEFAULT_POOL, DirectMap, HeaderMapping, ISA_DMA_LIMIT, ISA_DMA_POOL, POOL_COUNT, Placement, Pool, PoolError,

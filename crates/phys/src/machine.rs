@@ -9,9 +9,16 @@
 //! ```
 //!
 //! Where usable and reserved entries overlap, reserved wins. Usable ranges are shrunk to
-//! whole frames, reserved ones grown to whole frames. The kernel image ([`KERNEL_IMAGE`]) is
-//! reserved on every machine: the kernel is loaded at 1 MiB and its image and boot page
-//! tables stay below 5 MiB.
+//! whole frames, reserved ones grown to whole frames. The kernel image is the caller's: a
+//! kernel passes the range it was loaded at (from its linker symbols), and the range is
+//! reserved like a reserved entry; [`DEFAULT_KERNEL_IMAGE`] is the one the embedded default
+//! machine and the hosted runtime reserve.
+//!
+//! A map holds at most `N` entries, a const parameter: [`MemoryMap`] and [`Machine`] hold
+//! [`MAX_MAP_ENTRIES`] (enough for the several hundred entries of a UEFI memory map);
+//! [`MemoryMapOf`] and [`MachineOf`] take any other capacity. No allocation either way: a
+//! map is an array, and the usable ranges derived from it ([`Ranges`]) have room for every
+//! range `N` entries and a kernel image can leave.
 
 use core::fmt;
 
@@ -19,12 +26,12 @@ use memkit_types::{PAGE_SIZE, PhysAddr};
 
 use crate::area::MemoryArea;
 
-/// Entries a memory map holds at most.
-pub const MAX_MAP_ENTRIES: usize = 128;
-/// Usable ranges a machine (or a pool) holds at most once reserved ranges are cut out.
-pub const MAX_RANGES: usize = 256;
-/// The range every machine reserves for the kernel image and boot page tables: 1 MiB .. 5 MiB.
-pub const KERNEL_IMAGE: MemoryArea = MemoryArea::new(PhysAddr::new(0x10_0000), 0x40_0000);
+/// Entries a [`MemoryMap`] (and a [`Machine`]) holds.
+pub const MAX_MAP_ENTRIES: usize = 1024;
+/// The kernel image the embedded default machine reserves, and the hosted runtime with it:
+/// 1 MiB .. 5 MiB (a kernel loaded at 1 MiB whose image and boot page tables stay below
+/// 5 MiB).
+pub const DEFAULT_KERNEL_IMAGE: MemoryArea = MemoryArea::new(PhysAddr::new(0x10_0000), 0x40_0000);
 
 /// The embedded default machine's memory map: a 512 MiB QEMU PC as its firmware reports it.
 pub const DEFAULT_MEMORY_MAP: &str = include_str!("../machines/qemu-pc-512m.memmap");
@@ -62,8 +69,9 @@ pub enum ParseErrorKind {
     /// The end is not a physical address: at or past the limit (2^52). The end is exclusive,
     /// so the last byte a map can describe is `2^52 - 2`.
     TooLarge,
-    /// The map has more than [`MAX_MAP_ENTRIES`] entries.
-    TooManyEntries,
+    /// The map has more entries than it holds (its capacity, [`MAX_MAP_ENTRIES`] for a
+    /// [`MemoryMap`]).
+    TooManyEntries(usize),
 }
 
 /// A malformed memory map: the line (counted from 1) and what is wrong with it.
@@ -84,27 +92,30 @@ impl fmt::Display for ParseError {
             ParseErrorKind::BadNumber(field) => write!(f, "the {field} is not a decimal or 0x-hex number"),
             ParseErrorKind::EmptyRange => f.write_str("the end is not above the start"),
             ParseErrorKind::TooLarge => f.write_str("the end is at or past the physical address limit (2^52)"),
-            ParseErrorKind::TooManyEntries => write!(f, "more than {MAX_MAP_ENTRIES} entries"),
+            ParseErrorKind::TooManyEntries(capacity) => write!(f, "more than {capacity} entries"),
         }
     }
 }
 
 impl core::error::Error for ParseError {}
 
-/// A memory map: up to [`MAX_MAP_ENTRIES`] entries in the order given.
+/// A memory map of up to `N` entries in the order given.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct MemoryMap {
-    entries: [MapEntry; MAX_MAP_ENTRIES],
+pub struct MemoryMapOf<const N: usize> {
+    entries: [MapEntry; N],
     len: usize,
 }
 
-impl fmt::Debug for MemoryMap {
+/// A memory map of up to [`MAX_MAP_ENTRIES`] entries.
+pub type MemoryMap = MemoryMapOf<MAX_MAP_ENTRIES>;
+
+impl<const N: usize> fmt::Debug for MemoryMapOf<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.entries()).finish()
     }
 }
 
-impl Default for MemoryMap {
+impl<const N: usize> Default for MemoryMapOf<N> {
     fn default() -> Self {
         Self::new()
     }
@@ -118,13 +129,15 @@ fn parse_number(s: &str, field: &'static str) -> Result<u64, ParseErrorKind> {
     r.map_err(|_| ParseErrorKind::BadNumber(field))
 }
 
-impl MemoryMap {
+impl<const N: usize> MemoryMapOf<N> {
+    /// The entries the map holds at most.
+    pub const CAPACITY: usize = N;
+
     /// An empty map.
     #[must_use]
     pub const fn new() -> Self {
-        MemoryMap {
-            entries: [MapEntry { area: MemoryArea::new(PhysAddr::zero(), 0), kind: RegionKind::Reserved };
-                MAX_MAP_ENTRIES],
+        MemoryMapOf {
+            entries: [MapEntry { area: MemoryArea::new(PhysAddr::zero(), 0), kind: RegionKind::Reserved }; N],
             len: 0,
         }
     }
@@ -134,7 +147,7 @@ impl MemoryMap {
     /// # Errors
     /// [`ParseError`] naming the first malformed line and what is wrong with it.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let mut map = MemoryMap::new();
+        let mut map = Self::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let err = |kind| ParseError { line, kind };
@@ -157,7 +170,7 @@ impl MemoryMap {
             let start = PhysAddr::try_new(start).map_err(|_| err(ParseErrorKind::TooLarge))?;
             let kind = if kind.eq_ignore_ascii_case("usable") { RegionKind::Usable } else { RegionKind::Reserved };
             let entry = MapEntry { area: MemoryArea::new(start, end - start.as_u64()), kind };
-            map.push(entry).map_err(|_| err(ParseErrorKind::TooManyEntries))?;
+            map.push(entry).map_err(|_| err(ParseErrorKind::TooManyEntries(N)))?;
         }
         Ok(map)
     }
@@ -167,7 +180,7 @@ impl MemoryMap {
     /// # Errors
     /// Gives the entry back when the map is full.
     pub fn push(&mut self, entry: MapEntry) -> Result<(), MapEntry> {
-        if self.len == MAX_MAP_ENTRIES {
+        if self.len == N {
             return Err(entry);
         }
         self.entries[self.len] = entry;
@@ -182,26 +195,29 @@ impl MemoryMap {
     }
 }
 
-/// A sorted list of disjoint, frame-aligned ranges (fixed capacity).
+/// A sorted list of disjoint, frame-aligned ranges: what a machine of up to `N` map entries
+/// derives from its map. It has room for `2 * N` ranges: each reserved range, the kernel
+/// image and each of the seven pool windows splits at most one range in two, so a machine
+/// (whose `N` is at least 8) leaves at most `N + 8`.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Ranges {
-    items: [MemoryArea; MAX_RANGES],
+pub struct Ranges<const N: usize = MAX_MAP_ENTRIES> {
+    items: [[MemoryArea; N]; 2],
     len: usize,
 }
 
-impl fmt::Debug for Ranges {
+impl<const N: usize> fmt::Debug for Ranges<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.as_slice()).finish()
     }
 }
 
-impl Ranges {
-    const EMPTY: Ranges = Ranges { items: [MemoryArea::new(PhysAddr::zero(), 0); MAX_RANGES], len: 0 };
+impl<const N: usize> Ranges<N> {
+    const EMPTY: Ranges<N> = Ranges { items: [[MemoryArea::new(PhysAddr::zero(), 0); N]; 2], len: 0 };
 
     /// The ranges, sorted by address.
     #[must_use]
     pub fn as_slice(&self) -> &[MemoryArea] {
-        &self.items[..self.len]
+        &self.items.as_flattened()[..self.len]
     }
 
     /// Total bytes.
@@ -225,58 +241,64 @@ impl Ranges {
         Gaps { ranges: self.as_slice(), i: 0 }
     }
 
-    /// Inserts a range keeping the list sorted and merged; drops ranges past the capacity.
-    fn insert(&mut self, r: MemoryArea) {
-        if r.size == 0 {
+    /// The union of `areas` (at most `N`), sorted and merged: ranges that overlap or touch
+    /// become one.
+    fn union(areas: impl Iterator<Item = MemoryArea>) -> Self {
+        let mut r = Ranges::EMPTY;
+        for a in areas.filter(|a| a.size > 0) {
+            if r.len < 2 * N {
+                r.items.as_flattened_mut()[r.len] = a;
+                r.len += 1;
+            }
+        }
+        let len = r.len;
+        let items = &mut r.items.as_flattened_mut()[..len];
+        items.sort_unstable_by_key(|a| a.start);
+        let mut out = 0;
+        for i in 0..len {
+            let a = items[i];
+            if out > 0 && items[out - 1].end() >= a.start.as_u64() {
+                let merged_end = items[out - 1].end().max(a.end());
+                items[out - 1] = MemoryArea::from_bounds(items[out - 1].start, PhysAddr::new(merged_end));
+            } else {
+                items[out] = a;
+                out += 1;
+            }
+        }
+        r.len = out;
+        r
+    }
+
+    /// Removes `[s, e)` from every range, in place: the ranges it covers go, the ones it
+    /// cuts are trimmed, one it falls inside is split in two.
+    fn subtract(&mut self, s: u64, e: u64) {
+        if s >= e {
             return;
         }
-        let (mut s, mut e) = (r.start.as_u64(), r.end());
-        let mut out = Ranges::EMPTY;
-        let mut placed = false;
-        for x in self.as_slice() {
-            if x.end() < s {
-                out.push(*x);
-            } else if x.start.as_u64() > e {
-                if !placed {
-                    out.push(MemoryArea::from_bounds(PhysAddr::new(s), PhysAddr::new(e)));
-                    placed = true;
-                }
-                out.push(*x);
-            } else {
-                s = s.min(x.start.as_u64());
-                e = e.max(x.end());
-            }
+        let len = self.len;
+        let items = self.items.as_flattened_mut();
+        // Ranges `first..last` overlap `[s, e)`.
+        let first = items[..len].partition_point(|x| x.end() <= s);
+        let last = items[..len].partition_point(|x| x.start.as_u64() < e);
+        if first >= last {
+            return;
         }
-        if !placed {
-            out.push(MemoryArea::from_bounds(PhysAddr::new(s), PhysAddr::new(e)));
+        let mut pieces = [MemoryArea::default(); 2];
+        let mut n = 0;
+        if items[first].start.as_u64() < s {
+            pieces[n] = MemoryArea::from_bounds(items[first].start, PhysAddr::new(s));
+            n += 1;
         }
-        *self = out;
-    }
-
-    fn push(&mut self, r: MemoryArea) {
-        if self.len < MAX_RANGES && r.size > 0 {
-            self.items[self.len] = r;
-            self.len += 1;
+        if items[last - 1].end() > e {
+            pieces[n] = MemoryArea::from_bounds(PhysAddr::new(e), PhysAddr::new(items[last - 1].end()));
+            n += 1;
         }
-    }
-
-    /// Removes `[s, e)` from every range.
-    fn subtract(&mut self, s: u64, e: u64) {
-        let mut out = Ranges::EMPTY;
-        for x in self.as_slice() {
-            let (xs, xe) = (x.start.as_u64(), x.end());
-            if xe <= s || xs >= e {
-                out.push(*x);
-                continue;
-            }
-            if xs < s {
-                out.push(MemoryArea::from_bounds(x.start, PhysAddr::new(s)));
-            }
-            if xe > e {
-                out.push(MemoryArea::from_bounds(PhysAddr::new(e), PhysAddr::new(xe)));
-            }
-        }
-        *self = out;
+        // At most one more range than before: `n` is 2 only when one range is split.
+        let new_len = len - (last - first) + n;
+        debug_assert!(new_len <= items.len());
+        items.copy_within(last..len, first + n);
+        items[first..first + n].copy_from_slice(&pieces[..n]);
+        self.len = new_len;
     }
 
     /// Keeps only what lies inside `[s, e)`.
@@ -313,13 +335,17 @@ impl Iterator for Gaps<'_> {
     }
 }
 
-/// A machine: its memory map, the kernel image, and the windows of the configured pools.
+/// A machine: its memory map of up to `N` entries, the kernel image, and the windows of the
+/// configured pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Machine {
-    map: MemoryMap,
-    kernel_image: MemoryArea,
+pub struct MachineOf<const N: usize> {
+    map: MemoryMapOf<N>,
+    kernel_image: Option<MemoryArea>,
     windows: [Option<MemoryArea>; crate::pool::POOL_COUNT],
 }
+
+/// A machine whose memory map holds up to [`MAX_MAP_ENTRIES`] entries.
+pub type Machine = MachineOf<MAX_MAP_ENTRIES>;
 
 /// Why a pool window cannot be configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,45 +372,53 @@ impl fmt::Display for PoolConfigError {
 impl core::error::Error for PoolConfigError {}
 
 impl Machine {
-    /// The embedded default machine: a 512 MiB QEMU PC ([`DEFAULT_MEMORY_MAP`]) plus the
-    /// kernel image.
+    /// The embedded default machine: a 512 MiB QEMU PC ([`DEFAULT_MEMORY_MAP`]) with
+    /// [`DEFAULT_KERNEL_IMAGE`] reserved.
     ///
     /// # Panics
     /// Never: the embedded map is parsed by the tests.
     #[must_use]
     pub fn default_machine() -> Self {
-        match Self::parse(DEFAULT_MEMORY_MAP) {
+        match Self::parse(DEFAULT_MEMORY_MAP, Some(DEFAULT_KERNEL_IMAGE)) {
             Ok(m) => m,
             Err(_) => panic!("the embedded memory map is malformed"),
         }
     }
+}
 
-    /// A machine from a memory map in text form, with the kernel image reserved.
+impl<const N: usize> MachineOf<N> {
+    /// Checked (at compile time) when a machine is made: with at least 8 entries, `2 * N`
+    /// has room for every range the machine derives (see [`Ranges`]).
+    const ROOM: () = assert!(N >= 8, "a machine's memory map holds at least 8 entries");
+
+    /// A machine from a memory map in text form, with `kernel_image` (where the kernel is
+    /// loaded: its code, data and boot page tables) reserved; `None` reserves nothing.
     ///
     /// # Errors
     /// [`ParseError`] naming the first malformed line.
-    pub fn parse(text: &str) -> Result<Self, ParseError> {
-        Ok(Self::from_map(MemoryMap::parse(text)?))
+    pub fn parse(text: &str, kernel_image: Option<MemoryArea>) -> Result<Self, ParseError> {
+        Ok(Self::from_map(MemoryMapOf::parse(text)?, kernel_image))
     }
 
-    /// A machine from a parsed memory map, with the kernel image reserved.
+    /// A machine from a parsed memory map, with `kernel_image` reserved (`None`: nothing).
     #[must_use]
-    pub fn from_map(map: MemoryMap) -> Self {
+    pub fn from_map(map: MemoryMapOf<N>, kernel_image: Option<MemoryArea>) -> Self {
+        let () = Self::ROOM;
         let mut windows = [None; crate::pool::POOL_COUNT];
         windows[crate::pool::ISA_DMA_POOL] =
             Some(MemoryArea::new(PhysAddr::zero(), crate::pool::ISA_DMA_LIMIT.as_u64()));
-        Machine { map, kernel_image: KERNEL_IMAGE, windows }
+        MachineOf { map, kernel_image, windows }
     }
 
     /// The memory map.
     #[must_use]
-    pub fn memory_map(&self) -> &MemoryMap {
+    pub fn memory_map(&self) -> &MemoryMapOf<N> {
         &self.map
     }
 
-    /// The reserved kernel image.
+    /// The reserved kernel image, if any.
     #[must_use]
-    pub fn kernel_image(&self) -> MemoryArea {
+    pub fn kernel_image(&self) -> Option<MemoryArea> {
         self.kernel_image
     }
 
@@ -423,18 +457,16 @@ impl Machine {
     /// The usable RAM: usable entries shrunk to whole frames, minus reserved entries and the
     /// kernel image grown to whole frames.
     #[must_use]
-    pub fn usable(&self) -> Ranges {
+    pub fn usable(&self) -> Ranges<N> {
         let page = PAGE_SIZE as u64;
-        let mut r = Ranges::EMPTY;
-        for e in self.map.entries().iter().filter(|e| e.kind == RegionKind::Usable) {
+        let usable = self.map.entries().iter().filter(|e| e.kind == RegionKind::Usable).filter_map(|e| {
             let s = e.area.start.as_u64().next_multiple_of(page);
             let end = e.area.end() & !(page - 1);
-            if s < end {
-                r.insert(MemoryArea::from_bounds(PhysAddr::new(s), PhysAddr::new(end)));
-            }
-        }
+            (s < end).then(|| MemoryArea::from_bounds(PhysAddr::new(s), PhysAddr::new(end)))
+        });
+        let mut r = Ranges::union(usable);
         let reserved = self.map.entries().iter().filter(|e| e.kind == RegionKind::Reserved).map(|e| e.area);
-        for a in reserved.chain(core::iter::once(self.kernel_image)) {
+        for a in reserved.chain(self.kernel_image) {
             let (s, e) = a.frames_outward();
             r.subtract(s * page, e.saturating_mul(page));
         }
@@ -443,7 +475,7 @@ impl Machine {
 
     /// The usable RAM of pool `pool`, sorted; empty for pools without memory.
     #[must_use]
-    pub fn pool_ranges(&self, pool: usize) -> Ranges {
+    pub fn pool_ranges(&self, pool: usize) -> Ranges<N> {
         let mut r = self.usable();
         if pool >= crate::pool::POOL_COUNT {
             return Ranges::EMPTY;
@@ -522,7 +554,7 @@ mod tests {
             "0x0 0xfffffffffffff reserved\n0x0 0x100000000 usable",
             "0x1 0xfffffffffffff usable\n0xffffffffffff0 0xfffffffffffff reserved",
         ] {
-            let m = Machine::parse(text).unwrap();
+            let m = Machine::parse(text, Some(DEFAULT_KERNEL_IMAGE)).unwrap();
             derive_all(&m);
         }
     }
@@ -544,6 +576,6 @@ mod tests {
         let many: std::string::String = (0..=MAX_MAP_ENTRIES as u64)
             .map(|i| std::format!("{:#x} {:#x} usable\n", i << 20, (i << 20) + 4096))
             .collect();
-        assert_eq!(MemoryMap::parse(&many).unwrap_err().kind, ParseErrorKind::TooManyEntries);
+        assert_eq!(MemoryMap::parse(&many).unwrap_err().kind, ParseErrorKind::TooManyEntries(MAX_MAP_ENTRIES));
     }
 }

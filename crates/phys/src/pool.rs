@@ -1,7 +1,7 @@
 //! Pools of physical memory (DROPS DMphys `memphys_*`, seed 003).
 //!
 //! A machine has eight pools. Pool 7 ([`ISA_DMA_POOL`]) is the usable RAM below 16 MiB,
-//! for ISA DMA; pools 1 to 6 are empty unless [`Machine::configure_pool`] gives them a
+//! for ISA DMA; pools 1 to 6 are empty unless [`MachineOf::configure_pool`] gives them a
 //! window; pool 0 ([`DEFAULT_POOL`]) is all other usable RAM. Each pool has its own
 //! [`LockedAllocator`] over the span of its RAM, the holes and reserved ranges inside the
 //! span passed as reserved regions, and its header inside its own RAM.
@@ -28,7 +28,7 @@ use crate::allocator::{Allocator, get_header};
 use crate::area::MemoryArea;
 use crate::error::{AttachError, GetHeaderError, InitError};
 use crate::locked::{DefaultRawMutex, LockedAllocator};
-use crate::machine::Machine;
+use crate::machine::MachineOf;
 use crate::reach::{Path, hit};
 
 /// Pools per machine.
@@ -223,6 +223,10 @@ impl<'h, R: RawMutex> Pool<'h, R> {
 }
 
 /// The eight pools of a machine.
+///
+/// [`Pools::new`] returns them by value; [`Pools::empty`] (a `const fn`) with
+/// [`Pools::build`] builds them where they are to live instead, a `static` or a field of one,
+/// one pool at a time, so that the whole (several KiB) never passes through the stack.
 pub struct Pools<'h, R: RawMutex = DefaultRawMutex> {
     pools: [Option<Pool<'h, R>>; POOL_COUNT],
 }
@@ -237,7 +241,7 @@ impl<R: RawMutex> fmt::Debug for Pools<'_, R> {
 type PlanEntry = (usize, MemoryArea, MemoryArea);
 
 /// The span, header region and pool number of every pool with memory, by header address.
-fn header_plan(machine: &Machine) -> Result<([PlanEntry; POOL_COUNT], usize), PoolsError> {
+fn header_plan<const N: usize>(machine: &MachineOf<N>) -> Result<([PlanEntry; POOL_COUNT], usize), PoolsError> {
     let mut plan = [(0, MemoryArea::default(), MemoryArea::default()); POOL_COUNT];
     let mut n = 0;
     for id in 0..POOL_COUNT {
@@ -255,21 +259,52 @@ fn header_plan(machine: &Machine) -> Result<([PlanEntry; POOL_COUNT], usize), Po
 }
 
 impl<'h, R: RawMutex> Pools<'h, R> {
+    /// No pools yet: the place to [`build`](Self::build) them in. A `const fn`, so the pools
+    /// can be a `static` (behind a lock) built at run time without a copy.
+    #[must_use]
+    pub const fn empty() -> Self {
+        Pools { pools: [const { None }; POOL_COUNT] }
+    }
+
     /// Builds the pools of `machine`: finds each pool's header region, maps it through
     /// `mapping` and initialises the pool's allocator there.
     ///
     /// # Errors
     /// [`PoolsError`] when a header finds no room, is not mapped, or cannot be initialised.
-    pub fn new(machine: &Machine, mapping: &mut impl HeaderMapping<'h>) -> Result<Self, PoolsError> {
-        let (plan, n) = header_plan(machine)?;
-        let mut pools: [Option<Pool<'h, R>>; POOL_COUNT] = Default::default();
-        for &(id, span, header) in &plan[..n] {
-            let words = mapping.map(header).ok_or(PoolsError::Unmapped(header))?;
-            let ranges = machine.pool_ranges(id);
-            let a = Allocator::init(span, header, words, ranges.gaps()).map_err(|e| PoolsError::Init(id, e))?;
-            pools[id] = Some(Pool { id, allocator: LockedAllocator::new(a) });
+    pub fn new<const N: usize>(
+        machine: &MachineOf<N>,
+        mapping: &mut impl HeaderMapping<'h>,
+    ) -> Result<Self, PoolsError> {
+        let mut pools = Self::empty();
+        pools.build(machine, mapping)?;
+        Ok(pools)
+    }
+
+    /// As [`new`](Self::new), in place: the pools of `machine` replace whatever `self` held,
+    /// each written into its slot. On an error `self` holds no pools.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn build<const N: usize>(
+        &mut self,
+        machine: &MachineOf<N>,
+        mapping: &mut impl HeaderMapping<'h>,
+    ) -> Result<(), PoolsError> {
+        self.pools = [const { None }; POOL_COUNT];
+        let result = (|| {
+            let (plan, n) = header_plan(machine)?;
+            for &(id, span, header) in &plan[..n] {
+                let words = mapping.map(header).ok_or(PoolsError::Unmapped(header))?;
+                let ranges = machine.pool_ranges(id);
+                let a = Allocator::init(span, header, words, ranges.gaps()).map_err(|e| PoolsError::Init(id, e))?;
+                self.pools[id] = Some(Pool { id, allocator: LockedAllocator::new(a) });
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            self.pools = [const { None }; POOL_COUNT];
         }
-        Ok(Pools { pools })
+        result
     }
 
     /// Picks up the pools of `machine` whose headers [`new`](Pools::new) wrote, through a new
@@ -277,15 +312,39 @@ impl<'h, R: RawMutex> Pools<'h, R> {
     ///
     /// # Errors
     /// [`PoolsError`] when a header is not mapped or does not hold a valid header.
-    pub fn attach(machine: &Machine, mapping: &mut impl HeaderMapping<'h>) -> Result<Self, PoolsError> {
-        let (plan, n) = header_plan(machine)?;
-        let mut pools: [Option<Pool<'h, R>>; POOL_COUNT] = Default::default();
-        for &(id, _, header) in &plan[..n] {
-            let words = mapping.map(header).ok_or(PoolsError::Unmapped(header))?;
-            let a = Allocator::attach(words).map_err(|e| PoolsError::Attach(id, e))?;
-            pools[id] = Some(Pool { id, allocator: LockedAllocator::new(a) });
+    pub fn attach<const N: usize>(
+        machine: &MachineOf<N>,
+        mapping: &mut impl HeaderMapping<'h>,
+    ) -> Result<Self, PoolsError> {
+        let mut pools = Self::empty();
+        pools.reattach(machine, mapping)?;
+        Ok(pools)
+    }
+
+    /// As [`attach`](Self::attach), in place: drops the views `self` holds and attaches new
+    /// ones through `mapping`. On an error `self` holds no pools.
+    ///
+    /// # Errors
+    /// As [`attach`](Self::attach).
+    pub fn reattach<const N: usize>(
+        &mut self,
+        machine: &MachineOf<N>,
+        mapping: &mut impl HeaderMapping<'h>,
+    ) -> Result<(), PoolsError> {
+        self.pools = [const { None }; POOL_COUNT];
+        let result = (|| {
+            let (plan, n) = header_plan(machine)?;
+            for &(id, _, header) in &plan[..n] {
+                let words = mapping.map(header).ok_or(PoolsError::Unmapped(header))?;
+                let a = Allocator::attach(words).map_err(|e| PoolsError::Attach(id, e))?;
+                self.pools[id] = Some(Pool { id, allocator: LockedAllocator::new(a) });
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            self.pools = [const { None }; POOL_COUNT];
         }
-        Ok(Pools { pools })
+        result
     }
 
     /// Pool `id`, if it has memory.
@@ -360,6 +419,8 @@ impl<'h, R: RawMutex> Pools<'h, R> {
 mod tests {
     use super::*;
     use std::vec;
+
+    use crate::machine::Machine;
 
     #[test]
     fn default_machine_pools_in_a_plain_buffer() {

@@ -14,8 +14,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use memkit_phys::fuzzing::{Action, Harness};
 use memkit_phys::reach::{Path, Snapshot};
 use memkit_phys::{
-    Allocator, DEFAULT_POOL, DirectMap, FrameCache, LockedAllocator, Machine, MemoryArea, Placement, Pools, get_header,
-    header_words,
+    Allocator, DEFAULT_KERNEL_IMAGE, DEFAULT_POOL, DirectMap, FrameCache, LockedAllocator, Machine, MemoryArea,
+    Placement, Pools, get_header, header_words,
 };
 use memkit_types::{Frame, FrameCount, Order, PhysAddr};
 use rand::rngs::SmallRng;
@@ -94,7 +94,8 @@ fn drive_cache(rng: &mut SmallRng, steps: usize) {
 
 /// Random runs from the pools of a small machine until they run dry, then back.
 fn drive_pools(rng: &mut SmallRng, rounds: usize) {
-    let machine = Machine::parse("0x0 0x1000000 usable\n0x1000000 0x1800000 usable\n").expect("a valid map");
+    let machine = Machine::parse("0x0 0x1000000 usable\n0x1000000 0x1800000 usable\n", Some(DEFAULT_KERNEL_IMAGE))
+        .expect("a valid map");
     let mut ram = vec![0u64; 0x1800000 / 8];
     let pools: Pools<'_> = Pools::new(&machine, &mut DirectMap::new(&mut ram, PhysAddr::zero())).expect("pools");
     for _ in 0..rounds {

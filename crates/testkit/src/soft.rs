@@ -38,7 +38,7 @@ pub const WINDOW_PAGES: usize = 48;
 /// Never: the map is a constant.
 #[must_use]
 pub fn machine() -> Machine {
-    let mut m = Machine::parse(MEMORY_MAP).expect("the small machine's map parses");
+    let mut m = Machine::parse(MEMORY_MAP, None).expect("the small machine's map parses");
     m.configure_pool(1, MemoryArea::from_bounds(PhysAddr::new(POOL1.0), PhysAddr::new(POOL1.1)))
         .expect("pool 1's window is valid");
     m
