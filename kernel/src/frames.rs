@@ -32,6 +32,8 @@ pub(crate) enum FramesError {
     TooManyEntries(MapEntry),
     /// The pools could not be built, or found again through the new mapping.
     Pools(PoolsError),
+    /// The pools were re-attached before they were built.
+    NotBuilt,
 }
 
 /// The pools' headers through the current physical window.
@@ -51,11 +53,11 @@ impl HeaderMapping<'static> for WindowMapping {
     }
 }
 
-/// The kernel's frame pools.
+/// The kernel's frame pools: a `static`, its pools (several KiB) built in place.
 #[derive(Debug)]
 pub(crate) struct KernelFrames {
-    machine: Machine,
-    pools: spin::RwLock<Option<Pools<'static>>>,
+    machine: spin::Once<Machine>,
+    pools: spin::RwLock<Pools<'static>>,
 }
 
 /// The machine the PVH memory map describes, with the kernel image (`image`, from the linker
@@ -76,13 +78,19 @@ pub(crate) fn machine(map: &pvh::MemoryMap, image: MemoryArea) -> Result<Machine
 }
 
 impl KernelFrames {
-    /// Builds the pools of `machine`, writing their headers through the current window.
+    /// No pools yet (see [`build`](Self::build)).
+    pub(crate) const fn new() -> Self {
+        KernelFrames { machine: spin::Once::new(), pools: spin::RwLock::new(Pools::empty()) }
+    }
+
+    /// Builds the pools of `machine` in place, writing their headers through the current
+    /// window.
     ///
     /// # Errors
     /// [`FramesError::Pools`] when a header finds no room or cannot be written.
-    pub(crate) fn new(machine: Machine) -> Result<Self, FramesError> {
-        let pools = Pools::new(&machine, &mut WindowMapping).map_err(FramesError::Pools)?;
-        Ok(KernelFrames { machine, pools: spin::RwLock::new(Some(pools)) })
+    pub(crate) fn build(&self, machine: Machine) -> Result<(), FramesError> {
+        let machine = self.machine.call_once(|| machine);
+        self.pools.write().build(machine, &mut WindowMapping).map_err(FramesError::Pools)
     }
 
     /// Drops the views of the headers and attaches new ones through the current window
@@ -91,16 +99,13 @@ impl KernelFrames {
     /// # Errors
     /// [`FramesError::Pools`] when the words seen through the new window are not the headers.
     pub(crate) fn reattach(&self) -> Result<(), FramesError> {
-        let mut pools = self.pools.write();
-        *pools = None;
-        *pools = Some(Pools::attach(&self.machine, &mut WindowMapping).map_err(FramesError::Pools)?);
-        Ok(())
+        let machine = self.machine.get().ok_or(FramesError::NotBuilt)?;
+        self.pools.write().reattach(machine, &mut WindowMapping).map_err(FramesError::Pools)
     }
 
     /// Runs `f` on the pools.
     pub(crate) fn with_pools<R>(&self, f: impl FnOnce(&Pools<'static>) -> R) -> R {
-        let pools = self.pools.read();
-        f(pools.as_ref().expect("the pools are only absent inside `reattach`"))
+        f(&self.pools.read())
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Allocator<'static>) -> R) -> R {

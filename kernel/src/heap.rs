@@ -21,12 +21,14 @@ use crate::phys_window::DIRECT_MAP_BASE;
 
 /// The page source of the kernel's heaps.
 pub(crate) type Pages = DirectMapPageSource<&'static KernelFrames>;
-/// The kernel's heaps.
-pub(crate) type Heaps = KernelHeaps<'static, Pages, SingleCpu>;
+/// The kernel's heaps, over page sources set once the frames and the direct map exist.
+pub(crate) type Heaps = KernelHeaps<'static, spin::Once<Pages>, SingleCpu>;
 
 static PAGEABLE: spin::Once<Pages> = spin::Once::new();
 static PINNED: spin::Once<Pages> = spin::Once::new();
-static HEAPS: spin::Once<Heaps> = spin::Once::new();
+/// The heaps themselves (about 150 KiB): laid out at compile time by the `const fn`
+/// constructor, so they never pass through the boot stack.
+static HEAPS: Heaps = KernelHeaps::new(&PAGEABLE, &PINNED, SingleCpu);
 
 /// Builds the kernel heaps over `frames` through the direct map (covering RAM below
 /// `direct_map_end`), with 16 MiB large pages when `large_pages`, and makes them the global
@@ -46,13 +48,12 @@ pub(crate) unsafe fn init(
     let base = VirtAddr::new(DIRECT_MAP_BASE as usize);
     // SAFETY: the caller guarantees the direct map covers the frames; the source owns each
     // frame it takes from the allocator until it gives it back.
-    let pageable = PAGEABLE.call_once(|| unsafe { DirectMapPageSource::new(frames, base, direct_map_end) });
+    PAGEABLE.call_once(|| unsafe { DirectMapPageSource::new(frames, base, direct_map_end) });
     // SAFETY: as above.
-    let pinned = PINNED.call_once(|| unsafe { DirectMapPageSource::new(frames, base, direct_map_end) });
-    let heaps = HEAPS.call_once(|| KernelHeaps::new(pageable, pinned, SingleCpu));
-    heaps.init(large_pages)?;
-    install(heaps);
-    Ok(heaps)
+    PINNED.call_once(|| unsafe { DirectMapPageSource::new(frames, base, direct_map_end) });
+    HEAPS.init(large_pages)?;
+    install(&HEAPS);
+    Ok(&HEAPS)
 }
 
 /// The heap `alloc` uses once installed.

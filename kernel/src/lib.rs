@@ -73,8 +73,8 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     let mut runner = testing::Runner::default();
     ktests::boot(&mut runner, &map);
 
-    let frames = match memory::frames(&map) {
-        Ok(frames) => FRAMES.call_once(|| frames),
+    let frames = match memory::frames(&map, &FRAMES) {
+        Ok(frames) => frames,
         Err(e) => fatal("frame allocator", e),
     };
     let stats = frames.stats();
@@ -132,8 +132,8 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     runner.finish()
 }
 
-/// The kernel's frame allocator, once built.
-static FRAMES: spin::Once<frames::KernelFrames> = spin::Once::new();
+/// The kernel's frame allocator, built in place.
+static FRAMES: frames::KernelFrames = frames::KernelFrames::new();
 
 fn fatal(what: &str, error: impl core::fmt::Debug) -> ! {
     println!("cannot set up the {what}: {error:?}");

@@ -32,14 +32,15 @@ pub(crate) enum MemoryError {
     Map(memkit_region::MapError),
 }
 
-/// The frame pools of the machine the memory map describes, the kernel image reserved;
-/// their headers are written through the boot identity map.
+/// Builds `frames`, the frame pools of the machine the memory map describes, the kernel
+/// image reserved; their headers are written through the boot identity map.
 ///
 /// # Errors
 /// [`MemoryError`] when the pools cannot be set up.
-pub(crate) fn frames(map: &MemoryMap) -> Result<KernelFrames, MemoryError> {
+pub(crate) fn frames(map: &MemoryMap, frames: &'static KernelFrames) -> Result<&'static KernelFrames, MemoryError> {
     let machine = crate::frames::machine(map, image::area()).map_err(MemoryError::Frames)?;
-    KernelFrames::new(machine).map_err(MemoryError::Frames)
+    frames.build(machine).map_err(MemoryError::Frames)?;
+    Ok(frames)
 }
 
 /// What the switch built.

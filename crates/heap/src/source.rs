@@ -82,6 +82,49 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
     }
 }
 
+/// A page source set once at run time: empty until [`Once::call_once`] gives it its source,
+/// then that source. The heaps take their source by value or by reference, and
+/// [`Heap::new`](crate::Heap::new) and [`KernelHeaps::new`](crate::KernelHeaps::new) are
+/// `const fn`s, so heaps over a `static Once` are `static`s themselves, laid out at compile
+/// time and never built on the stack: a kernel sets the source once its frames and direct map
+/// exist, then calls `init`.
+///
+/// ```
+/// use memkit_heap::{KernelHeaps, RegionPageSource, SingleCpu};
+/// use spin::Once;
+///
+/// static PAGES: Once<RegionPageSource> = Once::new();
+/// static HEAPS: KernelHeaps<'static, Once<RegionPageSource>, SingleCpu> =
+///     KernelHeaps::new(&PAGES, &PAGES, SingleCpu);
+/// ```
+///
+/// Until it is set the source has no pages: a heap initialised before then fails with
+/// `NoMemory` and stays unusable, soundly.
+// SAFETY: every run comes from the source set in the `Once`, which upholds the contract;
+// before it is set there is no run. The range and base pointer a heap reads at `init` (which
+// succeeds only once the source is set) are the set source's, fixed from then on.
+unsafe impl<S: PageSource> PageSource for spin::Once<S> {
+    fn range(&self) -> (VirtAddr, PageCount) {
+        self.get().map_or((VirtAddr::new(0), PageCount::new(0)), PageSource::range)
+    }
+    #[inline]
+    fn base_ptr(&self) -> *mut u8 {
+        self.get().map_or(core::ptr::null_mut(), PageSource::base_ptr)
+    }
+    fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
+        self.get()?.allocate_pages(count, align)
+    }
+    unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount) {
+        if let Some(source) = self.get() {
+            // SAFETY: the run came from this source (caller's contract), hence from `source`.
+            unsafe { source.free_pages(start, count) }
+        }
+    }
+    fn free_page_count(&self) -> PageCount {
+        self.get().map_or(PageCount::new(0), PageSource::free_page_count)
+    }
+}
+
 /// First-fit search for `count` clear bits whose absolute index (`first + i`) is a multiple
 /// of `align`, in a bitmap where a set bit is a page in use. Returns the relative index.
 /// Works a word at a time: skips full words, jumps to the bit after an obstacle.
