@@ -82,7 +82,7 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
     }
 }
 
-/// A page source set once at run time: empty until [`Once::call_once`] gives it its source,
+/// A page source set once at run time: empty until [`spin::Once::call_once`] gives it its source,
 /// then that source. The heaps take their source by value or by reference, and
 /// [`Heap::new`](crate::Heap::new) and [`KernelHeaps::new`](crate::KernelHeaps::new) are
 /// `const fn`s, so heaps over a `static Once` are `static`s themselves, laid out at compile
