@@ -41,7 +41,8 @@ impl Attachment {
         let to = end.min(self.offset + len) - self.offset;
         let from_page = from / PAGE_SIZE as u64;
         let count = to.div_ceil(PAGE_SIZE as u64) - from_page;
-        let first = Page::containing_address(self.start).checked_add(PageCount::new(usize::try_from(from_page).ok()?))?;
+        let first =
+            Page::containing_address(self.start).checked_add(PageCount::new(usize::try_from(from_page).ok()?))?;
         Some((first, PageCount::new(usize::try_from(count).ok()?)))
     }
 
@@ -53,7 +54,8 @@ impl Attachment {
     /// The MMU's error (nothing is flushed then).
     pub fn revoke<M: Mmu + ?Sized>(&self, mmu: &mut M, offset: u64, size: u64, keep: Rights) -> Result<(), MapError> {
         let Some((first, count)) = self.pages_showing(offset, size) else { return Ok(()) };
-        let flush = if keep.is_empty() { mmu.unmap(first, count)? } else { mmu.protect(first, count, self.rights & keep)? };
+        let flush =
+            if keep.is_empty() { mmu.unmap(first, count)? } else { mmu.protect(first, count, self.rights & keep)? };
         flush.flush(mmu);
         Ok(())
     }

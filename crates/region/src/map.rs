@@ -681,7 +681,8 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             backing.release(d.dataspace, cut_offset, cut as u64);
         }
         self.remove_region(g.start, d.in_area);
-        let old = Attachment { start: VirtAddr::new(g.start), size: g.end - g.start, offset: d.offset, rights: d.rights };
+        let old =
+            Attachment { start: VirtAddr::new(g.start), size: g.end - g.start, offset: d.offset, rights: d.rights };
         let head = (cut_start > g.start).then(|| Attachment { size: cut_start - g.start, ..old });
         let tail = (cut_end < g.end).then(|| Attachment {
             start: VirtAddr::new(cut_end),
