@@ -49,6 +49,7 @@ pub mod access;
 mod altstack;
 pub mod fault;
 mod held;
+mod machine;
 #[cfg(feature = "testing")]
 pub mod model;
 mod ram;
@@ -58,6 +59,7 @@ mod window;
 
 pub use altstack::{ALT_STACK_SIZE, prepare_thread};
 pub use fault::{FaultResolver, RegisterError, Registration, Resolution, Unserviceable, faults_resolved};
+pub use machine::{BootError, HostedMachine, PoolSource};
 pub use ram::{HostHeaderMapping, HostRam, MAX_HEADER_REGIONS, RamError};
 pub use space::{HostSpace, SpaceState};
 pub use system::{

@@ -53,9 +53,7 @@ use memkit_region::{
 };
 use memkit_spaces::Spaces;
 pub use memkit_spaces::{DEFAULT_FAULT_AROUND, FaultAroundError, MAX_FAULT_AROUND};
-use memkit_types::{
-    Access, Frame, FrameCount, FrameSource, PAGE_SHIFT, PAGE_SIZE, Page, PhysAddr, PhysMemory, Rights, VirtAddr,
-};
+use memkit_types::{Access, Frame, FrameCount, FrameSource, PAGE_SIZE, Page, PhysAddr, PhysMemory, Rights, VirtAddr};
 
 use crate::fault::{self, FaultResolver, RegisterError, Registration, Resolution, Unserviceable};
 use crate::held::{Held, holds};
@@ -406,8 +404,9 @@ fn key_of<S: FrameSource>(stack: &Arc<StackLock<S>>) -> usize {
 }
 
 /// The page numbered `n`.
+#[cfg(any(test, feature = "check"))]
 fn page_numbered(n: usize) -> Page {
-    Page::containing_address(VirtAddr::new(n << PAGE_SHIFT))
+    Page::containing_address(VirtAddr::new(n << memkit_types::PAGE_SHIFT))
 }
 
 struct SpaceResolver<S: FrameSource> {
