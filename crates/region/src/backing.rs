@@ -38,7 +38,7 @@ impl Attachment {
             return None;
         }
         let from = offset.max(self.offset) - self.offset;
-        let to = end.min(self.offset + len) - self.offset;
+        let to = end.min(self.offset.saturating_add(len)) - self.offset;
         let from_page = from / PAGE_SIZE as u64;
         let count = to.div_ceil(PAGE_SIZE as u64) - from_page;
         let first =
@@ -171,5 +171,42 @@ impl<B: Backing + ?Sized> Backing for &mut B {
     }
     fn release(&mut self, id: Self::Id, offset: u64, size: u64) {
         (**self).release(id, offset, size);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: usize = PAGE_SIZE;
+
+    fn att(start: usize, pages: usize, offset: u64) -> Attachment {
+        Attachment { start: VirtAddr::new(start), size: pages * P, offset, rights: Rights::RW }
+    }
+
+    fn page(addr: usize) -> Page {
+        Page::containing_address(VirtAddr::new(addr))
+    }
+
+    #[test]
+    fn the_pages_showing_a_range_cover_every_byte_of_it_in_the_attachment() {
+        let a = att(0x10_0000, 4, 2 * P as u64);
+        // Before, after and at the edges of the shown bytes.
+        assert_eq!(a.pages_showing(0, 2 * P as u64), None);
+        assert_eq!(a.pages_showing(6 * P as u64, 1), None);
+        assert_eq!(a.pages_showing(2 * P as u64, 0), None);
+        assert_eq!(a.pages_showing(0, 3 * P as u64), Some((page(0x10_0000), PageCount::new(1))));
+        assert_eq!(a.pages_showing(5 * P as u64 + 7, 100), Some((page(0x10_0000 + 3 * P), PageCount::new(1))));
+        // An unaligned range touching two pages maps to both.
+        assert_eq!(a.pages_showing(3 * P as u64 - 8, 16), Some((page(0x10_0000), PageCount::new(2))));
+        assert_eq!(a.pages_showing(0, u64::MAX), Some((page(0x10_0000), PageCount::new(4))));
+    }
+
+    #[test]
+    fn an_attachment_at_the_end_of_the_offsets_does_not_overflow() {
+        let a = att(0x10_0000, 4, u64::MAX - 100);
+        assert_eq!(a.pages_showing(u64::MAX - 50, 10), Some((page(0x10_0000), PageCount::new(1))));
+        assert_eq!(a.pages_showing(u64::MAX, 1), None);
+        assert_eq!(a.pages_showing(0, 1), None);
     }
 }
