@@ -117,21 +117,10 @@ impl Stack {
     /// kernel image), its RAM populated.
     fn new(pages: usize) -> Result<Self, String> {
         let size = (pages * PAGE_SIZE) as u64 + (32 << 20);
-        let machine =
-            memkit_phys::Machine::parse(&format!("0x0 {size:#x} usable\n"), Some(memkit_phys::DEFAULT_KERNEL_IMAGE))
-                .map_err(|e| e.to_string())?;
-        let ram = Arc::new(HostRam::new(size).map_err(|e| e.to_string())?);
-        ram.populate().map_err(|e| e.to_string())?;
-        // The pools keep their headers in the RAM for as long as the process lives.
-        let leaked: &'static Arc<HostRam> = Box::leak(Box::new(Arc::clone(&ram)));
-        let mut mapping = leaked.header_mapping().ok_or("headers taken")?;
-        let pools: &'static memkit_phys::Pools<'static> =
-            Box::leak(Box::new(memkit_phys::Pools::new(&machine, &mut mapping).map_err(|e| e.to_string())?));
-        let mut manager =
-            memkit_dataspace::Manager::new(memkit_dataspace::Config::new(size), memkit_host::RamRef(Arc::clone(&ram)));
-        let pool = pools.pool(memkit_phys::DEFAULT_POOL).ok_or("no pool 0")?;
-        manager.set_pool(memkit_dataspace::PoolId::DEFAULT, pool.allocator());
-        Ok(Stack { system: memkit_host::System::new(ram, manager) })
+        let machine = memkit_phys::Machine::parse(&format!("0x0 {size:#x} usable\n"), Some(memkit_phys::DEFAULT_KERNEL_IMAGE)).map_err(|e| e.to_string())?;
+        let booted = memkit_host::HostedMachine::boot(&machine).map_err(|e| e.to_string())?;
+        booted.ram().populate().map_err(|e| e.to_string())?;
+        Ok(Stack { system: booted.system })
     }
 
     /// One round: a fresh space and anonymous dataspace of `pages` pages, one store per page,

@@ -23,6 +23,7 @@ pub mod fault;
 pub mod frames;
 pub mod heap;
 pub mod region;
+pub mod spaces;
 
 /// The name memkit's own rows carry in the `impl` column.
 pub const MEMKIT: &str = "memkit";
@@ -221,6 +222,11 @@ pub const SUITES: &[Suite] = &[
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch", fault::run),
     ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system", heap::run),
     ("region", "region map find and search-attach vs BTreeMap and memory_set; software fault path", region::run),
+    (
+        "spaces",
+        "revocation through the reverse index vs every region, in spaces of 10 and 100 000 regions",
+        spaces::run,
+    ),
 ];
 
 /// Runs the suite called `name`, prints nothing, writes nothing.

@@ -11,7 +11,8 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, Placement as DsPlacement, PoolId};
 use memkit_heap::{HeapId, XmallocError, XmfreeError};
-use memkit_region::{AttachRequest, DetachFlags, FaultError, Flags, Mmu, SpaceId};
+use memkit_region::{AttachRequest, DetachFlags, FaultError, Flags, Mmu};
+use memkit_spaces::SpaceId;
 
 use memkit_phys::{AllocateError, DEFAULT_POOL, FreeError, HEADER_MAGIC, ISA_DMA_LIMIT, ISA_DMA_POOL, MemoryArea};
 use memkit_types::{

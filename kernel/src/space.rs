@@ -9,20 +9,23 @@
 //!        ─▶ PageTableMmu::map / protect ─▶ iretq retries the access
 //! ```
 //!
-//! The kernel keeps its address spaces in a [`SpaceSet`], the region layer's owner of a
-//! dataspace manager and its spaces, even when there is only one: a copy-on-write copy
-//! write-protects the source in every space, a copy-on-write break unmaps the old frame
-//! from every other mapping of the page (in the faulting space too, where the same
-//! dataspace may be attached twice), a shrink or a clear revokes the lost pages
-//! everywhere, `DETACH_FREE` clears the detached part, and one reference per dataspace is
-//! held while any region shows it. There is no second copy of that wiring here.
+//! The kernel keeps its address spaces in a [`SpaceSet`] (`memkit-spaces`, the one owner
+//! of a dataspace manager and its spaces on every machine), even when there is only one:
+//! a copy-on-write copy write-protects the source in every space, a copy-on-write break
+//! unmaps the old frame from every other mapping of the page (in the faulting space too,
+//! where the same dataspace may be attached twice), a shrink or a clear revokes the lost
+//! pages everywhere (each through the set's reverse index, visiting only the regions that
+//! show the pages), `DETACH_FREE` clears the detached part, and one reference per
+//! dataspace is held while any region shows it. There is no second copy of that wiring
+//! here.
 //!
 //! Each address space has its own PML4: its window (one PML4 slot of the lower half) holds
 //! the regions; the kernel's entries (image, direct map) are copied into it, so the kernel
 //! keeps running while the space is active.
 
 use memkit_dataspace::{DataspaceId, Manager};
-use memkit_region::{AddressSpace, FaultError, RegionMap, SpaceError, SpaceId, SpaceSet};
+use memkit_region::{AddressSpace, FaultError, RegionMap};
+use memkit_spaces::{SpaceError, SpaceId, SpaceSet};
 use memkit_types::{Access, Frame, PAGE_SIZE, Page, PageCount, VirtAddr};
 
 use crate::cpu;
@@ -37,7 +40,7 @@ pub(crate) type KernelManager = Manager<PoolFrames<'static>, KernelPhysMemory>;
 /// An address space of the kernel.
 pub(crate) type Space = AddressSpace<DataspaceId, PageTableMmu<'static, KernelFrames>>;
 
-/// Several address spaces over one manager, kept coherent by the region layer.
+/// Several address spaces over one manager, kept coherent by `memkit-spaces`.
 pub(crate) type Spaces = SpaceSet<PoolFrames<'static>, KernelPhysMemory, PageTableMmu<'static, KernelFrames>>;
 
 /// Where address spaces' windows start: PML4 slot 1 (512 GiB), which the kernel leaves empty.

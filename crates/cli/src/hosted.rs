@@ -4,13 +4,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use memkit_dataspace::{Config, Manager, PoolId};
 use memkit_heap::{AddressHeaps, DirectMapPageSource, HeapId, KernelHeaps, SingleCpu};
-use memkit_host::{HostRam, RamRef, System};
-use memkit_phys::{LockedAllocator, Machine, PoolStats, Pools};
+use memkit_host::{HostRam, HostedMachine, PoolSource, System};
+use memkit_phys::{Machine, PoolStats, Pools};
 
 /// A pool's allocator as the dataspace manager uses it.
-pub(crate) type Source = &'static LockedAllocator<'static>;
+pub(crate) type Source = PoolSource;
 
 /// The kernel heaps' page source: pool 0's frames through the RAM's direct map.
 pub(crate) type HeapPages = DirectMapPageSource<Source>;
@@ -25,8 +24,7 @@ pub(crate) struct Hosted {
     pub(crate) pools: &'static Pools<'static>,
     pub(crate) system: System<Source>,
     heaps: Option<&'static Heaps>,
-    /// The RAM, leaked for the life of the process (the pools' headers live in it); kept here
-    /// so that it stays reachable.
+    /// The RAM, alive for the rest of the process (the pools' headers live in it).
     ram: &'static Arc<HostRam>,
 }
 
@@ -88,39 +86,17 @@ pub(crate) fn load_machine(path: Option<&Path>) -> Result<Machine, String> {
     crate::input::load_machine(path)
 }
 
-/// Brings `machine` up: RAM up to its last usable byte, the eight pools with their headers in
-/// that RAM, and a dataspace manager whose root factory may use every frame the pools hold
-/// (the usable RAM minus the pools' headers).
-///
-/// The RAM and the pools live as long as the process (they are leaked): the pools keep their
-/// headers in the RAM's direct map, and the fault handler may reach them at any time.
+/// Brings `machine` up ([`HostedMachine::boot`]: RAM up to its last usable byte, the eight
+/// pools with their headers in that RAM, and a dataspace manager whose root factory may use
+/// every frame the pools hold), for the life of the process.
 ///
 /// # Errors
 /// A message when the RAM cannot be made or the pools cannot be built.
 pub(crate) fn boot(machine: Machine) -> Result<Hosted, String> {
-    let usable = machine.usable();
-    if usable.as_slice().is_empty() {
-        return Err("the memory map has no usable RAM".to_string());
-    }
-    let size = usable.span().end().next_multiple_of(memkit_types::PAGE_SIZE as u64);
-    let ram = Arc::new(HostRam::new(size).map_err(|e| format!("RAM of {size:#x} bytes: {e}"))?);
-    let leaked: &'static Arc<HostRam> = Box::leak(Box::new(Arc::clone(&ram)));
-    let mut mapping = leaked.header_mapping().ok_or("the RAM's headers are taken")?;
-    let pools: &'static Pools<'static> =
-        Box::leak(Box::new(Pools::new(&machine, &mut mapping).map_err(|e| format!("pools: {e}"))?));
-    // The root quota is what the pools can deliver: their frames, without the headers they
-    // keep in the RAM (the usable bytes would promise those too).
-    let deliverable: u64 = pools
-        .iter()
-        .map(|p| memkit_types::FrameSource::total_frames(p.allocator()).get() * memkit_types::PAGE_SIZE as u64)
-        .sum();
-    let mut manager = Manager::new(Config::new(deliverable), RamRef(Arc::clone(&ram)));
-    for pool in pools.iter() {
-        if let Some(id) = PoolId::new(pool.id() as u32) {
-            manager.set_pool(id, pool.allocator());
-        }
-    }
-    Ok(Hosted { machine, pools, system: System::new(ram, manager), heaps: None, ram: leaked })
+    let booted = HostedMachine::boot(&machine).map_err(|e| e.to_string())?;
+    let ram = booted.ram();
+    let HostedMachine { pools, system, .. } = booted;
+    Ok(Hosted { machine, pools, system, heaps: None, ram })
 }
 
 /// Bytes in a human unit.

@@ -22,7 +22,7 @@
 //! - **Failure changes nothing.** Every operation checks its input first, allocates all it
 //!   needs (giving everything back if one allocation fails), and only then commits.
 //! - **The manager does not know mappings.** Operations that invalidate mappings call a
-//!   [`Revoker`] first (the region layer implements it); [`Mapping::replaced`] tells the
+//!   [`Revoker`] first (`memkit-spaces` implements it over its address spaces); [`Mapping::replaced`] tells the
 //!   fault path which frame a copy-on-write break replaced.
 //!
 //! ```

@@ -21,6 +21,11 @@
 //!   frame run with one `mmap(MAP_POPULATE)`, paying the signal and the syscall once per
 //!   block, as Linux does for file mappings; 1 keeps strict one-page laziness, whose single
 //!   pages map without `MAP_POPULATE` ([`Populate`]).
+//! - **The set of spaces is `memkit-spaces`'.** [`System`] keeps the dataspace manager
+//!   and a [`Spaces`](memkit_spaces::Spaces) of windows behind one lock (coherence,
+//!   references, the reverse index and fault-around are that crate's); what is here is
+//!   what only a host has: windows, [`HostMmu`], the fault handler, probing loads and
+//!   stores. [`HostedMachine::boot`] brings a memory map up (RAM, pools, manager, system).
 //! - **Kernel limits are budgeted.** Runs of consecutive frames map as one VMA; the runtime
 //!   counts its VMAs and fails with an error before `vm.max_map_count` ([`MappingBudget`]).
 //! - **Unsafe is fenced** in small modules: [`sys`](crate) (syscalls), `ram` (the direct
@@ -49,6 +54,7 @@ pub mod access;
 mod altstack;
 pub mod fault;
 mod held;
+mod machine;
 #[cfg(feature = "testing")]
 pub mod model;
 mod ram;
@@ -58,6 +64,7 @@ mod window;
 
 pub use altstack::{ALT_STACK_SIZE, prepare_thread};
 pub use fault::{FaultResolver, RegisterError, Registration, Resolution, Unserviceable, faults_resolved};
+pub use machine::{BootError, HostedMachine, PoolSource};
 pub use ram::{HostHeaderMapping, HostRam, MAX_HEADER_REGIONS, RamError};
 pub use space::{HostSpace, SpaceState};
 pub use system::{

@@ -2,43 +2,28 @@
 //! maps over windows) whose faults are real and resolved through the manager.
 //!
 //! ```text
-//!   System ── one spin lock ──▶ Stack { manager: Manager<S, RamRef>, spaces: [AddressSpace] }
-//!     │                                   ▲
-//!     └─ per window: Registration ────────┘ the fault handler locks the stack, resolves the
-//!                                           fault in the space's region map, and on a
-//!                                           copy-on-write break unmaps the old frame from the
-//!                                           other spaces
+//!   System ── one ticket lock ──▶ Stack { manager: Manager<S, RamRef>,
+//!     │                                       spaces: memkit_spaces::Spaces<HostMmu> }
+//!     │                                     ▲
+//!     └─ per window: Registration ──────────┘ the fault handler locks the stack and resolves
+//!                                             the fault through Spaces::resolve
 //! ```
 //!
-//! # Fault-around
-//! A fault on a page whose aligned neighbours (a block of [`DEFAULT_FAULT_AROUND`] pages by
-//! default, see [`System::set_fault_around`]) are still unmapped and have no frame yet gives
-//! the whole stretch one run of contiguous frames ([`Manager::map_run`]) and maps it with one
-//! `mmap`, so the signal and the `mmap` are paid once per run instead of once per page, and
-//! the run merges with its neighbours into one kernel mapping. This is what Linux does for
-//! file mappings (`fault_around_bytes`). The price: frames are committed for pages that may
-//! never be touched (at most the block size minus one per fault). A block of one page keeps
-//! strict one-page laziness.
-//!
-//! ```text
-//!   block of 16 pages:  |....|....|....|.X..|   X faults, every page still empty
-//!                        └──── one frame run, one mmap ────┘
-//!   otherwise (a neighbour mapped or populated, or a copy-on-write page): one page
-//! ```
+//! # Coherence and fault-around
+//! The manager and the spaces are `memkit-spaces`'s ([`Spaces`] over [`HostMmu`]): one
+//! manager reference per dataspace for as long as any region of any space shows it; a
+//! copy-on-write copy write-protects the source in every space, a shrink or a clear unmaps
+//! the lost pages, a copy-on-write break unmaps the page's old frame wherever it still
+//! shows (the faulting space included), each through the reverse index; a `DETACH_FREE`
+//! region's detached part is cleared through the manager; destroying a space detaches its
+//! regions with `KEEP`. Fault-around ([`memkit_spaces::around`]) is on here, a block of
+//! [`DEFAULT_FAULT_AROUND`] pages ([`System::set_fault_around`]): a signal and an `mmap`
+//! cost far more than the frames a block commits early.
 //!
 //! One lock covers the manager and every space, so that a fault in one space can revoke
 //! mappings in another without lock-ordering trouble. The [crate's locking
 //! rule](crate#the-locking-rule) applies: [`System::lock`] only around operations, never while
 //! loading or storing window memory.
-//!
-//! # Coherence
-//! The system keeps its spaces coherent exactly as
-//! [`SpaceSet`](memkit_region::SpaceSet) does: one manager reference per dataspace for
-//! as long as any region of any space shows it; a copy-on-write break unmaps every other
-//! mapping of the page's old frame for that dataspace, in every space, the faulting one
-//! included (another region of the same space may show the same page); a `DETACH_FREE`
-//! region's detached part is cleared through the manager; destroying a space detaches its
-//! regions with `KEEP`.
 //!
 //! # Loads and stores
 //! [`System::load`] and [`System::store`] first touch each page of the range with a real
@@ -59,19 +44,16 @@
 //! A space's window is at most [`Window::MAX_LEN`] bytes: its MMU keeps one word per page.
 
 use spin::mutex::{TicketMutex, TicketMutexGuard};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use memkit_dataspace::{DataspaceId, Manager, PageRange, RevokeKind, Revoker};
-use memkit_region::Mmu;
+use memkit_dataspace::{DataspaceId, Manager};
 use memkit_region::{
-    AddressSpace, AttachError, AttachRequest, Backing, BackingError, DetachError, DetachFlags, Detached, FaultError,
-    MapError, RegionMap,
+    AddressSpace, AttachError, AttachRequest, BackingError, DetachError, DetachFlags, Detached, FaultError, MapError,
+    Mmu, RegionMap,
 };
-use memkit_types::{
-    Access, Frame, FrameCount, FrameSource, PAGE_SHIFT, PAGE_SIZE, Page, PageCount, PhysAddr, PhysMemory, Rights,
-    VirtAddr,
-};
+use memkit_spaces::Spaces;
+pub use memkit_spaces::{DEFAULT_FAULT_AROUND, FaultAroundError, MAX_FAULT_AROUND};
+use memkit_types::{Access, Frame, FrameCount, FrameSource, PAGE_SIZE, Page, PhysAddr, PhysMemory, Rights, VirtAddr};
 
 use crate::fault::{self, FaultResolver, RegisterError, Registration, Resolution, Unserviceable};
 use crate::held::{Held, holds};
@@ -194,188 +176,40 @@ static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU6
 /// pages keep unmapping each other (never seen: a second round settles every known case).
 const RESOLVE_ROUNDS: usize = 4;
 
-/// The number of pages a fault maps at once by default when its neighbours are still
-/// empty (64 KiB, as Linux's `fault_around_bytes`).
-pub const DEFAULT_FAULT_AROUND: usize = 16;
-
-/// The largest fault-around block: 512 pages (2 MiB).
-pub const MAX_FAULT_AROUND: usize = 512;
-
-/// Why a fault-around block size was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FaultAroundError {
-    /// The size (in pages) is zero, not a power of two, or above [`MAX_FAULT_AROUND`].
-    BadSize(usize),
-}
-
-impl core::fmt::Display for FaultAroundError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            FaultAroundError::BadSize(n) => {
-                write!(f, "fault-around of {n} pages: must be a power of two from 1 to {MAX_FAULT_AROUND}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for FaultAroundError {}
-
-impl FaultAroundError {
-    /// The seed's code: `-L4_EINVAL` (-22).
-    #[must_use]
-    pub fn code(self) -> i32 {
-        -22
-    }
-}
-
-/// Everything behind the [`System`]'s lock.
+/// Everything behind the [`System`]'s lock: the dataspace manager and the address spaces
+/// ([`Spaces`]: region maps over windows, the reverse index, the fault-around block), and
+/// the serial number of each space.
 #[derive(Debug)]
 pub struct Stack<S: FrameSource> {
     /// The dataspace manager.
     pub manager: Manager<S, RamRef>,
-    spaces: Vec<Option<HostAddressSpace>>,
+    spaces: Spaces<HostMmu>,
     /// For each space slot, the serial number of the space in it (numbers are unique in the
     /// process, so the id of a destroyed space, or of another system's, is refused).
     serials: Vec<u64>,
-    /// The number of regions of all spaces showing each dataspace; the stack holds one
-    /// manager reference for each dataspace in here.
-    attachments: BTreeMap<DataspaceId, u32>,
-    /// Pages per fault-around block (a power of two; 1: off).
-    fault_around: usize,
-}
-
-/// The frames copy-on-write breaks replaced during one operation: the first without
-/// allocating (a fault's, in the signal handler), any further ones in a list.
-#[derive(Debug, Default)]
-struct Replaced {
-    first: Option<(DataspaceId, u64, Frame)>,
-    more: Vec<(DataspaceId, u64, Frame)>,
-}
-
-impl Replaced {
-    fn push(&mut self, r: (DataspaceId, u64, Frame)) {
-        if self.first.is_none() {
-            self.first = Some(r);
-        } else {
-            self.more.push(r);
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (DataspaceId, u64, Frame)> + '_ {
-        self.first.iter().chain(self.more.iter()).copied()
-    }
-}
-
-/// The manager seen by a region map: frames on faults, references on attach and detach.
-struct Store<'a, S: FrameSource> {
-    manager: &'a mut Manager<S, RamRef>,
-    attachments: &'a mut BTreeMap<DataspaceId, u32>,
-    /// The copy-on-write breaks during this operation: (dataspace, offset, old frame). A
-    /// fault maps one page, so it breaks at most one and allocates nothing; an eager attach
-    /// may break one per page.
-    replaced: Replaced,
-    /// A `DETACH_FREE` release to carry out once the region map is done.
-    release: Option<(DataspaceId, u64, u64)>,
-}
-
-impl<S: FrameSource> Backing for Store<'_, S> {
-    type Id = DataspaceId;
-
-    fn rights(&self, id: DataspaceId) -> Option<Rights> {
-        // The rights of the handle: attaching beyond them is refused.
-        self.manager.rights(id).ok()
-    }
-
-    fn map(&mut self, id: DataspaceId, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
-        match self.manager.map(id, offset, access) {
-            Ok(m) => {
-                if let Some(old) = m.replaced {
-                    self.replaced.push((id, offset, old));
-                }
-                Ok((m.frame, m.rights))
-            }
-            Err(memkit_dataspace::MapError::InvalidId(_)) => Err(BackingError::UnknownDataspace),
-            Err(memkit_dataspace::MapError::OffsetOutOfRange(o, _)) => Err(BackingError::OutOfRange(o)),
-            Err(memkit_dataspace::MapError::Forbidden(_, access)) => Err(BackingError::Forbidden(access)),
-            Err(memkit_dataspace::MapError::OutOfMemory(_)) => Err(BackingError::OutOfMemory),
-            // A refusal a later manager adds: the access is refused.
-            Err(_) => Err(BackingError::Forbidden(access)),
-        }
-    }
-
-    fn attached(&mut self, id: DataspaceId) {
-        // One manager reference per dataspace shown anywhere: a region split after the
-        // dataspace was closed needs no new reference (the manager would refuse one).
-        let n = self.attachments.entry(id).or_insert(0);
-        if *n == 0 {
-            // The attach checked `rights` (an open handle) just before: this succeeds.
-            let _ = self.manager.inc_ref(id);
-        }
-        *n += 1;
-    }
-
-    fn detached(&mut self, id: DataspaceId) {
-        if let Some(n) = self.attachments.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
-                self.attachments.remove(&id);
-                let _ = self.manager.dec_ref(id);
-            }
-        }
-    }
-
-    fn release(&mut self, id: DataspaceId, offset: u64, size: u64) {
-        self.release = Some((id, offset, size));
-    }
 }
 
 /// Takes mappings away in every space (what the manager calls before sharing or freeing
-/// frames).
-#[derive(Debug)]
-pub struct SpacesRevoker<'a> {
-    spaces: &'a mut [Option<HostAddressSpace>],
-}
-
-impl Revoker for SpacesRevoker<'_> {
-    fn revoke(&mut self, ds: DataspaceId, pages: PageRange, kind: RevokeKind) {
-        let keep = match kind {
-            RevokeKind::Write => Rights::READ | Rights::EXECUTE,
-            RevokeKind::All => Rights::empty(),
-        };
-        let offset = pages.start.saturating_mul(PAGE_SIZE as u64);
-        let size = pages.end.saturating_sub(pages.start).saturating_mul(PAGE_SIZE as u64);
-        for s in self.spaces.iter_mut().flatten() {
-            // An MMU error here can only be the mapping budget refusing to split a run
-            // for a protect; unmapping the pages instead always succeeds and is safe
-            // (they fault again and are resolved with the right rights).
-            if s.map.revoke(&mut s.mmu, ds, offset, size, keep).is_err() {
-                let _ = s.map.revoke(&mut s.mmu, ds, offset, size, Rights::empty());
-            }
-        }
-    }
-}
+/// frames), visiting the regions the reverse index names.
+pub type SpacesRevoker<'a> = memkit_spaces::SpacesRevoker<'a, HostMmu>;
 
 impl<S: FrameSource> Stack<S> {
     /// The manager and a revoker over every space, for manager operations that invalidate
     /// mappings (`copy`, `resize`, `clear`, ...).
     pub fn manager_and_revoker(&mut self) -> (&mut Manager<S, RamRef>, SpacesRevoker<'_>) {
-        (&mut self.manager, SpacesRevoker { spaces: &mut self.spaces })
+        (&mut self.manager, self.spaces.revoker())
     }
 
-    fn store(&mut self) -> Store<'_, S> {
-        Store {
-            manager: &mut self.manager,
-            attachments: &mut self.attachments,
-            replaced: Replaced::default(),
-            release: None,
-        }
+    /// The spaces (region maps, MMUs, the reverse index), to look at.
+    #[must_use]
+    pub fn spaces(&self) -> &Spaces<HostMmu> {
+        &self.spaces
     }
 
     /// The number of regions of all spaces showing `ds`.
     #[must_use]
     pub fn attachments(&self, ds: DataspaceId) -> u32 {
-        self.attachments.get(&ds).copied().unwrap_or(0)
+        self.spaces.attachments(ds)
     }
 
     /// The address space `id`.
@@ -384,7 +218,7 @@ impl<S: FrameSource> Stack<S> {
     /// [`SpaceError::NoSpace`].
     pub fn space(&self, id: SpaceId) -> Result<&HostAddressSpace, SpaceError> {
         let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
-        self.spaces[index].as_ref().ok_or(SpaceError::NoSpace(id))
+        self.spaces.get(index).ok_or(SpaceError::NoSpace(id))
     }
 
     /// The region map of space `id`.
@@ -401,17 +235,16 @@ impl<S: FrameSource> Stack<S> {
     /// [`SpaceError::NoSpace`].
     pub fn region_map_mut(&mut self, id: SpaceId) -> Result<&mut RegionMap<DataspaceId>, SpaceError> {
         let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
-        self.spaces[index].as_mut().map(|s| &mut s.map).ok_or(SpaceError::NoSpace(id))
+        self.spaces.get_mut(index).map(|s| &mut s.map).ok_or(SpaceError::NoSpace(id))
     }
 
     /// The ids of the live spaces.
     #[must_use]
     pub fn space_ids(&self) -> Vec<SpaceId> {
-        let live = self.spaces.iter().zip(&self.serials).enumerate().filter(|(_, (s, _))| s.is_some());
-        live.map(|(index, (_, &serial))| SpaceId { index, serial }).collect()
+        self.spaces.ids().map(|index| SpaceId { index: index.0, serial: self.serials[index.0] }).collect()
     }
 
-    /// Attaches in space `id` ([`RegionMap::attach`]).
+    /// Attaches in space `id` ([`Spaces::attach`]).
     ///
     /// # Errors
     /// As [`RegionMap::attach`]; `Ok(Err(..))` when there is no such space.
@@ -421,22 +254,15 @@ impl<S: FrameSource> Stack<S> {
         req: &AttachRequest<DataspaceId>,
     ) -> Result<Result<VirtAddr, AttachError>, SpaceError> {
         let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
-        let space = self.spaces[index].as_mut().ok_or(SpaceError::NoSpace(id))?;
-        let mut store = Store {
-            manager: &mut self.manager,
-            attachments: &mut self.attachments,
-            replaced: Replaced::default(),
-            release: None,
-        };
-        let r = space.attach(&mut store, req);
-        let replaced = core::mem::take(&mut store.replaced);
-        for (ds, offset, old) in replaced.iter() {
-            self.unmap_replaced(ds, offset, old);
+        match self.spaces.attach(&mut self.manager, index, req) {
+            Ok(a) => Ok(Ok(a)),
+            Err(memkit_spaces::SpaceError::Op(e)) => Ok(Err(e)),
+            // `NoSpace`, or an error a later spaces crate adds.
+            Err(_) => Err(SpaceError::NoSpace(id)),
         }
-        Ok(r)
     }
 
-    /// Detaches in space `id` ([`RegionMap::detach`]). With `DETACH_FREE` (and no `KEEP`)
+    /// Detaches in space `id` ([`Spaces::detach`]). With `DETACH_FREE` (and no `KEEP`)
     /// the detached part of the dataspace is cleared through the manager (its frames freed,
     /// its mappings elsewhere revoked), when the dataspace is still open.
     ///
@@ -450,33 +276,18 @@ impl<S: FrameSource> Stack<S> {
         flags: DetachFlags,
     ) -> Result<Result<Detached<DataspaceId>, DetachError>, SpaceError> {
         let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
-        let space = self.spaces[index].as_mut().ok_or(SpaceError::NoSpace(id))?;
-        let mut store = Store {
-            manager: &mut self.manager,
-            attachments: &mut self.attachments,
-            replaced: Replaced::default(),
-            release: None,
-        };
-        let d = space.detach(&mut store, start, size, flags);
-        if d.is_ok()
-            && let Some((ds, offset, len)) = store.release
-        {
-            let (m, mut r) = self.manager_and_revoker();
-            if let Ok(info) = m.info(ds) {
-                let owner = info.owner;
-                let len = len.min(info.size.saturating_sub(offset));
-                // Clearing may fail only for want of a frame to unshare an edge page; the
-                // detach itself has happened either way.
-                let _ = m.clear(owner, ds, offset, len, &mut r);
-            }
+        match self.spaces.detach(&mut self.manager, index, start, size, flags) {
+            Ok(d) => Ok(Ok(d)),
+            Err(memkit_spaces::SpaceError::Op(e)) => Ok(Err(e)),
+            // `NoSpace`, or an error a later spaces crate adds.
+            Err(_) => Err(SpaceError::NoSpace(id)),
         }
-        Ok(d)
     }
 
     /// The fault-around block size in pages (1: off).
     #[must_use]
     pub fn fault_around(&self) -> usize {
-        self.fault_around
+        self.spaces.fault_around()
     }
 
     /// Sets the fault-around block size ([`System::set_fault_around`]).
@@ -484,40 +295,26 @@ impl<S: FrameSource> Stack<S> {
     /// # Errors
     /// [`FaultAroundError::BadSize`] (nothing changes).
     pub fn set_fault_around(&mut self, pages: usize) -> Result<(), FaultAroundError> {
-        if !pages.is_power_of_two() || pages > MAX_FAULT_AROUND {
-            return Err(FaultAroundError::BadSize(pages));
-        }
-        self.fault_around = pages;
-        Ok(())
+        self.spaces.set_fault_around(pages)
     }
 
-    /// Resolves a fault in space `index`, by fault-around when it applies; on a copy-on-write
-    /// break, unmaps every other mapping of the page's old frame for that dataspace, in every
-    /// space (this one included: another region may show the same page). Allocation-free as
-    /// long as the manager's `map` and `map_run` and the region map's `resolve` are.
+    /// Resolves a fault in space slot `index` ([`Spaces::resolve`]: fault-around when it
+    /// applies; a copy-on-write break unmaps the old frame wherever the page still shows
+    /// it). Allocation-free as long as the manager's `map` and `map_run` and the region
+    /// map's `resolve` are.
     fn resolve(&mut self, index: usize, addr: VirtAddr, access: Access) -> Result<(), FaultError> {
-        let Some(Some(space)) = self.spaces.get_mut(index) else { return Err(FaultError::NoRegion(addr)) };
-        if self.fault_around > 1 && fault_around(&mut self.manager, space, addr, access, self.fault_around) {
-            return Ok(());
+        match self.spaces.resolve(&mut self.manager, memkit_spaces::SpaceId(index), addr, access) {
+            Ok(_) => Ok(()),
+            Err(memkit_spaces::SpaceError::Op(e)) => Err(e),
+            // `NoSpace`, or an error a later spaces crate adds.
+            Err(_) => Err(FaultError::NoRegion(addr)),
         }
-        let mut store = Store {
-            manager: &mut self.manager,
-            attachments: &mut self.attachments,
-            replaced: Replaced::default(),
-            release: None,
-        };
-        let r = space.resolve(&mut store, addr, access).map(|_| ());
-        let replaced = core::mem::take(&mut store.replaced);
-        for (ds, offset, old) in replaced.iter() {
-            self.unmap_replaced(ds, offset, old);
-        }
-        r
     }
 
     /// Whether the page of `addr` in space `index` is mapped for `access` (so an access there
     /// cannot fault while the lock is held).
     fn accessible(&self, index: usize, addr: VirtAddr, access: Access) -> bool {
-        let Some(Some(space)) = self.spaces.get(index) else { return false };
+        let Some(space) = self.spaces.get(memkit_spaces::SpaceId(index)) else { return false };
         space.mmu.translate(Page::containing_address(addr)).is_some_and(|t| t.rights.allows(access))
     }
 
@@ -530,45 +327,37 @@ impl<S: FrameSource> Stack<S> {
         self.resolve(index, addr, access)
     }
 
-    fn unmap_replaced(&mut self, ds: DataspaceId, offset: u64, old: Frame) {
-        for s in self.spaces.iter_mut().flatten() {
-            s.map.unmap_stale(&mut s.mmu, ds, offset, old);
-        }
-    }
-
     /// The slot of space `id` while it lives.
-    fn index_of(&self, id: SpaceId) -> Option<usize> {
-        let live = self.spaces.get(id.index).is_some_and(Option::is_some);
-        (live && self.serials.get(id.index) == Some(&id.serial)).then_some(id.index)
+    fn index_of(&self, id: SpaceId) -> Option<memkit_spaces::SpaceId> {
+        let slot = memkit_spaces::SpaceId(id.index);
+        let live = self.spaces.get(slot).is_some();
+        (live && self.serials.get(id.index) == Some(&id.serial)).then_some(slot)
     }
 
-    /// Checks the invariants of every space (region map and MMU), that every translation lies
-    /// in a region and within its rights, and that the reference bookkeeping matches the
-    /// regions.
+    /// Checks the invariants of every space ([`Spaces::check_invariants`]: region maps, the
+    /// reverse index, translations within their regions' rights), of every MMU, and that
+    /// every translation lies in a region.
     ///
     /// # Panics
     /// On the first broken invariant.
     #[cfg(any(test, feature = "check"))]
     pub fn check_invariants(&self) {
-        let mut counted: BTreeMap<DataspaceId, u32> = BTreeMap::new();
-        for s in self.spaces.iter().flatten() {
-            s.map.check_invariants();
+        self.spaces.check_invariants();
+        for id in self.spaces.ids() {
+            let s = self.spaces.get(id).expect("a listed space exists");
             s.mmu.check_invariants();
             let mut in_regions = 0;
             for r in s.map.regions() {
-                *counted.entry(r.dataspace).or_insert(0) += 1;
                 let first = Page::containing_address(r.start).number();
                 for p in first..first + r.size / PAGE_SIZE {
-                    if let Some(t) = s.mmu.translate(page_numbered(p)) {
+                    if s.mmu.translate(page_numbered(p)).is_some() {
                         in_regions += 1;
-                        assert!(r.rights.contains(t.rights), "a translation beyond its region's rights at page {p:#x}");
                     }
                 }
             }
             assert_eq!(in_regions, s.mmu.mapped_pages(), "a translation outside every region");
         }
-        assert_eq!(counted, self.attachments, "attachment counts do not match the regions");
-        assert_eq!(self.serials.len(), self.spaces.len(), "a space slot without a serial number");
+        assert!(self.serials.len() >= self.spaces.ids().last().map_or(0, |i| i.0 + 1), "a space without a serial");
     }
 }
 
@@ -619,58 +408,9 @@ fn key_of<S: FrameSource>(stack: &Arc<StackLock<S>>) -> usize {
 }
 
 /// The page numbered `n`.
+#[cfg(any(test, feature = "check"))]
 fn page_numbered(n: usize) -> Page {
-    Page::containing_address(VirtAddr::new(n << PAGE_SHIFT))
-}
-
-/// Maps the stretch of still-unmapped pages around `addr` inside its aligned block of
-/// `block` pages, its region and its dataspace, onto one fresh run of contiguous frames, when
-/// that stretch is longer than one page and none of its pages has a frame yet. Returns
-/// whether it did; `false` leaves the fault to the one-page path (a frame run allocated but
-/// not mapped stays with the dataspace, and that path maps its page). Allocation-free.
-fn fault_around<S: FrameSource>(
-    manager: &mut Manager<S, RamRef>,
-    space: &mut HostAddressSpace,
-    addr: VirtAddr,
-    access: Access,
-    block: usize,
-) -> bool {
-    let Some(r) = space.map.region_at(addr) else { return false };
-    if !r.rights.allows(access) {
-        return false;
-    }
-    let Ok(size) = manager.info(r.dataspace).map(|i| i.size) else { return false };
-    let page = Page::containing_address(addr).number();
-    let region_first = Page::containing_address(r.start).number();
-    // Pages of the region that show bytes of the dataspace.
-    let backed = size.div_ceil(PAGE_SIZE as u64).saturating_sub(r.offset / PAGE_SIZE as u64);
-    let region_end = region_first + (r.size / PAGE_SIZE).min(usize::try_from(backed).unwrap_or(usize::MAX));
-    let lo = (page & !(block - 1)).max(region_first);
-    let hi = (page | (block - 1)).saturating_add(1).min(region_end);
-    if page >= hi || space.mmu.translate(page_numbered(page)).is_some() {
-        return false;
-    }
-    let mut first = page;
-    while first > lo && space.mmu.translate(page_numbered(first - 1)).is_none() {
-        first -= 1;
-    }
-    let mut end = page + 1;
-    while end < hi && space.mmu.translate(page_numbered(end)).is_none() {
-        end += 1;
-    }
-    if end - first < 2 {
-        return false;
-    }
-    let offset = r.offset + ((first - region_first) * PAGE_SIZE) as u64;
-    let Ok(Some(frame)) = manager.map_run(r.dataspace, offset, (end - first) as u64) else { return false };
-    // Fresh frames allow everything: the region's rights alone decide.
-    match space.mmu.map(page_numbered(first), frame, PageCount::new(end - first), r.rights, r.cache) {
-        Ok(flush) => {
-            flush.flush(&space.mmu);
-            true
-        }
-        Err(_) => false,
-    }
+    Page::containing_address(VirtAddr::new(n << memkit_types::PAGE_SHIFT))
 }
 
 struct SpaceResolver<S: FrameSource> {
@@ -720,15 +460,11 @@ where
     /// A system over `ram` with `manager` (whose memory is `RamRef(ram)`).
     #[must_use]
     pub fn new(ram: Arc<HostRam>, manager: Manager<S, RamRef>) -> Self {
+        let mut spaces = Spaces::new();
+        let _ = spaces.set_fault_around(DEFAULT_FAULT_AROUND);
         System {
             ram,
-            stack: Arc::new(StackLock::new(Stack {
-                manager,
-                spaces: Vec::new(),
-                serials: Vec::new(),
-                attachments: BTreeMap::new(),
-                fault_around: DEFAULT_FAULT_AROUND,
-            })),
+            stack: Arc::new(StackLock::new(Stack { manager, spaces, serials: Vec::new() })),
             registrations: spin::Mutex::new(Vec::new()),
         }
     }
@@ -775,16 +511,13 @@ where
         let window = Window::new(size).map_err(SpaceError::Window)?;
         let (start, len) = (window.start(), window.len());
         let mmu = HostMmu::try_new(window, Arc::clone(&self.ram)).map_err(SpaceError::Window)?;
-        let space = AddressSpace::new(RegionMap::new(start, len), mmu);
         let id = {
             let mut stack = self.locked()?;
             let stack = &mut *stack;
-            let index = stack.spaces.iter().position(Option::is_none).unwrap_or(stack.spaces.len());
-            if index == stack.spaces.len() {
-                stack.spaces.push(None);
-                stack.serials.push(0);
+            let index = stack.spaces.add(RegionMap::new(start, len), mmu).0;
+            if stack.serials.len() <= index {
+                stack.serials.resize(index + 1, 0);
             }
-            stack.spaces[index] = Some(space);
             stack.serials[index] = NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             SpaceId { index, serial: stack.serials[index] }
         };
@@ -800,7 +533,10 @@ where
                 Ok(id)
             }
             Err(e) => {
-                self.stack.lock().spaces[index] = None;
+                let mut stack = self.stack.lock();
+                let stack = &mut *stack;
+                // A new space has no region: removing it detaches nothing.
+                let _ = stack.spaces.remove(&mut stack.manager, memkit_spaces::SpaceId(index));
                 Err(SpaceError::Register(e))
             }
         }
@@ -830,13 +566,10 @@ where
         let mut stack = self.locked()?;
         let stack = &mut *stack;
         let index = stack.index_of(id).ok_or(SpaceError::NoSpace(id))?;
-        if let Some(mut space) = stack.spaces[index].take() {
-            let (start, len) = (space.map.window_start(), space.map.window_size());
-            let mut store = stack.store();
-            let _ =
-                space.map.detach_all(&mut store, &mut space.mmu, start, len, DetachFlags::OVERLAP | DetachFlags::KEEP);
-            drop(space);
-        }
+        // Every region is detached with `KEEP` and the window released with the space. An
+        // MMU that cannot unmap is not one of a window (it always can): the space stays.
+        let space = stack.spaces.remove(&mut stack.manager, index);
+        drop(space);
         Ok(())
     }
 

@@ -1,5 +1,6 @@
-//! The hosted [`System`] against the reference [`SpaceSet`] (software MMU, model RAM): the
-//! same random actions on both (dataspaces of odd sizes, attachments with every flag, the
+//! The hosted [`System`] against a [`SpaceSet`] of `memkit-spaces` over a software MMU and
+//! model RAM: the same set code under another MMU (`mmap` windows, real loads and stores,
+//! real faults, the signal handler) against the reference. The same random actions on both (dataspaces of odd sizes, attachments with every flag, the
 //! same dataspace twice in one space, partial detaches, copy-on-write and eager copies,
 //! resizes, closes, loads and stores), and every result and every readable byte must agree.
 
@@ -7,7 +8,8 @@ use std::sync::Arc;
 
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PoolId};
 use memkit_host::{HostRam, RamRef, SpaceId, System};
-use memkit_region::{AttachRequest, DetachFlags, Flags, RegionMap, SoftMmu, SpaceSet};
+use memkit_region::{AttachRequest, DetachFlags, Flags, RegionMap, SoftMmu};
+use memkit_spaces::SpaceSet;
 use memkit_types::testing::{ModelFrameSource, SparseRam};
 use memkit_types::{Frame, FrameCount, PAGE_SIZE, Rights, VirtAddr};
 use rand::rngs::SmallRng;
@@ -25,7 +27,7 @@ struct Pair {
     sys: System<ModelFrameSource>,
     set: Set,
     /// (hosted space, its window start, reference space, its window start)
-    spaces: Vec<(SpaceId, VirtAddr, memkit_region::SpaceId, VirtAddr)>,
+    spaces: Vec<(SpaceId, VirtAddr, memkit_spaces::SpaceId, VirtAddr)>,
     /// (hosted id, reference id)
     dataspaces: Vec<(DataspaceId, DataspaceId)>,
     /// (space index, offset in the window, size)
@@ -222,7 +224,9 @@ fn the_system_agrees_with_the_space_set_over_random_actions() {
     const ACTIONS: usize = 10_000;
     for seed in 0..2u64 {
         let mut p = pair(FRAMES);
-        p.sys.set_fault_around(if seed == 0 { 1 } else { memkit_host::DEFAULT_FAULT_AROUND }).unwrap();
+        let around = if seed == 0 { 1 } else { memkit_host::DEFAULT_FAULT_AROUND };
+        p.sys.set_fault_around(around).unwrap();
+        p.set.set_fault_around(around).unwrap();
         let mut rng = SmallRng::seed_from_u64(0x7365_7473 + seed);
         for n in 0..ACTIONS / 2 {
             p.step(&mut rng, n);

@@ -2,11 +2,75 @@
 //!
 //! The region map knows nothing of how dataspaces allocate, copy or share frames: it asks a
 //! [`Backing`] for the frame behind an offset when a page faults, for the rights a handle
-//! allows when it attaches, and tells it when an attachment appears or goes away.
+//! allows when it attaches, and tells it where an attachment appears, shrinks or goes away
+//! (an [`Attachment`]: enough for the store to keep a reverse index from each dataspace to
+//! the regions that show it, as `memkit-spaces` does).
 
 use core::fmt;
 
-use memkit_types::{Access, Frame, Rights};
+use memkit_types::{Access, Frame, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
+
+use crate::mmu::{MapError, Mmu};
+
+/// Where a region shows a dataspace: its place in the address space, the bytes of the
+/// dataspace it shows from `offset` on, and its rights. What a [`Backing`] is told on
+/// every attach, trim and detach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Attachment {
+    /// The region's first byte (page aligned).
+    pub start: VirtAddr,
+    /// The region's bytes (whole pages).
+    pub size: usize,
+    /// The offset in the dataspace of the region's first byte (page aligned).
+    pub offset: u64,
+    /// The region's rights.
+    pub rights: Rights,
+}
+
+impl Attachment {
+    /// The pages of this attachment that show bytes `offset .. offset + size` of its
+    /// dataspace (a partly covered page counts), or `None` when it shows none of them.
+    #[must_use]
+    pub fn pages_showing(&self, offset: u64, size: u64) -> Option<(Page, PageCount)> {
+        let end = offset.saturating_add(size);
+        let len = self.size as u64;
+        if size == 0 || self.offset >= end || self.offset.saturating_add(len) <= offset {
+            return None;
+        }
+        let from = offset.max(self.offset) - self.offset;
+        let to = end.min(self.offset.saturating_add(len)) - self.offset;
+        let from_page = from / PAGE_SIZE as u64;
+        let count = to.div_ceil(PAGE_SIZE as u64) - from_page;
+        let first =
+            Page::containing_address(self.start).checked_add(PageCount::new(usize::try_from(from_page).ok()?))?;
+        Some((first, PageCount::new(usize::try_from(count).ok()?)))
+    }
+
+    /// Takes `keep`'s complement away from the mapped pages of this attachment that show
+    /// bytes `offset .. offset + size` of its dataspace (every right when `keep` is empty:
+    /// the pages are unmapped); the next access faults and is resolved again.
+    ///
+    /// # Errors
+    /// The MMU's error (nothing is flushed then).
+    pub fn revoke<M: Mmu + ?Sized>(&self, mmu: &mut M, offset: u64, size: u64, keep: Rights) -> Result<(), MapError> {
+        let Some((first, count)) = self.pages_showing(offset, size) else { return Ok(()) };
+        let flush =
+            if keep.is_empty() { mmu.unmap(first, count)? } else { mmu.protect(first, count, self.rights & keep)? };
+        flush.flush(mmu);
+        Ok(())
+    }
+
+    /// Unmaps the page of this attachment that shows byte `offset` of its dataspace, when
+    /// it is mapped to the frame `stale` (a copy-on-write break gave that page a new frame).
+    pub fn unmap_stale<M: Mmu + ?Sized>(&self, mmu: &mut M, offset: u64, stale: Frame) {
+        let Some((page, _)) = self.pages_showing(offset, 1) else { return };
+        if mmu.translate(page).is_some_and(|t| t.frame == stale)
+            && let Ok(flush) = mmu.unmap(page, PageCount::new(1))
+        {
+            flush.flush(mmu);
+        }
+    }
+}
 
 /// Why the backing store could not provide a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,11 +133,19 @@ pub trait Backing {
     /// allocate heap memory.
     fn map(&mut self, id: Self::Id, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError>;
 
-    /// A new attachment of `id` now refers to it (an attach or the second half of a split).
-    fn attached(&mut self, id: Self::Id);
+    /// A new region shows `id`: an attach, or the second half of a region a detach split
+    /// (the first half is reported by [`trimmed`](Self::trimmed)).
+    fn attached(&mut self, id: Self::Id, region: Attachment);
 
-    /// An attachment of `id` went away (a whole region was detached).
-    fn detached(&mut self, id: Self::Id);
+    /// A region showing `id` went away (it was detached whole).
+    fn detached(&mut self, id: Self::Id, region: Attachment);
+
+    /// A region showing `id` lost its head or tail to a detach (or its tail and middle, when
+    /// the detach split it): `old` is now `kept`. The number of regions showing `id` does not
+    /// change. Nothing to do by default; a reverse index updates its entry.
+    fn trimmed(&mut self, id: Self::Id, old: Attachment, kept: Attachment) {
+        let _ = (id, old, kept);
+    }
 
     /// The detached bytes `offset .. offset + size` of `id` are no longer needed (a region
     /// attached with `DETACH_FREE` was detached without `DETACH_KEEP`): the store may free
@@ -89,13 +161,53 @@ impl<B: Backing + ?Sized> Backing for &mut B {
     fn map(&mut self, id: Self::Id, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
         (**self).map(id, offset, access)
     }
-    fn attached(&mut self, id: Self::Id) {
-        (**self).attached(id);
+    fn attached(&mut self, id: Self::Id, region: Attachment) {
+        (**self).attached(id, region);
     }
-    fn detached(&mut self, id: Self::Id) {
-        (**self).detached(id);
+    fn detached(&mut self, id: Self::Id, region: Attachment) {
+        (**self).detached(id, region);
+    }
+    fn trimmed(&mut self, id: Self::Id, old: Attachment, kept: Attachment) {
+        (**self).trimmed(id, old, kept);
     }
     fn release(&mut self, id: Self::Id, offset: u64, size: u64) {
         (**self).release(id, offset, size);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: usize = PAGE_SIZE;
+
+    fn att(start: usize, pages: usize, offset: u64) -> Attachment {
+        Attachment { start: VirtAddr::new(start), size: pages * P, offset, rights: Rights::RW }
+    }
+
+    fn page(addr: usize) -> Page {
+        Page::containing_address(VirtAddr::new(addr))
+    }
+
+    #[test]
+    fn the_pages_showing_a_range_cover_every_byte_of_it_in_the_attachment() {
+        let a = att(0x10_0000, 4, 2 * P as u64);
+        // Before, after and at the edges of the shown bytes.
+        assert_eq!(a.pages_showing(0, 2 * P as u64), None);
+        assert_eq!(a.pages_showing(6 * P as u64, 1), None);
+        assert_eq!(a.pages_showing(2 * P as u64, 0), None);
+        assert_eq!(a.pages_showing(0, 3 * P as u64), Some((page(0x10_0000), PageCount::new(1))));
+        assert_eq!(a.pages_showing(5 * P as u64 + 7, 100), Some((page(0x10_0000 + 3 * P), PageCount::new(1))));
+        // An unaligned range touching two pages maps to both.
+        assert_eq!(a.pages_showing(3 * P as u64 - 8, 16), Some((page(0x10_0000), PageCount::new(2))));
+        assert_eq!(a.pages_showing(0, u64::MAX), Some((page(0x10_0000), PageCount::new(4))));
+    }
+
+    #[test]
+    fn an_attachment_at_the_end_of_the_offsets_does_not_overflow() {
+        let a = att(0x10_0000, 4, u64::MAX - 100);
+        assert_eq!(a.pages_showing(u64::MAX - 50, 10), Some((page(0x10_0000), PageCount::new(1))));
+        assert_eq!(a.pages_showing(u64::MAX, 1), None);
+        assert_eq!(a.pages_showing(0, 1), None);
     }
 }

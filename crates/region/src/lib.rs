@@ -48,10 +48,10 @@
 //! argument of `detach` is the [`Mmu`] passed to each call.
 //!
 //! # Several address spaces
-//! [`SpaceSet`] owns the dataspace manager (`memkit-dataspace`) and several
-//! [`AddressSpace`]s and implements the manager's `Revoker`: a copy-on-write copy
-//! write-protects the source in every space, a shrink unmaps the lost pages everywhere, and
-//! a copy-on-write break unmaps the stale frame from every other mapping of that page.
+//! This crate knows one address space at a time and no dataspace manager. `memkit-spaces`
+//! wires the dataspace manager to several [`AddressSpace`]s: it implements [`Backing`] over
+//! the manager, keeps a reverse index from each dataspace to its [`Attachment`]s (the
+//! [`Backing`] is told of every attach, trim and detach), and revokes through it.
 //!
 //! # Testing support
 //! [`SoftMmu`] (a page table in Rust memory with simulated loads and stores),
@@ -73,12 +73,11 @@ mod flags;
 mod map;
 pub mod mmu;
 pub mod mock;
-mod set;
 mod soft;
 mod space;
 mod tree;
 
-pub use backing::{Backing, BackingError};
+pub use backing::{Attachment, Backing, BackingError};
 pub use error::{
     AttachError, DetachError, FaultError, FindError, FreeAreaError, L4_EADDRNOTAVAIL, L4_EEXIST, L4_EINVAL, L4_ENOENT,
     L4_ENOMEM, L4_EPERM, L4_ERANGE, ReserveError, WindowError, map_error_code,
@@ -86,7 +85,6 @@ pub use error::{
 pub use flags::{CACHING_SHIFT, DETACH_AGAIN, DETACH_RESULT_MASK, DetachFlags, DetachResult, Flags, cache_bits};
 pub use map::{AreaInfo, AttachRequest, Detached, Found, Listing, MAX_ALIGN, RegionInfo, RegionMap};
 pub use mmu::{MapError, Mmu, TlbFlush, Translation};
-pub use set::{SpaceError, SpaceId, SpaceSet, SpacesRevoker};
 pub use soft::{AccessFault, SoftMmu};
 pub use space::AddressSpace;
 #[cfg(any(test, feature = "check"))]

@@ -22,7 +22,7 @@ use alloc::vec::Vec;
 
 use memkit_types::{Access, CacheMode, PAGE_SHIFT, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 
-use crate::backing::Backing;
+use crate::backing::{Attachment, Backing};
 use crate::error::{AttachError, DetachError, FaultError, FindError, FreeAreaError, ReserveError, WindowError};
 use crate::flags::{DETACH_AGAIN, DetachFlags, DetachResult, Flags};
 use crate::mmu::{Mmu, Translation};
@@ -142,6 +142,13 @@ pub struct RegionInfo<Id> {
     pub flags: Flags,
     /// The dataspace.
     pub dataspace: Id,
+}
+
+impl<Id> RegionInfo<Id> {
+    /// Where the region shows its dataspace (what a [`Backing`] is told about it).
+    pub const fn attachment(&self) -> Attachment {
+        Attachment { start: self.start, size: self.size, offset: self.offset, rights: self.rights }
+    }
 }
 
 /// An area as `find` and `get_areas` report it.
@@ -565,7 +572,8 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         if req.flags.contains(Flags::EAGER_MAP) {
             Self::map_eagerly(backing, mmu, at, size, &data)?;
         }
-        backing.attached(req.dataspace);
+        let attachment = Attachment { start: VirtAddr::new(at), size, offset: req.offset, rights: req.rights };
+        backing.attached(req.dataspace, attachment);
         self.insert_region(at, at + size, data);
         self.generation += 1;
         Ok(VirtAddr::new(at))
@@ -673,17 +681,30 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             backing.release(d.dataspace, cut_offset, cut as u64);
         }
         self.remove_region(g.start, d.in_area);
-        if cut_start > g.start {
+        let old =
+            Attachment { start: VirtAddr::new(g.start), size: g.end - g.start, offset: d.offset, rights: d.rights };
+        let head = (cut_start > g.start).then(|| Attachment { size: cut_start - g.start, ..old });
+        let tail = (cut_end < g.end).then(|| Attachment {
+            start: VirtAddr::new(cut_end),
+            size: g.end - cut_end,
+            offset: d.offset + (cut_end - g.start) as u64,
+            rights: d.rights,
+        });
+        if let Some(h) = head {
             self.insert_region(g.start, cut_start, d);
+            backing.trimmed(d.dataspace, old, h);
         }
-        if cut_end < g.end {
-            let tail = RegionData { offset: d.offset + (cut_end - g.start) as u64, ..d };
-            self.insert_region(cut_end, g.end, tail);
+        if let Some(t) = tail {
+            self.insert_region(cut_end, g.end, RegionData { offset: t.offset, ..d });
+            // A split's tail is a new region; a trimmed head leaves the tail as the region.
+            if head.is_some() {
+                backing.attached(d.dataspace, t);
+            } else {
+                backing.trimmed(d.dataspace, old, t);
+            }
         }
-        match result {
-            DetachResult::DetachedDs => backing.detached(d.dataspace),
-            DetachResult::SplitDs => backing.attached(d.dataspace),
-            DetachResult::KeptDs => {}
+        if head.is_none() && tail.is_none() {
+            backing.detached(d.dataspace, old);
         }
         self.generation += 1;
         Ok(Detached {
@@ -901,9 +922,10 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
 
     /// Takes `keep`'s complement away from the mapped pages that show bytes
     /// `offset .. offset + size` of `dataspace` (every right when `keep` is empty: the pages
-    /// are unmapped). The next access faults and is resolved again. Used when the backing
-    /// store copies on write or shrinks a dataspace. Visits every region (no index by
-    /// dataspace) and allocates nothing.
+    /// are unmapped). The next access faults and is resolved again. Visits every region:
+    /// this is for a map used on its own; a set of spaces keeps a reverse index from each
+    /// dataspace to its [`Attachment`]s and calls [`Attachment::revoke`] on those alone
+    /// (`memkit-spaces`). Allocates nothing.
     ///
     /// # Errors
     /// The MMU's first error; the other regions are still processed.
@@ -915,47 +937,28 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         size: u64,
         keep: Rights,
     ) -> Result<(), crate::mmu::MapError> {
-        let end = offset.saturating_add(size);
         let mut result = Ok(());
         self.regions.for_each(|r| {
-            let d = r.value;
-            let len = (r.end - r.start) as u64;
-            if d.dataspace != dataspace || d.offset >= end || d.offset + len <= offset {
+            if r.value.dataspace != dataspace {
                 return;
             }
-            let from = offset.max(d.offset) - d.offset;
-            let to = end.min(d.offset + len) - d.offset;
-            let first = page(r.start + from as usize);
-            let count = PageCount::new(((to - from) as usize).div_ceil(PAGE_SIZE));
-            let step =
-                if keep.is_empty() { mmu.unmap(first, count) } else { mmu.protect(first, count, d.rights & keep) };
-            match step {
-                Ok(flush) => flush.flush(mmu),
-                Err(e) => {
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
-                }
+            if let Err(e) = Self::region_info(r).attachment().revoke(mmu, offset, size, keep)
+                && result.is_ok()
+            {
+                result = Err(e);
             }
         });
         result
     }
 
     /// Unmaps every page that shows byte `offset` of `dataspace` through the frame `stale`
-    /// (after a copy-on-write break gave that page a new frame). Visits every region and
-    /// allocates nothing.
+    /// (after a copy-on-write break gave that page a new frame). Visits every region, as
+    /// [`revoke`](Self::revoke) does ([`Attachment::unmap_stale`] is the one-region step).
+    /// Allocates nothing.
     pub fn unmap_stale<M: Mmu + ?Sized>(&self, mmu: &mut M, dataspace: Id, offset: u64, stale: memkit_types::Frame) {
         self.regions.for_each(|r| {
-            let d = r.value;
-            let len = (r.end - r.start) as u64;
-            if d.dataspace != dataspace || offset < d.offset || offset >= d.offset + len {
-                return;
-            }
-            let pg = page(r.start + (offset - d.offset) as usize);
-            if mmu.translate(pg).is_some_and(|t| t.frame == stale)
-                && let Ok(flush) = mmu.unmap(pg, PageCount::new(1))
-            {
-                flush.flush(mmu);
+            if r.value.dataspace == dataspace {
+                Self::region_info(r).attachment().unmap_stale(mmu, offset, stale);
             }
         });
     }

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use memkit_types::{Access, Frame, PAGE_SIZE, Rights};
 
-use crate::backing::{Backing, BackingError};
+use crate::backing::{Attachment, Backing, BackingError};
 
 /// A dataspace of a [`MockBacking`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -119,13 +119,13 @@ impl Backing for MockBacking {
         Ok((f, rights))
     }
 
-    fn attached(&mut self, id: MockId) {
+    fn attached(&mut self, id: MockId, _region: Attachment) {
         if let Some(s) = self.spaces.get_mut(id.0 as usize).and_then(Option::as_mut) {
             s.attachments += 1;
         }
     }
 
-    fn detached(&mut self, id: MockId) {
+    fn detached(&mut self, id: MockId, _region: Attachment) {
         if let Some(s) = self.spaces.get_mut(id.0 as usize).and_then(Option::as_mut) {
             s.attachments -= 1;
         }

@@ -11,9 +11,9 @@
 use memkit_dataspace::{Config, DataspaceId, Manager, PoolId, Revoker};
 use memkit_phys::{DirectMap, LockedAllocator, Machine, MemoryArea, Pools};
 use memkit_region::{
-    AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, RegionMap, SoftMmu, SpaceId, SpaceSet,
-    Translation,
+    AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, RegionMap, SoftMmu, Translation,
 };
+use memkit_spaces::{SpaceId, SpaceSet};
 use memkit_types::testing::SparseRam;
 use memkit_types::{Access, PAGE_SIZE, Page, PhysAddr, VirtAddr};
 
@@ -100,8 +100,8 @@ impl<'a, 'h> Target for SoftSystem<'a, 'h> {
 
     fn attach(&mut self, space: usize, req: &AttachRequest<DataspaceId>) -> Result<VirtAddr, AttachError> {
         self.set.attach(SpaceId(space), req).map_err(|e| match e {
-            memkit_region::SpaceError::Op(e) => e,
-            // `NoSpace`, or an error a later region crate adds.
+            memkit_spaces::SpaceError::Op(e) => e,
+            // `NoSpace`, or an error a later spaces crate adds.
             _ => AttachError::UnknownDataspace,
         })
     }
@@ -114,8 +114,8 @@ impl<'a, 'h> Target for SoftSystem<'a, 'h> {
         flags: DetachFlags,
     ) -> Result<Detached<DataspaceId>, DetachError> {
         self.set.detach(SpaceId(space), start, size, flags).map_err(|e| match e {
-            memkit_region::SpaceError::Op(e) => e,
-            // `NoSpace`, or an error a later region crate adds.
+            memkit_spaces::SpaceError::Op(e) => e,
+            // `NoSpace`, or an error a later spaces crate adds.
             _ => DetachError::NoRegion(start),
         })
     }

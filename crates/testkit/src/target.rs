@@ -5,7 +5,7 @@
 //! MMUs over the frame allocator's pools) and [`HostedSystem`](crate::HostedSystem) (the
 //! hosted runtime's `System`, with real page faults in `PROT_NONE` windows).
 //!
-//! [`SpaceSet`]: memkit_region::SpaceSet
+//! [`SpaceSet`]: memkit_spaces::SpaceSet
 
 use memkit_dataspace::{DataspaceId, Manager, PoolId, Revoker};
 use memkit_region::{AttachError, AttachRequest, DetachError, DetachFlags, Detached, Translation};
