@@ -85,10 +85,7 @@ pub use error::{
 };
 pub use locked::{DefaultRawMutex, LockedAllocator};
 pub use machine::{
-    DEFAULT_MEMORY_MAP, Gaps, KERNEL_IMAGE, MAX_MAP_ENTRIES, MAX_RANGES, Machine, MapEntry, MemoryMap, ParseError,
-    ParseErrorKind, PoolConfigError, Ranges, RegionKind,
+    DEFAULT_MEMORY_MAP, DEFAULT_POOL, Gaps, ISA_DMA_LIMIT, ISA_DMA_POOL, KERNEL_IMAGE, MAX_MAP_ENTRIES, MAX_RANGES,
+    Machine, MapEntry, MemoryMap, POOL_COUNT, ParseError, ParseErrorKind, PoolConfigError, Ranges, RegionKind,
 };
-pub use pool::{
-    DEFAULT_POOL, DirectMap, HeaderMapping, ISA_DMA_LIMIT, ISA_DMA_POOL, POOL_COUNT, Placement, Pool, PoolError,
-    PoolStats, Pools, PoolsError,
-};
+pub use pool::{DirectMap, HeaderMapping, Placement, Pool, PoolError, PoolStats, Pools, PoolsError};

@@ -23,6 +23,14 @@ use crate::area::MemoryArea;
 pub const MAX_MAP_ENTRIES: usize = 128;
 /// Usable ranges a machine (or a pool) holds at most once reserved ranges are cut out.
 pub const MAX_RANGES: usize = 256;
+/// Pools per machine.
+pub const POOL_COUNT: usize = 8;
+/// The default pool (`L4DM_MEMPHYS_DEFAULT`).
+pub const DEFAULT_POOL: usize = 0;
+/// The ISA DMA pool (`L4DM_MEMPHYS_ISA_DMA`): usable RAM below [`ISA_DMA_LIMIT`].
+pub const ISA_DMA_POOL: usize = 7;
+/// The end of ISA DMA memory: 16 MiB.
+pub const ISA_DMA_LIMIT: PhysAddr = PhysAddr::new(16 << 20);
 /// The range every machine reserves for the kernel image and boot page tables: 1 MiB .. 5 MiB.
 pub const KERNEL_IMAGE: MemoryArea = MemoryArea::new(PhysAddr::new(0x10_0000), 0x40_0000);
 
@@ -317,7 +325,7 @@ impl Iterator for Gaps<'_> {
 pub struct Machine {
     map: MemoryMap,
     kernel_image: MemoryArea,
-    windows: [Option<MemoryArea>; crate::pool::POOL_COUNT],
+    windows: [Option<MemoryArea>; POOL_COUNT],
 }
 
 /// Why a pool window cannot be configured.
@@ -368,9 +376,8 @@ impl Machine {
     /// A machine from a parsed memory map, with the kernel image reserved.
     #[must_use]
     pub fn from_map(map: MemoryMap) -> Self {
-        let mut windows = [None; crate::pool::POOL_COUNT];
-        windows[crate::pool::ISA_DMA_POOL] =
-            Some(MemoryArea::new(PhysAddr::zero(), crate::pool::ISA_DMA_LIMIT.as_u64()));
+        let mut windows = [None; POOL_COUNT];
+        windows[ISA_DMA_POOL] = Some(MemoryArea::new(PhysAddr::zero(), ISA_DMA_LIMIT.as_u64()));
         Machine { map, kernel_image: KERNEL_IMAGE, windows }
     }
 
@@ -392,7 +399,7 @@ impl Machine {
     /// [`PoolConfigError`] for pools 0 and 7, an empty or unaligned window, or one that
     /// overlaps another pool's window.
     pub fn configure_pool(&mut self, pool: usize, window: MemoryArea) -> Result<(), PoolConfigError> {
-        if pool == crate::pool::DEFAULT_POOL || pool >= crate::pool::ISA_DMA_POOL {
+        if pool == DEFAULT_POOL || pool >= ISA_DMA_POOL {
             return Err(PoolConfigError::NotConfigurable(pool));
         }
         if window.size == 0 || !window.is_frame_aligned() {
@@ -443,10 +450,10 @@ impl Machine {
     #[must_use]
     pub fn pool_ranges(&self, pool: usize) -> Ranges {
         let mut r = self.usable();
-        if pool >= crate::pool::POOL_COUNT {
+        if pool >= POOL_COUNT {
             return Ranges::EMPTY;
         }
-        if pool == crate::pool::DEFAULT_POOL {
+        if pool == DEFAULT_POOL {
             for w in self.windows.iter().flatten() {
                 r.subtract(w.start.as_u64(), w.end());
             }
@@ -497,7 +504,7 @@ mod tests {
         for r in u.as_slice() {
             assert!(r.is_frame_aligned() && r.size > 0 && r.end() < PhysAddr::LIMIT, "{u:?}");
         }
-        for pool in 0..=crate::pool::POOL_COUNT {
+        for pool in 0..=POOL_COUNT {
             let p = m.pool_ranges(pool);
             let _ = (p.span(), p.bytes(), p.gaps().count());
         }

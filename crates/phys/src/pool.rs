@@ -1,10 +1,11 @@
 //! Pools of physical memory (DROPS DMphys `memphys_*`, seed 003).
 //!
-//! A machine has eight pools. Pool 7 ([`ISA_DMA_POOL`]) is the usable RAM below 16 MiB,
-//! for ISA DMA; pools 1 to 6 are empty unless [`Machine::configure_pool`] gives them a
-//! window; pool 0 ([`DEFAULT_POOL`]) is all other usable RAM. Each pool has its own
-//! [`LockedAllocator`] over the span of its RAM, the holes and reserved ranges inside the
-//! span passed as reserved regions, and its header inside its own RAM.
+//! A machine has eight pools. Pool 7 ([`ISA_DMA_POOL`](crate::ISA_DMA_POOL)) is the usable
+//! RAM below 16 MiB, for ISA DMA; pools 1 to 6 are empty unless [`Machine::configure_pool`]
+//! gives them a window; pool 0 ([`DEFAULT_POOL`](crate::DEFAULT_POOL)) is all other usable
+//! RAM. Each pool has its own [`LockedAllocator`] over the span of its RAM, the holes and
+//! reserved ranges inside the span passed as reserved regions, and its header inside its own
+//! RAM.
 //!
 //! ```text
 //!   0        640K     5M            16M                                   512M
@@ -28,17 +29,8 @@ use crate::allocator::{Allocator, get_header};
 use crate::area::MemoryArea;
 use crate::error::{AttachError, GetHeaderError, InitError};
 use crate::locked::{DefaultRawMutex, LockedAllocator};
-use crate::machine::Machine;
+use crate::machine::{Machine, POOL_COUNT};
 use crate::reach::{Path, hit};
-
-/// Pools per machine.
-pub const POOL_COUNT: usize = 8;
-/// The default pool (`L4DM_MEMPHYS_DEFAULT`).
-pub const DEFAULT_POOL: usize = 0;
-/// The ISA DMA pool (`L4DM_MEMPHYS_ISA_DMA`): usable RAM below [`ISA_DMA_LIMIT`].
-pub const ISA_DMA_POOL: usize = 7;
-/// The end of ISA DMA memory: 16 MiB.
-pub const ISA_DMA_LIMIT: PhysAddr = PhysAddr::new(16 << 20);
 
 /// Where an allocation goes (`L4DM_MEMPHYS_ANY_ADDR` or a fixed address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +349,7 @@ impl<'h, R: RawMutex> Pools<'h, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::{DEFAULT_POOL, ISA_DMA_LIMIT, ISA_DMA_POOL};
     use std::vec;
 
     #[test]
