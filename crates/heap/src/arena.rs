@@ -31,6 +31,14 @@
 //!
 //! All accesses to an arena's header (and to the index) happen under the lock of the shard
 //! that owns it; an [`Arena`] view is made only under that lock.
+//!
+//! # Unsafe
+//!
+//! An [`Arena`] is a view of a run of pages the heap took from its page source for it; its
+//! header words are read and written through the run's pointer, sound while the run stays the
+//! heap's and the owning shard's lock is held (the contract of `Arena::new` and `Arena::init`).
+//! A [`FitIndex`]'s entries live in a pool of pages the index alone owns (handed in by
+//! `grow`).
 
 use memkit_types::{PAGE_SIZE, VirtAddr};
 

@@ -1,4 +1,8 @@
 //! The heap's structural invariants (feature `check`).
+//!
+//! # Unsafe
+//!
+//! Arena headers are read through `arena_view` while the arena's shard lock is held.
 
 use core::sync::atomic::Ordering::*;
 

@@ -1,5 +1,11 @@
 //! Descriptors (the out-of-band record of each span, arena and large block), their chunks and
 //! free list, and the page map that names each page's descriptor.
+//!
+//! # Unsafe
+//!
+//! A descriptor chunk is pages taken from the source, zeroed (all-zero atomics are valid
+//! descriptors) and then viewed as a `&'static [Descriptor]`: chunks are never given back
+//! while the heap lives, only by `release_all`, after which nothing reads them.
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 

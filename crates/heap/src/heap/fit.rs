@@ -1,5 +1,11 @@
 //! Exact fit: arenas of a packing heap, their free blocks in the shard's fit index, the
 //! fragments small requests take, and the dry path through other shards' arenas.
+//!
+//! # Unsafe
+//!
+//! `arena_view` turns a descriptor into an [`Arena`]: sound for a live arena descriptor while
+//! its shard's lock is held, which every caller here holds. The fit index's pool grows into
+//! pages taken from the source, and the old pool's pages go back once copied.
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering::*;

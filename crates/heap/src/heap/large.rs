@@ -1,5 +1,10 @@
 //! Runs of whole pages: the pages of a span or a large block taken from the page source under
 //! a new descriptor and given back, and large blocks (requests above the largest class).
+//!
+//! # Unsafe
+//!
+//! A run's pages go back to the source only once no block of it is live and its page-map
+//! entries are clear, so nothing can reach them any more.
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering::*;

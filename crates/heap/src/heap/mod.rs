@@ -35,6 +35,17 @@
 //! `block`, `realloc`, `trim`, `release_all`); the parts live one per file: `placement`,
 //! `descriptors` (and the page map), `spans` (size classes and merged blocks), `fit`
 //! (arenas), `large` (runs of whole pages), `pinning`, `stats` and `check`.
+//!
+//! # Unsafe
+//!
+//! This module and `descriptors`, `fit`, `large`, `stats` and `check` may use `unsafe` (the
+//! other parts deny it). They rely on: the page map, descriptor chunks and fit-index pools are
+//! pages the heap took from its source and keeps until [`Heap::release_all`], so `'static`
+//! slices over them stay valid while the heap lives; an arena is viewed (`arena_view`) only
+//! through a live arena descriptor while its shard's lock is held; pages go back to the
+//! source only when nothing in them is live or reachable; and [`Heap::free`],
+//! [`Heap::realloc`] and [`Heap::release_all`] are `unsafe fn` whose callers promise not to
+//! use a block after giving it back.
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -58,8 +69,11 @@ mod check;
 mod descriptors;
 mod fit;
 mod large;
+#[deny(unsafe_code)]
 mod pinning;
+#[deny(unsafe_code)]
 mod placement;
+#[deny(unsafe_code)]
 mod spans;
 mod stats;
 #[cfg(test)]

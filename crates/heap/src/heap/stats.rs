@@ -1,4 +1,8 @@
 //! Counters: what a heap holds now, and how often it took each structural path.
+//!
+//! # Unsafe
+//!
+//! Arena headers are read through `arena_view` while the arena's shard lock is held.
 
 use core::sync::atomic::{AtomicUsize, Ordering::*};
 

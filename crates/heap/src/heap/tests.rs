@@ -1,3 +1,6 @@
+//! Unit tests of the heap. The `unsafe` here: a region page source over memory leaked for the
+//! test, and frees of blocks the test allocated and no longer uses.
+
 use std::vec;
 use std::vec::Vec;
 
