@@ -117,7 +117,9 @@ impl Stack {
     /// kernel image), its RAM populated.
     fn new(pages: usize) -> Result<Self, String> {
         let size = (pages * PAGE_SIZE) as u64 + (32 << 20);
-        let machine = memkit_phys::Machine::parse(&format!("0x0 {size:#x} usable\n"), Some(memkit_phys::DEFAULT_KERNEL_IMAGE)).map_err(|e| e.to_string())?;
+        let machine =
+            memkit_phys::Machine::parse(&format!("0x0 {size:#x} usable\n"), Some(memkit_phys::DEFAULT_KERNEL_IMAGE))
+                .map_err(|e| e.to_string())?;
         let booted = memkit_host::HostedMachine::boot(&machine).map_err(|e| e.to_string())?;
         booted.ram().populate().map_err(|e| e.to_string())?;
         Ok(Stack { system: booted.system })

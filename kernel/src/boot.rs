@@ -13,6 +13,11 @@
 //! The boot page tables and the boot stack live in the image's `.bss`, so reserving the image
 //! reserves them too. The page below the boot stack is a guard: the kernel's own page tables
 //! leave it unmapped, so an overflow faults instead of overwriting the page tables.
+//!
+//! # Unsafe
+//! The stub is `global_asm!`: it runs before any Rust code, touches only `.bss` (which it
+//! zeroes first), the boot page tables and stack there, and the CPU's mode registers, and
+//! enters `kernel_main` on the boot stack.
 
 use core::arch::global_asm;
 

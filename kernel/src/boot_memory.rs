@@ -1,5 +1,9 @@
 //! Reading physical memory through the boot identity map (the first 4 GiB, 2 MiB pages),
 //! before the kernel has page tables of its own.
+//!
+//! # Unsafe
+//! Reads are unaligned reads of plain-data structures the loader wrote, inside the first
+//! 4 GiB, which the boot page tables map one to one until the kernel switches to its own.
 
 use memkit_types::PhysAddr;
 

@@ -1,6 +1,12 @@
 //! Processor features the page tables use: write protection in ring 0 (`CR0.WP`, without
 //! which the kernel's own stores ignore read-only pages and copy-on-write could not work),
 //! no-execute pages (`EFER.NXE`) and the PAT entry for write-combining.
+//!
+//! # Unsafe
+//! Writes to control registers and MSRs: each changes only what the kernel's own mappings
+//! expect (every page it writes is mapped writable; no mapping uses NX or PAT entry 1 before
+//! these are set), and `switch_root` is an `unsafe fn` whose caller promises that the new
+//! table maps everything the kernel uses.
 
 use core::arch::x86_64::__cpuid;
 use core::sync::atomic::{AtomicBool, Ordering};

@@ -13,6 +13,11 @@
 //! The headers hold frame numbers, word offsets and bits, never a pointer, so the views
 //! attached through the higher-half direct map after the switch see exactly the state the
 //! identity-mapped views left.
+//!
+//! # Unsafe
+//! A pool's header is viewed as a `&mut [u64]` through the physical window: the header
+//! regions are RAM, page aligned and disjoint, `Pools` asks for each once per mapping, and
+//! every view made through one mapping is dropped before the next mapping is used.
 
 use core::slice;
 

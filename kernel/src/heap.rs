@@ -9,6 +9,11 @@
 //! Until [`init`] runs (after the frame allocator and the direct map exist), every
 //! allocation fails (returns null, so `alloc` reports an allocation error): nothing before
 //! that point allocates.
+//!
+//! # Unsafe
+//! The heaps' page sources turn frames into pointers through the direct map, which `init`'s
+//! caller promises covers all RAM the frame allocator manages; `GlobalAlloc` forwards every
+//! call to the installed heaps, and before they exist nothing can have been allocated.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;

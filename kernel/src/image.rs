@@ -1,4 +1,8 @@
 //! The kernel image's physical extent, from the linker script's symbols.
+//!
+//! # Unsafe
+//! The linker script's symbols are declared in an `extern` block; only their addresses are
+//! taken, never their contents.
 
 use memkit_phys::MemoryArea;
 use memkit_types::{PhysAddr, Rights};

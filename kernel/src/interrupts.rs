@@ -16,6 +16,12 @@
 //! resolve at one of the probe instructions ([`probe_read`], [`probe_write`], or the fetch of
 //! [`probe_execute`]) resumes at the probe's fixup, which reports the fault to the caller (as Linux's exception tables do);
 //! any other unresolved fault is fatal.
+//!
+//! # Unsafe
+//! Loading the descriptor tables and segment registers, the entry stubs in assembly and the
+//! probes: the tables and IST stacks are statics that live for the whole run and are never
+//! changed once loaded; the stubs save every register the Rust dispatcher may clobber; a probe
+//! is an access whose fault the dispatcher turns into a failure return.
 
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;

@@ -1,5 +1,9 @@
 //! The in-kernel test suite, layer by layer. Each group runs at the point of the boot where
 //! its layer exists.
+//!
+//! # Unsafe
+//! The tests raise a breakpoint, touch memory they own (heap blocks they allocated, pages of
+//! spaces they attached) and free blocks they allocated and no longer use.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;

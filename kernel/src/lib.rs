@@ -26,22 +26,41 @@
 //!   the x86_64 [`memkit_region::Mmu`] and the fault entry.
 //! - **Counts, not timings.** Under emulation times mean nothing; the tests report faults
 //!   served, frames and heap bytes.
+//!
+//! The compiler keeps the fence: the crate denies `unsafe`, and only the modules above (and
+//! `image`, `memory`, `space` and the tests in `ktests`, which call into them) allow it, each
+//! stating in its documentation what its `unsafe` relies on. At the root only
+//! [`kernel_main`] allows it: its symbol is unmangled for the boot stub, and it turns the heap
+//! on once the direct map is in use.
 #![no_std]
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
+#[allow(unsafe_code)]
 mod boot_memory;
+#[allow(unsafe_code)]
 mod cpu;
+#[allow(unsafe_code)]
 mod frames;
+#[allow(unsafe_code)]
 mod heap;
+#[allow(unsafe_code)]
 mod image;
+#[allow(unsafe_code)]
 mod interrupts;
+#[allow(unsafe_code)]
 mod ktests;
+#[allow(unsafe_code)]
 mod memory;
+#[allow(unsafe_code)]
 mod paging;
+#[allow(unsafe_code)]
 mod phys_window;
 mod pvh;
+#[allow(unsafe_code)]
 mod serial;
+#[allow(unsafe_code)]
 mod space;
 mod testing;
 
@@ -53,6 +72,7 @@ use crate::serial::{ExitCode, Serial, exit, println};
 
 /// The Rust entry point, called by the binary's boot stub in long mode on the boot stack with
 /// the physical address of the PVH start info. Runs the in-kernel tests and leaves QEMU.
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub extern "C" fn kernel_main(start_info: u32) -> ! {
     Serial::init();

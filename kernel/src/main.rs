@@ -11,11 +11,18 @@
 //! then other crates' std-using test features reach the libraries the kernel links, and a
 //! `no_std` image cannot be linked. `tests/boot.rs` then builds the real image itself with
 //! `cargo build -p memkit-kernel`. The kernel's code, in the library, is checked either way.
+//!
+//! Like the library, the binary denies `unsafe`; `boot` (the entry stub and its
+//! statics) and `runtime` (the C runtime symbols, unmangled `unsafe extern "C"` functions
+//! that copy with `rep movsb`) allow it and say why each step is sound.
 #![cfg_attr(not(feature = "hosted-stub"), no_std, no_main)]
+#![deny(unsafe_code)]
 
 #[cfg(not(feature = "hosted-stub"))]
+#[allow(unsafe_code)]
 mod boot;
 #[cfg(not(feature = "hosted-stub"))]
+#[allow(unsafe_code)]
 mod runtime;
 
 #[cfg(not(feature = "hosted-stub"))]

@@ -12,6 +12,11 @@
 //!
 //! After the switch, RAM outside the kernel image is reachable only through the direct map:
 //! the frame allocator's header is re-attached there.
+//!
+//! # Unsafe
+//! The switch to the kernel's page tables: the new table maps the kernel image where it runs
+//! and all RAM at the direct map, and the physical window moves to the direct map only once
+//! that table is active.
 
 use memkit_region::Mmu;
 use memkit_types::{CacheMode, Frame, PAGE_SIZE, Page, PageCount, PhysAddr, SUPERPAGE_SIZE, VirtAddr};

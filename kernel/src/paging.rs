@@ -11,6 +11,11 @@
 //! address space's user window, or the kernel's own ranges); a page outside it is
 //! [`MapError::OutOfRange`]. It frees the tables it created, never the frames it maps: those
 //! belong to whoever asked for the mapping (a dataspace).
+//!
+//! # Unsafe
+//! Page tables are frames from a `FrameSource`, owned by the table that received them, and
+//! reached through the physical window, which maps all RAM; mapping, unmapping and protecting
+//! pages touches only this MMU's window, where no Rust object lives.
 
 use memkit_region::{MapError, Mmu, TlbFlush, Translation};
 use memkit_types::{CacheMode, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PageCount, Rights};

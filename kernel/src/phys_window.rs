@@ -10,6 +10,11 @@
 //! The kernel switches the window exactly once, when it moves to its own page tables;
 //! everything that touches physical memory (the frame allocator's header, page tables, frame
 //! contents) asks [`current`] for the window each time instead of keeping a pointer.
+//!
+//! # Unsafe
+//! Frame contents are reached at `offset + p` through the window in use, which maps all RAM
+//! the kernel manages; `PhysMemory`'s contract gives the frames to the caller, so no Rust
+//! object lives in them.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

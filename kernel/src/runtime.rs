@@ -4,6 +4,11 @@
 //!
 //! The copies are `rep movsb`/`rep stosb` in inline assembly so that the compiler cannot
 //! recognise them as a call to themselves.
+//!
+//! # Unsafe
+//! The symbols are unmangled `unsafe extern "C"` functions with the C library's contracts
+//! (valid, and for `memcpy` disjoint, ranges of `n` bytes), which their callers in `core`
+//! keep.
 
 use core::arch::asm;
 

@@ -3,6 +3,10 @@
 //! The kernel runs on one CPU and the port keeps no state in memory, so a writer is a plain
 //! value: `print!` from the fault handler or the panic handler cannot deadlock on a lock
 //! held by the code it interrupted.
+//!
+//! # Unsafe
+//! Port I/O: the COM1 ports belong to the UART, which only this module drives, and port 0xf4
+//! is QEMU's exit device; none of the writes touch memory.
 
 use core::fmt;
 

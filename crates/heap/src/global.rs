@@ -3,6 +3,12 @@
 //!
 //! `dealloc` of a pointer the heap refuses (a bug in the caller) is ignored in release
 //! builds and caught by a debug assertion: the heap's metadata is never corrupted by it.
+//!
+//! # Unsafe
+//!
+//! Implementing `GlobalAlloc` and `Allocator` is `unsafe`: they rely on a heap's blocks
+//! fitting the layout, being aligned and staying disjoint while allocated, and on every free
+//! going back to the heap, which checks the pointer before it changes anything.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};

@@ -51,6 +51,7 @@
 //!                                                        └──────── PageSource ◀────────┘
 //! ```
 #![no_std]
+#![deny(unsafe_code)]
 
 #[cfg(any(test, feature = "testing"))]
 extern crate alloc;
@@ -58,14 +59,20 @@ extern crate alloc;
 #[cfg(any(test, feature = "fuzzing"))]
 extern crate std;
 
+#[allow(unsafe_code)]
 mod arena;
 mod class;
 mod error;
+#[allow(unsafe_code)]
 mod global;
+#[allow(unsafe_code)]
 mod heap;
+#[allow(unsafe_code)]
 mod source;
 #[cfg(feature = "testing")]
+#[allow(unsafe_code)]
 pub mod testing;
+#[allow(unsafe_code)]
 mod xmalloc;
 
 pub use error::{EINVAL, ENOMEM, PinError, ReallocError, UnpinError, XmallocError, XmfreeError};

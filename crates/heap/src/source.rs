@@ -8,6 +8,13 @@
 //!   one big region (static, mmap) ──RegionPageSource────▶ pages carved by a page bitmap
 //!   any PageSource ─────────────────LargePages──────────▶ pages inside 16 MiB large pages
 //! ```
+//!
+//! # Unsafe
+//!
+//! [`PageSource`] is an `unsafe trait`: a source hands out each page once until it is given
+//! back, and its pages are valid for reads and writes while handed out. The sources here
+//! derive every page pointer from one base pointer (a region, a direct map) with `with_addr`,
+//! and keep their own metadata in pages they never hand out.
 
 use core::fmt;
 use core::ptr::NonNull;

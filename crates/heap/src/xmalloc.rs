@@ -12,6 +12,12 @@
 //! unpinned, and must be unpinned before it is freed. Pinned-heap memory is pinned when
 //! `xmalloc` returns (its page source gives memory that is never paged out) and must never
 //! be unpinned.
+//!
+//! # Unsafe
+//!
+//! `xmfree` and `realloc` forward their callers' contract to the backing heap that owns the
+//! block. [`AddressHeaps`] never lends its heaps out, so no `Box` can own one of its blocks,
+//! which makes its `xmfree` safe.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};

@@ -10,6 +10,12 @@
 //! return failure instead (the fix-up Linux's `copy_from_user` gets from its exception
 //! table). [`System`](crate::System) probes each page before it copies, so the first touch
 //! of a page is a real fault even through its error-returning API.
+//!
+//! # Unsafe
+//! Every access is a raw volatile load or store of window memory, which no Rust reference
+//! covers: a fault there is resolved by the handler (or ends the process, or fails a probe),
+//! never undefined behaviour. The functions are `unsafe fn`: their callers promise that the
+//! address lies in a registered window, or accept the end of the process.
 
 use memkit_types::VirtAddr;
 

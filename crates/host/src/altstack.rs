@@ -6,6 +6,11 @@
 //! the calling thread a [`ALT_STACK_SIZE`] stack (with a guard page below it) once; the
 //! access functions call it, so a thread is ready before its first fault. The previous
 //! alternate stack is put back when the thread ends.
+//!
+//! # Unsafe
+//! `sigaltstack`, `mmap` and `munmap` on a reservation each thread makes for itself: the stack
+//! stays mapped while it is the thread's alternate stack, and is unmapped only after it has
+//! been uninstalled, when no signal can run on it.
 
 use core::cell::Cell;
 use core::ffi::c_void;

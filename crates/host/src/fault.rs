@@ -36,6 +36,12 @@
 //!   prints its message, a wild pointer still ends the process with `SIGSEGV`.
 //! - **Registration is safe against concurrent faults.** A slot is retired by first marking
 //!   it, then waiting until no handler is inside it, then freeing the resolver.
+//!
+//! # Unsafe
+//! `sigaction` and the handler itself: the handler reads the `siginfo` and `ucontext` the
+//! kernel passes, calls only async-signal-safe functions, and reaches a resolver through a
+//! pointer its registration keeps alive: a slot is freed only after it is retired and no
+//! handler is inside it (counted in the slot's `users`).
 
 use core::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};

@@ -47,19 +47,34 @@
 //! that resolves it ends the process with a message instead of deadlocking.
 //! (Its own [`System::load`] and [`System::store`] hold the lock while they copy, on pages
 //! they mapped first, so they never fault.)
+//!
+//! # Unsafe
+//! The crate denies `unsafe`; only the modules that talk to the kernel or touch window
+//! memory allow it, each stating in its own documentation what its `unsafe` relies on:
+//! `sys`, `access`, `altstack`, `fault`, `ram` and `window`. `system` (and the test model)
+//! only call `access`'s loads, stores and probes on window pages they resolved first.
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 mod sys;
 
+#[allow(unsafe_code)]
 pub mod access;
+#[allow(unsafe_code)]
 mod altstack;
+#[allow(unsafe_code)]
 pub mod fault;
 mod held;
 mod machine;
 #[cfg(feature = "testing")]
+#[allow(unsafe_code)]
 pub mod model;
+#[allow(unsafe_code)]
 mod ram;
 mod space;
+#[allow(unsafe_code)]
 mod system;
+#[allow(unsafe_code)]
 mod window;
 
 pub use altstack::{ALT_STACK_SIZE, prepare_thread};

@@ -9,6 +9,11 @@
 //! The memfd is sparse: frames nobody touched cost nothing. Because every view is
 //! `MAP_SHARED` over the same file, a store through a window is seen through the direct map
 //! and through every other window mapping the same frame.
+//!
+//! # Unsafe
+//! The direct map is one mapping of the memfd made in `new` and kept until the RAM is
+//! dropped; every access through it is a raw copy within it (checked against its size), clear
+//! of the allocator headers, the only references into it.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;

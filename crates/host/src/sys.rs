@@ -5,6 +5,10 @@
 //! [`Window`](crate::Window) or the RAM's direct map) and that no Rust reference covers:
 //! window memory is only ever reached through raw loads and stores, and the direct map
 //! through raw copies. That is what makes replacing, protecting or unmapping them sound.
+//!
+//! # Unsafe
+//! The wrappers are `unsafe fn`: they rely on the caller owning the range (a reservation the
+//! runtime made) and on no Rust reference pointing into it, as stated above.
 
 use core::ffi::c_void;
 use std::os::fd::BorrowedFd;

@@ -13,6 +13,11 @@
 //! VMAs. [`HostMmu`] keeps the count of runs up to date on every change and charges
 //! `2 × runs` to a [`MappingBudget`], refusing a change with [`MapError::OutOfMemory`]
 //! before the kernel's `vm.max_map_count` would be reached.
+//!
+//! # Unsafe
+//! A window is a reservation the runtime made and no Rust reference points into: mapping,
+//! protecting and unmapping pages inside it (checked against its range) is sound, and it is
+//! released only when the window goes away.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

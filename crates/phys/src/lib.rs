@@ -86,10 +86,8 @@ pub use error::{
 };
 pub use locked::{DefaultRawMutex, LockedAllocator};
 pub use machine::{
-    DEFAULT_KERNEL_IMAGE, DEFAULT_MEMORY_MAP, Gaps, MAX_MAP_ENTRIES, Machine, MachineOf, MapEntry, MemoryMap,
-    MemoryMapOf, ParseError, ParseErrorKind, PoolConfigError, Ranges, RegionKind,
+    DEFAULT_KERNEL_IMAGE, DEFAULT_MEMORY_MAP, DEFAULT_POOL, Gaps, ISA_DMA_LIMIT, ISA_DMA_POOL, MAX_MAP_ENTRIES,
+    Machine, MachineOf, MapEntry, MemoryMap, MemoryMapOf, POOL_COUNT, ParseError, ParseErrorKind, PoolConfigError,
+    Ranges, RegionKind,
 };
-pub use pool::{
-    DEFAULT_POOL, DirectMap, HeaderMapping, ISA_DMA_LIMIT, ISA_DMA_POOL, POOL_COUNT, Placement, Pool, PoolError,
-    PoolStats, Pools, PoolsError,
-};
+pub use pool::{DirectMap, HeaderMapping, Placement, Pool, PoolError, PoolStats, Pools, PoolsError};

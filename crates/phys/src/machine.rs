@@ -26,6 +26,14 @@ use memkit_types::{PAGE_SIZE, PhysAddr};
 
 use crate::area::MemoryArea;
 
+/// Pools per machine.
+pub const POOL_COUNT: usize = 8;
+/// The default pool (`L4DM_MEMPHYS_DEFAULT`).
+pub const DEFAULT_POOL: usize = 0;
+/// The ISA DMA pool (`L4DM_MEMPHYS_ISA_DMA`): usable RAM below [`ISA_DMA_LIMIT`].
+pub const ISA_DMA_POOL: usize = 7;
+/// The end of ISA DMA memory: 16 MiB.
+pub const ISA_DMA_LIMIT: PhysAddr = PhysAddr::new(16 << 20);
 /// Entries a [`MemoryMap`] (and a [`Machine`]) holds.
 pub const MAX_MAP_ENTRIES: usize = 1024;
 /// The kernel image the embedded default machine reserves, and the hosted runtime with it:
@@ -341,7 +349,7 @@ impl Iterator for Gaps<'_> {
 pub struct MachineOf<const N: usize> {
     map: MemoryMapOf<N>,
     kernel_image: Option<MemoryArea>,
-    windows: [Option<MemoryArea>; crate::pool::POOL_COUNT],
+    windows: [Option<MemoryArea>; POOL_COUNT],
 }
 
 /// A machine whose memory map holds up to [`MAX_MAP_ENTRIES`] entries.
@@ -404,9 +412,8 @@ impl<const N: usize> MachineOf<N> {
     #[must_use]
     pub fn from_map(map: MemoryMapOf<N>, kernel_image: Option<MemoryArea>) -> Self {
         let () = Self::ROOM;
-        let mut windows = [None; crate::pool::POOL_COUNT];
-        windows[crate::pool::ISA_DMA_POOL] =
-            Some(MemoryArea::new(PhysAddr::zero(), crate::pool::ISA_DMA_LIMIT.as_u64()));
+        let mut windows = [None; POOL_COUNT];
+        windows[ISA_DMA_POOL] = Some(MemoryArea::new(PhysAddr::zero(), ISA_DMA_LIMIT.as_u64()));
         MachineOf { map, kernel_image, windows }
     }
 
@@ -428,7 +435,7 @@ impl<const N: usize> MachineOf<N> {
     /// [`PoolConfigError`] for pools 0 and 7, an empty or unaligned window, or one that
     /// overlaps another pool's window.
     pub fn configure_pool(&mut self, pool: usize, window: MemoryArea) -> Result<(), PoolConfigError> {
-        if pool == crate::pool::DEFAULT_POOL || pool >= crate::pool::ISA_DMA_POOL {
+        if pool == DEFAULT_POOL || pool >= ISA_DMA_POOL {
             return Err(PoolConfigError::NotConfigurable(pool));
         }
         if window.size == 0 || !window.is_frame_aligned() {
@@ -477,10 +484,10 @@ impl<const N: usize> MachineOf<N> {
     #[must_use]
     pub fn pool_ranges(&self, pool: usize) -> Ranges<N> {
         let mut r = self.usable();
-        if pool >= crate::pool::POOL_COUNT {
+        if pool >= POOL_COUNT {
             return Ranges::EMPTY;
         }
-        if pool == crate::pool::DEFAULT_POOL {
+        if pool == DEFAULT_POOL {
             for w in self.windows.iter().flatten() {
                 r.subtract(w.start.as_u64(), w.end());
             }
@@ -531,7 +538,7 @@ mod tests {
         for r in u.as_slice() {
             assert!(r.is_frame_aligned() && r.size > 0 && r.end() < PhysAddr::LIMIT, "{u:?}");
         }
-        for pool in 0..=crate::pool::POOL_COUNT {
+        for pool in 0..=POOL_COUNT {
             let p = m.pool_ranges(pool);
             let _ = (p.span(), p.bytes(), p.gaps().count());
         }

@@ -1,8 +1,8 @@
 //! Pools of physical memory (DROPS DMphys `memphys_*`, seed 003).
 //!
-//! A machine has eight pools. Pool 7 ([`ISA_DMA_POOL`]) is the usable RAM below 16 MiB,
+//! A machine has eight pools. Pool 7 ([`ISA_DMA_POOL`](crate::ISA_DMA_POOL)) is the usable RAM below 16 MiB,
 //! for ISA DMA; pools 1 to 6 are empty unless [`MachineOf::configure_pool`] gives them a
-//! window; pool 0 ([`DEFAULT_POOL`]) is all other usable RAM. Each pool has its own
+//! window; pool 0 ([`DEFAULT_POOL`](crate::DEFAULT_POOL)) is all other usable RAM. Each pool has its own
 //! [`LockedAllocator`] over the span of its RAM, the holes and reserved ranges inside the
 //! span passed as reserved regions, and its header inside its own RAM.
 //!
@@ -28,17 +28,8 @@ use crate::allocator::{Allocator, get_header};
 use crate::area::MemoryArea;
 use crate::error::{AttachError, GetHeaderError, InitError};
 use crate::locked::{DefaultRawMutex, LockedAllocator};
-use crate::machine::MachineOf;
+use crate::machine::{MachineOf, POOL_COUNT};
 use crate::reach::{Path, hit};
-
-/// Pools per machine.
-pub const POOL_COUNT: usize = 8;
-/// The default pool (`L4DM_MEMPHYS_DEFAULT`).
-pub const DEFAULT_POOL: usize = 0;
-/// The ISA DMA pool (`L4DM_MEMPHYS_ISA_DMA`): usable RAM below [`ISA_DMA_LIMIT`].
-pub const ISA_DMA_POOL: usize = 7;
-/// The end of ISA DMA memory: 16 MiB.
-pub const ISA_DMA_LIMIT: PhysAddr = PhysAddr::new(16 << 20);
 
 /// Where an allocation goes (`L4DM_MEMPHYS_ANY_ADDR` or a fixed address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,7 +411,7 @@ mod tests {
     use super::*;
     use std::vec;
 
-    use crate::machine::Machine;
+    use crate::machine::{DEFAULT_POOL, ISA_DMA_LIMIT, ISA_DMA_POOL, Machine};
 
     #[test]
     fn default_machine_pools_in_a_plain_buffer() {

@@ -1,0 +1,129 @@
+//! Counters: what a heap holds now, and how often it took each structural path.
+//!
+//! # Unsafe
+//!
+//! Arena headers are read through `arena_view` while the arena's shard lock is held.
+
+use core::sync::atomic::{AtomicUsize, Ordering::*};
+
+use super::descriptors::chunk_pages;
+use super::fit::arena_view;
+use super::{CpuId, Heap, KIND_ARENA, KIND_LARGE, SHARDS, page_count};
+use crate::source::PageSource;
+
+/// Counters of one heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeapStats {
+    /// Spans (of every class) the heap holds.
+    pub spans: usize,
+    /// Large blocks (whole pages) live.
+    pub large_blocks: usize,
+    /// Blocks live in spans and arenas.
+    pub small_blocks: usize,
+    /// Arenas (runs of pages serving requests by exact size) the heap holds.
+    pub arenas: usize,
+    /// Pages held for blocks (spans and large blocks).
+    pub pages: usize,
+    /// Pages held for metadata (page map, descriptor chunks and the fit indexes' pools).
+    pub metadata_pages: usize,
+    /// Spans and large blocks taken from the page source since the heap was created.
+    pub runs_created: usize,
+    /// Times a [`Placement::Adaptive`] heap started packing.
+    pub packings: usize,
+    /// Times a [`Placement::Adaptive`] heap went back to placing by size class.
+    pub unpackings: usize,
+    /// Requests that found the page source dry and took a dry path (holes of other
+    /// classes, other shards' arenas, just the pages needed, merged blocks).
+    pub dry_requests: usize,
+    /// Blocks taken from the holes of larger classes' spans while the source was dry.
+    pub larger_class_blocks: usize,
+    /// Merged blocks (neighbouring free blocks of a span taken as one) made.
+    pub merged_blocks: usize,
+    /// Arenas made.
+    pub arenas_made: usize,
+    /// Arenas given back to the page source.
+    pub arenas_released: usize,
+    /// Cached empty spans used again.
+    pub span_reuses: usize,
+    /// Cached empty spans and arenas given back by [`Heap::trim`].
+    pub trimmed_runs: usize,
+}
+
+/// The cumulative counters of [`HeapStats`], bumped on cold paths only.
+pub(super) struct PathCounters {
+    pub(super) runs_created: AtomicUsize,
+    pub(super) packings: AtomicUsize,
+    pub(super) unpackings: AtomicUsize,
+    pub(super) dry_requests: AtomicUsize,
+    pub(super) larger_class_blocks: AtomicUsize,
+    pub(super) merged_blocks: AtomicUsize,
+    pub(super) arenas_made: AtomicUsize,
+    pub(super) arenas_released: AtomicUsize,
+    pub(super) span_reuses: AtomicUsize,
+    pub(super) trimmed_runs: AtomicUsize,
+}
+
+impl PathCounters {
+    pub(super) const fn new() -> PathCounters {
+        PathCounters {
+            runs_created: AtomicUsize::new(0),
+            packings: AtomicUsize::new(0),
+            unpackings: AtomicUsize::new(0),
+            dry_requests: AtomicUsize::new(0),
+            larger_class_blocks: AtomicUsize::new(0),
+            merged_blocks: AtomicUsize::new(0),
+            arenas_made: AtomicUsize::new(0),
+            arenas_released: AtomicUsize::new(0),
+            span_reuses: AtomicUsize::new(0),
+            trimmed_runs: AtomicUsize::new(0),
+        }
+    }
+
+    #[inline]
+    pub(super) fn bump(counter: &AtomicUsize) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    fn fill(&self, s: &mut HeapStats) {
+        s.runs_created = self.runs_created.load(Relaxed);
+        s.packings = self.packings.load(Relaxed);
+        s.unpackings = self.unpackings.load(Relaxed);
+        s.dry_requests = self.dry_requests.load(Relaxed);
+        s.larger_class_blocks = self.larger_class_blocks.load(Relaxed);
+        s.merged_blocks = self.merged_blocks.load(Relaxed);
+        s.arenas_made = self.arenas_made.load(Relaxed);
+        s.arenas_released = self.arenas_released.load(Relaxed);
+        s.span_reuses = self.span_reuses.load(Relaxed);
+        s.trimmed_runs = self.trimmed_runs.load(Relaxed);
+    }
+}
+
+impl<P: PageSource, C: CpuId> Heap<P, C> {
+    /// Counters: spans, blocks and pages held.
+    pub fn stats(&self) -> HeapStats {
+        let mut s = HeapStats {
+            metadata_pages: self.page_map().map_or(0, |m| m.own_pages)
+                + (0..self.chunk_count.load(Acquire)).map(|k| chunk_pages(k).get()).sum::<usize>(),
+            ..HeapStats::default()
+        };
+        self.counters.fill(&mut s);
+        let guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
+        s.metadata_pages +=
+            guards.iter().filter_map(|g| g.fit.pool()).map(|(_, bytes)| page_count(bytes).get()).sum::<usize>();
+        self.for_each_live(|_, d| {
+            s.pages += d.pages.load(Relaxed) as usize;
+            let kind = d.kind.load(Relaxed);
+            if kind == KIND_LARGE {
+                s.large_blocks += 1;
+            } else if kind == KIND_ARENA {
+                s.arenas += 1;
+                // SAFETY: a live arena; every shard's lock is held.
+                s.small_blocks += unsafe { arena_view(self.source.base_ptr(), d) }.used();
+            } else {
+                s.spans += 1;
+                s.small_blocks += d.used.load(Relaxed) as usize;
+            }
+        });
+        s
+    }
+}

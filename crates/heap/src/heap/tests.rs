@@ -1,0 +1,368 @@
+//! Unit tests of the heap. The `unsafe` here: a region page source over memory leaked for the
+//! test, and frees of blocks the test allocated and no longer uses.
+
+use std::vec;
+use std::vec::Vec;
+
+use super::*;
+use crate::source::RegionPageSource;
+
+fn heap(bytes: usize) -> Heap<RegionPageSource> {
+    heap_placed(bytes, Placement::SizeClasses)
+}
+
+fn heap_placed(bytes: usize, placement: Placement) -> Heap<RegionPageSource> {
+    let mem: &'static mut [u8] = vec![0u8; bytes].leak();
+    // SAFETY: leaked memory, used only by this source, valid for 'static.
+    let src = unsafe { RegionPageSource::new(NonNull::new(mem.as_mut_ptr()).unwrap(), mem.len()) }.unwrap();
+    let heap = Heap::with_placement(src, SingleCpu, false, placement);
+    heap.init().unwrap();
+    heap
+}
+
+impl<P: PageSource, C: CpuId> Heap<P, C> {
+    /// [`Heap::free`] for the tests, which use blocks only as addresses (never through
+    /// the `Allocator` implementation) and free each of their blocks once.
+    fn free_owned(&self, ptr: NonNull<u8>) -> Result<(), XmfreeError> {
+        // SAFETY: a test's live block is its own and unused after the free; any other
+        // pointer is refused.
+        unsafe { self.free(ptr) }
+    }
+}
+
+fn addr(p: NonNull<u8>) -> usize {
+    p.as_ptr().addr()
+}
+
+#[test]
+fn an_aligned_request_takes_an_aligned_block_of_its_own_class() {
+    let h = heap(1 << 20);
+    let first: Vec<_> = (0..3).map(|_| h.allocate(40, 0).unwrap()).collect();
+    let size = h.block(first[0]).unwrap().usable;
+    assert_eq!(size, 48);
+    // Blocks 1 and 2 are 48 bytes apart; the next 64-aligned free one is block 4.
+    let p = h.allocate(40, 6).unwrap();
+    assert_eq!(addr(p), addr(first[0]) + 4 * size);
+    let info = h.block(p).unwrap();
+    assert_eq!(info.usable, size);
+    assert!(info.align_log2 >= 6);
+    h.check_invariants();
+    // The next 40-byte block without alignment fills the gap before it.
+    assert_eq!(addr(h.allocate(40, 0).unwrap()), addr(first[0]) + 3 * size);
+    h.check_invariants();
+}
+
+/// The search for a merged block does not hold the shards' locks while it takes it;
+/// meanwhile another thread may free the span's last block, so that the span becomes
+/// a cached empty span (or goes back to the source). Taking the merged block from it
+/// then left a live block in a span `trim` gave back: frees of live blocks were
+/// refused and the merge table named pages of other runs.
+#[test]
+fn a_merged_block_is_not_taken_from_a_span_emptied_since_the_search() {
+    let h = heap(256 << 10);
+    let mut live = Vec::new();
+    while let Ok(p) = h.allocate(1000, 0) {
+        live.push(p);
+    }
+    let span_of = |p: NonNull<u8>| h.locate(addr(p)).map(|found| found.1).unwrap();
+    let id = span_of(live[0]);
+    let (mine, rest): (Vec<_>, Vec<_>) = live.into_iter().partition(|&p| span_of(p) == id);
+    assert!(mine.len() >= 3);
+    for &p in &mine[1..] {
+        h.free_owned(p).unwrap();
+    }
+    let size = h.block(mine[0]).unwrap().usable;
+    let site = h.find_merge(2 * size, 1).expect("two free neighbours");
+    assert_eq!(site.id, id);
+    // The span's last block is freed between the search and the taking.
+    h.free_owned(mine[0]).unwrap();
+    assert_eq!(h.take_merge(site), None);
+    h.check_invariants();
+    h.trim();
+    h.check_invariants();
+    for p in rest {
+        h.free_owned(p).unwrap();
+    }
+    h.check_invariants();
+    h.trim();
+    assert_eq!((h.stats().pages, h.bytes_in_use()), (0, 0));
+}
+
+#[test]
+fn a_dry_heap_merges_neighbouring_free_blocks_of_a_span() {
+    let h = heap(256 << 10);
+    let mut live = Vec::new();
+    while let Ok(p) = h.allocate(1000, 0) {
+        live.push(p);
+    }
+    assert_eq!(h.source().free_page_count().get(), 0);
+    let size = h.block(live[0]).unwrap().usable;
+    // Two neighbours in one span, freed: a request for both is served from them.
+    let i = (0..live.len()).find(|&i| live.contains(&NonNull::new(live[i].as_ptr().wrapping_add(size)).unwrap()));
+    let first = live.swap_remove(i.unwrap());
+    let second = NonNull::new(first.as_ptr().wrapping_add(size)).unwrap();
+    live.retain(|&p| p != second);
+    h.free_owned(first).unwrap();
+    h.free_owned(second).unwrap();
+    h.check_invariants();
+    let p = h.allocate(size + 100, 0).unwrap();
+    assert_eq!(p, first);
+    h.check_invariants();
+    let info = h.block(p).unwrap();
+    assert_eq!(info.usable, 2 * size);
+    // The second block is inside the merged one now.
+    assert_eq!(h.free_owned(second), Err(XmfreeError::NotBlockStart(VirtAddr::new(addr(second)))));
+    assert!(h.pin(second).is_err());
+    assert_eq!(h.block(second), Err(XmfreeError::NotBlockStart(VirtAddr::new(addr(second)))));
+    // SAFETY: the block is live and nobody else uses it.
+    unsafe { p.as_ptr().write_bytes(0xa5, info.usable) };
+    h.free_owned(p).unwrap();
+    assert_eq!(h.free_owned(p), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(p)))));
+    assert_eq!(h.free_owned(second), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(second)))));
+    h.check_invariants();
+    // Both halves serve single blocks again.
+    let again = [h.allocate(1000, 0).unwrap(), h.allocate(1000, 0).unwrap()];
+    assert!(again.contains(&first) && again.contains(&second));
+    h.check_invariants();
+    for p in live.into_iter().chain(again) {
+        h.free_owned(p).unwrap();
+    }
+    h.check_invariants();
+    assert_eq!(h.stats().small_blocks, 0);
+}
+
+#[test]
+fn a_dry_heap_serves_an_aligned_request_from_a_page_aligned_hole() {
+    let h = heap(256 << 10);
+    let mut live = Vec::new();
+    while let Ok(p) = h.allocate(100, 0) {
+        live.push(p);
+    }
+    assert_eq!(h.source().free_page_count().get(), 0);
+    assert!(h.allocate(50, 12).is_err());
+    h.check_invariants();
+    // A span's first block starts a page: once free, it serves a page-aligned request.
+    let i = live.iter().position(|p| addr(*p).is_multiple_of(PAGE_SIZE)).unwrap();
+    let hole = live.swap_remove(i);
+    h.free_owned(hole).unwrap();
+    let p = h.allocate(50, 12).unwrap();
+    assert_eq!(p, hole);
+    assert_eq!(h.block(p).unwrap().align_log2, PAGE_SHIFT);
+    h.check_invariants();
+    for p in live {
+        h.free_owned(p).unwrap();
+    }
+    h.free_owned(p).unwrap();
+    h.check_invariants();
+}
+
+#[test]
+fn a_freed_arena_block_merges_with_both_neighbours() {
+    let h = heap_placed(1 << 20, Placement::ExactFit);
+    let blocks: Vec<_> = (0..4).map(|_| h.allocate(3000, 0).unwrap()).collect();
+    let usable = h.block(blocks[0]).unwrap().usable;
+    assert_eq!(usable, 3008);
+    for w in blocks.windows(2) {
+        assert_eq!(addr(w[1]), addr(w[0]) + usable);
+    }
+    assert_eq!(h.stats().arenas, 1);
+    h.free_owned(blocks[0]).unwrap();
+    h.free_owned(blocks[2]).unwrap();
+    h.check_invariants();
+    h.free_owned(blocks[1]).unwrap();
+    h.check_invariants();
+    // The three make one free block: a request for all of them takes the first's place.
+    let p = h.allocate(3 * usable, 0).unwrap();
+    assert_eq!(p, blocks[0]);
+    assert_eq!(h.block(p).unwrap().usable, 3 * usable);
+    h.check_invariants();
+    h.free_owned(p).unwrap();
+    h.free_owned(blocks[3]).unwrap();
+    h.check_invariants();
+    // The empty arena is kept until a trim gives it back.
+    assert_eq!(h.stats().arenas, 1);
+    h.trim();
+    assert_eq!((h.stats().arenas, h.stats().pages), (0, 0));
+    h.check_invariants();
+}
+
+#[test]
+fn a_shard_keeps_a_few_empty_arenas_until_a_trim() {
+    let h = heap_placed(8 << 20, Placement::ExactFit);
+    let big = 30 << 10;
+    let mut blocks = Vec::new();
+    while h.stats().arenas < EMPTY_ARENAS_KEEP + 2 {
+        blocks.push(h.allocate(big, 0).unwrap());
+    }
+    for p in &blocks {
+        h.free_owned(*p).unwrap();
+        h.check_invariants();
+    }
+    assert_eq!(h.stats().arenas, EMPTY_ARENAS_KEEP);
+    // A kept arena serves the next request and is no longer counted as empty.
+    let p = h.allocate(big, 0).unwrap();
+    h.check_invariants();
+    assert_eq!(h.stats().arenas, EMPTY_ARENAS_KEEP);
+    h.trim();
+    assert_eq!(h.stats().arenas, 1);
+    assert_eq!(h.block(p).unwrap().usable, big);
+    h.free_owned(p).unwrap();
+    h.check_invariants();
+    h.trim();
+    assert_eq!((h.stats().arenas, h.stats().pages), (0, 0));
+    h.check_invariants();
+}
+
+#[test]
+fn a_bad_pointer_into_an_arena_changes_nothing() {
+    let h = heap_placed(1 << 20, Placement::ExactFit);
+    let p = h.allocate(5000, 0).unwrap();
+    let q = h.allocate(2000, 6).unwrap();
+    let before = h.stats();
+    let arena_start = addr(p) & !(PAGE_SIZE - 1);
+    let bad = |a: usize| NonNull::new(p.as_ptr().with_addr(a)).unwrap();
+    for (a, want) in [
+        (addr(p) + 64, XmfreeError::NotBlockStart(VirtAddr::new(addr(p) + 64))),
+        (addr(p) + 8, XmfreeError::NotBlockStart(VirtAddr::new(addr(p) + 8))),
+        (arena_start, XmfreeError::NotBlockStart(VirtAddr::new(arena_start))),
+        (addr(q) + 2048, XmfreeError::NotAllocated(VirtAddr::new(addr(q) + 2048))),
+    ] {
+        assert_eq!(h.free_owned(bad(a)), Err(want));
+        assert!(h.pin(bad(a)).is_err());
+        assert_eq!(h.block(bad(a)), Err(want));
+    }
+    assert_eq!(h.stats(), before);
+    h.check_invariants();
+    assert_eq!(h.pin(q), Ok(1));
+    assert_eq!(h.free_owned(q), Err(XmfreeError::StillPinned(VirtAddr::new(addr(q)), 1)));
+    assert_eq!(h.unpin(q), Ok(0));
+    h.free_owned(q).unwrap();
+    assert_eq!(h.free_owned(q), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(q)))));
+    h.free_owned(p).unwrap();
+    assert_eq!(h.free_owned(p), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(p)))));
+    h.check_invariants();
+}
+
+#[test]
+fn a_dry_heap_serves_from_a_free_range_of_an_arena() {
+    let h = heap_placed(512 << 10, Placement::ExactFit);
+    let mut live = Vec::new();
+    while let Ok(p) = h.allocate(3000, 0) {
+        live.push(p);
+    }
+    assert!(h.source().free_page_count().get() < 2);
+    h.check_invariants();
+    let usable = h.block(live[0]).unwrap().usable;
+    let i = (1..live.len()).find(|&i| addr(live[i]) == addr(live[i - 1]) + usable).unwrap();
+    let (first, second) = (live[i - 1], live[i]);
+    live.retain(|&p| p != first && p != second);
+    h.free_owned(second).unwrap();
+    h.free_owned(first).unwrap();
+    h.check_invariants();
+    let p = h.allocate(2 * usable, 0).unwrap();
+    assert_eq!(p, first);
+    // A small request when no span can be had takes an arena's free range too.
+    h.free_owned(p).unwrap();
+    let mut small = Vec::new();
+    while let Ok(q) = h.allocate(16, 0) {
+        small.push(q);
+    }
+    h.check_invariants();
+    assert!(small.iter().any(|&q| addr(q) >= addr(first) && addr(q) < addr(first) + 2 * usable));
+    for q in small.into_iter().chain(live) {
+        h.free_owned(q).unwrap();
+    }
+    h.check_invariants();
+}
+
+#[test]
+fn an_adaptive_heap_packs_when_its_source_runs_short_and_unpacks_when_it_recovers() {
+    let h = heap_placed(4 << 20, Placement::Adaptive);
+    // 3000 bytes: a 3072-byte class block in a span, 3008 bytes (47 granules) in an arena.
+    let (size, class_block, fit_block) = (3000, 3072, 3008);
+    let short =
+        |h: &Heap<RegionPageSource>| h.source().free_page_count().get() * PAGE_SIZE < PACK_HEADROOM * h.bytes_in_use();
+    let mut blocks = Vec::new();
+    loop {
+        let p = h.allocate(size, 0).unwrap();
+        h.check_invariants();
+        blocks.push(p);
+        let usable = h.block(p).unwrap().usable;
+        if usable == fit_block {
+            break;
+        }
+        assert_eq!(usable, class_block);
+        assert!(blocks.len() < 1000, "the heap never packed");
+    }
+    assert!(short(&h), "packed with room to spare");
+    assert_eq!(h.stats().packings, 1);
+    assert!(blocks.len() > 100, "packed too early: {} blocks", blocks.len());
+    // Packed, the holes of the class's last span are still used before any arena.
+    for _ in 0..20 {
+        blocks.push(h.allocate(size, 0).unwrap());
+        h.check_invariants();
+    }
+    assert_eq!(h.block(*blocks.last().unwrap()).unwrap().usable, fit_block);
+    for p in blocks.drain(..) {
+        h.free_owned(p).unwrap();
+        h.check_invariants();
+    }
+    h.trim();
+    assert!(!short(&h));
+    let p = h.allocate(size, 0).unwrap();
+    assert_eq!(h.block(p).unwrap().usable, class_block, "still packing after the heap emptied");
+    h.free_owned(p).unwrap();
+    h.check_invariants();
+}
+
+#[test]
+fn a_packing_heap_fills_arena_fragments_with_small_requests() {
+    let h = heap_placed(1 << 20, Placement::ExactFit);
+    // No fragment yet: a small request takes a class block of a span.
+    let s = h.allocate(100, 0).unwrap();
+    assert_eq!(h.stats().spans, 1);
+    let a = h.allocate(2048, 0).unwrap();
+    let b = h.allocate(2048, 0).unwrap();
+    assert_eq!(addr(b), addr(a) + 2048);
+    h.free_owned(a).unwrap();
+    // 1100 bytes (18 granules) from a's 32: a fragment of 14 granules stays.
+    let c = h.allocate(1100, 0).unwrap();
+    assert_eq!(c, a);
+    h.check_invariants();
+    // A small request that fits in the fragment goes there, not to a span.
+    let d = h.allocate(200, 6).unwrap();
+    h.check_invariants();
+    assert_eq!(addr(d), addr(c) + 1152);
+    assert_eq!(h.block(d).unwrap().usable, 256);
+    assert_eq!((h.stats().spans, h.stats().small_blocks), (1, 4));
+    for p in [s, b, c, d] {
+        h.free_owned(p).unwrap();
+        h.check_invariants();
+    }
+    assert_eq!(h.stats().small_blocks, 0);
+}
+
+#[test]
+fn a_shard_keeps_one_empty_span_per_class_and_a_few_pages_more() {
+    let h = heap(64 << 20);
+    let sizes = [30_000, 25_000, 20_000];
+    let mut blocks = Vec::new();
+    let mut one_each = 0;
+    for size in sizes {
+        let c = CLASSES[class_for(size, 1).unwrap()];
+        one_each += c.pages as usize;
+        for _ in 0..5 * c.blocks {
+            blocks.push(h.allocate(size, 0).unwrap());
+        }
+    }
+    assert_eq!(h.stats().spans, 15);
+    for p in blocks {
+        h.free_owned(p).unwrap();
+        h.check_invariants();
+    }
+    let st = h.stats();
+    assert!(st.spans >= sizes.len(), "{st:?}");
+    assert!(st.pages > one_each && st.pages <= one_each + EMPTY_PAGES_KEEP, "{st:?}");
+    h.trim();
+    assert_eq!(h.stats().pages, 0);
+}

@@ -1,0 +1,304 @@
+//! Attaching a dataspace as a region (searching for free space, mapping eagerly on request)
+//! and detaching regions, keeping the three trees in step.
+
+use alloc::vec::Vec;
+
+use memkit_types::{Access, PAGE_SIZE, PageCount, Rights, VirtAddr};
+
+use super::request::{AttachRequest, Detached};
+use super::{RegionData, RegionMap, Which, page, page_round, pages};
+use crate::backing::{Attachment, Backing};
+use crate::error::{AttachError, DetachError};
+use crate::flags::{DetachFlags, DetachResult, Flags};
+use crate::mmu::Mmu;
+
+impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
+    /// Attaches a dataspace (`attach`) and returns the region's start.
+    ///
+    /// - At `req.start`, or with `SEARCH_ADDR` at the first free place at or above it
+    ///   aligned to `2^req.align`.
+    /// - With `IN_AREA` inside the area containing `req.start` (fixed or searched there);
+    ///   without it, never inside an area.
+    /// - With `EAGER_MAP` every page is mapped through `mmu` before the call returns.
+    /// - `req.rights` must be within what the handle allows.
+    ///
+    /// # Errors
+    /// See [`AttachError`]; a failed attach changes nothing in the map or the MMU.
+    pub fn attach<B, M>(
+        &mut self,
+        backing: &mut B,
+        mmu: &mut M,
+        req: &AttachRequest<Id>,
+    ) -> Result<VirtAddr, AttachError>
+    where
+        B: Backing<Id = Id> + ?Sized,
+        M: Mmu + ?Sized,
+    {
+        if req.flags.contains(Flags::RESERVED) {
+            return Err(AttachError::InvalidFlags(req.flags));
+        }
+        if req.size == 0 {
+            return Err(AttachError::ZeroSize);
+        }
+        let size = page_round(req.size).ok_or(AttachError::SizeOverflow(req.size))?;
+        if !req.offset.is_multiple_of(PAGE_SIZE as u64) {
+            return Err(AttachError::UnalignedOffset(req.offset));
+        }
+        if req.offset.checked_add(size as u64).is_none() {
+            return Err(AttachError::SizeOverflow(req.size));
+        }
+        let align = Self::align_bytes(req.align).ok_or(AttachError::BadAlignment(req.align))?;
+        let allowed = backing.rights(req.dataspace).ok_or(AttachError::UnknownDataspace)?;
+        if !allowed.contains(req.rights) {
+            return Err(AttachError::PermissionDenied { requested: req.rights, allowed });
+        }
+        let s = req.start.as_usize();
+        let in_area = req.flags.contains(Flags::IN_AREA);
+        let (lo, hi, which) = if in_area {
+            let a = self.areas.containing(s).ok_or(AttachError::NoArea(req.start))?;
+            if a.value.contains(Flags::RESERVED) {
+                return Err(AttachError::ReservedArea(VirtAddr::new(a.start)));
+            }
+            (a.start, a.end, Which::Regions)
+        } else {
+            (self.window_start, self.window_end, Which::Top)
+        };
+        let at = if req.flags.contains(Flags::SEARCH_ADDR) {
+            let hi = req.limit.map_or(hi, |l| hi.min(l.as_usize()));
+            self.place(which, s.max(lo), hi, size, align).ok_or(AttachError::NoSpace(size))?
+        } else {
+            if !req.start.is_aligned(PAGE_SIZE) {
+                return Err(AttachError::Unaligned(req.start));
+            }
+            let end = s.checked_add(size).ok_or(AttachError::NotAvailable(req.start))?;
+            let taken = match which {
+                Which::Top => self.top_overlaps(s, end),
+                Which::Regions => self.regions.overlaps(s, end),
+            };
+            if s < lo || end > hi || taken {
+                return Err(AttachError::NotAvailable(req.start));
+            }
+            s
+        };
+        let data = RegionData {
+            dataspace: req.dataspace,
+            offset: req.offset,
+            rights: req.rights,
+            cache: req.cache,
+            flags: (req.flags & RegionData::<Id>::KEPT).bits() as u8,
+            in_area,
+        };
+        if req.flags.contains(Flags::EAGER_MAP) {
+            Self::map_eagerly(backing, mmu, at, size, &data)?;
+        }
+        let attachment = Attachment { start: VirtAddr::new(at), size, offset: req.offset, rights: req.rights };
+        backing.attached(req.dataspace, attachment);
+        self.insert_region(at, at + size, data);
+        self.generation += 1;
+        Ok(VirtAddr::new(at))
+    }
+
+    /// Maps every page of a new region; on failure unmaps what it mapped.
+    fn map_eagerly<B, M>(
+        backing: &mut B,
+        mmu: &mut M,
+        at: usize,
+        size: usize,
+        r: &RegionData<Id>,
+    ) -> Result<(), AttachError>
+    where
+        B: Backing<Id = Id> + ?Sized,
+        M: Mmu + ?Sized,
+    {
+        let access = if r.rights.contains(Rights::WRITE) {
+            Access::Write
+        } else if r.rights.contains(Rights::READ) {
+            Access::Read
+        } else if r.rights.contains(Rights::EXECUTE) {
+            Access::Execute
+        } else {
+            return Ok(());
+        };
+        let mut done = 0;
+        let result = loop {
+            if done == size {
+                break Ok(());
+            }
+            let (frame, now) = match backing.map(r.dataspace, r.offset + done as u64, access) {
+                Ok(x) => x,
+                Err(e) => break Err(AttachError::Backing(e)),
+            };
+            match mmu.map(page(at + done), frame, PageCount::new(1), r.rights & now, r.cache) {
+                Ok(flush) => flush.flush(mmu),
+                Err(e) => break Err(AttachError::Mmu(e)),
+            }
+            done += PAGE_SIZE;
+        };
+        if result.is_err() && done > 0 {
+            // Undo: the pages were free before, and the same range unmaps without error.
+            if let Ok(flush) = mmu.unmap(page(at), pages(done)) {
+                flush.flush(mmu);
+            }
+        }
+        result
+    }
+
+    /// One detach step over the pages holding `[start, start + size)` (the seed's
+    /// `detach(start, size, mem, task)` with its flags):
+    ///
+    /// - `OVERLAP`: the lowest region overlapping the range is detached whole
+    ///   (`DetachedDs`).
+    /// - `EXACT` (or no mode): only the range is detached: a region inside it whole
+    ///   (`DetachedDs`), its head or tail (`KeptDs`), or its middle, splitting it
+    ///   (`SplitDs`).
+    /// - `KEEP`: a region attached with `DETACH_FREE` does not free the detached memory.
+    ///
+    /// `again` is set when other regions still overlap the range. The detached range is
+    /// unmapped through `mmu`.
+    ///
+    /// # Errors
+    /// [`DetachError::NoRegion`] when no region overlaps the range, [`DetachError::Mmu`]
+    /// when unmapping fails (nothing changes then), the `EINVAL` errors for malformed
+    /// arguments.
+    pub fn detach<B, M>(
+        &mut self,
+        backing: &mut B,
+        mmu: &mut M,
+        start: VirtAddr,
+        size: usize,
+        flags: DetachFlags,
+    ) -> Result<Detached<Id>, DetachError>
+    where
+        B: Backing<Id = Id> + ?Sized,
+        M: Mmu + ?Sized,
+    {
+        if flags.contains(DetachFlags::EXACT | DetachFlags::OVERLAP) {
+            return Err(DetachError::InvalidFlags(flags.bits()));
+        }
+        if size == 0 {
+            return Err(DetachError::ZeroSize);
+        }
+        let a = start.as_usize();
+        let e = a.checked_add(size).and_then(page_round).ok_or(DetachError::SizeOverflow(size))?;
+        let s = a & !(PAGE_SIZE - 1);
+        let g = self.regions.first_overlapping(s, e).ok_or(DetachError::NoRegion(start))?;
+        let whole = flags.contains(DetachFlags::OVERLAP) || (s <= g.start && e >= g.end);
+        let (cut_start, cut_end, result) = if whole {
+            (g.start, g.end, DetachResult::DetachedDs)
+        } else if s <= g.start {
+            (g.start, e, DetachResult::KeptDs)
+        } else if e >= g.end {
+            (s, g.end, DetachResult::KeptDs)
+        } else {
+            (s, e, DetachResult::SplitDs)
+        };
+        let cut = cut_end - cut_start;
+        mmu.unmap(page(cut_start), pages(cut)).map_err(DetachError::Mmu)?.flush(mmu);
+        let d = g.value;
+        let cut_offset = d.offset + (cut_start - g.start) as u64;
+        if d.flags().contains(Flags::DETACH_FREE) && !flags.contains(DetachFlags::KEEP) {
+            backing.release(d.dataspace, cut_offset, cut as u64);
+        }
+        self.remove_region(g.start, d.in_area);
+        let old =
+            Attachment { start: VirtAddr::new(g.start), size: g.end - g.start, offset: d.offset, rights: d.rights };
+        let head = (cut_start > g.start).then(|| Attachment { size: cut_start - g.start, ..old });
+        let tail = (cut_end < g.end).then(|| Attachment {
+            start: VirtAddr::new(cut_end),
+            size: g.end - cut_end,
+            offset: d.offset + (cut_end - g.start) as u64,
+            rights: d.rights,
+        });
+        if let Some(h) = head {
+            self.insert_region(g.start, cut_start, d);
+            backing.trimmed(d.dataspace, old, h);
+        }
+        if let Some(t) = tail {
+            self.insert_region(cut_end, g.end, RegionData { offset: t.offset, ..d });
+            // A split's tail is a new region; a trimmed head leaves the tail as the region.
+            if head.is_some() {
+                backing.attached(d.dataspace, t);
+            } else {
+                backing.trimmed(d.dataspace, old, t);
+            }
+        }
+        if head.is_none() && tail.is_none() {
+            backing.detached(d.dataspace, old);
+        }
+        self.generation += 1;
+        Ok(Detached {
+            result,
+            again: self.regions.overlaps(s, e),
+            start: VirtAddr::new(cut_start),
+            size: cut,
+            offset: cut_offset,
+            dataspace: d.dataspace,
+        })
+    }
+
+    fn remove_region(&mut self, start: usize, in_area: bool) {
+        self.regions.remove(start);
+        if !in_area && self.top_kept {
+            self.top.remove(start);
+        }
+    }
+
+    fn insert_region(&mut self, start: usize, end: usize, d: RegionData<Id>) {
+        self.regions.insert(start, end, d);
+        if !d.in_area && self.top_kept {
+            self.top.insert(start, end, ());
+        }
+    }
+
+    /// Whether `[start, end)` overlaps an area or a region outside every area.
+    pub(super) fn top_overlaps(&self, start: usize, end: usize) -> bool {
+        if self.top_kept { self.top.overlaps(start, end) } else { self.regions.overlaps(start, end) }
+    }
+
+    /// Detaches the whole region containing `addr` (the seed's `detach(addr, mem, task)`:
+    /// `Detach_overlap` over one byte).
+    ///
+    /// # Errors
+    /// As [`detach`](Self::detach).
+    pub fn detach_at<B, M>(&mut self, backing: &mut B, mmu: &mut M, addr: VirtAddr) -> Result<Detached<Id>, DetachError>
+    where
+        B: Backing<Id = Id> + ?Sized,
+        M: Mmu + ?Sized,
+    {
+        self.detach(backing, mmu, addr, 1, DetachFlags::OVERLAP)
+    }
+
+    /// Detaches everything in `[start, start + size)` in one call (repeating
+    /// [`detach`](Self::detach) while it reports `again`) and reports every step.
+    ///
+    /// # Errors
+    /// As [`detach`](Self::detach) for the first step (nothing changes then); a later step
+    /// cannot fail for want of a region, and an MMU error there stops the loop with the
+    /// steps done so far kept.
+    pub fn detach_all<B, M>(
+        &mut self,
+        backing: &mut B,
+        mmu: &mut M,
+        start: VirtAddr,
+        size: usize,
+        flags: DetachFlags,
+    ) -> Result<Vec<Detached<Id>>, DetachError>
+    where
+        B: Backing<Id = Id> + ?Sized,
+        M: Mmu + ?Sized,
+    {
+        let mut steps = Vec::new();
+        loop {
+            match self.detach(backing, mmu, start, size, flags) {
+                Ok(d) => {
+                    steps.push(d);
+                    if !d.again {
+                        return Ok(steps);
+                    }
+                }
+                Err(e) if steps.is_empty() => return Err(e),
+                Err(_) => return Ok(steps),
+            }
+        }
+    }
+}
