@@ -52,10 +52,9 @@
 //! ```
 #![no_std]
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(test)]
 extern crate alloc;
-// The `Arbitrary` derive of the fuzzing feature needs `std`.
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate std;
 
 mod arena;
@@ -64,8 +63,6 @@ mod error;
 mod global;
 mod heap;
 mod source;
-#[cfg(feature = "testing")]
-pub mod testing;
 mod xmalloc;
 
 pub use error::{EINVAL, ENOMEM, PinError, ReallocError, UnpinError, XmallocError, XmfreeError};

@@ -49,8 +49,6 @@ pub mod access;
 mod altstack;
 pub mod fault;
 mod held;
-#[cfg(feature = "testing")]
-pub mod model;
 mod ram;
 mod space;
 mod system;

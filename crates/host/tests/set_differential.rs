@@ -8,7 +8,7 @@ use std::sync::Arc;
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PoolId};
 use memkit_host::{HostRam, RamRef, SpaceId, System};
 use memkit_region::{AttachRequest, DetachFlags, Flags, RegionMap, SoftMmu, SpaceSet};
-use memkit_types::testing::{ModelFrameSource, SparseRam};
+use memkit_testkit::{ModelFrameSource, SparseRam};
 use memkit_types::{Frame, FrameCount, PAGE_SIZE, Rights, VirtAddr};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
