@@ -1,7 +1,7 @@
-//! memkit's test kit: the reference models, random actions and drivers the layers' tests,
-//! the benchmarks' checks and the fuzz targets share, and the whole-system model.
+//! memkit's test kit: the reference models, random actions and drivers that the layers'
+//! tests and the fuzz targets share, and the whole-system model.
 //!
-//! The libraries carry none of this: each has one feature, `check`, which exposes its
+//! The libraries carry none of this: their only feature, `check`, exposes their
 //! `check_invariants()`. Their integration tests take this crate as a dev-dependency.
 //!
 //! | module | what |
