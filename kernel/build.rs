@@ -5,10 +5,6 @@
 fn main() {
     println!("cargo:rerun-if-changed=link.ld");
     println!("cargo:rerun-if-changed=build.rs");
-    if std::env::var_os("CARGO_FEATURE_HOSTED_STUB").is_some() {
-        // The hosted placeholder links as an ordinary program.
-        return;
-    }
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     for arg in ["-nostartfiles", "-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-Wl,--gc-sections"] {
         println!("cargo:rustc-link-arg-bins={arg}");

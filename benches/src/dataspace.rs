@@ -30,13 +30,13 @@ const OWNER: ClientId = ClientId::new(1, 0);
 const EAGER: &str = "eager copy";
 
 /// Physical memory as one flat byte vector, frame `n` at byte `n * 4096`.
-struct FlatRam {
+pub(crate) struct FlatRam {
     bytes: spin::Mutex<Vec<u8>>,
     copies: AtomicU64,
 }
 
 impl FlatRam {
-    fn new(frames: u64) -> Self {
+    pub(crate) fn new(frames: u64) -> Self {
         // Touch every page once so the host's first-touch faults are not measured.
         FlatRam { bytes: spin::Mutex::new(vec![1u8; (frames * PAGE) as usize]), copies: AtomicU64::new(0) }
     }

@@ -19,11 +19,12 @@
 use memkit_dataspace::{
     ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PageRange, PoolId, RevokeKind, Revoker,
 };
+use memkit_phys::{Allocator, LockedAllocator, MemoryArea, get_header, header_words};
 use memkit_region::{AddressSpace, AttachRequest, RegionMap, SoftMmu};
 use memkit_spaces::{SpaceId, Spaces};
-use memkit_types::testing::{ModelFrameSource, SparseRam};
-use memkit_types::{Access, Frame, FrameCount, PAGE_SIZE, Rights, VirtAddr};
+use memkit_types::{Access, PAGE_SIZE, PhysAddr, Rights, VirtAddr};
 
+use crate::dataspace::FlatRam;
 use crate::{MEMKIT, Options, Report, interleaved_warm};
 
 const OWNER: ClientId = ClientId::new(1, 0);
@@ -35,7 +36,18 @@ const OTHERS: usize = 1_000;
 /// The row of the revoker that walks every region.
 const SCAN: &str = "full scan";
 
-type Mgr = Manager<ModelFrameSource, SparseRam>;
+/// Frames of the RAM behind the manager: 64 MiB, more than the touched pages need.
+const FRAMES: u64 = 1 << 14;
+
+type Mgr = Manager<LockedAllocator<'static>, FlatRam>;
+
+/// A frame pool over `FRAMES` frames of a flat RAM; its header is leaked (a few per run).
+fn pool() -> LockedAllocator<'static> {
+    let area = MemoryArea::new(PhysAddr::zero(), FRAMES * P as u64);
+    let header: &'static mut [u64] = vec![0u64; header_words(area).expect("a valid area")].leak();
+    let region = get_header(area, core::iter::empty()).expect("room for the header");
+    LockedAllocator::new(Allocator::init(area, region, header, core::iter::empty()).expect("init"))
+}
 
 /// The revoker before the reverse index: every region of every space is visited.
 struct ScanRevoker<'a> {
@@ -66,8 +78,8 @@ struct Setup {
 }
 
 fn setup(n: usize) -> Setup {
-    let mut manager = Manager::new(Config::new(1 << 32), SparseRam::new());
-    manager.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(0x1000), FrameCount::new(1 << 16)));
+    let mut manager = Manager::new(Config::new(FRAMES * P as u64), FlatRam::new(FRAMES));
+    manager.set_pool(PoolId::DEFAULT, pool());
     let mut spaces = Spaces::new();
     let window = VirtAddr::new(0x10_0000_0000);
     let space = spaces.add(RegionMap::new(window, 1 << 36), SoftMmu::new());

@@ -1,10 +1,10 @@
-//! Fuzzes the dataspace manager: a sequence of `harness::Action`s (the same enum the property
-//! test and the random-action driver use) applied to a manager and to its `Vec<u8>` model,
-//! compared after every action, then torn down with a leak check.
+//! Fuzzes the dataspace manager: a sequence of `memkit_testkit::dataspace::Action`s (the
+//! same enum the property test and the random-action driver use) applied to a manager and to
+//! its `Vec<u8>` model, compared after every action, then torn down with a leak check.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memkit_dataspace::harness::{Action, World};
+use memkit_testkit::dataspace::{Action, World};
 
 fuzz_target!(|actions: Vec<Action>| {
     let mut world = World::new();

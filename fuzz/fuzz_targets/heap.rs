@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use memkit_heap::Placement;
-use memkit_heap::testing::{Action, RunConfig, run};
+use memkit_testkit::heap::{Action, RunConfig, run};
 
 const PLACEMENTS: [Placement; 3] = [Placement::Adaptive, Placement::SizeClasses, Placement::ExactFit];
 const REGIONS: [usize; 4] = [40 << 20, 4 << 20, 1 << 20, 256 << 10];

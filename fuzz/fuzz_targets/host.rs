@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memkit_host::model::{Action, MmuHarness};
+use memkit_testkit::host::{Action, MmuHarness};
 
 fuzz_target!(|actions: Vec<Action>| {
     let mut h = MmuHarness::new();

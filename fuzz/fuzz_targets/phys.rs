@@ -1,10 +1,10 @@
 //! The frame allocator under random actions, checked against the reference model after
-//! every action (`memkit_phys::fuzzing`, the harness the property test and the driver use).
+//! every action (`memkit_testkit::phys`, the harness the property test and the driver use).
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use memkit_phys::fuzzing::{Action, Harness};
+use memkit_testkit::phys::{Action, Harness};
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memkit_region::action::{Action, Harness};
+use memkit_testkit::region::{Action, Harness};
 
 fuzz_target!(|actions: Vec<Action>| {
     let mut harness = Harness::new();

@@ -3,9 +3,9 @@
 //!
 //! The kernel is this `no_std` library plus a thin binary (`src/main.rs`): the binary holds
 //! what only a bootable image may contain (the PVH note and the 32-bit entry stub, the C
-//! runtime symbols, the panic handler) and calls [`kernel_main`]. Everything else lives here,
-//! so every workspace build type-checks and lints it, whatever features other crates turn on
-//! in the shared dependencies.
+//! runtime symbols, the panic handler) and calls [`kernel_main`]. Everything else lives here.
+//! The kernel is a workspace of its own (`cargo build --manifest-path kernel/Cargo.toml`), so
+//! that the hosted crates' features never reach the libraries it links.
 //!
 //! ```text
 //!   PVH entry (bin) ─▶ kernel_main: serial, GDT/TSS/IDT, CR0.WP/NXE/PAT

@@ -5,13 +5,9 @@
 //! Without QEMU the test fails when the environment variable `CI` is set and is skipped
 //! (with a message) otherwise.
 //!
-//! The image is the package's own binary, except under the feature `hosted-stub` (which only
-//! `--all-features` workspace builds turn on, see the crate docs): then this test builds the
-//! image itself with `cargo build -p memkit-kernel`, in the same profile, into its own target
-//! directory.
+//! The image is the package's own binary, which cargo builds for this test.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,12 +23,12 @@ fn kernel_boots_and_passes_its_tests() {
         eprintln!("skipped: {QEMU} is missing (install qemu-system-x86 to boot the kernel)");
         return;
     }
-    let kernel = kernel_image();
+    let kernel = env!("CARGO_BIN_EXE_memkit-kernel");
     let mut child = Command::new(QEMU)
         .args(["-machine", "q35", "-accel", "tcg", "-m", "512M", "-display", "none", "-serial", "stdio"])
         .args(["-monitor", "none", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-kernel")
-        .arg(&kernel)
+        .arg(kernel)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -76,32 +72,4 @@ fn kernel_boots_and_passes_its_tests() {
     assert!(output.contains("counts: "), "the kernel reports its counts");
     assert!(!output.contains("PANIC") && !output.contains("FATAL"), "the kernel reported a fatal error");
     assert_eq!(status.code(), Some(SUCCESS_STATUS), "QEMU's exit status says the kernel failed");
-}
-
-/// The bootable image: the package's binary, or one built on purpose (see the module docs).
-fn kernel_image() -> PathBuf {
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_memkit-kernel"));
-    if !cfg!(feature = "hosted-stub") {
-        return binary;
-    }
-    // <target>/<profile directory>/memkit-kernel
-    let profile_dir = binary.parent().expect("the binary is in a profile directory");
-    let target_dir = profile_dir.parent().expect("the profile directory is in a target directory");
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev",
-        Some(name) => name,
-        None => panic!("unexpected binary path {}", binary.display()),
-    };
-    let image_target = target_dir.join("kernel-image");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "memkit-kernel", "--profile", profile, "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&image_target)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the kernel image failed");
-    image_target.join(profile_dir.file_name().expect("named")).join("memkit-kernel")
 }

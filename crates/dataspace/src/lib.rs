@@ -27,7 +27,9 @@
 //!
 //! ```
 //! use memkit_dataspace::{ClientId, Config, DmFlags, FactoryId, Manager, MemAllocFlags, NoRevoker, PoolId};
-//! use memkit_types::testing::{ModelFrameSource, SparseRam};
+//! // Frames from a model pool, RAM in plain Rust memory (memkit-testkit); in a system, the
+//! // frame allocator's pools and the machine's RAM.
+//! use memkit_testkit::{ModelFrameSource, SparseRam};
 //! use memkit_types::{Access, Frame, FrameCount, PhysAddr, Rights};
 //!
 //! let mut dsm = Manager::new(Config::new(1 << 30), SparseRam::new());
@@ -96,15 +98,12 @@
 #![forbid(unsafe_code)]
 
 extern crate alloc;
-// The `arbitrary` derive of the fuzz harness names `std`.
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate std;
 
 mod entry;
 pub mod error;
 mod flags;
-#[cfg(feature = "harness")]
-pub mod harness;
 mod ids;
 mod manager;
 mod refcount;

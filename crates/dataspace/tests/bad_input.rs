@@ -1,7 +1,7 @@
 //! Bad input to every operation: a clear error, and nothing changed (quota, frames, sizes,
 //! contents).
 
-mod common;
+use memkit_testkit::dataspace::fixture as common;
 
 use common::{POOL0_START, check, mmu, read, used};
 use memkit_dataspace::{

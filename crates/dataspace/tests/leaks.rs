@@ -2,7 +2,7 @@
 //! readable through a manager read, a copy or a frame handed out for mapping: for every kind
 //! of dataspace and every operation that creates, copies, resizes or frees memory.
 
-mod common;
+use memkit_testkit::dataspace::fixture as common;
 
 use common::{check, mmu, read};
 use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId, NoRevoker, Placement};

@@ -1,7 +1,7 @@
 //! `Manager::map_run`: a run of empty pages gets one run of contiguous zeroed frames, exactly
 //! as page-by-page `map` would give them, and nothing changes when it cannot.
 
-mod common;
+use memkit_testkit::dataspace::fixture as common;
 
 use common::{check, mmu, read, used};
 use memkit_dataspace::{ClientId, DmFlags, FactoryId, MapError, NoRevoker, PoolId};

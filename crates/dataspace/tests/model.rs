@@ -1,7 +1,7 @@
 //! The manager against a reference model in which every dataspace is a `Vec<u8>`: a property
 //! test, the random-action driver (10^6 actions) and exhaustive fault injection.
 
-use memkit_dataspace::harness::{Action, SLOTS, World};
+use memkit_testkit::dataspace::{Action, SLOTS, World};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

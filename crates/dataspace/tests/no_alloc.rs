@@ -2,40 +2,15 @@
 //! page shared copy-on-write (read) and breaking copy-on-write (write), counted by a global
 //! allocator that watches this test's thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use memkit_dataspace::{ClientId, Config, DmFlags, FactoryId, Manager, NoRevoker, PoolId};
-use memkit_types::testing::ModelFrameSource;
+use memkit_testkit::ModelFrameSource;
+use memkit_testkit::counting::{Counting, counted};
 use memkit_types::{Access, Frame, FrameCount, PAGE_SIZE, PhysAddr, PhysMemory, Rights};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-thread_local! {
-    static WATCHED: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCHED.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's layout contract is passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// RAM that allocates nothing (the models in memkit-types box frames on write).
+/// RAM that allocates nothing (the test kit's `SparseRam` boxes frames on write).
 struct Discard;
 
 impl PhysMemory for Discard {
@@ -47,17 +22,9 @@ impl PhysMemory for Discard {
     fn write(&self, _addr: PhysAddr, _buf: &[u8]) {}
 }
 
-fn watched<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    WATCHED.with(|w| w.set(true));
-    let r = f();
-    WATCHED.with(|w| w.set(false));
-    (r, ALLOCATIONS.load(Ordering::Relaxed) - before)
-}
-
 #[test]
 fn map_allocates_no_heap_memory() {
-    let (_, n) = watched(|| std::hint::black_box(Vec::<u8>::with_capacity(8)));
+    let (_, n) = counted(|| std::hint::black_box(Vec::<u8>::with_capacity(8)));
     assert_eq!(n, 1, "the counter sees allocations");
     let owner = ClientId::new(1, 1);
     let page = PAGE_SIZE as u64;
@@ -65,18 +32,18 @@ fn map_allocates_no_heap_memory() {
     m.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(0x100), FrameCount::new(256)));
     let ds = m.mem_open(FactoryId::ROOT, owner, 16 * page, 0, DmFlags::empty(), "d").unwrap();
 
-    let (first, n) = watched(|| m.map(ds, 0, Access::Write).unwrap());
+    let (first, n) = counted(|| m.map(ds, 0, Access::Write).unwrap());
     assert_eq!(n, 0, "first touch");
-    let (again, n) = watched(|| m.map(ds, 10, Access::Read).unwrap());
+    let (again, n) = counted(|| m.map(ds, 10, Access::Read).unwrap());
     assert_eq!((again.frame, n), (first.frame, 0), "resident");
     m.allocate(owner, ds, 0, 16 * page, &mut NoRevoker).unwrap();
     let copy = m.copy(owner, ds, DmFlags::COW, "c", &mut NoRevoker).unwrap();
-    let (shared, n) = watched(|| m.map(copy, 0, Access::Read).unwrap());
+    let (shared, n) = counted(|| m.map(copy, 0, Access::Read).unwrap());
     assert_eq!((shared.frame, shared.rights, n), (first.frame, Rights::READ | Rights::EXECUTE, 0), "shared read");
-    let (broken, n) = watched(|| m.map(copy, 0, Access::Write).unwrap());
+    let (broken, n) = counted(|| m.map(copy, 0, Access::Write).unwrap());
     assert_eq!((broken.replaced, n), (Some(first.frame), 0), "copy-on-write break");
     // Breaking every share (down to the last sharer, whose share-count chunk goes away).
-    let (_, n) = watched(|| {
+    let (_, n) = counted(|| {
         for p in 0..16 {
             let _ = m.map(copy, p * page, Access::Write).unwrap();
             let _ = m.map(ds, p * page, Access::Write).unwrap();

@@ -1,7 +1,7 @@
 //! Handles carry rights (L4 capabilities, `l4dm_share` with `L4DM_RO` / `L4DM_RW`): a handle
 //! narrowed with `share` is refused every fault, read, write, copy and change beyond them.
 
-mod common;
+use memkit_testkit::dataspace::fixture as common;
 
 use common::{check, mmu, read};
 use memkit_dataspace::{

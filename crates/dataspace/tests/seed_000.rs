@@ -1,7 +1,7 @@
 //! Seed 000, `L4Re::Mem_alloc`, function by function: `alloc` with every flag, the size and
 //! alignment rules, the return values, and the inherited `Factory` / `Kobject` calls.
 
-mod common;
+use memkit_testkit::dataspace::fixture as common;
 
 use common::{Recorder, check, manager, mmu, read, used};
 use memkit_dataspace::error::codes::{L4_EINVAL, L4_ENOMEM, L4_ERANGE};

@@ -2,7 +2,7 @@
 //! resize, info, close, close_all, copy, copy_long, memphys_open, memphys_copy and their
 //! error codes.
 
-mod common;
+use memkit_testkit::dataspace::fixture as common;
 
 use common::{POOL0_START, POOL7_FRAMES, Recorder, check, mmu, read, used};
 use memkit_dataspace::error::codes::{L4_EINVAL, L4_ENOENT, L4_ENOMEM, L4_EPERM, L4_ERANGE};

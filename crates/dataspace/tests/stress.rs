@@ -2,7 +2,7 @@
 //! copy-on-write copies of them), checking its own contents; at the end every frame and
 //! every byte of quota is back.
 
-mod common;
+use memkit_testkit::dataspace::fixture as common;
 
 use std::sync::{Arc, Mutex};
 

@@ -53,10 +53,9 @@
 #![no_std]
 #![deny(unsafe_code)]
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(test)]
 extern crate alloc;
-// The `Arbitrary` derive of the fuzzing feature needs `std`.
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate std;
 
 #[allow(unsafe_code)]
@@ -69,9 +68,6 @@ mod global;
 mod heap;
 #[allow(unsafe_code)]
 mod source;
-#[cfg(feature = "testing")]
-#[allow(unsafe_code)]
-pub mod testing;
 #[allow(unsafe_code)]
 mod xmalloc;
 

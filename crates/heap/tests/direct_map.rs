@@ -7,7 +7,7 @@ use common::FreeOwned;
 use std::ptr::NonNull;
 
 use memkit_heap::{DirectMapPageSource, Heap, PageSource, SingleCpu};
-use memkit_types::testing::ModelFrameSource;
+use memkit_testkit::ModelFrameSource;
 use memkit_types::{Frame, FrameCount, FrameSource, PAGE_SIZE, PhysAddr, VirtAddr};
 
 #[test]

@@ -3,7 +3,7 @@
 //! driver of a million actions, each for both placements of requests above 1 KiB.
 
 use memkit_heap::Placement;
-use memkit_heap::testing::{Action, RunConfig, run};
+use memkit_testkit::heap::{Action, RunConfig, run};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

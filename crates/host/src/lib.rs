@@ -66,9 +66,6 @@ mod altstack;
 pub mod fault;
 mod held;
 mod machine;
-#[cfg(feature = "testing")]
-#[allow(unsafe_code)]
-pub mod model;
 #[allow(unsafe_code)]
 mod ram;
 mod space;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, NoRevoker, PoolId};
 use memkit_host::{DEFAULT_FAULT_AROUND, FaultAroundError, HostRam, MAX_FAULT_AROUND, RamRef, SpaceId, System};
 use memkit_region::AttachRequest;
-use memkit_types::testing::ModelFrameSource;
+use memkit_testkit::ModelFrameSource;
 use memkit_types::{Frame, FrameCount, FrameSource, PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysMemory, Rights, VirtAddr};
 
 const OWNER: ClientId = ClientId::new(1, 0);

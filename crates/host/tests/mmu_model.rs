@@ -1,9 +1,7 @@
-//! The mmap-backed MMU against its reference model ([`memkit_host::model`]), with real loads
+//! The mmap-backed MMU against its reference model ([`memkit_testkit::host`]), with real loads
 //! through the window: a property test and a random-action driver of 10^6 actions.
 
-#![cfg(feature = "testing")]
-
-use memkit_host::model::{Action, FRAMES, MmuHarness, PAGES};
+use memkit_testkit::host::{Action, FRAMES, MmuHarness, PAGES};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

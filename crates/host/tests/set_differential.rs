@@ -10,7 +10,7 @@ use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manage
 use memkit_host::{HostRam, RamRef, SpaceId, System};
 use memkit_region::{AttachRequest, DetachFlags, Flags, RegionMap, SoftMmu};
 use memkit_spaces::SpaceSet;
-use memkit_types::testing::{ModelFrameSource, SparseRam};
+use memkit_testkit::{ModelFrameSource, SparseRam};
 use memkit_types::{Frame, FrameCount, PAGE_SIZE, Rights, VirtAddr};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

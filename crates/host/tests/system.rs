@@ -6,7 +6,7 @@ use std::sync::Arc;
 use memkit_dataspace::{ClientId, Config, DmFlags, FactoryId, Manager, PoolId};
 use memkit_host::{DEFAULT_FAULT_AROUND, HostRam, RamRef, SpaceError, SpaceId, System, Window, WindowError};
 use memkit_region::{AttachRequest, BackingError, DetachFlags, FaultError, Flags};
-use memkit_types::testing::ModelFrameSource;
+use memkit_testkit::ModelFrameSource;
 use memkit_types::{Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Rights, VirtAddr};
 
 const OWNER: ClientId = ClientId::new(1, 0);

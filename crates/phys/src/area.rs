@@ -61,9 +61,10 @@ impl MemoryArea {
         other.start.as_u64() >= self.start.as_u64() && other.end() <= self.end()
     }
 
-    /// The first frame number the area touches and one past the last (rounded outwards).
+    /// The first frame number the area touches and one past the last (rounded outwards):
+    /// the frames a reserved region given as this area keeps from the allocator.
     #[must_use]
-    pub(crate) const fn frames_outward(self) -> (u64, u64) {
+    pub const fn frames_outward(self) -> (u64, u64) {
         let s = self.start.as_u64() / PAGE_SIZE as u64;
         let e = self.end().div_ceil(PAGE_SIZE as u64);
         (s, e)

@@ -61,18 +61,15 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate alloc;
-// The fuzzing harness (test-only) uses `arbitrary`, which needs std.
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate std;
 
 mod allocator;
 mod area;
 mod cache;
 mod error;
-#[cfg(feature = "fuzzing")]
-pub mod fuzzing;
 mod locked;
 mod machine;
 mod pool;

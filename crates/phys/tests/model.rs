@@ -2,7 +2,7 @@
 //! 10^6 actions, and the no-pointer test (the header copied elsewhere mid-workload).
 
 use arbitrary::{Arbitrary, Unstructured};
-use memkit_phys::fuzzing::{Action, Harness};
+use memkit_testkit::phys::{Action, Harness};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

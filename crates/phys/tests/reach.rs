@@ -11,12 +11,12 @@ use std::cell::Cell;
 use std::collections::HashSet;
 
 use arbitrary::{Arbitrary, Unstructured};
-use memkit_phys::fuzzing::{Action, Harness};
 use memkit_phys::reach::{Path, Snapshot};
 use memkit_phys::{
     Allocator, DEFAULT_KERNEL_IMAGE, DEFAULT_POOL, DirectMap, FrameCache, LockedAllocator, Machine, MemoryArea,
     Placement, Pools, get_header, header_words,
 };
+use memkit_testkit::phys::{Action, Harness};
 use memkit_types::{Frame, FrameCount, Order, PhysAddr};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

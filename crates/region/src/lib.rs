@@ -54,19 +54,16 @@
 //! [`Backing`] is told of every attach, trim and detach), and revokes through it.
 //!
 //! # Testing support
-//! [`SoftMmu`] (a page table in Rust memory with simulated loads and stores),
-//! [`mock::MockBacking`], and with the `testing` feature the shared random-action harness
-//! (`action`) used by the property test, the 10^6-action test and the fuzz target.
+//! [`SoftMmu`] (a page table in Rust memory with simulated loads and stores) and
+//! [`mock::MockBacking`]. The random actions and the reference model that the property test,
+//! the 10^6-action test and the fuzz target share are in `memkit-testkit` (`region`).
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
-// The tests use std, and so does the `Arbitrary` derive of the fuzzing actions.
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate std;
 
-#[cfg(feature = "testing")]
-pub mod action;
 mod backing;
 mod error;
 mod flags;

@@ -2,7 +2,7 @@
 //! fresh frame number on first touch.
 //!
 //! Frame numbers are never reused, so a fresh page reads as zeros through a RAM model such
-//! as `memkit_types::testing::SparseRam`; a release (`DETACH_FREE`) is only counted. The
+//! as `memkit_testkit::SparseRam`; a release (`DETACH_FREE`) is only counted. The
 //! page table of each
 //! dataspace is allocated when the dataspace is created, so [`Backing::map`] allocates no
 //! heap memory.

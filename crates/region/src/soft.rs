@@ -378,7 +378,7 @@ impl Mmu for SoftMmu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use memkit_types::testing::SparseRam;
+    use memkit_testkit::SparseRam;
     use std::collections::BTreeMap;
 
     fn pg(n: usize) -> Page {

@@ -7,7 +7,7 @@ use memkit_region::mock::{MockBacking, MockId};
 use memkit_region::{
     AttachError, AttachRequest, DetachFlags, Flags, Mmu, RegionInfo, RegionMap, ReserveError, SoftMmu, WindowError,
 };
-use memkit_types::testing::SparseRam;
+use memkit_testkit::SparseRam;
 use memkit_types::{Access, CacheMode, Frame, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 
 const P: usize = PAGE_SIZE;

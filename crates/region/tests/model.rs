@@ -3,7 +3,7 @@
 //! regions that shows the actions reach every structural path of the region tree.
 
 use memkit_region::TreeStats;
-use memkit_region::action::{Action, ActionSource, Harness, Stats};
+use memkit_testkit::region::{Action, ActionSource, Harness, Stats};
 use proptest::prelude::*;
 
 fn action() -> impl Strategy<Value = Action> {

@@ -6,7 +6,7 @@ use memkit_region::{
     DetachFlags, DetachResult, FaultError, FindError, Flags, Found, FreeAreaError, L4_EADDRNOTAVAIL, L4_EINVAL,
     L4_ENOENT, L4_EPERM, Mmu, RegionInfo, RegionMap, ReserveError, SoftMmu, cache_bits,
 };
-use memkit_types::testing::SparseRam;
+use memkit_testkit::SparseRam;
 use memkit_types::{Access, CacheMode, Frame, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 
 const BASE: usize = 0x4000_0000;

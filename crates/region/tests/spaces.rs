@@ -2,7 +2,7 @@
 
 use memkit_region::mock::MockBacking;
 use memkit_region::{AddressSpace, AttachRequest, DetachFlags, Mmu, RegionMap, SoftMmu};
-use memkit_types::testing::SparseRam;
+use memkit_testkit::SparseRam;
 use memkit_types::{Frame, PAGE_SIZE, Page, Rights, VirtAddr};
 
 #[test]

@@ -3,9 +3,9 @@
 //! internal nodes split, merge and even out at every level. Overflow checks are on in the
 //! test profiles, so a row computed from a stale neighbour panics here.
 
-use memkit_region::action::run_order;
 use memkit_region::mock::{MockBacking, MockId};
 use memkit_region::{AttachRequest, DetachFlags, RegionMap, SoftMmu};
+use memkit_testkit::region::run_order;
 use memkit_types::{Frame, PAGE_SIZE, Rights, VirtAddr};
 
 const BASE: usize = 0x1000_0000;

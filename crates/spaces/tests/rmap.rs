@@ -8,7 +8,7 @@ use std::rc::Rc;
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PoolId};
 use memkit_region::{AttachRequest, DetachFlags, Flags, MapError, Mmu, RegionMap, SoftMmu, TlbFlush, Translation};
 use memkit_spaces::{SpaceId, SpaceSet};
-use memkit_types::testing::{ModelFrameSource, SparseRam};
+use memkit_testkit::{ModelFrameSource, SparseRam};
 use memkit_types::{Access, CacheMode, Frame, FrameCount, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

@@ -4,7 +4,7 @@
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PoolId};
 use memkit_region::{AttachRequest, DetachFlags, Flags, Mmu, RegionMap, SoftMmu};
 use memkit_spaces::{SpaceId, SpaceSet};
-use memkit_types::testing::{ModelFrameSource, SparseRam};
+use memkit_testkit::{ModelFrameSource, SparseRam};
 use memkit_types::{Access, Frame, FrameCount, FrameSource, PAGE_SIZE, Page, Rights, VirtAddr};
 
 type Set = SpaceSet<ModelFrameSource, SparseRam, SoftMmu>;

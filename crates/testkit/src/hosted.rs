@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
+use crate::ModelFrameSource;
 use memkit_dataspace::{Config, DataspaceId, Manager, PoolId, Revoker};
 use memkit_host::{HostRam, RamRef, SpaceId, System};
 use memkit_region::{AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, Translation};
-use memkit_types::testing::ModelFrameSource;
 use memkit_types::{Access, Frame, FrameCount, PAGE_SIZE, Page, VirtAddr};
 
 use crate::Action;

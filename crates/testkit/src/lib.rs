@@ -1,6 +1,27 @@
-//! memkit's whole-system reference model: one random-action driver over every layer at
-//! once — the frame allocator's pools, the dataspace manager, region maps and address
-//! spaces — checked after every action against a plain model.
+//! memkit's test kit: the reference models, random actions and drivers that the layers'
+//! tests and the fuzz targets share, and the whole-system model.
+//!
+//! The libraries carry none of this: their only feature, `check`, exposes their
+//! `check_invariants()`. Their integration tests take this crate as a dev-dependency.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`SparseRam`], [`ModelFrameSource`] | RAM in plain Rust memory; a first-fit frame source with fault injection |
+//! | [`phys`] | the frame allocator against a per-frame model (`Action`, `Harness`) |
+//! | [`heap`] | the kernel heaps against a shadow model of every live block (`Action`, `run`) |
+//! | [`dataspace`] | the dataspace manager against a `Vec<u8>` per dataspace (`Action`, `World`); [`dataspace::fixture`] |
+//! | [`region`] | a region map, its `SoftMmu` and a mock backing against plain maps (`Action`, `Harness`) |
+//! | [`host`] | the `mmap`-backed MMU against a map of translations (`Action`, `MmuHarness`) |
+//! | [`counting`] | a global allocator that counts a thread's allocations |
+//! | the crate root | the whole-system model, below |
+//!
+//! Every `Action` derives `arbitrary::Arbitrary`, for the fuzz targets in `fuzz/`.
+//!
+//! # The whole-system model
+//!
+//! One random-action driver over every layer at once — the frame allocator's pools, the
+//! dataspace manager, region maps and address spaces — checked after every action against a
+//! plain model.
 //!
 //! ```text
 //!   seed ──▶ Action stream ──▶ Driver ─┬─▶ SoftSystem: SpaceSet + SoftMmu over memkit-phys pools
@@ -40,14 +61,22 @@
 //! action shape so that a run can look past it; nothing is skipped unless it is set.
 
 mod action;
+pub mod counting;
+pub mod dataspace;
 mod driver;
+pub mod heap;
+pub mod host;
 mod hosted;
+mod memory;
+pub mod phys;
+pub mod region;
 mod soft;
 mod target;
 
 pub use action::{Action, Backing, Cut, Generator, OFFSETS, SIZES, size_of_code};
 pub use driver::{CLIENTS, Counters, Driver, Failure, Skips};
 pub use hosted::{HostedSystem, run_hosted};
+pub use memory::{ModelFrameSource, SparseRam};
 pub use soft::{MEMORY_MAP, SPACES, SoftSystem, WINDOW_PAGES, machine, run_soft};
 pub use target::{AccessError, Target};
 

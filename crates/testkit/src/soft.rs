@@ -8,13 +8,13 @@
 //!   3 spaces × 48-page windows; frame contents in a SparseRam
 //! ```
 
+use crate::SparseRam;
 use memkit_dataspace::{Config, DataspaceId, Manager, PoolId, Revoker};
 use memkit_phys::{DirectMap, LockedAllocator, Machine, MemoryArea, Pools};
 use memkit_region::{
     AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, RegionMap, SoftMmu, Translation,
 };
 use memkit_spaces::{SpaceId, SpaceSet};
-use memkit_types::testing::SparseRam;
 use memkit_types::{Access, PAGE_SIZE, Page, PhysAddr, VirtAddr};
 
 use crate::Action;

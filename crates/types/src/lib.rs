@@ -18,8 +18,6 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "alloc")]
-extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
@@ -27,8 +25,6 @@ mod addr;
 mod frame;
 mod memory;
 mod rights;
-#[cfg(feature = "alloc")]
-pub mod testing;
 
 pub use addr::{AddrError, PhysAddr, VirtAddr};
 pub use frame::{

@@ -31,7 +31,7 @@ fn backing_is_page_or_superpage_granular() {
 
 #[test]
 fn a_slot_whose_generation_would_wrap_is_retired() {
-    use memkit_types::testing::{ModelFrameSource, SparseRam};
+    use memkit_testkit::{ModelFrameSource, SparseRam};
     let mut m = Manager::new(Config::new(1 << 30), SparseRam::new());
     m.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(0x100), FrameCount::new(16)));
     let me = ClientId::new(1, 0);

@@ -1,8 +1,10 @@
-//! The random-action harness: an [`Action`] enum, a reference model in which every dataspace
-//! is a `Vec<u8>`, and a [`World`] that applies each action to a real [`Manager`] and to the
-//! model and compares them.
+//! The dataspace manager (`memkit-dataspace`) under random actions: an [`Action`] enum, a
+//! reference model in which every dataspace is a `Vec<u8>`, and a [`World`] that applies each
+//! action to a real [`Manager`] and to the model and compares them.
 //!
-//! The property test, the random-action driver and the fuzz target all drive a [`World`].
+//! The property test, the random-action driver and the fuzz target all drive a [`World`];
+//! the scenario tests start from [`fixture`] (a manager over model pools, a recording
+//! revoker).
 //!
 //! ```text
 //!   Action ──▶ World::apply ──┬─▶ Manager<ModelFrameSource, SparseRam>   (the code under test)
@@ -17,16 +19,15 @@
 //! model checks that the pools were indeed short or a failure was injected, and that nothing
 //! changed.
 
-use alloc::vec;
-use alloc::vec::Vec;
-
-use memkit_types::testing::{ModelFrameSource, SparseRam};
-use memkit_types::{Access, Frame, FrameCount, FrameSource, PAGE_SIZE, PhysMemory, Rights};
-
-use crate::{
+use memkit_dataspace::{
     ClientId, CopyLength, CreateError, DataspaceId, DmFlags, FactoryId, Kind, Manager, NoRevoker, Placement, PoolId,
     RangeError,
 };
+use memkit_types::{Access, Frame, FrameCount, FrameSource, PAGE_SIZE, PhysMemory, Rights};
+
+use crate::{ModelFrameSource, SparseRam};
+
+pub mod fixture;
 
 /// How many dataspace slots the actions name.
 pub const SLOTS: usize = 8;
@@ -38,8 +39,7 @@ const POOL0: (u64, u64) = (0x1000, 64);
 const POOL7: (u64, u64) = (0x100, 16);
 
 /// One step of the random-action driver, the property test and the fuzz target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, arbitrary::Arbitrary)]
 pub enum Action {
     /// Creates a dataspace in an empty slot; `kind` 0–1 anonymous, 2 contiguous, 3 pinned.
     Create {
@@ -201,7 +201,7 @@ impl World {
     /// of [`QUOTA_PAGES`] pages.
     #[must_use]
     pub fn new() -> Self {
-        let mut manager = Manager::new(crate::Config::new(1 << 30), SparseRam::new());
+        let mut manager = Manager::new(memkit_dataspace::Config::new(1 << 30), SparseRam::new());
         manager.set_pool(PoolId::DEFAULT, ModelFrameSource::new(Frame::from_number(POOL0.0), FrameCount::new(POOL0.1)));
         manager.set_pool(PoolId::ISA_DMA, ModelFrameSource::new(Frame::from_number(POOL7.0), FrameCount::new(POOL7.1)));
         let factory = manager.create_factory(FactoryId::ROOT, QUOTA_PAGES * PAGE_SIZE as u64).expect("root has room");
@@ -390,9 +390,9 @@ impl World {
         if write {
             let r = self.manager.map(ro, offset, access);
             let expect = if offset < size {
-                crate::MapError::Forbidden(ro, access)
+                memkit_dataspace::MapError::Forbidden(ro, access)
             } else {
-                crate::MapError::OffsetOutOfRange(offset, size)
+                memkit_dataspace::MapError::OffsetOutOfRange(offset, size)
             };
             assert_eq!(r, Err(expect), "a write fault through a read-only handle");
         }
@@ -411,8 +411,10 @@ impl World {
                 assert!(buf[..n] == d.data[page as usize..page as usize + n], "mapped frame differs at slot {slot}");
                 assert!(buf[n..].iter().all(|&b| b == 0), "mapped frame of slot {slot} shows bytes past the size");
             }
-            Err(crate::MapError::OffsetOutOfRange(o, s)) => assert!(o == offset && s == size && offset >= size),
-            Err(crate::MapError::OutOfMemory(_)) => assert!(self.any_memory_short()),
+            Err(memkit_dataspace::MapError::OffsetOutOfRange(o, s)) => {
+                assert!(o == offset && s == size && offset >= size)
+            }
+            Err(memkit_dataspace::MapError::OutOfMemory(_)) => assert!(self.any_memory_short()),
             Err(e) => panic!("map: {e}"),
         }
     }
@@ -456,21 +458,21 @@ impl World {
                 self.successes += 1;
                 assert!(open);
                 let total = dst_offs + num;
-                assert!(total > 0 && total <= crate::MAX_SIZE && pages(total as usize) <= self.room_pages());
+                assert!(total > 0 && total <= memkit_dataspace::MAX_SIZE && pages(total as usize) <= self.room_pages());
                 let mut data = vec![0; total as usize];
                 let s = self.model[src].as_ref().expect("slot checked");
                 data[dst_offs as usize..].copy_from_slice(&s.data[src_offs as usize..(src_offs + num) as usize]);
                 self.model[dst] = Some(ModelDs { id, data, open: true, refs: 0 });
             }
-            (Err(crate::CopyError::InvalidId(_)), _) => assert!(!open),
-            (Err(crate::CopyError::SourceOutOfRange(..)), None) => assert!(open),
-            (Err(crate::CopyError::Create(CreateError::SizeNotSupported(0))), Some(num)) => {
+            (Err(memkit_dataspace::CopyError::InvalidId(_)), _) => assert!(!open),
+            (Err(memkit_dataspace::CopyError::SourceOutOfRange(..)), None) => assert!(open),
+            (Err(memkit_dataspace::CopyError::Create(CreateError::SizeNotSupported(0))), Some(num)) => {
                 assert!(open && dst_offs + num == 0);
             }
-            (Err(crate::CopyError::Create(CreateError::QuotaExceeded(..))), Some(num)) => {
+            (Err(memkit_dataspace::CopyError::Create(CreateError::QuotaExceeded(..))), Some(num)) => {
                 assert!(open && pages((dst_offs + num) as usize) > self.room_pages());
             }
-            (Err(crate::CopyError::Create(CreateError::OutOfMemory(_))), Some(_)) => {
+            (Err(memkit_dataspace::CopyError::Create(CreateError::OutOfMemory(_))), Some(_)) => {
                 assert!(open && self.any_memory_short());
             }
             (r, num) => panic!("copy: {r:?} with length {num:?}"),
@@ -496,15 +498,15 @@ impl World {
                     }
                 }
             }
-            Err(crate::ResizeError::InvalidId(_)) => assert!(!open),
-            Err(crate::ResizeError::PermissionDenied(..)) => assert!(open && foreign),
-            Err(crate::ResizeError::QuotaExceeded(..)) => {
+            Err(memkit_dataspace::ResizeError::InvalidId(_)) => assert!(!open),
+            Err(memkit_dataspace::ResizeError::PermissionDenied(..)) => assert!(open && foreign),
+            Err(memkit_dataspace::ResizeError::QuotaExceeded(..)) => {
                 assert!(open && !foreign && pages(size) - pages(old) > self.room_pages());
             }
-            Err(crate::ResizeError::CannotGrowInPlace(_)) => assert!(open && !foreign && size > old),
+            Err(memkit_dataspace::ResizeError::CannotGrowInPlace(_)) => assert!(open && !foreign && size > old),
             // A shrink needs a frame when its new last page is shared copy-on-write: that
             // page gets a frame of its own to be zeroed past the new size.
-            Err(crate::ResizeError::OutOfMemory(_)) => {
+            Err(memkit_dataspace::ResizeError::OutOfMemory(_)) => {
                 assert!(open && !foreign && (size > old || self.any_memory_short()));
             }
             Err(e) => panic!("resize: {e}"),
@@ -529,8 +531,9 @@ impl World {
                 assert!(open && !foreign);
                 self.close_model(slot);
             }
-            Err(crate::CloseError::InvalidId(_)) => assert!(!open),
-            Err(crate::CloseError::PermissionDenied(..)) => assert!(open && foreign),
+            Err(memkit_dataspace::CloseError::InvalidId(_)) => assert!(!open),
+            Err(memkit_dataspace::CloseError::PermissionDenied(..)) => assert!(open && foreign),
+            Err(e) => panic!("close: an error the model does not know: {e:?}"),
         }
     }
 
@@ -583,7 +586,7 @@ impl World {
                 assert!(d.open);
                 d.refs += 1;
             }
-            Err(crate::RefError::InvalidId(_)) => assert!(!d.open),
+            Err(memkit_dataspace::RefError::InvalidId(_)) => assert!(!d.open),
             Err(e) => panic!("inc_ref: {e}"),
         }
     }
@@ -599,20 +602,20 @@ impl World {
                     self.forget(slot);
                 }
             }
-            Err(crate::RefError::CountOutOfRange(_, 0)) => assert_eq!(d.refs, 0),
+            Err(memkit_dataspace::RefError::CountOutOfRange(_, 0)) => assert_eq!(d.refs, 0),
             Err(e) => panic!("dec_ref: {e}"),
         }
     }
 
     fn stale(&mut self, slot: usize) {
         let Some(id) = self.stale[slot] else { return };
-        assert_eq!(self.manager.info(id), Err(crate::InfoError::InvalidId(id)));
-        assert_eq!(self.manager.close(OWNER, id), Err(crate::CloseError::InvalidId(id)));
-        assert_eq!(self.manager.map(id, 0, Access::Read), Err(crate::MapError::InvalidId(id)));
-        assert_eq!(self.manager.inc_ref(id), Err(crate::RefError::InvalidId(id)));
-        assert_eq!(self.manager.dec_ref(id), Err(crate::RefError::InvalidId(id)));
+        assert_eq!(self.manager.info(id), Err(memkit_dataspace::InfoError::InvalidId(id)));
+        assert_eq!(self.manager.close(OWNER, id), Err(memkit_dataspace::CloseError::InvalidId(id)));
+        assert_eq!(self.manager.map(id, 0, Access::Read), Err(memkit_dataspace::MapError::InvalidId(id)));
+        assert_eq!(self.manager.inc_ref(id), Err(memkit_dataspace::RefError::InvalidId(id)));
+        assert_eq!(self.manager.dec_ref(id), Err(memkit_dataspace::RefError::InvalidId(id)));
         let r = self.manager.copy(OWNER, id, DmFlags::COW, "", &mut NoRevoker);
-        assert_eq!(r, Err(crate::CopyError::InvalidId(id)));
+        assert_eq!(r, Err(memkit_dataspace::CopyError::InvalidId(id)));
     }
 
     /// Checks the invariants, the frame and quota accounting, and (every `FULL_EVERY` steps,

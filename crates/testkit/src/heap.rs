@@ -1,23 +1,18 @@
-//! The shadow-model runner shared by the property test, the random-action driver and the
-//! fuzz target: a sequence of [`Action`]s is applied to [`KernelHeaps`] over a region and,
+//! The kernel heaps (`memkit-heap`) against a shadow model, shared by their property test,
+//! their random-action driver and the fuzz target: a sequence of [`Action`]s is applied to [`KernelHeaps`] over a region and,
 //! in parallel, to a model that knows every live block's range, alignment, fill byte, heap
 //! and pins. Any disagreement is returned as an error naming the action.
 
-use alloc::collections::BTreeMap;
-use alloc::format;
-use alloc::string::String;
-use alloc::vec;
-use alloc::vec::Vec;
-use core::ptr::NonNull;
+use std::collections::BTreeMap;
+use std::ptr::NonNull;
 
-use crate::{
-    HeapId, HeapStats, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, PageSource, Placement, RegionPageSource,
-    SingleCpu, UnpinError, XmallocError, XmfreeError,
+use memkit_heap::{
+    HeapId, HeapStats, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, PageSource, Placement, ReallocError,
+    RegionPageSource, SingleCpu, UnpinError, XmallocError, XmfreeError,
 };
 
 /// One step of a run. Indices pick a live block modulo the number of live blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, arbitrary::Arbitrary)]
 pub enum Action {
     /// `xmalloc(size, align_log2 % 32, heap % 6)`.
     Alloc {
@@ -155,12 +150,12 @@ fn block_ptr(base: *mut u8, b: &Live) -> *mut u8 {
 
 fn fill(base: *mut u8, b: &Live) {
     // SAFETY: the block is live, at least `size` bytes, and only the runner touches it.
-    unsafe { core::ptr::write_bytes(block_ptr(base, b), b.fill, b.size) };
+    unsafe { std::ptr::write_bytes(block_ptr(base, b), b.fill, b.size) };
 }
 
 fn intact(base: *mut u8, b: &Live, len: usize) -> bool {
     // SAFETY: the block is live and at least `len <= size` bytes long; nobody writes it.
-    let bytes = unsafe { core::slice::from_raw_parts(block_ptr(base, b).cast_const(), len) };
+    let bytes = unsafe { std::slice::from_raw_parts(block_ptr(base, b).cast_const(), len) };
     bytes.iter().all(|&x| x == b.fill)
 }
 
@@ -307,7 +302,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                             live.push(nb);
                             Ok(())
                         }
-                        Err(crate::ReallocError::Allocate(XmallocError::NoMemory(_))) => Ok(()),
+                        Err(ReallocError::Allocate(XmallocError::NoMemory(_))) => Ok(()),
                         Err(e) => Err(format!("realloc: {e}")),
                     }
                 }

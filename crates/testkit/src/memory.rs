@@ -4,15 +4,13 @@
 //! first-fit frame source over a range of frames with fault injection (fail the k-th
 //! allocation), so a test can check that a failed operation leaks nothing.
 
-use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet};
-use core::fmt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
+use memkit_types::{
+    Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysMemory,
+};
 use spin::Mutex;
-
-use crate::addr::PhysAddr;
-use crate::frame::{Frame, FrameCount, Order, PAGE_SIZE};
-use crate::memory::{FrameSource, FrameSourceError, PhysMemory};
 
 /// RAM in plain Rust memory: frames that were never written read as zero.
 #[derive(Default)]
@@ -162,7 +160,7 @@ impl FrameSource for ModelFrameSource {
         let mut first = self.start.next_multiple_of(step);
         while first + count.get() <= end {
             if let Some(l) = limit
-                && (first + count.get()) << crate::PAGE_SHIFT > l.as_u64()
+                && (first + count.get()) << PAGE_SHIFT > l.as_u64()
             {
                 break;
             }

@@ -1,5 +1,5 @@
-//! Random actions on an allocator checked against a reference model: shared by the property
-//! test, the random-action driver and the cargo-fuzz target.
+//! The frame allocator (`memkit-phys`) under random actions, checked against a reference
+//! model: shared by its property test, its random-action driver and the cargo-fuzz target.
 //!
 //! The model is the state of every frame (free, allocated, reserved) in a `Vec`, and the list
 //! of live runs. Every action's result is checked against it (the exact error, the frames of
@@ -7,14 +7,8 @@
 //! reserved regions and from the header), and [`Harness::check`] compares every frame and
 //! runs the allocator's own invariant checker.
 
-use alloc::vec;
-use alloc::vec::Vec;
-
+use memkit_phys::{AllocateAtError, AllocateError, Allocator, FreeError, MemoryArea, get_header, header_words};
 use memkit_types::{Frame, FrameCount, Order, PAGE_SHIFT, PhysAddr};
-
-use crate::allocator::{Allocator, get_header, header_words};
-use crate::area::MemoryArea;
-use crate::error::{AllocateAtError, AllocateError, FreeError};
 
 /// One step of a random workload. Numbers are reduced modulo what the area allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, arbitrary::Arbitrary)]
@@ -238,6 +232,7 @@ impl Harness {
                     Err(AllocateError::PhysicalMemoryFull(_)) => {
                         assert!(!self.model_fits(n, a, lim), "a run of {n} aligned {a} below {lim:#x} was free")
                     }
+                    Err(e) => panic!("allocate: an error the model does not know: {e:?}"),
                 }
             }
             Action::AllocateAt { offset, count } => {
@@ -332,6 +327,7 @@ impl Harness {
                 assert!(!self.model_fits(n, o, limit), "a free block of order {o} below {limit:#x} exists")
             }
             Err(AllocateError::ZeroCount) => panic!("zero count from a block allocation"),
+            Err(e) => panic!("allocate: an error the model does not know: {e:?}"),
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use memkit_region::{MapError, Mmu, Translation};
 use memkit_types::{CacheMode, Frame, PAGE_SIZE, Page, PageCount, PhysAddr, PhysMemory, Rights};
 
-use crate::{HostMmu, HostRam, MappingBudget, Window};
+use memkit_host::{HostMmu, HostRam, MappingBudget, Window};
 
 /// Pages in the model's window.
 pub const PAGES: usize = 48;
@@ -18,8 +18,7 @@ pub const FRAMES: u64 = 64;
 
 /// One action on the MMU. Fields are taken modulo the model's bounds (a little past them, so
 /// that out-of-range requests are exercised too).
-#[derive(Debug, Clone, Copy)]
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+#[derive(Debug, Clone, Copy, arbitrary::Arbitrary)]
 pub enum Action {
     /// Map `count` pages from `page` to frames from `frame`, read-only or read-write.
     Map {
@@ -194,7 +193,7 @@ impl MmuHarness {
         for (&i, t) in &self.model {
             let addr = self.page(i).start_address();
             // SAFETY: the page is mapped readable (the model and translate agree).
-            let tag = unsafe { crate::access::load_u64(addr) };
+            let tag = unsafe { memkit_host::access::load_u64(addr) };
             assert_eq!(tag, t.frame.number(), "page {i} loads another frame's data");
         }
     }

@@ -14,7 +14,7 @@
 //! apart, a second run in the gaps of a first) and [`Action::DetachRun`] detaches them one
 //! by one in such an order. The runs grow the region tree to three levels and shrink it
 //! back through every split, merge and evening-out (counted by
-//! [`RegionMap::tree_stats`](crate::RegionMap::tree_stats)).
+//! [`RegionMap::tree_stats`]).
 //!
 //! The model is deliberately naive: first fit over a `BTreeMap` of ranges (each place in
 //! turn, skipping past what is in the way), the
@@ -23,20 +23,16 @@
 //! MMU translation belongs to a region, stays within its rights and shows the dataspace's
 //! frame.
 
-use alloc::collections::BTreeMap;
-use alloc::vec;
-use alloc::vec::Vec;
+use std::collections::BTreeMap;
 
-use memkit_types::testing::SparseRam;
+use memkit_region::mock::{MockBacking, MockId};
+use memkit_region::{
+    AddressSpace, AreaInfo, AttachRequest, Backing, DetachFlags, DetachResult, Flags, Found, Mmu, RegionInfo,
+    RegionMap, SoftMmu,
+};
 use memkit_types::{Access, Frame, PAGE_SIZE, Page, Rights, VirtAddr};
 
-use crate::backing::Backing;
-use crate::flags::{DetachFlags, DetachResult, Flags};
-use crate::map::{AreaInfo, AttachRequest, Found, RegionInfo, RegionMap};
-use crate::mmu::Mmu;
-use crate::mock::{MockBacking, MockId};
-use crate::soft::SoftMmu;
-use crate::space::AddressSpace;
+use crate::SparseRam;
 
 /// Lanes for runs of many small regions ([`Action::Run`]), at the bottom of the window.
 pub const LANES: usize = 2;
@@ -60,8 +56,7 @@ pub const DATASPACES: usize = 4;
 pub const DATASPACE_PAGES: usize = 24;
 
 /// One step of a random test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, arbitrary::Arbitrary)]
 pub enum Action {
     /// `reserve_area`.
     Reserve {
@@ -473,7 +468,7 @@ impl Harness {
                 self.model.areas.insert(p, (p + pages, reserved));
                 self.stats.reserved += 1;
             }
-            (Err(e), None) => assert_eq!(e.code(), crate::L4_EADDRNOTAVAIL, "{e}"),
+            (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_EADDRNOTAVAIL, "{e}"),
             (g, w) => panic!("reserve_area: got {g:?}, model {w:?}"),
         }
     }
@@ -488,7 +483,7 @@ impl Harness {
                     r.in_area = false;
                 }
             }
-            (Err(e), None) => assert_eq!(e.code(), crate::L4_ENOENT),
+            (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_ENOENT),
             (g, w) => panic!("free_area: got {g:?}, model {w:?}"),
         }
     }
@@ -620,7 +615,7 @@ impl Harness {
                     );
                 }
             }
-            (Err(e), None) => assert_eq!(e.code(), crate::L4_ENOENT),
+            (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_ENOENT),
             (g, w) => panic!("detach: got {g:?}, model {w:?}"),
         }
     }
@@ -646,7 +641,7 @@ impl Harness {
             }
             Err(e) => {
                 assert!(want.is_empty(), "detach_all failed: {e}");
-                assert_eq!(e.code(), crate::L4_ENOENT);
+                assert_eq!(e.code(), memkit_region::L4_ENOENT);
             }
         }
     }
@@ -677,7 +672,7 @@ impl Harness {
                         assert!(f.flags().contains(Flags::IN_AREA));
                         assert_eq!(f.flags().contains(Flags::RESERVED), *reserved);
                     }
-                    (Err(e), None) => assert_eq!(e.code(), crate::L4_ENOENT),
+                    (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_ENOENT),
                     (g, w) => panic!("find: got {g:?}, model area {w:?}"),
                 }
             }
