@@ -197,7 +197,7 @@ pub struct Mapping {
     pub frame: Frame,
     /// What the page allows now, within the rights of the id mapped: read and execute for a
     /// page shared copy-on-write (a write must fault again and call `map` with
-    /// [`Access::Write`]), all the id grants otherwise.
+    /// [`Access::Write`](memkit_types::Access::Write)), all the id grants otherwise.
     pub rights: Rights,
     /// The frame this page had before a copy-on-write break. Other mappings of this page of
     /// this dataspace (in other address spaces) still point at it and must be removed.

@@ -1,0 +1,27 @@
+//! The in-kernel test suite, layer by layer. Each group runs at the point of the boot where
+//! its layer exists.
+//!
+//! One file per layer: `boot` (the memory map, interrupts, SSE state and the fault path),
+//! `frames` (the frame allocator through the identity map, then through the direct map),
+//! `heap` (the xmalloc heaps as the global allocator) and `spaces` (address spaces on real
+//! page tables, with the fixture that builds one).
+//!
+//! # Unsafe
+//! The tests raise a breakpoint, touch memory they own (heap blocks they allocated, pages of
+//! spaces they attached) and free blocks they allocated and no longer use.
+
+mod boot;
+mod frames;
+mod heap;
+mod spaces;
+
+pub(crate) use boot::boot;
+pub(crate) use frames::{frames_direct, frames_identity};
+pub(crate) use heap::{heap, heap_block_bytes};
+pub(crate) use spaces::spaces;
+
+/// A failure at the caller's line.
+#[track_caller]
+fn fail(what: &'static str) -> crate::testing::Failure {
+    crate::testing::Failure { what, line: core::panic::Location::caller().line() }
+}
