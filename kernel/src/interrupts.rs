@@ -36,6 +36,7 @@ use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector
 use x86_64::structures::tss::TaskStateSegment;
 
 use crate::serial::{ExitCode, exit, println};
+use crate::smp::MAX_CPUS;
 
 // The entry stubs: 256 of them, 16 bytes apart from `isr_stubs`, then the common path.
 // The vectors 8, 10..=14, 17, 21, 29 and 30 push an error code; the others get a 0.
@@ -173,10 +174,16 @@ struct IstStack(UnsafeCell<[u8; IST_STACK_BYTES]>);
 // takes its address.
 unsafe impl Sync for IstStack {}
 
-static IST_STACKS: [IstStack; 3] = [const { IstStack(UnsafeCell::new([0; IST_STACK_BYTES])) }; 3];
+/// Each CPU's three IST stacks.
+static IST_STACKS: [[IstStack; 3]; MAX_CPUS] =
+    [const { [const { IstStack(UnsafeCell::new([0; IST_STACK_BYTES])) }; 3] }; MAX_CPUS];
 
-static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
-static GDT: spin::Once<(GlobalDescriptorTable, SegmentSelector, SegmentSelector, SegmentSelector)> = spin::Once::new();
+/// Each CPU's TSS (its IST stacks) and GDT (the same code and data segments, its own TSS).
+static TSS: [spin::Once<TaskStateSegment>; MAX_CPUS] = [const { spin::Once::new() }; MAX_CPUS];
+/// A GDT with the selectors of its code, data and TSS entries.
+type Gdt = (GlobalDescriptorTable, SegmentSelector, SegmentSelector, SegmentSelector);
+static GDT: [spin::Once<Gdt>; MAX_CPUS] = [const { spin::Once::new() }; MAX_CPUS];
+/// One IDT for every CPU: the gates are the same, each CPU's TSS gives the stacks.
 static IDT: spin::Once<Idt> = spin::Once::new();
 
 /// An interrupt gate, as the CPU reads it.
@@ -210,17 +217,18 @@ impl Gate {
 #[derive(Debug)]
 struct Idt([Gate; 256]);
 
-/// Loads the kernel's GDT (code, data, TSS with three IST stacks) and the IDT.
-pub(crate) fn init() {
-    let tss = TSS.call_once(|| {
+/// Loads CPU `cpu`'s GDT (code, data, its TSS with its three IST stacks) and the IDT; each
+/// CPU calls it once, on itself, with its own index (below [`MAX_CPUS`]).
+pub(crate) fn init(cpu: usize) {
+    let tss = TSS[cpu].call_once(|| {
         let mut tss = TaskStateSegment::new();
-        for (i, stack) in IST_STACKS.iter().enumerate() {
+        for (i, stack) in IST_STACKS[cpu].iter().enumerate() {
             let top = stack.0.get() as u64 + IST_STACK_BYTES as u64;
             tss.interrupt_stack_table[i] = x86_64::VirtAddr::new(top);
         }
         tss
     });
-    let (gdt, code, data, tss_selector) = GDT.call_once(|| {
+    let (gdt, code, data, tss_selector) = GDT[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());

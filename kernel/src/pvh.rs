@@ -66,6 +66,7 @@ pub(crate) struct MemoryRange {
 pub(crate) struct MemoryMap {
     entries: [MemoryRange; MAX_ENTRIES],
     len: usize,
+    rsdp: Option<PhysAddr>,
 }
 
 /// Why the start info could not be read.
@@ -100,6 +101,7 @@ impl MemoryMap {
             entries: [MemoryRange { start: PhysAddr::zero(), end: PhysAddr::zero(), kind: MemoryKind::Ram };
                 MAX_ENTRIES],
             len: 0,
+            rsdp: (info.rsdp_paddr != 0).then(|| PhysAddr::new(info.rsdp_paddr)),
         };
         for i in 0..count {
             let at = PhysAddr::new(info.memmap_paddr + (i * size_of::<RawEntry>()) as u64);
@@ -115,6 +117,11 @@ impl MemoryMap {
             map.len += 1;
         }
         Ok(map)
+    }
+
+    /// Where the ACPI RSDP is, when the loader said (QEMU's PVH loader does).
+    pub(crate) fn rsdp(&self) -> Option<PhysAddr> {
+        self.rsdp
     }
 
     /// The entries, in the loader's order.

@@ -1,4 +1,4 @@
-//! Boots the kernel under QEMU (TCG) and checks the verdict of its in-kernel test suite: the
+//! Boots the kernel under QEMU (TCG, four CPUs) and checks the verdict of its in-kernel test suite: the
 //! serial output must end in `N passed, 0 failed` and QEMU must leave through
 //! `isa-debug-exit` with the success status.
 //!
@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 const SUCCESS_STATUS: i32 = (0x10 << 1) | 1;
 const TIMEOUT: Duration = Duration::from_secs(120);
 const QEMU: &str = "qemu-system-x86_64";
+/// The CPUs QEMU gives the kernel; every one must come online. TCG runs them on host
+/// threads of their own (`thread=multi`), so they really run at the same time.
+const CPUS: usize = 4;
 
 #[test]
 fn kernel_boots_and_passes_its_tests() {
@@ -25,7 +28,8 @@ fn kernel_boots_and_passes_its_tests() {
     }
     let kernel = env!("CARGO_BIN_EXE_memkit-kernel");
     let mut child = Command::new(QEMU)
-        .args(["-machine", "q35", "-accel", "tcg", "-m", "512M", "-display", "none", "-serial", "stdio"])
+        .args(["-machine", "q35", "-accel", "tcg,thread=multi", "-m", "512M", "-smp", &CPUS.to_string()])
+        .args(["-display", "none", "-serial", "stdio"])
         .args(["-monitor", "none", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-kernel")
         .arg(kernel)
@@ -70,6 +74,7 @@ fn kernel_boots_and_passes_its_tests() {
     assert_eq!(failed, 0, "in-kernel tests failed");
     assert!(passed >= 27, "too few in-kernel tests ran: {passed}");
     assert!(output.contains("counts: "), "the kernel reports its counts");
+    assert!(output.contains(&format!("memkit kernel: {CPUS} CPUs online")), "every CPU came online");
     assert!(!output.contains("PANIC") && !output.contains("FATAL"), "the kernel reported a fatal error");
     assert_eq!(status.code(), Some(SUCCESS_STATUS), "QEMU's exit status says the kernel failed");
 }
