@@ -143,6 +143,9 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
         frames.header_mapping_address()
     );
     ktests::frames_direct(&mut runner, frames, &space, carried);
+    if let Err(e) = frames.enable_cache() {
+        fatal("per-CPU frame caches", e);
+    }
 
     let free_before_heap = frames.free_frames().get();
     // SAFETY: the direct map is in use and covers all RAM the allocator manages.

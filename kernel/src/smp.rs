@@ -167,6 +167,23 @@ pub(crate) fn current() -> usize {
     index
 }
 
+/// The running CPU's index, for the per-CPU structures of memkit's crates: the frame
+/// cache's slots and the heap's shards.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ThisCpu;
+
+impl memkit_phys::CpuId for ThisCpu {
+    fn current_cpu(&self) -> usize {
+        current()
+    }
+}
+
+impl memkit_heap::CpuId for ThisCpu {
+    fn current(&self) -> usize {
+        current()
+    }
+}
+
 /// How many CPUs are running.
 pub(crate) fn online() -> usize {
     ONLINE.load(Ordering::SeqCst)

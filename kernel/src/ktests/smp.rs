@@ -38,6 +38,7 @@ pub(crate) fn smp(runner: &mut Runner, processors: &Processors, frames: &KernelF
     });
     runner.run("smp::each_cpu_runs_a_job_and_knows_its_index", each_cpu_knows_its_index);
     runner.run("smp::frames_taken_on_all_cpus_at_once_are_never_handed_out_twice", || frames_on_all_cpus(frames));
+    runner.run("smp::frames_parked_in_cpu_caches_are_served_when_the_pool_runs_dry", || caches_drain(frames));
     runner.run("smp::heap_blocks_on_all_cpus_at_once_keep_their_contents", heap_on_all_cpus);
 }
 
@@ -104,6 +105,8 @@ fn frames_on_all_cpus(frames: &KernelFrames) -> TestResult {
         numbers.dedup();
         check_eq!(numbers.len(), len);
         smp::run_on_all(give_back_frames, 0);
+        // The frames went back into the freeing CPUs' caches, and count as free.
+        check!(frames.cached_frames().get() > 0);
         frames.check_invariants();
     }
     check_eq!(FAILURES.load(Ordering::SeqCst), 0);
@@ -139,5 +142,65 @@ fn heap_on_all_cpus() -> TestResult {
         smp::run_on_all(heap_job, 0);
     }
     check_eq!(FAILURES.load(Ordering::SeqCst), 0);
+    Ok(())
+}
+
+static SERVED: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+static DRY_HELD: spin::Mutex<Vec<u64>> = spin::Mutex::new(Vec::new());
+
+/// Each CPU takes single frames until none is left (at most `room`: the lists are sized
+/// before the pool runs dry, as the heap may have no page left then), keeping them in one
+/// shared list.
+fn take_until_dry(cpu: usize, room: usize) {
+    let mut mine = Vec::with_capacity(room);
+    while mine.len() < room
+        && let Ok(frame) = FRAMES.allocate(FrameCount::new(1), Order::new(0), None)
+    {
+        mine.push(frame.number());
+    }
+    SERVED[cpu].store(mine.len(), Ordering::SeqCst);
+    DRY_HELD.lock().extend(mine);
+}
+
+/// Every CPU parks frames in its cache; then the pool itself is emptied; then every CPU
+/// asks for single frames until none is left: the parked frames of all caches are served,
+/// each once, and all come back.
+fn caches_drain(frames: &KernelFrames) -> TestResult {
+    let free_before = frames.free_frames();
+    smp::run_on_all(take_frames, 0);
+    smp::run_on_all(give_back_frames, 0);
+    let parked = frames.cached_frames().get();
+    check!(parked > 0);
+    let room = parked as usize + 1;
+    DRY_HELD.lock().clear();
+    DRY_HELD.lock().reserve(room * smp::online());
+    // Empty the pool behind the caches, largest runs first.
+    let pool = frames.pool(memkit_phys::DEFAULT_POOL);
+    let mut runs: Vec<(Frame, u64)> = Vec::new();
+    for order in (0..=12u32).rev() {
+        let count = 1u64 << order;
+        while let Ok(run) = pool.allocate(FrameCount::new(count), Order::new(0), None) {
+            runs.push((run, count));
+        }
+    }
+    check_eq!(pool.free_frames().get(), 0);
+    smp::run_on_all(take_until_dry, room);
+    let mut held = core::mem::take(&mut *DRY_HELD.lock());
+    let served: usize = SERVED.iter().take(smp::online()).map(|s| s.load(Ordering::SeqCst)).sum();
+    check_eq!(served, held.len());
+    check_eq!(held.len() as u64, parked);
+    check_eq!(frames.cached_frames().get(), 0);
+    held.sort_unstable();
+    let len = held.len();
+    held.dedup();
+    check_eq!(held.len(), len);
+    for number in held {
+        check!(FRAMES.free(Frame::from_number(number), FrameCount::new(1)).is_ok());
+    }
+    for (run, count) in runs {
+        check!(pool.free(run, FrameCount::new(count)).is_ok());
+    }
+    frames.check_invariants();
+    check_eq!(frames.free_frames(), free_before);
     Ok(())
 }
