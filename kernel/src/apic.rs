@@ -4,14 +4,17 @@
 //! ```text
 //!   0xfee0_0000 (MMIO page, uncached, mapped at the same address in the boot and kernel tables)
 //!     +0x020 ID (bits 31..24)   +0x0f0 spurious vector, bit 8 enables
+//!     +0x0b0 EOI
 //!     +0x300 ICR low: vector, delivery mode, level, status (bit 12)   +0x310 ICR high: target
 //! ```
 //!
 //! QEMU's TCG before version 8 has no x2APIC, so the registers are reached through the MMIO
 //! page; every access is one aligned 32-bit volatile load or store, as the SDM requires.
 //!
+//! The legacy 8259 PICs are masked, so the only interrupts are the IPIs the kernel sends.
+//!
 //! # Unsafe
-//! Volatile accesses to the local APIC's registers at [`BASE`]: the page is identity-mapped
+//! Port writes that mask the 8259s; volatile accesses to the local APIC's registers at [`BASE`]: the page is identity-mapped
 //! uncached in the boot tables (all of the first 4 GiB) and in the kernel's tables (mapped
 //! explicitly by `memory`), and is no RAM the allocators hand out.
 
@@ -23,6 +26,7 @@ use memkit_types::PhysAddr;
 pub(crate) const BASE: PhysAddr = PhysAddr::new(0xfee0_0000);
 
 const ID: usize = 0x20;
+const EOI: usize = 0xb0;
 const SPURIOUS: usize = 0xf0;
 const ICR_LOW: usize = 0x300;
 const ICR_HIGH: usize = 0x310;
@@ -59,6 +63,31 @@ fn send(target: u8, command: u32) {
     write(ICR_LOW, command);
     while read(ICR_LOW) & ICR_PENDING != 0 {
         core::hint::spin_loop();
+    }
+}
+
+/// Sends the fixed interrupt `vector` to the CPU whose APIC ID is `target`.
+pub(crate) fn send_fixed(target: u8, vector: u8) {
+    send(target, ICR_ASSERT | u32::from(vector));
+}
+
+/// Ends the interrupt being handled (every fixed interrupt needs it, spurious ones must not).
+pub(crate) fn end_of_interrupt() {
+    write(EOI, 0);
+}
+
+/// Masks every line of the two legacy 8259 interrupt controllers, which the firmware left
+/// set up with vectors that collide with exceptions: only local APIC interrupts arrive.
+pub(crate) fn mask_legacy_pic() {
+    use x86_64::instructions::port::Port;
+    // SAFETY: writing the interrupt mask registers of the 8259s (ports 0x21 and 0xa1) only
+    // masks their lines.
+    unsafe {
+        Port::<u8>::new(0x21).write(0xff);
+    }
+    // SAFETY: as above, for the second controller.
+    unsafe {
+        Port::<u8>::new(0xa1).write(0xff);
     }
 }
 

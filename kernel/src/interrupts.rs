@@ -36,7 +36,15 @@ use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector
 use x86_64::structures::tss::TaskStateSegment;
 
 use crate::serial::{ExitCode, exit, println};
-use crate::smp::MAX_CPUS;
+use crate::smp::{self, MAX_CPUS};
+use crate::apic;
+
+/// The inter-processor interrupt that asks a CPU to flush TLB entries ([`smp::flush`]).
+pub(crate) const SHOOTDOWN_VECTOR: u64 = 0xf0;
+/// The inter-processor interrupt that wakes a halted CPU for a job.
+pub(crate) const WAKE_VECTOR: u64 = 0xf1;
+/// The local APIC's spurious vector (no EOI).
+const SPURIOUS_VECTOR: u64 = 0xff;
 
 // The entry stubs: 256 of them, 16 bytes apart from `isr_stubs`, then the common path.
 // The vectors 8, 10..=14, 17, 21, 29 and 30 push an error code; the others get a 0.
@@ -273,9 +281,9 @@ pub(crate) trait PageFaultHandler {
     fn page_fault(&mut self, addr: VirtAddr, access: Access) -> bool;
 }
 
-/// The handler [`with_fault_handler`] installed: a thin pointer to a `&mut dyn
+/// Each CPU's handler [`with_fault_handler`] installed: a thin pointer to a `&mut dyn
 /// PageFaultHandler` on that function's stack, or null.
-static FAULT_HANDLER: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+static FAULT_HANDLER: [AtomicPtr<()>; MAX_CPUS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
 
 /// Counters of what the interrupt path did.
 pub(crate) static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
@@ -288,9 +296,10 @@ pub(crate) static FAULTS_REPORTED: AtomicU64 = AtomicU64::new(0);
 pub(crate) fn with_fault_handler<R>(handler: &mut dyn PageFaultHandler, body: impl FnOnce() -> R) -> R {
     let mut handler = handler;
     let slot: *mut &mut dyn PageFaultHandler = &mut handler;
-    let previous = FAULT_HANDLER.swap(slot.cast(), Ordering::SeqCst);
+    let cpu = smp::current();
+    let previous = FAULT_HANDLER[cpu].swap(slot.cast(), Ordering::SeqCst);
     let result = body();
-    FAULT_HANDLER.store(previous, Ordering::SeqCst);
+    FAULT_HANDLER[cpu].store(previous, Ordering::SeqCst);
     result
 }
 
@@ -303,10 +312,11 @@ pub(crate) struct Fault {
     pub(crate) access: Access,
 }
 
-static LAST_FAULT: spin::Mutex<Option<Fault>> = spin::Mutex::new(None);
+/// Each CPU's last fault at a probe.
+static LAST_FAULT: [spin::Mutex<Option<Fault>>; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
 
-/// The address [`probe_execute`] is calling, while it calls it (0 otherwise).
-static EXEC_PROBE: AtomicU64 = AtomicU64::new(0);
+/// The address [`probe_execute`] is calling on each CPU, while it calls it (0 otherwise).
+static EXEC_PROBE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Calls the code at `addr` (which must be a lone `ret`, byte 0xc3, or fault), letting the
 /// installed handler resolve a page fault: a fetch that faults unresolved returns to the
@@ -317,13 +327,14 @@ static EXEC_PROBE: AtomicU64 = AtomicU64::new(0);
 /// # Errors
 /// The fault, when no handler resolved it (nothing runs then).
 pub(crate) fn probe_execute(addr: VirtAddr) -> Result<(), Fault> {
-    *LAST_FAULT.lock() = None;
-    EXEC_PROBE.store(addr.as_u64(), Ordering::SeqCst);
+    let cpu = smp::current();
+    *LAST_FAULT[cpu].lock() = None;
+    EXEC_PROBE[cpu].store(addr.as_u64(), Ordering::SeqCst);
     // SAFETY: the caller wrote a `ret` at `addr` in a test address space, so a successful
     // fetch returns at once with every register as the C ABI allows; a faulting fetch
     // resumes at the fixup, which returns from the `call` with -1 in rax.
     let status = unsafe { kernel_probe_exec(addr.as_usize()) };
-    EXEC_PROBE.store(0, Ordering::SeqCst);
+    EXEC_PROBE[cpu].store(0, Ordering::SeqCst);
     if status == u64::MAX { Err(last_fault()) } else { Ok(()) }
 }
 
@@ -332,7 +343,7 @@ pub(crate) fn probe_execute(addr: VirtAddr) -> Result<(), Fault> {
 /// # Errors
 /// The fault, when no handler resolved it (nothing is read then).
 pub(crate) fn probe_read(addr: VirtAddr) -> Result<u8, Fault> {
-    *LAST_FAULT.lock() = None;
+    *LAST_FAULT[smp::current()].lock() = None;
     // SAFETY: the probe reads one byte; a fault on it resumes at the fixup instead of
     // reading, so any address is allowed. Kernel memory is only read, never changed.
     let value = unsafe { kernel_probe_read(addr.as_usize()) };
@@ -346,7 +357,7 @@ pub(crate) fn probe_read(addr: VirtAddr) -> Result<u8, Fault> {
 /// # Errors
 /// The fault, when no handler resolved it (nothing is written then).
 pub(crate) fn probe_write(addr: VirtAddr, value: u8) -> Result<(), Fault> {
-    *LAST_FAULT.lock() = None;
+    *LAST_FAULT[smp::current()].lock() = None;
     // SAFETY: callers pass addresses of a test address space's regions, which no Rust object
     // occupies; a fault resumes at the fixup without writing.
     let status = unsafe { kernel_probe_write(addr.as_usize(), value) };
@@ -354,7 +365,7 @@ pub(crate) fn probe_write(addr: VirtAddr, value: u8) -> Result<(), Fault> {
 }
 
 fn last_fault() -> Fault {
-    LAST_FAULT.lock().take().expect("a probe's fixup runs only after the fault handler recorded the fault")
+    LAST_FAULT[smp::current()].lock().take().expect("a probe's fixup runs only after the fault handler recorded the fault")
 }
 
 fn read_cr2() -> u64 {
@@ -391,6 +402,12 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
             clobber_sse();
         }
         PAGE_FAULT => page_fault(frame),
+        SHOOTDOWN_VECTOR => {
+            smp::service_shootdown();
+            apic::end_of_interrupt();
+        }
+        WAKE_VECTOR => apic::end_of_interrupt(),
+        SPURIOUS_VECTOR => {}
         _ => fatal(frame, "unexpected exception"),
     }
 }
@@ -405,31 +422,41 @@ fn page_fault(frame: &mut InterruptFrame) {
     } else {
         Access::Read
     };
-    let slot = FAULT_HANDLER.swap(ptr::null_mut(), Ordering::SeqCst);
+    let cpu = smp::current();
+    let slot = FAULT_HANDLER[cpu].swap(ptr::null_mut(), Ordering::SeqCst);
     let resolved = match VirtAddr::try_new(addr as usize) {
         Ok(vaddr) if !slot.is_null() => {
             // SAFETY: a non-null slot is the `&mut dyn PageFaultHandler` on the stack of the
-            // `with_fault_handler` call that is running the faulting code; that code holds no
-            // reference to the handler, and taking the slot out keeps a nested fault from
-            // reaching it twice.
+            // `with_fault_handler` call that is running the faulting code on this CPU; that
+            // code holds no reference to the handler, and taking the slot out keeps a nested
+            // fault from reaching it twice.
             let handler = unsafe { &mut *slot.cast::<&mut dyn PageFaultHandler>() };
-            handler.page_fault(vaddr, access)
+            // The handler may wait for a lock another CPU holds while it waits for this one
+            // to answer a TLB shootdown: take interrupts meanwhile (the shootdown gate has an
+            // IST stack of its own, and its handler takes no lock).
+            let enabled = x86_64::instructions::interrupts::are_enabled();
+            x86_64::instructions::interrupts::enable();
+            let resolved = handler.page_fault(vaddr, access);
+            if !enabled {
+                x86_64::instructions::interrupts::disable();
+            }
+            resolved
         }
         _ => false,
     };
-    FAULT_HANDLER.store(slot, Ordering::SeqCst);
+    FAULT_HANDLER[cpu].store(slot, Ordering::SeqCst);
     if resolved {
         FAULTS_RESOLVED.fetch_add(1, Ordering::SeqCst);
         return;
     }
     // An instruction fetch that faults at the address `probe_execute` calls: the `call` has
     // pushed its return address, so the fixup's `ret` goes back into the probe.
-    let exec_probe = EXEC_PROBE.load(Ordering::SeqCst);
+    let exec_probe = EXEC_PROBE[cpu].load(Ordering::SeqCst);
     let at_probe = (exec_probe != 0 && frame.rip == exec_probe && addr == exec_probe)
         || frame.rip == kernel_probe_read_insn as *const () as u64
         || frame.rip == kernel_probe_write_insn as *const () as u64;
     if at_probe && let Ok(vaddr) = VirtAddr::try_new(addr as usize) {
-        *LAST_FAULT.lock() = Some(Fault { addr: vaddr, access });
+        *LAST_FAULT[cpu].lock() = Some(Fault { addr: vaddr, access });
         FAULTS_REPORTED.fetch_add(1, Ordering::SeqCst);
         frame.rip = kernel_probe_fixup as *const () as u64;
         return;

@@ -165,6 +165,7 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
         }
     }
     println!("memkit kernel: {} CPUs online", smp::online());
+    smp::enable_interrupts();
     ktests::smp(&mut runner, &processors, frames);
     ktests::heap(&mut runner, heaps, frames);
     ktests::spaces(&mut runner, frames, space.root);

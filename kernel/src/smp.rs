@@ -12,6 +12,14 @@
 //! ```
 //!
 //! Each CPU's [`PerCpu`] is reached through its GS base, so [`current`] is one load.
+//!
+//! **TLB shootdown.** Each CPU records the page table it has active. A change that takes
+//! rights away ([`flush`], called by the page-table MMU for every flush) is flushed here and
+//! on every other CPU with that table active, by IPI; the caller waits for every
+//! acknowledgement, so no frame is reused while a CPU may still translate to it. Up to
+//! [`FULL_FLUSH_PAGES`] pages go one by one (`invlpg`), more empty the whole TLB. One flush is
+//! one round of IPIs; a CPU waiting to start its own round answers the one in progress, so
+//! two CPUs flushing at once never wait for each other.
 //! The APs start one after the other: the stack and index they take are in two statics the
 //! BSP fills before each STARTUP.
 //!
@@ -24,7 +32,7 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use memkit_types::{Frame, FrameCount, FrameSource, Order, PAGE_SIZE, PhysAddr};
+use memkit_types::{Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PhysAddr};
 use x86_64::registers::model_specific::GsBase;
 
 use crate::firmware::Processors;
@@ -137,11 +145,19 @@ pub(crate) struct PerCpu {
     online: AtomicBool,
     /// The generation of the last job this CPU finished.
     done: AtomicU64,
+    /// The frame number of the page table this CPU has active (what its TLB may cache).
+    active_root: AtomicU64,
 }
 
 static PER_CPU: [PerCpu; MAX_CPUS] = {
     let mut cpus = [const {
-        PerCpu { index: 0, apic_id: AtomicUsize::new(0), online: AtomicBool::new(false), done: AtomicU64::new(0) }
+        PerCpu {
+            index: 0,
+            apic_id: AtomicUsize::new(0),
+            online: AtomicBool::new(false),
+            done: AtomicU64::new(0),
+            active_root: AtomicU64::new(0),
+        }
     }; MAX_CPUS];
     let mut i = 0;
     while i < MAX_CPUS {
@@ -206,8 +222,10 @@ fn init_cpu(index: usize) {
     ONLINE.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Sets up the bootstrap processor as CPU 0 (call once, early).
+/// Sets up the bootstrap processor as CPU 0 (call once, early), with the legacy PICs
+/// masked: from here on the only interrupts are the IPIs the kernel sends.
 pub(crate) fn init_boot_cpu() {
+    apic::mask_legacy_pic();
     init_cpu(0);
 }
 
@@ -334,13 +352,18 @@ fn write_trampoline(trampoline: Trampoline, root: Frame) {
 #[unsafe(no_mangle)]
 extern "C" fn ap_main(index: usize) -> ! {
     init_cpu(index);
+    PER_CPU[index].active_root.store(cpu::active_root().number(), Ordering::SeqCst);
     let mut seen = 0;
     loop {
+        // Interrupts off while looking, so that a wake-up between the look and the `hlt`
+        // is taken by the `hlt` (`sti; hlt` opens interrupts only for the `hlt`).
+        x86_64::instructions::interrupts::disable();
         let generation = JOB_GENERATION.load(Ordering::SeqCst);
         if generation == seen {
-            core::hint::spin_loop();
+            x86_64::instructions::interrupts::enable_and_hlt();
             continue;
         }
+        x86_64::instructions::interrupts::enable();
         seen = generation;
         let job = *JOB.lock();
         if let Some((job, arg)) = job {
@@ -355,6 +378,9 @@ extern "C" fn ap_main(index: usize) -> ! {
 pub(crate) fn run_on_all(job: fn(usize, usize), arg: usize) {
     *JOB.lock() = Some((job, arg));
     let generation = JOB_GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
+    for cpu in PER_CPU.iter().skip(1).filter(|c| c.online.load(Ordering::SeqCst)) {
+        apic::send_fixed(cpu.apic_id.load(Ordering::SeqCst) as u8, interrupts::WAKE_VECTOR as u8);
+    }
     job(0, arg);
     PER_CPU[0].done.store(generation, Ordering::SeqCst);
     for cpu in PER_CPU.iter().filter(|c| c.online.load(Ordering::SeqCst)) {
@@ -363,4 +389,138 @@ pub(crate) fn run_on_all(job: fn(usize, usize), arg: usize) {
         }
     }
     *JOB.lock() = None;
+}
+
+/// Records that this CPU now uses the page table at `root` (called before CR3 is loaded).
+pub(crate) fn set_active_root(root: Frame) {
+    PER_CPU[current()].active_root.store(root.number(), Ordering::SeqCst);
+}
+
+/// Lets the bootstrap processor take interrupts (IPIs) from now on.
+pub(crate) fn enable_interrupts() {
+    x86_64::instructions::interrupts::enable();
+}
+
+/// Above this many pages a flush empties the whole TLB instead of one `invlpg` per page
+/// (Linux's `tlb_single_page_flush_ceiling` is 33).
+pub(crate) const FULL_FLUSH_PAGES: u64 = 33;
+
+/// What TLB maintenance cost so far, in events (timings mean nothing under emulation).
+#[derive(Debug)]
+pub(crate) struct FlushCounts {
+    /// Shootdown rounds (one per flush that had other CPUs to tell).
+    pub(crate) rounds: AtomicU64,
+    /// IPIs sent for shootdowns.
+    pub(crate) ipis: AtomicU64,
+    /// Pages flushed one by one (`invlpg`), on any CPU.
+    pub(crate) pages: AtomicU64,
+    /// Whole-TLB flushes, on any CPU.
+    pub(crate) full: AtomicU64,
+}
+
+/// The kernel's flush counters.
+pub(crate) static FLUSHES: FlushCounts =
+    FlushCounts { rounds: AtomicU64::new(0), ipis: AtomicU64::new(0), pages: AtomicU64::new(0), full: AtomicU64::new(0) };
+
+impl FlushCounts {
+    /// The counters now: (rounds, IPIs, single pages, full flushes).
+    pub(crate) fn snapshot(&self) -> [u64; 4] {
+        [&self.rounds, &self.ipis, &self.pages, &self.full].map(|c| c.load(Ordering::SeqCst))
+    }
+}
+
+/// The shootdown in progress: which table, which pages, and the CPUs yet to acknowledge.
+/// Written only by the holder of [`SHOOTDOWN_LOCK`] while no bit is pending.
+struct Shootdown {
+    /// The table's frame number, or 0 for the kernel's part of every table.
+    root: AtomicU64,
+    start: AtomicU64,
+    count: AtomicU64,
+    pending: AtomicU64,
+}
+
+static SHOOTDOWN: Shootdown =
+    Shootdown { root: AtomicU64::new(0), start: AtomicU64::new(0), count: AtomicU64::new(0), pending: AtomicU64::new(0) };
+static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Flushes `count` pages from `start` from this CPU's TLB: one by one up to
+/// [`FULL_FLUSH_PAGES`], the whole TLB beyond.
+fn flush_local(start: Page, count: u64) {
+    if count >= FULL_FLUSH_PAGES {
+        x86_64::instructions::tlb::flush_all();
+        FLUSHES.full.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    for i in 0..count {
+        let addr = start.start_address().as_u64() + i * PAGE_SIZE as u64;
+        x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(addr));
+    }
+    FLUSHES.pages.fetch_add(count, Ordering::Relaxed);
+}
+
+/// Flushes `count` pages from `start` from every TLB that may cache them: this CPU's, and
+/// those of the other CPUs that have the table at `root` active (`None`: the kernel's own
+/// part, cached by every CPU). Returns once every CPU told has flushed, so the frames the
+/// pages showed may be reused then.
+pub(crate) fn flush(root: Option<Frame>, start: Page, count: u64) {
+    flush_local(start, count);
+    if online() <= 1 || count == 0 {
+        return;
+    }
+    let me = current();
+    let root = root.map_or(0, |r| r.number());
+    // The page-table change is visible before the look at which CPUs use the table; a CPU
+    // that loads the table later walks the changed entries.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let targets = PER_CPU
+        .iter()
+        .filter(|c| c.index != me && c.online.load(Ordering::SeqCst))
+        .filter(|c| root == 0 || c.active_root.load(Ordering::SeqCst) == root)
+        .fold(0u64, |mask, c| mask | 1 << c.index);
+    if targets == 0 {
+        return;
+    }
+    let guard = lock_answering();
+    SHOOTDOWN.root.store(root, Ordering::SeqCst);
+    SHOOTDOWN.start.store(start.start_address().as_u64(), Ordering::SeqCst);
+    SHOOTDOWN.count.store(count, Ordering::SeqCst);
+    SHOOTDOWN.pending.store(targets, Ordering::SeqCst);
+    for cpu in PER_CPU.iter().filter(|c| targets & (1 << c.index) != 0) {
+        apic::send_fixed(cpu.apic_id.load(Ordering::SeqCst) as u8, interrupts::SHOOTDOWN_VECTOR as u8);
+        FLUSHES.ipis.fetch_add(1, Ordering::Relaxed);
+    }
+    FLUSHES.rounds.fetch_add(1, Ordering::Relaxed);
+    while SHOOTDOWN.pending.load(Ordering::SeqCst) != 0 {
+        core::hint::spin_loop();
+    }
+    drop(guard);
+}
+
+/// Takes the shootdown lock, answering the holder's request meanwhile: two CPUs that flush
+/// at once never wait for each other with interrupts off.
+fn lock_answering() -> spin::MutexGuard<'static, ()> {
+    loop {
+        if let Some(guard) = SHOOTDOWN_LOCK.try_lock() {
+            return guard;
+        }
+        service_shootdown();
+        core::hint::spin_loop();
+    }
+}
+
+/// Answers the shootdown in progress if it asks this CPU: flushes the pages (when this CPU
+/// still has that table active; a CPU that switched tables since has no entry left), then
+/// acknowledges. Called from the shootdown IPI and by CPUs waiting for the lock.
+pub(crate) fn service_shootdown() {
+    let me = current();
+    let bit = 1u64 << me;
+    if SHOOTDOWN.pending.load(Ordering::SeqCst) & bit == 0 {
+        return;
+    }
+    let root = SHOOTDOWN.root.load(Ordering::SeqCst);
+    if root == 0 || PER_CPU[me].active_root.load(Ordering::SeqCst) == root {
+        let start = Page::containing_address(memkit_types::VirtAddr::new(SHOOTDOWN.start.load(Ordering::SeqCst) as usize));
+        flush_local(start, SHOOTDOWN.count.load(Ordering::SeqCst));
+    }
+    SHOOTDOWN.pending.fetch_and(!bit, Ordering::SeqCst);
 }
