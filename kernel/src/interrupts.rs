@@ -35,9 +35,9 @@ use x86_64::structures::DescriptorTablePointer;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
 use x86_64::structures::tss::TaskStateSegment;
 
+use crate::apic;
 use crate::serial::{ExitCode, exit, println};
 use crate::smp::{self, MAX_CPUS};
-use crate::apic;
 
 /// The inter-processor interrupt that asks a CPU to flush TLB entries ([`smp::flush`]).
 pub(crate) const SHOOTDOWN_VECTOR: u64 = 0xf0;
@@ -365,7 +365,10 @@ pub(crate) fn probe_write(addr: VirtAddr, value: u8) -> Result<(), Fault> {
 }
 
 fn last_fault() -> Fault {
-    LAST_FAULT[smp::current()].lock().take().expect("a probe's fixup runs only after the fault handler recorded the fault")
+    LAST_FAULT[smp::current()]
+        .lock()
+        .take()
+        .expect("a probe's fixup runs only after the fault handler recorded the fault")
 }
 
 fn read_cr2() -> u64 {

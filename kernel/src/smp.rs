@@ -419,8 +419,12 @@ pub(crate) struct FlushCounts {
 }
 
 /// The kernel's flush counters.
-pub(crate) static FLUSHES: FlushCounts =
-    FlushCounts { rounds: AtomicU64::new(0), ipis: AtomicU64::new(0), pages: AtomicU64::new(0), full: AtomicU64::new(0) };
+pub(crate) static FLUSHES: FlushCounts = FlushCounts {
+    rounds: AtomicU64::new(0),
+    ipis: AtomicU64::new(0),
+    pages: AtomicU64::new(0),
+    full: AtomicU64::new(0),
+};
 
 impl FlushCounts {
     /// The counters now: (rounds, IPIs, single pages, full flushes).
@@ -439,8 +443,12 @@ struct Shootdown {
     pending: AtomicU64,
 }
 
-static SHOOTDOWN: Shootdown =
-    Shootdown { root: AtomicU64::new(0), start: AtomicU64::new(0), count: AtomicU64::new(0), pending: AtomicU64::new(0) };
+static SHOOTDOWN: Shootdown = Shootdown {
+    root: AtomicU64::new(0),
+    start: AtomicU64::new(0),
+    count: AtomicU64::new(0),
+    pending: AtomicU64::new(0),
+};
 static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
 /// Flushes `count` pages from `start` from this CPU's TLB: one by one up to
@@ -519,7 +527,8 @@ pub(crate) fn service_shootdown() {
     }
     let root = SHOOTDOWN.root.load(Ordering::SeqCst);
     if root == 0 || PER_CPU[me].active_root.load(Ordering::SeqCst) == root {
-        let start = Page::containing_address(memkit_types::VirtAddr::new(SHOOTDOWN.start.load(Ordering::SeqCst) as usize));
+        let start =
+            Page::containing_address(memkit_types::VirtAddr::new(SHOOTDOWN.start.load(Ordering::SeqCst) as usize));
         flush_local(start, SHOOTDOWN.count.load(Ordering::SeqCst));
     }
     SHOOTDOWN.pending.fetch_and(!bit, Ordering::SeqCst);

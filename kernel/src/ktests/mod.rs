@@ -11,12 +11,14 @@
 //! spaces they attached) and free blocks they allocated and no longer use.
 
 mod boot;
+mod concurrent;
 mod frames;
 mod heap;
 mod smp;
 mod spaces;
 
 pub(crate) use boot::boot;
+pub(crate) use concurrent::concurrent;
 pub(crate) use frames::{frames_direct, frames_identity};
 pub(crate) use heap::{heap, heap_block_bytes};
 pub(crate) use smp::smp;
