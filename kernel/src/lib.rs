@@ -44,6 +44,8 @@ extern crate alloc;
 #[allow(unsafe_code)]
 mod apic;
 #[allow(unsafe_code)]
+mod bench;
+#[allow(unsafe_code)]
 mod boot_memory;
 #[allow(unsafe_code)]
 mod cpu;
@@ -166,6 +168,10 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     }
     println!("memkit kernel: {} CPUs online", smp::online());
     smp::enable_interrupts();
+    if map.command_line().split_whitespace().any(|word| word == "bench") {
+        bench::run(frames, space.root);
+        exit(ExitCode::Success);
+    }
     ktests::smp(&mut runner, &processors, frames);
     ktests::heap(&mut runner, heaps, frames);
     ktests::spaces(&mut runner, frames, space.root);

@@ -316,47 +316,7 @@ fn cow_break_while_reading(ds: DataspaceId) -> TestResult {
 /// pages flushed one by one up to 32, the whole TLB beyond.
 fn shootdown_counts(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
     for pages in [1usize, 32, 1024] {
-        let mut measured = [0u64; 4];
-        // A fresh space per size: the readers touch every page first.
-        let test = |_: DataspaceId| -> TestResult {
-            smp::run_on_all(
-                |cpu, pages| {
-                    if cpu == 0 {
-                        meet(1);
-                        let before = FLUSHES.snapshot();
-                        let base = BASE.load(Ordering::SeqCst);
-                        let mut shared = SHARED.lock();
-                        let shared = shared.as_mut().expect("the shared space");
-                        if shared.set.detach(shared.id, addr(base), pages * PAGE, DetachFlags::empty()).is_err() {
-                            WRONG.fetch_add(1, Ordering::SeqCst);
-                        }
-                        let after = FLUSHES.snapshot();
-                        for (i, slot) in COUNTS.iter().enumerate() {
-                            slot.store(after[i] - before[i], Ordering::SeqCst);
-                        }
-                        DONE.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    in_space(|| {
-                        let base = BASE.load(Ordering::SeqCst);
-                        for i in 0..pages {
-                            let _ = interrupts::probe_read(addr(base + (i * PAGE) as u64));
-                        }
-                        meet(1);
-                        while !DONE.load(Ordering::SeqCst) {
-                            core::hint::spin_loop();
-                        }
-                    });
-                },
-                pages,
-            );
-            Ok(())
-        };
-        with_shared(frames, kernel_root, pages, test)?;
-        for (i, slot) in COUNTS.iter().enumerate() {
-            measured[i] = slot.load(Ordering::SeqCst);
-        }
-        let [rounds, ipis, single, full] = measured;
+        let [rounds, ipis, single, full] = detach_shootdown(frames, kernel_root, pages)?;
         println!(
             "shootdown: detach of {pages} pages with {} CPUs: {rounds} rounds, {ipis} IPIs, {single} pages flushed one by one, {full} full flushes",
             smp::online()
@@ -372,6 +332,55 @@ fn shootdown_counts(frames: &'static KernelFrames, kernel_root: Frame) -> TestRe
         }
     }
     Ok(())
+}
+
+/// What one detach of `pages` pages costs in TLB maintenance while the space is active on
+/// every other CPU, each having read every page: `[rounds, IPIs, pages flushed one by one,
+/// full flushes]`, summed over all CPUs. A fresh space each time.
+///
+/// # Errors
+/// When the space cannot be built or torn down, or an access went wrong.
+pub(crate) fn detach_shootdown(
+    frames: &'static KernelFrames,
+    kernel_root: Frame,
+    pages: usize,
+) -> Result<[u64; 4], crate::testing::Failure> {
+    let test = |_: DataspaceId| -> TestResult {
+        smp::run_on_all(
+            |cpu, pages| {
+                if cpu == 0 {
+                    meet(1);
+                    let before = FLUSHES.snapshot();
+                    let base = BASE.load(Ordering::SeqCst);
+                    let mut shared = SHARED.lock();
+                    let shared = shared.as_mut().expect("the shared space");
+                    if shared.set.detach(shared.id, addr(base), pages * PAGE, DetachFlags::empty()).is_err() {
+                        WRONG.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let after = FLUSHES.snapshot();
+                    for (i, slot) in COUNTS.iter().enumerate() {
+                        slot.store(after[i] - before[i], Ordering::SeqCst);
+                    }
+                    DONE.store(true, Ordering::SeqCst);
+                    return;
+                }
+                in_space(|| {
+                    let base = BASE.load(Ordering::SeqCst);
+                    for i in 0..pages {
+                        let _ = interrupts::probe_read(addr(base + (i * PAGE) as u64));
+                    }
+                    meet(1);
+                    while !DONE.load(Ordering::SeqCst) {
+                        core::hint::spin_loop();
+                    }
+                });
+            },
+            pages,
+        );
+        Ok(())
+    };
+    with_shared(frames, kernel_root, pages, test)?;
+    Ok(core::array::from_fn(|i| COUNTS[i].load(Ordering::SeqCst)))
 }
 
 static COUNTS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
