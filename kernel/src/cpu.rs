@@ -62,6 +62,9 @@ pub(crate) fn active_root() -> Frame {
 /// physical window in use, at the same virtual addresses as the current table.
 pub(crate) unsafe fn switch_root(root: Frame) {
     let frame = PhysFrame::containing_address(x86_64::PhysAddr::new(root.start_address().as_u64()));
+    // Recorded first: a shootdown that looks after this sees the new table; one that looked
+    // before changed entries this CPU's TLB drops with the switch.
+    crate::smp::set_active_root(root);
     // SAFETY: the caller guarantees the new table maps all the kernel uses.
     unsafe { Cr3::write(frame, Cr3Flags::empty()) };
 }

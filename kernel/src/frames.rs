@@ -22,13 +22,14 @@
 use core::slice;
 
 use memkit_phys::{
-    AllocateError, Allocator, DEFAULT_POOL, FreeError, HeaderMapping, Machine, MapEntry, MemoryArea, MemoryMap, Pools,
-    PoolsError, RegionKind, Stats,
+    AllocateError, Allocator, DEFAULT_POOL, FrameCache, FreeError, HeaderMapping, Machine, MapEntry, MemoryArea,
+    MemoryMap, Pools, PoolsError, RegionKind, Stats,
 };
 use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PhysAddr, VirtAddr};
 
 use crate::phys_window;
 use crate::pvh::{self, MemoryKind};
+use crate::smp::{MAX_CPUS, ThisCpu};
 
 /// Why the pools could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub(crate) enum FramesError {
     Pools(PoolsError),
     /// The pools were re-attached before they were built.
     NotBuilt,
+    /// The pools were re-attached after their caches made their mapping final.
+    Settled,
 }
 
 /// The pools' headers through the current physical window.
@@ -63,7 +66,13 @@ impl HeaderMapping<'static> for WindowMapping {
 pub(crate) struct KernelFrames {
     machine: spin::Once<Machine>,
     pools: spin::RwLock<Pools<'static>>,
+    /// Per-CPU caches of single frames in front of the default pool, once the pools have
+    /// their final mapping ([`enable_cache`](Self::enable_cache)).
+    cache: spin::Once<Cache>,
 }
+
+/// The default pool's per-CPU frame caches, one slot per CPU index.
+type Cache = FrameCache<'static, 'static, ThisCpu, MAX_CPUS>;
 
 /// The machine the PVH memory map describes, with the kernel image (`image`, from the linker
 /// symbols) reserved.
@@ -85,7 +94,7 @@ pub(crate) fn machine(map: &pvh::MemoryMap, image: MemoryArea) -> Result<Machine
 impl KernelFrames {
     /// No pools yet (see [`build`](Self::build)).
     pub(crate) const fn new() -> Self {
-        KernelFrames { machine: spin::Once::new(), pools: spin::RwLock::new(Pools::empty()) }
+        KernelFrames { machine: spin::Once::new(), pools: spin::RwLock::new(Pools::empty()), cache: spin::Once::new() }
     }
 
     /// Builds the pools of `machine` in place, writing their headers through the current
@@ -105,7 +114,25 @@ impl KernelFrames {
     /// [`FramesError::Pools`] when the words seen through the new window are not the headers.
     pub(crate) fn reattach(&self) -> Result<(), FramesError> {
         let machine = self.machine.get().ok_or(FramesError::NotBuilt)?;
-        self.pools.write().reattach(machine, &mut WindowMapping).map_err(FramesError::Pools)
+        let mut pools = self.pools.try_write().ok_or(FramesError::Settled)?;
+        pools.reattach(machine, &mut WindowMapping).map_err(FramesError::Pools)
+    }
+
+    /// Puts per-CPU caches of single frames in front of the default pool. The pools keep
+    /// their mapping from now on: [`reattach`](Self::reattach) fails afterwards.
+    ///
+    /// # Errors
+    /// [`FramesError::NotBuilt`] before the pools exist.
+    pub(crate) fn enable_cache(&'static self) -> Result<(), FramesError> {
+        let pools = spin::RwLockReadGuard::leak(self.pools.read());
+        let pool = pools.pool(DEFAULT_POOL).ok_or(FramesError::NotBuilt)?;
+        self.cache.call_once(|| FrameCache::new(pool.allocator(), ThisCpu));
+        Ok(())
+    }
+
+    /// Frames parked in the per-CPU caches (allocated as far as the pool knows).
+    pub(crate) fn cached_frames(&self) -> FrameCount {
+        self.cache.get().map_or(FrameCount::new(0), FrameCache::cached_frames)
     }
 
     /// Runs `f` on the pools.
@@ -168,22 +195,36 @@ impl KernelFrames {
     }
 }
 
-/// The default pool is the kernel's frame source (page tables, heap pages).
+/// The default pool is the kernel's frame source (page tables, heap pages); single frames
+/// go through the running CPU's cache once it is enabled.
 impl FrameSource for KernelFrames {
     fn allocate(&self, count: FrameCount, align: Order, limit: Option<PhysAddr>) -> Result<Frame, FrameSourceError> {
-        self.pool(DEFAULT_POOL).allocate(count, align, limit)
+        match self.cache.get() {
+            Some(cache) => cache.allocate(count, align, limit),
+            None => self.pool(DEFAULT_POOL).allocate(count, align, limit),
+        }
     }
 
     fn allocate_at(&self, start: Frame, count: FrameCount) -> Result<(), FrameSourceError> {
-        self.pool(DEFAULT_POOL).allocate_at(start, count)
+        match self.cache.get() {
+            Some(cache) => cache.allocate_at(start, count),
+            None => self.pool(DEFAULT_POOL).allocate_at(start, count),
+        }
     }
 
     fn free(&self, start: Frame, count: FrameCount) -> Result<(), FrameSourceError> {
-        self.pool(DEFAULT_POOL).free(start, count)
+        match self.cache.get() {
+            Some(cache) => cache.free(start, count),
+            None => self.pool(DEFAULT_POOL).free(start, count),
+        }
     }
 
+    /// Free in the pool plus parked in the caches.
     fn free_frames(&self) -> FrameCount {
-        self.pool(DEFAULT_POOL).free_frames()
+        match self.cache.get() {
+            Some(cache) => cache.free_frames(),
+            None => self.pool(DEFAULT_POOL).free_frames(),
+        }
     }
 
     fn total_frames(&self) -> FrameCount {

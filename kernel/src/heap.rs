@@ -18,22 +18,24 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
-use memkit_heap::{DirectMapPageSource, KernelHeaps, SingleCpu, XmallocError};
+use memkit_heap::{DirectMapPageSource, KernelHeaps, XmallocError};
 use memkit_types::{PhysAddr, VirtAddr};
 
 use crate::frames::KernelFrames;
 use crate::phys_window::DIRECT_MAP_BASE;
+use crate::smp::ThisCpu;
 
 /// The page source of the kernel's heaps.
 pub(crate) type Pages = DirectMapPageSource<&'static KernelFrames>;
 /// The kernel's heaps, over page sources set once the frames and the direct map exist.
-pub(crate) type Heaps = KernelHeaps<'static, spin::Once<Pages>, SingleCpu>;
+/// Each CPU allocates from its own shard (by its index).
+pub(crate) type Heaps = KernelHeaps<'static, spin::Once<Pages>, ThisCpu>;
 
 static PAGEABLE: spin::Once<Pages> = spin::Once::new();
 static PINNED: spin::Once<Pages> = spin::Once::new();
 /// The heaps themselves (about 150 KiB): laid out at compile time by the `const fn`
 /// constructor, so they never pass through the boot stack.
-static HEAPS: Heaps = KernelHeaps::new(&PAGEABLE, &PINNED, SingleCpu);
+static HEAPS: Heaps = KernelHeaps::new(&PAGEABLE, &PINNED, ThisCpu);
 
 /// Builds the kernel heaps over `frames` through the direct map (covering RAM below
 /// `direct_map_end`), with 16 MiB large pages when `large_pages`, and makes them the global

@@ -35,7 +35,16 @@ use x86_64::structures::DescriptorTablePointer;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
 use x86_64::structures::tss::TaskStateSegment;
 
+use crate::apic;
 use crate::serial::{ExitCode, exit, println};
+use crate::smp::{self, MAX_CPUS};
+
+/// The inter-processor interrupt that asks a CPU to flush TLB entries ([`smp::flush`]).
+pub(crate) const SHOOTDOWN_VECTOR: u64 = 0xf0;
+/// The inter-processor interrupt that wakes a halted CPU for a job.
+pub(crate) const WAKE_VECTOR: u64 = 0xf1;
+/// The local APIC's spurious vector (no EOI).
+const SPURIOUS_VECTOR: u64 = 0xff;
 
 // The entry stubs: 256 of them, 16 bytes apart from `isr_stubs`, then the common path.
 // The vectors 8, 10..=14, 17, 21, 29 and 30 push an error code; the others get a 0.
@@ -173,10 +182,16 @@ struct IstStack(UnsafeCell<[u8; IST_STACK_BYTES]>);
 // takes its address.
 unsafe impl Sync for IstStack {}
 
-static IST_STACKS: [IstStack; 3] = [const { IstStack(UnsafeCell::new([0; IST_STACK_BYTES])) }; 3];
+/// Each CPU's three IST stacks.
+static IST_STACKS: [[IstStack; 3]; MAX_CPUS] =
+    [const { [const { IstStack(UnsafeCell::new([0; IST_STACK_BYTES])) }; 3] }; MAX_CPUS];
 
-static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
-static GDT: spin::Once<(GlobalDescriptorTable, SegmentSelector, SegmentSelector, SegmentSelector)> = spin::Once::new();
+/// Each CPU's TSS (its IST stacks) and GDT (the same code and data segments, its own TSS).
+static TSS: [spin::Once<TaskStateSegment>; MAX_CPUS] = [const { spin::Once::new() }; MAX_CPUS];
+/// A GDT with the selectors of its code, data and TSS entries.
+type Gdt = (GlobalDescriptorTable, SegmentSelector, SegmentSelector, SegmentSelector);
+static GDT: [spin::Once<Gdt>; MAX_CPUS] = [const { spin::Once::new() }; MAX_CPUS];
+/// One IDT for every CPU: the gates are the same, each CPU's TSS gives the stacks.
 static IDT: spin::Once<Idt> = spin::Once::new();
 
 /// An interrupt gate, as the CPU reads it.
@@ -210,17 +225,18 @@ impl Gate {
 #[derive(Debug)]
 struct Idt([Gate; 256]);
 
-/// Loads the kernel's GDT (code, data, TSS with three IST stacks) and the IDT.
-pub(crate) fn init() {
-    let tss = TSS.call_once(|| {
+/// Loads CPU `cpu`'s GDT (code, data, its TSS with its three IST stacks) and the IDT; each
+/// CPU calls it once, on itself, with its own index (below [`MAX_CPUS`]).
+pub(crate) fn init(cpu: usize) {
+    let tss = TSS[cpu].call_once(|| {
         let mut tss = TaskStateSegment::new();
-        for (i, stack) in IST_STACKS.iter().enumerate() {
+        for (i, stack) in IST_STACKS[cpu].iter().enumerate() {
             let top = stack.0.get() as u64 + IST_STACK_BYTES as u64;
             tss.interrupt_stack_table[i] = x86_64::VirtAddr::new(top);
         }
         tss
     });
-    let (gdt, code, data, tss_selector) = GDT.call_once(|| {
+    let (gdt, code, data, tss_selector) = GDT[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
@@ -265,9 +281,9 @@ pub(crate) trait PageFaultHandler {
     fn page_fault(&mut self, addr: VirtAddr, access: Access) -> bool;
 }
 
-/// The handler [`with_fault_handler`] installed: a thin pointer to a `&mut dyn
+/// Each CPU's handler [`with_fault_handler`] installed: a thin pointer to a `&mut dyn
 /// PageFaultHandler` on that function's stack, or null.
-static FAULT_HANDLER: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+static FAULT_HANDLER: [AtomicPtr<()>; MAX_CPUS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
 
 /// Counters of what the interrupt path did.
 pub(crate) static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
@@ -280,9 +296,10 @@ pub(crate) static FAULTS_REPORTED: AtomicU64 = AtomicU64::new(0);
 pub(crate) fn with_fault_handler<R>(handler: &mut dyn PageFaultHandler, body: impl FnOnce() -> R) -> R {
     let mut handler = handler;
     let slot: *mut &mut dyn PageFaultHandler = &mut handler;
-    let previous = FAULT_HANDLER.swap(slot.cast(), Ordering::SeqCst);
+    let cpu = smp::current();
+    let previous = FAULT_HANDLER[cpu].swap(slot.cast(), Ordering::SeqCst);
     let result = body();
-    FAULT_HANDLER.store(previous, Ordering::SeqCst);
+    FAULT_HANDLER[cpu].store(previous, Ordering::SeqCst);
     result
 }
 
@@ -295,10 +312,11 @@ pub(crate) struct Fault {
     pub(crate) access: Access,
 }
 
-static LAST_FAULT: spin::Mutex<Option<Fault>> = spin::Mutex::new(None);
+/// Each CPU's last fault at a probe.
+static LAST_FAULT: [spin::Mutex<Option<Fault>>; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
 
-/// The address [`probe_execute`] is calling, while it calls it (0 otherwise).
-static EXEC_PROBE: AtomicU64 = AtomicU64::new(0);
+/// The address [`probe_execute`] is calling on each CPU, while it calls it (0 otherwise).
+static EXEC_PROBE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Calls the code at `addr` (which must be a lone `ret`, byte 0xc3, or fault), letting the
 /// installed handler resolve a page fault: a fetch that faults unresolved returns to the
@@ -309,13 +327,14 @@ static EXEC_PROBE: AtomicU64 = AtomicU64::new(0);
 /// # Errors
 /// The fault, when no handler resolved it (nothing runs then).
 pub(crate) fn probe_execute(addr: VirtAddr) -> Result<(), Fault> {
-    *LAST_FAULT.lock() = None;
-    EXEC_PROBE.store(addr.as_u64(), Ordering::SeqCst);
+    let cpu = smp::current();
+    *LAST_FAULT[cpu].lock() = None;
+    EXEC_PROBE[cpu].store(addr.as_u64(), Ordering::SeqCst);
     // SAFETY: the caller wrote a `ret` at `addr` in a test address space, so a successful
     // fetch returns at once with every register as the C ABI allows; a faulting fetch
     // resumes at the fixup, which returns from the `call` with -1 in rax.
     let status = unsafe { kernel_probe_exec(addr.as_usize()) };
-    EXEC_PROBE.store(0, Ordering::SeqCst);
+    EXEC_PROBE[cpu].store(0, Ordering::SeqCst);
     if status == u64::MAX { Err(last_fault()) } else { Ok(()) }
 }
 
@@ -324,7 +343,7 @@ pub(crate) fn probe_execute(addr: VirtAddr) -> Result<(), Fault> {
 /// # Errors
 /// The fault, when no handler resolved it (nothing is read then).
 pub(crate) fn probe_read(addr: VirtAddr) -> Result<u8, Fault> {
-    *LAST_FAULT.lock() = None;
+    *LAST_FAULT[smp::current()].lock() = None;
     // SAFETY: the probe reads one byte; a fault on it resumes at the fixup instead of
     // reading, so any address is allowed. Kernel memory is only read, never changed.
     let value = unsafe { kernel_probe_read(addr.as_usize()) };
@@ -338,7 +357,7 @@ pub(crate) fn probe_read(addr: VirtAddr) -> Result<u8, Fault> {
 /// # Errors
 /// The fault, when no handler resolved it (nothing is written then).
 pub(crate) fn probe_write(addr: VirtAddr, value: u8) -> Result<(), Fault> {
-    *LAST_FAULT.lock() = None;
+    *LAST_FAULT[smp::current()].lock() = None;
     // SAFETY: callers pass addresses of a test address space's regions, which no Rust object
     // occupies; a fault resumes at the fixup without writing.
     let status = unsafe { kernel_probe_write(addr.as_usize(), value) };
@@ -346,7 +365,10 @@ pub(crate) fn probe_write(addr: VirtAddr, value: u8) -> Result<(), Fault> {
 }
 
 fn last_fault() -> Fault {
-    LAST_FAULT.lock().take().expect("a probe's fixup runs only after the fault handler recorded the fault")
+    LAST_FAULT[smp::current()]
+        .lock()
+        .take()
+        .expect("a probe's fixup runs only after the fault handler recorded the fault")
 }
 
 fn read_cr2() -> u64 {
@@ -383,6 +405,12 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
             clobber_sse();
         }
         PAGE_FAULT => page_fault(frame),
+        SHOOTDOWN_VECTOR => {
+            smp::service_shootdown();
+            apic::end_of_interrupt();
+        }
+        WAKE_VECTOR => apic::end_of_interrupt(),
+        SPURIOUS_VECTOR => {}
         _ => fatal(frame, "unexpected exception"),
     }
 }
@@ -397,31 +425,41 @@ fn page_fault(frame: &mut InterruptFrame) {
     } else {
         Access::Read
     };
-    let slot = FAULT_HANDLER.swap(ptr::null_mut(), Ordering::SeqCst);
+    let cpu = smp::current();
+    let slot = FAULT_HANDLER[cpu].swap(ptr::null_mut(), Ordering::SeqCst);
     let resolved = match VirtAddr::try_new(addr as usize) {
         Ok(vaddr) if !slot.is_null() => {
             // SAFETY: a non-null slot is the `&mut dyn PageFaultHandler` on the stack of the
-            // `with_fault_handler` call that is running the faulting code; that code holds no
-            // reference to the handler, and taking the slot out keeps a nested fault from
-            // reaching it twice.
+            // `with_fault_handler` call that is running the faulting code on this CPU; that
+            // code holds no reference to the handler, and taking the slot out keeps a nested
+            // fault from reaching it twice.
             let handler = unsafe { &mut *slot.cast::<&mut dyn PageFaultHandler>() };
-            handler.page_fault(vaddr, access)
+            // The handler may wait for a lock another CPU holds while it waits for this one
+            // to answer a TLB shootdown: take interrupts meanwhile (the shootdown gate has an
+            // IST stack of its own, and its handler takes no lock).
+            let enabled = x86_64::instructions::interrupts::are_enabled();
+            x86_64::instructions::interrupts::enable();
+            let resolved = handler.page_fault(vaddr, access);
+            if !enabled {
+                x86_64::instructions::interrupts::disable();
+            }
+            resolved
         }
         _ => false,
     };
-    FAULT_HANDLER.store(slot, Ordering::SeqCst);
+    FAULT_HANDLER[cpu].store(slot, Ordering::SeqCst);
     if resolved {
         FAULTS_RESOLVED.fetch_add(1, Ordering::SeqCst);
         return;
     }
     // An instruction fetch that faults at the address `probe_execute` calls: the `call` has
     // pushed its return address, so the fixup's `ret` goes back into the probe.
-    let exec_probe = EXEC_PROBE.load(Ordering::SeqCst);
+    let exec_probe = EXEC_PROBE[cpu].load(Ordering::SeqCst);
     let at_probe = (exec_probe != 0 && frame.rip == exec_probe && addr == exec_probe)
         || frame.rip == kernel_probe_read_insn as *const () as u64
         || frame.rip == kernel_probe_write_insn as *const () as u64;
     if at_probe && let Ok(vaddr) = VirtAddr::try_new(addr as usize) {
-        *LAST_FAULT.lock() = Some(Fault { addr: vaddr, access });
+        *LAST_FAULT[cpu].lock() = Some(Fault { addr: vaddr, access });
         FAULTS_REPORTED.fetch_add(1, Ordering::SeqCst);
         frame.rip = kernel_probe_fixup as *const () as u64;
         return;

@@ -8,16 +8,20 @@
 //! that the hosted crates' features never reach the libraries it links.
 //!
 //! ```text
-//!   PVH entry (bin) ─▶ kernel_main: serial, GDT/TSS/IDT, CR0.WP/NXE/PAT
-//!     ─▶ memory map (PVH start info) ─▶ pools (headers through the boot identity map)
+//!   PVH entry (bin) ─▶ kernel_main: serial, GDT/TSS/IDT, CR0.WP/NXE/PAT, local APIC
+//!     ─▶ memory map (PVH start info), processors (ACPI MADT)
+//!     ─▶ pools (headers through the boot identity map) ─▶ AP trampoline page from pool 7
 //!     ─▶ kernel page tables + direct map, CR3 switch ─▶ pools re-attached through the direct map
-//!     ─▶ xmalloc heaps as #[global_allocator] ─▶ address spaces, real page faults
+//!     ─▶ xmalloc heaps as #[global_allocator] ─▶ APs started (INIT-SIPI-SIPI), jobs on all CPUs
+//!     ─▶ address spaces, real page faults
 //!     ─▶ in-kernel tests: "N passed, M failed" ─▶ isa-debug-exit
 //! ```
 //!
 //! Design principles:
 //! - **Unsafe is fenced** in small modules that say why each step is sound: `interrupts`
-//!   (descriptor tables, entry stubs, the fault path and its probes), `paging` (page tables
+//!   (descriptor tables, entry stubs, the fault path and its probes), `smp` (the AP
+//!   trampoline, per-CPU data), `apic` (local APIC registers), `firmware` (ACPI tables through
+//!   the identity map), `paging` (page tables
 //!   through the physical window), `phys_window` and `boot_memory` (physical memory
 //!   access), `frames` (the pools' header mappings), `heap` (the global allocator),
 //!   `cpu` (control registers), `serial` (port I/O).
@@ -38,9 +42,15 @@
 extern crate alloc;
 
 #[allow(unsafe_code)]
+mod apic;
+#[allow(unsafe_code)]
+mod bench;
+#[allow(unsafe_code)]
 mod boot_memory;
 #[allow(unsafe_code)]
 mod cpu;
+#[allow(unsafe_code)]
+mod firmware;
 #[allow(unsafe_code)]
 mod frames;
 #[allow(unsafe_code)]
@@ -61,6 +71,8 @@ mod pvh;
 #[allow(unsafe_code)]
 mod serial;
 #[allow(unsafe_code)]
+mod smp;
+#[allow(unsafe_code)]
 mod space;
 mod testing;
 
@@ -77,8 +89,7 @@ use crate::serial::{ExitCode, Serial, exit, println};
 pub extern "C" fn kernel_main(start_info: u32) -> ! {
     Serial::init();
     println!("memkit kernel: booted through PVH");
-    interrupts::init();
-    cpu::init();
+    smp::init_boot_cpu();
     let map = match pvh::MemoryMap::from_start_info(PhysAddr::new(u64::from(start_info))) {
         Ok(map) => map,
         Err(e) => {
@@ -90,6 +101,11 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     for range in map.entries() {
         println!("  {:#014x}..{:#014x} {:?}", range.start.as_u64(), range.end.as_u64(), range.kind);
     }
+    let processors = firmware::processors(map.rsdp(), apic::id()).unwrap_or_else(|e| {
+        println!("no processor list from ACPI ({e:?}): running on the boot CPU only");
+        firmware::Processors::only(apic::id())
+    });
+    println!("ACPI: {} processors (APIC IDs {:?})", processors.apic_ids().len(), processors.apic_ids());
     let mut runner = testing::Runner::default();
     ktests::boot(&mut runner, &map);
 
@@ -113,7 +129,12 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     });
     let carried = ktests::frames_identity(&mut runner, frames);
 
-    let space = match memory::switch_to_kernel_tables(&map, frames) {
+    let trampoline = smp::Trampoline::allocate(&frames.pool(memkit_phys::ISA_DMA_POOL));
+    if let Err(e) = trampoline {
+        println!("no frame below 1 MiB for the AP trampoline ({e:?}): running on the boot CPU only");
+    }
+    let trampoline = trampoline.ok();
+    let space = match memory::switch_to_kernel_tables(&map, frames, trampoline.map(|t| t.frame())) {
         Ok(space) => space,
         Err(e) => fatal("kernel page tables", e),
     };
@@ -124,6 +145,9 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
         frames.header_mapping_address()
     );
     ktests::frames_direct(&mut runner, frames, &space, carried);
+    if let Err(e) = frames.enable_cache() {
+        fatal("per-CPU frame caches", e);
+    }
 
     let free_before_heap = frames.free_frames().get();
     // SAFETY: the direct map is in use and covers all RAM the allocator manages.
@@ -136,8 +160,22 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
         if heaps.large_pages_enabled() { "on" } else { "off" },
         free_before_heap - frames.free_frames().get()
     );
+    if let Some(trampoline) = trampoline {
+        match smp::start_aps(&processors, trampoline, space.root, frames) {
+            Ok(_) => {}
+            Err(e) => println!("an application processor did not start: {e:?}"),
+        }
+    }
+    println!("memkit kernel: {} CPUs online", smp::online());
+    smp::enable_interrupts();
+    if map.command_line().split_whitespace().any(|word| word == "bench") {
+        bench::run(frames, space.root);
+        exit(ExitCode::Success);
+    }
+    ktests::smp(&mut runner, &processors, frames);
     ktests::heap(&mut runner, heaps, frames);
     ktests::spaces(&mut runner, frames, space.root);
+    ktests::concurrent(&mut runner, frames, space.root);
 
     let stats = frames.stats();
     println!(

@@ -19,14 +19,14 @@
 //! that table is active.
 
 use memkit_region::Mmu;
-use memkit_types::{CacheMode, Frame, PAGE_SIZE, Page, PageCount, PhysAddr, SUPERPAGE_SIZE, VirtAddr};
+use memkit_types::{CacheMode, Frame, PAGE_SIZE, Page, PageCount, PhysAddr, Rights, SUPERPAGE_SIZE, VirtAddr};
 use x86_64::structures::paging::PageTableFlags;
 
 use crate::frames::{FramesError, KernelFrames};
 use crate::paging::PageTableMmu;
 use crate::phys_window::{self, DIRECT_MAP_BASE};
 use crate::pvh::MemoryMap;
-use crate::{cpu, image};
+use crate::{apic, cpu, image};
 
 /// Why the kernel's memory could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,11 @@ pub(crate) struct KernelSpace {
 ///
 /// # Errors
 /// [`MemoryError`] when the tables cannot be built or the header not re-attached.
-pub(crate) fn switch_to_kernel_tables(map: &MemoryMap, frames: &KernelFrames) -> Result<KernelSpace, MemoryError> {
+pub(crate) fn switch_to_kernel_tables(
+    map: &MemoryMap,
+    frames: &KernelFrames,
+    trampoline: Option<Frame>,
+) -> Result<KernelSpace, MemoryError> {
     let mut mmu = PageTableMmu::new(frames, None, None).map_err(MemoryError::Map)?;
     let huge = SUPERPAGE_SIZE as u64;
     let mut direct_map_end = 0;
@@ -98,6 +102,20 @@ pub(crate) fn switch_to_kernel_tables(map: &MemoryMap, frames: &KernelFrames) ->
             let page = Page::containing_address(VirtAddr::new(start as usize));
             mmu.map(page, frame, pages, rights, CacheMode::WriteBack).map_err(MemoryError::Map)?.ignore();
         }
+    }
+    // The local APIC's registers, uncached, where the boot tables had them; and the page the
+    // other CPUs start in, read and execute at its physical address (it is written through
+    // the direct map).
+    let apic = Page::containing_address(VirtAddr::new(apic::BASE.as_u64() as usize));
+    let one = PageCount::new(1);
+    mmu.map(apic, Frame::containing_address(apic::BASE), one, Rights::RW, CacheMode::Uncached)
+        .map_err(MemoryError::Map)?
+        .ignore();
+    if let Some(frame) = trampoline {
+        let page = Page::containing_address(VirtAddr::new(frame.start_address().as_u64() as usize));
+        mmu.map(page, frame, one, Rights::READ | Rights::EXECUTE, CacheMode::WriteBack)
+            .map_err(MemoryError::Map)?
+            .ignore();
     }
     let root = mmu.root();
     let table_frames = mmu.table_frames();

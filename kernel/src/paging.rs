@@ -356,11 +356,10 @@ impl<S: FrameSource + ?Sized> Mmu for PageTableMmu<'_, S> {
         }
     }
 
+    /// Flushes on this CPU and shoots the pages down on every other CPU that has this
+    /// table active (every CPU, for the kernel's own table).
     fn flush(&self, start: Page, count: PageCount) {
-        for i in 0..count.get() {
-            if let Some(p) = start.checked_add(PageCount::new(i)) {
-                x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(p.start_address().as_u64()));
-            }
-        }
+        let root = self.window.map(|_| self.root);
+        crate::smp::flush(root, start, count.get() as u64);
     }
 }

@@ -66,7 +66,13 @@ pub(crate) struct MemoryRange {
 pub(crate) struct MemoryMap {
     entries: [MemoryRange; MAX_ENTRIES],
     len: usize,
+    rsdp: Option<PhysAddr>,
+    command_line: [u8; COMMAND_LINE_MAX],
+    command_line_len: usize,
 }
+
+/// The longest kernel command line kept (the rest is cut).
+const COMMAND_LINE_MAX: usize = 128;
 
 /// Why the start info could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +106,22 @@ impl MemoryMap {
             entries: [MemoryRange { start: PhysAddr::zero(), end: PhysAddr::zero(), kind: MemoryKind::Ram };
                 MAX_ENTRIES],
             len: 0,
+            rsdp: (info.rsdp_paddr != 0).then(|| PhysAddr::new(info.rsdp_paddr)),
+            command_line: [0; COMMAND_LINE_MAX],
+            command_line_len: 0,
         };
+        if info.cmdline_paddr != 0 && info.cmdline_paddr < crate::boot_memory::IDENTITY_LIMIT - COMMAND_LINE_MAX as u64
+        {
+            while map.command_line_len < COMMAND_LINE_MAX {
+                let at = PhysAddr::new(info.cmdline_paddr + map.command_line_len as u64);
+                let byte: u8 = crate::boot_memory::read_identity(at);
+                if byte == 0 {
+                    break;
+                }
+                map.command_line[map.command_line_len] = byte;
+                map.command_line_len += 1;
+            }
+        }
         for i in 0..count {
             let at = PhysAddr::new(info.memmap_paddr + (i * size_of::<RawEntry>()) as u64);
             let raw: RawEntry = crate::boot_memory::read_identity(at);
@@ -115,6 +136,16 @@ impl MemoryMap {
             map.len += 1;
         }
         Ok(map)
+    }
+
+    /// The kernel command line (`-append` under QEMU), or "" when it is not text.
+    pub(crate) fn command_line(&self) -> &str {
+        core::str::from_utf8(&self.command_line[..self.command_line_len]).unwrap_or("")
+    }
+
+    /// Where the ACPI RSDP is, when the loader said (QEMU's PVH loader does).
+    pub(crate) fn rsdp(&self) -> Option<PhysAddr> {
+        self.rsdp
     }
 
     /// The entries, in the loader's order.

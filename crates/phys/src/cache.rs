@@ -9,6 +9,8 @@
 //!
 //! Single-frame allocations and frees touch only the current CPU's slot; the allocator's
 //! lock is taken once per [`BATCH`] frames. Every other request goes straight through.
+//! When the allocator runs short, every slot is drained and the request tried once more:
+//! frames parked in one CPU's cache never make another CPU's request fail.
 //!
 //! A frame sitting in a cache is allocated as far as the allocator knows, so a double free
 //! of it is caught when the cache checks its own slot (same CPU) or when the slot drains
@@ -81,11 +83,27 @@ impl<'s, 'h, C: CpuId, const CPUS: usize, R: RawMutex> FrameCache<'s, 'h, C, CPU
         self.allocator
     }
 
-    /// One frame, from the current CPU's slot (refilled with a batch when empty).
+    /// One frame, from the current CPU's slot (refilled with a batch when empty). When the
+    /// allocator has nothing left, the other CPUs' slots are drained and the refill tried
+    /// once more, so no request fails while a cache still holds a frame.
     ///
     /// # Errors
-    /// [`FrameSourceError::Exhausted`] when the slot is empty and the allocator has nothing.
+    /// [`FrameSourceError::Exhausted`] when the allocator and every slot are empty.
     pub fn allocate_frame(&self) -> Result<Frame, FrameSourceError> {
+        if let Some(frame) = self.take_from_slot() {
+            return Ok(frame);
+        }
+        hit(Path::CacheShortDrain);
+        self.drain();
+        self.take_from_slot().ok_or_else(|| {
+            hit(Path::CacheEmpty);
+            FrameSourceError::Exhausted(FrameCount::new(1))
+        })
+    }
+
+    /// A frame from the current CPU's slot, refilled with up to a batch when empty; `None`
+    /// when the slot and the allocator are both empty.
+    fn take_from_slot(&self) -> Option<Frame> {
         let mut slot = self.slots[self.cpu.current_cpu() % CPUS].lock();
         if slot.len == 0 {
             let mut a = self.allocator.lock();
@@ -101,15 +119,14 @@ impl<'s, 'h, C: CpuId, const CPUS: usize, R: RawMutex> FrameCache<'s, 'h, C, CPU
             }
             hit(Path::CacheRefill);
             if slot.len == 0 {
-                hit(Path::CacheEmpty);
-                return Err(FrameSourceError::Exhausted(FrameCount::new(1)));
+                return None;
             }
             if slot.len < BATCH {
                 hit(Path::CacheRefillShort);
             }
         }
         slot.len -= 1;
-        Ok(Frame::from_number(slot.frames[slot.len]))
+        Some(Frame::from_number(slot.frames[slot.len]))
     }
 
     /// Gives one frame back to the current CPU's slot (draining a batch when full).
@@ -169,7 +186,16 @@ impl<C: CpuId, const CPUS: usize, R: RawMutex> FrameSource for FrameCache<'_, '_
         if count.get() == 1 && align == Order::ZERO && limit.is_none() {
             return self.allocate_frame();
         }
-        FrameSource::allocate(self.allocator, count, align, limit)
+        FrameSource::allocate(self.allocator, count, align, limit).or_else(|e| {
+            // Frames parked in the caches may be what the request lacks: give them back
+            // and try once more.
+            if self.cached_frames().get() == 0 {
+                return Err(e);
+            }
+            hit(Path::CacheShortDrain);
+            self.drain();
+            FrameSource::allocate(self.allocator, count, align, limit)
+        })
     }
 
     fn allocate_at(&self, start: Frame, count: FrameCount) -> Result<(), FrameSourceError> {

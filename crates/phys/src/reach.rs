@@ -76,7 +76,8 @@ paths! {
     PoolExhausted: "a pool refused an allocation for lack of frames",
     CacheRefill: "a CPU's empty cache slot refilled a batch from the allocator",
     CacheRefillShort: "a refill got fewer frames than a batch (the allocator ran dry)",
-    CacheEmpty: "a refill got no frame: the cache reported exhaustion",
+    CacheShortDrain: "the allocator ran short: every cache slot was drained before a retry",
+    CacheEmpty: "a refill got no frame even after the drain: the cache reported exhaustion",
     CacheDrainBatch: "a CPU's full cache slot gave a batch back to the allocator",
     CacheDrainAll: "every cached frame given back (FrameCache::drain)",
 }

@@ -148,3 +148,55 @@ fn cache_batches_and_rejects_what_it_can() {
     cache.drain();
     assert_eq!(a.free_frames().get(), total);
 }
+
+/// When the allocator runs dry, frames parked in another CPU's slot are drained and served:
+/// single frames and runs alike, each frame once, and nothing is lost.
+#[test]
+fn caches_drain_when_the_allocator_runs_short() {
+    let mut words = vec![0u64; header_words(MemoryArea::new(PhysAddr::zero(), FRAMES << 12)).unwrap()];
+    let a = locked(&mut words);
+    let cpu = std::cell::Cell::new(0usize);
+    let cache: FrameCache<'_, '_, _, 2> = FrameCache::new(&a, || cpu.get());
+    let total = a.free_frames().get();
+    let owned = Owned::new();
+    // CPU 0 takes every frame, then frees them all: up to a slot's capacity stays parked in
+    // its cache, the rest goes back to the allocator.
+    let mut all = Vec::new();
+    while let Ok(f) = cache.allocate_frame() {
+        owned.take(f, 1);
+        all.push(f);
+    }
+    assert_eq!(all.len() as u64, total, "every frame is served");
+    for f in all.drain(..) {
+        owned.give(f, 1);
+        cache.free_frame(f).unwrap();
+    }
+    assert!(cache.cached_frames().get() > 0, "frames are parked in CPU 0's slot");
+    // CPU 1 takes everything again: the parked frames too.
+    cpu.set(1);
+    while let Ok(f) = cache.allocate_frame() {
+        owned.take(f, 1);
+        all.push(f);
+    }
+    assert_eq!(all.len() as u64, total, "frames parked in another CPU's slot are served");
+    // With every frame parked in CPU 1's slot or free, a run still finds them.
+    let keep = all.split_off(memkit_phys::CACHE_CAPACITY);
+    for f in keep {
+        owned.give(f, 1);
+        cache.free_frame(f).unwrap();
+    }
+    cpu.set(0);
+    for f in all.drain(..) {
+        owned.give(f, 1);
+        cache.free_frame(f).unwrap();
+    }
+    assert!(cache.cached_frames().get() >= memkit_phys::BATCH as u64);
+    let run = FrameSource::allocate(&cache, FrameCount::new(total), Order::ZERO, None)
+        .expect("a run of every frame, once the caches are drained");
+    owned.take(run, total);
+    assert_eq!(cache.cached_frames().get(), 0);
+    owned.give(run, total);
+    FrameSource::free(&cache, run, FrameCount::new(total)).unwrap();
+    assert_eq!(cache.free_frames().get(), total);
+    a.lock().check_invariants();
+}

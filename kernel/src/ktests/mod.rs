@@ -3,7 +3,7 @@
 //!
 //! One file per layer: `boot` (the memory map, interrupts, SSE state and the fault path),
 //! `frames` (the frame allocator through the identity map, then through the direct map),
-//! `heap` (the xmalloc heaps as the global allocator) and `spaces` (address spaces on real
+//! `heap` (the xmalloc heaps as the global allocator), `smp` (every CPU at once) and `spaces` (address spaces on real
 //! page tables, with the fixture that builds one).
 //!
 //! # Unsafe
@@ -11,13 +11,17 @@
 //! spaces they attached) and free blocks they allocated and no longer use.
 
 mod boot;
+mod concurrent;
 mod frames;
 mod heap;
+mod smp;
 mod spaces;
 
 pub(crate) use boot::boot;
+pub(crate) use concurrent::{concurrent, detach_shootdown};
 pub(crate) use frames::{frames_direct, frames_identity};
 pub(crate) use heap::{heap, heap_block_bytes};
+pub(crate) use smp::smp;
 pub(crate) use spaces::spaces;
 
 /// A failure at the caller's line.

@@ -1,0 +1,386 @@
+//! One address space used by every CPU at once: concurrent faults, a detach and a
+//! copy-on-write break while other CPUs access the pages, and what each costs in TLB
+//! shootdowns.
+//!
+//! The space lives in a [`SpaceSet`](memkit_spaces::SpaceSet) behind one lock
+//! ([`SHARED`]); every CPU resolves its page faults through [`LockedPager`], which takes that
+//! lock. The lock structure is deliberately simple: one lock per set, held for one fault
+//! resolution or one operation; a CPU spinning on it takes interrupts, so it answers the
+//! shootdown of the CPU that holds it.
+//!
+//! # Unsafe
+//! Loads and stores through the probes, into pages of the shared space's regions, which no
+//! Rust object occupies.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PoolId};
+use memkit_phys::DEFAULT_POOL;
+use memkit_region::{AttachRequest, DetachFlags, Mmu};
+use memkit_spaces::SpaceId;
+use memkit_types::{Access, Frame, FrameSource, PAGE_SIZE, Page, Rights, VirtAddr};
+
+use super::fail;
+use crate::frames::KernelFrames;
+use crate::interrupts::{self, PageFaultHandler};
+use crate::phys_window::KernelPhysMemory;
+use crate::serial::println;
+use crate::smp::{self, FLUSHES};
+use crate::space::{Spaces, WINDOW_START, new_tables, with_space_active};
+use crate::testing::{Runner, TestResult, check, check_eq};
+
+const CLIENT: ClientId = ClientId::new(2, 0);
+const PAGE: usize = PAGE_SIZE;
+/// Pages each CPU touches on its own in the "different pages" test.
+const OWN_PAGES: usize = 32;
+
+/// The shared space: the set, the space's id, its root and the kernel's root.
+struct Shared {
+    set: Spaces,
+    id: SpaceId,
+    root: Frame,
+    kernel_root: Frame,
+}
+
+static SHARED: spin::Mutex<Option<Shared>> = spin::Mutex::new(None);
+/// Where the job works: the region's start.
+static BASE: AtomicU64 = AtomicU64::new(0);
+/// The dataspace the job works on.
+static DATASPACE: spin::Mutex<Option<DataspaceId>> = spin::Mutex::new(None);
+/// CPUs that reached the meeting point of the current job.
+static ARRIVED: AtomicUsize = AtomicUsize::new(0);
+/// Set by CPU 0 once its operation returned.
+static DONE: AtomicBool = AtomicBool::new(false);
+/// Accesses that saw memory they must not have seen, and other failures, in any job.
+static WRONG: AtomicUsize = AtomicUsize::new(0);
+
+/// Resolves this CPU's faults in the shared space, under the set's lock.
+struct LockedPager;
+
+impl PageFaultHandler for LockedPager {
+    fn page_fault(&mut self, addr: VirtAddr, access: Access) -> bool {
+        let mut shared = SHARED.lock();
+        let Some(shared) = shared.as_mut() else { return false };
+        shared.set.resolve(shared.id, addr, access).is_ok()
+    }
+}
+
+/// Runs `body` on this CPU with the shared space active and its faults resolved.
+fn in_space<R>(body: impl FnOnce() -> R) -> R {
+    let (root, kernel_root) = {
+        let shared = SHARED.lock();
+        let shared = shared.as_ref().expect("the shared space exists");
+        (shared.root, shared.kernel_root)
+    };
+    with_space_active(root, kernel_root, || interrupts::with_fault_handler(&mut LockedPager, body))
+}
+
+/// Waits until every online CPU has called it for this round.
+fn meet(round: usize) {
+    ARRIVED.fetch_add(1, Ordering::SeqCst);
+    while ARRIVED.load(Ordering::SeqCst) < round * smp::online() {
+        core::hint::spin_loop();
+    }
+}
+
+fn addr(at: u64) -> VirtAddr {
+    VirtAddr::new(at as usize)
+}
+
+/// The tests of one space used by every CPU at once.
+pub(crate) fn concurrent(runner: &mut Runner, frames: &'static KernelFrames, kernel_root: Frame) {
+    runner
+        .run("smp::faults_on_one_page_from_every_cpu_resolve_once", || with_shared(frames, kernel_root, 4, same_page));
+    runner.run("smp::faults_on_different_pages_from_every_cpu", || {
+        with_shared(frames, kernel_root, OWN_PAGES * smp::online(), different_pages)
+    });
+    runner.run("smp::after_a_detach_returns_no_cpu_reaches_the_pages", || {
+        with_shared(frames, kernel_root, 1, detach_while_reading)
+    });
+    runner.run("smp::after_a_copy_on_write_break_no_cpu_reads_the_old_frame", || {
+        with_shared(frames, kernel_root, 1, cow_break_while_reading)
+    });
+    runner.run("smp::shootdown_counts_for_detaching_1_32_and_1024_pages", || shootdown_counts(frames, kernel_root));
+}
+
+/// Builds the shared space with one read-write dataspace of `pages` attached, runs `test`,
+/// and tears everything down: every frame back.
+fn with_shared(
+    frames: &'static KernelFrames,
+    kernel_root: Frame,
+    pages: usize,
+    test: impl FnOnce(DataspaceId) -> TestResult,
+) -> TestResult {
+    let free_before = frames.free_frames();
+    let mut manager = Manager::new(Config::new(64 << 20), KernelPhysMemory);
+    manager.set_pool(PoolId::DEFAULT, frames.pool(DEFAULT_POOL));
+    let mut set = Spaces::new(manager);
+    let (map, mmu) = new_tables(frames, kernel_root).map_err(|_| fail("no frame for the space's root"))?;
+    let root = mmu.root();
+    let id = set.add_space(map, mmu);
+    let ds = set
+        .manager_mut()
+        .mem_open(FactoryId::ROOT, CLIENT, (pages * PAGE) as u64, 12, DmFlags::empty(), "shared")
+        .map_err(|_| fail("mem_open"))?;
+    let request = AttachRequest::new(ds, pages * PAGE, Rights::RW).search(VirtAddr::new(WINDOW_START));
+    let start = set.attach(id, &request).map_err(|_| fail("attach"))?;
+    BASE.store(start.as_u64(), Ordering::SeqCst);
+    *DATASPACE.lock() = Some(ds);
+    *SHARED.lock() = Some(Shared { set, id, root, kernel_root });
+    WRONG.store(0, Ordering::SeqCst);
+    ARRIVED.store(0, Ordering::SeqCst);
+    DONE.store(false, Ordering::SeqCst);
+    let result = test(ds);
+    let Some(mut shared) = SHARED.lock().take() else { return Err(fail("the shared space is gone")) };
+    shared.set.check_invariants();
+    let regions = shared.set.space(id).expect("the space").map.regions();
+    for region in regions {
+        check!(shared.set.detach(id, region.start, region.size, DetachFlags::empty()).is_ok());
+    }
+    check!(shared.set.manager_mut().close_all(CLIENT, CLIENT, DmFlags::empty()).is_ok());
+    shared.set.check_invariants();
+    drop(shared);
+    result?;
+    check_eq!(WRONG.load(Ordering::SeqCst), 0);
+    check_eq!(frames.free_frames(), free_before);
+    Ok(())
+}
+
+/// Every CPU stores its mark into its own byte of one fresh page at the same moment: one
+/// fault wins, the others find the page mapped; no store is lost and the page has one frame.
+fn same_page(ds: DataspaceId) -> TestResult {
+    smp::run_on_all(
+        |cpu, _| {
+            in_space(|| {
+                meet(1);
+                let at = addr(BASE.load(Ordering::SeqCst) + cpu as u64 * 64);
+                if interrupts::probe_write(at, cpu as u8 + 1).is_err() {
+                    WRONG.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        },
+        0,
+    );
+    let base = BASE.load(Ordering::SeqCst);
+    let marks = in_space(|| {
+        let mut marks = [0u8; smp::MAX_CPUS];
+        for (cpu, mark) in marks.iter_mut().enumerate().take(smp::online()) {
+            *mark = interrupts::probe_read(addr(base + cpu as u64 * 64)).unwrap_or(0);
+        }
+        marks
+    });
+    for (cpu, &mark) in marks.iter().enumerate().take(smp::online()) {
+        check_eq!(mark, cpu as u8 + 1);
+    }
+    let shared = SHARED.lock();
+    let shared = shared.as_ref().ok_or(fail("shared"))?;
+    check_eq!(shared.set.manager().frames_held(PoolId::DEFAULT), 1);
+    let page = Page::containing_address(addr(base));
+    check!(shared.set.space(shared.id).ok_or(fail("space"))?.mmu.translate(page).is_some());
+    let _ = ds;
+    Ok(())
+}
+
+/// Each CPU faults in its own pages while the others fault in theirs; every page keeps
+/// its CPU's marks.
+fn different_pages(_: DataspaceId) -> TestResult {
+    smp::run_on_all(
+        |cpu, _| {
+            in_space(|| {
+                meet(1);
+                let base = BASE.load(Ordering::SeqCst) + (cpu * OWN_PAGES * PAGE) as u64;
+                for i in 0..OWN_PAGES {
+                    let at = addr(base + (i * PAGE + i) as u64);
+                    if interrupts::probe_write(at, (cpu * 40 + i) as u8).is_err() {
+                        WRONG.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                for i in 0..OWN_PAGES {
+                    let at = addr(base + (i * PAGE + i) as u64);
+                    if interrupts::probe_read(at) != Ok((cpu * 40 + i) as u8) {
+                        WRONG.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        },
+        0,
+    );
+    let shared = SHARED.lock();
+    let shared = shared.as_ref().ok_or(fail("shared"))?;
+    check_eq!(shared.set.manager().frames_held(PoolId::DEFAULT), (OWN_PAGES * smp::online()) as u64);
+    Ok(())
+}
+
+/// The other CPUs read the page in a loop, so their TLBs hold its translation; CPU 0
+/// detaches it. Once the detach has returned, every read must fault (and be refused).
+fn detach_while_reading(_: DataspaceId) -> TestResult {
+    let base = BASE.load(Ordering::SeqCst);
+    if in_space(|| interrupts::probe_write(addr(base), 0x77)).is_err() {
+        return Err(fail("the page is written before the readers start"));
+    }
+    smp::run_on_all(
+        |cpu, _| {
+            let base = BASE.load(Ordering::SeqCst);
+            if cpu == 0 {
+                meet(1);
+                let mut shared = SHARED.lock();
+                let shared = shared.as_mut().expect("the shared space");
+                let detached = shared.set.detach(shared.id, addr(base), PAGE, DetachFlags::empty());
+                if detached.is_err() {
+                    WRONG.fetch_add(1, Ordering::SeqCst);
+                }
+                DONE.store(true, Ordering::SeqCst);
+                return;
+            }
+            in_space(|| {
+                if interrupts::probe_read(addr(base)) != Ok(0x77) {
+                    WRONG.fetch_add(1, Ordering::SeqCst);
+                }
+                meet(1);
+                loop {
+                    let after = DONE.load(Ordering::SeqCst);
+                    match interrupts::probe_read(addr(base)) {
+                        Ok(_) if after => {
+                            // A stale translation: the shootdown did not reach this CPU.
+                            WRONG.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            });
+        },
+        0,
+    );
+    Ok(())
+}
+
+/// The other CPUs read the page of the dataspace in a loop; CPU 0 makes a copy-on-write
+/// copy (write-protecting the page) and writes to the page, breaking the copy: the page gets
+/// a new frame, the old one stays with the copy. Once the write has returned, every read
+/// must see the new byte.
+fn cow_break_while_reading(ds: DataspaceId) -> TestResult {
+    let base = BASE.load(Ordering::SeqCst);
+    if in_space(|| interrupts::probe_write(addr(base), 0x11)).is_err() {
+        return Err(fail("the page is written before the readers start"));
+    }
+    smp::run_on_all(
+        |cpu, _| {
+            let base = BASE.load(Ordering::SeqCst);
+            if cpu == 0 {
+                meet(1);
+                {
+                    let mut shared = SHARED.lock();
+                    let shared = shared.as_mut().expect("the shared space");
+                    let ds = DATASPACE.lock().expect("the shared dataspace");
+                    if shared.set.copy_on_write(CLIENT, ds, "copy").is_err() {
+                        WRONG.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                // The write faults (write-protected), breaks the copy under the lock, and
+                // stores into the page's new frame.
+                if in_space(|| interrupts::probe_write(addr(base), 0x22)).is_err() {
+                    WRONG.fetch_add(1, Ordering::SeqCst);
+                }
+                DONE.store(true, Ordering::SeqCst);
+                return;
+            }
+            in_space(|| {
+                meet(1);
+                loop {
+                    let after = DONE.load(Ordering::SeqCst);
+                    match interrupts::probe_read(addr(base)) {
+                        Ok(0x22) => break,
+                        Ok(0x11) if !after => {}
+                        _ => {
+                            // The old byte after the break: a stale translation.
+                            WRONG.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                    }
+                }
+            });
+        },
+        0,
+    );
+    let shared = SHARED.lock();
+    let shared = shared.as_ref().ok_or(fail("shared"))?;
+    check_eq!(shared.set.cow_breaks(), 1);
+    let _ = ds;
+    Ok(())
+}
+
+/// The space is active on every other CPU (each reads every page once, then waits) while
+/// CPU 0 detaches 1, 32 and 1 024 pages: one round of IPIs each, to every other CPU; single
+/// pages flushed one by one up to 32, the whole TLB beyond.
+fn shootdown_counts(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    for pages in [1usize, 32, 1024] {
+        let [rounds, ipis, single, full] = detach_shootdown(frames, kernel_root, pages)?;
+        println!(
+            "shootdown: detach of {pages} pages with {} CPUs: {rounds} rounds, {ipis} IPIs, {single} pages flushed one by one, {full} full flushes",
+            smp::online()
+        );
+        check_eq!(rounds, 1);
+        check_eq!(ipis, (smp::online() - 1) as u64);
+        if pages as u64 >= smp::FULL_FLUSH_PAGES {
+            check_eq!(single, 0);
+            check_eq!(full, smp::online() as u64);
+        } else {
+            check_eq!(single, (pages * smp::online()) as u64);
+            check_eq!(full, 0);
+        }
+    }
+    Ok(())
+}
+
+/// What one detach of `pages` pages costs in TLB maintenance while the space is active on
+/// every other CPU, each having read every page: `[rounds, IPIs, pages flushed one by one,
+/// full flushes]`, summed over all CPUs. A fresh space each time.
+///
+/// # Errors
+/// When the space cannot be built or torn down, or an access went wrong.
+pub(crate) fn detach_shootdown(
+    frames: &'static KernelFrames,
+    kernel_root: Frame,
+    pages: usize,
+) -> Result<[u64; 4], crate::testing::Failure> {
+    let test = |_: DataspaceId| -> TestResult {
+        smp::run_on_all(
+            |cpu, pages| {
+                if cpu == 0 {
+                    meet(1);
+                    let before = FLUSHES.snapshot();
+                    let base = BASE.load(Ordering::SeqCst);
+                    let mut shared = SHARED.lock();
+                    let shared = shared.as_mut().expect("the shared space");
+                    if shared.set.detach(shared.id, addr(base), pages * PAGE, DetachFlags::empty()).is_err() {
+                        WRONG.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let after = FLUSHES.snapshot();
+                    for (i, slot) in COUNTS.iter().enumerate() {
+                        slot.store(after[i] - before[i], Ordering::SeqCst);
+                    }
+                    DONE.store(true, Ordering::SeqCst);
+                    return;
+                }
+                in_space(|| {
+                    let base = BASE.load(Ordering::SeqCst);
+                    for i in 0..pages {
+                        let _ = interrupts::probe_read(addr(base + (i * PAGE) as u64));
+                    }
+                    meet(1);
+                    while !DONE.load(Ordering::SeqCst) {
+                        core::hint::spin_loop();
+                    }
+                });
+            },
+            pages,
+        );
+        Ok(())
+    };
+    with_shared(frames, kernel_root, pages, test)?;
+    Ok(core::array::from_fn(|i| COUNTS[i].load(Ordering::SeqCst)))
+}
+
+static COUNTS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
