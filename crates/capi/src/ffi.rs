@@ -35,13 +35,13 @@ pub unsafe fn get<T: Copy>(ptr: *const T) -> Option<T> {
 
 /// The longest name memkit reads from a C string (`L4DM_NAME_MAX_LEN` bytes without the
 /// terminating NUL); a longer string is cut there.
-pub const NAME_MAX: usize = 63;
+pub(crate) const NAME_MAX: usize = crate::l4dm::L4DM_NAME_MAX_LEN - 1;
 
-/// A NUL-terminated C string of at most [`NAME_MAX`] bytes (cut there, never read beyond),
+/// A NUL-terminated C string of at most `L4DM_NAME_MAX_LEN - 1` bytes (cut there, never read beyond),
 /// lossily as UTF-8; the empty string for null.
 ///
 /// # Safety
-/// A non-null `ptr` points at a NUL-terminated string, or at least [`NAME_MAX`] readable
+/// A non-null `ptr` points at a NUL-terminated string, or at least `L4DM_NAME_MAX_LEN - 1` readable
 /// bytes.
 #[must_use]
 pub unsafe fn name(ptr: *const c_char) -> String {
@@ -61,11 +61,11 @@ pub unsafe fn name(ptr: *const c_char) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Copies `name` into the buffer at `buf` of [`NAME_MAX`]` + 1` bytes, NUL-terminated;
+/// Copies `name` into the buffer at `buf` of `L4DM_NAME_MAX_LEN` bytes, NUL-terminated;
 /// `false` when `buf` is null.
 ///
 /// # Safety
-/// A non-null `buf` is valid for writes of [`NAME_MAX`]` + 1` bytes.
+/// A non-null `buf` is valid for writes of `L4DM_NAME_MAX_LEN` bytes.
 #[must_use]
 pub unsafe fn put_name(buf: *mut c_char, name: &str) -> bool {
     if buf.is_null() {

@@ -22,7 +22,7 @@ enum Slot {
 
 /// Why a handle was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CapError {
+pub(crate) enum CapError {
     /// The value names no allocated slot.
     BadHandle,
     /// Every slot is taken.
@@ -31,7 +31,7 @@ pub enum CapError {
 
 /// The capability slots of the process.
 #[derive(Debug, Default)]
-pub struct CapTable {
+pub(crate) struct CapTable {
     slots: Vec<Slot>,
     /// The free slots' numbers.
     free: std::collections::BTreeSet<usize>,
@@ -39,11 +39,11 @@ pub struct CapTable {
 
 impl CapTable {
     /// The most slots a process may hold.
-    pub const MAX_SLOTS: usize = 1 << 16;
+    pub(crate) const MAX_SLOTS: usize = 1 << 16;
 
     /// No slot yet.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         CapTable::default()
     }
 
@@ -71,7 +71,7 @@ impl CapTable {
     ///
     /// # Errors
     /// [`CapError::Full`] when [`MAX_SLOTS`](Self::MAX_SLOTS) are allocated.
-    pub fn alloc(&mut self) -> Result<l4_cap_idx_t, CapError> {
+    pub(crate) fn alloc(&mut self) -> Result<l4_cap_idx_t, CapError> {
         let i = match self.free.pop_first() {
             Some(i) => i,
             None if self.slots.len() < Self::MAX_SLOTS => {
@@ -88,7 +88,7 @@ impl CapTable {
     ///
     /// # Errors
     /// [`CapError::BadHandle`].
-    pub fn free(&mut self, cap: l4_cap_idx_t) -> Result<Option<DataspaceId>, CapError> {
+    pub(crate) fn free(&mut self, cap: l4_cap_idx_t) -> Result<Option<DataspaceId>, CapError> {
         let i = self.slot(cap)?;
         let old = core::mem::replace(&mut self.slots[i], Slot::Free);
         self.free.insert(i);
@@ -102,7 +102,7 @@ impl CapTable {
     ///
     /// # Errors
     /// [`CapError::BadHandle`].
-    pub fn get(&self, cap: l4_cap_idx_t) -> Result<Option<DataspaceId>, CapError> {
+    pub(crate) fn get(&self, cap: l4_cap_idx_t) -> Result<Option<DataspaceId>, CapError> {
         let i = self.slot(cap)?;
         Ok(match self.slots[i] {
             Slot::Ds(d) => Some(d),
@@ -114,7 +114,7 @@ impl CapTable {
     ///
     /// # Errors
     /// [`CapError::BadHandle`].
-    pub fn set(&mut self, cap: l4_cap_idx_t, ds: Option<DataspaceId>) -> Result<Option<DataspaceId>, CapError> {
+    pub(crate) fn set(&mut self, cap: l4_cap_idx_t, ds: Option<DataspaceId>) -> Result<Option<DataspaceId>, CapError> {
         let i = self.slot(cap)?;
         let old = core::mem::replace(&mut self.slots[i], ds.map_or(Slot::Empty, Slot::Ds));
         Ok(match old {
@@ -125,13 +125,13 @@ impl CapTable {
 
     /// The lowest slot holding `ds` (the same dataspace, whatever the rights).
     #[must_use]
-    pub fn find(&self, ds: DataspaceId) -> Option<l4_cap_idx_t> {
+    pub(crate) fn find(&self, ds: DataspaceId) -> Option<l4_cap_idx_t> {
         self.slots.iter().position(|s| matches!(s, Slot::Ds(d) if *d == ds)).map(Self::cap)
     }
 
     /// The allocated slots.
     #[must_use]
-    pub fn allocated(&self) -> usize {
+    pub(crate) fn allocated(&self) -> usize {
         self.slots.len() - self.free.len()
     }
 
@@ -139,7 +139,7 @@ impl CapTable {
     ///
     /// # Panics
     /// When it does not.
-    pub fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
         assert!(self.slots.len() <= Self::MAX_SLOTS);
         for (i, s) in self.slots.iter().enumerate() {
             assert_eq!(*s == Slot::Free, self.free.contains(&i), "slot {i}: {s:?} and the free set disagree");

@@ -58,7 +58,7 @@ pub const L4RM_MAP: l4_uint32_t = 0x0100_0000;
 pub const L4RM_LOG2_ALIGNED: l4_uint32_t = 0x0200_0000;
 /// The size of the name buffer `l4dm_mem_info` writes (`L4DM_NAME_MAX_LEN`), with its NUL;
 /// names are kept up to one byte less.
-pub const L4DM_NAME_MAX_LEN: usize = ffi::NAME_MAX + 1;
+pub const L4DM_NAME_MAX_LEN: usize = 64;
 
 /// Runs `f` on the system; the boot error or `f`'s code.
 fn run(f: impl FnOnce(&mut State) -> Result<c_int, c_int>) -> c_int {

@@ -48,5 +48,3 @@ pub mod state;
 pub mod types;
 #[allow(unsafe_code)]
 pub mod xmalloc;
-
-pub use handles::CapTable;
