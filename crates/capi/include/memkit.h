@@ -135,10 +135,6 @@
 // The superpage size, log2 (`L4_SUPERPAGESHIFT`).
 #define L4_SUPERPAGESHIFT 21
 
-
-
-
-
 // The most private heaps a process may make.
 #define MAX_PRIVATE_HEAPS 64
 

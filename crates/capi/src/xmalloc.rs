@@ -19,10 +19,8 @@ use memkit_types::{PAGE_SIZE, Rights, VirtAddr};
 use crate::state::{Heaps, PrivateHeap, with};
 use crate::types::{caddr_t, heapaddr_t};
 
-/// `EINVAL`, as `pin` and `unpin` return it.
-pub const EINVAL: c_int = memkit_heap::EINVAL;
-/// `ENOMEM`, as `pin` returns it.
-pub const ENOMEM: c_int = memkit_heap::ENOMEM;
+/// `EINVAL` of `<errno.h>`, as `pin` and `unpin` return it.
+const EINVAL: c_int = memkit_heap::EINVAL;
 
 const fn token(n: usize) -> caddr_t {
     caddr_t(core::ptr::without_provenance_mut(n))
