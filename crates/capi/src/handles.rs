@@ -136,6 +136,7 @@ impl CapTable {
     }
 
     /// Checks that the free set names exactly the free slots.
+    #[cfg(any(test, feature = "check"))]
     ///
     /// # Panics
     /// When it does not.

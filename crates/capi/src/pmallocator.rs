@@ -65,6 +65,7 @@ impl Headers {
     ///
     /// # Panics
     /// When that is not so.
+    #[cfg(any(test, feature = "check"))]
     pub fn check_invariants(&mut self) {
         for (i, a) in self.list.iter().enumerate() {
             for b in &self.list[i + 1..] {
@@ -76,7 +77,6 @@ impl Headers {
             let alloc = Allocator::attach(&mut h.words).expect("a header's words hold an allocator");
             assert_eq!(alloc.area(), area);
             assert_eq!(alloc.header_region().start, region.start);
-            #[cfg(test)]
             alloc.check_invariants();
         }
     }

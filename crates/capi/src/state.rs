@@ -91,11 +91,26 @@ pub extern "C" fn memkit_init() -> c_int {
     }
 }
 
-/// Checks the invariants of everything behind the lock (tests only).
-#[cfg(test)]
-pub(crate) fn check_invariants() {
+/// Checks the invariants of what this crate keeps behind the lock: the capability slots
+/// and the allocator headers.
+///
+/// # Panics
+/// On the first broken invariant.
+#[cfg(any(test, feature = "check"))]
+pub fn check_invariants() {
     let _ = with(|s| {
         s.caps.check_invariants();
         s.phys.check_invariants();
     });
+}
+
+/// [`check_invariants`], and those of the hosted system below: the dataspace manager, its
+/// pools and the address spaces (slower: it walks every frame).
+///
+/// # Panics
+/// On the first broken invariant.
+#[cfg(any(test, feature = "check"))]
+pub fn check_all_invariants() {
+    check_invariants();
+    let _ = with(|s| s.system.check_invariants());
 }

@@ -101,12 +101,19 @@ pub extern "C" fn palloc(size: c_int, align: c_int) -> caddr_t {
     xmalloc(size, align, kernel_heap)
 }
 
+/// `ptr` as a block address the heaps may look up: non-null and canonical (the heaps take
+/// only addresses that can be theirs).
+fn block(ptr: caddr_t) -> Option<NonNull<u8>> {
+    VirtAddr::try_new(ptr.0 as usize).ok()?;
+    NonNull::new(ptr.0.cast::<u8>())
+}
+
 /// `xmfree`: gives back the block at `ptr` to `heap`. Returns `0`, or `-1` (nothing freed)
 /// when `ptr` is not the start of a live block of that heap (a double free, a foreign
 /// pointer), is still pinned (kernel heap), or `heap` names no heap.
 #[unsafe(no_mangle)]
 pub extern "C" fn xmfree(ptr: caddr_t, heap: caddr_t) -> c_int {
-    let Some(p) = NonNull::new(ptr.0.cast::<u8>()) else { return -1 };
+    let Some(p) = block(ptr) else { return -1 };
     let r = match target(heap) {
         Some(Target::Kernel(h, id)) => h.xmfree(p, id).map_err(|e| e.code()),
         Some(Target::Private(h)) => h.xmfree(p, HeapId::Kernel).map_err(|e| e.code()),
@@ -120,7 +127,7 @@ pub extern "C" fn xmfree(ptr: caddr_t, heap: caddr_t) -> c_int {
 
 /// Which kernel heap family holds the block at `p`: the kernel heap, else the pinned heap.
 fn pin_op(addr: caddr_t, length: c_int, pin: bool) -> c_int {
-    let Some(p) = NonNull::new(addr.0.cast::<u8>()) else { return EINVAL };
+    let Some(p) = block(addr) else { return EINVAL };
     if length <= 0 {
         return EINVAL;
     }
