@@ -4,6 +4,7 @@
 //! aligned and all its frames are allocated; the invariants are checked after every call.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memkit::pmallocator::*;
 use memkit::state::{check_all_invariants, check_invariants};
@@ -11,8 +12,10 @@ use memkit::types::memory_area_t;
 use proptest::prelude::*;
 
 const FRAME: u64 = 4096;
-/// The area: 256 frames at 4 GiB (far from the other tests' areas).
-const BASE: u64 = 1 << 32;
+/// The areas: 256 frames each, a new one per case (allocators' areas may not overlap, and
+/// the seed has no call that ends an allocator), from 4 GiB on.
+static NEXT_CASE: AtomicU64 = AtomicU64::new(0);
+const AREAS: u64 = 1 << 32;
 const FRAMES: u64 = 256;
 
 #[derive(Debug, Clone)]
@@ -40,12 +43,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Frames (numbers relative to `BASE`) of the header and the reserved regions.
-fn blocked(header: memory_area_t, reserved: &[memory_area_t]) -> BTreeSet<u64> {
+/// Frames (numbers relative to `base`) of the header and the reserved regions.
+fn blocked(base: u64, header: memory_area_t, reserved: &[memory_area_t]) -> BTreeSet<u64> {
     let mut out = BTreeSet::new();
     for r in std::iter::once(&header).chain(reserved) {
-        let first = r.start.saturating_sub(BASE) / FRAME;
-        let end = (r.start + r.size - BASE).div_ceil(FRAME);
+        let first = r.start.saturating_sub(base) / FRAME;
+        let end = (r.start + r.size - base).div_ceil(FRAME);
         out.extend(first..end.min(FRAMES));
     }
     out
@@ -71,9 +74,10 @@ proptest! {
         holes in proptest::collection::vec((0u64..FRAMES, 1u64..3 * FRAME), 0..4),
         ops in proptest::collection::vec(op(), 1..120),
     ) {
-        let area = memory_area_t { start: BASE, size: FRAMES * FRAME };
+        let base = AREAS + NEXT_CASE.fetch_add(1, Ordering::Relaxed) * FRAMES * FRAME;
+        let area = memory_area_t { start: base, size: FRAMES * FRAME };
         let reserved: Vec<memory_area_t> =
-            holes.iter().map(|&(f, len)| memory_area_t { start: BASE + f * FRAME + 17, size: len }).collect();
+            holes.iter().map(|&(f, len)| memory_area_t { start: base + f * FRAME + 17, size: len }).collect();
         let mut en = (reserved.clone(), 0usize);
         let user = (&raw mut en).cast::<core::ffi::c_void>();
         let mut header = memory_area_t::default();
@@ -85,7 +89,7 @@ proptest! {
         }
         // SAFETY: as above.
         prop_assert_eq!(unsafe { pmallocator_init_region(area, header, Some(enumerate), user) }, ERR_NONE);
-        let blocked = blocked(header, &reserved);
+        let blocked = blocked(base, header, &reserved);
         let mut used: BTreeSet<u64> = BTreeSet::new();
         let mut blocks: Vec<(u64, u64)> = Vec::new();
         for o in ops {
@@ -103,7 +107,7 @@ proptest! {
                     } else if fits {
                         prop_assert_eq!(r, ERR_NONE);
                         prop_assert_eq!(out.size, n * FRAME);
-                        let s = (out.start - BASE) / FRAME;
+                        let s = (out.start - base) / FRAME;
                         prop_assert_eq!(s % n, 0, "naturally aligned");
                         for f in s..s + n {
                             prop_assert!(!blocked.contains(&f) && used.insert(f), "frame {} given twice", f);
@@ -131,7 +135,7 @@ proptest! {
                     let ok = fs % fnum == 0
                         && fs + fnum <= FRAMES
                         && (fs..fs + fnum).all(|f| used.contains(&f));
-                    let area = memory_area_t { start: BASE + fs * FRAME, size: fnum * FRAME };
+                    let area = memory_area_t { start: base + fs * FRAME, size: fnum * FRAME };
                     let r = pmallocator_free(area, header);
                     prop_assert_eq!(r == ERR_NONE, ok, "free of {:?} from block {:?}", (fs, fnum), (s, n));
                     if ok {
