@@ -52,7 +52,7 @@ pub unsafe fn name(ptr: *const c_char) -> String {
     for i in 0..NAME_MAX {
         // SAFETY: bytes before the NUL (or the first NAME_MAX bytes) are readable by the
         // caller's contract; the loop stops at the NUL.
-        let b = unsafe { ptr.add(i).read() } as u8;
+        let b = unsafe { ptr.wrapping_add(i).read() } as u8;
         if b == 0 {
             break;
         }
@@ -74,7 +74,7 @@ pub unsafe fn put_name(buf: *mut c_char, name: &str) -> bool {
     let bytes = &name.as_bytes()[..name.len().min(NAME_MAX)];
     for (i, &b) in bytes.iter().chain(core::iter::once(&0)).enumerate() {
         // SAFETY: i <= NAME_MAX, inside the caller's buffer of NAME_MAX + 1 bytes.
-        unsafe { buf.add(i).write(b as c_char) };
+        unsafe { buf.wrapping_add(i).write(b as c_char) };
     }
     true
 }

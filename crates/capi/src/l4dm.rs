@@ -463,31 +463,29 @@ pub unsafe extern "C" fn l4dm_mem_phys_addr(
         if addrs.is_null() || psize.is_null() || num == 0 {
             return Err(neg(L4_EINVAL));
         }
-        let pieces = s
-            .system
-            .lock(|st| {
-                let total = st.manager.info(id).map_err(|e| e.code())?.size;
-                let start = offset as u64;
-                let end = if size == l4_size_t::MAX { total } else { start.saturating_add(size as u64).min(total) };
-                let mut out = Vec::new();
-                let mut at = start;
-                while at < end && out.len() < num {
-                    let (a, n) = st.manager.phys_addr(id, at).map_err(|e| e.code())?;
-                    let n = n.min(end - at);
-                    out.push(l4dm_mem_addr_t { addr: a.as_u64() as l4_addr_t, size: n as l4_size_t });
-                    at += n;
-                }
-                if out.is_empty() {
-                    // An offset at or past the end: the manager's own error.
-                    st.manager.phys_addr(id, start).map_err(|e| e.code())?;
-                }
-                Ok::<_, c_int>(out)
-            })?;
+        let pieces = s.system.lock(|st| {
+            let total = st.manager.info(id).map_err(|e| e.code())?.size;
+            let start = offset as u64;
+            let end = if size == l4_size_t::MAX { total } else { start.saturating_add(size as u64).min(total) };
+            let mut out = Vec::new();
+            let mut at = start;
+            while at < end && out.len() < num {
+                let (a, n) = st.manager.phys_addr(id, at).map_err(|e| e.code())?;
+                let n = n.min(end - at);
+                out.push(l4dm_mem_addr_t { addr: a.as_u64() as l4_addr_t, size: n as l4_size_t });
+                at += n;
+            }
+            if out.is_empty() {
+                // An offset at or past the end: the manager's own error.
+                st.manager.phys_addr(id, start).map_err(|e| e.code())?;
+            }
+            Ok::<_, c_int>(out)
+        })?;
         let mut covered: u64 = 0;
         for (i, p) in pieces.iter().enumerate() {
             covered += p.size as u64;
             // SAFETY: i < num, inside the caller's array of num entries.
-            let _ = unsafe { ffi::put(addrs.add(i), *p) };
+            let _ = unsafe { ffi::put(addrs.wrapping_add(i), *p) };
         }
         // SAFETY: non-null (checked), valid by the caller's contract.
         let _ = unsafe { ffi::put(psize, covered as l4_size_t) };

@@ -411,7 +411,9 @@ pub unsafe extern "C" fn l4re_rm_attach(
     run(|s| {
         // SAFETY: a non-null start is valid for a read by the caller's contract.
         let hint = unsafe { ffi::get(start) }.ok_or(neg(L4_EINVAL))? as usize;
-        if flags & !known != 0 || flags & L4RE_RM_F_ATTACH_FLAGS & !(L4RE_RM_F_SEARCH_ADDR | L4RE_RM_F_IN_AREA | L4RE_RM_F_EAGER_MAP) != 0 {
+        if flags & !known != 0
+            || flags & L4RE_RM_F_ATTACH_FLAGS & !(L4RE_RM_F_SEARCH_ADDR | L4RE_RM_F_IN_AREA | L4RE_RM_F_EAGER_MAP) != 0
+        {
             return Err(neg(L4_EINVAL));
         }
         let ds = ds_of(s, mem)?;
@@ -585,4 +587,3 @@ pub extern "C" fn l4re_rm_free_area(addr: l4_addr_t) -> c_int {
 pub extern "C" fn memkit_cap_slots_used() -> c_ulong {
     with(|s| s.caps.allocated() as c_ulong).unwrap_or(0)
 }
-

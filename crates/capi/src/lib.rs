@@ -32,6 +32,9 @@
 //! attached region.
 #![deny(unsafe_code)]
 #![allow(non_camel_case_types, non_upper_case_globals)]
+// The C types (`unsigned long`, `long`) are 64 bits here and 32 bits on other targets: the
+// casts between them and `u64` / `usize` stay, for the targets where they are not no-ops.
+#![allow(clippy::unnecessary_cast, clippy::useless_conversion)]
 
 pub mod errors;
 #[allow(unsafe_code)]

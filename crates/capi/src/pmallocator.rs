@@ -39,7 +39,8 @@ pub const MAX_HEADER_BYTES: u64 = 64 << 20;
 
 /// The enumerator of reserved regions (`get_next_reserved_region_t`): writes the next
 /// region to `*region` and returns `true`, or returns `false` after the last.
-pub type get_next_reserved_region_t = Option<unsafe extern "C" fn(user: *mut c_void, region: *mut memory_area_t) -> bool>;
+pub type get_next_reserved_region_t =
+    Option<unsafe extern "C" fn(user: *mut c_void, region: *mut memory_area_t) -> bool>;
 
 const _: () = assert!(ERR_OUT_OF_MEMORY == memkit_phys::ErrorCode::OutOfMemory as i32);
 const _: () = assert!(ERR_NOT_VALID == memkit_phys::ErrorCode::NotValid as i32);

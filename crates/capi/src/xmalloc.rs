@@ -134,7 +134,11 @@ fn pin_op(addr: caddr_t, length: c_int, pin: bool) -> c_int {
     let Some(Target::Kernel(h, _)) = target(kernel_heap) else { return EINVAL };
     let mut last = EINVAL;
     for id in [HeapId::Kernel, HeapId::Pinned] {
-        let r = if pin { h.pin(p, id).map(drop).map_err(|e| e.code()) } else { h.unpin(p, id).map(drop).map_err(|e| e.code()) };
+        let r = if pin {
+            h.pin(p, id).map(drop).map_err(|e| e.code())
+        } else {
+            h.unpin(p, id).map(drop).map_err(|e| e.code())
+        };
         match r {
             Ok(()) => return 0,
             Err(e) => last = e,
@@ -192,7 +196,8 @@ pub unsafe extern "C" fn init_heap(area: caddr_t, size: c_int, heapp: *mut heapa
         // unused by anything else while the heap lives.
         let source = unsafe { RegionPageSource::new(base, len) }?;
         let source: &'static RegionPageSource = Box::leak(Box::new(source));
-        let heap: &'static PrivateHeap = Box::leak(Box::new(AddressHeaps::new(KernelHeaps::new(source, source, SingleCpu))));
+        let heap: &'static PrivateHeap =
+            Box::leak(Box::new(AddressHeaps::new(KernelHeaps::new(source, source, SingleCpu))));
         heap.init(false).ok()?;
         s.private_heaps.push(heap);
         Some(token(PRIVATE_BASE + s.private_heaps.len() - 1))
@@ -225,4 +230,3 @@ fn writable(s: &crate::state::State, start: usize, len: usize) -> bool {
 pub extern "C" fn memkit_private_heaps() -> c_int {
     with(|s| s.private_heaps.len() as c_int).unwrap_or(0)
 }
-
