@@ -680,7 +680,8 @@ int unpin(caddr_t addr, int length);
 
 // `init_heap`: a private heap over `size` bytes at `area` (page aligned, a whole number of
 // pages), which must lie in regions of the process's address space attached with write
-// rights (`l4re_rm_attach`, `l4rm_attach`). `heapp` must be null or point at a null value.
+// rights (`l4re_rm_attach`, `l4rm_attach`) and overlap no other private heap's area.
+// `heapp` must be null or point at a null value.
 // Returns the heap's handle for `xmalloc` and `xmfree`, or null when the area is refused,
 // no heap is left ([`MAX_PRIVATE_HEAPS`]) or the heap's own tables do not fit.
 //

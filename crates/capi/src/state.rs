@@ -42,8 +42,9 @@ pub(crate) struct State {
     pub(crate) caps: CapTable,
     /// The kernel heaps (leaked: blocks live as long as the process).
     pub(crate) heaps: &'static Heaps,
-    /// The private heaps `init_heap` made, in order (leaked for the same reason).
-    pub(crate) private_heaps: Vec<&'static PrivateHeap>,
+    /// The private heaps `init_heap` made, in order (leaked for the same reason), with the
+    /// area each owns (start, length).
+    pub(crate) private_heaps: Vec<(&'static PrivateHeap, usize, usize)>,
     /// The headers of the physical allocators `pmallocator_init_region` made.
     pub(crate) phys: Headers,
 }

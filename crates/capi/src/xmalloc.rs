@@ -67,7 +67,7 @@ fn target(heap: caddr_t) -> Option<Target> {
             4 => HeapId::Kernel16M,
             5 => HeapId::Pinned4K64K,
             6 => HeapId::Pinned16M,
-            _ => return n.checked_sub(PRIVATE_BASE).and_then(|i| s.private_heaps.get(i)).map(|h| Target::Private(h)),
+            _ => return n.checked_sub(PRIVATE_BASE).and_then(|i| s.private_heaps.get(i)).map(|h| Target::Private(h.0)),
         };
         Some(Target::Kernel(s.heaps, id))
     })
@@ -165,7 +165,8 @@ pub extern "C" fn unpin(addr: caddr_t, length: c_int) -> c_int {
 
 /// `init_heap`: a private heap over `size` bytes at `area` (page aligned, a whole number of
 /// pages), which must lie in regions of the process's address space attached with write
-/// rights (`l4re_rm_attach`, `l4rm_attach`). `heapp` must be null or point at a null value.
+/// rights (`l4re_rm_attach`, `l4rm_attach`) and overlap no other private heap's area.
+/// `heapp` must be null or point at a null value.
 /// Returns the heap's handle for `xmalloc` and `xmfree`, or null when the area is refused,
 /// no heap is left ([`MAX_PRIVATE_HEAPS`]) or the heap's own tables do not fit.
 ///
@@ -190,6 +191,10 @@ pub unsafe extern "C" fn init_heap(area: caddr_t, size: c_int, heapp: *mut heapa
         if s.private_heaps.len() >= MAX_PRIVATE_HEAPS || !writable(s, start, len) {
             return None;
         }
+        // Two heaps over one area would hand out the same bytes.
+        if s.private_heaps.iter().any(|&(_, at, n)| start < at + n && at < start + len) {
+            return None;
+        }
         let base = NonNull::new(area.0.cast::<u8>())?;
         // SAFETY: the area lies in regions attached writable (checked above), so every byte
         // is memory the fault handler serves; the caller promises it stays attached and
@@ -199,7 +204,7 @@ pub unsafe extern "C" fn init_heap(area: caddr_t, size: c_int, heapp: *mut heapa
         let heap: &'static PrivateHeap =
             Box::leak(Box::new(AddressHeaps::new(KernelHeaps::new(source, source, SingleCpu))));
         heap.init(false).ok()?;
-        s.private_heaps.push(heap);
+        s.private_heaps.push((heap, start, len));
         Some(token(PRIVATE_BASE + s.private_heaps.len() - 1))
     });
     r.ok().flatten().unwrap_or_else(null)

@@ -100,6 +100,7 @@ int main(void) {
   CHECK(init_heap((char *)area + 1, 4096, NULL) == NULL);
   CHECK(init_heap(area, 100, NULL) == NULL);
   CHECK(init_heap(area, -4096, NULL) == NULL);
+  CHECK(init_heap((char *)area + 4096, 8192, NULL) == NULL); /* inside the first heap's area */
   heapaddr_t taken = mine;
   CHECK(init_heap(area, 4096, &taken) == NULL);
 
