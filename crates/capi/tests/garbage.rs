@@ -304,6 +304,63 @@ fn xmalloc_entries_refuse_garbage() {
     check_all_invariants();
 }
 
+/// The next structured area of `random_areas_are_answered`.
+static NEXT_AREA: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+unsafe extern "C" fn one_region(user: *mut c_void, region: *mut memory_area_t) -> bool {
+    // SAFETY: `user` is the test's `(memory_area_t, bool)`, alive for the call.
+    let state = unsafe { &mut *user.cast::<(memory_area_t, bool)>() };
+    if state.1 {
+        state.1 = false;
+        return false;
+    }
+    // SAFETY: memkit passes a valid pointer.
+    unsafe { region.write(state.0) };
+    state.1 = true;
+    true
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// Random areas, header regions and a random reserved region: get_header and
+    /// init_region answer with a code, and what get_header finds, init_region takes.
+    #[test]
+    fn random_areas_are_answered(
+        structured in any::<bool>(),
+        start in any::<u64>(),
+        frames in 1u64..512,
+        size in any::<u64>(),
+        rs in any::<u64>(),
+        rsize in any::<u64>(),
+    ) {
+        // A structured case: an area of its own (1 GiB apart from 2^41 on), a whole number of
+        // frames; otherwise anything, made an allocator only inside [2^40, 2^41), clear of
+        // the structured areas and of the other tests' areas.
+        let area = if structured {
+            let n = NEXT_AREA.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            memory_area_t { start: (1 << 41) + (n << 30), size: frames * 4096 }
+        } else {
+            memory_area_t { start, size }
+        };
+        let own = structured || (start >= 1 << 40 && start.checked_add(size).is_some_and(|e| e <= 1 << 41));
+        let mut state = (memory_area_t { start: rs, size: rsize }, false);
+        let user = (&raw mut state).cast::<c_void>();
+        let mut hdr = memory_area_t::default();
+        // SAFETY: the enumerator and its state are valid for the call.
+        let r = unsafe { pmallocator_get_header(area, Some(one_region), user, &mut hdr) };
+        prop_assert!([ERR_NONE, ERR_OUT_OF_MEMORY, ERR_NOT_VALID].contains(&r));
+        if own {
+            // SAFETY: as above.
+            let i = unsafe { pmallocator_init_region(area, hdr, Some(one_region), user) };
+            prop_assert!([ERR_NONE, ERR_OUT_OF_MEMORY, ERR_NOT_VALID].contains(&i));
+            if structured && r == ERR_NONE {
+                prop_assert_eq!(i, ERR_NONE, "init takes the header get_header found");
+            }
+        }
+        check_invariants();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     /// Random words as handles, ids, addresses and sizes: every call answers.
