@@ -23,7 +23,7 @@ fn header_is_current() {
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         old == fresh,
-        "include/memkit.h is stale: run `MEMKIT_BLESS=1 cargo test -p memkit-capi --test header` and commit it"
+        "include/memkit.h is stale: run `MEMKIT_BLESS=1 cargo test -p memkit-capi --test header -- header_is_current` and commit it"
     );
 }
 
