@@ -7,7 +7,6 @@ use core::ptr::null_mut;
 
 use memkit::l4re::*;
 use memkit::state::check_all_invariants;
-use memkit::types::*;
 use memkit::xmalloc::*;
 
 fn worker(seed: u8) {
@@ -22,7 +21,7 @@ fn worker(seed: u8) {
         let v = seed.wrapping_mul(31).wrapping_add(round);
         for i in (0..5 * 4096 + 3).step_by(511) {
             // SAFETY: inside the region just attached read/write (its pages fault in).
-            unsafe { p.add(i).write(v ^ i as u8) };
+            unsafe { p.wrapping_add(i).write(v ^ i as u8) };
         }
         let copy = l4re_util_cap_alloc();
         assert_eq!(l4re_ma_alloc(5 * 4096 + 3, copy, 0), 0);
@@ -34,7 +33,7 @@ fn worker(seed: u8) {
         let q = view.cast::<u8>();
         for i in (0..5 * 4096 + 3).step_by(511) {
             // SAFETY: inside the region just attached readable.
-            assert_eq!(unsafe { q.add(i).read() }, v ^ i as u8);
+            assert_eq!(unsafe { q.wrapping_add(i).read() }, v ^ i as u8);
         }
         let b = xmalloc(100 + i32::from(round), 4, if round % 2 == 0 { kernel_heap } else { pinned_heap });
         assert!(!b.0.is_null());
