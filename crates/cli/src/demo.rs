@@ -5,11 +5,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId, Placement};
+use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId};
 use memkit_heap::HeapId;
 use memkit_host::SpaceId;
 use memkit_region::{AttachRequest, Flags};
-use memkit_types::{Access, FrameSource, PAGE_SIZE, PhysAddr, Rights, SUPERPAGE_SIZE, VirtAddr};
+use memkit_types::{Access, FrameSource, PAGE_SIZE, PhysAddr, PhysPlacement, Rights, SUPERPAGE_SIZE, VirtAddr};
 
 use crate::hosted::{self, Hosted, human};
 
@@ -73,7 +73,7 @@ fn open(
     h: &Hosted,
     name: &str,
     pool: u32,
-    placement: Placement,
+    placement: PhysPlacement,
     size: u64,
     align: u32,
     flags: DmFlags,
@@ -142,13 +142,13 @@ fn exercise(h: &mut Hosted, c: &mut Checks, lat: &mut Vec<Duration>, svg: &Path)
 
     // Dataspaces of every kind.
     let anon_size = 4 << 20;
-    let anon = open(h, "anonymous", 0, Placement::AnyAddr, anon_size, 12, DmFlags::empty())?;
-    let contig = open(h, "contiguous", 0, Placement::AnyAddr, 256 << 10, 16, DmFlags::CONTIGUOUS)?;
-    let pinned = open(h, "pinned", 0, Placement::AnyAddr, 64 << 10, 12, DmFlags::PINNED)?;
-    let superp = open(h, "superpages", 0, Placement::AnyAddr, 4 << 20, 21, DmFlags::SUPERPAGES)?;
+    let anon = open(h, "anonymous", 0, PhysPlacement::AnyAddr, anon_size, 12, DmFlags::empty())?;
+    let contig = open(h, "contiguous", 0, PhysPlacement::AnyAddr, 256 << 10, 16, DmFlags::CONTIGUOUS)?;
+    let pinned = open(h, "pinned", 0, PhysPlacement::AnyAddr, 64 << 10, 12, DmFlags::PINNED)?;
+    let superp = open(h, "superpages", 0, PhysPlacement::AnyAddr, 4 << 20, 21, DmFlags::SUPERPAGES)?;
     let fixed_at = PhysAddr::new(0x0800_0000);
-    let fixed = open(h, "fixed", 0, Placement::Fixed(fixed_at), 64 << 10, 12, DmFlags::empty())?;
-    let isa = open(h, "isa-dma", 7, Placement::AnyAddr, 128 << 10, 12, DmFlags::CONTIGUOUS)?;
+    let fixed = open(h, "fixed", 0, PhysPlacement::Fixed(fixed_at), 64 << 10, 12, DmFlags::empty())?;
+    let isa = open(h, "isa-dma", 7, PhysPlacement::AnyAddr, 128 << 10, 12, DmFlags::CONTIGUOUS)?;
     println!(
         "dataspaces: anonymous 4 MiB, contiguous 256 KiB, pinned 64 KiB, superpages 4 MiB, fixed 64 KiB at {fixed_at}, ISA DMA 128 KiB"
     );

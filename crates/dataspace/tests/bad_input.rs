@@ -6,10 +6,9 @@ use memkit_testkit::dataspace::fixture as common;
 use common::{POOL0_START, check, mmu, read, used};
 use memkit_dataspace::{
     ClientId, CloseError, CopyError, CopyLength, CreateError, DataspaceId, DmFlags, FactoryError, FactoryId, InfoError,
-    MAX_ALIGN_SHIFT, MapError, MemAllocFlags, NoRevoker, PhysAddrError, Placement, PoolId, RangeError, RefError,
-    ResizeError,
+    MAX_ALIGN_SHIFT, MapError, MemAllocFlags, NoRevoker, PhysAddrError, PoolId, RangeError, RefError, ResizeError,
 };
-use memkit_types::{Access, PAGE_SIZE, PhysAddr};
+use memkit_types::{Access, PAGE_SIZE, PhysAddr, PhysPlacement};
 
 const OWNER: ClientId = ClientId::new(1, 1);
 const STRANGER: ClientId = ClientId::new(2, 1);
@@ -91,21 +90,21 @@ fn every_operation_rejects_bad_input_and_changes_nothing() {
     let e = m.mem_open(F, OWNER, PAGE, u32::MAX, DmFlags::empty(), "a");
     assert_eq!(e, Err(CreateError::AlignmentOutOfRange(u32::MAX)));
     // Pools.
-    let e = m.memphys_open(F, OWNER, u32::MAX, Placement::AnyAddr, PAGE, 0, DmFlags::empty(), "p");
+    let e = m.memphys_open(F, OWNER, u32::MAX, PhysPlacement::AnyAddr, PAGE, 0, DmFlags::empty(), "p");
     assert_eq!(e, Err(CreateError::PoolOutOfRange(u32::MAX)));
-    let e = m.memphys_open(F, OWNER, 5, Placement::AnyAddr, PAGE, 0, DmFlags::empty(), "p");
+    let e = m.memphys_open(F, OWNER, 5, PhysPlacement::AnyAddr, PAGE, 0, DmFlags::empty(), "p");
     assert_eq!(e, Err(CreateError::PoolMissing(PoolId::new(5).unwrap())));
     // Fixed addresses: reserved (outside the pool), overflowing, misaligned.
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(PhysAddr::new(0x1000)), PAGE, 0, DmFlags::empty(), "f");
+    let e = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(PhysAddr::new(0x1000)), PAGE, 0, DmFlags::empty(), "f");
     assert_eq!(e, Err(CreateError::AddressOutOfPool(PhysAddr::new(0x1000))));
     let top = PhysAddr::new(PhysAddr::LIMIT - PAGE);
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(top), 2 * PAGE, 0, DmFlags::empty(), "f");
+    let e = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(top), 2 * PAGE, 0, DmFlags::empty(), "f");
     assert_eq!(e, Err(CreateError::AddressOutOfPool(top)));
     let odd = PhysAddr::new(POOL0_START * PAGE + 1);
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(odd), PAGE, 0, DmFlags::empty(), "f");
+    let e = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(odd), PAGE, 0, DmFlags::empty(), "f");
     assert_eq!(e, Err(CreateError::MisalignedAddress(odd)));
     let sp = PhysAddr::new((POOL0_START + 1) * PAGE);
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(sp), PAGE, 0, DmFlags::SUPERPAGES, "f");
+    let e = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(sp), PAGE, 0, DmFlags::SUPERPAGES, "f");
     assert_eq!(e, Err(CreateError::MisalignedAddress(sp)));
     // Factories and quota.
     let bogus = m.create_factory(F, 0).unwrap();
@@ -161,8 +160,9 @@ fn world() -> World {
     let contig = m.mem_open(F, OWNER, 2 * PAGE, 0, DmFlags::CONTIGUOUS, "contig").unwrap();
     m.write(contig, PAGE - 2, b"edge", nr).unwrap();
     let pinned = m.mem_open(F, OWNER, PAGE + 5, 0, DmFlags::PINNED, "pinned").unwrap();
-    let superp = m.memphys_open(F, OWNER, 0, Placement::AnyAddr, 3 * PAGE, 0, DmFlags::SUPERPAGES, "super").unwrap();
-    let isa = m.memphys_open(F, OWNER, 7, Placement::AnyAddr, PAGE + 1, 0, DmFlags::empty(), "isa").unwrap();
+    let superp =
+        m.memphys_open(F, OWNER, 0, PhysPlacement::AnyAddr, 3 * PAGE, 0, DmFlags::SUPERPAGES, "super").unwrap();
+    let isa = m.memphys_open(F, OWNER, 7, PhysPlacement::AnyAddr, PAGE + 1, 0, DmFlags::empty(), "isa").unwrap();
     let foreign = m.mem_open(F, STRANGER, PAGE, 0, DmFlags::empty(), "foreign").unwrap();
     let gone = m.mem_open(F, OWNER, PAGE, 0, DmFlags::empty(), "gone").unwrap();
     m.close(OWNER, gone).unwrap();
@@ -364,7 +364,7 @@ fn every_entry_point_against_a_table_of_bad_input() {
                         0,
                         len,
                         pool,
-                        Placement::AnyAddr,
+                        PhysPlacement::AnyAddr,
                         size,
                         (b % 40) as u32,
                         flags,
@@ -422,12 +422,12 @@ fn every_creation_against_a_table_of_sizes_alignments_flags_pools_and_places() {
     let sizes = numbers(3 * PAGE + 1);
     let aligns = [0, 1, 11, 12, 21, 22, MAX_ALIGN_SHIFT, MAX_ALIGN_SHIFT + 1, u32::MAX];
     let places = [
-        Placement::AnyAddr,
-        Placement::Fixed(PhysAddr::zero()),
-        Placement::Fixed(PhysAddr::new(POOL0_START * PAGE)),
-        Placement::Fixed(PhysAddr::new(POOL0_START * PAGE + 1)),
-        Placement::Fixed(PhysAddr::new(0x800 * PAGE)),
-        Placement::Fixed(PhysAddr::new(PhysAddr::LIMIT - PAGE)),
+        PhysPlacement::AnyAddr,
+        PhysPlacement::Fixed(PhysAddr::zero()),
+        PhysPlacement::Fixed(PhysAddr::new(POOL0_START * PAGE)),
+        PhysPlacement::Fixed(PhysAddr::new(POOL0_START * PAGE + 1)),
+        PhysPlacement::Fixed(PhysAddr::new(0x800 * PAGE)),
+        PhysPlacement::Fixed(PhysAddr::new(PhysAddr::LIMIT - PAGE)),
     ];
     // Every combination of the defined flags, and every bit set.
     let mut dm: Vec<DmFlags> = (0..1u32 << 7)

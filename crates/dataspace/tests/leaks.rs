@@ -5,8 +5,8 @@
 use memkit_testkit::dataspace::fixture as common;
 
 use common::{check, mmu, read};
-use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId, NoRevoker, Placement};
-use memkit_types::{Access, PAGE_SIZE, PhysMemory};
+use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId, NoRevoker};
+use memkit_types::{Access, PAGE_SIZE, PhysMemory, PhysPlacement};
 
 const OWNER: ClientId = ClientId::new(1, 1);
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -101,20 +101,20 @@ fn verify(m: &mut common::Dsm, d: &Ds) {
 }
 
 /// The kinds of dataspace: (name, pool, placement, flags).
-fn kinds() -> Vec<(&'static str, u32, Placement, DmFlags)> {
+fn kinds() -> Vec<(&'static str, u32, PhysPlacement, DmFlags)> {
     let fixed = memkit_types::PhysAddr::new(0x800 * PAGE);
     vec![
-        ("anonymous", 0, Placement::AnyAddr, DmFlags::empty()),
-        ("contiguous", 0, Placement::AnyAddr, DmFlags::CONTIGUOUS),
-        ("pinned", 0, Placement::AnyAddr, DmFlags::PINNED),
-        ("superpages", 0, Placement::AnyAddr, DmFlags::SUPERPAGES),
-        ("anonymous pool 7", 7, Placement::AnyAddr, DmFlags::empty()),
-        ("pinned pool 7", 7, Placement::AnyAddr, DmFlags::PINNED),
-        ("fixed pool 7", 7, Placement::Fixed(fixed), DmFlags::empty()),
+        ("anonymous", 0, PhysPlacement::AnyAddr, DmFlags::empty()),
+        ("contiguous", 0, PhysPlacement::AnyAddr, DmFlags::CONTIGUOUS),
+        ("pinned", 0, PhysPlacement::AnyAddr, DmFlags::PINNED),
+        ("superpages", 0, PhysPlacement::AnyAddr, DmFlags::SUPERPAGES),
+        ("anonymous pool 7", 7, PhysPlacement::AnyAddr, DmFlags::empty()),
+        ("pinned pool 7", 7, PhysPlacement::AnyAddr, DmFlags::PINNED),
+        ("fixed pool 7", 7, PhysPlacement::Fixed(fixed), DmFlags::empty()),
     ]
 }
 
-fn open(m: &mut common::Dsm, kind: &(&str, u32, Placement, DmFlags), size: u64) -> Ds {
+fn open(m: &mut common::Dsm, kind: &(&str, u32, PhysPlacement, DmFlags), size: u64) -> Ds {
     let (name, pool, placement, flags) = *kind;
     let id = m.memphys_open(F, OWNER, pool, placement, size, 0, flags, name).unwrap_or_else(|e| panic!("{name}: {e}"));
     let d = Ds { id, data: vec![0; size as usize] };
@@ -156,7 +156,7 @@ fn no_byte_past_the_size_or_from_before_a_shrink_or_free_is_visible() {
                             dst_offs,
                             len,
                             7,
-                            Placement::AnyAddr,
+                            PhysPlacement::AnyAddr,
                             0,
                             0,
                             flags,
@@ -255,7 +255,7 @@ fn fault_around_runs_and_larger_copies_show_zeros_only() {
                 PAGE + 7,
                 len,
                 0,
-                Placement::AnyAddr,
+                PhysPlacement::AnyAddr,
                 dst_size,
                 0,
                 flags,

@@ -8,9 +8,9 @@ use common::{POOL0_START, POOL7_FRAMES, Recorder, check, mmu, read, used};
 use memkit_dataspace::error::codes::{L4_EINVAL, L4_ENOENT, L4_ENOMEM, L4_EPERM, L4_ERANGE};
 use memkit_dataspace::{
     ANY_ADDR, ClientId, CloseAllError, CopyError, CopyLength, CreateError, DataspaceId, DmFlags, FactoryId, Kind,
-    MEMPHYS_DEFAULT, MEMPHYS_ISA_DMA, NoRevoker, PageRange, Placement, PoolId, ResizeError, RevokeKind, WHOLE_DS,
+    MEMPHYS_DEFAULT, MEMPHYS_ISA_DMA, NoRevoker, PageRange, PoolId, ResizeError, RevokeKind, WHOLE_DS,
 };
-use memkit_types::{Access, PAGE_SIZE, PhysAddr, Rights, SUPERPAGE_SIZE};
+use memkit_types::{Access, PAGE_SIZE, PhysAddr, PhysPlacement, Rights, SUPERPAGE_SIZE};
 
 const OWNER: ClientId = ClientId::new(3, 1);
 const SIBLING: ClientId = ClientId::new(3, 2);
@@ -57,7 +57,7 @@ fn mem_open_kinds_and_name() {
 #[test]
 fn shrinking_a_superpage_dataspace_revokes_every_page_past_the_new_size() {
     let mut m = mmu();
-    let ds = m.memphys_open(F, OWNER, 0, Placement::AnyAddr, 3 * PAGE, 0, DmFlags::SUPERPAGES, "sp").unwrap();
+    let ds = m.memphys_open(F, OWNER, 0, PhysPlacement::AnyAddr, 3 * PAGE, 0, DmFlags::SUPERPAGES, "sp").unwrap();
     let mut r = Recorder::default();
     m.resize(OWNER, ds, 0xc8, &mut r).unwrap();
     // The backing stays one superpage: the revocation is of the pages past the size.
@@ -106,12 +106,12 @@ fn mem_resize() {
 fn contiguous_grows_in_place_or_fails_with_nothing_changed() {
     let mut m = mmu();
     let base = PhysAddr::new((POOL0_START + 64) * PAGE);
-    let ds = m.memphys_open(F, OWNER, 0, Placement::Fixed(base), 2 * PAGE, 0, DmFlags::empty(), "c").unwrap();
+    let ds = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(base), 2 * PAGE, 0, DmFlags::empty(), "c").unwrap();
     m.resize(OWNER, ds, 4 * PAGE, &mut NoRevoker).unwrap();
     assert_eq!(m.phys_addr(ds, 0).unwrap(), (base, 4 * PAGE));
     // Block the frame after it.
     let next = base.checked_add(4 * PAGE).unwrap();
-    let blocker = m.memphys_open(F, OWNER, 0, Placement::Fixed(next), PAGE, 0, DmFlags::empty(), "b").unwrap();
+    let blocker = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(next), PAGE, 0, DmFlags::empty(), "b").unwrap();
     let before = (m.quota(F).unwrap(), used(&m, PoolId::DEFAULT));
     let e = m.resize(OWNER, ds, 5 * PAGE, &mut NoRevoker).unwrap_err();
     assert_eq!(e, ResizeError::CannotGrowInPlace(next));
@@ -259,39 +259,39 @@ fn copy_long_byte_offsets_share_the_aligned_middle() {
 fn memphys_open_pools_addresses_and_superpages() {
     let mut m = mmu();
     // Pool 7: ISA DMA memory below 16 MiB.
-    let isa = m.memphys_open(F, OWNER, 7, Placement::AnyAddr, 64 * PAGE, 0, DmFlags::CONTIGUOUS, "isa").unwrap();
+    let isa = m.memphys_open(F, OWNER, 7, PhysPlacement::AnyAddr, 64 * PAGE, 0, DmFlags::CONTIGUOUS, "isa").unwrap();
     let (addr, len) = m.phys_addr(isa, 0).unwrap();
     assert!(addr.as_u64() + len <= 16 << 20);
     assert_eq!(m.info(isa).unwrap().pool, PoolId::ISA_DMA);
     // Lazy pages of a pool-7 dataspace come from pool 7 too.
-    let lazy = m.memphys_open(F, OWNER, 7, Placement::AnyAddr, PAGE, 0, DmFlags::empty(), "l").unwrap();
+    let lazy = m.memphys_open(F, OWNER, 7, PhysPlacement::AnyAddr, PAGE, 0, DmFlags::empty(), "l").unwrap();
     assert!(m.map(lazy, 0, Access::Write).unwrap().frame.start_address().as_u64() < 16 << 20);
     // A fixed address, on an MMU system too.
     let at = PhysAddr::new((POOL0_START + 8) * PAGE);
-    let fixed = m.memphys_open(F, OWNER, 0, Placement::Fixed(at), 3 * PAGE, 0, DmFlags::empty(), "f").unwrap();
+    let fixed = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(at), 3 * PAGE, 0, DmFlags::empty(), "f").unwrap();
     assert_eq!(m.phys_addr(fixed, 0).unwrap(), (at, 3 * PAGE));
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(at), PAGE, 0, DmFlags::empty(), "f2").unwrap_err();
+    let e = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(at), PAGE, 0, DmFlags::empty(), "f2").unwrap_err();
     assert_eq!(e, CreateError::AddressInUse(at));
     // Reserved / outside the pool, and past 16 MiB in pool 7.
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(PhysAddr::new(0)), PAGE, 0, DmFlags::empty(), "z");
+    let e = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(PhysAddr::new(0)), PAGE, 0, DmFlags::empty(), "z");
     assert_eq!(e.unwrap_err().code(), -L4_ERANGE);
     let high = PhysAddr::new((16 << 20) - PAGE);
-    let e = m.memphys_open(F, OWNER, 7, Placement::Fixed(high), 2 * PAGE, 0, DmFlags::empty(), "h");
+    let e = m.memphys_open(F, OWNER, 7, PhysPlacement::Fixed(high), 2 * PAGE, 0, DmFlags::empty(), "h");
     assert_eq!(e.unwrap_err(), CreateError::AddressOutOfPool(high));
     // Superpages.
-    let sp = m.memphys_open(F, OWNER, 0, Placement::AnyAddr, PAGE, 0, DmFlags::SUPERPAGES, "sp").unwrap();
+    let sp = m.memphys_open(F, OWNER, 0, PhysPlacement::AnyAddr, PAGE, 0, DmFlags::SUPERPAGES, "sp").unwrap();
     let (spa, splen) = m.phys_addr(sp, 0).unwrap();
     assert!(spa.is_aligned(SUPERPAGE_SIZE as u64));
     assert_eq!(splen, PAGE, "contiguous up to the byte size");
     assert_eq!(m.info(sp).unwrap().align, 21);
     // Pools out of range and without memory.
-    let e = m.memphys_open(F, OWNER, 8, Placement::AnyAddr, PAGE, 0, DmFlags::empty(), "p").unwrap_err();
+    let e = m.memphys_open(F, OWNER, 8, PhysPlacement::AnyAddr, PAGE, 0, DmFlags::empty(), "p").unwrap_err();
     assert_eq!(e, CreateError::PoolOutOfRange(8));
     assert_eq!(e.code(), -L4_EINVAL);
-    let e = m.memphys_open(F, OWNER, 3, Placement::AnyAddr, PAGE, 0, DmFlags::empty(), "p").unwrap_err();
+    let e = m.memphys_open(F, OWNER, 3, PhysPlacement::AnyAddr, PAGE, 0, DmFlags::empty(), "p").unwrap_err();
     assert_eq!(e.code(), -L4_ENOENT);
     // Pool 7 is small: asking for more than it has.
-    let e = m.memphys_open(F, OWNER, 7, Placement::AnyAddr, POOL7_FRAMES * PAGE, 0, DmFlags::PINNED, "big");
+    let e = m.memphys_open(F, OWNER, 7, PhysPlacement::AnyAddr, POOL7_FRAMES * PAGE, 0, DmFlags::PINNED, "big");
     assert_eq!(e.unwrap_err().code(), -L4_ENOMEM);
     check(&mut m);
 }
@@ -311,7 +311,7 @@ fn memphys_copy_into_another_pool() {
             0,
             CopyLength::WholeDataspace,
             7,
-            Placement::Fixed(at),
+            PhysPlacement::Fixed(at),
             0,
             0,
             DmFlags::COW,
@@ -330,7 +330,7 @@ fn memphys_copy_into_another_pool() {
             10,
             CopyLength::Bytes(PAGE),
             7,
-            Placement::AnyAddr,
+            PhysPlacement::AnyAddr,
             5 * PAGE,
             12,
             DmFlags::empty(),
@@ -349,7 +349,7 @@ fn memphys_copy_into_another_pool() {
             0,
             CopyLength::WholeDataspace,
             7,
-            Placement::AnyAddr,
+            PhysPlacement::AnyAddr,
             0,
             0,
             DmFlags::COW,
@@ -372,7 +372,7 @@ fn memphys_copy_into_another_pool() {
             0,
             CopyLength::WholeDataspace,
             9,
-            Placement::AnyAddr,
+            PhysPlacement::AnyAddr,
             0,
             0,
             DmFlags::SAME_POOL,
@@ -388,7 +388,7 @@ fn memphys_copy_into_another_pool() {
         0,
         CopyLength::WholeDataspace,
         9,
-        Placement::AnyAddr,
+        PhysPlacement::AnyAddr,
         0,
         0,
         DmFlags::empty(),

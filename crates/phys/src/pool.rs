@@ -22,7 +22,7 @@
 use core::fmt;
 
 use lock_api::RawMutex;
-use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PhysAddr};
+use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PhysAddr, PhysPlacement};
 
 use crate::allocator::{Allocator, get_header};
 use crate::area::MemoryArea;
@@ -30,15 +30,6 @@ use crate::error::{AttachError, GetHeaderError, InitError};
 use crate::locked::{DefaultRawMutex, LockedAllocator};
 use crate::machine::{MachineOf, POOL_COUNT};
 use crate::reach::{Path, hit};
-
-/// Where an allocation goes (`L4DM_MEMPHYS_ANY_ADDR` or a fixed address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// `L4DM_MEMPHYS_ANY_ADDR`: wherever a fitting run is free.
-    AnyAddr,
-    /// Exactly at this physical address (4 KiB aligned).
-    Fixed(PhysAddr),
-}
 
 /// How the pools reach their header words: the caller's mapping of physical memory.
 pub trait HeaderMapping<'h> {
@@ -377,19 +368,19 @@ impl<'h, R: RawMutex> Pools<'h, R> {
     pub fn allocate(
         &self,
         pool: usize,
-        placement: Placement,
+        placement: PhysPlacement,
         count: FrameCount,
         align: Order,
     ) -> Result<Frame, PoolError> {
         let p = self.get(pool)?;
         match placement {
-            Placement::AnyAddr => FrameSource::allocate(&p.allocator, count, align, None).map_err(|e| {
+            PhysPlacement::AnyAddr => FrameSource::allocate(&p.allocator, count, align, None).map_err(|e| {
                 if matches!(e, FrameSourceError::Exhausted(_)) {
                     hit(Path::PoolExhausted);
                 }
                 PoolError::Source(e)
             }),
-            Placement::Fixed(addr) => {
+            PhysPlacement::Fixed(addr) => {
                 let f = Frame::from_start_address(addr).ok_or(PoolError::Unaligned(addr))?;
                 p.allocator.allocate_at(f, count).map_err(PoolError::Source)?;
                 Ok(f)
@@ -423,32 +414,32 @@ mod tests {
         assert_eq!(ids, [DEFAULT_POOL, ISA_DMA_POOL]);
         let dma = pools.pool(ISA_DMA_POOL).unwrap().stats();
         assert!(dma.span.end() <= ISA_DMA_LIMIT.as_u64());
-        let f = pools.allocate(ISA_DMA_POOL, Placement::AnyAddr, FrameCount::new(3), Order::ZERO).unwrap();
+        let f = pools.allocate(ISA_DMA_POOL, PhysPlacement::AnyAddr, FrameCount::new(3), Order::ZERO).unwrap();
         assert!(f.start_address() < ISA_DMA_LIMIT);
         // The kernel image is never handed out, ANY_ADDR or fixed.
         assert!(
             pools
-                .allocate(ISA_DMA_POOL, Placement::Fixed(PhysAddr::new(0x20_0000)), FrameCount::new(1), Order::ZERO)
+                .allocate(ISA_DMA_POOL, PhysPlacement::Fixed(PhysAddr::new(0x20_0000)), FrameCount::new(1), Order::ZERO)
                 .is_err()
         );
         let fixed = PhysAddr::new(0x1000_0000);
         assert_eq!(
-            pools.allocate(DEFAULT_POOL, Placement::Fixed(fixed), FrameCount::new(5), Order::ZERO),
+            pools.allocate(DEFAULT_POOL, PhysPlacement::Fixed(fixed), FrameCount::new(5), Order::ZERO),
             Ok(Frame::containing_address(fixed))
         );
         assert_eq!(
             pools
-                .allocate(DEFAULT_POOL, Placement::Fixed(fixed), FrameCount::new(1), Order::ZERO)
+                .allocate(DEFAULT_POOL, PhysPlacement::Fixed(fixed), FrameCount::new(1), Order::ZERO)
                 .map_err(PoolError::code),
             Err(-12)
         );
         assert_eq!(pools.pool_of(Frame::containing_address(fixed)), Some(DEFAULT_POOL));
         assert_eq!(
-            pools.allocate(3, Placement::AnyAddr, FrameCount::new(1), Order::ZERO),
+            pools.allocate(3, PhysPlacement::AnyAddr, FrameCount::new(1), Order::ZERO),
             Err(PoolError::EmptyPool(3))
         );
         assert_eq!(
-            pools.allocate(8, Placement::AnyAddr, FrameCount::new(1), Order::ZERO),
+            pools.allocate(8, PhysPlacement::AnyAddr, FrameCount::new(1), Order::ZERO),
             Err(PoolError::NoSuchPool(8))
         );
         let before: std::vec::Vec<PoolStats> = pools.stats().collect();

@@ -20,10 +20,9 @@
 //! changed.
 
 use memkit_dataspace::{
-    ClientId, CopyLength, CreateError, DataspaceId, DmFlags, FactoryId, Kind, Manager, NoRevoker, Placement, PoolId,
-    RangeError,
+    ClientId, CopyLength, CreateError, DataspaceId, DmFlags, FactoryId, Kind, Manager, NoRevoker, PoolId, RangeError,
 };
-use memkit_types::{Access, Frame, FrameCount, FrameSource, PAGE_SIZE, PhysMemory, Rights};
+use memkit_types::{Access, Frame, FrameCount, FrameSource, PAGE_SIZE, PhysMemory, PhysPlacement, Rights};
 
 use crate::{ModelFrameSource, SparseRam};
 
@@ -304,7 +303,8 @@ impl World {
             _ => DmFlags::empty(),
         };
         let pool = if pool7 { 7 } else { 0 };
-        let r = self.manager.memphys_open(self.factory, OWNER, pool, Placement::AnyAddr, size as u64, 0, flags, "m");
+        let r =
+            self.manager.memphys_open(self.factory, OWNER, pool, PhysPlacement::AnyAddr, size as u64, 0, flags, "m");
         match r {
             Ok(id) => {
                 self.successes += 1;
@@ -430,7 +430,7 @@ impl World {
         let length = if len == u16::MAX { CopyLength::WholeDataspace } else { CopyLength::Bytes(len as u64) };
         let flags = if cow { DmFlags::COW } else { DmFlags::empty() };
         let r = if pool7 {
-            let place = Placement::AnyAddr;
+            let place = PhysPlacement::AnyAddr;
             self.manager.memphys_copy(
                 OWNER,
                 s.id,

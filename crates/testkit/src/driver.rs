@@ -18,11 +18,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
-use memkit_dataspace::{
-    ClientId, CopyLength, DataspaceId, DmFlags, FactoryId, MemAllocFlags, Placement as DsPlacement, PoolId,
-};
+use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId, MemAllocFlags, PoolId};
 use memkit_region::{AttachRequest, DetachFlags, DetachResult, Flags};
-use memkit_types::{Access, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PhysAddr, Rights, VirtAddr};
+use memkit_types::{
+    Access, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PhysAddr, PhysPlacement, Rights, VirtAddr,
+};
 
 use crate::action::{Action, Backing, Cut, OFFSETS, size_of_code};
 use crate::target::{AccessError, Target};
@@ -475,13 +475,13 @@ impl<T: Target> Driver<T> {
         let (pool, base, frames) = self.pool_of(pool);
         let p = pool.index() as u32;
         let (flags, placement) = match backing {
-            Backing::Anonymous => (DmFlags::empty(), DsPlacement::AnyAddr),
-            Backing::Contiguous => (DmFlags::CONTIGUOUS, DsPlacement::AnyAddr),
-            Backing::Pinned => (DmFlags::PINNED, DsPlacement::AnyAddr),
-            Backing::Superpages => (DmFlags::SUPERPAGES, DsPlacement::AnyAddr),
+            Backing::Anonymous => (DmFlags::empty(), PhysPlacement::AnyAddr),
+            Backing::Contiguous => (DmFlags::CONTIGUOUS, PhysPlacement::AnyAddr),
+            Backing::Pinned => (DmFlags::PINNED, PhysPlacement::AnyAddr),
+            Backing::Superpages => (DmFlags::SUPERPAGES, PhysPlacement::AnyAddr),
             Backing::Fixed(k) => {
                 let page = base + (u64::from(k) * 7) % frames;
-                (DmFlags::empty(), DsPlacement::Fixed(PhysAddr::new(page * PAGE)))
+                (DmFlags::empty(), PhysPlacement::Fixed(PhysAddr::new(page * PAGE)))
             }
         };
         let r = self.target.manager(|m, _| match (backing, pool == PoolId::DEFAULT, size % 3) {
@@ -626,7 +626,7 @@ impl<T: Target> Driver<T> {
         let r = self.target.manager(|m, rv| {
             if other_pool {
                 let p = dst_pool.index() as u32;
-                m.memphys_copy(caller, id, src_offs, dst_offs, num, p, DsPlacement::AnyAddr, 0, 0, dm, "pcopy", rv)
+                m.memphys_copy(caller, id, src_offs, dst_offs, num, p, PhysPlacement::AnyAddr, 0, 0, dm, "pcopy", rv)
             } else if src_offs == 0 && dst_offs == 0 && num == CopyLength::WholeDataspace {
                 m.copy(caller, id, dm, "copy", rv)
             } else {

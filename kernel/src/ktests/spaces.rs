@@ -3,11 +3,11 @@
 
 use core::sync::atomic::Ordering;
 
-use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, Placement as DsPlacement, PoolId};
+use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PoolId};
 use memkit_phys::{DEFAULT_POOL, ISA_DMA_LIMIT, ISA_DMA_POOL};
 use memkit_region::{AttachRequest, DetachFlags, FaultError, Flags, Mmu};
 use memkit_spaces::SpaceId;
-use memkit_types::{Access, Frame, FrameSource, PAGE_SIZE, Page, PhysMemory, Rights, VirtAddr};
+use memkit_types::{Access, Frame, FrameSource, PAGE_SIZE, Page, PhysMemory, Rights, VirtAddr, PhysPlacement};
 
 use super::fail;
 use crate::frames::KernelFrames;
@@ -292,7 +292,7 @@ fn isa_dma_dataspace(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
             FactoryId::ROOT,
             CLIENT,
             ISA_DMA_POOL as u32,
-            DsPlacement::AnyAddr,
+            PhysPlacement::AnyAddr,
             size,
             12,
             DmFlags::CONTIGUOUS,

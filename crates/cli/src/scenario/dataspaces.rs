@@ -1,8 +1,8 @@
 //! The handlers of dataspaces: `ds`, `share`, `copy`, `copy_long`, `resize`, `close`,
 //! `close_all` and `info`.
 
-use memkit_dataspace::{ClientId, CopyLength, DmFlags, FactoryId, Placement};
-use memkit_types::PhysAddr;
+use memkit_dataspace::{ClientId, CopyLength, DmFlags, FactoryId};
+use memkit_types::{PhysAddr, PhysPlacement};
 
 use super::parse::narrow;
 use super::{Command, Res, Session, rights_of};
@@ -22,8 +22,8 @@ impl Session<'_> {
         }
         let pool: u32 = narrow(a.option_number("pool")?.unwrap_or(0), "pool")?;
         let placement = match a.option_number("at")? {
-            Some(p) => Placement::Fixed(PhysAddr::try_new(p).map_err(|e| e.to_string())?),
-            None => Placement::AnyAddr,
+            Some(p) => PhysPlacement::Fixed(PhysAddr::try_new(p).map_err(|e| e.to_string())?),
+            None => PhysPlacement::AnyAddr,
         };
         let align = u32::from(a.align(12)?);
         let owner = a.owner()?;

@@ -1,12 +1,12 @@
 //! Copies: `l4dm_copy`, `l4dm_copy_long` and `l4dm_memphys_copy`; copy-on-write sharing of
 //! whole pages, eager byte copies otherwise.
 
-use memkit_types::{Access, FrameCount, FrameSource, Order, PAGE_SIZE, PhysAddr, PhysMemory};
+use memkit_types::{Access, FrameCount, FrameSource, Order, PAGE_SIZE, PhysAddr, PhysMemory, PhysPlacement};
 
 use super::{Kind, Manager, PAGE, PageRange, RevokeKind, Revoker, allocate_frames, lookup, lookup_open, make_writable};
 use crate::entry::Entry;
 use crate::error::{CopyError, CreateError};
-use crate::flags::{CopyLength, DmFlags, Placement};
+use crate::flags::{CopyLength, DmFlags};
 use crate::ids::{ClientId, DataspaceId, PoolId};
 
 impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
@@ -49,7 +49,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         name: &str,
         revoker: &mut R,
     ) -> Result<DataspaceId, CopyError> {
-        self.copy_into(caller, ds, src_offs, dst_offs, num, None, Placement::AnyAddr, 0, 0, flags, name, revoker)
+        self.copy_into(caller, ds, src_offs, dst_offs, num, None, PhysPlacement::AnyAddr, 0, 0, flags, name, revoker)
     }
 
     /// `l4dm_memphys_copy`: as [`copy_long`](Manager::copy_long), into pool `dst_pool`
@@ -71,7 +71,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         dst_offs: u64,
         num: CopyLength,
         dst_pool: u32,
-        dst_addr: Placement,
+        dst_addr: PhysPlacement,
         dst_size: u64,
         dst_align: u32,
         flags: DmFlags,
@@ -95,7 +95,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         dst_offs: u64,
         num: CopyLength,
         pool: Option<PoolId>,
-        placement: Placement,
+        placement: PhysPlacement,
         dst_size: u64,
         dst_align: u32,
         flags: DmFlags,
@@ -121,7 +121,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         let dst_end = dst_offs.checked_add(num).ok_or(CopyError::DestinationOutOfRange(dst_offs, num))?;
         let total = dst_end.max(dst_size);
         let mut kind = Self::kind_of(flags);
-        if matches!(placement, Placement::Fixed(_)) {
+        if matches!(placement, PhysPlacement::Fixed(_)) {
             kind |= Kind::FIXED;
         }
         let pool = pool.unwrap_or(src_pool);

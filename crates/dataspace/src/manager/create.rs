@@ -6,7 +6,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use memkit_types::{
-    Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SHIFT, PhysAddr, PhysMemory, SUPERPAGE_SHIFT,
+    Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SHIFT, PhysAddr, PhysMemory, PhysPlacement,
+    SUPERPAGE_SHIFT,
 };
 
 use super::{
@@ -15,7 +16,7 @@ use super::{
 };
 use crate::entry::Entry;
 use crate::error::CreateError;
-use crate::flags::{DmFlags, MemAllocFlags, Placement};
+use crate::flags::{DmFlags, MemAllocFlags};
 use crate::ids::{ClientId, DataspaceId, FactoryId, PoolId};
 
 impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
@@ -53,9 +54,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
                 return Err(CreateError::FixedAddressNeedsNoMmu(paddr));
             }
             kind |= Kind::FIXED;
-            Placement::Fixed(paddr)
+            PhysPlacement::Fixed(paddr)
         } else {
-            Placement::AnyAddr
+            PhysPlacement::AnyAddr
         };
         if size < 0 {
             if !kind.contains(Kind::CONTIGUOUS) || kind.contains(Kind::FIXED) {
@@ -81,7 +82,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         name: &str,
     ) -> Result<DataspaceId, CreateError> {
         let kind = Self::kind_of(flags);
-        self.create(factory, owner, size, kind, PoolId::DEFAULT, align, Placement::AnyAddr, name)
+        self.create(factory, owner, size, kind, PoolId::DEFAULT, align, PhysPlacement::AnyAddr, name)
     }
 
     /// `l4dm_memphys_open`: a dataspace in pool `pool` (0–7), at a fixed physical address or
@@ -97,7 +98,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         factory: FactoryId,
         owner: ClientId,
         pool: u32,
-        placement: Placement,
+        placement: PhysPlacement,
         size: u64,
         align: u32,
         flags: DmFlags,
@@ -105,7 +106,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ) -> Result<DataspaceId, CreateError> {
         let pool = PoolId::new(pool).ok_or(CreateError::PoolOutOfRange(pool))?;
         let mut kind = Self::kind_of(flags);
-        if matches!(placement, Placement::Fixed(_)) {
+        if matches!(placement, PhysPlacement::Fixed(_)) {
             kind |= Kind::FIXED;
         }
         self.create(factory, owner, size, kind, pool, align, placement, name)
@@ -128,7 +129,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         kind: Kind,
         pool: PoolId,
         align: u32,
-        placement: Placement,
+        placement: PhysPlacement,
         name: &str,
     ) -> Result<DataspaceId, CreateError> {
         let pages = match backing_pages(size, kind.granule()) {
@@ -184,7 +185,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             kind,
             pool: PoolId::DEFAULT,
             align,
-            placement: Placement::AnyAddr,
+            placement: PhysPlacement::AnyAddr,
             name: "",
         })
     }
@@ -230,7 +231,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         self.take_slot()?;
         let pool = spec.pool;
         match spec.placement {
-            Placement::Fixed(addr) => {
+            PhysPlacement::Fixed(addr) => {
                 let granule_bytes = spec.kind.granule() * PAGE;
                 if !addr.is_aligned(granule_bytes) {
                     return Err(CreateError::MisalignedAddress(addr));
@@ -250,17 +251,17 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
                 self.memory.zero(start, FrameCount::new(spec.pages));
                 entries.extend((0..spec.pages).map(|i| Entry::new(Frame::from_number(start.number() + i), pool)));
             }
-            Placement::AnyAddr if spec.kind.is_one_run() => {
+            PhysPlacement::AnyAddr if spec.kind.is_one_run() => {
                 let start = allocate_frames(&self.pools, pool, spec.pages, order_for_align(align))
                     .map_err(|_| CreateError::OutOfMemory(FrameCount::new(spec.pages)))?;
                 self.memory.zero(start, FrameCount::new(spec.pages));
                 entries.extend((0..spec.pages).map(|i| Entry::new(Frame::from_number(start.number() + i), pool)));
             }
-            Placement::AnyAddr if spec.kind.is_bound() => {
+            PhysPlacement::AnyAddr if spec.kind.is_bound() => {
                 self.fill_granules(&mut entries, pool, spec.kind.granule(), spec.pages)
                     .map_err(|()| CreateError::OutOfMemory(FrameCount::new(spec.kind.granule())))?;
             }
-            Placement::AnyAddr => entries.resize(spec.pages as usize, Entry::EMPTY),
+            PhysPlacement::AnyAddr => entries.resize(spec.pages as usize, Entry::EMPTY),
         }
         if let Some(f) = self.factory_mut(spec.factory) {
             f.used += bytes;

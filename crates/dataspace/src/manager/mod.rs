@@ -28,13 +28,12 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use memkit_types::{
-    Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysMemory, Rights,
-    SUPERPAGE_ORDER,
+    Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysMemory,
+    PhysPlacement, Rights, SUPERPAGE_ORDER,
 };
 
 use crate::entry::Entry;
 use crate::error::RangeError;
-use crate::flags::Placement;
 use crate::ids::{ClientId, DataspaceId, FactoryId, PoolId};
 use crate::refcount::ShareCounts;
 
@@ -278,7 +277,7 @@ struct Spec<'a> {
     kind: Kind,
     pool: PoolId,
     align: u32,
-    placement: Placement,
+    placement: PhysPlacement,
     name: &'a str,
 }
 
