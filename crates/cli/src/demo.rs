@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId};
 use memkit_heap::HeapId;
-use memkit_host::SpaceId;
+use memkit_host::HostSpaceId;
 use memkit_region::{AttachRequest, Flags};
 use memkit_types::{Access, FrameSource, PAGE_SIZE, PhysAddr, PhysPlacement, Rights, SUPERPAGE_SIZE, VirtAddr};
 
@@ -83,11 +83,11 @@ fn open(
         .map_err(|e| format!("{name}: {e}"))
 }
 
-fn attach(h: &Hosted, space: SpaceId, req: AttachRequest<DataspaceId>) -> Result<VirtAddr, String> {
+fn attach(h: &Hosted, space: HostSpaceId, req: AttachRequest<DataspaceId>) -> Result<VirtAddr, String> {
     h.system.lock(|s| s.attach(space, &req)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
 
-fn window_start(h: &Hosted, space: SpaceId) -> Result<VirtAddr, String> {
+fn window_start(h: &Hosted, space: HostSpaceId) -> Result<VirtAddr, String> {
     h.system.lock(|s| s.region_map(space).map(|m| m.window_start())).map_err(|e| e.to_string())
 }
 
@@ -103,7 +103,7 @@ fn pattern(i: usize, salt: u8) -> u8 {
 /// real fault resolved by memkit).
 fn touch_pages(
     h: &Hosted,
-    space: SpaceId,
+    space: HostSpaceId,
     start: VirtAddr,
     pages: usize,
     salt: u8,
@@ -117,7 +117,7 @@ fn touch_pages(
     Ok(())
 }
 
-fn pages_hold(h: &Hosted, space: SpaceId, start: VirtAddr, pages: usize, salt: u8) -> Result<bool, String> {
+fn pages_hold(h: &Hosted, space: HostSpaceId, start: VirtAddr, pages: usize, salt: u8) -> Result<bool, String> {
     for p in 0..pages {
         let mut b = [0u8];
         h.system.load(space, at(start, p * PAGE_SIZE + 8), &mut b).map_err(|e| e.to_string())?;
@@ -128,7 +128,7 @@ fn pages_hold(h: &Hosted, space: SpaceId, start: VirtAddr, pages: usize, salt: u
     Ok(true)
 }
 
-fn byte(h: &Hosted, space: SpaceId, addr: VirtAddr) -> Result<u8, String> {
+fn byte(h: &Hosted, space: HostSpaceId, addr: VirtAddr) -> Result<u8, String> {
     let mut b = [0u8];
     h.system.load(space, addr, &mut b).map_err(|e| e.to_string())?;
     Ok(b[0])
