@@ -5,11 +5,11 @@
 use memkit_testkit::dataspace::fixture as common;
 
 use common::{POOL0_START, POOL7_FRAMES, Recorder, check, mmu, read, used};
-use memkit_dataspace::error::codes::{L4_EINVAL, L4_ENOENT, L4_ENOMEM, L4_EPERM, L4_ERANGE};
 use memkit_dataspace::{
     ANY_ADDR, ClientId, CloseAllError, CopyError, CopyLength, CreateError, DataspaceId, DmFlags, FactoryId, Kind,
     MEMPHYS_DEFAULT, MEMPHYS_ISA_DMA, NoRevoker, PageRange, PoolId, ResizeError, RevokeKind, WHOLE_DS,
 };
+use memkit_types::l4::{L4_EINVAL, L4_ENOENT, L4_ENOMEM, L4_EPERM, L4_ERANGE};
 use memkit_types::{Access, PAGE_SIZE, PhysAddr, PhysPlacement, Rights, SUPERPAGE_SIZE};
 
 const OWNER: ClientId = ClientId::new(3, 1);

@@ -15,6 +15,7 @@
 //! dropped; every access through it is a raw copy within it (checked against its size), clear
 //! of the allocator headers, the only references into it.
 
+use memkit_types::l4::{L4_EINVAL, L4_ENOMEM};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -51,8 +52,8 @@ impl RamError {
     #[must_use]
     pub fn code(self) -> i32 {
         match self {
-            RamError::BadSize(_) => -22,
-            RamError::Os(_) => -12,
+            RamError::BadSize(_) => -L4_EINVAL,
+            RamError::Os(_) => -L4_ENOMEM,
         }
     }
 }

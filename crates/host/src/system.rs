@@ -175,7 +175,9 @@ impl SystemError {
             SystemError::Window(e) => e.code(),
             SystemError::Register(e) => e.code(),
             SystemError::Fault { error, .. } => error.code(),
-            SystemError::NoSpace(_) | SystemError::OutsideWindow(_) | SystemError::Reentered => -22,
+            SystemError::NoSpace(_) | SystemError::OutsideWindow(_) | SystemError::Reentered => {
+                -memkit_types::l4::L4_EINVAL
+            }
         }
     }
 }

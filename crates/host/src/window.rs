@@ -19,6 +19,7 @@
 //! protecting and unmapping pages inside it (checked against its range) is sound, and it is
 //! released only when the window goes away.
 
+use memkit_types::l4::{L4_EINVAL, L4_ENOMEM};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -120,8 +121,8 @@ impl WindowError {
     #[must_use]
     pub fn code(self) -> i32 {
         match self {
-            WindowError::BadSize(_) | WindowError::TooLarge(_) => -22,
-            WindowError::Os(_) | WindowError::NoTable(_) => -12,
+            WindowError::BadSize(_) | WindowError::TooLarge(_) => -L4_EINVAL,
+            WindowError::Os(_) | WindowError::NoTable(_) => -L4_ENOMEM,
         }
     }
 }

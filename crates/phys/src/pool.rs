@@ -120,8 +120,10 @@ impl PoolError {
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            PoolError::Source(FrameSourceError::Exhausted(_) | FrameSourceError::InUse(_)) => -12,
-            _ => -22,
+            PoolError::Source(FrameSourceError::Exhausted(_) | FrameSourceError::InUse(_)) => {
+                -memkit_types::l4::L4_ENOMEM
+            }
+            _ => -memkit_types::l4::L4_EINVAL,
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::target::{AccessError, Target};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 /// `-L4_ENOMEM`.
-const ENOMEM: i32 = -12;
+const ENOMEM: i32 = -memkit_types::l4::L4_ENOMEM;
 
 /// The clients the driver acts as: two threads of task 1 and a thread of task 2.
 pub const CLIENTS: [ClientId; 3] = [ClientId::new(1, 0), ClientId::new(1, 1), ClientId::new(2, 0)];

@@ -30,6 +30,7 @@ use memkit_region::{
     AddressSpace, AreaInfo, AttachRequest, Backing, DetachFlags, DetachResult, Flags, Found, Mmu, RegionInfo,
     RegionMap, SoftMmu,
 };
+use memkit_types::l4::{L4_EADDRNOTAVAIL, L4_ENOENT};
 use memkit_types::{Access, Frame, PAGE_SIZE, Page, Rights, VirtAddr};
 
 use crate::SparseRam;
@@ -468,7 +469,7 @@ impl Harness {
                 self.model.areas.insert(p, (p + pages, reserved));
                 self.stats.reserved += 1;
             }
-            (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_EADDRNOTAVAIL, "{e}"),
+            (Err(e), None) => assert_eq!(e.code(), -L4_EADDRNOTAVAIL, "{e}"),
             (g, w) => panic!("reserve_area: got {g:?}, model {w:?}"),
         }
     }
@@ -483,7 +484,7 @@ impl Harness {
                     r.in_area = false;
                 }
             }
-            (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_ENOENT),
+            (Err(e), None) => assert_eq!(e.code(), -L4_ENOENT),
             (g, w) => panic!("free_area: got {g:?}, model {w:?}"),
         }
     }
@@ -615,7 +616,7 @@ impl Harness {
                     );
                 }
             }
-            (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_ENOENT),
+            (Err(e), None) => assert_eq!(e.code(), -L4_ENOENT),
             (g, w) => panic!("detach: got {g:?}, model {w:?}"),
         }
     }
@@ -641,7 +642,7 @@ impl Harness {
             }
             Err(e) => {
                 assert!(want.is_empty(), "detach_all failed: {e}");
-                assert_eq!(e.code(), memkit_region::L4_ENOENT);
+                assert_eq!(e.code(), -L4_ENOENT);
             }
         }
     }
@@ -672,7 +673,7 @@ impl Harness {
                         assert!(f.flags().contains(Flags::IN_AREA));
                         assert_eq!(f.flags().contains(Flags::RESERVED), *reserved);
                     }
-                    (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_ENOENT),
+                    (Err(e), None) => assert_eq!(e.code(), -L4_ENOENT),
                     (g, w) => panic!("find: got {g:?}, model area {w:?}"),
                 }
             }
