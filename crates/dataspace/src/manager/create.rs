@@ -11,13 +11,14 @@ use memkit_types::{
 };
 
 use super::{
-    Dataspace, Kind, MAX_ALIGN_SHIFT, MAX_SIZE, Manager, PAGE, Slot, Spec, allocate_frames, backing_pages, free_frames,
-    order_for_align, release_entries,
+    Dataspace, Kind, MAX_ALIGN_SHIFT, MAX_SIZE, Manager, NewDataspace, PAGE, Slot, Spec, allocate_frames,
+    backing_pages, free_frames, order_for_align, release_entries,
 };
 use crate::entry::Entry;
 use crate::error::CreateError;
 use crate::flags::{DmFlags, MemAllocFlags};
 use crate::ids::{ClientId, DataspaceId, FactoryId, PoolId};
+use crate::request::MemphysOpenRequest;
 
 impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// `L4Re::Mem_alloc::alloc`: anonymous memory from pool 0, charged to `factory`.
@@ -64,7 +65,16 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             }
             return self.alloc_maximum(factory, owner, size.unsigned_abs(), kind, align);
         }
-        self.create(factory, owner, size as u64, kind, PoolId::DEFAULT, align, placement, "")
+        self.create(NewDataspace {
+            factory,
+            owner,
+            size: size as u64,
+            kind,
+            pool: PoolId::DEFAULT,
+            align,
+            placement,
+            name: "",
+        })
     }
 
     /// `l4dm_mem_open`: a dataspace from pool 0. `flags` may hold `CONTIGUOUS`, `PINNED` and
@@ -82,7 +92,16 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         name: &str,
     ) -> Result<DataspaceId, CreateError> {
         let kind = Self::kind_of(flags);
-        self.create(factory, owner, size, kind, PoolId::DEFAULT, align, PhysPlacement::AnyAddr, name)
+        self.create(NewDataspace {
+            factory,
+            owner,
+            size,
+            kind,
+            pool: PoolId::DEFAULT,
+            align,
+            placement: PhysPlacement::AnyAddr,
+            name,
+        })
     }
 
     /// `l4dm_memphys_open`: a dataspace in pool `pool` (0–7), at a fixed physical address or
@@ -92,24 +111,27 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ///
     /// # Errors
     /// As [`alloc`](Manager::alloc), and [`CreateError::PoolOutOfRange`].
-    #[allow(clippy::too_many_arguments)]
     pub fn memphys_open(
         &mut self,
         factory: FactoryId,
         owner: ClientId,
-        pool: u32,
-        placement: PhysPlacement,
-        size: u64,
-        align: u32,
-        flags: DmFlags,
-        name: &str,
+        req: MemphysOpenRequest<'_>,
     ) -> Result<DataspaceId, CreateError> {
-        let pool = PoolId::new(pool).ok_or(CreateError::PoolOutOfRange(pool))?;
-        let mut kind = Self::kind_of(flags);
-        if matches!(placement, PhysPlacement::Fixed(_)) {
+        let pool = PoolId::new(req.pool).ok_or(CreateError::PoolOutOfRange(req.pool))?;
+        let mut kind = Self::kind_of(req.flags);
+        if matches!(req.addr, PhysPlacement::Fixed(_)) {
             kind |= Kind::FIXED;
         }
-        self.create(factory, owner, size, kind, pool, align, placement, name)
+        self.create(NewDataspace {
+            factory,
+            owner,
+            size: req.size,
+            kind,
+            pool,
+            align: req.align,
+            placement: req.addr,
+            name: req.name,
+        })
     }
 
     pub(super) fn kind_of(flags: DmFlags) -> Kind {
@@ -120,18 +142,8 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn create(
-        &mut self,
-        factory: FactoryId,
-        owner: ClientId,
-        size: u64,
-        kind: Kind,
-        pool: PoolId,
-        align: u32,
-        placement: PhysPlacement,
-        name: &str,
-    ) -> Result<DataspaceId, CreateError> {
+    pub(super) fn create(&mut self, new: NewDataspace<'_>) -> Result<DataspaceId, CreateError> {
+        let NewDataspace { factory, owner, size, kind, pool, align, placement, name } = new;
         let pages = match backing_pages(size, kind.granule()) {
             Some(p) if size > 0 => p,
             _ => return Err(CreateError::SizeNotSupported(size.into())),

@@ -267,8 +267,21 @@ struct Factory {
     used: u64,
 }
 
-/// The request to build one dataspace (the common core of `alloc`, `mem_open`,
-/// `memphys_open` and the copies).
+/// The request to create one dataspace of `size` bytes (the common core of `alloc`,
+/// `mem_open`, `memphys_open` and the copies), before its backing is counted in pages.
+#[derive(Clone, Copy)]
+struct NewDataspace<'a> {
+    factory: FactoryId,
+    owner: ClientId,
+    size: u64,
+    kind: Kind,
+    pool: PoolId,
+    align: u32,
+    placement: PhysPlacement,
+    name: &'a str,
+}
+
+/// The request to build one dataspace: a [`NewDataspace`] with its backing in pages.
 struct Spec<'a> {
     factory: FactoryId,
     owner: ClientId,
