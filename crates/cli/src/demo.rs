@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId};
+use memkit_dataspace::{ClientId, CopyLength, CopyRequest, DataspaceId, DmFlags, FactoryId, MemphysOpenRequest};
 use memkit_heap::HeapId;
 use memkit_host::HostSpaceId;
 use memkit_region::{AttachRequest, Flags};
@@ -79,7 +79,13 @@ fn open(
     flags: DmFlags,
 ) -> Result<DataspaceId, String> {
     h.system
-        .lock(|s| s.manager.memphys_open(FactoryId::ROOT, OWNER, pool, placement, size, align, flags, name))
+        .lock(|s| {
+            s.manager.memphys_open(
+                FactoryId::ROOT,
+                OWNER,
+                MemphysOpenRequest::new(pool, size).placed(placement).align(align).flags(flags).name(name),
+            )
+        })
         .map_err(|e| format!("{name}: {e}"))
 }
 
@@ -272,7 +278,12 @@ fn exercise(h: &mut Hosted, c: &mut Checks, lat: &mut Vec<Duration>, svg: &Path)
         .system
         .lock(|s| {
             let (m, mut r) = s.manager_and_revoker();
-            m.copy_long(OWNER, anon, src_off, dst_off, CopyLength::Bytes(len), DmFlags::empty(), "copy_long", &mut r)
+            m.copy_long(
+                OWNER,
+                anon,
+                CopyRequest::new(src_off, dst_off, CopyLength::Bytes(len)).name("copy_long"),
+                &mut r,
+            )
         })
         .map_err(|e| e.to_string())?;
     let rl = attach(h, b, AttachRequest::new(long, (dst_off + len) as usize, Rights::READ).search(b0))?;

@@ -5,8 +5,9 @@ use memkit_testkit::dataspace::fixture as common;
 
 use common::{POOL0_START, check, mmu, read, used};
 use memkit_dataspace::{
-    ClientId, CloseError, CopyError, CopyLength, CreateError, DataspaceId, DmFlags, FactoryError, FactoryId, InfoError,
-    MAX_ALIGN_SHIFT, MapError, MemAllocFlags, NoRevoker, PhysAddrError, PoolId, RangeError, RefError, ResizeError,
+    ClientId, CloseError, CopyError, CopyLength, CopyRequest, CreateError, DataspaceId, DmFlags, FactoryError,
+    FactoryId, InfoError, MAX_ALIGN_SHIFT, MapError, MemAllocFlags, MemphysCopyRequest, MemphysOpenRequest, NoRevoker,
+    PhysAddrError, PoolId, RangeError, RefError, ResizeError,
 };
 use memkit_types::{Access, PAGE_SIZE, PhysAddr, PhysPlacement};
 
@@ -67,12 +68,22 @@ fn every_operation_rejects_bad_input_and_changes_nothing() {
     assert_eq!(m.allocate(OWNER, ds, size, 1, &mut NoRevoker), Err(RangeError::OutOfRange(size, 1)));
     let long = CopyLength::Bytes(u64::MAX);
     assert_eq!(
-        m.copy_long(OWNER, ds, 1, 0, long, DmFlags::COW, "c", &mut NoRevoker),
+        m.copy_long(OWNER, ds, CopyRequest::new(1, 0, long).flags(DmFlags::COW).name("c"), &mut NoRevoker),
         Err(CopyError::SourceOutOfRange(1, u64::MAX))
     );
-    let e = m.copy_long(OWNER, ds, size + 1, 0, CopyLength::WholeDataspace, DmFlags::COW, "c", &mut NoRevoker);
+    let e = m.copy_long(
+        OWNER,
+        ds,
+        CopyRequest::new(size + 1, 0, CopyLength::WholeDataspace).flags(DmFlags::COW).name("c"),
+        &mut NoRevoker,
+    );
     assert_eq!(e, Err(CopyError::SourceOutOfRange(size + 1, 0)));
-    let e = m.copy_long(OWNER, ds, 0, u64::MAX, CopyLength::Bytes(1), DmFlags::COW, "c", &mut NoRevoker);
+    let e = m.copy_long(
+        OWNER,
+        ds,
+        CopyRequest::new(0, u64::MAX, CopyLength::Bytes(1)).flags(DmFlags::COW).name("c"),
+        &mut NoRevoker,
+    );
     assert_eq!(e, Err(CopyError::DestinationOutOfRange(u64::MAX, 1)));
     // Sizes.
     assert_eq!(m.resize(OWNER, ds, u64::MAX, &mut NoRevoker), Err(ResizeError::SizeNotSupported(u64::MAX)));
@@ -90,21 +101,21 @@ fn every_operation_rejects_bad_input_and_changes_nothing() {
     let e = m.mem_open(F, OWNER, PAGE, u32::MAX, DmFlags::empty(), "a");
     assert_eq!(e, Err(CreateError::AlignmentOutOfRange(u32::MAX)));
     // Pools.
-    let e = m.memphys_open(F, OWNER, u32::MAX, PhysPlacement::AnyAddr, PAGE, 0, DmFlags::empty(), "p");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(u32::MAX, PAGE).name("p"));
     assert_eq!(e, Err(CreateError::PoolOutOfRange(u32::MAX)));
-    let e = m.memphys_open(F, OWNER, 5, PhysPlacement::AnyAddr, PAGE, 0, DmFlags::empty(), "p");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(5, PAGE).name("p"));
     assert_eq!(e, Err(CreateError::PoolMissing(PoolId::new(5).unwrap())));
     // Fixed addresses: reserved (outside the pool), overflowing, misaligned.
-    let e = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(PhysAddr::new(0x1000)), PAGE, 0, DmFlags::empty(), "f");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, PAGE).at(PhysAddr::new(0x1000)).name("f"));
     assert_eq!(e, Err(CreateError::AddressOutOfPool(PhysAddr::new(0x1000))));
     let top = PhysAddr::new(PhysAddr::LIMIT - PAGE);
-    let e = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(top), 2 * PAGE, 0, DmFlags::empty(), "f");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, 2 * PAGE).at(top).name("f"));
     assert_eq!(e, Err(CreateError::AddressOutOfPool(top)));
     let odd = PhysAddr::new(POOL0_START * PAGE + 1);
-    let e = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(odd), PAGE, 0, DmFlags::empty(), "f");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, PAGE).at(odd).name("f"));
     assert_eq!(e, Err(CreateError::MisalignedAddress(odd)));
     let sp = PhysAddr::new((POOL0_START + 1) * PAGE);
-    let e = m.memphys_open(F, OWNER, 0, PhysPlacement::Fixed(sp), PAGE, 0, DmFlags::SUPERPAGES, "f");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, PAGE).at(sp).flags(DmFlags::SUPERPAGES).name("f"));
     assert_eq!(e, Err(CreateError::MisalignedAddress(sp)));
     // Factories and quota.
     let bogus = m.create_factory(F, 0).unwrap();
@@ -160,9 +171,10 @@ fn world() -> World {
     let contig = m.mem_open(F, OWNER, 2 * PAGE, 0, DmFlags::CONTIGUOUS, "contig").unwrap();
     m.write(contig, PAGE - 2, b"edge", nr).unwrap();
     let pinned = m.mem_open(F, OWNER, PAGE + 5, 0, DmFlags::PINNED, "pinned").unwrap();
-    let superp =
-        m.memphys_open(F, OWNER, 0, PhysPlacement::AnyAddr, 3 * PAGE, 0, DmFlags::SUPERPAGES, "super").unwrap();
-    let isa = m.memphys_open(F, OWNER, 7, PhysPlacement::AnyAddr, PAGE + 1, 0, DmFlags::empty(), "isa").unwrap();
+    let superp = m
+        .memphys_open(F, OWNER, MemphysOpenRequest::new(0, 3 * PAGE).flags(DmFlags::SUPERPAGES).name("super"))
+        .unwrap();
+    let isa = m.memphys_open(F, OWNER, MemphysOpenRequest::new(7, PAGE + 1).name("isa")).unwrap();
     let foreign = m.mem_open(F, STRANGER, PAGE, 0, DmFlags::empty(), "foreign").unwrap();
     let gone = m.mem_open(F, OWNER, PAGE, 0, DmFlags::empty(), "gone").unwrap();
     m.close(OWNER, gone).unwrap();
@@ -338,7 +350,9 @@ fn every_entry_point_against_a_table_of_bad_input() {
                 true,
                 |m, h, a, b| {
                     let len = CopyLength::Bytes(b);
-                    m.copy_long(caller, h, a, a % 3, len, flags, "c", &mut nr()).map(|_| ()).map_err(|e| e.code())
+                    m.copy_long(caller, h, CopyRequest::new(a, a % 3, len).flags(flags).name("c"), &mut nr())
+                        .map(|_| ())
+                        .map_err(|e| e.code())
                 },
                 move |h, size, a, b| readable(h) && inside(size, a, b),
             ));
@@ -347,7 +361,9 @@ fn every_entry_point_against_a_table_of_bad_input() {
                 true,
                 |m, h, a, b| {
                     let len = CopyLength::WholeDataspace;
-                    m.copy_long(caller, h, a, b, len, flags, "c", &mut nr()).map(|_| ()).map_err(|e| e.code())
+                    m.copy_long(caller, h, CopyRequest::new(a, b, len).flags(flags).name("c"), &mut nr())
+                        .map(|_| ())
+                        .map_err(|e| e.code())
                 },
                 move |h, size, a, b| readable(h) && a <= size && b + (size - a) <= memkit_dataspace::MAX_SIZE,
             ));
@@ -360,15 +376,11 @@ fn every_entry_point_against_a_table_of_bad_input() {
                     m.memphys_copy(
                         caller,
                         h,
-                        0,
-                        0,
-                        len,
-                        pool,
-                        PhysPlacement::AnyAddr,
-                        size,
-                        (b % 40) as u32,
-                        flags,
-                        "c",
+                        MemphysCopyRequest::new(0, 0, len, pool)
+                            .size(size)
+                            .align((b % 40) as u32)
+                            .flags(flags)
+                            .name("c"),
                         &mut nr(),
                     )
                     .map(|_| ())
@@ -497,7 +509,11 @@ fn every_creation_against_a_table_of_sizes_alignments_flags_pools_and_places() {
                     DmFlags::SUPERPAGES,
                     DmFlags::from_bits_retain(u32::MAX),
                 ] {
-                    let r = m.memphys_open(F, OWNER, pool, place, size, 0, flags, "p");
+                    let r = m.memphys_open(
+                        F,
+                        OWNER,
+                        MemphysOpenRequest::new(pool, size).placed(place).flags(flags).name("p"),
+                    );
                     try_one(&mut m, &|| format!("memphys_open({pool}, {place:?}, {size:#x}, {flags:?})"), r);
                 }
             }

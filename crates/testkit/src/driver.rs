@@ -18,7 +18,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
-use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId, MemAllocFlags, PoolId};
+use memkit_dataspace::{
+    ClientId, CopyLength, CopyRequest, DataspaceId, DmFlags, FactoryId, MemAllocFlags, MemphysCopyRequest,
+    MemphysOpenRequest, PoolId,
+};
 use memkit_region::{AttachRequest, DetachFlags, DetachResult, Flags};
 use memkit_types::{
     Access, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PhysAddr, PhysPlacement, Rights, VirtAddr,
@@ -492,7 +495,11 @@ impl<T: Target> Driver<T> {
             (Backing::Contiguous, true, 0) => {
                 m.alloc(FactoryId::ROOT, owner, size as i64, MemAllocFlags::CONTINUOUS, 0, PhysAddr::zero())
             }
-            _ => m.memphys_open(FactoryId::ROOT, owner, p, placement, size, 0, flags, "phys"),
+            _ => m.memphys_open(
+                FactoryId::ROOT,
+                owner,
+                MemphysOpenRequest::new(p, size).placed(placement).flags(flags).name("phys"),
+            ),
         });
         let code = r.as_ref().map(|_| ()).map_err(|e| e.code());
         if size == 0 {
@@ -626,11 +633,16 @@ impl<T: Target> Driver<T> {
         let r = self.target.manager(|m, rv| {
             if other_pool {
                 let p = dst_pool.index() as u32;
-                m.memphys_copy(caller, id, src_offs, dst_offs, num, p, PhysPlacement::AnyAddr, 0, 0, dm, "pcopy", rv)
+                m.memphys_copy(
+                    caller,
+                    id,
+                    MemphysCopyRequest::new(src_offs, dst_offs, num, p).flags(dm).name("pcopy"),
+                    rv,
+                )
             } else if src_offs == 0 && dst_offs == 0 && num == CopyLength::WholeDataspace {
                 m.copy(caller, id, dm, "copy", rv)
             } else {
-                m.copy_long(caller, id, src_offs, dst_offs, num, dm, "copy_long", rv)
+                m.copy_long(caller, id, CopyRequest::new(src_offs, dst_offs, num).flags(dm).name("copy_long"), rv)
             }
         });
         let code = r.as_ref().map(|_| ()).map_err(|e| e.code());

@@ -35,6 +35,33 @@ use memkit_types::{Access, Frame, PAGE_SIZE, Page, Rights, VirtAddr};
 
 use crate::SparseRam;
 
+/// An attach in the harness's units, as an [`Action::Attach`] gives it: pages of the window
+/// and of the dataspace, a dataspace index, and the alignment above a page (log2).
+#[derive(Debug, Clone, Copy)]
+struct PageAttach {
+    /// Start page, search hint or page in the area.
+    page: usize,
+    /// Pages to attach.
+    pages: usize,
+    /// The dataspace's index.
+    ds: usize,
+    /// The page of the dataspace the region starts at.
+    offset: usize,
+    /// The region's rights.
+    rights: Rights,
+    /// `SEARCH_ADDR`, `IN_AREA`, `EAGER_MAP`, `DETACH_FREE`.
+    flags: Flags,
+    /// Log2 alignment above a page.
+    align: u8,
+}
+
+impl PageAttach {
+    /// `pages` pages of dataspace `ds` from its first page at `page`, no flags, page aligned.
+    fn new(page: usize, pages: usize, ds: usize, rights: Rights) -> Self {
+        PageAttach { page, pages, ds, offset: 0, rights, flags: Flags::empty(), align: 0 }
+    }
+}
+
 /// Lanes for runs of many small regions ([`Action::Run`]), at the bottom of the window.
 pub const LANES: usize = 2;
 /// Pages per lane: a run of 2048 regions with a page between each fits.
@@ -410,15 +437,9 @@ impl Harness {
                 flags.set(Flags::IN_AREA, in_area);
                 flags.set(Flags::EAGER_MAP, eager);
                 flags.set(Flags::DETACH_FREE, detach_free);
-                self.attach(
-                    single(page),
-                    pages as usize % 16 + 1,
-                    ds as usize % DATASPACES,
-                    offset as usize % 32,
-                    rights_of(rights),
-                    flags,
-                    align % 4,
-                );
+                let req =
+                    PageAttach::new(single(page), pages as usize % 16 + 1, ds as usize % DATASPACES, rights_of(rights));
+                self.attach(PageAttach { offset: offset as usize % 32, flags, align: align % 4, ..req });
             }
             Action::Detach { page, pages, overlap, keep } => {
                 let mut f = if overlap { DetachFlags::OVERLAP } else { DetachFlags::EXACT };
@@ -489,8 +510,8 @@ impl Harness {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attach(&mut self, page: usize, pages: usize, ds: usize, offset: usize, rights: Rights, flags: Flags, align: u8) {
+    fn attach(&mut self, req: PageAttach) {
+        let PageAttach { page, pages, ds, offset, rights, flags, align } = req;
         let req = AttachRequest {
             start: va(page),
             size: pages * PAGE_SIZE,
@@ -759,7 +780,10 @@ impl Harness {
         let count = count.min((LANE_PAGES - usize::from(shifted)).div_ceil(stride));
         for i in run_order(count, order, self.steps ^ count as u64) {
             let ds = i % DATASPACES;
-            self.attach(first + i * stride, 1, ds, i % DATASPACE_PAGES, Rights::READ, Flags::empty(), 0);
+            self.attach(PageAttach {
+                offset: i % DATASPACE_PAGES,
+                ..PageAttach::new(first + i * stride, 1, ds, Rights::READ)
+            });
         }
     }
 

@@ -1,7 +1,7 @@
 //! The handlers of dataspaces: `ds`, `share`, `copy`, `copy_long`, `resize`, `close`,
 //! `close_all` and `info`.
 
-use memkit_dataspace::{ClientId, CopyLength, DmFlags, FactoryId};
+use memkit_dataspace::{ClientId, CopyLength, CopyRequest, DmFlags, FactoryId, MemphysOpenRequest};
 use memkit_types::{PhysAddr, PhysPlacement};
 
 use super::parse::narrow;
@@ -30,7 +30,13 @@ impl Session<'_> {
         let id = self
             .h
             .system
-            .lock(|s| s.manager.memphys_open(FactoryId::ROOT, owner, pool, placement, size, align, flags, name))
+            .lock(|s| {
+                s.manager.memphys_open(
+                    FactoryId::ROOT,
+                    owner,
+                    MemphysOpenRequest::new(pool, size).placed(placement).align(align).flags(flags).name(name),
+                )
+            })
             .map_err(|e| e.to_string())?;
         self.names.dataspaces.insert(name.to_string(), id);
         Ok(())
@@ -76,7 +82,12 @@ impl Session<'_> {
             .system
             .lock(|s| {
                 let (m, mut r) = s.manager_and_revoker();
-                m.copy_long(owner, src, so, dof, CopyLength::Bytes(len), flags, name, &mut r)
+                m.copy_long(
+                    owner,
+                    src,
+                    CopyRequest::new(so, dof, CopyLength::Bytes(len)).flags(flags).name(name),
+                    &mut r,
+                )
             })
             .map_err(|e| e.to_string())?;
         self.names.dataspaces.insert(name.to_string(), id);
