@@ -274,21 +274,10 @@ impl<'h, R: RawMutex> Pools<'h, R> {
         machine: &MachineOf<N>,
         mapping: &mut impl HeaderMapping<'h>,
     ) -> Result<(), PoolsError> {
-        self.pools = [const { None }; POOL_COUNT];
-        let result = (|| {
-            let (plan, n) = header_plan(machine)?;
-            for &(id, span, header) in &plan[..n] {
-                let words = mapping.map(header).ok_or(PoolsError::Unmapped(header))?;
-                let ranges = machine.pool_ranges(id);
-                let a = Allocator::init(span, header, words, ranges.gaps()).map_err(|e| PoolsError::Init(id, e))?;
-                self.pools[id] = Some(Pool { id, allocator: LockedAllocator::new(a) });
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            self.pools = [const { None }; POOL_COUNT];
-        }
-        result
+        self.fill(machine, mapping, |id, span, header, words| {
+            let ranges = machine.pool_ranges(id);
+            Allocator::init(span, header, words, ranges.gaps()).map_err(|e| PoolsError::Init(id, e))
+        })
     }
 
     /// Picks up the pools of `machine` whose headers [`new`](Pools::new) wrote, through a new
@@ -315,12 +304,25 @@ impl<'h, R: RawMutex> Pools<'h, R> {
         machine: &MachineOf<N>,
         mapping: &mut impl HeaderMapping<'h>,
     ) -> Result<(), PoolsError> {
+        self.fill(machine, mapping, |id, _, _, words| Allocator::attach(words).map_err(|e| PoolsError::Attach(id, e)))
+    }
+
+    /// Empties the pools, then makes each pool of `machine`'s header plan with `make` (from
+    /// its id, span, header region and header words, in increasing address order); on any
+    /// error the pools are left empty. The one filling of [`build`](Pools::build) and
+    /// [`reattach`](Pools::reattach).
+    fn fill<const N: usize>(
+        &mut self,
+        machine: &MachineOf<N>,
+        mapping: &mut impl HeaderMapping<'h>,
+        mut make: impl FnMut(usize, MemoryArea, MemoryArea, &'h mut [u64]) -> Result<Allocator<'h>, PoolsError>,
+    ) -> Result<(), PoolsError> {
         self.pools = [const { None }; POOL_COUNT];
         let result = (|| {
             let (plan, n) = header_plan(machine)?;
-            for &(id, _, header) in &plan[..n] {
+            for &(id, span, header) in &plan[..n] {
                 let words = mapping.map(header).ok_or(PoolsError::Unmapped(header))?;
-                let a = Allocator::attach(words).map_err(|e| PoolsError::Attach(id, e))?;
+                let a = make(id, span, header, words)?;
                 self.pools[id] = Some(Pool { id, allocator: LockedAllocator::new(a) });
             }
             Ok(())
