@@ -19,6 +19,13 @@
 //!   included) filled by random allocations and frees until the first failure; the live
 //!   requested bytes in percent of the heap (higher is better; speedup < 1 means memkit
 //!   keeps less usable).
+//!
+//! # Unsafe
+//!
+//! The heaps compared take raw memory and hand out raw pointers: each heap gets a fresh,
+//! zeroed heap block of its own that outlives it, and a block is freed once, with the layout
+//! it was allocated with, to the allocator it came from; `GlobalAlloc` wrappers forward the
+//! caller's arguments unchanged.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
