@@ -49,6 +49,7 @@ pub const PACK_HEADROOM: usize = 4;
 impl FitPolicy {
     /// The largest class size a span serves at first: requests of larger classes go to
     /// arenas.
+    #[inline]
     pub(super) const fn span_max(self) -> usize {
         match self {
             FitPolicy::SizeClasses | FitPolicy::Adaptive => MAX_SMALL,
@@ -59,6 +60,7 @@ impl FitPolicy {
 
 impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// Bytes of live blocks (their usable sizes), as last counted by each shard.
+    #[inline]
     pub fn bytes_in_use(&self) -> usize {
         self.shards.iter().map(|s| s.in_use.load(Relaxed)).sum::<usize>()
     }

@@ -211,6 +211,7 @@ impl<P, C> fmt::Debug for Heap<P, C> {
     }
 }
 
+#[inline]
 fn page_count(bytes: usize) -> PageCount {
     PageCount::new(bytes.div_ceil(PAGE_SIZE))
 }
@@ -273,6 +274,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     }
 
     /// Whether [`init`](Heap::init) succeeded.
+    #[inline]
     pub fn is_initialised(&self) -> bool {
         self.map.get().is_some_and(|m| m.own_pages > 0)
     }
@@ -565,6 +567,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     }
 
     /// Whether `ptr` lies in a page this heap holds (spans or large blocks).
+    #[inline]
     pub fn owns(&self, ptr: NonNull<u8>) -> bool {
         let addr = ptr.as_ptr() as usize;
         self.page_map().is_some_and(|m| {

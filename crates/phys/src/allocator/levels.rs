@@ -16,14 +16,17 @@ impl Allocator<'_> {
     }
 
     /// Sets bits `[a, b)` of a frame-indexed bitmap (A0 indexing), without summaries.
+    #[inline]
     pub(super) fn bits_set(&mut self, bm: Bitmap, a: u64, b: u64) {
         self.bits_apply(bm, a, b, true);
     }
 
+    #[inline]
     pub(super) fn bits_clear(&mut self, bm: Bitmap, a: u64, b: u64) {
         self.bits_apply(bm, a, b, false);
     }
 
+    #[inline]
     pub(super) fn bits_apply(&mut self, bm: Bitmap, a: u64, b: u64, set: bool) {
         let lo = self.geo.level[0].lo;
         for (w, m) in word_masks(a, b) {
@@ -37,6 +40,7 @@ impl Allocator<'_> {
     }
 
     /// The first frame in `[a, b)` whose bit in `bm` is `value`, if any.
+    #[inline]
     pub(super) fn first_with(&self, bm: Bitmap, a: u64, b: u64, value: bool) -> Option<u64> {
         let lo = self.geo.level[0].lo;
         word_masks(a, b).find_map(|(w, m)| {
@@ -47,6 +51,7 @@ impl Allocator<'_> {
     }
 
     /// Whether a frame in `[a, b)` is free or reserved (one pass over both bitmaps).
+    #[inline]
     pub(super) fn any_free_or_reserved(&self, a: u64, b: u64) -> bool {
         let (lo, f, r) = (self.geo.level[0].lo, self.geo.level[0].bits.offset, self.geo.reserved.offset);
         word_masks(a, b).any(|(w, m)| {
@@ -406,6 +411,7 @@ impl Allocator<'_> {
 
     /// A unit of level `l >= 1` in word `wi` (or from it on) became free: blocks of orders
     /// `6l .. 6l + 5` may exist from word `wi` on again.
+    #[inline]
     pub(super) fn large_unit_freed(&mut self, l: usize, wi: usize) {
         self.words[W_NO_FIT] = u64::MAX;
         for k in 6 * l..(6 * l + 6).min(Order::MAX.get() as usize + 1) {
