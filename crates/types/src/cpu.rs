@@ -38,6 +38,11 @@ mod tests {
         assert_eq!(SingleCpu.current_cpu(), 0);
         let n = 7usize;
         assert_eq!((|| n).current_cpu(), 7);
-        assert_eq!((&SingleCpu).current_cpu(), 0);
+        fn id(c: impl CpuId) -> usize {
+            c.current_cpu()
+        }
+        let f = || 3usize;
+        let max = || usize::MAX;
+        assert_eq!((id(SingleCpu), id(f), id(max)), (0, 3, usize::MAX));
     }
 }
