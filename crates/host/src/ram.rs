@@ -15,13 +15,13 @@
 //! dropped; every access through it is a raw copy within it (checked against its size), clear
 //! of the allocator headers, the only references into it.
 
-use memkit_types::l4::{L4_EINVAL, L4_ENOMEM};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use memkit_heap::DirectMapPageSource;
 use memkit_phys::{HeaderMapping, LockedAllocator, MemoryArea};
+use memkit_types::l4::{L4_EINVAL, L4_ENOMEM};
 use memkit_types::{Frame, FrameCount, PAGE_SIZE, PhysAddr, PhysMemory, VirtAddr};
 
 use crate::sys;

@@ -19,11 +19,11 @@
 //! protecting and unmapping pages inside it (checked against its range) is sound, and it is
 //! released only when the window goes away.
 
-use memkit_types::l4::{L4_EINVAL, L4_ENOMEM};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use memkit_region::{MapError, Mmu, TlbFlush, Translation};
+use memkit_types::l4::{L4_EINVAL, L4_ENOMEM};
 use memkit_types::{CacheMode, Frame, FrameCount, PAGE_SHIFT, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 use rustix::mm::{MprotectFlags, ProtFlags};
 

@@ -95,16 +95,16 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     }
 
     /// Checks a copy's arguments, the same for every entry point, before anything changes:
-    /// the source exists and the caller may read it, the source range lies inside it, the
-    /// destination range does not overflow; the destination pool exists (checked first). Returns the bytes
-    /// to copy and the new dataspace.
-    fn check_copy(
+    /// the destination pool exists (checked first), the source exists and the caller may read
+    /// it, the source range lies inside it, the destination range does not overflow. Returns
+    /// the bytes to copy, the copy to create and the source's kind.
+    fn check_copy<'a>(
         &mut self,
         caller: ClientId,
         ds: DataspaceId,
-        req: &CopyRequest<'_>,
+        req: &CopyRequest<'a>,
         dst: &Destination,
-    ) -> Result<(u64, NewDataspace<'static>, Kind), CopyError> {
+    ) -> Result<(u64, NewDataspace<'a>, Kind), CopyError> {
         let pool = match dst.pool {
             DestinationPool::Source => None,
             DestinationPool::Number(n) => {
@@ -142,7 +142,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             pool,
             align: dst.align,
             placement: dst.placement,
-            name: "",
+            name: req.name,
         };
         Ok((num, new, src_kind))
     }
@@ -157,7 +157,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ) -> Result<DataspaceId, CopyError> {
         let (num, new, src_kind) = self.check_copy(caller, ds, &req, &dst)?;
         let kind = new.kind;
-        let copy = self.create(NewDataspace { name: req.name, ..new }).map_err(CopyError::Create)?;
+        let copy = self.create(new).map_err(CopyError::Create)?;
         let (src_offs, dst_offs) = (req.src_offs, req.dst_offs);
         let share = req.flags.contains(DmFlags::COW)
             && !kind.is_bound()
