@@ -16,6 +16,13 @@
 //! pages and stores one byte into each page in order; the best round counts. memkit's RAM is
 //! populated beforehand, as a machine's RAM exists before it is used; the page's frame is
 //! still zeroed on every fault, as a dataspace zero-fills on first touch.
+//!
+//! # Unsafe
+//!
+//! Stores into a window's pages through memkit's `store_u8`, which is sound because the
+//! window is registered with the fault handler and every page of it is resolved before the
+//! store is retried; and loads, stores and `munmap` on a fresh anonymous mapping this module
+//! made, only inside it and only while it exists.
 
 use std::sync::Arc;
 use std::time::Instant;

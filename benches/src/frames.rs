@@ -12,6 +12,13 @@
 //! - `init 1 GiB`: building an allocator over 1 GiB with two holes.
 //! - `metadata bytes/GiB`: bytes of metadata per GiB managed (the `ns/op` column holds
 //!   bytes; speedup = peer bytes / memkit bytes).
+//!
+//! # Unsafe
+//!
+//! The peer `frame-alloc` takes its RAM as raw addresses (its `Provenance` trait): a heap
+//! block that this module allocates, exposes once and owns for the allocator's whole life,
+//! reached only through the allocator; a block is freed once, with the order it was taken
+//! with.
 
 use std::alloc::Layout;
 use std::num::NonZeroUsize;

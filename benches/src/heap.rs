@@ -2,9 +2,9 @@
 //! buddy_system_allocator's heap, mimalloc and the system allocator, in the same run.
 //!
 //! Every allocator gets its own region (64 MiB), touched once before any measurement.
-//! memkit runs twice: `memkit` with its default placement ([`Placement::Adaptive`]: size
+//! memkit runs twice: `memkit` with its default placement ([`FitPolicy::Adaptive`]: size
 //! classes while its page source has room, which it has here in every case but the
-//! usable one), and `memkit exact-fit`, always packing ([`Placement::ExactFit`]): that row
+//! usable one), and `memkit exact-fit`, always packing ([`FitPolicy::ExactFit`]): that row
 //! is what the default costs once its source runs short.
 //!
 //! Cases:
@@ -19,6 +19,13 @@
 //!   included) filled by random allocations and frees until the first failure; the live
 //!   requested bytes in percent of the heap (higher is better; speedup < 1 means memkit
 //!   keeps less usable).
+//!
+//! # Unsafe
+//!
+//! The heaps compared take raw memory and hand out raw pointers: each heap gets a fresh,
+//! zeroed heap block of its own that outlives it, and a block is freed once, with the layout
+//! it was allocated with, to the allocator it came from; `GlobalAlloc` wrappers forward the
+//! caller's arguments unchanged.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -26,13 +33,13 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use memkit_heap::{CpuId, HeapId, KernelHeaps, Placement, RegionPageSource};
+use memkit_heap::{CpuId, FitPolicy, HeapId, KernelHeaps, RegionPageSource};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::{MEMKIT, Options, Report, interleaved};
 
-/// The row of memkit with [`Placement::ExactFit`] (the `memkit` row has the default).
+/// The row of memkit with [`FitPolicy::ExactFit`] (the `memkit` row has the default).
 const MEMKIT_EXACT_FIT: &str = "memkit exact-fit";
 const SLOTS: usize = 1024;
 const HEAP_BYTES: usize = 64 << 20;
@@ -49,7 +56,7 @@ thread_local! {
 
 impl CpuId for ThreadNumber {
     #[inline]
-    fn current(&self) -> usize {
+    fn current_cpu(&self) -> usize {
         THREAD.with(|t| {
             let mut n = t.get();
             if n == usize::MAX {
@@ -67,9 +74,9 @@ struct Memkit {
 }
 
 impl Memkit {
-    fn new(bytes: usize, placement: Placement) -> Self {
+    fn new(bytes: usize, fit_policy: FitPolicy) -> Self {
         let source: &'static RegionPageSource = Box::leak(Box::new(region_source(bytes)));
-        let heaps = KernelHeaps::with_placement(source, source, ThreadNumber, placement);
+        let heaps = KernelHeaps::with_fit_policy(source, source, ThreadNumber, fit_policy);
         heaps.init(false).expect("memkit heap init");
         Memkit { heaps }
     }
@@ -234,8 +241,8 @@ struct Contenders {
 impl Contenders {
     fn new(bytes: usize) -> Self {
         Contenders {
-            memkit: Memkit::new(bytes, Placement::default()),
-            memkit_exact_fit: Memkit::new(bytes, Placement::ExactFit),
+            memkit: Memkit::new(bytes, FitPolicy::default()),
+            memkit_exact_fit: Memkit::new(bytes, FitPolicy::ExactFit),
             talc: talc_heap(bytes),
             rlsf: Rlsf::new(bytes),
             linked_list: linked_list_heap(bytes),

@@ -11,6 +11,10 @@
 //! ```
 //!
 //! Benchmarks print figures; they never assert timings.
+//!
+//! `unsafe` is denied here and allowed only in the suites that need it (`fault`, `frames`,
+//! `heap`, `region`); each says in its `# Unsafe` section what its `unsafe` relies on.
+#![deny(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -19,9 +23,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub mod dataspace;
+#[allow(unsafe_code)]
 pub mod fault;
+#[allow(unsafe_code)]
 pub mod frames;
+#[allow(unsafe_code)]
 pub mod heap;
+#[allow(unsafe_code)]
 pub mod region;
 pub mod spaces;
 

@@ -1,4 +1,5 @@
 //! The benchmark command: `memkit-bench <SUITE|all> [--quick]`.
+#![deny(unsafe_code)]
 
 use clap::Parser;
 

@@ -29,6 +29,13 @@
 //!
 //! Targets: find and search-attach at 100 000 regions within 2x their time at 100; a fault
 //! in 100 ns or less with no heap allocation.
+//!
+//! # Unsafe
+//!
+//! Only the counting global allocator: every method forwards its arguments unchanged to the
+//! system allocator, so `GlobalAlloc`'s contract holds as it does for `System`. (The test
+//! kit's `counting` allocator does the same for tests; the benchmarks do not take the test
+//! kit, which would build the libraries with their `check` feature and is not published.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId, Placement};
+use memkit_dataspace::{ClientId, CopyLength, CopyRequest, DataspaceId, DmFlags, FactoryId, MemphysOpenRequest};
 use memkit_heap::HeapId;
-use memkit_host::SpaceId;
+use memkit_host::HostSpaceId;
 use memkit_region::{AttachRequest, Flags};
-use memkit_types::{Access, FrameSource, PAGE_SIZE, PhysAddr, Rights, SUPERPAGE_SIZE, VirtAddr};
+use memkit_types::{Access, FrameSource, PAGE_SIZE, PhysAddr, PhysPlacement, Rights, SUPERPAGE_SIZE, VirtAddr};
 
 use crate::hosted::{self, Hosted, human};
 
@@ -73,21 +73,27 @@ fn open(
     h: &Hosted,
     name: &str,
     pool: u32,
-    placement: Placement,
+    placement: PhysPlacement,
     size: u64,
     align: u32,
     flags: DmFlags,
 ) -> Result<DataspaceId, String> {
     h.system
-        .lock(|s| s.manager.memphys_open(FactoryId::ROOT, OWNER, pool, placement, size, align, flags, name))
+        .lock(|s| {
+            s.manager.memphys_open(
+                FactoryId::ROOT,
+                OWNER,
+                MemphysOpenRequest::new(pool, size).placed(placement).align(align).flags(flags).name(name),
+            )
+        })
         .map_err(|e| format!("{name}: {e}"))
 }
 
-fn attach(h: &Hosted, space: SpaceId, req: AttachRequest<DataspaceId>) -> Result<VirtAddr, String> {
+fn attach(h: &Hosted, space: HostSpaceId, req: AttachRequest<DataspaceId>) -> Result<VirtAddr, String> {
     h.system.lock(|s| s.attach(space, &req)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
 
-fn window_start(h: &Hosted, space: SpaceId) -> Result<VirtAddr, String> {
+fn window_start(h: &Hosted, space: HostSpaceId) -> Result<VirtAddr, String> {
     h.system.lock(|s| s.region_map(space).map(|m| m.window_start())).map_err(|e| e.to_string())
 }
 
@@ -103,7 +109,7 @@ fn pattern(i: usize, salt: u8) -> u8 {
 /// real fault resolved by memkit).
 fn touch_pages(
     h: &Hosted,
-    space: SpaceId,
+    space: HostSpaceId,
     start: VirtAddr,
     pages: usize,
     salt: u8,
@@ -117,7 +123,7 @@ fn touch_pages(
     Ok(())
 }
 
-fn pages_hold(h: &Hosted, space: SpaceId, start: VirtAddr, pages: usize, salt: u8) -> Result<bool, String> {
+fn pages_hold(h: &Hosted, space: HostSpaceId, start: VirtAddr, pages: usize, salt: u8) -> Result<bool, String> {
     for p in 0..pages {
         let mut b = [0u8];
         h.system.load(space, at(start, p * PAGE_SIZE + 8), &mut b).map_err(|e| e.to_string())?;
@@ -128,7 +134,7 @@ fn pages_hold(h: &Hosted, space: SpaceId, start: VirtAddr, pages: usize, salt: u
     Ok(true)
 }
 
-fn byte(h: &Hosted, space: SpaceId, addr: VirtAddr) -> Result<u8, String> {
+fn byte(h: &Hosted, space: HostSpaceId, addr: VirtAddr) -> Result<u8, String> {
     let mut b = [0u8];
     h.system.load(space, addr, &mut b).map_err(|e| e.to_string())?;
     Ok(b[0])
@@ -142,13 +148,13 @@ fn exercise(h: &mut Hosted, c: &mut Checks, lat: &mut Vec<Duration>, svg: &Path)
 
     // Dataspaces of every kind.
     let anon_size = 4 << 20;
-    let anon = open(h, "anonymous", 0, Placement::AnyAddr, anon_size, 12, DmFlags::empty())?;
-    let contig = open(h, "contiguous", 0, Placement::AnyAddr, 256 << 10, 16, DmFlags::CONTIGUOUS)?;
-    let pinned = open(h, "pinned", 0, Placement::AnyAddr, 64 << 10, 12, DmFlags::PINNED)?;
-    let superp = open(h, "superpages", 0, Placement::AnyAddr, 4 << 20, 21, DmFlags::SUPERPAGES)?;
+    let anon = open(h, "anonymous", 0, PhysPlacement::AnyAddr, anon_size, 12, DmFlags::empty())?;
+    let contig = open(h, "contiguous", 0, PhysPlacement::AnyAddr, 256 << 10, 16, DmFlags::CONTIGUOUS)?;
+    let pinned = open(h, "pinned", 0, PhysPlacement::AnyAddr, 64 << 10, 12, DmFlags::PINNED)?;
+    let superp = open(h, "superpages", 0, PhysPlacement::AnyAddr, 4 << 20, 21, DmFlags::SUPERPAGES)?;
     let fixed_at = PhysAddr::new(0x0800_0000);
-    let fixed = open(h, "fixed", 0, Placement::Fixed(fixed_at), 64 << 10, 12, DmFlags::empty())?;
-    let isa = open(h, "isa-dma", 7, Placement::AnyAddr, 128 << 10, 12, DmFlags::CONTIGUOUS)?;
+    let fixed = open(h, "fixed", 0, PhysPlacement::Fixed(fixed_at), 64 << 10, 12, DmFlags::empty())?;
+    let isa = open(h, "isa-dma", 7, PhysPlacement::AnyAddr, 128 << 10, 12, DmFlags::CONTIGUOUS)?;
     println!(
         "dataspaces: anonymous 4 MiB, contiguous 256 KiB, pinned 64 KiB, superpages 4 MiB, fixed 64 KiB at {fixed_at}, ISA DMA 128 KiB"
     );
@@ -272,7 +278,12 @@ fn exercise(h: &mut Hosted, c: &mut Checks, lat: &mut Vec<Duration>, svg: &Path)
         .system
         .lock(|s| {
             let (m, mut r) = s.manager_and_revoker();
-            m.copy_long(OWNER, anon, src_off, dst_off, CopyLength::Bytes(len), DmFlags::empty(), "copy_long", &mut r)
+            m.copy_long(
+                OWNER,
+                anon,
+                CopyRequest::new(src_off, dst_off, CopyLength::Bytes(len)).name("copy_long"),
+                &mut r,
+            )
         })
         .map_err(|e| e.to_string())?;
     let rl = attach(h, b, AttachRequest::new(long, (dst_off + len) as usize, Rights::READ).search(b0))?;

@@ -1,36 +1,16 @@
 //! One error enum per operation, each mapping back to the seeds' codes with `code()`.
 //!
 //! The seeds name `-L4_ENOMEM`, `-L4_ERANGE`, `-L4_EINVAL`, `-L4_EPERM` and `-L4_ENOHANDLE`;
-//! the numbers are L4Re's (`l4sys/err.h`, POSIX-like), except `L4_ENOHANDLE`, which only DROPS
-//! defines. `-L4_EIPC` and `-L4_ENODM` of seed 003 describe a failed IPC to the manager or a
-//! missing manager: an in-process call cannot fail that way, so no error here maps to them.
+//! the numbers and their sign convention are [`memkit_types::l4`]'s (L4Re's `l4sys/err.h`, and
+//! DROPS for `L4_ENOHANDLE`): `code()` returns the negated value. `-L4_EIPC` and `-L4_ENODM`
+//! of seed 003 describe a failed IPC to the manager or a missing manager: an in-process call
+//! cannot fail that way, so no error here maps to them.
 
 use crate::ids::{ClientId, DataspaceId, FactoryId, PoolId};
 use memkit_types::{Access, FrameCount, PhysAddr, Rights};
 
-/// L4Re's error numbers; an operation's `code()` returns the negated value.
-pub mod codes {
-    /// Operation not permitted.
-    pub const L4_EPERM: i32 = 1;
-    /// No such entity.
-    pub const L4_ENOENT: i32 = 2;
-    /// Out of memory (or quota).
-    pub const L4_ENOMEM: i32 = 12;
-    /// Resource busy.
-    pub const L4_EBUSY: i32 = 16;
-    /// No handle (dataspace descriptor) available: DROPS `l4env/errno.h`.
-    pub const L4_ENOHANDLE: i32 = 20;
-    /// Invalid argument.
-    pub const L4_EINVAL: i32 = 22;
-    /// Value out of range.
-    pub const L4_ERANGE: i32 = 34;
-    /// IPC error calling the manager (seed 003); never produced in-process.
-    pub const L4_EIPC: i32 = 2001;
-    /// No dataspace manager found (seed 003); never produced in-process.
-    pub const L4_ENODM: i32 = 2013;
-}
-
-use codes::*;
+#[allow(clippy::wildcard_imports)]
+use memkit_types::l4::*;
 
 macro_rules! error_enum {
     (

@@ -54,12 +54,3 @@ pub enum CopyLength {
     /// Exactly this many bytes.
     Bytes(u64),
 }
-
-/// Where a `memphys` dataspace goes in its pool.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Placement {
-    /// `L4DM_MEMPHYS_ANY_ADDR`: wherever the pool finds room.
-    AnyAddr,
-    /// Exactly at this physical address (page aligned), as one contiguous run.
-    Fixed(memkit_types::PhysAddr),
-}

@@ -60,13 +60,13 @@
 //! | `Factory::create_task` | [`Manager::create_task`] (the quota charge; the region layer builds the task) |
 //! | `Kobject::dec_refcnt(diff)` | [`Manager::dec_refcnt`], [`Manager::destroy_factory`] |
 //! | `l4dm_mem_open` | [`Manager::mem_open`] |
-//! | `l4dm_memphys_open(pool, addr, ...)` | [`Manager::memphys_open`], [`Placement`] |
+//! | `l4dm_memphys_open(pool, addr, ...)` | [`Manager::memphys_open`] with a [`MemphysOpenRequest`], [`PhysPlacement`](memkit_types::PhysPlacement) |
 //! | `l4dm_mem_resize` | [`Manager::resize`] |
 //! | `l4dm_mem_info` | [`Manager::info`], [`Manager::first_id`] |
 //! | `l4dm_close`, `l4dm_close_all` | [`Manager::close`], [`Manager::close_all`] |
 //! | `l4dm_share(ds, client, L4DM_RO)`, capability rights `L4_CAP_FPAGE_RO` / `_RW` | [`Manager::share`], [`DataspaceId::rights`], [`DataspaceId::narrowed`] |
-//! | `l4dm_copy`, `l4dm_copy_long`, `l4dm_memphys_copy` | [`Manager::copy`], [`Manager::copy_long`], [`Manager::memphys_copy`] |
-//! | `L4DM_*` flags, `L4DM_WHOLE_DS`, `L4DM_MEMPHYS_ANY_ADDR` | [`DmFlags`], [`CopyLength`], [`Placement`] |
+//! | `l4dm_copy`, `l4dm_copy_long`, `l4dm_memphys_copy` | [`Manager::copy`], [`Manager::copy_long`] with a [`CopyRequest`], [`Manager::memphys_copy`] with a [`MemphysCopyRequest`] |
+//! | `L4DM_*` flags, `L4DM_WHOLE_DS`, `L4DM_MEMPHYS_ANY_ADDR` | [`DmFlags`], [`CopyLength`], [`PhysPlacement`](memkit_types::PhysPlacement) |
 //! | `l4dm_memphys_find_dmphys` | the [`Manager`] value itself (an in-process manager needs no lookup) |
 //! | `-L4_ENOMEM`, `-L4_ERANGE`, `-L4_EINVAL`, `-L4_EPERM`, `-L4_ENOHANDLE` | `code()` of each error enum |
 //!
@@ -107,13 +107,15 @@ mod flags;
 mod ids;
 mod manager;
 mod refcount;
+mod request;
 
 pub use error::{
     CloseAllError, CloseError, CopyError, CreateError, DestroyFactoryError, FactoryError, InfoError, MapError,
     PhysAddrError, RangeError, RefError, ResizeError, ShareError, TaskError,
 };
-pub use flags::{ANY_ADDR, CopyLength, DmFlags, MEMPHYS_DEFAULT, MEMPHYS_ISA_DMA, MemAllocFlags, Placement, WHOLE_DS};
+pub use flags::{ANY_ADDR, CopyLength, DmFlags, MEMPHYS_DEFAULT, MEMPHYS_ISA_DMA, MemAllocFlags, WHOLE_DS};
 pub use ids::{ClientId, DataspaceId, FactoryId, PoolId, TaskCharge};
 pub use manager::{
     Config, Info, Kind, MAX_ALIGN_SHIFT, MAX_SIZE, Manager, Mapping, NoRevoker, PageRange, Quota, RevokeKind, Revoker,
 };
+pub use request::{CopyRequest, MemphysCopyRequest, MemphysOpenRequest};

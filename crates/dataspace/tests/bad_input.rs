@@ -5,11 +5,11 @@ use memkit_testkit::dataspace::fixture as common;
 
 use common::{POOL0_START, check, mmu, read, used};
 use memkit_dataspace::{
-    ClientId, CloseError, CopyError, CopyLength, CreateError, DataspaceId, DmFlags, FactoryError, FactoryId, InfoError,
-    MAX_ALIGN_SHIFT, MapError, MemAllocFlags, NoRevoker, PhysAddrError, Placement, PoolId, RangeError, RefError,
-    ResizeError,
+    ClientId, CloseError, CopyError, CopyLength, CopyRequest, CreateError, DataspaceId, DmFlags, FactoryError,
+    FactoryId, InfoError, MAX_ALIGN_SHIFT, MapError, MemAllocFlags, MemphysCopyRequest, MemphysOpenRequest, NoRevoker,
+    PhysAddrError, PoolId, RangeError, RefError, ResizeError,
 };
-use memkit_types::{Access, PAGE_SIZE, PhysAddr};
+use memkit_types::{Access, PAGE_SIZE, PhysAddr, PhysPlacement};
 
 const OWNER: ClientId = ClientId::new(1, 1);
 const STRANGER: ClientId = ClientId::new(2, 1);
@@ -68,12 +68,22 @@ fn every_operation_rejects_bad_input_and_changes_nothing() {
     assert_eq!(m.allocate(OWNER, ds, size, 1, &mut NoRevoker), Err(RangeError::OutOfRange(size, 1)));
     let long = CopyLength::Bytes(u64::MAX);
     assert_eq!(
-        m.copy_long(OWNER, ds, 1, 0, long, DmFlags::COW, "c", &mut NoRevoker),
+        m.copy_long(OWNER, ds, CopyRequest::new(1, 0, long).flags(DmFlags::COW).name("c"), &mut NoRevoker),
         Err(CopyError::SourceOutOfRange(1, u64::MAX))
     );
-    let e = m.copy_long(OWNER, ds, size + 1, 0, CopyLength::WholeDataspace, DmFlags::COW, "c", &mut NoRevoker);
+    let e = m.copy_long(
+        OWNER,
+        ds,
+        CopyRequest::new(size + 1, 0, CopyLength::WholeDataspace).flags(DmFlags::COW).name("c"),
+        &mut NoRevoker,
+    );
     assert_eq!(e, Err(CopyError::SourceOutOfRange(size + 1, 0)));
-    let e = m.copy_long(OWNER, ds, 0, u64::MAX, CopyLength::Bytes(1), DmFlags::COW, "c", &mut NoRevoker);
+    let e = m.copy_long(
+        OWNER,
+        ds,
+        CopyRequest::new(0, u64::MAX, CopyLength::Bytes(1)).flags(DmFlags::COW).name("c"),
+        &mut NoRevoker,
+    );
     assert_eq!(e, Err(CopyError::DestinationOutOfRange(u64::MAX, 1)));
     // Sizes.
     assert_eq!(m.resize(OWNER, ds, u64::MAX, &mut NoRevoker), Err(ResizeError::SizeNotSupported(u64::MAX)));
@@ -91,21 +101,21 @@ fn every_operation_rejects_bad_input_and_changes_nothing() {
     let e = m.mem_open(F, OWNER, PAGE, u32::MAX, DmFlags::empty(), "a");
     assert_eq!(e, Err(CreateError::AlignmentOutOfRange(u32::MAX)));
     // Pools.
-    let e = m.memphys_open(F, OWNER, u32::MAX, Placement::AnyAddr, PAGE, 0, DmFlags::empty(), "p");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(u32::MAX, PAGE).name("p"));
     assert_eq!(e, Err(CreateError::PoolOutOfRange(u32::MAX)));
-    let e = m.memphys_open(F, OWNER, 5, Placement::AnyAddr, PAGE, 0, DmFlags::empty(), "p");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(5, PAGE).name("p"));
     assert_eq!(e, Err(CreateError::PoolMissing(PoolId::new(5).unwrap())));
     // Fixed addresses: reserved (outside the pool), overflowing, misaligned.
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(PhysAddr::new(0x1000)), PAGE, 0, DmFlags::empty(), "f");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, PAGE).at(PhysAddr::new(0x1000)).name("f"));
     assert_eq!(e, Err(CreateError::AddressOutOfPool(PhysAddr::new(0x1000))));
     let top = PhysAddr::new(PhysAddr::LIMIT - PAGE);
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(top), 2 * PAGE, 0, DmFlags::empty(), "f");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, 2 * PAGE).at(top).name("f"));
     assert_eq!(e, Err(CreateError::AddressOutOfPool(top)));
     let odd = PhysAddr::new(POOL0_START * PAGE + 1);
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(odd), PAGE, 0, DmFlags::empty(), "f");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, PAGE).at(odd).name("f"));
     assert_eq!(e, Err(CreateError::MisalignedAddress(odd)));
     let sp = PhysAddr::new((POOL0_START + 1) * PAGE);
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(sp), PAGE, 0, DmFlags::SUPERPAGES, "f");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, PAGE).at(sp).flags(DmFlags::SUPERPAGES).name("f"));
     assert_eq!(e, Err(CreateError::MisalignedAddress(sp)));
     // Factories and quota.
     let bogus = m.create_factory(F, 0).unwrap();
@@ -161,8 +171,10 @@ fn world() -> World {
     let contig = m.mem_open(F, OWNER, 2 * PAGE, 0, DmFlags::CONTIGUOUS, "contig").unwrap();
     m.write(contig, PAGE - 2, b"edge", nr).unwrap();
     let pinned = m.mem_open(F, OWNER, PAGE + 5, 0, DmFlags::PINNED, "pinned").unwrap();
-    let superp = m.memphys_open(F, OWNER, 0, Placement::AnyAddr, 3 * PAGE, 0, DmFlags::SUPERPAGES, "super").unwrap();
-    let isa = m.memphys_open(F, OWNER, 7, Placement::AnyAddr, PAGE + 1, 0, DmFlags::empty(), "isa").unwrap();
+    let superp = m
+        .memphys_open(F, OWNER, MemphysOpenRequest::new(0, 3 * PAGE).flags(DmFlags::SUPERPAGES).name("super"))
+        .unwrap();
+    let isa = m.memphys_open(F, OWNER, MemphysOpenRequest::new(7, PAGE + 1).name("isa")).unwrap();
     let foreign = m.mem_open(F, STRANGER, PAGE, 0, DmFlags::empty(), "foreign").unwrap();
     let gone = m.mem_open(F, OWNER, PAGE, 0, DmFlags::empty(), "gone").unwrap();
     m.close(OWNER, gone).unwrap();
@@ -338,7 +350,9 @@ fn every_entry_point_against_a_table_of_bad_input() {
                 true,
                 |m, h, a, b| {
                     let len = CopyLength::Bytes(b);
-                    m.copy_long(caller, h, a, a % 3, len, flags, "c", &mut nr()).map(|_| ()).map_err(|e| e.code())
+                    m.copy_long(caller, h, CopyRequest::new(a, a % 3, len).flags(flags).name("c"), &mut nr())
+                        .map(|_| ())
+                        .map_err(|e| e.code())
                 },
                 move |h, size, a, b| readable(h) && inside(size, a, b),
             ));
@@ -347,7 +361,9 @@ fn every_entry_point_against_a_table_of_bad_input() {
                 true,
                 |m, h, a, b| {
                     let len = CopyLength::WholeDataspace;
-                    m.copy_long(caller, h, a, b, len, flags, "c", &mut nr()).map(|_| ()).map_err(|e| e.code())
+                    m.copy_long(caller, h, CopyRequest::new(a, b, len).flags(flags).name("c"), &mut nr())
+                        .map(|_| ())
+                        .map_err(|e| e.code())
                 },
                 move |h, size, a, b| readable(h) && a <= size && b + (size - a) <= memkit_dataspace::MAX_SIZE,
             ));
@@ -360,15 +376,11 @@ fn every_entry_point_against_a_table_of_bad_input() {
                     m.memphys_copy(
                         caller,
                         h,
-                        0,
-                        0,
-                        len,
-                        pool,
-                        Placement::AnyAddr,
-                        size,
-                        (b % 40) as u32,
-                        flags,
-                        "c",
+                        MemphysCopyRequest::new(0, 0, len, pool)
+                            .size(size)
+                            .align((b % 40) as u32)
+                            .flags(flags)
+                            .name("c"),
                         &mut nr(),
                     )
                     .map(|_| ())
@@ -422,12 +434,12 @@ fn every_creation_against_a_table_of_sizes_alignments_flags_pools_and_places() {
     let sizes = numbers(3 * PAGE + 1);
     let aligns = [0, 1, 11, 12, 21, 22, MAX_ALIGN_SHIFT, MAX_ALIGN_SHIFT + 1, u32::MAX];
     let places = [
-        Placement::AnyAddr,
-        Placement::Fixed(PhysAddr::zero()),
-        Placement::Fixed(PhysAddr::new(POOL0_START * PAGE)),
-        Placement::Fixed(PhysAddr::new(POOL0_START * PAGE + 1)),
-        Placement::Fixed(PhysAddr::new(0x800 * PAGE)),
-        Placement::Fixed(PhysAddr::new(PhysAddr::LIMIT - PAGE)),
+        PhysPlacement::AnyAddr,
+        PhysPlacement::Fixed(PhysAddr::zero()),
+        PhysPlacement::Fixed(PhysAddr::new(POOL0_START * PAGE)),
+        PhysPlacement::Fixed(PhysAddr::new(POOL0_START * PAGE + 1)),
+        PhysPlacement::Fixed(PhysAddr::new(0x800 * PAGE)),
+        PhysPlacement::Fixed(PhysAddr::new(PhysAddr::LIMIT - PAGE)),
     ];
     // Every combination of the defined flags, and every bit set.
     let mut dm: Vec<DmFlags> = (0..1u32 << 7)
@@ -497,7 +509,11 @@ fn every_creation_against_a_table_of_sizes_alignments_flags_pools_and_places() {
                     DmFlags::SUPERPAGES,
                     DmFlags::from_bits_retain(u32::MAX),
                 ] {
-                    let r = m.memphys_open(F, OWNER, pool, place, size, 0, flags, "p");
+                    let r = m.memphys_open(
+                        F,
+                        OWNER,
+                        MemphysOpenRequest::new(pool, size).placed(place).flags(flags).name("p"),
+                    );
                     try_one(&mut m, &|| format!("memphys_open({pool}, {place:?}, {size:#x}, {flags:?})"), r);
                 }
             }

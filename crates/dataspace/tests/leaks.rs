@@ -5,8 +5,11 @@
 use memkit_testkit::dataspace::fixture as common;
 
 use common::{check, mmu, read};
-use memkit_dataspace::{ClientId, CopyLength, DataspaceId, DmFlags, FactoryId, NoRevoker, Placement};
-use memkit_types::{Access, PAGE_SIZE, PhysMemory};
+use memkit_dataspace::{
+    ClientId, CopyLength, CopyRequest, DataspaceId, DmFlags, FactoryId, MemphysCopyRequest, MemphysOpenRequest,
+    NoRevoker,
+};
+use memkit_types::{Access, PAGE_SIZE, PhysMemory, PhysPlacement};
 
 const OWNER: ClientId = ClientId::new(1, 1);
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -45,8 +48,14 @@ fn copy_long_of_zero_bytes_at_a_destination_offset() {
     m.write(src, 0, &[7; 2 * PAGE_SIZE], &mut NoRevoker).unwrap();
     for flags in [DmFlags::empty(), DmFlags::COW] {
         for (src_offs, dst_offs) in [(0, 1), (0, 5000), (100, 5000), (2 * PAGE, 1), (4095, PAGE), (1, 3 * PAGE + 7)] {
-            let c =
-                m.copy_long(OWNER, src, src_offs, dst_offs, CopyLength::Bytes(0), flags, "c", &mut NoRevoker).unwrap();
+            let c = m
+                .copy_long(
+                    OWNER,
+                    src,
+                    CopyRequest::new(src_offs, dst_offs, CopyLength::Bytes(0)).flags(flags).name("c"),
+                    &mut NoRevoker,
+                )
+                .unwrap();
             assert_eq!(m.info(c).unwrap().size, dst_offs);
             assert_eq!(read(&mut m, c, 0, dst_offs as usize), vec![0; dst_offs as usize]);
             assert_zero_beyond(&mut m, c, 0);
@@ -62,7 +71,14 @@ fn cow_copy_of_a_partial_page_does_not_share_the_source_tail() {
     let mut m = mmu();
     let src = m.mem_open(F, OWNER, 2 * PAGE, 0, DmFlags::empty(), "src").unwrap();
     m.write(src, 200, b"secret", &mut NoRevoker).unwrap();
-    let c = m.copy_long(OWNER, src, 0, 0, CopyLength::Bytes(100), DmFlags::COW, "c", &mut NoRevoker).unwrap();
+    let c = m
+        .copy_long(
+            OWNER,
+            src,
+            CopyRequest::new(0, 0, CopyLength::Bytes(100)).flags(DmFlags::COW).name("c"),
+            &mut NoRevoker,
+        )
+        .unwrap();
     assert_eq!(m.info(c).unwrap().size, 100);
     // Through the frame a read fault hands out, and the one a write fault hands out.
     for access in [Access::Read, Access::Write] {
@@ -101,22 +117,24 @@ fn verify(m: &mut common::Dsm, d: &Ds) {
 }
 
 /// The kinds of dataspace: (name, pool, placement, flags).
-fn kinds() -> Vec<(&'static str, u32, Placement, DmFlags)> {
+fn kinds() -> Vec<(&'static str, u32, PhysPlacement, DmFlags)> {
     let fixed = memkit_types::PhysAddr::new(0x800 * PAGE);
     vec![
-        ("anonymous", 0, Placement::AnyAddr, DmFlags::empty()),
-        ("contiguous", 0, Placement::AnyAddr, DmFlags::CONTIGUOUS),
-        ("pinned", 0, Placement::AnyAddr, DmFlags::PINNED),
-        ("superpages", 0, Placement::AnyAddr, DmFlags::SUPERPAGES),
-        ("anonymous pool 7", 7, Placement::AnyAddr, DmFlags::empty()),
-        ("pinned pool 7", 7, Placement::AnyAddr, DmFlags::PINNED),
-        ("fixed pool 7", 7, Placement::Fixed(fixed), DmFlags::empty()),
+        ("anonymous", 0, PhysPlacement::AnyAddr, DmFlags::empty()),
+        ("contiguous", 0, PhysPlacement::AnyAddr, DmFlags::CONTIGUOUS),
+        ("pinned", 0, PhysPlacement::AnyAddr, DmFlags::PINNED),
+        ("superpages", 0, PhysPlacement::AnyAddr, DmFlags::SUPERPAGES),
+        ("anonymous pool 7", 7, PhysPlacement::AnyAddr, DmFlags::empty()),
+        ("pinned pool 7", 7, PhysPlacement::AnyAddr, DmFlags::PINNED),
+        ("fixed pool 7", 7, PhysPlacement::Fixed(fixed), DmFlags::empty()),
     ]
 }
 
-fn open(m: &mut common::Dsm, kind: &(&str, u32, Placement, DmFlags), size: u64) -> Ds {
+fn open(m: &mut common::Dsm, kind: &(&str, u32, PhysPlacement, DmFlags), size: u64) -> Ds {
     let (name, pool, placement, flags) = *kind;
-    let id = m.memphys_open(F, OWNER, pool, placement, size, 0, flags, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let id = m
+        .memphys_open(F, OWNER, MemphysOpenRequest::new(pool, size).placed(placement).flags(flags).name(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let d = Ds { id, data: vec![0; size as usize] };
     verify(m, &d);
     d
@@ -152,19 +170,16 @@ fn no_byte_past_the_size_or_from_before_a_shrink_or_free_is_visible() {
                         m.memphys_copy(
                             OWNER,
                             src.id,
-                            src_offs,
-                            dst_offs,
-                            len,
-                            7,
-                            Placement::AnyAddr,
-                            0,
-                            0,
-                            flags,
-                            "c",
+                            MemphysCopyRequest::new(src_offs, dst_offs, len, 7).flags(flags).name("c"),
                             &mut NoRevoker,
                         )
                     } else {
-                        m.copy_long(OWNER, src.id, src_offs, dst_offs, len, flags, "c", &mut NoRevoker)
+                        m.copy_long(
+                            OWNER,
+                            src.id,
+                            CopyRequest::new(src_offs, dst_offs, len).flags(flags).name("c"),
+                            &mut NoRevoker,
+                        )
                     };
                     let id = id.unwrap();
                     let CopyLength::Bytes(n) = len else { unreachable!() };
@@ -251,15 +266,7 @@ fn fault_around_runs_and_larger_copies_show_zeros_only() {
             .memphys_copy(
                 OWNER,
                 src.id,
-                7,
-                PAGE + 7,
-                len,
-                0,
-                Placement::AnyAddr,
-                dst_size,
-                0,
-                flags,
-                "c",
+                MemphysCopyRequest::new(7, PAGE + 7, len, 0).size(dst_size).flags(flags).name("c"),
                 &mut NoRevoker,
             )
             .unwrap();

@@ -4,11 +4,11 @@
 use memkit_testkit::dataspace::fixture as common;
 
 use common::{Recorder, check, manager, mmu, read, used};
-use memkit_dataspace::error::codes::{L4_EINVAL, L4_ENOMEM, L4_ERANGE};
 use memkit_dataspace::{
     ClientId, Config, CreateError, DmFlags, FactoryId, Kind, MAX_ALIGN_SHIFT, MemAllocFlags, NoRevoker, PoolId,
     RevokeKind,
 };
+use memkit_types::l4::{L4_EINVAL, L4_ENOMEM, L4_ERANGE};
 use memkit_types::{Access, PAGE_SIZE, PhysAddr, Rights, SUPERPAGE_SIZE};
 
 const OWNER: ClientId = ClientId::new(1, 0);

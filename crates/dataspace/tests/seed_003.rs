@@ -5,11 +5,12 @@
 use memkit_testkit::dataspace::fixture as common;
 
 use common::{POOL0_START, POOL7_FRAMES, Recorder, check, mmu, read, used};
-use memkit_dataspace::error::codes::{L4_EINVAL, L4_ENOENT, L4_ENOMEM, L4_EPERM, L4_ERANGE};
 use memkit_dataspace::{
-    ANY_ADDR, ClientId, CloseAllError, CopyError, CopyLength, CreateError, DataspaceId, DmFlags, FactoryId, Kind,
-    MEMPHYS_DEFAULT, MEMPHYS_ISA_DMA, NoRevoker, PageRange, Placement, PoolId, ResizeError, RevokeKind, WHOLE_DS,
+    ANY_ADDR, ClientId, CloseAllError, CopyError, CopyLength, CopyRequest, CreateError, DataspaceId, DmFlags,
+    FactoryId, Kind, MEMPHYS_DEFAULT, MEMPHYS_ISA_DMA, MemphysCopyRequest, MemphysOpenRequest, NoRevoker, PageRange,
+    PoolId, ResizeError, RevokeKind, WHOLE_DS,
 };
+use memkit_types::l4::{L4_EINVAL, L4_ENOENT, L4_ENOMEM, L4_EPERM, L4_ERANGE};
 use memkit_types::{Access, PAGE_SIZE, PhysAddr, Rights, SUPERPAGE_SIZE};
 
 const OWNER: ClientId = ClientId::new(3, 1);
@@ -57,7 +58,8 @@ fn mem_open_kinds_and_name() {
 #[test]
 fn shrinking_a_superpage_dataspace_revokes_every_page_past_the_new_size() {
     let mut m = mmu();
-    let ds = m.memphys_open(F, OWNER, 0, Placement::AnyAddr, 3 * PAGE, 0, DmFlags::SUPERPAGES, "sp").unwrap();
+    let ds =
+        m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, 3 * PAGE).flags(DmFlags::SUPERPAGES).name("sp")).unwrap();
     let mut r = Recorder::default();
     m.resize(OWNER, ds, 0xc8, &mut r).unwrap();
     // The backing stays one superpage: the revocation is of the pages past the size.
@@ -106,12 +108,12 @@ fn mem_resize() {
 fn contiguous_grows_in_place_or_fails_with_nothing_changed() {
     let mut m = mmu();
     let base = PhysAddr::new((POOL0_START + 64) * PAGE);
-    let ds = m.memphys_open(F, OWNER, 0, Placement::Fixed(base), 2 * PAGE, 0, DmFlags::empty(), "c").unwrap();
+    let ds = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, 2 * PAGE).at(base).name("c")).unwrap();
     m.resize(OWNER, ds, 4 * PAGE, &mut NoRevoker).unwrap();
     assert_eq!(m.phys_addr(ds, 0).unwrap(), (base, 4 * PAGE));
     // Block the frame after it.
     let next = base.checked_add(4 * PAGE).unwrap();
-    let blocker = m.memphys_open(F, OWNER, 0, Placement::Fixed(next), PAGE, 0, DmFlags::empty(), "b").unwrap();
+    let blocker = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, PAGE).at(next).name("b")).unwrap();
     let before = (m.quota(F).unwrap(), used(&m, PoolId::DEFAULT));
     let e = m.resize(OWNER, ds, 5 * PAGE, &mut NoRevoker).unwrap_err();
     assert_eq!(e, ResizeError::CannotGrowInPlace(next));
@@ -228,8 +230,14 @@ fn copy_long_byte_offsets_share_the_aligned_middle() {
     assert_eq!(used(&m, PoolId::DEFAULT), 8);
     // Source bytes 100 .. 100 + 5 pages, to destination offset 4096 + 100: same page phase.
     let num = 5 * PAGE;
-    let copy =
-        m.copy_long(OWNER, src, 100, PAGE + 100, CopyLength::Bytes(num), DmFlags::COW, "c", &mut NoRevoker).unwrap();
+    let copy = m
+        .copy_long(
+            OWNER,
+            src,
+            CopyRequest::new(100, PAGE + 100, CopyLength::Bytes(num)).flags(DmFlags::COW).name("c"),
+            &mut NoRevoker,
+        )
+        .unwrap();
     assert_eq!(m.info(copy).unwrap().size, PAGE + 100 + num);
     // Destination pages 2..=5 lie wholly inside: shared. Page 6 ends at the copy's end, 100
     // bytes in: copied (sharing it would show the source's bytes past the copy's size). Page 1
@@ -240,17 +248,28 @@ fn copy_long_byte_offsets_share_the_aligned_middle() {
     assert_eq!(&data[PAGE_SIZE + 100..], &pattern[100..100 + num as usize]);
     check(&mut m);
     // A different page phase copies every byte.
-    let shifted =
-        m.copy_long(OWNER, src, 1, 0, CopyLength::Bytes(2 * PAGE), DmFlags::COW, "s", &mut NoRevoker).unwrap();
+    let shifted = m
+        .copy_long(
+            OWNER,
+            src,
+            CopyRequest::new(1, 0, CopyLength::Bytes(2 * PAGE)).flags(DmFlags::COW).name("s"),
+            &mut NoRevoker,
+        )
+        .unwrap();
     assert_eq!(read(&mut m, shifted, 0, 2 * PAGE_SIZE), &pattern[1..1 + 2 * PAGE_SIZE]);
     // L4DM_WHOLE_DS from an offset.
-    let tail = m.copy_long(OWNER, src, 7 * PAGE + 3, 0, CopyLength::WholeDataspace, DmFlags::COW, "t", &mut NoRevoker);
+    let tail = m.copy_long(
+        OWNER,
+        src,
+        CopyRequest::new(7 * PAGE + 3, 0, CopyLength::WholeDataspace).flags(DmFlags::COW).name("t"),
+        &mut NoRevoker,
+    );
     let tail = tail.unwrap();
     assert_eq!(m.info(tail).unwrap().size, PAGE - 3);
     // Out of range: the source ends before offset + num.
-    let e = m.copy_long(OWNER, src, 8 * PAGE - 1, 0, CopyLength::Bytes(2), DmFlags::empty(), "e", &mut NoRevoker);
+    let e = m.copy_long(OWNER, src, CopyRequest::new(8 * PAGE - 1, 0, CopyLength::Bytes(2)).name("e"), &mut NoRevoker);
     assert_eq!(e.unwrap_err(), CopyError::SourceOutOfRange(8 * PAGE - 1, 2));
-    let e = m.copy_long(OWNER, src, 0, u64::MAX, CopyLength::Bytes(2), DmFlags::empty(), "e", &mut NoRevoker);
+    let e = m.copy_long(OWNER, src, CopyRequest::new(0, u64::MAX, CopyLength::Bytes(2)).name("e"), &mut NoRevoker);
     assert_eq!(e.unwrap_err().code(), -L4_ERANGE);
     check(&mut m);
 }
@@ -259,39 +278,41 @@ fn copy_long_byte_offsets_share_the_aligned_middle() {
 fn memphys_open_pools_addresses_and_superpages() {
     let mut m = mmu();
     // Pool 7: ISA DMA memory below 16 MiB.
-    let isa = m.memphys_open(F, OWNER, 7, Placement::AnyAddr, 64 * PAGE, 0, DmFlags::CONTIGUOUS, "isa").unwrap();
+    let isa =
+        m.memphys_open(F, OWNER, MemphysOpenRequest::new(7, 64 * PAGE).flags(DmFlags::CONTIGUOUS).name("isa")).unwrap();
     let (addr, len) = m.phys_addr(isa, 0).unwrap();
     assert!(addr.as_u64() + len <= 16 << 20);
     assert_eq!(m.info(isa).unwrap().pool, PoolId::ISA_DMA);
     // Lazy pages of a pool-7 dataspace come from pool 7 too.
-    let lazy = m.memphys_open(F, OWNER, 7, Placement::AnyAddr, PAGE, 0, DmFlags::empty(), "l").unwrap();
+    let lazy = m.memphys_open(F, OWNER, MemphysOpenRequest::new(7, PAGE).name("l")).unwrap();
     assert!(m.map(lazy, 0, Access::Write).unwrap().frame.start_address().as_u64() < 16 << 20);
     // A fixed address, on an MMU system too.
     let at = PhysAddr::new((POOL0_START + 8) * PAGE);
-    let fixed = m.memphys_open(F, OWNER, 0, Placement::Fixed(at), 3 * PAGE, 0, DmFlags::empty(), "f").unwrap();
+    let fixed = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, 3 * PAGE).at(at).name("f")).unwrap();
     assert_eq!(m.phys_addr(fixed, 0).unwrap(), (at, 3 * PAGE));
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(at), PAGE, 0, DmFlags::empty(), "f2").unwrap_err();
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, PAGE).at(at).name("f2")).unwrap_err();
     assert_eq!(e, CreateError::AddressInUse(at));
     // Reserved / outside the pool, and past 16 MiB in pool 7.
-    let e = m.memphys_open(F, OWNER, 0, Placement::Fixed(PhysAddr::new(0)), PAGE, 0, DmFlags::empty(), "z");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, PAGE).at(PhysAddr::new(0)).name("z"));
     assert_eq!(e.unwrap_err().code(), -L4_ERANGE);
     let high = PhysAddr::new((16 << 20) - PAGE);
-    let e = m.memphys_open(F, OWNER, 7, Placement::Fixed(high), 2 * PAGE, 0, DmFlags::empty(), "h");
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(7, 2 * PAGE).at(high).name("h"));
     assert_eq!(e.unwrap_err(), CreateError::AddressOutOfPool(high));
     // Superpages.
-    let sp = m.memphys_open(F, OWNER, 0, Placement::AnyAddr, PAGE, 0, DmFlags::SUPERPAGES, "sp").unwrap();
+    let sp = m.memphys_open(F, OWNER, MemphysOpenRequest::new(0, PAGE).flags(DmFlags::SUPERPAGES).name("sp")).unwrap();
     let (spa, splen) = m.phys_addr(sp, 0).unwrap();
     assert!(spa.is_aligned(SUPERPAGE_SIZE as u64));
     assert_eq!(splen, PAGE, "contiguous up to the byte size");
     assert_eq!(m.info(sp).unwrap().align, 21);
     // Pools out of range and without memory.
-    let e = m.memphys_open(F, OWNER, 8, Placement::AnyAddr, PAGE, 0, DmFlags::empty(), "p").unwrap_err();
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(8, PAGE).name("p")).unwrap_err();
     assert_eq!(e, CreateError::PoolOutOfRange(8));
     assert_eq!(e.code(), -L4_EINVAL);
-    let e = m.memphys_open(F, OWNER, 3, Placement::AnyAddr, PAGE, 0, DmFlags::empty(), "p").unwrap_err();
+    let e = m.memphys_open(F, OWNER, MemphysOpenRequest::new(3, PAGE).name("p")).unwrap_err();
     assert_eq!(e.code(), -L4_ENOENT);
     // Pool 7 is small: asking for more than it has.
-    let e = m.memphys_open(F, OWNER, 7, Placement::AnyAddr, POOL7_FRAMES * PAGE, 0, DmFlags::PINNED, "big");
+    let e =
+        m.memphys_open(F, OWNER, MemphysOpenRequest::new(7, POOL7_FRAMES * PAGE).flags(DmFlags::PINNED).name("big"));
     assert_eq!(e.unwrap_err().code(), -L4_ENOMEM);
     check(&mut m);
 }
@@ -307,15 +328,7 @@ fn memphys_copy_into_another_pool() {
         .memphys_copy(
             OWNER,
             src,
-            0,
-            0,
-            CopyLength::WholeDataspace,
-            7,
-            Placement::Fixed(at),
-            0,
-            0,
-            DmFlags::COW,
-            "f",
+            MemphysCopyRequest::new(0, 0, CopyLength::WholeDataspace, 7).at(at).flags(DmFlags::COW).name("f"),
             &mut NoRevoker,
         )
         .unwrap();
@@ -326,15 +339,7 @@ fn memphys_copy_into_another_pool() {
         .memphys_copy(
             OWNER,
             src,
-            PAGE,
-            10,
-            CopyLength::Bytes(PAGE),
-            7,
-            Placement::AnyAddr,
-            5 * PAGE,
-            12,
-            DmFlags::empty(),
-            "s",
+            MemphysCopyRequest::new(PAGE, 10, CopyLength::Bytes(PAGE), 7).size(5 * PAGE).align(12).name("s"),
             &mut NoRevoker,
         )
         .unwrap();
@@ -345,15 +350,7 @@ fn memphys_copy_into_another_pool() {
         .memphys_copy(
             OWNER,
             src,
-            0,
-            0,
-            CopyLength::WholeDataspace,
-            7,
-            Placement::AnyAddr,
-            0,
-            0,
-            DmFlags::COW,
-            "c",
+            MemphysCopyRequest::new(0, 0, CopyLength::WholeDataspace, 7).flags(DmFlags::COW).name("c"),
             &mut NoRevoker,
         )
         .unwrap();
@@ -368,15 +365,7 @@ fn memphys_copy_into_another_pool() {
         .memphys_copy(
             OWNER,
             src,
-            0,
-            0,
-            CopyLength::WholeDataspace,
-            9,
-            Placement::AnyAddr,
-            0,
-            0,
-            DmFlags::SAME_POOL,
-            "p",
+            MemphysCopyRequest::new(0, 0, CopyLength::WholeDataspace, 9).flags(DmFlags::SAME_POOL).name("p"),
             &mut NoRevoker,
         )
         .unwrap();
@@ -384,15 +373,7 @@ fn memphys_copy_into_another_pool() {
     let e = m.memphys_copy(
         OWNER,
         src,
-        0,
-        0,
-        CopyLength::WholeDataspace,
-        9,
-        Placement::AnyAddr,
-        0,
-        0,
-        DmFlags::empty(),
-        "p",
+        MemphysCopyRequest::new(0, 0, CopyLength::WholeDataspace, 9).name("p"),
         &mut NoRevoker,
     );
     assert_eq!(e.unwrap_err(), CopyError::Create(CreateError::PoolOutOfRange(9)));

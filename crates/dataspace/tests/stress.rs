@@ -6,7 +6,7 @@ use memkit_testkit::dataspace::fixture as common;
 
 use std::sync::{Arc, Mutex};
 
-use memkit_dataspace::{ClientId, CopyLength, DmFlags, FactoryId, NoRevoker, PoolId};
+use memkit_dataspace::{ClientId, CopyLength, CopyRequest, DmFlags, FactoryId, NoRevoker, PoolId};
 use memkit_types::{Access, FrameSource, PAGE_SIZE};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -37,8 +37,13 @@ fn threads_share_one_manager() {
                     shared.lock().unwrap().write(ds, 0, &data, &mut NoRevoker).unwrap();
                     let copy = {
                         let mut m = shared.lock().unwrap();
-                        m.copy_long(me, ds, 0, 0, CopyLength::WholeDataspace, DmFlags::COW, "c", &mut NoRevoker)
-                            .unwrap()
+                        m.copy_long(
+                            me,
+                            ds,
+                            CopyRequest::new(0, 0, CopyLength::WholeDataspace).flags(DmFlags::COW).name("c"),
+                            &mut NoRevoker,
+                        )
+                        .unwrap()
                     };
                     // Break copy-on-write on one page of the copy by a fault.
                     let victim = rng.random_range(0..pages) * PAGE;

@@ -21,17 +21,17 @@
 //!   that `xmfree` still recovers its size and refuses a pointer to its inner blocks).
 //!   An aligned request that its own class cannot serve at an aligned offset tries the
 //!   power-of-two classes below the class its alignment rounds it up to.
-//! - **Placement, chosen per heap.** A [`Placement`] given when a heap is made
-//!   ([`Heap::with_placement`], [`KernelHeaps::with_placement`]) decides how requests up to
-//!   the largest class are placed. [`Placement::SizeClasses`]: a class block of a span,
-//!   the fastest. [`Placement::ExactFit`] packs: a request above 256 B takes a block of
+//! - **A fit policy, chosen per heap.** A [`FitPolicy`] given when a heap is made
+//!   ([`Heap::with_fit_policy`], [`KernelHeaps::with_fit_policy`]) decides how requests up to
+//!   the largest class are placed. [`FitPolicy::SizeClasses`]: a class block of a span,
+//!   the fastest. [`FitPolicy::ExactFit`] packs: a request above 256 B takes a block of
 //!   its size rounded to 64 bytes from an arena (a run of pages of one shard) through a
 //!   two-level segregated fit with immediate merging of free neighbours, and a smaller one
 //!   an arena fragment that holds it. The arena's header holds a start bit and an alloc
 //!   bit per 64 bytes, so `xmfree` checks a pointer and finds the block's size and
 //!   neighbours out of band. The free lists are out of band too (entries in a per-shard
 //!   pool, checked against the header when used), so no block, free or live, carries any
-//!   metadata. [`Placement::Adaptive`] (the default) places by size class while the page
+//!   metadata. [`FitPolicy::Adaptive`] (the default) places by size class while the page
 //!   source's free memory is at least [`PACK_HEADROOM`] times the heap's bytes in use,
 //!   and packs below that. In the benchmark's random fill of a 16 MiB heap, the usable
 //!   share at the first failure is 91.4 % by size class, 97.3 % packed and 95.7 %
@@ -39,7 +39,7 @@
 //!   by [`Heap::trim`] and when the source runs dry), and one empty span per class plus
 //!   at most 256 pages of spans more.
 //! - **Sharded, no global lock on the fast path.** Spans belong to one of [`SHARDS`]
-//!   shards chosen by a [`CpuId`]; a thread allocates from its shard and frees into the
+//!   shards chosen by a [`CpuId`] (`memkit-types`', re-exported); a thread allocates from its shard and frees into the
 //!   span owner's shard.
 //! - **Pages come from a [`PageSource`]**: the frame allocator through a direct map
 //!   ([`DirectMapPageSource`]), one memory region ([`RegionPageSource`]), or 16 MiB large
@@ -73,7 +73,7 @@ mod xmalloc;
 
 pub use error::{EINVAL, ENOMEM, PinError, ReallocError, UnpinError, XmallocError, XmfreeError};
 pub use heap::{
-    BlockInfo, CpuId, Heap, HeapStats, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, PACK_HEADROOM, Placement, SHARDS, SingleCpu,
+    BlockInfo, CpuId, FitPolicy, Heap, HeapStats, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, PACK_HEADROOM, SHARDS, SingleCpu,
 };
 pub use source::{
     DirectMapPageSource, LARGE_PAGE_ORDER, LARGE_PAGE_PAGES, LargePages, MAX_LARGE_PAGES, PageSource, RegionPageSource,

@@ -25,7 +25,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use memkit_types::VirtAddr;
 
 use crate::error::{PinError, ReallocError, UnpinError, XmallocError, XmfreeError};
-use crate::heap::{CpuId, Heap, HeapStats, Placement};
+use crate::heap::{CpuId, FitPolicy, Heap, HeapStats};
 use crate::source::{LargePages, PageSource};
 
 /// A heap as the seed names it.
@@ -85,21 +85,21 @@ impl<P, C> core::fmt::Debug for KernelHeaps<'_, P, C> {
 }
 
 impl<'a, P: PageSource, C: CpuId + Copy> KernelHeaps<'a, P, C> {
-    /// Uninitialised heaps with the default [`Placement`]: every `xmalloc` returns `None`
+    /// Uninitialised heaps with the default [`FitPolicy`]: every `xmalloc` returns `None`
     /// until [`init`](Self::init). `pageable` backs `kernel_heap`, `pinned` backs
     /// `pinned_heap` (memory never paged out); they may be the same source.
     pub const fn new(pageable: &'a P, pinned: &'a P, cpu: C) -> Self {
-        Self::with_placement(pageable, pinned, cpu, Placement::Adaptive)
+        Self::with_fit_policy(pageable, pinned, cpu, FitPolicy::Adaptive)
     }
 
     /// As [`new`](Self::new), every backing heap placing requests by
-    /// `placement`.
-    pub const fn with_placement(pageable: &'a P, pinned: &'a P, cpu: C, placement: Placement) -> Self {
+    /// `fit_policy`.
+    pub const fn with_fit_policy(pageable: &'a P, pinned: &'a P, cpu: C, fit_policy: FitPolicy) -> Self {
         KernelHeaps {
-            kernel_4k: Heap::with_placement(pageable, cpu, false, placement),
-            kernel_16m: Heap::with_placement(LargePages::new(pageable), cpu, false, placement),
-            pinned_4k: Heap::with_placement(pinned, cpu, true, placement),
-            pinned_16m: Heap::with_placement(LargePages::new(pinned), cpu, true, placement),
+            kernel_4k: Heap::with_fit_policy(pageable, cpu, false, fit_policy),
+            kernel_16m: Heap::with_fit_policy(LargePages::new(pageable), cpu, false, fit_policy),
+            pinned_4k: Heap::with_fit_policy(pinned, cpu, true, fit_policy),
+            pinned_16m: Heap::with_fit_policy(LargePages::new(pinned), cpu, true, fit_policy),
             large_pages: AtomicBool::new(false),
         }
     }

@@ -7,17 +7,17 @@ use common::FreeOwned;
 
 use std::ptr::NonNull;
 
-use memkit_heap::{Heap, MAX_ALIGN_LOG2, Placement, ReallocError, RegionPageSource, SingleCpu};
+use memkit_heap::{FitPolicy, Heap, MAX_ALIGN_LOG2, ReallocError, RegionPageSource, SingleCpu};
 use memkit_heap::{XmallocError, XmfreeError};
 use memkit_types::{PAGE_SIZE, VirtAddr};
 
-const PLACEMENTS: [Placement; 3] = [Placement::SizeClasses, Placement::ExactFit, Placement::Adaptive];
+const FIT_POLICIES: [FitPolicy; 3] = [FitPolicy::SizeClasses, FitPolicy::ExactFit, FitPolicy::Adaptive];
 
-fn heap(bytes: usize, placement: Placement) -> Heap<RegionPageSource> {
+fn heap(bytes: usize, fit_policy: FitPolicy) -> Heap<RegionPageSource> {
     let mem: &'static mut [u8] = vec![0u8; bytes].leak();
     // SAFETY: leaked memory, used only by this source, valid for 'static.
     let src = unsafe { RegionPageSource::new(NonNull::new(mem.as_mut_ptr()).unwrap(), mem.len()) }.unwrap();
-    let h = Heap::with_placement(src, SingleCpu, false, placement);
+    let h = Heap::with_fit_policy(src, SingleCpu, false, fit_policy);
     h.init().unwrap();
     h
 }
@@ -35,8 +35,8 @@ fn va(p: NonNull<u8>) -> VirtAddr {
 
 #[test]
 fn sizes_and_alignments_at_the_edges() {
-    for placement in PLACEMENTS {
-        let h = heap(2 << 20, placement);
+    for fit_policy in FIT_POLICIES {
+        let h = heap(2 << 20, fit_policy);
         let total = h.source().total_pages().get() * PAGE_SIZE;
         // Zero bytes: a real block, freed like any other.
         let z = h.allocate(0, 0).unwrap();
@@ -44,7 +44,7 @@ fn sizes_and_alignments_at_the_edges() {
         for size in [usize::MAX, usize::MAX - PAGE_SIZE, isize::MAX as usize, total + 1, total] {
             assert!(
                 matches!(h.allocate(size, 0), Err(XmallocError::TooLarge(_) | XmallocError::NoMemory(_))),
-                "{placement:?} {size}"
+                "{fit_policy:?} {size}"
             );
             h.check_invariants();
         }
@@ -56,7 +56,7 @@ fn sizes_and_alignments_at_the_edges() {
         for align in 0..=16 {
             for size in [1, 17, 255, 4095, 4096, 4097, 40_000] {
                 if let Ok(p) = h.allocate(size, align) {
-                    assert_eq!(p.as_ptr() as usize % (1 << align), 0, "{placement:?} {size} 2^{align}");
+                    assert_eq!(p.as_ptr() as usize % (1 << align), 0, "{fit_policy:?} {size} 2^{align}");
                     assert!(h.block(p).unwrap().usable >= size);
                     live.push(p);
                 }
@@ -75,9 +75,9 @@ fn sizes_and_alignments_at_the_edges() {
 
 #[test]
 fn bad_frees_are_refused_and_change_nothing() {
-    for placement in PLACEMENTS {
-        let h = heap(2 << 20, placement);
-        let other = heap(1 << 20, placement);
+    for fit_policy in FIT_POLICIES {
+        let h = heap(2 << 20, fit_policy);
+        let other = heap(1 << 20, fit_policy);
         let small = h.allocate(100, 3).unwrap();
         let mid = h.allocate(3000, 3).unwrap();
         let large = h.allocate(100_000, 3).unwrap();
@@ -94,7 +94,7 @@ fn bad_frees_are_refused_and_change_nothing() {
                 let inside = NonNull::new(block.as_ptr().wrapping_add(offset)).unwrap();
                 assert!(
                     matches!(h.free_owned(inside), Err(XmfreeError::NotBlockStart(_) | XmfreeError::NotAllocated(_))),
-                    "{placement:?} +{offset}"
+                    "{fit_policy:?} +{offset}"
                 );
             }
         }
@@ -113,8 +113,8 @@ fn bad_frees_are_refused_and_change_nothing() {
 
 #[test]
 fn realloc_at_the_edges() {
-    for placement in PLACEMENTS {
-        let h = heap(2 << 20, placement);
+    for fit_policy in FIT_POLICIES {
+        let h = heap(2 << 20, fit_policy);
         let p = h.allocate(100, 6).unwrap();
         // SAFETY: a fresh 100-byte block.
         unsafe { p.as_ptr().write_bytes(0x5a, 100) };
@@ -140,8 +140,8 @@ fn realloc_at_the_edges() {
 
 #[test]
 fn exhaustion_and_recovery() {
-    for placement in PLACEMENTS {
-        let h = heap(1 << 20, placement);
+    for fit_policy in FIT_POLICIES {
+        let h = heap(1 << 20, fit_policy);
         for round in 0..3 {
             let mut live = Vec::new();
             let mut i = 0usize;
@@ -154,14 +154,14 @@ fn exhaustion_and_recovery() {
                 i += 1;
             }
             h.check_invariants();
-            assert!(live.len() > 100, "{placement:?} round {round}: {}", live.len());
+            assert!(live.len() > 100, "{fit_policy:?} round {round}: {}", live.len());
             // Everything comes back, and the heap serves as much again.
             for p in live {
                 h.free_owned(p).unwrap();
             }
             h.check_invariants();
             h.trim();
-            assert_eq!((h.stats().pages, h.bytes_in_use()), (0, 0), "{placement:?} round {round}");
+            assert_eq!((h.stats().pages, h.bytes_in_use()), (0, 0), "{fit_policy:?} round {round}");
         }
     }
 }

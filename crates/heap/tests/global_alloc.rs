@@ -22,7 +22,7 @@ thread_local! {
 }
 
 impl CpuId for ThreadNumber {
-    fn current(&self) -> usize {
+    fn current_cpu(&self) -> usize {
         NUMBER
             .try_with(|n| {
                 if n.get() == usize::MAX {

@@ -2,16 +2,16 @@
 //! invariant and every live block's contents checked after every action) and a random-action
 //! driver of a million actions, each for both placements of requests above 1 KiB.
 
-use memkit_heap::Placement;
+use memkit_heap::FitPolicy;
 use memkit_testkit::heap::{Action, RunConfig, run};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-const PLACEMENTS: [Placement; 3] = [Placement::SizeClasses, Placement::ExactFit, Placement::Adaptive];
+const FIT_POLICIES: [FitPolicy; 3] = [FitPolicy::SizeClasses, FitPolicy::ExactFit, FitPolicy::Adaptive];
 
-fn placement() -> impl Strategy<Value = Placement> {
-    prop::sample::select(&PLACEMENTS[..])
+fn fit_policy() -> impl Strategy<Value = FitPolicy> {
+    prop::sample::select(&FIT_POLICIES[..])
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -38,9 +38,9 @@ proptest! {
     fn heaps_agree_with_the_shadow_model(
         actions in prop::collection::vec(action(), 1..300),
         large in any::<bool>(),
-        placement in placement(),
+        fit_policy in fit_policy(),
     ) {
-        let config = RunConfig { large_pages: large, placement, ..RunConfig::default() };
+        let config = RunConfig { large_pages: large, fit_policy, ..RunConfig::default() };
         if let Err(e) = run(&actions, config) {
             return Err(TestCaseError::fail(e));
         }
@@ -55,9 +55,9 @@ proptest! {
     #[test]
     fn heaps_agree_with_the_shadow_model_when_dry(
         actions in prop::collection::vec(action(), 1..300),
-        placement in placement(),
+        fit_policy in fit_policy(),
     ) {
-        let config = RunConfig { region_bytes: 1 << 20, large_pages: false, placement, ..RunConfig::default() };
+        let config = RunConfig { region_bytes: 1 << 20, large_pages: false, fit_policy, ..RunConfig::default() };
         if let Err(e) = run(&actions, config) {
             return Err(TestCaseError::fail(e));
         }
@@ -87,12 +87,12 @@ fn random_action(rng: &mut SmallRng) -> Action {
     }
 }
 
-fn a_million_random_actions(placement: Placement) {
+fn a_million_random_actions(fit_policy: FitPolicy) {
     let mut rng = SmallRng::seed_from_u64(0x5eed_0002);
     let n = if cfg!(miri) { 2_000 } else { 1_000_000 };
     let actions: Vec<Action> = (0..n).map(|_| random_action(&mut rng)).collect();
     let check_every = if cfg!(miri) { 500 } else { 20_000 };
-    let config = RunConfig { region_bytes: 64 << 20, large_pages: true, check_every, verify_all: false, placement };
+    let config = RunConfig { region_bytes: 64 << 20, large_pages: true, check_every, verify_all: false, fit_policy };
     let stats = run(&actions, config).unwrap();
     assert!(stats.allocations > n * 2 / 5, "{stats:?}");
     assert!(stats.refused_frees > n / 50, "{stats:?}");
@@ -100,17 +100,17 @@ fn a_million_random_actions(placement: Placement) {
 
 #[test]
 fn a_million_random_actions_in_size_classes() {
-    a_million_random_actions(Placement::SizeClasses);
+    a_million_random_actions(FitPolicy::SizeClasses);
 }
 
 #[test]
 fn a_million_random_actions_with_exact_fit() {
-    a_million_random_actions(Placement::ExactFit);
+    a_million_random_actions(FitPolicy::ExactFit);
 }
 
 #[test]
 fn a_million_random_actions_adaptive() {
-    a_million_random_actions(Placement::Adaptive);
+    a_million_random_actions(FitPolicy::Adaptive);
 }
 
 /// The random-action driver over a region that runs dry and recovers reaches every
@@ -127,7 +127,7 @@ fn random_actions_reach_every_structural_path() {
         large_pages: false,
         check_every: if cfg!(miri) { 500 } else { 5_000 },
         verify_all: false,
-        placement: Placement::Adaptive,
+        fit_policy: FitPolicy::Adaptive,
     };
     let stats = run(&actions, config).unwrap();
     let p = stats.paths;
@@ -150,12 +150,12 @@ fn random_actions_reach_every_structural_path() {
 
 #[test]
 fn running_dry_then_recovering() {
-    for placement in PLACEMENTS {
-        running_dry_then_recovering_with(placement);
+    for fit_policy in FIT_POLICIES {
+        running_dry_then_recovering_with(fit_policy);
     }
 }
 
-fn running_dry_then_recovering_with(placement: Placement) {
+fn running_dry_then_recovering_with(fit_policy: FitPolicy) {
     // Fill a small region until the page source is exhausted, free, and allocate again.
     let mut actions: Vec<Action> = (0..3000u16)
         .map(|i| Action::Alloc { size: 1000 + (i % 7) * 3000, align_log2: (i % 5) as u8, heap: (i % 2) as u8 })
@@ -163,7 +163,7 @@ fn running_dry_then_recovering_with(placement: Placement) {
     actions.extend((0..3000).map(|i| Action::Free { index: i * 7 }));
     actions.extend((0..2000u16).map(|i| Action::Alloc { size: 100 + i, align_log2: 3, heap: 0 }));
     let config =
-        RunConfig { region_bytes: 8 << 20, large_pages: false, check_every: 100, verify_all: false, placement };
+        RunConfig { region_bytes: 8 << 20, large_pages: false, check_every: 100, verify_all: false, fit_policy };
     let stats = run(&actions, config).unwrap();
     assert!(stats.out_of_memory > 0, "{stats:?}");
     assert!(stats.allocations > 2500 && stats.live_at_end == 2000, "{stats:?}");
@@ -175,13 +175,13 @@ fn running_dry_then_recovering_with(placement: Placement) {
 fn the_fuzz_targets_configurations_run() {
     let mut rng = SmallRng::seed_from_u64(0x5eed_f022);
     let n = if cfg!(miri) { 100 } else { 3_000 };
-    for placement in PLACEMENTS {
+    for fit_policy in FIT_POLICIES {
         for region_bytes in [40 << 20, 4 << 20, 1 << 20, 256 << 10] {
             for large_pages in [false, true] {
                 let actions: Vec<Action> = (0..n).map(|_| random_action(&mut rng)).collect();
-                let config = RunConfig { region_bytes, large_pages, check_every: 50, verify_all: false, placement };
+                let config = RunConfig { region_bytes, large_pages, check_every: 50, verify_all: false, fit_policy };
                 let stats = run(&actions, config).unwrap();
-                assert!(stats.allocations > 0, "{placement:?} {region_bytes} {large_pages}: {stats:?}");
+                assert!(stats.allocations > 0, "{fit_policy:?} {region_bytes} {large_pages}: {stats:?}");
             }
         }
     }

@@ -11,7 +11,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use memkit_heap::{CpuId, Heap, PageSource, Placement, RegionPageSource};
+use memkit_heap::{CpuId, FitPolicy, Heap, PageSource, RegionPageSource};
 
 #[derive(Debug, Clone, Copy)]
 struct ThreadNumber;
@@ -22,7 +22,7 @@ thread_local! {
 }
 
 impl CpuId for ThreadNumber {
-    fn current(&self) -> usize {
+    fn current_cpu(&self) -> usize {
         NUMBER.with(|n| {
             if n.get() == usize::MAX {
                 n.set(NEXT.fetch_add(1, Ordering::Relaxed));
@@ -32,14 +32,14 @@ impl CpuId for ThreadNumber {
     }
 }
 
-const PLACEMENTS: [Placement; 3] = [Placement::SizeClasses, Placement::ExactFit, Placement::Adaptive];
+const FIT_POLICIES: [FitPolicy; 3] = [FitPolicy::SizeClasses, FitPolicy::ExactFit, FitPolicy::Adaptive];
 
-fn heap(bytes: usize, placement: Placement) -> &'static Heap<RegionPageSource, ThreadNumber> {
+fn heap(bytes: usize, fit_policy: FitPolicy) -> &'static Heap<RegionPageSource, ThreadNumber> {
     let bytes = if cfg!(miri) { bytes.min(8 << 20) } else { bytes };
     let mem: &'static mut [u8] = vec![0u8; bytes].leak();
     // SAFETY: leaked memory, used only by this source, valid for 'static.
     let src = unsafe { RegionPageSource::new(NonNull::new(mem.as_mut_ptr()).unwrap(), mem.len()) }.unwrap();
-    let h = Box::leak(Box::new(Heap::with_placement(src, ThreadNumber, false, placement)));
+    let h = Box::leak(Box::new(Heap::with_fit_policy(src, ThreadNumber, false, fit_policy)));
     h.init().unwrap();
     h
 }
@@ -50,8 +50,8 @@ fn size_of_block(i: usize) -> usize {
 
 #[test]
 fn one_thread_allocates_another_frees() {
-    for placement in PLACEMENTS {
-        one_thread_allocates_another_frees_with(placement, 64 << 20);
+    for fit_policy in FIT_POLICIES {
+        one_thread_allocates_another_frees_with(fit_policy, 64 << 20);
     }
 }
 
@@ -59,13 +59,13 @@ fn one_thread_allocates_another_frees() {
 /// for the consumer's frees and the heap takes its dry paths.
 #[test]
 fn one_thread_allocates_another_frees_over_a_dry_source() {
-    for placement in PLACEMENTS {
-        one_thread_allocates_another_frees_with(placement, 2 << 20);
+    for fit_policy in FIT_POLICIES {
+        one_thread_allocates_another_frees_with(fit_policy, 2 << 20);
     }
 }
 
-fn one_thread_allocates_another_frees_with(placement: Placement, bytes: usize) {
-    let h = heap(bytes, placement);
+fn one_thread_allocates_another_frees_with(fit_policy: FitPolicy, bytes: usize) {
+    let h = heap(bytes, fit_policy);
     let blocks = if cfg!(miri) { 200 } else { 100_000 };
     let (tx, rx) = mpsc::sync_channel::<(usize, usize, u8)>(256);
     let producer = std::thread::spawn(move || {
@@ -103,21 +103,21 @@ fn one_thread_allocates_another_frees_with(placement: Placement, bytes: usize) {
 
 #[test]
 fn threads_allocate_and_free_at_once() {
-    for placement in PLACEMENTS {
-        threads_allocate_and_free_at_once_with(placement, 64 << 20);
+    for fit_policy in FIT_POLICIES {
+        threads_allocate_and_free_at_once_with(fit_policy, 64 << 20);
     }
 }
 
 /// As above over a 4 MiB source, which the threads' live blocks outgrow.
 #[test]
 fn threads_allocate_and_free_at_once_over_a_dry_source() {
-    for placement in PLACEMENTS {
-        threads_allocate_and_free_at_once_with(placement, 4 << 20);
+    for fit_policy in FIT_POLICIES {
+        threads_allocate_and_free_at_once_with(fit_policy, 4 << 20);
     }
 }
 
-fn threads_allocate_and_free_at_once_with(placement: Placement, bytes: usize) {
-    let h = heap(bytes, placement);
+fn threads_allocate_and_free_at_once_with(fit_policy: FitPolicy, bytes: usize) {
+    let h = heap(bytes, fit_policy);
     let steps = if cfg!(miri) { 200 } else { 50_000 };
     std::thread::scope(|s| {
         for t in 0..4usize {
@@ -225,20 +225,20 @@ impl Drop for FailOnPanic<'_> {
 fn threads_free_each_others_blocks_over_a_dry_source() {
     // Size classes take the most merged blocks (thousands a heap), so they get the most
     // heaps: about one in fifteen of them failed before the fix.
-    for (placement, heaps) in [(Placement::SizeClasses, 10), (Placement::ExactFit, 2), (Placement::Adaptive, 3)] {
+    for (fit_policy, heaps) in [(FitPolicy::SizeClasses, 10), (FitPolicy::ExactFit, 2), (FitPolicy::Adaptive, 3)] {
         for seed in 0..if cfg!(miri) { 1 } else { heaps } {
-            dry_cross_thread_frees_with(placement, seed);
+            dry_cross_thread_frees_with(fit_policy, seed);
         }
     }
 }
 
-fn dry_cross_thread_frees_with(placement: Placement, seed: u64) {
+fn dry_cross_thread_frees_with(fit_policy: FitPolicy, seed: u64) {
     use std::sync::Mutex;
     const THREADS: usize = 8;
     // Blocks live per thread at most: with eight threads, about the source's size.
     const LIVE: usize = 20;
     let (rounds, steps) = if cfg!(miri) { (2, 50) } else { (8, 1500) };
-    let h = heap(3 << 20, placement);
+    let h = heap(3 << 20, fit_policy);
     let mailboxes: Vec<Mutex<Vec<(usize, usize, u8)>>> = (0..THREADS).map(|_| Mutex::new(Vec::new())).collect();
     let barrier = Rendezvous::new(THREADS);
     let refused = AtomicUsize::new(0);

@@ -165,7 +165,7 @@ impl RegisterError {
     /// The seed's code: `-L4_ENOMEM` (-12).
     #[must_use]
     pub fn code(self) -> i32 {
-        -12
+        -memkit_types::l4::L4_ENOMEM
     }
 }
 

@@ -43,7 +43,7 @@
 //! never loads or stores window memory while holding it; the handler then can always get
 //! the lock, whichever thread faults. The rule is checked per thread: [`HostSpace::with`]
 //! inside itself panics; a [`System`]'s methods called from inside [`System::lock`] fail
-//! with [`SpaceError::Reentered`]; a fault taken while the faulting thread holds the lock
+//! with [`SystemError::Reentered`]; a fault taken while the faulting thread holds the lock
 //! that resolves it ends the process with a message instead of deadlocking.
 //! (Its own [`System::load`] and [`System::store`] hold the lock while they copy, on pages
 //! they mapped first, so they never fault.)
@@ -80,7 +80,7 @@ pub use machine::{BootError, HostedMachine, PoolSource};
 pub use ram::{HostHeaderMapping, HostRam, MAX_HEADER_REGIONS, RamError};
 pub use space::{HostSpace, SpaceState};
 pub use system::{
-    DEFAULT_FAULT_AROUND, FaultAroundError, HostAddressSpace, MAX_FAULT_AROUND, RamRef, SpaceError, SpaceId,
-    SpacesRevoker, Stack, System,
+    DEFAULT_FAULT_AROUND, FaultAroundError, HostAddressSpace, HostSpaceId, MAX_FAULT_AROUND, RamRef, SpacesRevoker,
+    Stack, System, SystemError,
 };
 pub use window::{HostMmu, MappingBudget, Populate, Window, WindowError};

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use memkit_heap::DirectMapPageSource;
 use memkit_phys::{HeaderMapping, LockedAllocator, MemoryArea};
+use memkit_types::l4::{L4_EINVAL, L4_ENOMEM};
 use memkit_types::{Frame, FrameCount, PAGE_SIZE, PhysAddr, PhysMemory, VirtAddr};
 
 use crate::sys;
@@ -51,8 +52,8 @@ impl RamError {
     #[must_use]
     pub fn code(self) -> i32 {
         match self {
-            RamError::BadSize(_) => -22,
-            RamError::Os(_) => -12,
+            RamError::BadSize(_) => -L4_EINVAL,
+            RamError::Os(_) => -L4_ENOMEM,
         }
     }
 }

@@ -37,7 +37,7 @@
 //!
 //! Using the system from inside its own lock (`sys.lock(|_| sys.store(..))`) would deadlock;
 //! it is detected per thread instead: the fallible methods return
-//! [`SpaceError::Reentered`], [`System::lock`] panics, and a raw access of window memory
+//! [`SystemError::Reentered`], [`System::lock`] panics, and a raw access of window memory
 //! inside the lock ends the process with a message ([`fault`](crate::fault)).
 //!
 //! # Window size
@@ -79,24 +79,32 @@ impl PhysMemory for RamRef {
     }
 }
 
-/// An address space of a [`System`]: its slot and a serial number never given to another
-/// space in the process, so that the id of a destroyed space stays invalid when its slot is
-/// reused, and another system refuses it.
+/// An address space of a [`System`]: its slot in the system's
+/// [`Spaces`](memkit_spaces::Spaces) (a [`memkit_spaces::SpaceId`]) and a serial number never
+/// given to another space in the process, so that the id of a destroyed space stays invalid
+/// when its slot is reused, and another system refuses it. (`memkit_spaces::SpaceId` alone
+/// names a slot: a set hands it to whoever holds the set, so it needs no serial.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SpaceId {
+pub struct HostSpaceId {
     index: usize,
     serial: u64,
 }
 
-impl SpaceId {
+impl HostSpaceId {
     /// The space's slot (reused after the space is destroyed).
     #[must_use]
     pub fn index(self) -> usize {
         self.index
     }
+
+    /// The space's slot as the system's [`Spaces`](memkit_spaces::Spaces) names it.
+    #[must_use]
+    pub fn slot(self) -> memkit_spaces::SpaceId {
+        memkit_spaces::SpaceId(self.index)
+    }
 }
 
-impl core::fmt::Display for SpaceId {
+impl core::fmt::Display for HostSpaceId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "space {}", self.index)
     }
@@ -105,16 +113,19 @@ impl core::fmt::Display for SpaceId {
 /// One hosted address space: a region map over a window and its MMU.
 pub type HostAddressSpace = AddressSpace<DataspaceId, HostMmu>;
 
-/// Why an address space could not be made or reached.
+/// Why an operation of a [`System`] failed: the address space could not be made or
+/// reached, or the access could not be served. The hosted runtime's own cases (the window,
+/// the fault handler's registration, the lock) beside the ones a
+/// [`memkit_spaces::SpaceError`] reports (no such space, the operation's own error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SpaceError {
+pub enum SystemError {
     /// The window could not be reserved.
     Window(WindowError),
     /// The window could not be registered with the fault handler.
     Register(RegisterError),
     /// No such space.
-    NoSpace(SpaceId),
+    NoSpace(HostSpaceId),
     /// The address (or the range from it) is outside the space's window.
     OutsideWindow(VirtAddr),
     /// An access of window memory that cannot be served: no region, beyond the rights, no
@@ -132,14 +143,14 @@ pub enum SpaceError {
     Reentered,
 }
 
-impl core::fmt::Display for SpaceError {
+impl core::fmt::Display for SystemError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            SpaceError::Window(e) => e.fmt(f),
-            SpaceError::Register(e) => e.fmt(f),
-            SpaceError::NoSpace(s) => write!(f, "no {s}"),
-            SpaceError::OutsideWindow(a) => write!(f, "address {a} is outside the space's window"),
-            SpaceError::Fault { addr, access, error } => {
+            SystemError::Window(e) => e.fmt(f),
+            SystemError::Register(e) => e.fmt(f),
+            SystemError::NoSpace(s) => write!(f, "no {s}"),
+            SystemError::OutsideWindow(a) => write!(f, "address {a} is outside the space's window"),
+            SystemError::Fault { addr, access, error } => {
                 let what = match access {
                     Access::Read => "load",
                     Access::Write => "store",
@@ -147,24 +158,26 @@ impl core::fmt::Display for SpaceError {
                 };
                 write!(f, "{what} at {addr} cannot be served: {error}")
             }
-            SpaceError::Reentered => f.write_str("the system is used from inside its own lock (System::lock)"),
+            SystemError::Reentered => f.write_str("the system is used from inside its own lock (System::lock)"),
         }
     }
 }
 
-impl std::error::Error for SpaceError {}
+impl std::error::Error for SystemError {}
 
-impl SpaceError {
+impl SystemError {
     /// The seed's code: `-L4_ENOMEM` (-12) for resources, the fault's code for a fault
     /// (`-L4_ENOMEM` when no frame is left, `-L4_EPERM` beyond the rights), `-L4_EINVAL` (-22)
     /// otherwise.
     #[must_use]
     pub fn code(self) -> i32 {
         match self {
-            SpaceError::Window(e) => e.code(),
-            SpaceError::Register(e) => e.code(),
-            SpaceError::Fault { error, .. } => error.code(),
-            SpaceError::NoSpace(_) | SpaceError::OutsideWindow(_) | SpaceError::Reentered => -22,
+            SystemError::Window(e) => e.code(),
+            SystemError::Register(e) => e.code(),
+            SystemError::Fault { error, .. } => error.code(),
+            SystemError::NoSpace(_) | SystemError::OutsideWindow(_) | SystemError::Reentered => {
+                -memkit_types::l4::L4_EINVAL
+            }
         }
     }
 }
@@ -215,33 +228,33 @@ impl<S: FrameSource> Stack<S> {
     /// The address space `id`.
     ///
     /// # Errors
-    /// [`SpaceError::NoSpace`].
-    pub fn space(&self, id: SpaceId) -> Result<&HostAddressSpace, SpaceError> {
-        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
-        self.spaces.get(index).ok_or(SpaceError::NoSpace(id))
+    /// [`SystemError::NoSpace`].
+    pub fn space(&self, id: HostSpaceId) -> Result<&HostAddressSpace, SystemError> {
+        let index = self.index_of(id).ok_or(SystemError::NoSpace(id))?;
+        self.spaces.get(index).ok_or(SystemError::NoSpace(id))
     }
 
     /// The region map of space `id`.
     ///
     /// # Errors
-    /// [`SpaceError::NoSpace`].
-    pub fn region_map(&self, id: SpaceId) -> Result<&RegionMap<DataspaceId>, SpaceError> {
+    /// [`SystemError::NoSpace`].
+    pub fn region_map(&self, id: HostSpaceId) -> Result<&RegionMap<DataspaceId>, SystemError> {
         self.space(id).map(|s| &s.map)
     }
 
     /// The region map of space `id`, to reserve and free areas.
     ///
     /// # Errors
-    /// [`SpaceError::NoSpace`].
-    pub fn region_map_mut(&mut self, id: SpaceId) -> Result<&mut RegionMap<DataspaceId>, SpaceError> {
-        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
-        self.spaces.get_mut(index).map(|s| &mut s.map).ok_or(SpaceError::NoSpace(id))
+    /// [`SystemError::NoSpace`].
+    pub fn region_map_mut(&mut self, id: HostSpaceId) -> Result<&mut RegionMap<DataspaceId>, SystemError> {
+        let index = self.index_of(id).ok_or(SystemError::NoSpace(id))?;
+        self.spaces.get_mut(index).map(|s| &mut s.map).ok_or(SystemError::NoSpace(id))
     }
 
     /// The ids of the live spaces.
     #[must_use]
-    pub fn space_ids(&self) -> Vec<SpaceId> {
-        self.spaces.ids().map(|index| SpaceId { index: index.0, serial: self.serials[index.0] }).collect()
+    pub fn space_ids(&self) -> Vec<HostSpaceId> {
+        self.spaces.ids().map(|index| HostSpaceId { index: index.0, serial: self.serials[index.0] }).collect()
     }
 
     /// Attaches in space `id` ([`Spaces::attach`]).
@@ -250,15 +263,15 @@ impl<S: FrameSource> Stack<S> {
     /// As [`RegionMap::attach`]; `Ok(Err(..))` when there is no such space.
     pub fn attach(
         &mut self,
-        id: SpaceId,
+        id: HostSpaceId,
         req: &AttachRequest<DataspaceId>,
-    ) -> Result<Result<VirtAddr, AttachError>, SpaceError> {
-        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+    ) -> Result<Result<VirtAddr, AttachError>, SystemError> {
+        let index = self.index_of(id).ok_or(SystemError::NoSpace(id))?;
         match self.spaces.attach(&mut self.manager, index, req) {
             Ok(a) => Ok(Ok(a)),
             Err(memkit_spaces::SpaceError::Op(e)) => Ok(Err(e)),
             // `NoSpace`, or an error a later spaces crate adds.
-            Err(_) => Err(SpaceError::NoSpace(id)),
+            Err(_) => Err(SystemError::NoSpace(id)),
         }
     }
 
@@ -270,17 +283,17 @@ impl<S: FrameSource> Stack<S> {
     /// As [`RegionMap::detach`]; the outer error when there is no such space.
     pub fn detach(
         &mut self,
-        id: SpaceId,
+        id: HostSpaceId,
         start: VirtAddr,
         size: usize,
         flags: DetachFlags,
-    ) -> Result<Result<Detached<DataspaceId>, DetachError>, SpaceError> {
-        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+    ) -> Result<Result<Detached<DataspaceId>, DetachError>, SystemError> {
+        let index = self.index_of(id).ok_or(SystemError::NoSpace(id))?;
         match self.spaces.detach(&mut self.manager, index, start, size, flags) {
             Ok(d) => Ok(Ok(d)),
             Err(memkit_spaces::SpaceError::Op(e)) => Ok(Err(e)),
             // `NoSpace`, or an error a later spaces crate adds.
-            Err(_) => Err(SpaceError::NoSpace(id)),
+            Err(_) => Err(SystemError::NoSpace(id)),
         }
     }
 
@@ -328,8 +341,8 @@ impl<S: FrameSource> Stack<S> {
     }
 
     /// The slot of space `id` while it lives.
-    fn index_of(&self, id: SpaceId) -> Option<memkit_spaces::SpaceId> {
-        let slot = memkit_spaces::SpaceId(id.index);
+    fn index_of(&self, id: HostSpaceId) -> Option<memkit_spaces::SpaceId> {
+        let slot = id.slot();
         let live = self.spaces.get(slot).is_some();
         (live && self.serials.get(id.index) == Some(&id.serial)).then_some(slot)
     }
@@ -475,12 +488,12 @@ where
         &self.ram
     }
 
-    /// The stack, locked by this thread; [`SpaceError::Reentered`] when this thread holds
+    /// The stack, locked by this thread; [`SystemError::Reentered`] when this thread holds
     /// the lock already.
-    fn locked(&self) -> Result<StackGuard<'_, S>, SpaceError> {
+    fn locked(&self) -> Result<StackGuard<'_, S>, SystemError> {
         let key = key_of(&self.stack);
         if holds(key) {
-            return Err(SpaceError::Reentered);
+            return Err(SystemError::Reentered);
         }
         Ok(StackGuard::new(self.stack.lock(), key))
     }
@@ -503,14 +516,14 @@ where
     /// Creates an address space with a window of `size` bytes (at most [`Window::MAX_LEN`]).
     ///
     /// # Errors
-    /// [`SpaceError::Window`], [`SpaceError::Register`], [`SpaceError::Reentered`].
-    pub fn create_space(&self, size: usize) -> Result<SpaceId, SpaceError> {
+    /// [`SystemError::Window`], [`SystemError::Register`], [`SystemError::Reentered`].
+    pub fn create_space(&self, size: usize) -> Result<HostSpaceId, SystemError> {
         if holds(key_of(&self.stack)) {
-            return Err(SpaceError::Reentered);
+            return Err(SystemError::Reentered);
         }
-        let window = Window::new(size).map_err(SpaceError::Window)?;
+        let window = Window::new(size).map_err(SystemError::Window)?;
         let (start, len) = (window.start(), window.len());
-        let mmu = HostMmu::try_new(window, Arc::clone(&self.ram)).map_err(SpaceError::Window)?;
+        let mmu = HostMmu::try_new(window, Arc::clone(&self.ram)).map_err(SystemError::Window)?;
         let id = {
             let mut stack = self.locked()?;
             let stack = &mut *stack;
@@ -519,7 +532,7 @@ where
                 stack.serials.resize(index + 1, 0);
             }
             stack.serials[index] = NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            SpaceId { index, serial: stack.serials[index] }
+            HostSpaceId { index, serial: stack.serials[index] }
         };
         let index = id.index;
         let resolver = Arc::new(SpaceResolver { stack: Arc::clone(&self.stack), index });
@@ -537,26 +550,26 @@ where
                 let stack = &mut *stack;
                 // A new space has no region: removing it detaches nothing.
                 let _ = stack.spaces.remove(&mut stack.manager, memkit_spaces::SpaceId(index));
-                Err(SpaceError::Register(e))
+                Err(SystemError::Register(e))
             }
         }
     }
 
     /// Destroys space `id`: stops its faults, waits for the loads and stores in flight in
     /// it, detaches every region (with `KEEP`), releases its window. Loads and stores of the
-    /// space that start after it fail with [`SpaceError::NoSpace`].
+    /// space that start after it fail with [`SystemError::NoSpace`].
     ///
     /// # Errors
-    /// [`SpaceError::NoSpace`], [`SpaceError::Reentered`].
-    pub fn destroy_space(&self, id: SpaceId) -> Result<(), SpaceError> {
+    /// [`SystemError::NoSpace`], [`SystemError::Reentered`].
+    pub fn destroy_space(&self, id: HostSpaceId) -> Result<(), SystemError> {
         if holds(key_of(&self.stack)) {
-            return Err(SpaceError::Reentered);
+            return Err(SystemError::Reentered);
         }
         // Registrations are dropped outside the stack's lock (a handler inside the window may
         // be waiting for it); the registrations' lock orders destroyers of the same space.
         let mut regs = self.registrations.lock();
         if self.lock(|s| s.index_of(id)).is_none() {
-            return Err(SpaceError::NoSpace(id));
+            return Err(SystemError::NoSpace(id));
         }
         let reg = regs.get_mut(id.index).and_then(Option::take);
         drop(reg);
@@ -565,7 +578,7 @@ where
         // them, and the window is released before it is given back.
         let mut stack = self.locked()?;
         let stack = &mut *stack;
-        let index = stack.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+        let index = stack.index_of(id).ok_or(SystemError::NoSpace(id))?;
         // Every region is detached with `KEEP` and the window released with the space. An
         // MMU that cannot unmap is not one of a window (it always can): the space stays.
         let space = stack.spaces.remove(&mut stack.manager, index);
@@ -574,7 +587,7 @@ where
     }
 
     /// Runs `f` with the stack locked. `f` must not load or store window memory, nor use this
-    /// system (its methods fail with [`SpaceError::Reentered`] there).
+    /// system (its methods fail with [`SystemError::Reentered`] there).
     ///
     /// # Panics
     /// When this thread holds the lock already (`f` of an outer `lock` calls `lock`):
@@ -588,9 +601,15 @@ where
 
     /// Resolves every page of `addr .. addr + len` of space `id` for `access` and returns the
     /// locked stack (so nothing can unmap the pages).
-    fn reach(&self, id: SpaceId, addr: VirtAddr, len: usize, access: Access) -> Result<StackGuard<'_, S>, SpaceError> {
+    fn reach(
+        &self,
+        id: HostSpaceId,
+        addr: VirtAddr,
+        len: usize,
+        access: Access,
+    ) -> Result<StackGuard<'_, S>, SystemError> {
         if holds(key_of(&self.stack)) {
-            return Err(SpaceError::Reentered);
+            return Err(SystemError::Reentered);
         }
         // First touches are real faults: probe each page without the lock (a probe the
         // handler cannot serve just returns false; the pass under the lock below finds out
@@ -600,7 +619,7 @@ where
         let inside =
             addr.checked_offset_from(window.0).is_some_and(|o| o.checked_add(len).is_some_and(|e| e <= window.1));
         if !inside {
-            return Err(SpaceError::OutsideWindow(addr));
+            return Err(SystemError::OutsideWindow(addr));
         }
         let end = addr.as_usize() + len;
         let mut at = addr.as_usize();
@@ -615,7 +634,7 @@ where
         let (start, size) = (space.map.window_start(), space.map.window_size());
         let inside = addr.checked_offset_from(start).is_some_and(|o| o.checked_add(len).is_some_and(|e| e <= size));
         if !inside {
-            return Err(SpaceError::OutsideWindow(addr));
+            return Err(SystemError::OutsideWindow(addr));
         }
         let pages = || {
             let first = addr.as_usize();
@@ -628,7 +647,7 @@ where
         // every page is mapped for the access, which the copy relies on.
         for _ in 0..RESOLVE_ROUNDS {
             for a in pages() {
-                stack.prepare(id.index, a, access).map_err(|error| SpaceError::Fault { addr: a, access, error })?;
+                stack.prepare(id.index, a, access).map_err(|error| SystemError::Fault { addr: a, access, error })?;
             }
             if pages().all(|a| stack.accessible(id.index, a, access)) {
                 return Ok(stack);
@@ -636,7 +655,7 @@ where
         }
         let addr = pages().find(|&a| !stack.accessible(id.index, a, access)).unwrap_or(addr);
         let rights = Rights::empty();
-        Err(SpaceError::Fault { addr, access, error: FaultError::Forbidden { addr, access, rights } })
+        Err(SystemError::Fault { addr, access, error: FaultError::Forbidden { addr, access, rights } })
     }
 
     /// Loads `buf.len()` bytes at `addr` of space `id` with real loads. Every page is
@@ -645,10 +664,10 @@ where
     /// destroyed meanwhile.
     ///
     /// # Errors
-    /// [`SpaceError::NoSpace`], [`SpaceError::OutsideWindow`], [`SpaceError::Fault`] (no
-    /// region, beyond the rights, no frame left), [`SpaceError::Reentered`]; nothing is
+    /// [`SystemError::NoSpace`], [`SystemError::OutsideWindow`], [`SystemError::Fault`] (no
+    /// region, beyond the rights, no frame left), [`SystemError::Reentered`]; nothing is
     /// loaded then.
-    pub fn load(&self, id: SpaceId, addr: VirtAddr, buf: &mut [u8]) -> Result<(), SpaceError> {
+    pub fn load(&self, id: HostSpaceId, addr: VirtAddr, buf: &mut [u8]) -> Result<(), SystemError> {
         let stack = self.reach(id, addr, buf.len(), Access::Read)?;
         // SAFETY: the range is inside space id's window, on pages mapped readable (reach
         // checked each under the lock), and the lock held in `stack` keeps them so: no load
@@ -663,7 +682,7 @@ where
     ///
     /// # Errors
     /// As [`load`](Self::load); nothing is stored then.
-    pub fn store(&self, id: SpaceId, addr: VirtAddr, buf: &[u8]) -> Result<(), SpaceError> {
+    pub fn store(&self, id: HostSpaceId, addr: VirtAddr, buf: &[u8]) -> Result<(), SystemError> {
         let stack = self.reach(id, addr, buf.len(), Access::Write)?;
         // SAFETY: the range is inside space id's window, on pages mapped writable (reach
         // checked each under the lock), and the lock held in `stack` keeps them so: no store
@@ -678,7 +697,7 @@ where
     ///
     /// # Errors
     /// As [`load`](Self::load).
-    pub fn resolve(&self, id: SpaceId, addr: VirtAddr, access: Access) -> Result<(), SpaceError> {
+    pub fn resolve(&self, id: HostSpaceId, addr: VirtAddr, access: Access) -> Result<(), SystemError> {
         self.reach(id, addr, 1, access).map(drop)
     }
 
@@ -686,7 +705,7 @@ where
     /// succeeds (so the page is mapped now), exactly what a fault there would do. Callers
     /// use it to refuse an access instead of letting it end the process.
     #[must_use]
-    pub fn would_resolve(&self, id: SpaceId, addr: VirtAddr, access: Access) -> bool {
+    pub fn would_resolve(&self, id: HostSpaceId, addr: VirtAddr, access: Access) -> bool {
         self.resolve(id, addr, access).is_ok()
     }
 

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use memkit_region::{MapError, Mmu, TlbFlush, Translation};
+use memkit_types::l4::{L4_EINVAL, L4_ENOMEM};
 use memkit_types::{CacheMode, Frame, FrameCount, PAGE_SHIFT, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 use rustix::mm::{MprotectFlags, ProtFlags};
 
@@ -120,8 +121,8 @@ impl WindowError {
     #[must_use]
     pub fn code(self) -> i32 {
         match self {
-            WindowError::BadSize(_) | WindowError::TooLarge(_) => -22,
-            WindowError::Os(_) | WindowError::NoTable(_) => -12,
+            WindowError::BadSize(_) | WindowError::TooLarge(_) => -L4_EINVAL,
+            WindowError::Os(_) | WindowError::NoTable(_) => -L4_ENOMEM,
         }
     }
 }

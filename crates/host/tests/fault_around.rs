@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, NoRevoker, PoolId};
-use memkit_host::{DEFAULT_FAULT_AROUND, FaultAroundError, HostRam, MAX_FAULT_AROUND, RamRef, SpaceId, System};
+use memkit_host::{DEFAULT_FAULT_AROUND, FaultAroundError, HostRam, HostSpaceId, MAX_FAULT_AROUND, RamRef, System};
 use memkit_region::AttachRequest;
 use memkit_testkit::ModelFrameSource;
 use memkit_types::{Frame, FrameCount, FrameSource, PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysMemory, Rights, VirtAddr};
@@ -26,7 +26,7 @@ fn open(sys: &Sys, pages: usize) -> DataspaceId {
         .unwrap()
 }
 
-fn attach(sys: &Sys, space: SpaceId, ds: DataspaceId, pages: usize, rights: Rights) -> VirtAddr {
+fn attach(sys: &Sys, space: HostSpaceId, ds: DataspaceId, pages: usize, rights: Rights) -> VirtAddr {
     sys.lock(|s| {
         let start = s.region_map(space).unwrap().window_start();
         s.attach(space, &AttachRequest::new(ds, pages * PAGE_SIZE, rights).search(start)).unwrap().unwrap()
@@ -37,17 +37,17 @@ fn at(a: VirtAddr, page: usize, byte: usize) -> VirtAddr {
     VirtAddr::new(a.as_usize() + page * PAGE_SIZE + byte)
 }
 
-fn get(sys: &Sys, space: SpaceId, addr: VirtAddr) -> u8 {
+fn get(sys: &Sys, space: HostSpaceId, addr: VirtAddr) -> u8 {
     let mut b = [0u8];
     sys.load(space, addr, &mut b).unwrap();
     b[0]
 }
 
-fn put(sys: &Sys, space: SpaceId, addr: VirtAddr, v: u8) {
+fn put(sys: &Sys, space: HostSpaceId, addr: VirtAddr, v: u8) {
     sys.store(space, addr, &[v]).unwrap();
 }
 
-fn mapped(sys: &Sys, space: SpaceId) -> usize {
+fn mapped(sys: &Sys, space: HostSpaceId) -> usize {
     sys.lock(|s| {
         let mmu = &s.space(space).unwrap().mmu;
         mmu.check_invariants();

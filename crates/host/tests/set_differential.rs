@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PoolId};
-use memkit_host::{HostRam, RamRef, SpaceId, System};
+use memkit_host::{HostRam, HostSpaceId, RamRef, System};
 use memkit_region::{AttachRequest, DetachFlags, Flags, RegionMap, SoftMmu};
 use memkit_spaces::SpaceSet;
 use memkit_testkit::{ModelFrameSource, SparseRam};
@@ -27,7 +27,7 @@ struct Pair {
     sys: System<ModelFrameSource>,
     set: Set,
     /// (hosted space, its window start, reference space, its window start)
-    spaces: Vec<(SpaceId, VirtAddr, memkit_spaces::SpaceId, VirtAddr)>,
+    spaces: Vec<(HostSpaceId, VirtAddr, memkit_spaces::SpaceId, VirtAddr)>,
     /// (hosted id, reference id)
     dataspaces: Vec<(DataspaceId, DataspaceId)>,
     /// (space index, offset in the window, size)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use memkit_dataspace::{ClientId, Config, DmFlags, FactoryId, Manager, PoolId};
-use memkit_host::{DEFAULT_FAULT_AROUND, HostRam, RamRef, SpaceError, SpaceId, System, Window, WindowError};
+use memkit_host::{DEFAULT_FAULT_AROUND, HostRam, HostSpaceId, RamRef, System, SystemError, Window, WindowError};
 use memkit_region::{AttachRequest, BackingError, DetachFlags, FaultError, Flags};
 use memkit_testkit::ModelFrameSource;
 use memkit_types::{Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Rights, VirtAddr};
@@ -18,20 +18,25 @@ fn system(frames: u64) -> System<ModelFrameSource> {
     System::new(ram, manager)
 }
 
-fn attach(sys: &System<ModelFrameSource>, space: SpaceId, ds: memkit_dataspace::DataspaceId, size: usize) -> VirtAddr {
+fn attach(
+    sys: &System<ModelFrameSource>,
+    space: HostSpaceId,
+    ds: memkit_dataspace::DataspaceId,
+    size: usize,
+) -> VirtAddr {
     sys.lock(|s| {
         let start = s.region_map(space).unwrap().window_start();
         s.attach(space, &AttachRequest::new(ds, size, Rights::RW).search(start)).unwrap().unwrap()
     })
 }
 
-fn get(sys: &System<ModelFrameSource>, space: SpaceId, addr: VirtAddr) -> u8 {
+fn get(sys: &System<ModelFrameSource>, space: HostSpaceId, addr: VirtAddr) -> u8 {
     let mut b = [0u8];
     sys.load(space, addr, &mut b).unwrap();
     b[0]
 }
 
-fn put(sys: &System<ModelFrameSource>, space: SpaceId, addr: VirtAddr, v: u8) {
+fn put(sys: &System<ModelFrameSource>, space: HostSpaceId, addr: VirtAddr, v: u8) {
     sys.store(space, addr, &[v]).unwrap();
 }
 
@@ -161,7 +166,7 @@ fn cow_copy(sys: &System<ModelFrameSource>, ds: memkit_dataspace::DataspaceId) -
     .unwrap()
 }
 
-fn bytes(sys: &System<ModelFrameSource>, space: SpaceId, addr: VirtAddr, n: usize) -> Vec<u8> {
+fn bytes(sys: &System<ModelFrameSource>, space: HostSpaceId, addr: VirtAddr, n: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];
     sys.load(space, addr, &mut b).unwrap();
     b
@@ -253,8 +258,8 @@ fn exhaust(sys: &System<ModelFrameSource>) {
     });
 }
 
-fn out_of_memory(e: SpaceError) -> bool {
-    matches!(e, SpaceError::Fault { error: FaultError::Backing(BackingError::OutOfMemory), .. }) && e.code() == -12
+fn out_of_memory(e: SystemError) -> bool {
+    matches!(e, SystemError::Fault { error: FaultError::Backing(BackingError::OutOfMemory), .. }) && e.code() == -12
 }
 
 #[test]
@@ -328,13 +333,13 @@ fn loads_and_stores_report_refusals_as_errors() {
         s.attach(space, &AttachRequest::new(ds, 2 * PAGE_SIZE, Rights::READ).search(start)).unwrap().unwrap()
     });
     let e = sys.store(space, a, &[1]).unwrap_err();
-    assert!(matches!(e, SpaceError::Fault { error: FaultError::Forbidden { .. }, .. }), "{e}");
+    assert!(matches!(e, SystemError::Fault { error: FaultError::Forbidden { .. }, .. }), "{e}");
     let e = sys.load(space, at(a, PAGE_SIZE), &mut [0u8]).unwrap_err();
-    assert!(matches!(e, SpaceError::Fault { error: FaultError::Backing(BackingError::OutOfRange(_)), .. }), "{e}");
+    assert!(matches!(e, SystemError::Fault { error: FaultError::Backing(BackingError::OutOfRange(_)), .. }), "{e}");
     let e = sys.load(space, at(a, 4 * PAGE_SIZE), &mut [0u8]).unwrap_err();
-    assert!(matches!(e, SpaceError::Fault { error: FaultError::NoRegion(_), .. }), "{e}");
+    assert!(matches!(e, SystemError::Fault { error: FaultError::NoRegion(_), .. }), "{e}");
     let e = sys.load(space, at(a, (1 << 20) - 1), &mut [0u8; 2]).unwrap_err();
-    assert!(matches!(e, SpaceError::OutsideWindow(_)), "{e}");
+    assert!(matches!(e, SystemError::OutsideWindow(_)), "{e}");
     assert_eq!(bytes(&sys, space, a, 1), [0]);
     sys.check_invariants();
 }
@@ -356,7 +361,7 @@ fn using_the_system_inside_its_own_lock_is_an_error_not_a_deadlock() {
         )
     });
     for e in [store, load, create, destroy] {
-        assert_eq!(e, Err(SpaceError::Reentered));
+        assert_eq!(e, Err(SystemError::Reentered));
     }
     assert!(!sys.lock(|_| sys.would_resolve(space, a, memkit_types::Access::Read)));
     let nested = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sys.lock(|_| sys.lock(|_| ()))));
@@ -368,8 +373,8 @@ fn using_the_system_inside_its_own_lock_is_an_error_not_a_deadlock() {
     let other = system(16);
     let o = other.create_space(1 << 20).unwrap();
     assert_eq!(o.index(), space.index());
-    assert_eq!(sys.load(o, a, &mut [0u8]), Err(SpaceError::NoSpace(o)));
-    assert_eq!(other.destroy_space(space), Err(SpaceError::NoSpace(space)));
+    assert_eq!(sys.load(o, a, &mut [0u8]), Err(SystemError::NoSpace(o)));
+    assert_eq!(other.destroy_space(space), Err(SystemError::NoSpace(space)));
     let od = open(&other, PAGE_SIZE, "o");
     let oa = attach(&other, o, od, PAGE_SIZE);
     sys.lock(|_| other.store(o, oa, &[9])).unwrap();
@@ -382,7 +387,7 @@ fn using_the_system_inside_its_own_lock_is_an_error_not_a_deadlock() {
 fn a_huge_window_is_refused_with_an_error() {
     let sys = system(16);
     let e = sys.create_space(0xc00_0000_0000).unwrap_err();
-    assert_eq!(e, SpaceError::Window(WindowError::TooLarge(0xc00_0000_0000)));
+    assert_eq!(e, SystemError::Window(WindowError::TooLarge(0xc00_0000_0000)));
     assert_eq!(e.code(), -22);
     assert!(e.to_string().contains("largest window"), "{e}");
     assert!(sys.create_space(Window::MAX_LEN).is_ok());
@@ -470,7 +475,7 @@ fn destroying_a_space_while_another_thread_stores_lands_no_write_outside() {
         let d2 = open(&sys, PAGES * PAGE_SIZE, "e");
         let b = attach(&sys, fresh, d2, PAGES * PAGE_SIZE);
         let e = writer.join().unwrap();
-        assert_eq!(e, SpaceError::NoSpace(space));
+        assert_eq!(e, SystemError::NoSpace(space));
         assert_eq!(fresh.index(), space.index(), "the slot is reused, the id is not");
         for v in &vecs {
             assert!(v.iter().all(|&x| x == 0), "a store landed in unrelated memory");
@@ -478,8 +483,8 @@ fn destroying_a_space_while_another_thread_stores_lands_no_write_outside() {
         let mut seen = vec![0u8; PAGES * PAGE_SIZE];
         sys.load(fresh, b, &mut seen).unwrap();
         assert!(seen.iter().all(|&x| x == 0), "a store landed in the new space");
-        assert_eq!(sys.store(space, a, &[1]), Err(SpaceError::NoSpace(space)));
-        assert_eq!(sys.destroy_space(space), Err(SpaceError::NoSpace(space)));
+        assert_eq!(sys.store(space, a, &[1]), Err(SystemError::NoSpace(space)));
+        assert_eq!(sys.destroy_space(space), Err(SystemError::NoSpace(space)));
         sys.check_invariants();
     }
 }
@@ -650,7 +655,7 @@ fn concurrent_stores_copies_resizes_and_space_churn_keep_the_system_sound() {
                         // A shrink may have cut the page off: a clean error, then it grows back.
                         match sys.store(space, at(a, p * PAGE_SIZE + usize::from(w)), &[w + 1]) {
                             Ok(()) => {}
-                            Err(SpaceError::Fault { .. }) => {}
+                            Err(SystemError::Fault { .. }) => {}
                             Err(e) => panic!("writer {w}: {e}"),
                         }
                     }
@@ -691,7 +696,7 @@ fn concurrent_stores_copies_resizes_and_space_churn_keep_the_system_sound() {
                 let a = attach(&sys, space, ds, PAGES * PAGE_SIZE);
                 let _ = sys.load(space, a, &mut [0u8; 64]);
                 sys.destroy_space(space).unwrap();
-                assert_eq!(sys.load(space, a, &mut [0u8]), Err(SpaceError::NoSpace(space)));
+                assert_eq!(sys.load(space, a, &mut [0u8]), Err(SystemError::NoSpace(space)));
                 n += 1;
             }
         })
@@ -763,7 +768,7 @@ fn shrinking_a_superpage_dataspace_unmaps_the_pages_past_its_new_size() {
     .unwrap();
     for (space, base) in [(s1, a), (s2, b)] {
         let e = sys.load(space, at(base, PAGE_SIZE), &mut [0u8]).unwrap_err();
-        assert!(matches!(e, SpaceError::Fault { error: FaultError::Backing(BackingError::OutOfRange(_)), .. }), "{e}");
+        assert!(matches!(e, SystemError::Fault { error: FaultError::Backing(BackingError::OutOfRange(_)), .. }), "{e}");
         assert_eq!(get(&sys, space, at(base, 0xc8)), 0);
     }
     sys.check_invariants();

@@ -21,7 +21,7 @@
 use core::fmt;
 
 use lock_api::{Mutex, RawMutex};
-use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PhysAddr};
+use memkit_types::{CpuId, Frame, FrameCount, FrameSource, FrameSourceError, Order, PhysAddr};
 
 use crate::locked::{DefaultRawMutex, LockedAllocator};
 use crate::reach::{Path, hit};
@@ -30,19 +30,6 @@ use crate::reach::{Path, hit};
 pub const CACHE_CAPACITY: usize = 64;
 /// Frames moved between a slot and the allocator at once.
 pub const BATCH: usize = 32;
-
-/// The current CPU's id, as the platform knows it (an APIC id in a kernel, a thread index
-/// hosted). Ids at or above the cache's CPU count share slots (modulo).
-pub trait CpuId {
-    /// The id of the CPU running the caller.
-    fn current_cpu(&self) -> usize;
-}
-
-impl<F: Fn() -> usize> CpuId for F {
-    fn current_cpu(&self) -> usize {
-        self()
-    }
-}
 
 struct Slot {
     frames: [u64; CACHE_CAPACITY],

@@ -35,8 +35,8 @@
 //! # Using the pools
 //!
 //! ```
-//! use memkit_phys::{DEFAULT_POOL, DirectMap, Machine, Placement, Pools};
-//! use memkit_types::{FrameCount, Order, PhysAddr};
+//! use memkit_phys::{DEFAULT_POOL, DirectMap, Machine, Pools};
+//! use memkit_types::{FrameCount, Order, PhysAddr, PhysPlacement};
 //!
 //! let machine = Machine::default_machine(); // or Machine::parse(&text)?
 //! // Physical memory as the caller reaches it: here a plain buffer standing for 0..512 MiB;
@@ -49,7 +49,7 @@
 //!         s.id, s.span, s.total_frames.get(), s.free_frames.get(), s.largest_free_bytes() / 1024
 //!     );
 //! }
-//! let f = pools.allocate(DEFAULT_POOL, Placement::AnyAddr, FrameCount::new(4), Order::ZERO)?;
+//! let f = pools.allocate(DEFAULT_POOL, PhysPlacement::AnyAddr, FrameCount::new(4), Order::ZERO)?;
 //! pools.free(DEFAULT_POOL, f, FrameCount::new(4))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -77,7 +77,7 @@ pub mod reach;
 
 pub use allocator::{Allocator, HEADER_MAGIC, Stats, get_header, header_size, header_words};
 pub use area::MemoryArea;
-pub use cache::{BATCH, CACHE_CAPACITY, CpuId, FrameCache};
+pub use cache::{BATCH, CACHE_CAPACITY, FrameCache};
 pub use error::{
     AllocateAtError, AllocateError, AreaError, AttachError, ErrorCode, FreeError, GetHeaderError, InitError,
 };
@@ -87,4 +87,5 @@ pub use machine::{
     Machine, MachineOf, MapEntry, MemoryMap, MemoryMapOf, POOL_COUNT, ParseError, ParseErrorKind, PoolConfigError,
     Ranges, RegionKind,
 };
-pub use pool::{DirectMap, HeaderMapping, Placement, Pool, PoolError, PoolStats, Pools, PoolsError};
+pub use memkit_types::CpuId;
+pub use pool::{DirectMap, HeaderMapping, Pool, PoolError, PoolStats, Pools, PoolsError};

@@ -22,7 +22,7 @@
 use core::fmt;
 
 use lock_api::RawMutex;
-use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PhysAddr};
+use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PhysAddr, PhysPlacement};
 
 use crate::allocator::{Allocator, get_header};
 use crate::area::MemoryArea;
@@ -30,15 +30,6 @@ use crate::error::{AttachError, GetHeaderError, InitError};
 use crate::locked::{DefaultRawMutex, LockedAllocator};
 use crate::machine::{MachineOf, POOL_COUNT};
 use crate::reach::{Path, hit};
-
-/// Where an allocation goes (`L4DM_MEMPHYS_ANY_ADDR` or a fixed address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// `L4DM_MEMPHYS_ANY_ADDR`: wherever a fitting run is free.
-    AnyAddr,
-    /// Exactly at this physical address (4 KiB aligned).
-    Fixed(PhysAddr),
-}
 
 /// How the pools reach their header words: the caller's mapping of physical memory.
 pub trait HeaderMapping<'h> {
@@ -129,8 +120,10 @@ impl PoolError {
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            PoolError::Source(FrameSourceError::Exhausted(_) | FrameSourceError::InUse(_)) => -12,
-            _ => -22,
+            PoolError::Source(FrameSourceError::Exhausted(_) | FrameSourceError::InUse(_)) => {
+                -memkit_types::l4::L4_ENOMEM
+            }
+            _ => -memkit_types::l4::L4_EINVAL,
         }
     }
 }
@@ -281,21 +274,10 @@ impl<'h, R: RawMutex> Pools<'h, R> {
         machine: &MachineOf<N>,
         mapping: &mut impl HeaderMapping<'h>,
     ) -> Result<(), PoolsError> {
-        self.pools = [const { None }; POOL_COUNT];
-        let result = (|| {
-            let (plan, n) = header_plan(machine)?;
-            for &(id, span, header) in &plan[..n] {
-                let words = mapping.map(header).ok_or(PoolsError::Unmapped(header))?;
-                let ranges = machine.pool_ranges(id);
-                let a = Allocator::init(span, header, words, ranges.gaps()).map_err(|e| PoolsError::Init(id, e))?;
-                self.pools[id] = Some(Pool { id, allocator: LockedAllocator::new(a) });
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            self.pools = [const { None }; POOL_COUNT];
-        }
-        result
+        self.fill(machine, mapping, |id, span, header, words| {
+            let ranges = machine.pool_ranges(id);
+            Allocator::init(span, header, words, ranges.gaps()).map_err(|e| PoolsError::Init(id, e))
+        })
     }
 
     /// Picks up the pools of `machine` whose headers [`new`](Pools::new) wrote, through a new
@@ -322,12 +304,25 @@ impl<'h, R: RawMutex> Pools<'h, R> {
         machine: &MachineOf<N>,
         mapping: &mut impl HeaderMapping<'h>,
     ) -> Result<(), PoolsError> {
+        self.fill(machine, mapping, |id, _, _, words| Allocator::attach(words).map_err(|e| PoolsError::Attach(id, e)))
+    }
+
+    /// Empties the pools, then makes each pool of `machine`'s header plan with `make` (from
+    /// its id, span, header region and header words, in increasing address order); on any
+    /// error the pools are left empty. The one filling of [`build`](Pools::build) and
+    /// [`reattach`](Pools::reattach).
+    fn fill<const N: usize>(
+        &mut self,
+        machine: &MachineOf<N>,
+        mapping: &mut impl HeaderMapping<'h>,
+        mut make: impl FnMut(usize, MemoryArea, MemoryArea, &'h mut [u64]) -> Result<Allocator<'h>, PoolsError>,
+    ) -> Result<(), PoolsError> {
         self.pools = [const { None }; POOL_COUNT];
         let result = (|| {
             let (plan, n) = header_plan(machine)?;
-            for &(id, _, header) in &plan[..n] {
+            for &(id, span, header) in &plan[..n] {
                 let words = mapping.map(header).ok_or(PoolsError::Unmapped(header))?;
-                let a = Allocator::attach(words).map_err(|e| PoolsError::Attach(id, e))?;
+                let a = make(id, span, header, words)?;
                 self.pools[id] = Some(Pool { id, allocator: LockedAllocator::new(a) });
             }
             Ok(())
@@ -377,19 +372,19 @@ impl<'h, R: RawMutex> Pools<'h, R> {
     pub fn allocate(
         &self,
         pool: usize,
-        placement: Placement,
+        placement: PhysPlacement,
         count: FrameCount,
         align: Order,
     ) -> Result<Frame, PoolError> {
         let p = self.get(pool)?;
         match placement {
-            Placement::AnyAddr => FrameSource::allocate(&p.allocator, count, align, None).map_err(|e| {
+            PhysPlacement::AnyAddr => FrameSource::allocate(&p.allocator, count, align, None).map_err(|e| {
                 if matches!(e, FrameSourceError::Exhausted(_)) {
                     hit(Path::PoolExhausted);
                 }
                 PoolError::Source(e)
             }),
-            Placement::Fixed(addr) => {
+            PhysPlacement::Fixed(addr) => {
                 let f = Frame::from_start_address(addr).ok_or(PoolError::Unaligned(addr))?;
                 p.allocator.allocate_at(f, count).map_err(PoolError::Source)?;
                 Ok(f)
@@ -423,32 +418,32 @@ mod tests {
         assert_eq!(ids, [DEFAULT_POOL, ISA_DMA_POOL]);
         let dma = pools.pool(ISA_DMA_POOL).unwrap().stats();
         assert!(dma.span.end() <= ISA_DMA_LIMIT.as_u64());
-        let f = pools.allocate(ISA_DMA_POOL, Placement::AnyAddr, FrameCount::new(3), Order::ZERO).unwrap();
+        let f = pools.allocate(ISA_DMA_POOL, PhysPlacement::AnyAddr, FrameCount::new(3), Order::ZERO).unwrap();
         assert!(f.start_address() < ISA_DMA_LIMIT);
         // The kernel image is never handed out, ANY_ADDR or fixed.
         assert!(
             pools
-                .allocate(ISA_DMA_POOL, Placement::Fixed(PhysAddr::new(0x20_0000)), FrameCount::new(1), Order::ZERO)
+                .allocate(ISA_DMA_POOL, PhysPlacement::Fixed(PhysAddr::new(0x20_0000)), FrameCount::new(1), Order::ZERO)
                 .is_err()
         );
         let fixed = PhysAddr::new(0x1000_0000);
         assert_eq!(
-            pools.allocate(DEFAULT_POOL, Placement::Fixed(fixed), FrameCount::new(5), Order::ZERO),
+            pools.allocate(DEFAULT_POOL, PhysPlacement::Fixed(fixed), FrameCount::new(5), Order::ZERO),
             Ok(Frame::containing_address(fixed))
         );
         assert_eq!(
             pools
-                .allocate(DEFAULT_POOL, Placement::Fixed(fixed), FrameCount::new(1), Order::ZERO)
+                .allocate(DEFAULT_POOL, PhysPlacement::Fixed(fixed), FrameCount::new(1), Order::ZERO)
                 .map_err(PoolError::code),
             Err(-12)
         );
         assert_eq!(pools.pool_of(Frame::containing_address(fixed)), Some(DEFAULT_POOL));
         assert_eq!(
-            pools.allocate(3, Placement::AnyAddr, FrameCount::new(1), Order::ZERO),
+            pools.allocate(3, PhysPlacement::AnyAddr, FrameCount::new(1), Order::ZERO),
             Err(PoolError::EmptyPool(3))
         );
         assert_eq!(
-            pools.allocate(8, Placement::AnyAddr, FrameCount::new(1), Order::ZERO),
+            pools.allocate(8, PhysPlacement::AnyAddr, FrameCount::new(1), Order::ZERO),
             Err(PoolError::NoSuchPool(8))
         );
         let before: std::vec::Vec<PoolStats> = pools.stats().collect();

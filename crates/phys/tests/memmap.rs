@@ -2,9 +2,9 @@
 
 use memkit_phys::{
     DEFAULT_KERNEL_IMAGE, DEFAULT_MEMORY_MAP, DirectMap, ISA_DMA_LIMIT, MAX_MAP_ENTRIES, Machine, MachineOf,
-    MemoryArea, MemoryMap, MemoryMapOf, ParseError, ParseErrorKind, Placement, PoolConfigError, Pools, RegionKind,
+    MemoryArea, MemoryMap, MemoryMapOf, ParseError, ParseErrorKind, PoolConfigError, Pools, RegionKind,
 };
-use memkit_types::{FrameCount, Order, PhysAddr};
+use memkit_types::{FrameCount, Order, PhysAddr, PhysPlacement};
 
 fn err(text: &str) -> ParseError {
     MemoryMap::parse(text).unwrap_err()
@@ -81,11 +81,11 @@ fn configured_pools_take_their_window_from_pool_zero() {
     let s2 = pools.pool(2).unwrap().stats();
     assert_eq!(s2.span, window);
     assert!(window.contains(s2.header));
-    let f = pools.allocate(2, Placement::AnyAddr, FrameCount::new(10), Order::new(4)).unwrap();
+    let f = pools.allocate(2, PhysPlacement::AnyAddr, FrameCount::new(10), Order::new(4)).unwrap();
     assert!(window.contains(MemoryArea::from_frames(f, FrameCount::new(10))));
     assert!(f.is_aligned_to(Order::new(4)));
     // Pool 0 no longer has the window.
-    assert!(pools.allocate(0, Placement::Fixed(window.start), FrameCount::new(1), Order::ZERO).is_err());
+    assert!(pools.allocate(0, PhysPlacement::Fixed(window.start), FrameCount::new(1), Order::ZERO).is_err());
     for s in pools.stats() {
         assert!(s.free_frames <= s.total_frames);
         if s.id == 7 {
@@ -191,10 +191,10 @@ fn the_kernel_image_is_the_callers() {
     let mut ram = vec![0u64; 0x200_0000 / 8];
     let pools: Pools<'_> = Pools::new(&m, &mut DirectMap::new(&mut ram, PhysAddr::zero())).unwrap();
     for at in [0x100_0000, 0x110_0000, 0x120_0000] {
-        assert!(pools.allocate(0, Placement::Fixed(PhysAddr::new(at)), FrameCount::new(1), Order::ZERO).is_err());
+        assert!(pools.allocate(0, PhysPlacement::Fixed(PhysAddr::new(at)), FrameCount::new(1), Order::ZERO).is_err());
     }
     let in_default_image = PhysAddr::new(0x20_0000);
-    pools.allocate(7, Placement::Fixed(in_default_image), FrameCount::new(1), Order::ZERO).unwrap();
+    pools.allocate(7, PhysPlacement::Fixed(in_default_image), FrameCount::new(1), Order::ZERO).unwrap();
     // The same through a parsed map.
     let from_map = Machine::from_map(MemoryMap::parse(text).unwrap(), Some(image));
     assert_eq!(from_map, m);
@@ -239,7 +239,7 @@ fn a_uefi_sized_map_of_600_entries_builds_pools() {
     let usable = usable_frames(&entries, Some(image), end);
     let mut handed = 0u64;
     for pool in [0, 7] {
-        while let Ok(f) = pools.allocate(pool, Placement::AnyAddr, FrameCount::new(1), Order::ZERO) {
+        while let Ok(f) = pools.allocate(pool, PhysPlacement::AnyAddr, FrameCount::new(1), Order::ZERO) {
             assert!(usable[f.number() as usize], "frame {:#x} is not usable", f.number());
             handed += 1;
         }
@@ -321,7 +321,7 @@ fn pools_are_built_in_place() {
     let mut other = vec![0u64; 0x200_0000 / 8];
     let by_value: Pools<'_> = Pools::new(&m, &mut DirectMap::new(&mut other, PhysAddr::zero())).unwrap();
     assert_eq!(by_value.stats().collect::<Vec<_>>(), built);
-    let f = pools.allocate(0, Placement::AnyAddr, FrameCount::new(8), Order::ZERO).unwrap();
+    let f = pools.allocate(0, PhysPlacement::AnyAddr, FrameCount::new(8), Order::ZERO).unwrap();
     assert_eq!(pools.pool(0).unwrap().stats().free_frames.get() + 8, built[0].free_frames.get());
     pools.free(0, f, FrameCount::new(8)).unwrap();
     assert_eq!(pools.stats().collect::<Vec<_>>(), built);

@@ -13,11 +13,11 @@ use std::collections::HashSet;
 use arbitrary::{Arbitrary, Unstructured};
 use memkit_phys::reach::{Path, Snapshot};
 use memkit_phys::{
-    Allocator, DEFAULT_KERNEL_IMAGE, DEFAULT_POOL, DirectMap, FrameCache, LockedAllocator, Machine, MemoryArea,
-    Placement, Pools, get_header, header_words,
+    Allocator, DEFAULT_KERNEL_IMAGE, DEFAULT_POOL, DirectMap, FrameCache, LockedAllocator, Machine, MemoryArea, Pools,
+    get_header, header_words,
 };
 use memkit_testkit::phys::{Action, Harness};
-use memkit_types::{Frame, FrameCount, Order, PhysAddr};
+use memkit_types::{Frame, FrameCount, Order, PhysAddr, PhysPlacement};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -103,7 +103,7 @@ fn drive_pools(rng: &mut SmallRng, rounds: usize) {
         loop {
             let n = rng.random_range(1..300u64);
             let align = Order::new(rng.random_range(0..4));
-            match pools.allocate(DEFAULT_POOL, Placement::AnyAddr, FrameCount::new(n), align) {
+            match pools.allocate(DEFAULT_POOL, PhysPlacement::AnyAddr, FrameCount::new(n), align) {
                 Ok(f) => held.push((f, n)),
                 Err(_) => break,
             }

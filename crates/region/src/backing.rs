@@ -87,14 +87,14 @@ pub enum BackingError {
 }
 
 impl BackingError {
-    /// The seed's code: `-L4_EINVAL` (22), `-L4_ERANGE` (34), `-L4_EPERM` (1), `-L4_ENOMEM` (12).
+    /// The seed's code: `-L4_EINVAL` (-22), `-L4_ERANGE` (-34), `-L4_EPERM` (-1), `-L4_ENOMEM` (-12).
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            BackingError::UnknownDataspace => crate::L4_EINVAL,
-            BackingError::OutOfRange(_) => crate::L4_ERANGE,
-            BackingError::Forbidden(_) => crate::L4_EPERM,
-            BackingError::OutOfMemory => crate::L4_ENOMEM,
+            BackingError::UnknownDataspace => -memkit_types::l4::L4_EINVAL,
+            BackingError::OutOfRange(_) => -memkit_types::l4::L4_ERANGE,
+            BackingError::Forbidden(_) => -memkit_types::l4::L4_EPERM,
+            BackingError::OutOfMemory => -memkit_types::l4::L4_ENOMEM,
         }
     }
 }

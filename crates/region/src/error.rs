@@ -8,30 +8,17 @@ use crate::backing::BackingError;
 use crate::flags::Flags;
 use crate::mmu::MapError;
 
-/// `-L4_EPERM`: operation not allowed.
-pub const L4_EPERM: i32 = -1;
-/// `-L4_ENOENT`: no such region or area.
-pub const L4_ENOENT: i32 = -2;
-/// `-L4_ENOMEM`: out of memory.
-pub const L4_ENOMEM: i32 = -12;
-/// `-L4_EEXIST`: already there.
-pub const L4_EEXIST: i32 = -17;
-/// `-L4_EINVAL`: invalid argument.
-pub const L4_EINVAL: i32 = -22;
-/// `-L4_ERANGE`: out of range.
-pub const L4_ERANGE: i32 = -34;
-/// `-L4_EADDRNOTAVAIL`: the address is not available.
-pub const L4_EADDRNOTAVAIL: i32 = -99;
+use memkit_types::l4::{L4_EADDRNOTAVAIL, L4_EEXIST, L4_EINVAL, L4_ENOENT, L4_ENOMEM, L4_EPERM};
 
 /// The seed code of an MMU failure.
 #[must_use]
 pub const fn map_error_code(e: MapError) -> i32 {
     match e {
-        MapError::AlreadyMapped(_) => L4_EEXIST,
-        MapError::NotMapped(_) => L4_ENOENT,
-        MapError::OutOfRange(_) => L4_EADDRNOTAVAIL,
-        MapError::InvalidFrame(_) => L4_EINVAL,
-        MapError::OutOfMemory => L4_ENOMEM,
+        MapError::AlreadyMapped(_) => -L4_EEXIST,
+        MapError::NotMapped(_) => -L4_ENOENT,
+        MapError::OutOfRange(_) => -L4_EADDRNOTAVAIL,
+        MapError::InvalidFrame(_) => -L4_EINVAL,
+        MapError::OutOfMemory => -L4_ENOMEM,
     }
 }
 
@@ -62,7 +49,7 @@ impl WindowError {
     /// The seed's code: `-L4_EINVAL`.
     #[must_use]
     pub const fn code(self) -> i32 {
-        L4_EINVAL
+        -L4_EINVAL
     }
 }
 
@@ -109,8 +96,8 @@ impl ReserveError {
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            ReserveError::NotAvailable(_) | ReserveError::NoSpace(_) => L4_EADDRNOTAVAIL,
-            _ => L4_EINVAL,
+            ReserveError::NotAvailable(_) | ReserveError::NoSpace(_) => -L4_EADDRNOTAVAIL,
+            _ => -L4_EINVAL,
         }
     }
 }
@@ -143,7 +130,7 @@ impl FreeAreaError {
     /// The seed's code: `-L4_ENOENT`.
     #[must_use]
     pub const fn code(self) -> i32 {
-        L4_ENOENT
+        -L4_ENOENT
     }
 }
 
@@ -205,9 +192,9 @@ impl AttachError {
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            AttachError::NoArea(_) => L4_ENOENT,
-            AttachError::PermissionDenied { .. } | AttachError::ReservedArea(_) => L4_EPERM,
-            AttachError::NotAvailable(_) | AttachError::NoSpace(_) => L4_EADDRNOTAVAIL,
+            AttachError::NoArea(_) => -L4_ENOENT,
+            AttachError::PermissionDenied { .. } | AttachError::ReservedArea(_) => -L4_EPERM,
+            AttachError::NotAvailable(_) | AttachError::NoSpace(_) => -L4_EADDRNOTAVAIL,
             AttachError::Backing(e) => e.code(),
             AttachError::Mmu(e) => map_error_code(e),
             AttachError::ZeroSize
@@ -216,7 +203,7 @@ impl AttachError {
             | AttachError::UnalignedOffset(_)
             | AttachError::BadAlignment(_)
             | AttachError::InvalidFlags(_)
-            | AttachError::UnknownDataspace => L4_EINVAL,
+            | AttachError::UnknownDataspace => -L4_EINVAL,
         }
     }
 }
@@ -268,9 +255,9 @@ impl DetachError {
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            DetachError::NoRegion(_) => L4_ENOENT,
+            DetachError::NoRegion(_) => -L4_ENOENT,
             DetachError::Mmu(e) => map_error_code(e),
-            DetachError::ZeroSize | DetachError::SizeOverflow(_) | DetachError::InvalidFlags(_) => L4_EINVAL,
+            DetachError::ZeroSize | DetachError::SizeOverflow(_) | DetachError::InvalidFlags(_) => -L4_EINVAL,
         }
     }
 }
@@ -307,8 +294,8 @@ impl FindError {
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            FindError::NotFound(_) => L4_ENOENT,
-            FindError::ZeroSize | FindError::SizeOverflow(_) => L4_EINVAL,
+            FindError::NotFound(_) => -L4_ENOENT,
+            FindError::ZeroSize | FindError::SizeOverflow(_) => -L4_EINVAL,
         }
     }
 }
@@ -352,8 +339,8 @@ impl FaultError {
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            FaultError::NoRegion(_) => L4_ENOENT,
-            FaultError::Forbidden { .. } => L4_EPERM,
+            FaultError::NoRegion(_) => -L4_ENOENT,
+            FaultError::Forbidden { .. } => -L4_EPERM,
             FaultError::Backing(e) => e.code(),
             FaultError::Mmu(e) => map_error_code(e),
         }

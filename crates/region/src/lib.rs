@@ -42,7 +42,7 @@
 //! | `Pager::page_fault(pfa, pc, ...)` | [`RegionMap::resolve`] |
 //! | `Region_flag_shifts::Caching_shift` | [`CACHING_SHIFT`], [`cache_bits`] ([`memkit_types::CacheMode`] is a typed field) |
 //! | `Detach_result_mask`, `Detach_again` | [`DETACH_RESULT_MASK`], [`DETACH_AGAIN`] |
-//! | `-L4_ENOENT`, `-L4_EPERM`, `-L4_EINVAL`, `-L4_EADDRNOTAVAIL` | [`L4_ENOENT`], [`L4_EPERM`], [`L4_EINVAL`], [`L4_EADDRNOTAVAIL`] |
+//! | `-L4_ENOENT`, `-L4_EPERM`, `-L4_EINVAL`, `-L4_EADDRNOTAVAIL` | `code()` of each error enum, negated [`memkit_types::l4`] codes |
 //!
 //! `Io_pager::io_page_fault` concerns I/O ports, not memory, and is left out. The `task`
 //! argument of `detach` is the [`Mmu`] passed to each call.
@@ -76,8 +76,7 @@ mod tree;
 
 pub use backing::{Attachment, Backing, BackingError};
 pub use error::{
-    AttachError, DetachError, FaultError, FindError, FreeAreaError, L4_EADDRNOTAVAIL, L4_EEXIST, L4_EINVAL, L4_ENOENT,
-    L4_ENOMEM, L4_EPERM, L4_ERANGE, ReserveError, WindowError, map_error_code,
+    AttachError, DetachError, FaultError, FindError, FreeAreaError, ReserveError, WindowError, map_error_code,
 };
 pub use flags::{CACHING_SHIFT, DETACH_AGAIN, DETACH_RESULT_MASK, DetachFlags, DetachResult, Flags, cache_bits};
 pub use map::{AreaInfo, AttachRequest, Detached, Found, Listing, MAX_ALIGN, RegionInfo, RegionMap};

@@ -140,6 +140,7 @@ const GRAIN: usize = 1 << GRAIN_SHIFT;
 const LONG: u16 = u16::MAX;
 
 /// `end - start` in grains for [`Leaf::lens`].
+#[inline]
 fn grains(start: usize, end: usize) -> u16 {
     let len = end - start;
     if len.is_multiple_of(GRAIN) { u16::try_from(len >> GRAIN_SHIFT).unwrap_or(LONG) } else { LONG }
@@ -170,28 +171,36 @@ trait Rows<V: Copy>: Clone {
     /// Moves the node's own arrays (not the keys) of rows `from..from + n` to `to`.
     fn shift_own(&mut self, from: usize, n: usize, to: usize);
 
+    #[inline]
     fn len(&self) -> usize {
         self.keys().len as usize
     }
+    #[inline]
     fn set_len(&mut self, n: usize) {
         self.keys_mut().len = n as u32;
     }
+    #[inline]
     fn next(&self) -> u32 {
         self.keys().next
     }
+    #[inline]
     fn set_next(&mut self, next: u32) {
         self.keys_mut().next = next;
     }
+    #[inline]
     fn lo(&self) -> &[usize; B] {
         &self.keys().lo
     }
+    #[inline]
     fn hi(&self) -> &[usize; B] {
         &self.keys().hi
     }
     /// The largest gap inside the subtree, as kept.
+    #[inline]
     fn max_gap(&self) -> usize {
         self.keys().max_gap
     }
+    #[inline]
     fn set_max_gap(&mut self, gap: usize) {
         self.keys_mut().max_gap = gap;
     }
@@ -206,6 +215,7 @@ trait Rows<V: Copy>: Clone {
 
     /// The largest of what row `i` brings to the node's largest gap: its own inner gap and
     /// the gaps to its neighbours.
+    #[inline]
     fn gaps_at(&self, i: usize) -> usize {
         let (n, lo, hi) = (self.len(), self.lo(), self.hi());
         let left = if i > 0 { lo[i] - hi[i - 1] } else { 0 };
@@ -255,6 +265,7 @@ trait Rows<V: Copy>: Clone {
     /// The number of rows whose `lo` is `<= key` (the rows are ordered by `lo`), counted
     /// without branches: first the groups of [`GROUP`] rows that start at or below `key`,
     /// then the rows of the last such group (3 + 8 comparisons instead of 32).
+    #[inline]
     fn count_le(&self, key: usize) -> usize {
         let (n, lo) = (self.len(), self.lo());
         let groups: usize = (GROUP..B).step_by(GROUP).map(|k| usize::from(k < n && lo[k] <= key)).sum();
@@ -311,19 +322,24 @@ impl<V: Copy> Rows<V> for Inner {
     fn empty() -> Self {
         Inner { keys: Keys::EMPTY, child: [NIL; B], gap: [0; B] }
     }
+    #[inline]
     fn keys(&self) -> &Keys {
         &self.keys
     }
+    #[inline]
     fn keys_mut(&mut self) -> &mut Keys {
         &mut self.keys
     }
+    #[inline]
     fn gap(&self, i: usize) -> usize {
         self.gap[i]
     }
+    #[inline]
     fn row(&self, i: usize) -> Row<V> {
         let k = &self.keys;
         Row { lo: k.lo[i], hi: k.hi[i], gap: self.gap[i], child: self.child[i], value: None }
     }
+    #[inline]
     fn set_raw(&mut self, i: usize, r: Row<V>) {
         (self.keys.lo[i], self.keys.hi[i], self.gap[i], self.child[i]) = (r.lo, r.hi, r.gap, r.child);
     }
@@ -337,18 +353,23 @@ impl<V: Copy> Rows<V> for Leaf<V> {
     fn empty() -> Self {
         Leaf { lens: [LONG; B], keys: Keys::EMPTY, value: [None; B] }
     }
+    #[inline]
     fn keys(&self) -> &Keys {
         &self.keys
     }
+    #[inline]
     fn keys_mut(&mut self) -> &mut Keys {
         &mut self.keys
     }
+    #[inline]
     fn gap(&self, _: usize) -> usize {
         0
     }
+    #[inline]
     fn row(&self, i: usize) -> Row<V> {
         Row { lo: self.keys.lo[i], hi: self.keys.hi[i], gap: 0, child: NIL, value: self.value[i] }
     }
+    #[inline]
     fn set_raw(&mut self, i: usize, r: Row<V>) {
         (self.keys.lo[i], self.keys.hi[i], self.value[i]) = (r.lo, r.hi, r.value);
         self.lens[i] = grains(r.lo, r.hi);
@@ -373,10 +394,12 @@ impl<N> Arena<N> {
         Arena { nodes: Vec::new(), free: NIL, live: 0 }
     }
 
+    #[inline]
     fn get(&self, i: u32) -> &N {
         &self.nodes[i as usize]
     }
 
+    #[inline]
     fn get_mut(&mut self, i: u32) -> &mut N {
         &mut self.nodes[i as usize]
     }
@@ -656,15 +679,18 @@ impl<V: Copy> GapTree<V> {
     }
 
     /// The number of intervals.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     fn leaf(&self, i: u32) -> &Leaf<V> {
         self.leaves.get(i)
     }
 
     /// The row describing node `i` (at height `h`) in its parent.
+    #[inline]
     fn row_of(&self, i: u32, h: usize) -> Row<V> {
         let s = if h == 0 { self.leaf(i).summary() } else { Rows::<V>::summary(self.inner.get(i)) };
         Row { lo: s.min_start, hi: s.max_end, gap: s.max_gap, child: i, value: None }
@@ -672,6 +698,7 @@ impl<V: Copy> GapTree<V> {
 
     /// The leaf where the interval with the largest start `<= key` lies, if there is one
     /// (else the leftmost leaf). The tree is not empty.
+    #[inline]
     fn leaf_for(&self, key: usize) -> u32 {
         let mut i = self.root;
         for _ in 0..self.height {
@@ -710,6 +737,7 @@ impl<V: Copy> GapTree<V> {
     }
 
     /// Whether `leaf` is `NIL` (no leaf follows) or starts above `key`.
+    #[inline]
     fn starts_after(&self, leaf: u32, key: usize) -> bool {
         leaf == NIL || self.leaf(leaf).keys.lo[0] > key
     }
@@ -730,6 +758,7 @@ impl<V: Copy> GapTree<V> {
         self.hints = no_hints((leaves * HINTS_PER_LEAF).next_power_of_two());
     }
 
+    #[inline]
     fn entry(&self, leaf: u32, p: usize) -> Entry<V> {
         let n = self.leaf(leaf);
         Entry { start: n.keys.lo[p], end: n.end(p), value: n.value[p].expect("a leaf row has a value") }
@@ -861,6 +890,7 @@ impl<V: Copy> GapTree<V> {
     }
 
     /// The interval with the largest start `<= key`.
+    #[inline]
     pub(crate) fn floor(&self, key: usize) -> Option<Entry<V>> {
         if self.root == NIL {
             return None;
@@ -871,12 +901,14 @@ impl<V: Copy> GapTree<V> {
     }
 
     /// The first row at or after position `p` of `leaf`, following the leaf chain.
+    #[inline]
     fn at_or_next(&self, leaf: u32, p: usize) -> Option<(u32, usize)> {
         let n = self.leaf(leaf);
         if p < n.len() { Some((leaf, p)) } else { (n.keys.next != NIL).then_some((n.keys.next, 0)) }
     }
 
     /// The leaf and row of the interval with the smallest start `>= key`.
+    #[inline]
     fn first_from(&self, key: usize) -> Option<(u32, usize)> {
         if self.root == NIL {
             return None;
@@ -894,12 +926,14 @@ impl<V: Copy> GapTree<V> {
     }
 
     /// The interval that contains `key`.
+    #[inline]
     pub(crate) fn containing(&self, key: usize) -> Option<Entry<V>> {
         self.floor(key).filter(|e| key < e.end)
     }
 
     /// Whether `key` lies within the span of `leaf`, and if so the interval of the leaf
     /// that contains it (none means no interval of the tree contains it).
+    #[inline]
     fn within_leaf(&self, leaf: u32, key: usize) -> Option<Option<Entry<V>>> {
         let n = self.leaf(leaf);
         let len = n.len();
@@ -959,6 +993,7 @@ impl<V: Copy> GapTree<V> {
     }
 
     /// Whether any interval overlaps `[start, end)`.
+    #[inline]
     pub(crate) fn overlaps(&self, start: usize, end: usize) -> bool {
         self.first_overlapping(start, end).is_some()
     }

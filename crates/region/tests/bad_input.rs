@@ -8,6 +8,7 @@ use memkit_region::{
     AttachError, AttachRequest, DetachFlags, Flags, Mmu, RegionInfo, RegionMap, ReserveError, SoftMmu, WindowError,
 };
 use memkit_testkit::SparseRam;
+use memkit_types::l4::L4_EINVAL;
 use memkit_types::{Access, CacheMode, Frame, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 
 const P: usize = PAGE_SIZE;
@@ -47,7 +48,7 @@ fn windows_at_the_ends_of_the_address_space() {
     assert_eq!(RegionMap::<MockId>::try_new(va(0), 0).err(), Some(WindowError::Empty));
     assert!(matches!(RegionMap::<MockId>::try_new(va(0x1001), P), Err(WindowError::Unaligned { .. })));
     assert!(matches!(RegionMap::<MockId>::try_new(va(0x1000), P + 1), Err(WindowError::Unaligned { .. })));
-    assert_eq!(WindowError::Empty.code(), memkit_region::L4_EINVAL);
+    assert_eq!(WindowError::Empty.code(), -L4_EINVAL);
     // Windows up to the end of each half's representable range work.
     for (start, size) in [(0, LOWER_END), (LOWER_END - P, P), (0xffff_8000_0000_0000, (1 << 47) - P)] {
         let map = RegionMap::<MockId>::try_new(va(start), size).expect("a valid window");
@@ -92,7 +93,7 @@ fn regions_and_areas_at_the_end_of_a_window() {
     assert!(mmu.protect(Page::containing_address(va(last)), PageCount::new(1), Rights::READ).is_ok());
     assert!(mmu.store(&ram, va(LOWER_END - 1), b"x").is_err());
     let e = map.detach(&mut backing, &mut mmu, va(last), usize::MAX, DetachFlags::EXACT).err();
-    assert_eq!(e.map(|e| e.code()), Some(memkit_region::L4_EINVAL), "a size that overflows when rounded to pages");
+    assert_eq!(e.map(|e| e.code()), Some(-L4_EINVAL), "a size that overflows when rounded to pages");
     // The detach unmaps the last page.
     assert_eq!(map.detach(&mut backing, &mut mmu, va(last), P, DetachFlags::EXACT).map(|d| d.start), Ok(va(last)));
     map.check_invariants();

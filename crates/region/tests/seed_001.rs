@@ -3,10 +3,11 @@
 use memkit_region::mock::{MockBacking, MockId};
 use memkit_region::{
     AddressSpace, AreaInfo, AttachError, AttachRequest, CACHING_SHIFT, DETACH_AGAIN, DETACH_RESULT_MASK, DetachError,
-    DetachFlags, DetachResult, FaultError, FindError, Flags, Found, FreeAreaError, L4_EADDRNOTAVAIL, L4_EINVAL,
-    L4_ENOENT, L4_EPERM, Mmu, RegionInfo, RegionMap, ReserveError, SoftMmu, cache_bits,
+    DetachFlags, DetachResult, FaultError, FindError, Flags, Found, FreeAreaError, Mmu, RegionInfo, RegionMap,
+    ReserveError, SoftMmu, cache_bits,
 };
 use memkit_testkit::SparseRam;
+use memkit_types::l4::{L4_EADDRNOTAVAIL, L4_EINVAL, L4_ENOENT, L4_ENOMEM, L4_EPERM, L4_ERANGE};
 use memkit_types::{Access, CacheMode, Frame, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 
 const BASE: usize = 0x4000_0000;
@@ -102,21 +103,21 @@ fn reserve_area_errors_are_eaddrnotavail() {
     let g = w.space.map.generation();
     let e = w.space.map.reserve_area(va(BASE + 3 * P), 2 * P, Flags::empty(), 12).unwrap_err();
     assert_eq!(e, ReserveError::NotAvailable(va(BASE + 3 * P)));
-    assert_eq!(e.code(), L4_EADDRNOTAVAIL);
+    assert_eq!(e.code(), -L4_EADDRNOTAVAIL);
     // Outside the window.
     let e = w.space.map.reserve_area(va(BASE + WINDOW - P), 2 * P, Flags::empty(), 12).unwrap_err();
-    assert_eq!(e.code(), L4_EADDRNOTAVAIL);
+    assert_eq!(e.code(), -L4_EADDRNOTAVAIL);
     // Over an attached region.
     let ds = w.ds(4, Rights::RW);
     w.attach(AttachRequest::new(ds, P, Rights::RW).at(va(BASE + 8 * P))).unwrap();
     let g2 = w.space.map.generation();
     assert_eq!(g2, g + 1);
     let e = w.space.map.reserve_area(va(BASE + 7 * P), 2 * P, Flags::empty(), 12).unwrap_err();
-    assert_eq!(e.code(), L4_EADDRNOTAVAIL);
+    assert_eq!(e.code(), -L4_EADDRNOTAVAIL);
     // A search with no room.
     let e = w.space.map.reserve_area(va(BASE), WINDOW, Flags::SEARCH_ADDR, 12).unwrap_err();
     assert_eq!(e, ReserveError::NoSpace(WINDOW));
-    assert_eq!(e.code(), L4_EADDRNOTAVAIL);
+    assert_eq!(e.code(), -L4_EADDRNOTAVAIL);
     assert_eq!(w.space.map.generation(), g2, "failures change nothing");
     assert_eq!(w.space.map.area_count(), 1);
 }
@@ -130,7 +131,7 @@ fn reserve_area_rejects_malformed_arguments() {
     assert_eq!(m.reserve_area(va(BASE), usize::MAX, Flags::empty(), 12), Err(ReserveError::SizeOverflow(usize::MAX)));
     assert_eq!(m.reserve_area(va(BASE), P, Flags::SEARCH_ADDR, 60), Err(ReserveError::BadAlignment(60)));
     assert_eq!(m.reserve_area(va(BASE), P, Flags::EAGER_MAP, 12), Err(ReserveError::InvalidFlags(Flags::EAGER_MAP)));
-    assert_eq!(ReserveError::ZeroSize.code(), L4_EINVAL);
+    assert_eq!(ReserveError::ZeroSize.code(), -L4_EINVAL);
     assert_eq!(m.area_count(), 0);
 }
 
@@ -149,7 +150,7 @@ fn free_area_keeps_the_regions_attached_in_it() {
     assert_eq!(w.space.map.region_at(r).map(|i| i.start), Some(r), "the region stays");
     // The freed space outside the region is usable again, the region's is not.
     w.attach(AttachRequest::new(ds, P, Rights::RW).at(va(BASE))).unwrap();
-    assert_eq!(w.attach(AttachRequest::new(ds, P, Rights::RW).at(r)).unwrap_err().code(), L4_EADDRNOTAVAIL);
+    assert_eq!(w.attach(AttachRequest::new(ds, P, Rights::RW).at(r)).unwrap_err().code(), -L4_EADDRNOTAVAIL);
 }
 
 /// A map gains its first area after many regions: searches and overlap checks outside
@@ -188,7 +189,7 @@ fn free_area_of_nothing_is_enoent() {
     w.attach(AttachRequest::new(ds, P, Rights::RW).at(va(BASE))).unwrap();
     let e = w.space.map.free_area(va(BASE)).unwrap_err();
     assert_eq!(e, FreeAreaError::NoArea(va(BASE)));
-    assert_eq!(e.code(), L4_ENOENT);
+    assert_eq!(e.code(), -L4_ENOENT);
     assert_eq!(w.space.map.region_count(), 1);
 }
 
@@ -242,11 +243,11 @@ fn attach_in_area_places_inside_the_area() {
     assert_eq!(c, area);
     // Full now.
     let e = w.attach(AttachRequest::new(ds, P, Rights::RW).search(area).flags(Flags::IN_AREA)).unwrap_err();
-    assert_eq!(e.code(), L4_EADDRNOTAVAIL);
+    assert_eq!(e.code(), -L4_EADDRNOTAVAIL);
     // Sticking out of the area.
     let e =
         w.attach(AttachRequest::new(ds, 2 * P, Rights::RW).at(va(BASE + 19 * P)).flags(Flags::IN_AREA)).unwrap_err();
-    assert_eq!(e.code(), L4_EADDRNOTAVAIL);
+    assert_eq!(e.code(), -L4_EADDRNOTAVAIL);
 }
 
 #[test]
@@ -255,7 +256,7 @@ fn attach_in_area_without_an_area_is_enoent() {
     let ds = w.ds(1, Rights::RW);
     let e = w.attach(AttachRequest::new(ds, P, Rights::RW).at(va(BASE)).flags(Flags::IN_AREA)).unwrap_err();
     assert_eq!(e, AttachError::NoArea(va(BASE)));
-    assert_eq!(e.code(), L4_ENOENT);
+    assert_eq!(e.code(), -L4_ENOENT);
 }
 
 #[test]
@@ -265,8 +266,8 @@ fn reserved_areas_accept_no_attachment() {
     let ds = w.ds(1, Rights::RW);
     let e = w.attach(AttachRequest::new(ds, P, Rights::RW).at(area).flags(Flags::IN_AREA)).unwrap_err();
     assert_eq!(e, AttachError::ReservedArea(area));
-    assert_eq!(e.code(), L4_EPERM);
-    assert_eq!(w.attach(AttachRequest::new(ds, P, Rights::RW).at(area)).unwrap_err().code(), L4_EADDRNOTAVAIL);
+    assert_eq!(e.code(), -L4_EPERM);
+    assert_eq!(w.attach(AttachRequest::new(ds, P, Rights::RW).at(area)).unwrap_err().code(), -L4_EADDRNOTAVAIL);
     assert_eq!(w.space.map.region_count(), 0);
 }
 
@@ -276,14 +277,14 @@ fn attach_rights_never_exceed_the_handle() {
     let ds = w.ds(1, Rights::READ);
     let e = w.attach(AttachRequest::new(ds, P, Rights::RW).at(va(BASE))).unwrap_err();
     assert_eq!(e, AttachError::PermissionDenied { requested: Rights::RW, allowed: Rights::READ });
-    assert_eq!(e.code(), L4_EPERM);
+    assert_eq!(e.code(), -L4_EPERM);
     let e = w.attach(AttachRequest::new(ds, P, Rights::READ | Rights::EXECUTE).at(va(BASE))).unwrap_err();
-    assert_eq!(e.code(), L4_EPERM);
+    assert_eq!(e.code(), -L4_EPERM);
     assert_eq!(w.backing.attachments(ds), 0);
     // The default set of rights is empty, and allowed: every access then faults.
     w.attach(AttachRequest::new(ds, P, Rights::empty()).at(va(BASE))).unwrap();
     let e = w.space.resolve(&mut w.backing, va(BASE), Access::Read).unwrap_err();
-    assert_eq!(e.code(), L4_EPERM);
+    assert_eq!(e.code(), -L4_EPERM);
 }
 
 #[test]
@@ -305,11 +306,11 @@ fn attach_rejects_bad_input_with_einval_and_changes_nothing() {
     for (req, want) in bad {
         let e = w.attach(req).unwrap_err();
         assert_eq!(e, want);
-        assert_eq!(e.code(), L4_EINVAL, "{e}");
+        assert_eq!(e.code(), -L4_EINVAL, "{e}");
     }
     // Offset + size past the end of the addressable dataspace range.
     let e = w.attach(AttachRequest::new(ds, P, Rights::RW).at(va(BASE)).offset(u64::MAX - 0xfff)).unwrap_err();
-    assert_eq!(e.code(), L4_EINVAL);
+    assert_eq!(e.code(), -L4_EINVAL);
     assert_eq!((w.space.map.region_count(), w.space.map.generation(), w.backing.attachments(ds)), (0, 0, 0));
 }
 
@@ -323,7 +324,7 @@ fn attach_over_an_existing_region_is_eaddrnotavail() {
         assert_eq!(e, AttachError::NotAvailable(va(at)));
     }
     let e = w.attach(AttachRequest::new(ds, P, Rights::RW).at(va(BASE + WINDOW))).unwrap_err();
-    assert_eq!(e.code(), L4_EADDRNOTAVAIL, "outside the window");
+    assert_eq!(e.code(), -L4_EADDRNOTAVAIL, "outside the window");
     assert_eq!(w.space.map.region_count(), 1);
 }
 
@@ -348,14 +349,14 @@ fn eager_map_failure_returns_the_map_error_and_undoes_everything() {
     w.backing.fail_after(Some(2));
     let e = w.attach(AttachRequest::new(ds, 4 * P, Rights::RW).at(va(BASE)).flags(Flags::EAGER_MAP)).unwrap_err();
     assert_eq!(e, AttachError::Backing(memkit_region::BackingError::OutOfMemory));
-    assert_eq!(e.code(), memkit_region::L4_ENOMEM);
+    assert_eq!(e.code(), -L4_ENOMEM);
     assert_eq!(w.space.mmu.mapped_pages(), 0, "the two mapped pages were unmapped");
     assert_eq!((w.space.map.region_count(), w.backing.attachments(ds)), (0, 0));
     // Past the dataspace's end.
     w.backing.fail_after(None);
     let e =
         w.attach(AttachRequest::new(ds, 4 * P, Rights::RW).at(va(BASE)).offset(6 * P as u64).flags(Flags::EAGER_MAP));
-    assert_eq!(e.unwrap_err().code(), memkit_region::L4_ERANGE);
+    assert_eq!(e.unwrap_err().code(), -L4_ERANGE);
     assert_eq!(w.space.mmu.mapped_pages(), 0);
 }
 
@@ -400,7 +401,7 @@ fn detach_by_address_detaches_the_whole_region() {
     assert_eq!(w.backing.attachments(ds), 2);
     let e = w.space.map.detach_at(&mut w.backing, &mut w.space.mmu, va(BASE + 8 * P)).unwrap_err();
     assert_eq!(e, DetachError::NoRegion(va(BASE + 8 * P)));
-    assert_eq!(e.code(), L4_ENOENT);
+    assert_eq!(e.code(), -L4_ENOENT);
 }
 
 #[test]
@@ -447,7 +448,7 @@ fn detach_again_says_more_regions_overlap() {
     assert_eq!((d.result, d.again), (DetachResult::DetachedDs, true));
     let d = w.detach(BASE + 2 * P, 10 * P, DetachFlags::EXACT).unwrap();
     assert_eq!((d.result, d.again, d.start, d.size), (DetachResult::KeptDs, false, va(BASE + 10 * P), 2 * P));
-    assert_eq!(w.detach(BASE + 2 * P, 10 * P, DetachFlags::EXACT).unwrap_err().code(), L4_ENOENT);
+    assert_eq!(w.detach(BASE + 2 * P, 10 * P, DetachFlags::EXACT).unwrap_err().code(), -L4_ENOENT);
 }
 
 #[test]
@@ -483,7 +484,7 @@ fn detach_rejects_bad_input() {
     assert_eq!(w.detach(BASE, 0, DetachFlags::EXACT).unwrap_err(), DetachError::ZeroSize);
     assert_eq!(w.detach(BASE, usize::MAX, DetachFlags::EXACT).unwrap_err(), DetachError::SizeOverflow(usize::MAX));
     let e = w.detach(BASE, P, DetachFlags::EXACT | DetachFlags::OVERLAP).unwrap_err();
-    assert_eq!(e.code(), L4_EINVAL);
+    assert_eq!(e.code(), -L4_EINVAL);
     assert_eq!(w.space.map.generation(), g);
     assert_eq!(w.space.map.region_count(), 3);
 }
@@ -543,9 +544,9 @@ fn find_returns_the_region_or_the_covering_area() {
     assert_eq!(f.start(), va(BASE + 34 * P));
     let e = w.space.map.find(va(BASE), P).unwrap_err();
     assert_eq!(e, FindError::NotFound(va(BASE)));
-    assert_eq!(e.code(), L4_ENOENT);
-    assert_eq!(w.space.map.find(va(BASE), 0).unwrap_err().code(), L4_EINVAL);
-    assert_eq!(w.space.map.find(va(BASE), usize::MAX).unwrap_err().code(), L4_EINVAL);
+    assert_eq!(e.code(), -L4_ENOENT);
+    assert_eq!(w.space.map.find(va(BASE), 0).unwrap_err().code(), -L4_EINVAL);
+    assert_eq!(w.space.map.find(va(BASE), usize::MAX).unwrap_err().code(), -L4_EINVAL);
 }
 
 // ---- get_regions / get_areas ------------------------------------------------------------
@@ -622,11 +623,11 @@ fn page_faults_map_with_the_region_rights() {
     assert_eq!(w.space.mmu.translate(Page::containing_address(va(BASE + P))), Some(t));
     let e = w.space.resolve(&mut w.backing, va(BASE + 2 * P), Access::Write).unwrap_err();
     assert!(matches!(e, FaultError::Forbidden { access: Access::Write, .. }));
-    assert_eq!(e.code(), L4_EPERM);
+    assert_eq!(e.code(), -L4_EPERM);
     assert!(!w.mapped(BASE + 2 * P), "a forbidden access maps nothing");
     let e = w.space.resolve(&mut w.backing, va(BASE + 4 * P), Access::Read).unwrap_err();
     assert_eq!(e, FaultError::NoRegion(va(BASE + 4 * P)));
-    assert_eq!(e.code(), L4_ENOENT);
+    assert_eq!(e.code(), -L4_ENOENT);
     assert_eq!(w.space.mmu.mapped_pages(), 1);
 }
 
@@ -636,7 +637,7 @@ fn a_fault_beyond_the_dataspace_maps_nothing() {
     let ds = w.ds(2, Rights::RW);
     w.attach(AttachRequest::new(ds, 4 * P, Rights::RW).at(va(BASE))).unwrap();
     let e = w.space.resolve(&mut w.backing, va(BASE + 3 * P), Access::Read).unwrap_err();
-    assert_eq!(e.code(), memkit_region::L4_ERANGE);
+    assert_eq!(e.code(), -L4_ERANGE);
     assert_eq!(w.space.mmu.mapped_pages(), 0);
 }
 
@@ -675,7 +676,7 @@ fn loads_and_stores_go_through_faults() {
     assert_eq!(&buf, b"across pages");
     assert_eq!(w.space.mmu.mapped_pages(), 2);
     let e = w.space.load(&mut w.backing, &w.ram, va(a.as_usize() + 4 * P - 1), &mut buf).unwrap_err();
-    assert_eq!(e.code(), L4_ENOENT);
+    assert_eq!(e.code(), -L4_ENOENT);
 }
 
 // ---- placement at scale and randomised --------------------------------------------------
@@ -688,7 +689,7 @@ fn searches_honour_an_upper_limit() {
     let a = w.attach(AttachRequest::new(ds, 2 * P, Rights::RW).search(va(BASE)).below(va(BASE + 6 * P))).unwrap();
     assert_eq!(a, va(BASE + 4 * P));
     let e = w.attach(AttachRequest::new(ds, P, Rights::RW).search(va(BASE)).below(va(BASE + 6 * P))).unwrap_err();
-    assert_eq!(e.code(), L4_EADDRNOTAVAIL, "no room below the limit");
+    assert_eq!(e.code(), -L4_EADDRNOTAVAIL, "no room below the limit");
     let area = w.space.map.reserve_area_below(va(BASE), 2 * P, Flags::SEARCH_ADDR, 12, Some(va(BASE + 8 * P))).unwrap();
     assert_eq!(area, va(BASE + 6 * P));
     let e = w.space.map.reserve_area_below(va(BASE), P, Flags::SEARCH_ADDR, 12, Some(va(BASE + 8 * P))).unwrap_err();

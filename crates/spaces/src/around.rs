@@ -52,7 +52,7 @@ impl FaultAroundError {
     /// The seed's code: `-L4_EINVAL` (-22).
     #[must_use]
     pub const fn code(self) -> i32 {
-        memkit_region::L4_EINVAL
+        -memkit_types::l4::L4_EINVAL
     }
 }
 

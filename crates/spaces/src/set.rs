@@ -39,10 +39,11 @@ use core::fmt;
 use memkit_dataspace::{ClientId, CopyError, DataspaceId, DmFlags, Manager, PageRange, RevokeKind, Revoker};
 use memkit_region::{
     AddressSpace, AttachError, AttachRequest, Attachment, Backing, BackingError, DetachError, DetachFlags, Detached,
-    FaultError, L4_EINVAL, Mmu, RegionMap, Translation,
+    FaultError, Mmu, RegionMap, Translation,
 };
 #[cfg(any(test, feature = "check"))]
 use memkit_types::Page;
+use memkit_types::l4::L4_EINVAL;
 use memkit_types::{Access, Frame, FrameSource, PAGE_SIZE, PhysMemory, Rights, VirtAddr};
 
 use crate::around::{FaultAroundError, MAX_FAULT_AROUND, fault_around};
@@ -80,7 +81,7 @@ impl SpaceError<AttachError> {
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            SpaceError::NoSpace(_) => L4_EINVAL,
+            SpaceError::NoSpace(_) => -L4_EINVAL,
             SpaceError::Op(e) => e.code(),
         }
     }
@@ -91,7 +92,7 @@ impl SpaceError<DetachError> {
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            SpaceError::NoSpace(_) => L4_EINVAL,
+            SpaceError::NoSpace(_) => -L4_EINVAL,
             SpaceError::Op(e) => e.code(),
         }
     }
@@ -102,7 +103,7 @@ impl SpaceError<FaultError> {
     #[must_use]
     pub const fn code(self) -> i32 {
         match self {
-            SpaceError::NoSpace(_) => L4_EINVAL,
+            SpaceError::NoSpace(_) => -L4_EINVAL,
             SpaceError::Op(e) => e.code(),
         }
     }

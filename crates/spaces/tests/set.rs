@@ -5,6 +5,7 @@ use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manage
 use memkit_region::{AttachRequest, DetachFlags, Flags, Mmu, RegionMap, SoftMmu};
 use memkit_spaces::{SpaceId, SpaceSet};
 use memkit_testkit::{ModelFrameSource, SparseRam};
+use memkit_types::l4::L4_ERANGE;
 use memkit_types::{Access, Frame, FrameCount, FrameSource, PAGE_SIZE, Page, Rights, VirtAddr};
 
 type Set = SpaceSet<ModelFrameSource, SparseRam, SoftMmu>;
@@ -127,7 +128,7 @@ fn shrinking_a_dataspace_unmaps_its_tail_everywhere() {
     for (id, at) in [(s[0], a), (s[1], b)] {
         assert!(set.space(id).unwrap().mmu.translate(Page::containing_address(off(at, 3 * P))).is_none());
         let e = set.resolve(id, off(at, 3 * P), Access::Read).unwrap_err();
-        assert_eq!(e.code(), memkit_region::L4_ERANGE, "beyond the new size");
+        assert_eq!(e.code(), -L4_ERANGE, "beyond the new size");
     }
     assert_eq!(read(&mut set, s[1], off(b, P), 1), [0]);
 }
@@ -150,7 +151,7 @@ fn shrinking_a_superpage_dataspace_unmaps_the_pages_past_its_new_size() {
     for (id, at) in [(s[0], a), (s[1], b)] {
         assert!(set.space(id).unwrap().mmu.translate(Page::containing_address(off(at, P))).is_none());
         let e = set.resolve(id, off(at, P), Access::Read).unwrap_err();
-        assert_eq!(e.code(), memkit_region::L4_ERANGE, "beyond the new size");
+        assert_eq!(e.code(), -L4_ERANGE, "beyond the new size");
     }
     assert_eq!(read(&mut set, s[1], off(b, 0xc8), 1), [0]);
 }

@@ -20,8 +20,8 @@
 //! changed.
 
 use memkit_dataspace::{
-    ClientId, CopyLength, CreateError, DataspaceId, DmFlags, FactoryId, Kind, Manager, NoRevoker, Placement, PoolId,
-    RangeError,
+    ClientId, CopyLength, CopyRequest, CreateError, DataspaceId, DmFlags, FactoryId, Kind, Manager, MemphysCopyRequest,
+    MemphysOpenRequest, NoRevoker, PoolId, RangeError,
 };
 use memkit_types::{Access, Frame, FrameCount, FrameSource, PAGE_SIZE, PhysMemory, Rights};
 
@@ -157,6 +157,25 @@ pub enum Action {
     },
 }
 
+/// A copy in the harness's units, as an [`Action::Copy`] gives it (slots already reduced).
+#[derive(Debug, Clone, Copy)]
+struct CopyCase {
+    /// Source slot.
+    src: usize,
+    /// Destination slot.
+    dst: usize,
+    /// Source offset.
+    src_offs: u16,
+    /// Destination offset.
+    dst_offs: u16,
+    /// Length (`u16::MAX`: the whole dataspace).
+    len: u16,
+    /// Copy-on-write.
+    cow: bool,
+    /// Into pool 7 (`memphys_copy`) rather than the source's pool.
+    pool7: bool,
+}
+
 #[derive(Debug)]
 struct ModelDs {
     id: DataspaceId,
@@ -261,7 +280,8 @@ impl World {
             Action::Copy { src, dst, src_offs, dst_offs, len, cow, pool7, same_phase } => {
                 let page = PAGE_SIZE as u16;
                 let dst_offs = if same_phase { dst_offs - dst_offs % page + src_offs % page } else { dst_offs };
-                self.copy(src as usize % SLOTS, dst as usize % SLOTS, src_offs, dst_offs, len, cow, pool7);
+                let (src, dst) = (src as usize % SLOTS, dst as usize % SLOTS);
+                self.copy(CopyCase { src, dst, src_offs, dst_offs, len, cow, pool7 });
             }
             Action::Resize { slot, size, foreign } => self.resize(slot as usize % SLOTS, size, foreign),
             Action::Close { slot, foreign } => self.close(slot as usize % SLOTS, foreign),
@@ -304,7 +324,11 @@ impl World {
             _ => DmFlags::empty(),
         };
         let pool = if pool7 { 7 } else { 0 };
-        let r = self.manager.memphys_open(self.factory, OWNER, pool, Placement::AnyAddr, size as u64, 0, flags, "m");
+        let r = self.manager.memphys_open(
+            self.factory,
+            OWNER,
+            MemphysOpenRequest::new(pool, size as u64).flags(flags).name("m"),
+        );
         match r {
             Ok(id) => {
                 self.successes += 1;
@@ -419,8 +443,8 @@ impl World {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn copy(&mut self, src: usize, dst: usize, src_offs: u16, dst_offs: u16, len: u16, cow: bool, pool7: bool) {
+    fn copy(&mut self, case: CopyCase) {
+        let CopyCase { src, dst, src_offs, dst_offs, len, cow, pool7 } = case;
         if self.model[dst].is_some() {
             return;
         }
@@ -430,23 +454,19 @@ impl World {
         let length = if len == u16::MAX { CopyLength::WholeDataspace } else { CopyLength::Bytes(len as u64) };
         let flags = if cow { DmFlags::COW } else { DmFlags::empty() };
         let r = if pool7 {
-            let place = Placement::AnyAddr;
             self.manager.memphys_copy(
                 OWNER,
                 s.id,
-                src_offs,
-                dst_offs,
-                length,
-                7,
-                place,
-                0,
-                0,
-                flags,
-                "c",
+                MemphysCopyRequest::new(src_offs, dst_offs, length, 7).flags(flags).name("c"),
                 &mut NoRevoker,
             )
         } else {
-            self.manager.copy_long(OWNER, s.id, src_offs, dst_offs, length, flags, "c", &mut NoRevoker)
+            self.manager.copy_long(
+                OWNER,
+                s.id,
+                CopyRequest::new(src_offs, dst_offs, length).flags(flags).name("c"),
+                &mut NoRevoker,
+            )
         };
         let num = match length {
             CopyLength::WholeDataspace => size.checked_sub(src_offs),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use memkit_heap::{
-    HeapId, HeapStats, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, PageSource, Placement, ReallocError,
+    FitPolicy, HeapId, HeapStats, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, PageSource, ReallocError,
     RegionPageSource, SingleCpu, UnpinError, XmallocError, XmfreeError,
 };
 
@@ -88,7 +88,7 @@ pub struct RunConfig {
     /// Verify every live block's contents after every action (else only the block acted on).
     pub verify_all: bool,
     /// How the heaps place requests.
-    pub placement: Placement,
+    pub fit_policy: FitPolicy,
 }
 
 impl Default for RunConfig {
@@ -98,7 +98,7 @@ impl Default for RunConfig {
             large_pages: true,
             check_every: 1,
             verify_all: true,
-            placement: Placement::default(),
+            fit_policy: FitPolicy::default(),
         }
     }
 }
@@ -190,7 +190,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
         return Err("region too small".into());
     };
     let base = source.base_ptr();
-    let heaps = KernelHeaps::with_placement(&source, &source, SingleCpu, config.placement);
+    let heaps = KernelHeaps::with_fit_policy(&source, &source, SingleCpu, config.fit_policy);
     heaps.init(config.large_pages).map_err(|e| format!("init: {e}"))?;
     let mut live: Vec<Live> = Vec::new();
     let mut by_addr: BTreeMap<usize, usize> = BTreeMap::new();

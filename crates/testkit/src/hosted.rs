@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::ModelFrameSource;
 use memkit_dataspace::{Config, DataspaceId, Manager, PoolId, Revoker};
-use memkit_host::{HostRam, RamRef, SpaceId, System};
+use memkit_host::{HostRam, HostSpaceId, RamRef, System};
 use memkit_region::{AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, Translation};
 use memkit_types::{Access, Frame, FrameCount, PAGE_SIZE, Page, VirtAddr};
 
@@ -32,7 +32,7 @@ const WINDOW_PAGES: usize = 48;
 #[derive(Debug)]
 pub struct HostedSystem {
     sys: System<ModelFrameSource>,
-    spaces: Vec<SpaceId>,
+    spaces: Vec<HostSpaceId>,
     windows: Vec<(usize, usize)>,
 }
 
@@ -50,7 +50,7 @@ impl HostedSystem {
             manager.set_pool(PoolId::new(p).expect("0-7"), src);
         }
         let sys = System::new(ram, manager);
-        let spaces: Vec<SpaceId> =
+        let spaces: Vec<HostSpaceId> =
             (0..SPACES).map(|_| sys.create_space(WINDOW_PAGES * PAGE_SIZE).expect("a window")).collect();
         let windows = spaces
             .iter()

@@ -8,6 +8,9 @@
 //! - **Traits where the layers meet.** [`PhysMemory`] gives access to frame contents (zero,
 //!   copy, read, write) without knowing how RAM is reached; [`FrameSource`] hands out runs of
 //!   frames without knowing which allocator is behind it.
+//! - **One name per concept, one home.** The current CPU ([`CpuId`]) that per-CPU
+//!   structures choose by, where frames go in a pool ([`PhysPlacement`]), and L4Re's error
+//!   codes ([`l4`]) are defined here once, for every layer that speaks of them.
 //! - **No platform knowledge.** This crate is `#![no_std]` and knows nothing of Linux or x86.
 //!
 //! ```text
@@ -22,14 +25,19 @@
 extern crate std;
 
 mod addr;
+mod cpu;
 mod frame;
+pub mod l4;
 mod memory;
+mod placement;
 mod rights;
 
 pub use addr::{AddrError, PhysAddr, VirtAddr};
+pub use cpu::{CpuId, SingleCpu};
 pub use frame::{
     Frame, FrameCount, Order, OrderError, PAGE_SHIFT, PAGE_SIZE, Page, PageCount, SUPERPAGE_ORDER, SUPERPAGE_SHIFT,
     SUPERPAGE_SIZE,
 };
 pub use memory::{FrameSource, FrameSourceError, PhysMemory};
+pub use placement::PhysPlacement;
 pub use rights::{Access, CacheMode, Rights};

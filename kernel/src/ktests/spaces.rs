@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering;
 
-use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, Placement as DsPlacement, PoolId};
+use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, MemphysOpenRequest, PoolId};
 use memkit_phys::{DEFAULT_POOL, ISA_DMA_LIMIT, ISA_DMA_POOL};
 use memkit_region::{AttachRequest, DetachFlags, FaultError, Flags, Mmu};
 use memkit_spaces::SpaceId;
@@ -291,12 +291,7 @@ fn isa_dma_dataspace(frames: &'static KernelFrames, kernel_root: Frame) -> TestR
         .memphys_open(
             FactoryId::ROOT,
             CLIENT,
-            ISA_DMA_POOL as u32,
-            DsPlacement::AnyAddr,
-            size,
-            12,
-            DmFlags::CONTIGUOUS,
-            "dma",
+            MemphysOpenRequest::new(ISA_DMA_POOL as u32, size).align(12).flags(DmFlags::CONTIGUOUS).name("dma"),
         )
         .map_err(|_| fail("memphys_open in pool 7"))?;
     let Ok((addr, contiguous)) = f.set.manager_mut().phys_addr(ds, 0) else { return Err(fail("phys_addr")) };

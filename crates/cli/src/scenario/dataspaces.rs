@@ -1,8 +1,8 @@
 //! The handlers of dataspaces: `ds`, `share`, `copy`, `copy_long`, `resize`, `close`,
 //! `close_all` and `info`.
 
-use memkit_dataspace::{ClientId, CopyLength, DmFlags, FactoryId, Placement};
-use memkit_types::PhysAddr;
+use memkit_dataspace::{ClientId, CopyLength, CopyRequest, DmFlags, FactoryId, MemphysOpenRequest};
+use memkit_types::{PhysAddr, PhysPlacement};
 
 use super::parse::narrow;
 use super::{Command, Res, Session, rights_of};
@@ -22,15 +22,21 @@ impl Session<'_> {
         }
         let pool: u32 = narrow(a.option_number("pool")?.unwrap_or(0), "pool")?;
         let placement = match a.option_number("at")? {
-            Some(p) => Placement::Fixed(PhysAddr::try_new(p).map_err(|e| e.to_string())?),
-            None => Placement::AnyAddr,
+            Some(p) => PhysPlacement::Fixed(PhysAddr::try_new(p).map_err(|e| e.to_string())?),
+            None => PhysPlacement::AnyAddr,
         };
         let align = u32::from(a.align(12)?);
         let owner = a.owner()?;
         let id = self
             .h
             .system
-            .lock(|s| s.manager.memphys_open(FactoryId::ROOT, owner, pool, placement, size, align, flags, name))
+            .lock(|s| {
+                s.manager.memphys_open(
+                    FactoryId::ROOT,
+                    owner,
+                    MemphysOpenRequest::new(pool, size).placed(placement).align(align).flags(flags).name(name),
+                )
+            })
             .map_err(|e| e.to_string())?;
         self.names.dataspaces.insert(name.to_string(), id);
         Ok(())
@@ -76,7 +82,12 @@ impl Session<'_> {
             .system
             .lock(|s| {
                 let (m, mut r) = s.manager_and_revoker();
-                m.copy_long(owner, src, so, dof, CopyLength::Bytes(len), flags, name, &mut r)
+                m.copy_long(
+                    owner,
+                    src,
+                    CopyRequest::new(so, dof, CopyLength::Bytes(len)).flags(flags).name(name),
+                    &mut r,
+                )
             })
             .map_err(|e| e.to_string())?;
         self.names.dataspaces.insert(name.to_string(), id);

@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 
 use memkit_dataspace::DataspaceId;
 use memkit_heap::HeapId;
-use memkit_host::SpaceId;
+use memkit_host::HostSpaceId;
 use memkit_types::{Frame, FrameCount, FrameSource, VirtAddr};
 
 use super::{Command, Res, help, parse_line};
@@ -21,10 +21,10 @@ pub(super) type Frames = (usize, Frame, FrameCount, bool);
 /// The named things a scenario made.
 #[derive(Debug, Default)]
 pub(super) struct Names {
-    pub(super) spaces: BTreeMap<String, SpaceId>,
+    pub(super) spaces: BTreeMap<String, HostSpaceId>,
     pub(super) dataspaces: BTreeMap<String, DataspaceId>,
-    pub(super) regions: BTreeMap<String, (SpaceId, VirtAddr, usize)>,
-    pub(super) areas: BTreeMap<String, (SpaceId, VirtAddr, usize)>,
+    pub(super) regions: BTreeMap<String, (HostSpaceId, VirtAddr, usize)>,
+    pub(super) areas: BTreeMap<String, (HostSpaceId, VirtAddr, usize)>,
     pub(super) frames: BTreeMap<String, Frames>,
     /// Heap blocks, and whether they were freed (as for frames).
     pub(super) blocks: BTreeMap<String, (NonNull<u8>, HeapId, bool)>,
@@ -132,7 +132,7 @@ impl<'h> Session<'h> {
         }
     }
 
-    pub(super) fn space(&self, n: &str) -> Res<SpaceId> {
+    pub(super) fn space(&self, n: &str) -> Res<HostSpaceId> {
         self.names.spaces.get(n).copied().ok_or_else(|| format!("no space '{n}'"))
     }
 
@@ -140,7 +140,7 @@ impl<'h> Session<'h> {
         self.names.dataspaces.get(n).copied().ok_or_else(|| format!("no dataspace '{n}'"))
     }
 
-    pub(super) fn region(&self, n: &str) -> Res<(SpaceId, VirtAddr, usize)> {
+    pub(super) fn region(&self, n: &str) -> Res<(HostSpaceId, VirtAddr, usize)> {
         self.names.regions.get(n).copied().ok_or_else(|| format!("no region '{n}'"))
     }
 

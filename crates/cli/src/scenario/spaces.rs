@@ -1,7 +1,7 @@
 //! The handlers of spaces, areas and regions: `space`, `area`, `attach`, `detach`, `load`,
 //! `store` and `regions`.
 
-use memkit_host::SpaceId;
+use memkit_host::HostSpaceId;
 use memkit_region::{AttachRequest, DetachFlags, Flags};
 use memkit_types::{PAGE_SIZE, VirtAddr};
 
@@ -100,7 +100,7 @@ impl Session<'_> {
     /// and the first address. Whether each page can be served is `System::load`'s and
     /// `System::store`'s to say: they resolve every page first and report a refused or
     /// unservable access (rights, the dataspace's size, no frame left) as an error.
-    pub(super) fn reach(&self, name: &str, off: u64, len: usize) -> Res<(SpaceId, VirtAddr)> {
+    pub(super) fn reach(&self, name: &str, off: u64, len: usize) -> Res<(HostSpaceId, VirtAddr)> {
         let (space, start, size) = self.region(name)?;
         let off: usize = narrow(off, "OFFSET")?;
         if off.checked_add(len).is_none_or(|e| e > size) {

@@ -1,13 +1,33 @@
 //! Copies: `l4dm_copy`, `l4dm_copy_long` and `l4dm_memphys_copy`; copy-on-write sharing of
 //! whole pages, eager byte copies otherwise.
 
-use memkit_types::{Access, FrameCount, FrameSource, Order, PAGE_SIZE, PhysAddr, PhysMemory};
+use memkit_types::{Access, FrameCount, FrameSource, Order, PAGE_SIZE, PhysAddr, PhysMemory, PhysPlacement};
 
-use super::{Kind, Manager, PAGE, PageRange, RevokeKind, Revoker, allocate_frames, lookup, lookup_open, make_writable};
+use super::{
+    Kind, Manager, NewDataspace, PAGE, PageRange, RevokeKind, Revoker, allocate_frames, lookup, lookup_open,
+    make_writable,
+};
 use crate::entry::Entry;
 use crate::error::{CopyError, CreateError};
-use crate::flags::{CopyLength, DmFlags, Placement};
+use crate::flags::{CopyLength, DmFlags};
 use crate::ids::{ClientId, DataspaceId, PoolId};
+use crate::request::{CopyRequest, MemphysCopyRequest};
+
+/// The copy's pool: the source's, or a pool number still to check.
+#[derive(Clone, Copy)]
+enum DestinationPool {
+    Source,
+    Number(u32),
+}
+
+/// Where a copy goes: its pool, its place in the pool, its least size and its alignment.
+#[derive(Clone, Copy)]
+struct Destination {
+    pool: DestinationPool,
+    placement: PhysPlacement,
+    size: u64,
+    align: u32,
+}
 
 impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// `l4dm_copy`: a copy of the whole dataspace, owned by `caller`, charged to the source's
@@ -24,36 +44,32 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         name: &str,
         revoker: &mut R,
     ) -> Result<DataspaceId, CopyError> {
-        self.copy_long(caller, ds, 0, 0, CopyLength::WholeDataspace, flags, name, revoker)
+        self.copy_long(caller, ds, CopyRequest::new(0, 0, CopyLength::WholeDataspace).flags(flags).name(name), revoker)
     }
 
-    /// `l4dm_copy_long`: copies `num` bytes from `src_offs` of `ds` to `dst_offs` of a new
-    /// dataspace of `dst_offs + num` bytes (zeros before `dst_offs`). Offsets and lengths
-    /// need no alignment: with [`DmFlags::COW`], when source and destination offsets are equal
-    /// modulo the page size, the pages wholly inside the range are shared and only the
-    /// partial edge pages are copied; otherwise every byte is copied.
+    /// `l4dm_copy_long`: copies `req.num` bytes from `req.src_offs` of `ds` to `req.dst_offs`
+    /// of a new dataspace of `dst_offs + num` bytes (zeros before `dst_offs`). Offsets and
+    /// lengths need no alignment: with [`DmFlags::COW`], when source and destination offsets
+    /// are equal modulo the page size, the pages wholly inside the range are shared and only
+    /// the partial edge pages are copied; otherwise every byte is copied.
     ///
     /// # Errors
     /// [`CopyError::InvalidId`], [`CopyError::PermissionDenied`] unless the caller's task
     /// owns `ds` and the id grants `READ`, [`CopyError::SourceOutOfRange`], [`CopyError::DestinationOutOfRange`],
     /// [`CopyError::Create`] (size, quota, memory).
-    #[allow(clippy::too_many_arguments)]
     pub fn copy_long<R: Revoker + ?Sized>(
         &mut self,
         caller: ClientId,
         ds: DataspaceId,
-        src_offs: u64,
-        dst_offs: u64,
-        num: CopyLength,
-        flags: DmFlags,
-        name: &str,
+        req: CopyRequest<'_>,
         revoker: &mut R,
     ) -> Result<DataspaceId, CopyError> {
-        self.copy_into(caller, ds, src_offs, dst_offs, num, None, Placement::AnyAddr, 0, 0, flags, name, revoker)
+        let dst = Destination { pool: DestinationPool::Source, placement: PhysPlacement::AnyAddr, size: 0, align: 0 };
+        self.copy_into(caller, ds, req, dst, revoker)
     }
 
-    /// `l4dm_memphys_copy`: as [`copy_long`](Manager::copy_long), into pool `dst_pool`
-    /// (the source's with [`DmFlags::SAME_POOL`]) at `dst_addr` (one contiguous run) or
+    /// `l4dm_memphys_copy`: as [`copy_long`](Manager::copy_long), into pool `req.dst_pool`
+    /// (the source's with [`DmFlags::SAME_POOL`]) at `req.dst_addr` (one contiguous run) or
     /// anywhere, of `max(dst_size, dst_offs + num)` bytes aligned to `dst_align` (log2).
     /// Unlike DMphys, [`DmFlags::COW`] is honoured for copies that are not bound to their
     /// frames: the copy shares the source's frames, and the pages it breaks come from
@@ -62,52 +78,46 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// # Errors
     /// As [`copy_long`](Manager::copy_long), and [`CreateError::PoolOutOfRange`] inside
     /// [`CopyError::Create`].
-    #[allow(clippy::too_many_arguments)]
     pub fn memphys_copy<R: Revoker + ?Sized>(
         &mut self,
         caller: ClientId,
         ds: DataspaceId,
-        src_offs: u64,
-        dst_offs: u64,
-        num: CopyLength,
-        dst_pool: u32,
-        dst_addr: Placement,
-        dst_size: u64,
-        dst_align: u32,
-        flags: DmFlags,
-        name: &str,
+        req: MemphysCopyRequest<'_>,
         revoker: &mut R,
     ) -> Result<DataspaceId, CopyError> {
-        let pool = if flags.contains(DmFlags::SAME_POOL) {
-            None
+        let pool = if req.copy.flags.contains(DmFlags::SAME_POOL) {
+            DestinationPool::Source
         } else {
-            Some(PoolId::new(dst_pool).ok_or(CopyError::Create(CreateError::PoolOutOfRange(dst_pool)))?)
+            DestinationPool::Number(req.dst_pool)
         };
-        self.copy_into(caller, ds, src_offs, dst_offs, num, pool, dst_addr, dst_size, dst_align, flags, name, revoker)
+        let dst = Destination { pool, placement: req.dst_addr, size: req.dst_size, align: req.dst_align };
+        self.copy_into(caller, ds, req.copy, dst, revoker)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn copy_into<R: Revoker + ?Sized>(
+    /// Checks a copy's arguments, the same for every entry point, before anything changes:
+    /// the destination pool exists (checked first), the source exists and the caller may read
+    /// it, the source range lies inside it, the destination range does not overflow. Returns
+    /// the bytes to copy, the copy to create and the source's kind.
+    fn check_copy<'a>(
         &mut self,
         caller: ClientId,
         ds: DataspaceId,
-        src_offs: u64,
-        dst_offs: u64,
-        num: CopyLength,
-        pool: Option<PoolId>,
-        placement: Placement,
-        dst_size: u64,
-        dst_align: u32,
-        flags: DmFlags,
-        name: &str,
-        revoker: &mut R,
-    ) -> Result<DataspaceId, CopyError> {
+        req: &CopyRequest<'a>,
+        dst: &Destination,
+    ) -> Result<(u64, NewDataspace<'a>, Kind), CopyError> {
+        let pool = match dst.pool {
+            DestinationPool::Source => None,
+            DestinationPool::Number(n) => {
+                Some(PoolId::new(n).ok_or(CopyError::Create(CreateError::PoolOutOfRange(n)))?)
+            }
+        };
         let src = lookup_open(&mut self.slots, ds).ok_or(CopyError::InvalidId(ds))?;
         if src.owner.task != caller.task || !ds.rights().allows(Access::Read) {
             return Err(CopyError::PermissionDenied(ds, caller));
         }
         let (src_size, src_kind, src_pool, factory) = (src.size, src.kind, src.pool, src.factory);
-        let num = match num {
+        let src_offs = req.src_offs;
+        let num = match req.num {
             CopyLength::WholeDataspace => {
                 src_size.checked_sub(src_offs).ok_or(CopyError::SourceOutOfRange(src_offs, 0))?
             }
@@ -118,16 +128,38 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
                 n
             }
         };
-        let dst_end = dst_offs.checked_add(num).ok_or(CopyError::DestinationOutOfRange(dst_offs, num))?;
-        let total = dst_end.max(dst_size);
-        let mut kind = Self::kind_of(flags);
-        if matches!(placement, Placement::Fixed(_)) {
+        let dst_end = req.dst_offs.checked_add(num).ok_or(CopyError::DestinationOutOfRange(req.dst_offs, num))?;
+        let pool = pool.unwrap_or(src_pool);
+        let mut kind = Self::kind_of(req.flags);
+        if matches!(dst.placement, PhysPlacement::Fixed(_)) {
             kind |= Kind::FIXED;
         }
-        let pool = pool.unwrap_or(src_pool);
-        let copy =
-            self.create(factory, caller, total, kind, pool, dst_align, placement, name).map_err(CopyError::Create)?;
-        let share = flags.contains(DmFlags::COW)
+        let new = NewDataspace {
+            factory,
+            owner: caller,
+            size: dst_end.max(dst.size),
+            kind,
+            pool,
+            align: dst.align,
+            placement: dst.placement,
+            name: req.name,
+        };
+        Ok((num, new, src_kind))
+    }
+
+    fn copy_into<R: Revoker + ?Sized>(
+        &mut self,
+        caller: ClientId,
+        ds: DataspaceId,
+        req: CopyRequest<'_>,
+        dst: Destination,
+        revoker: &mut R,
+    ) -> Result<DataspaceId, CopyError> {
+        let (num, new, src_kind) = self.check_copy(caller, ds, &req, &dst)?;
+        let kind = new.kind;
+        let copy = self.create(new).map_err(CopyError::Create)?;
+        let (src_offs, dst_offs) = (req.src_offs, req.dst_offs);
+        let share = req.flags.contains(DmFlags::COW)
             && !kind.is_bound()
             && !src_kind.is_bound()
             && src_offs % PAGE == dst_offs % PAGE;

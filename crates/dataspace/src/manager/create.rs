@@ -6,17 +6,19 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use memkit_types::{
-    Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SHIFT, PhysAddr, PhysMemory, SUPERPAGE_SHIFT,
+    Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SHIFT, PhysAddr, PhysMemory, PhysPlacement,
+    SUPERPAGE_SHIFT,
 };
 
 use super::{
-    Dataspace, Kind, MAX_ALIGN_SHIFT, MAX_SIZE, Manager, PAGE, Slot, Spec, allocate_frames, backing_pages, free_frames,
-    order_for_align, release_entries,
+    Dataspace, Kind, MAX_ALIGN_SHIFT, MAX_SIZE, Manager, NewDataspace, PAGE, Slot, Spec, allocate_frames,
+    backing_pages, free_frames, order_for_align, release_entries,
 };
 use crate::entry::Entry;
 use crate::error::CreateError;
-use crate::flags::{DmFlags, MemAllocFlags, Placement};
+use crate::flags::{DmFlags, MemAllocFlags};
 use crate::ids::{ClientId, DataspaceId, FactoryId, PoolId};
+use crate::request::MemphysOpenRequest;
 
 impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     /// `L4Re::Mem_alloc::alloc`: anonymous memory from pool 0, charged to `factory`.
@@ -53,9 +55,9 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
                 return Err(CreateError::FixedAddressNeedsNoMmu(paddr));
             }
             kind |= Kind::FIXED;
-            Placement::Fixed(paddr)
+            PhysPlacement::Fixed(paddr)
         } else {
-            Placement::AnyAddr
+            PhysPlacement::AnyAddr
         };
         if size < 0 {
             if !kind.contains(Kind::CONTIGUOUS) || kind.contains(Kind::FIXED) {
@@ -63,7 +65,16 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             }
             return self.alloc_maximum(factory, owner, size.unsigned_abs(), kind, align);
         }
-        self.create(factory, owner, size as u64, kind, PoolId::DEFAULT, align, placement, "")
+        self.create(NewDataspace {
+            factory,
+            owner,
+            size: size as u64,
+            kind,
+            pool: PoolId::DEFAULT,
+            align,
+            placement,
+            name: "",
+        })
     }
 
     /// `l4dm_mem_open`: a dataspace from pool 0. `flags` may hold `CONTIGUOUS`, `PINNED` and
@@ -81,7 +92,16 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         name: &str,
     ) -> Result<DataspaceId, CreateError> {
         let kind = Self::kind_of(flags);
-        self.create(factory, owner, size, kind, PoolId::DEFAULT, align, Placement::AnyAddr, name)
+        self.create(NewDataspace {
+            factory,
+            owner,
+            size,
+            kind,
+            pool: PoolId::DEFAULT,
+            align,
+            placement: PhysPlacement::AnyAddr,
+            name,
+        })
     }
 
     /// `l4dm_memphys_open`: a dataspace in pool `pool` (0–7), at a fixed physical address or
@@ -91,24 +111,27 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
     ///
     /// # Errors
     /// As [`alloc`](Manager::alloc), and [`CreateError::PoolOutOfRange`].
-    #[allow(clippy::too_many_arguments)]
     pub fn memphys_open(
         &mut self,
         factory: FactoryId,
         owner: ClientId,
-        pool: u32,
-        placement: Placement,
-        size: u64,
-        align: u32,
-        flags: DmFlags,
-        name: &str,
+        req: MemphysOpenRequest<'_>,
     ) -> Result<DataspaceId, CreateError> {
-        let pool = PoolId::new(pool).ok_or(CreateError::PoolOutOfRange(pool))?;
-        let mut kind = Self::kind_of(flags);
-        if matches!(placement, Placement::Fixed(_)) {
+        let pool = PoolId::new(req.pool).ok_or(CreateError::PoolOutOfRange(req.pool))?;
+        let mut kind = Self::kind_of(req.flags);
+        if matches!(req.addr, PhysPlacement::Fixed(_)) {
             kind |= Kind::FIXED;
         }
-        self.create(factory, owner, size, kind, pool, align, placement, name)
+        self.create(NewDataspace {
+            factory,
+            owner,
+            size: req.size,
+            kind,
+            pool,
+            align: req.align,
+            placement: req.addr,
+            name: req.name,
+        })
     }
 
     pub(super) fn kind_of(flags: DmFlags) -> Kind {
@@ -119,18 +142,8 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn create(
-        &mut self,
-        factory: FactoryId,
-        owner: ClientId,
-        size: u64,
-        kind: Kind,
-        pool: PoolId,
-        align: u32,
-        placement: Placement,
-        name: &str,
-    ) -> Result<DataspaceId, CreateError> {
+    pub(super) fn create(&mut self, new: NewDataspace<'_>) -> Result<DataspaceId, CreateError> {
+        let NewDataspace { factory, owner, size, kind, pool, align, placement, name } = new;
         let pages = match backing_pages(size, kind.granule()) {
             Some(p) if size > 0 => p,
             _ => return Err(CreateError::SizeNotSupported(size.into())),
@@ -184,7 +197,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
             kind,
             pool: PoolId::DEFAULT,
             align,
-            placement: Placement::AnyAddr,
+            placement: PhysPlacement::AnyAddr,
             name: "",
         })
     }
@@ -230,7 +243,7 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         self.take_slot()?;
         let pool = spec.pool;
         match spec.placement {
-            Placement::Fixed(addr) => {
+            PhysPlacement::Fixed(addr) => {
                 let granule_bytes = spec.kind.granule() * PAGE;
                 if !addr.is_aligned(granule_bytes) {
                     return Err(CreateError::MisalignedAddress(addr));
@@ -250,17 +263,17 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
                 self.memory.zero(start, FrameCount::new(spec.pages));
                 entries.extend((0..spec.pages).map(|i| Entry::new(Frame::from_number(start.number() + i), pool)));
             }
-            Placement::AnyAddr if spec.kind.is_one_run() => {
+            PhysPlacement::AnyAddr if spec.kind.is_one_run() => {
                 let start = allocate_frames(&self.pools, pool, spec.pages, order_for_align(align))
                     .map_err(|_| CreateError::OutOfMemory(FrameCount::new(spec.pages)))?;
                 self.memory.zero(start, FrameCount::new(spec.pages));
                 entries.extend((0..spec.pages).map(|i| Entry::new(Frame::from_number(start.number() + i), pool)));
             }
-            Placement::AnyAddr if spec.kind.is_bound() => {
+            PhysPlacement::AnyAddr if spec.kind.is_bound() => {
                 self.fill_granules(&mut entries, pool, spec.kind.granule(), spec.pages)
                     .map_err(|()| CreateError::OutOfMemory(FrameCount::new(spec.kind.granule())))?;
             }
-            Placement::AnyAddr => entries.resize(spec.pages as usize, Entry::EMPTY),
+            PhysPlacement::AnyAddr => entries.resize(spec.pages as usize, Entry::EMPTY),
         }
         if let Some(f) = self.factory_mut(spec.factory) {
             f.used += bytes;

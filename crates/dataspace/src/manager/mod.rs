@@ -28,13 +28,12 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use memkit_types::{
-    Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysMemory, Rights,
-    SUPERPAGE_ORDER,
+    Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysMemory,
+    PhysPlacement, Rights, SUPERPAGE_ORDER,
 };
 
 use crate::entry::Entry;
 use crate::error::RangeError;
-use crate::flags::Placement;
 use crate::ids::{ClientId, DataspaceId, FactoryId, PoolId};
 use crate::refcount::ShareCounts;
 
@@ -268,8 +267,21 @@ struct Factory {
     used: u64,
 }
 
-/// The request to build one dataspace (the common core of `alloc`, `mem_open`,
-/// `memphys_open` and the copies).
+/// The request to create one dataspace of `size` bytes (the common core of `alloc`,
+/// `mem_open`, `memphys_open` and the copies), before its backing is counted in pages.
+#[derive(Clone, Copy)]
+struct NewDataspace<'a> {
+    factory: FactoryId,
+    owner: ClientId,
+    size: u64,
+    kind: Kind,
+    pool: PoolId,
+    align: u32,
+    placement: PhysPlacement,
+    name: &'a str,
+}
+
+/// The request to build one dataspace: a [`NewDataspace`] with its backing in pages.
 struct Spec<'a> {
     factory: FactoryId,
     owner: ClientId,
@@ -278,7 +290,7 @@ struct Spec<'a> {
     kind: Kind,
     pool: PoolId,
     align: u32,
-    placement: Placement,
+    placement: PhysPlacement,
     name: &'a str,
 }
 

@@ -123,6 +123,7 @@ impl FitIndex {
     };
 
     /// Whether some arena block is free.
+    #[inline]
     pub(crate) fn has_free(&self) -> bool {
         self.free_blocks != 0
     }
@@ -136,11 +137,13 @@ impl FitIndex {
 
     /// Whether some free block may be missing from the lists (see
     /// [`rescan_arena`](FitIndex::rescan_arena)).
+    #[inline]
     pub(crate) fn has_unlisted(&self) -> bool {
         self.unlisted != 0
     }
 
     /// The pool's memory and its length in bytes, if it has one (to give back).
+    #[inline]
     pub(crate) fn pool(&self) -> Option<(core::ptr::NonNull<u8>, usize)> {
         core::ptr::NonNull::new(self.pool.cast::<u8>()).map(|p| (p, self.capacity as usize * ENTRY_BYTES))
     }

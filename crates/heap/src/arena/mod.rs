@@ -74,16 +74,19 @@ const BITS_WORD: usize = SUMMARY_WORD + MAX_ARENA_PAGES / 64;
 
 /// Header words of an arena of `pages` pages: the count, the summary, and two bitmaps of
 /// one word per page (start and alloc words interleaved, so that one line holds both).
+#[inline]
 const fn header_words(pages: usize) -> usize {
     BITS_WORD + 2 * pages
 }
 
 /// Header granules of an arena of `pages` pages.
+#[inline]
 pub(crate) const fn header_granules(pages: usize) -> usize {
     (header_words(pages) * 8).div_ceil(GRANULE)
 }
 
 /// The smallest arena (in pages) that holds a free block of `granules` granules.
+#[inline]
 pub(crate) fn pages_for(granules: usize) -> usize {
     let mut pages = granules.div_ceil(PAGE_GRANULES).max(1);
     while pages * PAGE_GRANULES - header_granules(pages) < granules {
@@ -336,6 +339,7 @@ impl Arena {
     }
 
     /// Whether no block is allocated: one free block from the header to the end.
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         let h = self.header();
         !self.is_allocated(h) && self.next_start(h) == self.granules()

@@ -50,6 +50,7 @@ pub(super) const fn chunk_slot(i: usize) -> (usize, usize) {
 }
 
 /// Pages of chunk `k`.
+#[inline]
 pub(super) fn chunk_pages(k: usize) -> PageCount {
     page_count((FIRST_CHUNK << k) * size_of::<Descriptor>())
 }
@@ -67,6 +68,7 @@ pub(super) struct PageMap {
 }
 
 impl<P: PageSource, C: CpuId> Heap<P, C> {
+    #[inline]
     pub(super) fn page_map(&self) -> Option<&PageMap> {
         self.map.get().filter(|m| m.own_pages > 0)
     }
@@ -115,12 +117,14 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         Some(id)
     }
 
+    #[inline]
     pub(super) fn release_descriptor(&self, id: u32) {
         let mut pool = self.pool.lock();
         self.live(id).next.store(pool.free_head, Relaxed);
         pool.free_head = id;
     }
 
+    #[inline]
     pub(super) fn map_pages(&self, map: &PageMap, start: usize, pages: usize, id: u32) {
         let first = (start - map.base) >> PAGE_SHIFT;
         for e in &map.entries[first..first + pages] {

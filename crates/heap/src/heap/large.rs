@@ -59,7 +59,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
 
     pub(super) fn allocate_large(&self, map: &PageMap, size: usize, align_log2: u32) -> Option<NonNull<u8>> {
         let pages = size.max(1).div_ceil(PAGE_SIZE);
-        let shard = self.cpu.current() % SHARDS;
+        let shard = self.cpu.current_cpu() % SHARDS;
         // Made live and counted in its shard under the shard's lock, so that a checker
         // (which holds every lock) never sees its pages mapped to a descriptor not yet
         // live, nor the block live and not counted.

@@ -22,8 +22,8 @@
 //! (the first of 64 descriptors, each next one twice as large) that are never given back
 //! while the heap lives, so a stale id read by a racing bad free still names valid memory.
 //!
-//! Placement: a heap places by size class (fast) or packs (exact fit in arenas for
-//! requests above 256 B, and arena fragments for smaller ones); [`Placement::Adaptive`],
+//! Fit policy: a heap places by size class (fast) or packs (exact fit in arenas for
+//! requests above 256 B, and arena fragments for smaller ones); [`FitPolicy::Adaptive`],
 //! the default, switches between the two as the page source's headroom shrinks and grows.
 //!
 //! Scalability: spans belong to one of [`SHARDS`] shards, each with its own lock and its
@@ -32,7 +32,7 @@
 //! source and the descriptor pool, which have their own locks.
 //!
 //! This file holds the heap, its shards and its entry points (`init`, `allocate`, `free`,
-//! `block`, `realloc`, `trim`, `release_all`); the parts live one per file: `placement`,
+//! `block`, `realloc`, `trim`, `release_all`); the parts live one per file: `fit_policy`,
 //! `descriptors` (and the page map), `spans` (size classes and merged blocks), `fit`
 //! (arenas), `large` (runs of whole pages), `pinning`, `stats` and `check`.
 //!
@@ -68,18 +68,19 @@ use crate::source::PageSource;
 mod check;
 mod descriptors;
 mod fit;
+#[deny(unsafe_code)]
+mod fit_policy;
 mod large;
 #[deny(unsafe_code)]
 mod pinning;
-#[deny(unsafe_code)]
-mod placement;
 #[deny(unsafe_code)]
 mod spans;
 mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use placement::{PACK_HEADROOM, Placement};
+pub use fit_policy::{FitPolicy, PACK_HEADROOM};
+pub use memkit_types::{CpuId, SingleCpu};
 pub use stats::HeapStats;
 
 /// Shards (independent locks and span lists) per heap.
@@ -123,31 +124,6 @@ const ARENA_PAGES: usize = 64;
 const FRAGMENT_MIN: usize = 64;
 const _: () = assert!(ARENA_PAGES <= MAX_ARENA_PAGES);
 
-/// Which shard the calling thread should use: a CPU number, a thread number, any small
-/// integer that differs between threads running at the same time.
-pub trait CpuId {
-    /// The current CPU (or thread) number; any value, it is taken modulo [`SHARDS`].
-    fn current(&self) -> usize;
-}
-
-/// A [`CpuId`] for a single CPU: every thread uses shard 0.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SingleCpu;
-
-impl CpuId for SingleCpu {
-    #[inline]
-    fn current(&self) -> usize {
-        0
-    }
-}
-
-impl<C: CpuId + ?Sized> CpuId for &C {
-    #[inline]
-    fn current(&self) -> usize {
-        (**self).current()
-    }
-}
-
 struct ShardState {
     classes: [ClassLists; CLASS_COUNT],
     /// Free blocks of the shard's arenas.
@@ -174,7 +150,7 @@ impl ShardState {
 #[repr(align(128))]
 struct Shard {
     state: Mutex<ShardState>,
-    /// Bytes of the shard's live blocks (usable sizes), for [`Placement::Adaptive`];
+    /// Bytes of the shard's live blocks (usable sizes), for [`FitPolicy::Adaptive`];
     /// written only under the lock, read by anyone.
     in_use: AtomicUsize,
 }
@@ -210,9 +186,9 @@ pub struct Heap<P, C = SingleCpu> {
     source: P,
     cpu: C,
     pinned: bool,
-    placement: Placement,
+    fit_policy: FitPolicy,
     /// Requests of classes larger than this (up to [`MAX_SMALL`]) go to arenas: fixed by
-    /// the placement, or moved by [`Placement::Adaptive`] (see [`Heap::adapt`]).
+    /// the placement, or moved by [`FitPolicy::Adaptive`] (see [`Heap::adapt`]).
     span_max: AtomicUsize,
     map: Once<PageMap>,
     shards: [Shard; SHARDS],
@@ -229,33 +205,34 @@ impl<P, C> fmt::Debug for Heap<P, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Heap")
             .field("pinned", &self.pinned)
-            .field("placement", &self.placement)
+            .field("fit_policy", &self.fit_policy)
             .field("initialised", &self.map.is_completed())
             .finish_non_exhaustive()
     }
 }
 
+#[inline]
 fn page_count(bytes: usize) -> PageCount {
     PageCount::new(bytes.div_ceil(PAGE_SIZE))
 }
 
 impl<P: PageSource, C: CpuId> Heap<P, C> {
-    /// An uninitialised heap with the default [`Placement`]. `pinned` marks a heap whose
+    /// An uninitialised heap with the default [`FitPolicy`]. `pinned` marks a heap whose
     /// memory is always pinned (the pinned heaps): [`unpin`](Heap::unpin) of its memory is
     /// an error.
     pub const fn new(source: P, cpu: C, pinned: bool) -> Self {
-        Self::with_placement(source, cpu, pinned, Placement::Adaptive)
+        Self::with_fit_policy(source, cpu, pinned, FitPolicy::Adaptive)
     }
 
-    /// An uninitialised heap placing requests by `placement`; otherwise as
+    /// An uninitialised heap placing requests by `fit_policy`; otherwise as
     /// [`new`](Heap::new).
-    pub const fn with_placement(source: P, cpu: C, pinned: bool, placement: Placement) -> Self {
+    pub const fn with_fit_policy(source: P, cpu: C, pinned: bool, fit_policy: FitPolicy) -> Self {
         Heap {
             source,
             cpu,
             pinned,
-            placement,
-            span_max: AtomicUsize::new(placement.span_max()),
+            fit_policy,
+            span_max: AtomicUsize::new(fit_policy.span_max()),
             map: Once::new(),
             shards: [const { Shard { state: Mutex::new(ShardState::EMPTY), in_use: AtomicUsize::new(0) } }; SHARDS],
             pool: Mutex::new(Pool { free_head: NONE, fresh: 1 }),
@@ -297,6 +274,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     }
 
     /// Whether [`init`](Heap::init) succeeded.
+    #[inline]
     pub fn is_initialised(&self) -> bool {
         self.map.get().is_some_and(|m| m.own_pages > 0)
     }
@@ -307,8 +285,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     }
 
     /// How this heap places requests.
-    pub fn placement(&self) -> Placement {
-        self.placement
+    pub fn fit_policy(&self) -> FitPolicy {
+        self.fit_policy
     }
 
     /// The page source behind.
@@ -333,7 +311,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         if align <= PAGE_SIZE
             && let Some(class) = class_for(size, align)
         {
-            let shard = self.cpu.current() % SHARDS;
+            let shard = self.cpu.current_cpu() % SHARDS;
             let span_max = self.span_max.load(Relaxed);
             if align > 16
                 && let Some(natural) = class_for(size, 1)
@@ -346,7 +324,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             if CLASSES[class].size as usize > span_max {
                 // A packing adaptive heap still fills the holes of the class's spans (made
                 // before it packed), so that they empty and go back.
-                if span_max != self.placement.span_max()
+                if span_max != self.fit_policy.span_max()
                     && let Some(p) = self.allocate_small(map, shard, class, false)
                 {
                     return Ok(p);
@@ -589,6 +567,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     }
 
     /// Whether `ptr` lies in a page this heap holds (spans or large blocks).
+    #[inline]
     pub fn owns(&self, ptr: NonNull<u8>) -> bool {
         let addr = ptr.as_ptr() as usize;
         self.page_map().is_some_and(|m| {
@@ -693,7 +672,7 @@ impl<P: PageSource, C> Heap<P, C> {
             *st = ShardState::EMPTY;
             *s.in_use.get_mut() = 0;
         }
-        self.span_max = AtomicUsize::new(self.placement.span_max());
+        self.span_max = AtomicUsize::new(self.fit_policy.span_max());
         *self.pins.get_mut() = PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] };
         *self.merges.get_mut() = MergeTable { entries: [(0, 0); MAX_MERGED_BLOCKS] };
     }

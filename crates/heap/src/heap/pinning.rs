@@ -15,6 +15,7 @@ pub(super) struct PinTable {
 }
 
 impl<P: PageSource, C: CpuId> Heap<P, C> {
+    #[inline]
     pub(super) fn pin_count(&self, d: &Descriptor, addr: usize) -> u32 {
         if d.pinned.load(Relaxed) == 0 {
             return 0;

@@ -56,6 +56,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         d.next.store(NONE, Relaxed);
     }
 
+    #[inline]
     pub(super) fn push(&self, lists: &mut ClassLists, id: u32) {
         let d = self.live(id);
         d.prev.store(NONE, Relaxed);
@@ -270,6 +271,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// block and recorded in the merge table (the span's bitmap marks each of them), in the
     /// span and class that waste the least.
     #[cold]
+    #[inline]
     pub(super) fn allocate_merged(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         let found = self.find_merge(size, align)?;
         self.take_merge(found)

@@ -28,9 +28,9 @@ pub struct HeapStats {
     pub metadata_pages: usize,
     /// Spans and large blocks taken from the page source since the heap was created.
     pub runs_created: usize,
-    /// Times a [`Placement::Adaptive`](crate::Placement::Adaptive) heap started packing.
+    /// Times a [`FitPolicy::Adaptive`](crate::FitPolicy::Adaptive) heap started packing.
     pub packings: usize,
-    /// Times a [`Placement::Adaptive`](crate::Placement::Adaptive) heap went back to placing by size class.
+    /// Times a [`FitPolicy::Adaptive`](crate::FitPolicy::Adaptive) heap went back to placing by size class.
     pub unpackings: usize,
     /// Requests that found the page source dry and took a dry path (holes of other
     /// classes, other shards' arenas, just the pages needed, merged blocks).

@@ -8,14 +8,14 @@ use super::*;
 use crate::source::RegionPageSource;
 
 fn heap(bytes: usize) -> Heap<RegionPageSource> {
-    heap_placed(bytes, Placement::SizeClasses)
+    heap_placed(bytes, FitPolicy::SizeClasses)
 }
 
-fn heap_placed(bytes: usize, placement: Placement) -> Heap<RegionPageSource> {
+fn heap_placed(bytes: usize, fit_policy: FitPolicy) -> Heap<RegionPageSource> {
     let mem: &'static mut [u8] = vec![0u8; bytes].leak();
     // SAFETY: leaked memory, used only by this source, valid for 'static.
     let src = unsafe { RegionPageSource::new(NonNull::new(mem.as_mut_ptr()).unwrap(), mem.len()) }.unwrap();
-    let heap = Heap::with_placement(src, SingleCpu, false, placement);
+    let heap = Heap::with_fit_policy(src, SingleCpu, false, fit_policy);
     heap.init().unwrap();
     heap
 }
@@ -158,7 +158,7 @@ fn a_dry_heap_serves_an_aligned_request_from_a_page_aligned_hole() {
 
 #[test]
 fn a_freed_arena_block_merges_with_both_neighbours() {
-    let h = heap_placed(1 << 20, Placement::ExactFit);
+    let h = heap_placed(1 << 20, FitPolicy::ExactFit);
     let blocks: Vec<_> = (0..4).map(|_| h.allocate(3000, 0).unwrap()).collect();
     let usable = h.block(blocks[0]).unwrap().usable;
     assert_eq!(usable, 3008);
@@ -188,7 +188,7 @@ fn a_freed_arena_block_merges_with_both_neighbours() {
 
 #[test]
 fn a_shard_keeps_a_few_empty_arenas_until_a_trim() {
-    let h = heap_placed(8 << 20, Placement::ExactFit);
+    let h = heap_placed(8 << 20, FitPolicy::ExactFit);
     let big = 30 << 10;
     let mut blocks = Vec::new();
     while h.stats().arenas < EMPTY_ARENAS_KEEP + 2 {
@@ -215,7 +215,7 @@ fn a_shard_keeps_a_few_empty_arenas_until_a_trim() {
 
 #[test]
 fn a_bad_pointer_into_an_arena_changes_nothing() {
-    let h = heap_placed(1 << 20, Placement::ExactFit);
+    let h = heap_placed(1 << 20, FitPolicy::ExactFit);
     let p = h.allocate(5000, 0).unwrap();
     let q = h.allocate(2000, 6).unwrap();
     let before = h.stats();
@@ -245,7 +245,7 @@ fn a_bad_pointer_into_an_arena_changes_nothing() {
 
 #[test]
 fn a_dry_heap_serves_from_a_free_range_of_an_arena() {
-    let h = heap_placed(512 << 10, Placement::ExactFit);
+    let h = heap_placed(512 << 10, FitPolicy::ExactFit);
     let mut live = Vec::new();
     while let Ok(p) = h.allocate(3000, 0) {
         live.push(p);
@@ -277,7 +277,7 @@ fn a_dry_heap_serves_from_a_free_range_of_an_arena() {
 
 #[test]
 fn an_adaptive_heap_packs_when_its_source_runs_short_and_unpacks_when_it_recovers() {
-    let h = heap_placed(4 << 20, Placement::Adaptive);
+    let h = heap_placed(4 << 20, FitPolicy::Adaptive);
     // 3000 bytes: a 3072-byte class block in a span, 3008 bytes (47 granules) in an arena.
     let (size, class_block, fit_block) = (3000, 3072, 3008);
     let short =
@@ -317,7 +317,7 @@ fn an_adaptive_heap_packs_when_its_source_runs_short_and_unpacks_when_it_recover
 
 #[test]
 fn a_packing_heap_fills_arena_fragments_with_small_requests() {
-    let h = heap_placed(1 << 20, Placement::ExactFit);
+    let h = heap_placed(1 << 20, FitPolicy::ExactFit);
     // No fragment yet: a small request takes a class block of a span.
     let s = h.allocate(100, 0).unwrap();
     assert_eq!(h.stats().spans, 1);

@@ -16,64 +16,48 @@ impl Allocator<'_> {
     }
 
     /// Sets bits `[a, b)` of a frame-indexed bitmap (A0 indexing), without summaries.
+    #[inline]
     pub(super) fn bits_set(&mut self, bm: Bitmap, a: u64, b: u64) {
         self.bits_apply(bm, a, b, true);
     }
 
+    #[inline]
     pub(super) fn bits_clear(&mut self, bm: Bitmap, a: u64, b: u64) {
         self.bits_apply(bm, a, b, false);
     }
 
+    #[inline]
     pub(super) fn bits_apply(&mut self, bm: Bitmap, a: u64, b: u64, set: bool) {
         let lo = self.geo.level[0].lo;
-        let mut u = a;
-        while u < b {
-            let wi = (u / 64 - lo) as usize;
-            let end = b.min((u / 64 + 1) * 64);
-            let m = range_mask(u % 64, end - (u / 64) * 64);
-            let w = &mut self.words[bm.offset + wi];
+        for (w, m) in word_masks(a, b) {
+            let word = &mut self.words[bm.offset + (w - lo) as usize];
             if set {
-                *w |= m;
+                *word |= m;
             } else {
-                *w &= !m;
+                *word &= !m;
             }
-            u = end;
         }
     }
 
     /// The first frame in `[a, b)` whose bit in `bm` is `value`, if any.
+    #[inline]
     pub(super) fn first_with(&self, bm: Bitmap, a: u64, b: u64, value: bool) -> Option<u64> {
         let lo = self.geo.level[0].lo;
-        let mut u = a;
-        while u < b {
-            let wi = (u / 64 - lo) as usize;
-            let base = (u / 64) * 64;
-            let end = b.min(base + 64);
-            let m = range_mask(u % 64, end - base);
-            let w = self.words[bm.offset + wi];
-            let hits = if value { w & m } else { !w & m };
-            if hits != 0 {
-                return Some(base + u64::from(hits.trailing_zeros()));
-            }
-            u = end;
-        }
-        None
+        word_masks(a, b).find_map(|(w, m)| {
+            let word = self.words[bm.offset + (w - lo) as usize];
+            let hits = if value { word & m } else { !word & m };
+            (hits != 0).then(|| w * 64 + u64::from(hits.trailing_zeros()))
+        })
     }
 
     /// Whether a frame in `[a, b)` is free or reserved (one pass over both bitmaps).
+    #[inline]
     pub(super) fn any_free_or_reserved(&self, a: u64, b: u64) -> bool {
         let (lo, f, r) = (self.geo.level[0].lo, self.geo.level[0].bits.offset, self.geo.reserved.offset);
-        let mut u = a;
-        while u < b {
-            let wi = (u / 64 - lo) as usize;
-            let base = (u / 64) * 64;
-            let end = b.min(base + 64);
-            if (self.words[f + wi] | self.words[r + wi]) & range_mask(u % 64, end - base) != 0 {
-                return true;
-            }
-            u = end;
-        }
-        false
+        word_masks(a, b).any(|(w, m)| {
+            let wi = (w - lo) as usize;
+            (self.words[f + wi] | self.words[r + wi]) & m != 0
+        })
     }
 
     /// Rebuilds every level above 0 and every summary from A0.
@@ -294,15 +278,11 @@ impl Allocator<'_> {
             hit(Path::SummaryRangeSet);
         }
         let mut any_was_zero = false;
-        let mut u = a;
-        while u < b {
-            let w = u / 64;
-            let end = b.min((w + 1) * 64);
-            let m = range_mask((u % 64) as u64, (end - w * 64) as u64);
+        for (w, m) in word_masks(a as u64, b as u64) {
+            let w = w as usize;
             let old = self.words[off + w];
             self.words[off + w] = old | m;
             any_was_zero |= old == 0;
-            u = end;
         }
         if any_was_zero {
             if j + 1 < self.geo.level[l].layers {
@@ -323,11 +303,8 @@ impl Allocator<'_> {
             hit(Path::SummaryRangeCleared);
         }
         let mut zero: Option<(usize, usize)> = None;
-        let mut u = a;
-        while u < b {
-            let w = u / 64;
-            let end = b.min((w + 1) * 64);
-            let m = range_mask((u % 64) as u64, (end - w * 64) as u64);
+        for (w, m) in word_masks(a as u64, b as u64) {
+            let w = w as usize;
             let old = self.words[off + w];
             let new = old & !m;
             self.words[off + w] = new;
@@ -337,7 +314,6 @@ impl Allocator<'_> {
                     None => Some((w, w + 1)),
                 };
             }
-            u = end;
         }
         if let Some((f, t)) = zero {
             if j + 1 < self.geo.level[l].layers {
@@ -435,6 +411,7 @@ impl Allocator<'_> {
 
     /// A unit of level `l >= 1` in word `wi` (or from it on) became free: blocks of orders
     /// `6l .. 6l + 5` may exist from word `wi` on again.
+    #[inline]
     pub(super) fn large_unit_freed(&mut self, l: usize, wi: usize) {
         self.words[W_NO_FIT] = u64::MAX;
         for k in 6 * l..(6 * l + 6).min(Order::MAX.get() as usize + 1) {
@@ -478,6 +455,23 @@ pub(super) fn or_all(words: &[u64]) -> u64 {
     words.iter().fold(0, |acc, w| acc | w)
 }
 
+/// The words that bits `[a, b)` touch, in order: each word's number (`bit / 64`) and the
+/// mask of its bits inside the range. The one walk of a bit range, for the frame bitmaps
+/// and the summary layers alike.
+#[inline]
+pub(super) fn word_masks(a: u64, b: u64) -> impl Iterator<Item = (u64, u64)> {
+    let mut u = a;
+    core::iter::from_fn(move || {
+        (u < b).then(|| {
+            let w = u / 64;
+            let end = (w * 64).saturating_add(64).min(b);
+            let m = range_mask(u % 64, end - w * 64);
+            u = end;
+            (w, m)
+        })
+    })
+}
+
 /// Bits `[from, to)` of a word (`from <= to <= 64`).
 #[inline]
 pub(super) fn range_mask(from: u64, to: u64) -> u64 {
@@ -504,3 +498,30 @@ pub(super) const RUN_STARTS: [u64; 6] = [
     0x0001_0001_0001_0001,
     0x0000_0001_0000_0001,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::{range_mask, word_masks};
+
+    /// `word_masks` names every bit of `[a, b)` once, in order, and no other, for ranges
+    /// that start and end anywhere in a word, span several words or are empty.
+    #[test]
+    fn word_masks_cover_exactly_the_range() {
+        for a in 0..200u64 {
+            for b in 0..200u64 {
+                let mut bits = std::vec::Vec::new();
+                let mut last = None;
+                for (w, m) in word_masks(a, b) {
+                    assert!(m != 0 && last.is_none_or(|l| l < w), "[{a}, {b}): word {w} mask {m:#x}");
+                    last = Some(w);
+                    bits.extend((0..64).filter(|i| m & (1 << i) != 0).map(|i| w * 64 + i));
+                }
+                let want: std::vec::Vec<u64> = (a..b).collect();
+                assert_eq!(bits, want, "[{a}, {b})");
+            }
+        }
+        let top = u64::MAX - 1;
+        assert_eq!(word_masks(top - 70, top).count(), 2);
+        assert_eq!(range_mask(0, 64), !0);
+    }
+}

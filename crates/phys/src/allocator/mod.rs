@@ -244,24 +244,28 @@ impl<'h> Allocator<'h> {
     /// The largest order [`allocate`](Allocator::allocate) accepts: the largest block that fits
     /// in the area.
     #[must_use]
+    #[inline]
     pub fn max_order(&self) -> Order {
         Order::new(self.geo.max_order)
     }
 
     /// Frames free now.
     #[must_use]
+    #[inline]
     pub fn free_frames(&self) -> FrameCount {
         FrameCount::new(self.words[W_FREE])
     }
 
     /// Frames managed: the area minus reserved regions and the header.
     #[must_use]
+    #[inline]
     pub fn total_frames(&self) -> FrameCount {
         FrameCount::new(self.words[W_USABLE])
     }
 
     /// Whether `frame` is free.
     #[must_use]
+    #[inline]
     pub fn is_free(&self, frame: Frame) -> bool {
         let n = frame.number();
         n >= self.geo.start && n < self.geo.end && self.bit(self.geo.level[0].bits, n)
@@ -270,6 +274,7 @@ impl<'h> Allocator<'h> {
     /// Whether `frame` is reserved (a reserved region, a hole or the header) or outside the
     /// area.
     #[must_use]
+    #[inline]
     pub fn is_reserved(&self, frame: Frame) -> bool {
         let n = frame.number();
         n < self.geo.start || n >= self.geo.end || self.bit(self.geo.reserved, n)

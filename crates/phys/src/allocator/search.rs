@@ -52,6 +52,7 @@ impl Allocator<'_> {
     ///
     /// Walks the non-zero words of level `k / 6` in address order (through the bits of one
     /// summary word at a time) and asks each for an aligned run of `2^(k % 6)` units.
+    #[inline]
     pub(super) fn find_block(&self, k: u8, need: u64, limit: u64, from: usize) -> Option<u64> {
         match k % 6 {
             0 => self.find_block_r::<0>(k, need, limit, from),

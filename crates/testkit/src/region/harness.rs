@@ -1,316 +1,32 @@
-//! Random actions on a region map and a reference model to check them against, shared by
-//! the property test, the long random-action test, the benchmarks and the fuzz target.
-//!
-//! ```text
-//!   Action ──▶ Harness::apply ──▶ AddressSpace<MockId, SoftMmu> + MockBacking + SparseRam
-//!                    │                                   │ results, loads
-//!                    └──▶ Model (BTreeMaps of ranges, a Vec<u8> per dataspace) ◀── compared
-//! ```
-//!
-//! The window has two parts: the single actions (attach, detach, reserve, access, ...) land
-//! in its top [`SINGLE_PAGES`] pages, where they meet each other often; below them lie
-//! [`LANES`] lanes, where [`Action::Run`] attaches runs of up to [`RUN_MAX`] one-page
-//! regions at once (in ascending, descending, shuffled or outside-in order, a page or two
-//! apart, a second run in the gaps of a first) and [`Action::DetachRun`] detaches them one
-//! by one in such an order. The runs grow the region tree to three levels and shrink it
-//! back through every split, merge and evening-out (counted by
-//! [`RegionMap::tree_stats`]).
-//!
-//! The model is deliberately naive: first fit over a `BTreeMap` of ranges (each place in
-//! turn, skipping past what is in the way), the
-//! seed's detach algorithm spelled out, and dataspace contents as plain byte vectors. After
-//! every action the harness compares results, checks every invariant and checks that each
-//! MMU translation belongs to a region, stays within its rights and shows the dataspace's
-//! frame.
+//! The harness: a region map, its MMU, a mock backing and RAM, driven side by side with
+//! the [`Model`], every result compared and every invariant checked after each action.
 
-use std::collections::BTreeMap;
+use super::*;
 
-use memkit_region::mock::{MockBacking, MockId};
-use memkit_region::{
-    AddressSpace, AreaInfo, AttachRequest, Backing, DetachFlags, DetachResult, Flags, Found, Mmu, RegionInfo,
-    RegionMap, SoftMmu,
-};
-use memkit_types::{Access, Frame, PAGE_SIZE, Page, Rights, VirtAddr};
-
-use crate::SparseRam;
-
-/// Lanes for runs of many small regions ([`Action::Run`]), at the bottom of the window.
-pub const LANES: usize = 2;
-/// Pages per lane: a run of 2048 regions with a page between each fits.
-pub const LANE_PAGES: usize = 4096;
-/// The first of the pages where the single actions land, above the lanes: searches
-/// start there and go up, so that they never reach the lanes.
-pub const SINGLE_START: usize = LANES * LANE_PAGES;
-/// Pages where the single actions land (their `page` is a byte): they meet each other
-/// often there.
-pub const SINGLE_PAGES: usize = 256;
-/// Pages in the model's address window: the lanes and the single actions' pages.
-pub const WINDOW_PAGES: usize = SINGLE_START + SINGLE_PAGES;
-/// The most regions one [`Action::Run`] attaches.
-pub const RUN_MAX: usize = 2048;
-/// The window's first byte.
-pub const WINDOW_START: usize = 0x1000_0000;
-/// Dataspaces in the model.
-pub const DATASPACES: usize = 4;
-/// Pages per dataspace.
-pub const DATASPACE_PAGES: usize = 24;
-
-/// One step of a random test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, arbitrary::Arbitrary)]
-pub enum Action {
-    /// `reserve_area`.
-    Reserve {
-        /// Start page (or search hint).
-        page: u8,
-        /// Pages.
-        pages: u8,
-        /// `SEARCH_ADDR`.
-        search: bool,
-        /// `RESERVED`.
-        reserved: bool,
-        /// Extra alignment bits over a page (0..=3).
-        align: u8,
-    },
-    /// `free_area`.
-    FreeArea {
-        /// A page in the area.
-        page: u8,
-    },
-    /// `attach`.
-    Attach {
-        /// Start page, search hint or area selector.
-        page: u8,
-        /// Pages.
-        pages: u8,
-        /// Dataspace number.
-        ds: u8,
-        /// Offset into the dataspace in pages.
-        offset: u8,
-        /// Rights bits (read 1, write 2, execute 4).
-        rights: u8,
-        /// `SEARCH_ADDR`.
-        search: bool,
-        /// `IN_AREA`.
-        in_area: bool,
-        /// `EAGER_MAP`.
-        eager: bool,
-        /// `DETACH_FREE`.
-        detach_free: bool,
-        /// Extra alignment bits over a page (0..=3).
-        align: u8,
-    },
-    /// `detach(start, size, flags)`.
-    Detach {
-        /// Start page.
-        page: u8,
-        /// Pages.
-        pages: u8,
-        /// `OVERLAP` (else `EXACT`).
-        overlap: bool,
-        /// `KEEP`.
-        keep: bool,
-    },
-    /// Detach a whole range in one call.
-    DetachAll {
-        /// Start page.
-        page: u8,
-        /// Pages.
-        pages: u8,
-        /// `OVERLAP` (else `EXACT`).
-        overlap: bool,
-    },
-    /// `find`.
-    Find {
-        /// Start page.
-        page: u8,
-        /// Pages.
-        pages: u8,
-    },
-    /// A page fault.
-    Fault {
-        /// The page.
-        page: u8,
-        /// 0 read, 1 write, 2 execute.
-        access: u8,
-    },
-    /// A simulated load.
-    Load {
-        /// The page.
-        page: u8,
-        /// Byte offset in the page.
-        within: u16,
-        /// Bytes.
-        len: u16,
-    },
-    /// A simulated store.
-    Store {
-        /// The page.
-        page: u8,
-        /// Byte offset in the page.
-        within: u16,
-        /// Bytes.
-        len: u16,
-        /// The byte value stored (plus the byte's index).
-        value: u8,
-    },
-    /// `get_regions` or `get_areas` paging.
-    List {
-        /// Start page.
-        page: u8,
-        /// Batch size.
-        batch: u8,
-        /// Areas instead of regions.
-        areas: bool,
-    },
-    /// A run of one-page regions attached one by one at fixed places in a lane, `stride`
-    /// pages apart: the dense shapes (thousands of small regions with gaps, a second run
-    /// in the gaps of a first) that split, merge and even out the trees' nodes at every
-    /// level.
-    Run {
-        /// The lane (modulo [`LANES`]).
-        lane: u8,
-        /// Start one page into the lane (in the gaps of a run that starts at its start).
-        shifted: bool,
-        /// Regions (modulo [`RUN_MAX`], plus one; as many as fit in the lane).
-        count: u16,
-        /// Pages from one region's start to the next, minus one (modulo 3).
-        stride: u8,
-        /// The order of the attaches: ascending, descending, shuffled, from both ends in.
-        order: u8,
-    },
-    /// Detaches the regions of a lane one by one (`EXACT`, each whole), in an order.
-    DetachRun {
-        /// The lane (modulo [`LANES`]).
-        lane: u8,
-        /// Every region (0), or every second or third one (1, 2; modulo 3).
-        every: u8,
-        /// The order: ascending, descending, shuffled, from both ends in.
-        order: u8,
-    },
-}
-
-/// `0..n` in the order of [`Action::Run`] and [`Action::DetachRun`] (`order` modulo 4):
-/// ascending, descending, shuffled from `seed`, or from both ends in.
-#[must_use]
-pub fn run_order(n: usize, order: u8, seed: u64) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    match order % 4 {
-        0 => {}
-        1 => v.reverse(),
-        2 => {
-            let mut x = seed | 1;
-            for i in (1..n).rev() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                v.swap(i, (x % (i as u64 + 1)) as usize);
-            }
-        }
-        _ => v = (0..n).map(|k| if k % 2 == 0 { k / 2 } else { n - 1 - k / 2 }).collect(),
-    }
-    v
-}
-
-fn rights_of(bits: u8) -> Rights {
-    Rights::from_bits_truncate(bits & 7)
-}
-
-/// The rights each model dataspace's handle allows: RWX, RW, R, RX.
-pub fn dataspace_rights(ds: usize) -> Rights {
-    [Rights::RWX, Rights::RW, Rights::READ, Rights::READ | Rights::EXECUTE][ds % 4]
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ModelRegion {
-    end: usize,
+/// An attach in the harness's units, as an [`Action::Attach`] gives it: pages of the window
+/// and of the dataspace, a dataspace index, and the alignment above a page (log2).
+#[derive(Debug, Clone, Copy)]
+struct PageAttach {
+    /// Start page, search hint or page in the area.
+    page: usize,
+    /// Pages to attach.
+    pages: usize,
+    /// The dataspace's index.
     ds: usize,
+    /// The page of the dataspace the region starts at.
     offset: usize,
+    /// The region's rights.
     rights: Rights,
+    /// `SEARCH_ADDR`, `IN_AREA`, `EAGER_MAP`, `DETACH_FREE`.
     flags: Flags,
-    in_area: bool,
+    /// Log2 alignment above a page.
+    align: u8,
 }
 
-/// The reference model: plain maps of page ranges and byte vectors.
-#[derive(Debug, Clone, Default)]
-pub struct Model {
-    /// start page → region.
-    regions: BTreeMap<usize, ModelRegion>,
-    /// start page → (end page, reserved).
-    areas: BTreeMap<usize, (usize, bool)>,
-    /// Dataspace contents.
-    bytes: Vec<Vec<u8>>,
-    /// Attachments per dataspace.
-    attachments: Vec<usize>,
-}
-
-impl Model {
-    fn new() -> Self {
-        Model {
-            regions: BTreeMap::new(),
-            areas: BTreeMap::new(),
-            bytes: vec![vec![0; DATASPACE_PAGES * PAGE_SIZE]; DATASPACES],
-            attachments: vec![0; DATASPACES],
-        }
-    }
-
-    fn region_at(&self, page: usize) -> Option<(usize, ModelRegion)> {
-        self.regions.range(..=page).next_back().filter(|(_, r)| page < r.end).map(|(s, r)| (*s, *r))
-    }
-
-    fn area_at(&self, page: usize) -> Option<(usize, usize, bool)> {
-        self.areas.range(..=page).next_back().filter(|(_, a)| page < a.0).map(|(s, a)| (*s, a.0, a.1))
-    }
-
-    /// The lowest region that overlaps `[s, e)`: the one starting at or below `s` if it
-    /// reaches past `s`, else the first one starting in `(s, e)`.
-    fn regions_overlap(&self, s: usize, e: usize) -> Option<usize> {
-        let below = self.regions.range(..=s).next_back().filter(|(_, r)| r.end > s);
-        below.or_else(|| self.regions.range(s..e).next()).map(|(rs, _)| *rs)
-    }
-
-    /// The end of an area that overlaps `[s, e)`.
-    fn area_overlap(&self, s: usize, e: usize) -> Option<usize> {
-        let below = self.areas.range(..=s).next_back().filter(|(_, a)| a.0 > s);
-        below.or_else(|| self.areas.range(s..e).next()).map(|(_, a)| a.0)
-    }
-
-    /// The end of an obstacle outside areas that overlaps `[s, e)`: an area or a region
-    /// outside areas.
-    fn top_obstacle(&self, s: usize, e: usize) -> Option<usize> {
-        self.area_overlap(s, e).or_else(|| {
-            let below = self.regions.range(..=s).next_back().filter(|(_, r)| r.end > s && !r.in_area);
-            below.or_else(|| self.regions.range(s..e).find(|(_, r)| !r.in_area)).map(|(_, r)| r.end)
-        })
-    }
-
-    /// Whether an area or a region outside areas overlaps `[s, e)`.
-    fn top_taken(&self, s: usize, e: usize) -> bool {
-        self.top_obstacle(s, e).is_some()
-    }
-
-    /// The first `pages` aligned free pages in `[lo, hi)`: tries each aligned place in
-    /// turn, skipping past the end of whatever is in the way.
-    fn first_fit(&self, lo: usize, hi: usize, pages: usize, align: usize, top: bool) -> Option<usize> {
-        let mut p = lo.next_multiple_of(align);
-        while p + pages <= hi {
-            let obstacle = if top {
-                self.top_obstacle(p, p + pages)
-            } else {
-                self.regions_overlap(p, p + pages).map(|s| self.regions[&s].end)
-            };
-            match obstacle {
-                None => return Some(p),
-                Some(end) => p = end.next_multiple_of(align).max(p + align),
-            }
-        }
-        None
-    }
-
-    /// Whether `access` works at `page` (in a region with the rights, inside its dataspace).
-    fn allows(&self, page: usize, access: Access) -> Option<(usize, usize)> {
-        let (s, r) = self.region_at(page)?;
-        let off = r.offset + page - s;
-        (r.rights.allows(access) && off < DATASPACE_PAGES).then_some((r.ds, off))
+impl PageAttach {
+    /// `pages` pages of dataspace `ds` from its first page at `page`, no flags, page aligned.
+    fn new(page: usize, pages: usize, ds: usize, rights: Rights) -> Self {
+        PageAttach { page, pages, ds, offset: 0, rights, flags: Flags::empty(), align: 0 }
     }
 }
 
@@ -409,15 +125,9 @@ impl Harness {
                 flags.set(Flags::IN_AREA, in_area);
                 flags.set(Flags::EAGER_MAP, eager);
                 flags.set(Flags::DETACH_FREE, detach_free);
-                self.attach(
-                    single(page),
-                    pages as usize % 16 + 1,
-                    ds as usize % DATASPACES,
-                    offset as usize % 32,
-                    rights_of(rights),
-                    flags,
-                    align % 4,
-                );
+                let req =
+                    PageAttach::new(single(page), pages as usize % 16 + 1, ds as usize % DATASPACES, rights_of(rights));
+                self.attach(PageAttach { offset: offset as usize % 32, flags, align: align % 4, ..req });
             }
             Action::Detach { page, pages, overlap, keep } => {
                 let mut f = if overlap { DetachFlags::OVERLAP } else { DetachFlags::EXACT };
@@ -468,7 +178,7 @@ impl Harness {
                 self.model.areas.insert(p, (p + pages, reserved));
                 self.stats.reserved += 1;
             }
-            (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_EADDRNOTAVAIL, "{e}"),
+            (Err(e), None) => assert_eq!(e.code(), -L4_EADDRNOTAVAIL, "{e}"),
             (g, w) => panic!("reserve_area: got {g:?}, model {w:?}"),
         }
     }
@@ -483,13 +193,13 @@ impl Harness {
                     r.in_area = false;
                 }
             }
-            (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_ENOENT),
+            (Err(e), None) => assert_eq!(e.code(), -L4_ENOENT),
             (g, w) => panic!("free_area: got {g:?}, model {w:?}"),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attach(&mut self, page: usize, pages: usize, ds: usize, offset: usize, rights: Rights, flags: Flags, align: u8) {
+    fn attach(&mut self, req: PageAttach) {
+        let PageAttach { page, pages, ds, offset, rights, flags, align } = req;
         let req = AttachRequest {
             start: va(page),
             size: pages * PAGE_SIZE,
@@ -615,7 +325,7 @@ impl Harness {
                     );
                 }
             }
-            (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_ENOENT),
+            (Err(e), None) => assert_eq!(e.code(), -L4_ENOENT),
             (g, w) => panic!("detach: got {g:?}, model {w:?}"),
         }
     }
@@ -641,7 +351,7 @@ impl Harness {
             }
             Err(e) => {
                 assert!(want.is_empty(), "detach_all failed: {e}");
-                assert_eq!(e.code(), memkit_region::L4_ENOENT);
+                assert_eq!(e.code(), -L4_ENOENT);
             }
         }
     }
@@ -672,7 +382,7 @@ impl Harness {
                         assert!(f.flags().contains(Flags::IN_AREA));
                         assert_eq!(f.flags().contains(Flags::RESERVED), *reserved);
                     }
-                    (Err(e), None) => assert_eq!(e.code(), memkit_region::L4_ENOENT),
+                    (Err(e), None) => assert_eq!(e.code(), -L4_ENOENT),
                     (g, w) => panic!("find: got {g:?}, model area {w:?}"),
                 }
             }
@@ -758,7 +468,10 @@ impl Harness {
         let count = count.min((LANE_PAGES - usize::from(shifted)).div_ceil(stride));
         for i in run_order(count, order, self.steps ^ count as u64) {
             let ds = i % DATASPACES;
-            self.attach(first + i * stride, 1, ds, i % DATASPACE_PAGES, Rights::READ, Flags::empty(), 0);
+            self.attach(PageAttach {
+                offset: i % DATASPACE_PAGES,
+                ..PageAttach::new(first + i * stride, 1, ds, Rights::READ)
+            });
         }
     }
 
@@ -839,89 +552,5 @@ impl Harness {
         assert_eq!(self.space.map.region_count(), self.model.regions.len());
         assert_eq!(self.space.map.area_count(), self.model.areas.len());
         let _ = self.backing.rights(self.ids[0]);
-    }
-}
-
-/// A small deterministic generator for the long random-action run (no dependency).
-#[derive(Debug, Clone)]
-pub struct ActionSource {
-    state: u64,
-    /// One action in this many is an [`Action::Run`], and as many an
-    /// [`Action::DetachRun`] (none when 0).
-    runs_one_in: u64,
-}
-
-impl ActionSource {
-    /// A source seeded with `seed`, of single actions in the low pages.
-    #[must_use]
-    pub fn new(seed: u64) -> Self {
-        ActionSource { state: seed | 1, runs_one_in: 0 }
-    }
-
-    /// A source seeded with `seed` that also attaches and detaches runs of many small
-    /// regions ([`Action::Run`], [`Action::DetachRun`]), each one action in `one_in` (at
-    /// least 2).
-    #[must_use]
-    pub fn with_runs(seed: u64, one_in: u64) -> Self {
-        ActionSource { state: seed | 1, runs_one_in: one_in.max(2) }
-    }
-
-    fn next(&mut self) -> u64 {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        self.state
-    }
-
-    /// The next action, weighted towards attach, detach and memory access.
-    pub fn action(&mut self) -> Action {
-        let x = self.next();
-        let b = |k: u32| (x >> (8 * k)) as u8;
-        // Half the actions land in the first 32 pages, so that they meet each other often.
-        let dense = (x >> 63) == 1;
-        let page = if dense { b(0) % 32 } else { b(0) };
-        let bit = |k: u32| (x >> (48 + k)) & 1 == 1;
-        let y = self.next();
-        // Now and then a run of many small regions, or the detaching of one, one after the
-        // other in a lane, so that the trees grow to three levels and shrink back through
-        // every structural path (splits, merges, evening out, root changes at each level).
-        // Half the runs are short and fill the gaps of a longer one.
-        match y.checked_rem(self.runs_one_in).unwrap_or(2) {
-            0 => {
-                let count = (y >> 16) as u16 % if bit(0) { 96 } else { RUN_MAX as u16 };
-                return Action::Run {
-                    lane: b(1),
-                    shifted: bit(1),
-                    count,
-                    stride: b(2) % 2 + u8::from(bit(2)),
-                    order: b(3),
-                };
-            }
-            1 => return Action::DetachRun { lane: b(1), every: if bit(0) { 0 } else { b(2) }, order: b(3) },
-            _ => {}
-        }
-        match y % 32 {
-            0 => Action::Reserve { page, pages: b(1), search: bit(0), reserved: bit(1) && bit(2), align: b(2) },
-            1 => Action::FreeArea { page },
-            2..=9 => Action::Attach {
-                page,
-                pages: b(1),
-                ds: b(2),
-                offset: b(3) % 8,
-                rights: b(4) | 1,
-                search: bit(0),
-                in_area: bit(1),
-                eager: bit(3) && bit(4),
-                detach_free: bit(5),
-                align: if bit(6) { b(5) } else { 0 },
-            },
-            10..=11 => Action::Detach { page, pages: b(1), overlap: bit(0), keep: bit(1) },
-            12 => Action::DetachAll { page, pages: b(1), overlap: bit(0) },
-            13..=14 => Action::Find { page, pages: b(1) },
-            15..=18 => Action::Fault { page, access: b(1) },
-            19..=24 => Action::Load { page, within: (y >> 8) as u16, len: (y >> 24) as u16 % 64 },
-            25..=29 => Action::Store { page, within: (y >> 8) as u16, len: (y >> 24) as u16 % 64, value: b(2) },
-            _ => Action::List { page, batch: b(1), areas: bit(0) },
-        }
     }
 }
