@@ -188,14 +188,8 @@ pub(crate) fn current() -> usize {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ThisCpu;
 
-impl memkit_phys::CpuId for ThisCpu {
+impl memkit_types::CpuId for ThisCpu {
     fn current_cpu(&self) -> usize {
-        current()
-    }
-}
-
-impl memkit_heap::CpuId for ThisCpu {
-    fn current(&self) -> usize {
         current()
     }
 }
