@@ -1,6 +1,7 @@
 //! Suite `replay`: malloc traces recorded from real programs (`benches/traces/`, recorded
-//! by `tools/malloc-trace/record.sh`) replayed into memkit's default heap, talc, rlsf,
-//! mimalloc and the system allocator (glibc's malloc), in the same run.
+//! by `tools/malloc-trace/record.sh`) replayed into memkit's default heap (a `Heap` on one
+//! shard; the row `memkit exact-fit` always packs), talc, rlsf, mimalloc and the system
+//! allocator (glibc's malloc), in the same run.
 //!
 //! A trace is decoded first (untimed): each pointer the program saw becomes a slot, reused
 //! once its block is freed, so that replaying is a walk over an array of operations
@@ -12,13 +13,13 @@
 //!
 //! Rows per trace:
 //! - `<trace> ns/op`: nanoseconds per operation (malloc, free, realloc, calloc, memalign).
-//! - `<trace> held / peak live`: the most memory the allocator held at once over the peak
+//! - `<trace> held % of peak live`: the most memory the allocator held at once over the peak
 //!   of the bytes the program had live (lower is better, so a speedup below 1 is better
 //!   for memkit). memkit: pages taken from its page source (metadata included); talc and
 //!   rlsf, which manage one region: the highest block end reached in it (what a source
 //!   growing on demand, as `sbrk`, would have to give). Not measured for mimalloc and the
 //!   system allocator, which share the process with the benchmark.
-//! - `<trace> smallest heap / peak live`: the smallest region (1.1, 1.25, 1.5, 2, 3, 4
+//! - `<trace> smallest heap % of peak live`: the smallest region (1.1, 1.25, 1.5, 2, 3, 4
 //!   times the peak live bytes, metadata included) in which the whole trace runs without a
 //!   failed allocation (lower is better). The heaps of the other rows get 8 times the peak
 //!   live bytes, at least 64 MiB.
@@ -30,7 +31,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use memkit_heap::{Heap, PageSource, RegionPageSource, SingleCpu};
+use memkit_heap::{Heap, PageSource, Placement, RegionPageSource, SingleCpu};
 use memkit_types::{Order, PAGE_SIZE, PageCount, VirtAddr};
 
 use crate::{MEMKIT, Options, Report};
@@ -390,11 +391,12 @@ impl Arena {
         let region = Region::new(bytes);
         let (ptr, len) = (region.ptr, region.layout.size());
         let alloc = match name {
-            MEMKIT => {
+            MEMKIT | MEMKIT_EXACT_FIT => {
                 // SAFETY: the region is used by nobody else and outlives the heap (`Arena`).
                 let inner = unsafe { RegionPageSource::new(ptr, len) }.expect("region");
                 let source = Counting { inner, held: AtomicUsize::new(0), peak: AtomicUsize::new(0) };
-                let heap = Box::new(Heap::new(source, SingleCpu, false));
+                let placement = if name == MEMKIT { Placement::default() } else { Placement::ExactFit };
+                let heap = Box::new(Heap::with_placement(source, SingleCpu, false, placement));
                 heap.init().expect("memkit heap init");
                 Contender::Memkit(heap)
             }
@@ -436,10 +438,25 @@ fn source_peak(h: &MemkitHeap) -> usize {
     h.source().peak.load(Ordering::Relaxed)
 }
 
+/// What a replay saw of reallocations.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moves {
+    /// Reallocations that moved the block.
+    moved: usize,
+    /// Bytes those moves copied (the smaller of the two sizes).
+    copied: usize,
+}
+
 /// Replays `trace` into `alloc`; `each` sees every block after it is placed (its start
-/// and size). Returns the index of the first operation that failed, after freeing every
-/// block still live.
-fn replay(alloc: &dyn GlobalAlloc, trace: &Trace, live: &mut [Option<(NonNull<u8>, Layout)>], mut each: impl FnMut(usize, usize)) -> Result<(), usize> {
+/// and size). Returns what reallocations moved, or the index of the first operation that
+/// failed, after freeing every block still live.
+fn replay(
+    alloc: &dyn GlobalAlloc,
+    trace: &Trace,
+    live: &mut [Option<(NonNull<u8>, Layout)>],
+    mut each: impl FnMut(usize, usize),
+) -> Result<Moves, usize> {
+    let mut moves = Moves::default();
     let mut result = Ok(());
     for (i, op) in trace.ops.iter().enumerate() {
         match *op {
@@ -474,6 +491,10 @@ fn replay(alloc: &dyn GlobalAlloc, trace: &Trace, live: &mut [Option<(NonNull<u8
                     result = Err(i);
                     break;
                 };
+                if n != p {
+                    moves.moved += 1;
+                    moves.copied += size.min(layout.size());
+                }
                 touch(n, size);
                 each(n.as_ptr() as usize, size);
                 live[slot as usize] = Some((n, Layout::from_size_align(size, layout.align()).unwrap_or(layout)));
@@ -484,7 +505,7 @@ fn replay(alloc: &dyn GlobalAlloc, trace: &Trace, live: &mut [Option<(NonNull<u8
         // SAFETY: the block came from `alloc` with this layout.
         unsafe { alloc.dealloc(p.as_ptr(), layout) };
     }
-    result
+    result.map(|()| moves)
 }
 
 /// Writes the first and the last byte of a fresh block of `size` bytes.
@@ -496,8 +517,13 @@ fn touch(p: NonNull<u8>, size: usize) {
     unsafe { p.as_ptr().add(size - 1).write(2) };
 }
 
-/// The allocators compared, in the order of the rows.
-const CONTENDERS: [&str; 5] = [MEMKIT, "talc", "rlsf", "mimalloc", "system"];
+/// The row of memkit with [`Placement::ExactFit`] (the `memkit` row has the default).
+const MEMKIT_EXACT_FIT: &str = "memkit exact-fit";
+/// The allocators compared, in the order of the rows; the first four manage a region of
+/// their own.
+const CONTENDERS: [&str; 6] = [MEMKIT, MEMKIT_EXACT_FIT, "talc", "rlsf", "mimalloc", "system"];
+/// The contenders over a region of their own.
+const REGION_CONTENDERS: usize = 4;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -529,13 +555,23 @@ pub fn run(options: &Options) -> Report {
         let mut live = vec![None; t.slots];
         // Footprint, and a warm-up of every allocator: one untimed replay each.
         let mut failed = [false; CONTENDERS.len()];
+        let mut moved = Vec::new();
         for (i, a) in arenas.iter().enumerate() {
             let mut high = 0usize;
-            failed[i] = replay(a.global(), t, &mut live, |p, size| high = high.max(p + size)).is_err();
+            let r = replay(a.global(), t, &mut live, |p, size| high = high.max(p + size));
+            failed[i] = r.is_err();
+            if let Ok(m) = r {
+                moved.push(format!("{} {} ({:.1} MiB)", CONTENDERS[i], m.moved, m.copied as f64 / (1 << 20) as f64));
+            }
             if let Some(held) = a.held(high).filter(|_| !failed[i]) {
-                report.push(&format!("{} held / peak live", t.name), CONTENDERS[i], held as f64 / t.peak_live.max(1) as f64);
+                report.push(
+                    &format!("{} held % of peak live", t.name),
+                    CONTENDERS[i],
+                    held as f64 * 100.0 / t.peak_live.max(1) as f64,
+                );
             }
         }
+        report.note(format!("{}: reallocations that moved their block (bytes copied): {}", t.name, moved.join(", ")));
         let mut times = vec![Vec::new(); CONTENDERS.len()];
         for _ in 0..rounds {
             for (i, a) in arenas.iter().enumerate() {
@@ -552,17 +588,21 @@ pub fn run(options: &Options) -> Report {
         }
         drop(arenas);
         options.progress(&t.name, k as u64 * 2 + 1, steps);
-        for name in &CONTENDERS[..3] {
+        for name in &CONTENDERS[..REGION_CONTENDERS] {
             let smallest = SURVIVAL.iter().copied().find(|&f| {
                 let bytes = ((t.peak_live as f64 * f) as usize).max(4 * PAGE_SIZE);
                 let a = Arena::new(name, bytes);
                 replay(a.global(), t, &mut live, |_, _| {}).is_ok()
             });
-            report.push(&format!("{} smallest heap / peak live", t.name), name, smallest.unwrap_or(f64::INFINITY));
+            report.push(
+                &format!("{} smallest heap % of peak live", t.name),
+                name,
+                smallest.map_or(f64::INFINITY, |f| f * 100.0),
+            );
         }
     }
     options.progress("done", steps, steps);
-    report.note("rows `held / peak live` and `smallest heap / peak live`: lower is better, so a speedup above 1 is better for memkit there too (peer / memkit)");
+    report.note("rows `held % of peak live` and `smallest heap % of peak live`: lower is better, so a speedup above 1 is better for memkit there too (peer / memkit)");
     report.note("targets: ns/op speedup >= 1 over talc, rlsf and system and >= 0.8 over mimalloc; memkit held <= 1.15x peak live above 1 MiB live; every trace runs in 1.25x peak live");
     report
 }
