@@ -343,6 +343,14 @@ unsafe impl<P: PageSource> PageSource for Counting<P> {
     fn free_page_count(&self) -> PageCount {
         self.inner.free_page_count()
     }
+    fn grow_pages(&self, start: NonNull<u8>, count: PageCount, extra: PageCount) -> bool {
+        let grown = self.inner.grow_pages(start, count, extra);
+        if grown {
+            let held = self.held.fetch_add(extra.get(), Ordering::Relaxed) + extra.get();
+            self.peak.fetch_max(held, Ordering::Relaxed);
+        }
+        grown
+    }
 }
 
 /// A zeroed region of `bytes`, page-aligned, freed on drop (after the allocator over it).
@@ -440,11 +448,30 @@ fn source_peak(h: &MemkitHeap) -> usize {
 
 /// What a replay saw of reallocations.
 #[derive(Debug, Clone, Copy, Default)]
-struct Moves {
+pub struct Moves {
     /// Reallocations that moved the block.
-    moved: usize,
+    pub moved: usize,
     /// Bytes those moves copied (the smaller of the two sizes).
-    copied: usize,
+    pub copied: usize,
+}
+
+/// Replays `trace` `rounds` times into a fresh `contender` (a name of the suite's rows:
+/// `memkit`, `memkit exact-fit`, `talc`, `rlsf`, `mimalloc`, `system`) over a region of
+/// `region_bytes` (0: the suite's size), for profiles of one allocator (`cargo run
+/// --example replay_one`). Returns the last round's moves, or the index of the operation
+/// that failed.
+///
+/// # Errors
+/// The index of the first operation the allocator could not serve.
+pub fn replay_one(contender: &str, trace: &Trace, rounds: usize, region_bytes: usize) -> Result<Moves, usize> {
+    let bytes = if region_bytes == 0 { (trace.peak_live * 8).max(64 << 20) } else { region_bytes };
+    let arena = Arena::new(contender, bytes);
+    let mut live = vec![None; trace.slots];
+    let mut moves = Moves::default();
+    for _ in 0..rounds.max(1) {
+        moves = replay(arena.global(), trace, &mut live, |_, _| {})?;
+    }
+    Ok(moves)
 }
 
 /// Replays `trace` into `alloc`; `each` sees every block after it is placed (its start

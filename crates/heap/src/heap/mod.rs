@@ -615,11 +615,61 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// reads or writes the block while it is copied, and nobody uses `ptr` after a
     /// successful call that moved it.
     pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, crate::ReallocError> {
-        let (usable, align_log2) = match self.resize_in_place(ptr, new_size).map_err(crate::ReallocError::Free)? {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.realloc_inner(ptr, new_size, None) }
+    }
+
+    /// [`realloc`](Heap::realloc) for a caller that knows the alignment the block needs
+    /// (2^`align_log2`, as a `Layout` tells `GlobalAlloc::realloc`): a block that moves is
+    /// aligned to that, not to all the block's address happens to have (a block at the
+    /// start of a page would otherwise move to a page-aligned one). A block whose address
+    /// is not so aligned moves.
+    ///
+    /// # Errors
+    /// As [`realloc`](Heap::realloc); [`XmallocError::BadAlignment`] (in
+    /// [`ReallocError::Allocate`](crate::ReallocError::Allocate)) beyond
+    /// [`MAX_ALIGN_LOG2`].
+    ///
+    /// # Safety
+    /// As for [`realloc`](Heap::realloc).
+    pub unsafe fn realloc_aligned(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+        align_log2: u32,
+    ) -> Result<NonNull<u8>, crate::ReallocError> {
+        if align_log2 > MAX_ALIGN_LOG2 {
+            return Err(crate::ReallocError::Allocate(XmallocError::BadAlignment(align_log2)));
+        }
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.realloc_inner(ptr, new_size, Some(align_log2)) }
+    }
+
+    /// [`realloc`](Heap::realloc) with the alignment the caller needs, if it knows it.
+    ///
+    /// # Safety
+    /// As for [`realloc`](Heap::realloc).
+    unsafe fn realloc_inner(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+        align: Option<u32>,
+    ) -> Result<NonNull<u8>, crate::ReallocError> {
+        let aligned = align.is_none_or(|a| (ptr.as_ptr() as usize).trailing_zeros() >= a);
+        let (usable, align_log2) = match self.resize_in_place(ptr, new_size, aligned).map_err(crate::ReallocError::Free)? {
             Resize::InPlace => return Ok(ptr),
-            Resize::Move { usable, align_log2 } => (usable, align_log2),
+            Resize::Move { usable, align_log2 } => (usable, align.unwrap_or(align_log2)),
         };
-        let new = self.allocate(new_size, align_log2).map_err(crate::ReallocError::Allocate)?;
+        // A block that grows by reallocation is likely to grow again (a string, a vector):
+        // a class block moves with room for half as much again, so that the next growths
+        // stay in place (`resize_in_place` keeps it while it is at least half used).
+        let roomy = new_size.saturating_add(new_size / 2);
+        let new = if new_size > usable && usable <= MAX_SMALL && roomy <= MAX_SMALL {
+            self.allocate(roomy, align_log2).or_else(|_| self.allocate(new_size, align_log2))
+        } else {
+            self.allocate(new_size, align_log2)
+        }
+        .map_err(crate::ReallocError::Allocate)?;
         // SAFETY: both blocks are live and distinct, each at least `min(..)` bytes long;
         // nobody touches the old one meanwhile (caller's contract).
         unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), new_size.min(usable)) };
@@ -632,19 +682,38 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// Resizes the block at `ptr` to `new_size` bytes where it is, if it can (see
     /// [`realloc`](Heap::realloc)); else tells its usable size and alignment, changing
     /// nothing.
-    fn resize_in_place(&self, ptr: NonNull<u8>, new_size: usize) -> Result<Resize, XmfreeError> {
+    fn resize_in_place(&self, ptr: NonNull<u8>, new_size: usize, aligned: bool) -> Result<Resize, XmfreeError> {
         let addr = ptr.as_ptr() as usize;
-        let (map, _, d, shard, mut st) = self.locate(addr)?;
+        let (map, id, d, shard, mut st) = self.locate(addr)?;
         let (index, k) = self.block_at(d, addr)?;
         let pins = self.pin_count(d, addr);
         if pins > 0 && !self.pinned {
             return Err(XmfreeError::StillPinned(VirtAddr::new(addr), pins));
+        }
+        if !aligned {
+            drop(st);
+            let info = self.block(ptr)?;
+            return Ok(Resize::Move { usable: info.usable, align_log2: info.align_log2 });
         }
         match d.kind.load(Relaxed) {
             KIND_LARGE => {
                 let pages = d.pages.load(Relaxed) as usize;
                 let usable = pages * PAGE_SIZE;
                 let need = new_size.max(1).div_ceil(PAGE_SIZE);
+                // Grown in place when the source has the pages right after it.
+                if need > pages
+                    && let Some(mem) = NonNull::new(self.ptr(d.start.load(Relaxed)))
+                    && self.source.grow_pages(mem, PageCount::new(pages), PageCount::new(need - pages))
+                {
+                    self.map_pages(map, d.start.load(Relaxed) + usable, need - pages, id);
+                    d.pages.store(need as u32, Relaxed);
+                    d.size.store(new_size, Relaxed);
+                    self.shards[shard].count((need - pages) * PAGE_SIZE, true);
+                    PathCounters::bump(&self.counters.large_grown);
+                    drop(st);
+                    self.adapt();
+                    return Ok(Resize::InPlace);
+                }
                 // Shrunk in place while it stays larger than the largest class (a smaller
                 // request moves to a class block, which wastes less than its page).
                 if need == pages || (need < pages && new_size > MAX_SMALL) {
@@ -667,7 +736,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                     }
                     return Ok(Resize::InPlace);
                 }
-                Ok(Resize::Move { usable, align_log2: u32::from(d.align_log2.load(Relaxed)).max(PAGE_SHIFT) })
+                // The alignment it was asked with (its pages are aligned to more).
+                Ok(Resize::Move { usable, align_log2: u32::from(d.align_log2.load(Relaxed)) })
             }
             KIND_ARENA => {
                 // SAFETY: `d` is live (`locate` checked it) and its shard's lock is held.
