@@ -225,7 +225,11 @@ pub const SUITES: &[Suite] = &[
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch", fault::run),
     ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system", heap::run),
     ("region", "region map find and search-attach vs BTreeMap and memory_set; software fault path", region::run),
-    ("replay", "recorded malloc traces of real programs vs talc, rlsf, mimalloc, system: time, footprint, smallest heap", replay::run),
+    (
+        "replay",
+        "recorded malloc traces of real programs vs talc, rlsf, mimalloc, system: time, footprint, smallest heap",
+        replay::run,
+    ),
     (
         "spaces",
         "revocation through the reverse index vs every region, in spaces of 10 and 100 000 regions",

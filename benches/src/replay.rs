@@ -218,7 +218,13 @@ pub fn decode(name: &str, data: &[u8]) -> Result<Trace, DecodeError> {
             0 | 3 | 4 => {
                 let size = r.size()?;
                 let ptr = r.ptr()?;
-                t.calls[if op == 0 { 0 } else if op == 3 { 3 } else { 4 }] += 1;
+                t.calls[if op == 0 {
+                    0
+                } else if op == 3 {
+                    3
+                } else {
+                    4
+                }] += 1;
                 if ptr == 0 {
                     t.skipped += 1;
                     continue;
@@ -305,7 +311,9 @@ pub fn load(path: &Path) -> Result<Trace, String> {
 pub fn default_traces() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("traces");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".mkt.z")).collect())
+        .map(|d| {
+            d.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".mkt.z")).collect()
+        })
         .unwrap_or_default();
     paths.sort();
     paths
@@ -409,7 +417,9 @@ impl Arena {
                 Contender::Memkit(heap)
             }
             // SAFETY: as above.
-            "talc" => Contender::Talc(Box::new(talc::TalcLock::new(unsafe { talc::source::Claim::new(ptr.as_ptr(), len) }))),
+            "talc" => {
+                Contender::Talc(Box::new(talc::TalcLock::new(unsafe { talc::source::Claim::new(ptr.as_ptr(), len) })))
+            }
             "rlsf" => Contender::Rlsf(Box::new(crate::heap::Rlsf::over(ptr, len))),
             "mimalloc" => return Arena { alloc: Contender::Mimalloc, region: None },
             _ => return Arena { alloc: Contender::System, region: None },

@@ -14,7 +14,10 @@ const SUITES: [(&str, &str); 7] = [
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch"),
     ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system"),
     ("region", "region map find and search-attach vs BTreeMap and memory_set; software fault path"),
-    ("replay", "recorded malloc traces of real programs vs talc, rlsf, mimalloc, system: time, footprint, smallest heap"),
+    (
+        "replay",
+        "recorded malloc traces of real programs vs talc, rlsf, mimalloc, system: time, footprint, smallest heap",
+    ),
     ("spaces", "revocation through the reverse index vs every region, in spaces of 10 and 100 000 regions"),
 ];
 

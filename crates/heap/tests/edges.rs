@@ -254,7 +254,10 @@ fn realloc_grows_and_shrinks_in_place_where_the_layout_allows() {
     let r = unsafe { h.realloc_aligned(q, 1024, 13) }.unwrap();
     assert_eq!(r.as_ptr() as usize % (1 << 13), 0);
     assert!(holds(r, 608, 4));
-    assert!(matches!(unsafe { h.realloc_aligned(r, 10, 40) }, Err(ReallocError::Allocate(XmallocError::BadAlignment(40)))));
+    assert!(matches!(
+        unsafe { h.realloc_aligned(r, 10, 40) },
+        Err(ReallocError::Allocate(XmallocError::BadAlignment(40)))
+    ));
     h.free_owned(r).unwrap();
     h.check_invariants();
 }

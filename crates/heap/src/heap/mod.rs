@@ -656,10 +656,11 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         align: Option<u32>,
     ) -> Result<NonNull<u8>, crate::ReallocError> {
         let aligned = align.is_none_or(|a| (ptr.as_ptr() as usize).trailing_zeros() >= a);
-        let (usable, align_log2) = match self.resize_in_place(ptr, new_size, aligned).map_err(crate::ReallocError::Free)? {
-            Resize::InPlace => return Ok(ptr),
-            Resize::Move { usable, align_log2 } => (usable, align.unwrap_or(align_log2)),
-        };
+        let (usable, align_log2) =
+            match self.resize_in_place(ptr, new_size, aligned).map_err(crate::ReallocError::Free)? {
+                Resize::InPlace => return Ok(ptr),
+                Resize::Move { usable, align_log2 } => (usable, align.unwrap_or(align_log2)),
+            };
         // A block that grows by reallocation is likely to grow again (a string, a vector):
         // a class block moves with room for half as much again, so that the next growths
         // stay in place (`resize_in_place` keeps it while it is at least half used).
@@ -765,7 +766,10 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 if new_size <= usable && new_size.max(16) * 2 > usable {
                     return Ok(Resize::InPlace);
                 }
-                Ok(Resize::Move { usable, align_log2: size.trailing_zeros().max(addr.trailing_zeros()).min(PAGE_SHIFT) })
+                Ok(Resize::Move {
+                    usable,
+                    align_log2: size.trailing_zeros().max(addr.trailing_zeros()).min(PAGE_SHIFT),
+                })
             }
         }
     }
