@@ -416,9 +416,10 @@ impl Arena {
                 heap.init().expect("memkit heap init");
                 Contender::Memkit(heap)
             }
-            // SAFETY: as above.
             "talc" => {
-                Contender::Talc(Box::new(talc::TalcLock::new(unsafe { talc::source::Claim::new(ptr.as_ptr(), len) })))
+                // SAFETY: the region is used by nobody else and outlives the allocator (`Arena`).
+                let claim = unsafe { talc::source::Claim::new(ptr.as_ptr(), len) };
+                Contender::Talc(Box::new(talc::TalcLock::new(claim)))
             }
             "rlsf" => Contender::Rlsf(Box::new(crate::heap::Rlsf::over(ptr, len))),
             "mimalloc" => return Arena { alloc: Contender::Mimalloc, region: None },
@@ -502,8 +503,13 @@ fn replay(
                     result = Err(i);
                     break;
                 };
-                // SAFETY: a non-zero size (the decoder makes every size at least 1).
-                let p = unsafe { if zeroed { alloc.alloc_zeroed(layout) } else { alloc.alloc(layout) } };
+                let p = if zeroed {
+                    // SAFETY: a non-zero size (the decoder makes every size at least 1).
+                    unsafe { alloc.alloc_zeroed(layout) }
+                } else {
+                    // SAFETY: as above.
+                    unsafe { alloc.alloc(layout) }
+                };
                 let Some(p) = NonNull::new(p) else {
                     result = Err(i);
                     break;
@@ -551,7 +557,7 @@ fn touch(p: NonNull<u8>, size: usize) {
     // SAFETY: the block is live and `size >= 1` bytes long.
     unsafe { p.as_ptr().write(1) };
     // SAFETY: as above; `size - 1` is inside it.
-    unsafe { p.as_ptr().add(size - 1).write(2) };
+    unsafe { p.as_ptr().wrapping_add(size - 1).write(2) };
 }
 
 /// The row of memkit with [`Placement::ExactFit`] (the `memkit` row has the default).

@@ -29,6 +29,17 @@ fn realloc(h: &Heap<RegionPageSource>, p: NonNull<u8>, size: usize) -> Result<No
     unsafe { h.realloc(p, size) }
 }
 
+/// [`Heap::realloc_aligned`] of a block the test owns.
+fn realloc_to(
+    h: &Heap<RegionPageSource>,
+    p: NonNull<u8>,
+    size: usize,
+    align_log2: u32,
+) -> Result<NonNull<u8>, ReallocError> {
+    // SAFETY: as in `realloc`.
+    unsafe { h.realloc_aligned(p, size, align_log2) }
+}
+
 fn va(p: NonNull<u8>) -> VirtAddr {
     VirtAddr::new(p.as_ptr() as usize)
 }
@@ -170,14 +181,14 @@ fn exhaustion_and_recovery() {
 fn fill(p: NonNull<u8>, len: usize, seed: u8) {
     for i in 0..len {
         // SAFETY: `p` is a live block of at least `len` bytes the test owns.
-        unsafe { p.as_ptr().add(i).write(seed.wrapping_add(i as u8)) };
+        unsafe { p.as_ptr().wrapping_add(i).write(seed.wrapping_add(i as u8)) };
     }
 }
 
 /// Whether the first `len` bytes at `p` still hold the pattern of `seed`.
 fn holds(p: NonNull<u8>, len: usize, seed: u8) -> bool {
     // SAFETY: `p` is a live block of at least `len` bytes the test owns.
-    (0..len).all(|i| unsafe { p.as_ptr().add(i).read() } == seed.wrapping_add(i as u8))
+    (0..len).all(|i| unsafe { p.as_ptr().wrapping_add(i).read() } == seed.wrapping_add(i as u8))
 }
 
 #[test]
@@ -244,20 +255,16 @@ fn realloc_grows_and_shrinks_in_place_where_the_layout_allows() {
     let h = heap(4 << 20, Placement::SizeClasses);
     let p = h.allocate(608, 0).unwrap();
     fill(p, 608, 4);
-    // SAFETY (each call): the test's own blocks, untouched during the call.
-    let q = unsafe { h.realloc_aligned(p, 736, 3) }.unwrap();
+    let q = realloc_to(&h, p, 736, 3).unwrap();
     assert!(h.block(q).unwrap().usable >= 736 + 368);
-    assert_eq!(unsafe { h.realloc_aligned(q, 864, 3) }.unwrap(), q);
-    assert_eq!(unsafe { h.realloc_aligned(q, 1024, 3) }.unwrap(), q);
+    assert_eq!(realloc_to(&h, q, 864, 3).unwrap(), q);
+    assert_eq!(realloc_to(&h, q, 1024, 3).unwrap(), q);
     assert!(holds(q, 608, 4));
     // Asked for more alignment than its address has, it moves to a block that has it.
-    let r = unsafe { h.realloc_aligned(q, 1024, 13) }.unwrap();
+    let r = realloc_to(&h, q, 1024, 13).unwrap();
     assert_eq!(r.as_ptr() as usize % (1 << 13), 0);
     assert!(holds(r, 608, 4));
-    assert!(matches!(
-        unsafe { h.realloc_aligned(r, 10, 40) },
-        Err(ReallocError::Allocate(XmallocError::BadAlignment(40)))
-    ));
+    assert!(matches!(realloc_to(&h, r, 10, 40), Err(ReallocError::Allocate(XmallocError::BadAlignment(40)))));
     h.free_owned(r).unwrap();
     h.check_invariants();
 }

@@ -306,7 +306,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                             if addr != b.addr {
                                 freed.push((b.addr, b.heap));
                             }
-                            let nb = Live { addr, size: size, ..b };
+                            let nb = Live { addr, size, ..b };
                             if let Some((&a, &j)) = by_addr.range(..addr + nb.size.max(1)).next_back()
                                 && a + live[j].size.max(1) > addr
                             {
