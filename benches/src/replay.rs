@@ -722,7 +722,7 @@ mod tests {
                 Op::Alloc { slot: 1, size: 64, align_log2: 6, zeroed: false },
             ]
         );
-        assert_eq!((t.slots, t.peak_live, t.threads, t.skipped), (3, 310, 1, 1));
+        assert_eq!((t.slots, t.peak_live, t.threads, t.skipped), (3, 374, 1, 1));
         assert_eq!(t.calls, [3, 2, 3, 0, 1]);
     }
 
