@@ -124,13 +124,19 @@ fn talc_heap(bytes: usize) -> TalcHeap {
 }
 
 /// rlsf's TLSF behind a spin lock.
-struct Rlsf(spin::Mutex<rlsf::Tlsf<'static, u32, u32, 28, 32>>);
+pub(crate) struct Rlsf(spin::Mutex<rlsf::Tlsf<'static, u32, u32, 28, 32>>);
 
 impl Rlsf {
     fn new(bytes: usize) -> Self {
+        Rlsf::over(leak_region(bytes), bytes)
+    }
+
+    /// A TLSF over `bytes` at `mem`, which must stay valid and unused by anyone else
+    /// while the allocator and its blocks live (the caller drops it before the memory).
+    pub(crate) fn over(mem: NonNull<u8>, bytes: usize) -> Self {
         let mut tlsf = rlsf::Tlsf::new();
-        let mem = leak_region(bytes);
-        // SAFETY: leaked memory, used only by this allocator, valid for 'static.
+        // SAFETY: the memory is the allocator's alone while it lives (the caller's duty
+        // above); rlsf's lifetime is not checked past that.
         unsafe { tlsf.insert_free_block_ptr(NonNull::slice_from_raw_parts(mem, bytes)) };
         Rlsf(spin::Mutex::new(tlsf))
     }
@@ -146,6 +152,14 @@ unsafe impl GlobalAlloc for Rlsf {
             // SAFETY: `p` came from this allocator with this layout's alignment.
             unsafe { self.0.lock().deallocate(p, layout.align()) };
         }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let (Some(p), Ok(new)) = (NonNull::new(ptr), Layout::from_size_align(new_size, layout.align())) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: `p` came from this allocator with this layout's alignment (the caller's
+        // contract), which `new` keeps.
+        unsafe { self.0.lock().reallocate(p, new) }.map_or(std::ptr::null_mut(), NonNull::as_ptr)
     }
 }
 

@@ -31,6 +31,7 @@ pub mod frames;
 pub mod heap;
 #[allow(unsafe_code)]
 pub mod region;
+pub mod replay;
 pub mod spaces;
 
 /// The name memkit's own rows carry in the `impl` column.
@@ -45,11 +46,13 @@ pub struct Options {
     pub quick: bool,
     /// Called as work advances: (what is being measured, steps done, steps in all).
     pub progress: Option<ProgressFn>,
+    /// Trace files for the `replay` suite; empty: the traces in `benches/traces/`.
+    pub traces: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options").field("quick", &self.quick).finish_non_exhaustive()
+        f.debug_struct("Options").field("quick", &self.quick).field("traces", &self.traces).finish_non_exhaustive()
     }
 }
 
@@ -57,7 +60,7 @@ impl Options {
     /// Options without progress reporting.
     #[must_use]
     pub fn new(quick: bool) -> Self {
-        Options { quick, progress: None }
+        Options { quick, progress: None, traces: Vec::new() }
     }
 
     /// Reports progress, if anyone listens.
@@ -230,6 +233,11 @@ pub const SUITES: &[Suite] = &[
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch", fault::run),
     ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system", heap::run),
     ("region", "region map find and search-attach vs BTreeMap and memory_set; software fault path", region::run),
+    (
+        "replay",
+        "recorded malloc traces of real programs vs talc, rlsf, mimalloc, system: time, footprint, smallest heap",
+        replay::run,
+    ),
     (
         "spaces",
         "revocation through the reverse index vs every region, in spaces of 10 and 100 000 regions",

@@ -1,4 +1,4 @@
-//! The benchmark command: `memkit-bench <SUITE|all> [--quick]`.
+//! The benchmark command: `memkit-bench <SUITE|all> [--quick]`, `memkit-bench replay [TRACE...]`.
 #![deny(unsafe_code)]
 
 use clap::Parser;
@@ -10,6 +10,8 @@ struct Args {
     /// The suite to run, or `all`.
     #[arg(default_value = "all")]
     suite: String,
+    /// Trace files for `replay` (default: the ones in benches/traces/).
+    traces: Vec<std::path::PathBuf>,
     /// Fewer iterations: each suite within a minute.
     #[arg(long)]
     quick: bool,
@@ -22,7 +24,8 @@ fn main() -> std::process::ExitCode {
     } else {
         vec![args.suite.as_str()]
     };
-    let options = memkit_bench::Options::new(args.quick);
+    let mut options = memkit_bench::Options::new(args.quick);
+    options.traces = args.traces;
     for name in names {
         let Some(report) = memkit_bench::run(name, &options) else {
             let known: Vec<&str> = memkit_bench::SUITES.iter().map(|(n, _, _)| *n).collect();

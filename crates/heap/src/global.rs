@@ -46,7 +46,7 @@ unsafe impl<P: PageSource, C: CpuId> GlobalAlloc for Heap<P, C> {
         let Some(p) = NonNull::new(ptr) else { return ptr::null_mut() };
         // SAFETY: the caller owns the block (GlobalAlloc's contract) and does not touch it
         // during the call.
-        let r = unsafe { Heap::realloc(self, p, new_size) };
+        let r = unsafe { Heap::realloc_aligned(self, p, new_size, align_log2(layout)) };
         debug_assert!(r.as_ref().map_or(true, |n| (n.as_ptr() as usize).is_multiple_of(layout.align())));
         r.map_or(ptr::null_mut(), NonNull::as_ptr)
     }
@@ -92,5 +92,15 @@ unsafe impl<P: PageSource, C: CpuId + Copy> GlobalAlloc for KernelHeaps<'_, P, C
             let r = unsafe { self.xmfree(p, HeapId::Kernel) };
             debug_assert!(r.is_ok(), "dealloc: {r:?}");
         }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Some(p) = NonNull::new(ptr) else { return ptr::null_mut() };
+        // SAFETY: the caller owns the block (GlobalAlloc's contract) and does not touch it
+        // during the call; the backing heap that owns it resizes it in place or moves it
+        // with its alignment, which is at least the layout's.
+        let r = unsafe { KernelHeaps::realloc(self, p, new_size, HeapId::Kernel) };
+        debug_assert!(r.as_ref().map_or(true, |n| (n.as_ptr() as usize).is_multiple_of(layout.align())));
+        r.map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 }

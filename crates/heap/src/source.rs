@@ -66,6 +66,15 @@ pub unsafe trait PageSource {
 
     /// Pages currently free in the source (an estimate for statistics).
     fn free_page_count(&self) -> PageCount;
+
+    /// Extends the run of `count` pages at `start` by the `extra` pages right after it, if
+    /// they are free: they are handed out as part of the run (given back with it, or
+    /// alone). `false`, changing nothing, when they are not free or the source cannot
+    /// tell (the default). Heaps grow large blocks in place with it.
+    fn grow_pages(&self, start: NonNull<u8>, count: PageCount, extra: PageCount) -> bool {
+        let _ = (start, count, extra);
+        false
+    }
 }
 
 // SAFETY: forwards every call to a source that upholds the contract.
@@ -86,6 +95,9 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
     }
     fn free_page_count(&self) -> PageCount {
         (**self).free_page_count()
+    }
+    fn grow_pages(&self, start: NonNull<u8>, count: PageCount, extra: PageCount) -> bool {
+        (**self).grow_pages(start, count, extra)
     }
 }
 
@@ -129,6 +141,9 @@ unsafe impl<S: PageSource> PageSource for spin::Once<S> {
     }
     fn free_page_count(&self) -> PageCount {
         self.get().map_or(PageCount::new(0), PageSource::free_page_count)
+    }
+    fn grow_pages(&self, start: NonNull<u8>, count: PageCount, extra: PageCount) -> bool {
+        self.get().is_some_and(|source| source.grow_pages(start, count, extra))
     }
 }
 
@@ -318,6 +333,28 @@ unsafe impl PageSource for RegionPageSource {
 
     fn free_page_count(&self) -> PageCount {
         PageCount::new(self.state.lock().free)
+    }
+
+    fn grow_pages(&self, start: NonNull<u8>, count: PageCount, extra: PageCount) -> bool {
+        let addr = start.as_ptr().addr();
+        let (count, extra) = (count.get(), extra.get());
+        if addr < self.base || !addr.is_multiple_of(PAGE_SIZE) || extra == 0 {
+            return false;
+        }
+        let Some(end) = ((addr - self.base) / PAGE_SIZE).checked_add(count) else { return false };
+        if end.checked_add(extra).is_none_or(|e| e > self.pages) {
+            return false;
+        }
+        let mut st = self.state.lock();
+        if !all_bits(st.bits, end, extra, false) {
+            return false;
+        }
+        set_bits(st.bits, end, extra, true);
+        st.free -= extra;
+        if st.lowest_free >= end && st.lowest_free < end + extra {
+            st.lowest_free = end + extra;
+        }
+        true
     }
 }
 

@@ -29,6 +29,17 @@ fn realloc(h: &Heap<RegionPageSource>, p: NonNull<u8>, size: usize) -> Result<No
     unsafe { h.realloc(p, size) }
 }
 
+/// [`Heap::realloc_aligned`] of a block the test owns.
+fn realloc_to(
+    h: &Heap<RegionPageSource>,
+    p: NonNull<u8>,
+    size: usize,
+    align_log2: u32,
+) -> Result<NonNull<u8>, ReallocError> {
+    // SAFETY: as in `realloc`.
+    unsafe { h.realloc_aligned(p, size, align_log2) }
+}
+
 fn va(p: NonNull<u8>) -> VirtAddr {
     VirtAddr::new(p.as_ptr() as usize)
 }
@@ -164,4 +175,96 @@ fn exhaustion_and_recovery() {
             assert_eq!((h.stats().pages, h.bytes_in_use()), (0, 0), "{fit_policy:?} round {round}");
         }
     }
+}
+
+/// Fills `len` bytes at `p` with a pattern of `seed`.
+fn fill(p: NonNull<u8>, len: usize, seed: u8) {
+    for i in 0..len {
+        // SAFETY: `p` is a live block of at least `len` bytes the test owns.
+        unsafe { p.as_ptr().wrapping_add(i).write(seed.wrapping_add(i as u8)) };
+    }
+}
+
+/// Whether the first `len` bytes at `p` still hold the pattern of `seed`.
+fn holds(p: NonNull<u8>, len: usize, seed: u8) -> bool {
+    // SAFETY: `p` is a live block of at least `len` bytes the test owns.
+    (0..len).all(|i| unsafe { p.as_ptr().wrapping_add(i).read() } == seed.wrapping_add(i as u8))
+}
+
+#[test]
+fn realloc_grows_and_shrinks_in_place_where_the_layout_allows() {
+    // An arena block grows into the free block after it and gives its tail back.
+    let h = heap(4 << 20, Placement::ExactFit);
+    let p = h.allocate(1000, 0).unwrap();
+    fill(p, 1000, 1);
+    let before = h.bytes_in_use();
+    assert_eq!(realloc(&h, p, 3000).unwrap(), p);
+    assert!(holds(p, 1000, 1));
+    assert_eq!(h.block(p).unwrap().usable, 3008);
+    assert_eq!(h.bytes_in_use(), before + 3008 - 1024);
+    h.check_invariants();
+    // A neighbour after it stops the growth: the block moves, its contents with it.
+    let q = h.allocate(1000, 0).unwrap();
+    fill(p, 3000, 2);
+    let moved = realloc(&h, p, 6000).unwrap();
+    assert_ne!(moved, p);
+    assert!(holds(moved, 3000, 2));
+    h.check_invariants();
+    assert_eq!(realloc(&h, moved, 300).unwrap(), moved);
+    assert!(holds(moved, 300, 2));
+    assert_eq!(h.block(moved).unwrap().usable, 320);
+    h.check_invariants();
+    h.free_owned(moved).unwrap();
+    h.free_owned(q).unwrap();
+    h.check_invariants();
+    assert_eq!(h.bytes_in_use(), 0);
+
+    // A large block grows into the pages after it, and gives its last pages back.
+    for placement in PLACEMENTS {
+        let h = heap(4 << 20, placement);
+        let p = h.allocate(40_000, 0).unwrap();
+        fill(p, 40_000, 3);
+        assert_eq!(realloc(&h, p, 200_000).unwrap(), p);
+        assert_eq!(h.stats().large_grown, 1);
+        assert_eq!(h.block(p).unwrap().usable, 200_000usize.div_ceil(PAGE_SIZE) * PAGE_SIZE);
+        assert!(holds(p, 40_000, 3));
+        h.check_invariants();
+        assert_eq!(realloc(&h, p, 50_000).unwrap(), p);
+        assert_eq!(h.block(p).unwrap().usable, 13 * PAGE_SIZE);
+        assert_eq!(h.stats().pages, 13);
+        h.check_invariants();
+        // The pages given back serve others; a block after it stops the growth.
+        let q = h.allocate(40_000, 0).unwrap();
+        let moved = realloc(&h, p, 120_000).unwrap();
+        assert_ne!(moved, p);
+        assert!(holds(moved, 40_000, 3));
+        h.check_invariants();
+        // Small again: it moves to a class block (or an arena block).
+        let small = realloc(&h, moved, 100).unwrap();
+        assert_ne!(small, moved);
+        assert!(holds(small, 100, 3));
+        assert!(h.block(small).unwrap().usable < PAGE_SIZE);
+        h.free_owned(small).unwrap();
+        h.free_owned(q).unwrap();
+        h.trim();
+        h.check_invariants();
+        assert_eq!((h.stats().pages, h.bytes_in_use()), (0, 0));
+    }
+
+    // A class block that grows moves with room to grow again in place.
+    let h = heap(4 << 20, Placement::SizeClasses);
+    let p = h.allocate(608, 0).unwrap();
+    fill(p, 608, 4);
+    let q = realloc_to(&h, p, 736, 3).unwrap();
+    assert!(h.block(q).unwrap().usable >= 736 + 368);
+    assert_eq!(realloc_to(&h, q, 864, 3).unwrap(), q);
+    assert_eq!(realloc_to(&h, q, 1024, 3).unwrap(), q);
+    assert!(holds(q, 608, 4));
+    // Asked for more alignment than its address has, it moves to a block that has it.
+    let r = realloc_to(&h, q, 1024, 13).unwrap();
+    assert_eq!(r.as_ptr() as usize % (1 << 13), 0);
+    assert!(holds(r, 608, 4));
+    assert!(matches!(realloc_to(&h, r, 10, 40), Err(ReallocError::Allocate(XmallocError::BadAlignment(40)))));
+    h.free_owned(r).unwrap();
+    h.check_invariants();
 }

@@ -23,6 +23,7 @@ fn action() -> impl Strategy<Value = Action> {
             .prop_map(|(pages, align_log2, heap)| Action::AllocLarge { pages, align_log2, heap }),
         6 => any::<u16>().prop_map(|index| Action::Free { index }),
         2 => (any::<u16>(), any::<u16>()).prop_map(|(index, size)| Action::Realloc { index, size }),
+        1 => (any::<u16>(), any::<u8>()).prop_map(|(index, pages)| Action::ReallocLarge { index, pages }),
         1 => any::<u16>().prop_map(|index| Action::Pin { index }),
         1 => any::<u16>().prop_map(|index| Action::Unpin { index }),
         1 => (any::<u16>(), any::<u16>()).prop_map(|(index, offset)| Action::FreeInterior { index, offset }),
@@ -78,7 +79,8 @@ fn random_action(rng: &mut SmallRng) -> Action {
         }
         45..47 => Action::AllocLarge { pages: rng.random(), align_log2: rng.random_range(0..16), heap: rng.random() },
         47..90 => Action::Free { index },
-        90..94 => Action::Realloc { index, size: rng.random_range(1..20000) },
+        90..93 => Action::Realloc { index, size: rng.random_range(1..20000) },
+        93 => Action::ReallocLarge { index, pages: rng.random() },
         94 => Action::Pin { index },
         95 => Action::Unpin { index },
         96 => Action::FreeInterior { index, offset: rng.random() },

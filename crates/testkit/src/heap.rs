@@ -44,6 +44,14 @@ pub enum Action {
         /// New size.
         size: u16,
     },
+    /// `realloc` of a live block to `pages` whole pages and a bit more (as
+    /// [`AllocLarge`](Action::AllocLarge)): large blocks grown and shrunk in place or moved.
+    ReallocLarge {
+        /// Which block.
+        index: u16,
+        /// Pages (modulo 64).
+        pages: u8,
+    },
     /// `pin` of a live block.
     Pin {
         /// Which block.
@@ -241,6 +249,13 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
             }
             b
         };
+        // A large reallocation runs as a reallocation of its size.
+        let (action, large_size) = match action {
+            Action::ReallocLarge { index, pages } => {
+                (Action::Realloc { index, size: 0 }, Some((pages as usize % 64) * 4096 + 40000))
+            }
+            a => (a, None),
+        };
         let r = match action {
             Action::Alloc { size, align_log2, heap } => {
                 alloc(size as usize, u32::from(align_log2 % 32), HEAPS[heap as usize % 6], &mut live, &mut by_addr)
@@ -274,23 +289,24 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                 None => Ok(()),
                 Some(i) if live[i].pins > 0 && !live[i].heap.is_pinned() => Ok(()),
                 Some(i) => {
+                    let size = large_size.unwrap_or(usize::from(size));
                     let b = live[i];
                     // SAFETY: the block is live and only the runner touches it.
-                    match unsafe { heaps.realloc(nn(base, b.addr), size as usize, b.heap) } {
+                    match unsafe { heaps.realloc(nn(base, b.addr), size, b.heap) } {
                         Ok(p) => {
                             let addr = p.as_ptr() as usize;
                             let kept = Live { addr, size: b.size, ..b };
                             if !addr.is_multiple_of(1 << b.align_log2) {
                                 fail(format!("realloc lost alignment 2^{}", b.align_log2))?;
                             }
-                            if !intact(base, &kept, b.size.min(size as usize)) {
+                            if !intact(base, &kept, b.size.min(size)) {
                                 fail("realloc lost contents".into())?;
                             }
                             remove(i, &mut live, &mut by_addr);
                             if addr != b.addr {
                                 freed.push((b.addr, b.heap));
                             }
-                            let nb = Live { addr, size: size as usize, ..b };
+                            let nb = Live { addr, size, ..b };
                             if let Some((&a, &j)) = by_addr.range(..addr + nb.size.max(1)).next_back()
                                 && a + live[j].size.max(1) > addr
                             {
@@ -307,6 +323,8 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                     }
                 }
             },
+            // Turned into a `Realloc` above.
+            Action::ReallocLarge { .. } => Ok(()),
             Action::Pin { index } => match pick(index, &live) {
                 None => Ok(()),
                 Some(i) if live[i].pins == 0 && pinned_blocks(&live) >= MAX_PINNED_BLOCKS / 2 => Ok(()),

@@ -509,6 +509,38 @@ impl FitIndex {
         (used, granules)
     }
 
+    /// Resizes the allocated block at granule `g` (checked by [`Arena::allocated_block`])
+    /// to `size` granules in place: a smaller size gives its tail back as a free block
+    /// (merged with a free block after it); a larger one takes the front of the free
+    /// block after it, when that block is large enough. Returns the block's granules
+    /// before, or `None` (nothing changed) when it cannot grow in place.
+    #[inline]
+    pub(crate) fn resize(&mut self, arena: &Arena, g: usize, size: usize) -> Option<usize> {
+        debug_assert!(arena.is_start(g) && arena.is_allocated(g) && size > 0);
+        let end = arena.next_start(g);
+        let old = end - g;
+        let next_free = end < arena.granules() && !arena.is_allocated(end);
+        if size == old {
+            return Some(old);
+        }
+        let free_end = if next_free { arena.next_start(end) } else { end };
+        if g + size > free_end {
+            return None;
+        }
+        // The free block after the block (if any) joins the tail: one free block from
+        // the new end to `free_end`, or none.
+        if next_free {
+            arena.clear_start(end);
+            self.free_blocks -= 1;
+        }
+        if g + size < free_end {
+            arena.set_start(g + size);
+            self.free_blocks += 1;
+            self.push(arena, g + size, free_end - g - size);
+        }
+        Some(old)
+    }
+
     /// Checks the index: bitmaps match the lists, every entry is in one list or spare
     /// (once, and counted), entries name blocks of arenas that `owner` finds from their
     /// addresses and sit in the list of their size. Returns the free blocks counted and the

@@ -128,7 +128,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// Grows the pool of the fit index of `st` (a shard's state, locked) when the index
     /// runs low on spare entries and the page source has pages.
     #[inline]
-    fn fit_entries(&self, st: &mut ShardState) {
+    pub(super) fn fit_entries(&self, st: &mut ShardState) {
         if let Some(entries) = st.fit.wants_entries() {
             self.grow_fit_pool(st, entries);
         }

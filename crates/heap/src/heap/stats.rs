@@ -47,6 +47,9 @@ pub struct HeapStats {
     pub span_reuses: usize,
     /// Cached empty spans and arenas given back by [`Heap::trim`].
     pub trimmed_runs: usize,
+    /// Large blocks grown in place by [`Heap::realloc`] (the page source had the pages
+    /// after them).
+    pub large_grown: usize,
 }
 
 /// The cumulative counters of [`HeapStats`], bumped on cold paths only.
@@ -61,6 +64,7 @@ pub(super) struct PathCounters {
     pub(super) arenas_released: AtomicUsize,
     pub(super) span_reuses: AtomicUsize,
     pub(super) trimmed_runs: AtomicUsize,
+    pub(super) large_grown: AtomicUsize,
 }
 
 impl PathCounters {
@@ -76,6 +80,7 @@ impl PathCounters {
             arenas_released: AtomicUsize::new(0),
             span_reuses: AtomicUsize::new(0),
             trimmed_runs: AtomicUsize::new(0),
+            large_grown: AtomicUsize::new(0),
         }
     }
 
@@ -95,6 +100,7 @@ impl PathCounters {
         s.arenas_released = self.arenas_released.load(Relaxed);
         s.span_reuses = self.span_reuses.load(Relaxed);
         s.trimmed_runs = self.trimmed_runs.load(Relaxed);
+        s.large_grown = self.large_grown.load(Relaxed);
     }
 }
 

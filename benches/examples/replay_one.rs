@@ -1,0 +1,30 @@
+//! Replays one trace into one allocator, for profiles and instruction counts
+//! (`valgrind --tool=callgrind target/release/examples/replay_one memkit benches/traces/git.mkt.z`).
+//!
+//! `replay_one CONTENDER TRACE [ROUNDS]`; CONTENDER is a row name of the `replay` suite.
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(who), Some(path)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: replay_one CONTENDER TRACE [ROUNDS]");
+        return std::process::ExitCode::from(2);
+    };
+    let rounds = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(1);
+    let trace = match memkit_bench::replay::load(std::path::Path::new(path)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("replay_one: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match memkit_bench::replay::replay_one(who, &trace, rounds, 0) {
+        Ok(m) => {
+            println!("{who} {}: {} ops, {} moved, {} bytes copied", trace.name, trace.ops.len(), m.moved, m.copied);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(i) => {
+            eprintln!("replay_one: operation {i} failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

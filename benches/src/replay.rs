@@ -1,0 +1,757 @@
+//! Suite `replay`: malloc traces recorded from real programs (`benches/traces/`, recorded
+//! by `tools/malloc-trace/record.sh`) replayed into memkit's default heap (a `Heap` on one
+//! shard; the row `memkit exact-fit` always packs), talc, rlsf, mimalloc and the system
+//! allocator (glibc's malloc), in the same run.
+//!
+//! A trace is decoded first (untimed): each pointer the program saw becomes a slot, reused
+//! once its block is freed, so that replaying is a walk over an array of operations
+//! ([`Op`]). Every allocator then replays every trace, interleaved, for several rounds
+//! (median per allocator); each block is touched (its first and last byte written) after
+//! an allocation and a reallocation; the blocks still live at the end are freed untimed.
+//! A multithreaded program's trace is replayed on one thread, in the order its calls were
+//! recorded (the recorder takes one lock per call, so that order is one the program ran).
+//!
+//! Rows per trace:
+//! - `<trace> ns/op`: nanoseconds per operation (malloc, free, realloc, calloc, memalign).
+//! - `<trace> held % of peak live`: the most memory the allocator held at once over the peak
+//!   of the bytes the program had live (lower is better, so a speedup below 1 is better
+//!   for memkit). memkit: pages taken from its page source (metadata included); talc and
+//!   rlsf, which manage one region: the highest block end reached in it (what a source
+//!   growing on demand, as `sbrk`, would have to give). Not measured for mimalloc and the
+//!   system allocator, which share the process with the benchmark.
+//! - `<trace> smallest heap % of peak live`: the smallest region (1.1, 1.25, 1.5, 2, 3, 4
+//!   times the peak live bytes, metadata included) in which the whole trace runs without a
+//!   failed allocation (lower is better). The heaps of the other rows get 8 times the peak
+//!   live bytes, at least 64 MiB.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use memkit_heap::{Heap, PageSource, Placement, RegionPageSource, SingleCpu};
+use memkit_types::{Order, PAGE_SIZE, PageCount, VirtAddr};
+
+use crate::{MEMKIT, Options, Report};
+
+/// The first bytes of a trace file (after zlib decompression).
+pub const MAGIC: &[u8; 8] = b"MKTRACE1";
+/// Region sizes tried for the smallest heap, as multiples of the peak live bytes.
+const SURVIVAL: [f64; 6] = [1.1, 1.25, 1.5, 2.0, 3.0, 4.0];
+/// The alignment glibc's `malloc` guarantees, and so the one a C program relies on.
+const MALLOC_ALIGN: usize = 16;
+
+/// One operation of a decoded trace, on a slot (a block of the program).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Allocate `size` bytes aligned to 2^`align_log2` into the empty `slot`, zeroed for
+    /// `calloc`.
+    Alloc {
+        /// The slot the block goes into.
+        slot: u32,
+        /// Bytes requested (at least 1).
+        size: usize,
+        /// Alignment (log2).
+        align_log2: u32,
+        /// Asked for zeroed memory (`calloc`).
+        zeroed: bool,
+    },
+    /// Free the block of `slot`.
+    Free {
+        /// The slot emptied.
+        slot: u32,
+    },
+    /// Resize the block of `slot` to `size` bytes (at least 1).
+    Realloc {
+        /// The slot resized.
+        slot: u32,
+        /// The new size.
+        size: usize,
+    },
+}
+
+/// A decoded trace.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// Its name (the file name without `.mkt.z`).
+    pub name: String,
+    /// The operations, in order.
+    pub ops: Vec<Op>,
+    /// Slots used (the most blocks live at once).
+    pub slots: usize,
+    /// The most bytes the program had live at once (as requested).
+    pub peak_live: usize,
+    /// Threads that made calls.
+    pub threads: usize,
+    /// Calls by kind: malloc, free, realloc, calloc, memalign.
+    pub calls: [usize; 5],
+    /// Calls left out: frees and reallocations of pointers the trace never handed out,
+    /// failed calls.
+    pub skipped: usize,
+}
+
+/// Why a trace cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The data does not start with [`MAGIC`].
+    NotATrace,
+    /// The data ends inside a record.
+    Truncated(usize),
+    /// A record's tag names no operation.
+    BadTag(u8, usize),
+    /// A size does not fit the machine's `usize`, or a varint is longer than 64 bits.
+    BadNumber(usize),
+    /// The zlib stream is corrupt.
+    Compression(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::NotATrace => write!(f, "not a malloc trace (no MKTRACE1 header)"),
+            DecodeError::Truncated(at) => write!(f, "trace truncated in the record at byte {at}"),
+            DecodeError::BadTag(t, at) => write!(f, "unknown record tag {t} at byte {at}"),
+            DecodeError::BadNumber(at) => write!(f, "number out of range at byte {at}"),
+            DecodeError::Compression(e) => write!(f, "corrupt zlib stream: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+    record: usize,
+    last_ptr: u64,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.data.get(self.at).ok_or(DecodeError::Truncated(self.record))?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            let bits = u64::from(b & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err(DecodeError::BadNumber(self.record));
+            }
+            v |= bits << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::BadNumber(self.record))
+    }
+
+    fn size(&mut self) -> Result<usize, DecodeError> {
+        usize::try_from(self.varint()?).map_err(|_| DecodeError::BadNumber(self.record))
+    }
+
+    fn ptr(&mut self) -> Result<u64, DecodeError> {
+        let z = self.varint()?;
+        let delta = (z >> 1) as i64 ^ -((z & 1) as i64);
+        self.last_ptr = self.last_ptr.wrapping_add(delta as u64);
+        Ok(self.last_ptr)
+    }
+}
+
+/// Slots for pointers: each live pointer of the program names a slot; freed slots are
+/// reused, lowest first in order of freeing.
+#[derive(Default)]
+struct SlotMap {
+    live: HashMap<u64, (u32, usize)>,
+    free: Vec<u32>,
+    slots: usize,
+    bytes: usize,
+    peak: usize,
+}
+
+impl SlotMap {
+    fn insert(&mut self, ptr: u64, size: usize, ops: &mut Vec<Op>) -> u32 {
+        if let Some((slot, old)) = self.live.remove(&ptr) {
+            // The program's record of this block's free was lost: free it here.
+            self.bytes -= old;
+            self.free.push(slot);
+            ops.push(Op::Free { slot });
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots += 1;
+            (self.slots - 1) as u32
+        });
+        self.live.insert(ptr, (slot, size));
+        self.bytes += size;
+        self.peak = self.peak.max(self.bytes);
+        slot
+    }
+
+    fn remove(&mut self, ptr: u64) -> Option<u32> {
+        let (slot, size) = self.live.remove(&ptr)?;
+        self.bytes -= size;
+        self.free.push(slot);
+        Some(slot)
+    }
+}
+
+/// Decodes a trace (the recorder's format, uncompressed); see `tools/malloc-trace/`.
+///
+/// # Errors
+/// [`DecodeError`] for data that is not a whole trace.
+pub fn decode(name: &str, data: &[u8]) -> Result<Trace, DecodeError> {
+    let body = data.strip_prefix(MAGIC.as_slice()).ok_or(DecodeError::NotATrace)?;
+    let mut r = Reader { data: body, at: 0, record: MAGIC.len(), last_ptr: 0 };
+    let mut t = Trace { name: name.to_string(), ..Trace::default() };
+    let mut map = SlotMap::default();
+    let mut threads = std::collections::HashSet::new();
+    while r.at < body.len() {
+        r.record = r.at + MAGIC.len();
+        let tag = r.byte()?;
+        let (op, align_log2) = (tag & 7, u32::from(tag >> 3));
+        match op {
+            0 | 3 | 4 => {
+                let size = r.size()?;
+                let ptr = r.ptr()?;
+                t.calls[if op == 0 {
+                    0
+                } else if op == 3 {
+                    3
+                } else {
+                    4
+                }] += 1;
+                if ptr == 0 {
+                    t.skipped += 1;
+                    continue;
+                }
+                let align_log2 = if op == 4 { align_log2.max(MALLOC_ALIGN.trailing_zeros()) } else { 4 };
+                let slot = map.insert(ptr, size, &mut t.ops);
+                t.ops.push(Op::Alloc { slot, size: size.max(1), align_log2, zeroed: op == 3 });
+            }
+            1 => {
+                let ptr = r.ptr()?;
+                t.calls[1] += 1;
+                match map.remove(ptr) {
+                    Some(slot) => t.ops.push(Op::Free { slot }),
+                    None => t.skipped += 1,
+                }
+            }
+            2 => {
+                let old = r.ptr()?;
+                let size = r.size()?;
+                let new = r.ptr()?;
+                t.calls[2] += 1;
+                let known = if old == 0 { None } else { map.live.get(&old).map(|&(slot, _)| slot) };
+                match (known, new) {
+                    (Some(slot), 0) if size == 0 => {
+                        map.remove(old);
+                        t.ops.push(Op::Free { slot });
+                    }
+                    (_, 0) => t.skipped += 1,
+                    (Some(slot), new) => {
+                        let (_, old_size) = map.live.remove(&old).unwrap_or((slot, 0));
+                        map.bytes -= old_size;
+                        if let Some((other, sz)) = map.live.remove(&new) {
+                            map.bytes -= sz;
+                            map.free.push(other);
+                            t.ops.push(Op::Free { slot: other });
+                        }
+                        map.live.insert(new, (slot, size));
+                        map.bytes += size;
+                        map.peak = map.peak.max(map.bytes);
+                        t.ops.push(Op::Realloc { slot, size: size.max(1) });
+                    }
+                    (None, new) => {
+                        if old != 0 {
+                            t.skipped += 1;
+                        }
+                        let slot = map.insert(new, size, &mut t.ops);
+                        t.ops.push(Op::Alloc { slot, size: size.max(1), align_log2: 4, zeroed: false });
+                    }
+                }
+            }
+            5 => {
+                threads.insert(r.varint()?);
+            }
+            _ => return Err(DecodeError::BadTag(tag, r.record)),
+        }
+    }
+    t.slots = map.slots;
+    t.peak_live = map.peak;
+    t.threads = threads.len().max(1);
+    Ok(t)
+}
+
+/// Reads, decompresses (zlib) and decodes a trace file (`*.mkt.z`; any other name is
+/// read uncompressed).
+///
+/// # Errors
+/// The I/O error or the [`DecodeError`], as text naming the file.
+pub fn load(path: &Path) -> Result<Trace, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("trace");
+    let (name, data) = match file.strip_suffix(".mkt.z") {
+        Some(name) => (
+            name,
+            miniz_oxide::inflate::decompress_to_vec_zlib(&bytes)
+                .map_err(|e| format!("{}: {}", path.display(), DecodeError::Compression(format!("{e:?}"))))?,
+        ),
+        None => (file.strip_suffix(".mkt").unwrap_or(file), bytes),
+    };
+    decode(name, &data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The traces that come with the benchmarks (`benches/traces/*.mkt.z`), by name.
+#[must_use]
+pub fn default_traces() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("traces");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".mkt.z")).collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    paths
+}
+
+/// A page source that counts the pages it has handed out, and the most at once.
+#[derive(Debug)]
+struct Counting<P> {
+    inner: P,
+    held: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+// SAFETY: forwards every call to a source that upholds the contract; counting changes
+// nothing of what it hands out.
+unsafe impl<P: PageSource> PageSource for Counting<P> {
+    fn range(&self) -> (VirtAddr, PageCount) {
+        self.inner.range()
+    }
+    #[inline]
+    fn base_ptr(&self) -> *mut u8 {
+        self.inner.base_ptr()
+    }
+    fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
+        let p = self.inner.allocate_pages(count, align)?;
+        let held = self.held.fetch_add(count.get(), Ordering::Relaxed) + count.get();
+        self.peak.fetch_max(held, Ordering::Relaxed);
+        Some(p)
+    }
+    unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount) {
+        self.held.fetch_sub(count.get(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is forwarded unchanged.
+        unsafe { self.inner.free_pages(start, count) }
+    }
+    fn free_page_count(&self) -> PageCount {
+        self.inner.free_page_count()
+    }
+    fn grow_pages(&self, start: NonNull<u8>, count: PageCount, extra: PageCount) -> bool {
+        let grown = self.inner.grow_pages(start, count, extra);
+        if grown {
+            let held = self.held.fetch_add(extra.get(), Ordering::Relaxed) + extra.get();
+            self.peak.fetch_max(held, Ordering::Relaxed);
+        }
+        grown
+    }
+}
+
+/// A zeroed region of `bytes`, page-aligned, freed on drop (after the allocator over it).
+struct Region {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+impl Region {
+    fn new(bytes: usize) -> Self {
+        let layout = Layout::from_size_align(bytes.next_multiple_of(PAGE_SIZE), PAGE_SIZE).expect("region layout");
+        // SAFETY: non-zero size; zeroed so that every page is touched before measuring.
+        let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).expect("benchmark region");
+        // SAFETY: the region is ours and `layout.size()` long: touch every page.
+        unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, layout.size()) };
+        Region { ptr, layout }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the allocator over it is gone.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+type MemkitHeap = Heap<Counting<RegionPageSource>, SingleCpu>;
+
+/// An allocator over a region of its own, or the process's own (mimalloc, the system's).
+enum Contender {
+    Memkit(Box<MemkitHeap>),
+    Talc(Box<talc::TalcLock<spin::Mutex<()>, talc::source::Claim>>),
+    Rlsf(Box<crate::heap::Rlsf>),
+    Mimalloc,
+    System,
+}
+
+/// A contender with its region; the region outlives the allocator (field order).
+struct Arena {
+    alloc: Contender,
+    region: Option<Region>,
+}
+
+impl Arena {
+    fn new(name: &str, bytes: usize) -> Self {
+        let region = Region::new(bytes);
+        let (ptr, len) = (region.ptr, region.layout.size());
+        let alloc = match name {
+            MEMKIT | MEMKIT_EXACT_FIT => {
+                // SAFETY: the region is used by nobody else and outlives the heap (`Arena`).
+                let inner = unsafe { RegionPageSource::new(ptr, len) }.expect("region");
+                let source = Counting { inner, held: AtomicUsize::new(0), peak: AtomicUsize::new(0) };
+                let placement = if name == MEMKIT { Placement::default() } else { Placement::ExactFit };
+                let heap = Box::new(Heap::with_placement(source, SingleCpu, false, placement));
+                heap.init().expect("memkit heap init");
+                Contender::Memkit(heap)
+            }
+            "talc" => {
+                // SAFETY: the region is used by nobody else and outlives the allocator (`Arena`).
+                let claim = unsafe { talc::source::Claim::new(ptr.as_ptr(), len) };
+                Contender::Talc(Box::new(talc::TalcLock::new(claim)))
+            }
+            "rlsf" => Contender::Rlsf(Box::new(crate::heap::Rlsf::over(ptr, len))),
+            "mimalloc" => return Arena { alloc: Contender::Mimalloc, region: None },
+            _ => return Arena { alloc: Contender::System, region: None },
+        };
+        Arena { alloc, region: Some(region) }
+    }
+
+    fn global(&self) -> &dyn GlobalAlloc {
+        match &self.alloc {
+            Contender::Memkit(h) => &**h,
+            Contender::Talc(t) => &**t,
+            Contender::Rlsf(r) => &**r,
+            Contender::Mimalloc => &mimalloc::MiMalloc,
+            Contender::System => &System,
+        }
+    }
+
+    /// Bytes held at most: pages from the source (memkit), the highest block end in the
+    /// region (talc, rlsf, from `high`), unknown for the others.
+    fn held(&self, high: usize) -> Option<usize> {
+        match &self.alloc {
+            // The heap's pages, metadata included, all come from the counting source.
+            Contender::Memkit(h) => Some(source_peak(h) * PAGE_SIZE),
+            Contender::Talc(_) | Contender::Rlsf(_) => {
+                let base = self.region.as_ref().map_or(0, |r| r.ptr.as_ptr() as usize);
+                Some(high.saturating_sub(base))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn source_peak(h: &MemkitHeap) -> usize {
+    h.source().peak.load(Ordering::Relaxed)
+}
+
+/// What a replay saw of reallocations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Moves {
+    /// Reallocations that moved the block.
+    pub moved: usize,
+    /// Bytes those moves copied (the smaller of the two sizes).
+    pub copied: usize,
+}
+
+/// Replays `trace` `rounds` times into a fresh `contender` (a name of the suite's rows:
+/// `memkit`, `memkit exact-fit`, `talc`, `rlsf`, `mimalloc`, `system`) over a region of
+/// `region_bytes` (0: the suite's size), for profiles of one allocator (`cargo run
+/// --example replay_one`). Returns the last round's moves, or the index of the operation
+/// that failed.
+///
+/// # Errors
+/// The index of the first operation the allocator could not serve.
+pub fn replay_one(contender: &str, trace: &Trace, rounds: usize, region_bytes: usize) -> Result<Moves, usize> {
+    let bytes = if region_bytes == 0 { (trace.peak_live * 8).max(64 << 20) } else { region_bytes };
+    let arena = Arena::new(contender, bytes);
+    let mut live = vec![None; trace.slots];
+    let mut moves = Moves::default();
+    for _ in 0..rounds.max(1) {
+        moves = replay(arena.global(), trace, &mut live, |_, _| {})?;
+    }
+    Ok(moves)
+}
+
+/// Replays `trace` into `alloc`; `each` sees every block after it is placed (its start
+/// and size). Returns what reallocations moved, or the index of the first operation that
+/// failed, after freeing every block still live.
+fn replay(
+    alloc: &dyn GlobalAlloc,
+    trace: &Trace,
+    live: &mut [Option<(NonNull<u8>, Layout)>],
+    mut each: impl FnMut(usize, usize),
+) -> Result<Moves, usize> {
+    let mut moves = Moves::default();
+    let mut result = Ok(());
+    for (i, op) in trace.ops.iter().enumerate() {
+        match *op {
+            Op::Alloc { slot, size, align_log2, zeroed } => {
+                let Ok(layout) = Layout::from_size_align(size, 1 << align_log2) else {
+                    result = Err(i);
+                    break;
+                };
+                let p = if zeroed {
+                    // SAFETY: a non-zero size (the decoder makes every size at least 1).
+                    unsafe { alloc.alloc_zeroed(layout) }
+                } else {
+                    // SAFETY: as above.
+                    unsafe { alloc.alloc(layout) }
+                };
+                let Some(p) = NonNull::new(p) else {
+                    result = Err(i);
+                    break;
+                };
+                touch(p, size);
+                each(p.as_ptr() as usize, size);
+                live[slot as usize] = Some((p, layout));
+            }
+            Op::Free { slot } => {
+                if let Some((p, layout)) = live[slot as usize].take() {
+                    // SAFETY: the block came from `alloc` with this layout.
+                    unsafe { alloc.dealloc(p.as_ptr(), layout) };
+                }
+            }
+            Op::Realloc { slot, size } => {
+                let Some((p, layout)) = live[slot as usize] else { continue };
+                // SAFETY: the block came from `alloc` with this layout; `size` is non-zero
+                // and the decoder's sizes fit `isize` once aligned (Layout checked at
+                // allocation).
+                let n = unsafe { alloc.realloc(p.as_ptr(), layout, size) };
+                let Some(n) = NonNull::new(n) else {
+                    result = Err(i);
+                    break;
+                };
+                if n != p {
+                    moves.moved += 1;
+                    moves.copied += size.min(layout.size());
+                }
+                touch(n, size);
+                each(n.as_ptr() as usize, size);
+                live[slot as usize] = Some((n, Layout::from_size_align(size, layout.align()).unwrap_or(layout)));
+            }
+        }
+    }
+    for (p, layout) in live.iter_mut().filter_map(Option::take) {
+        // SAFETY: the block came from `alloc` with this layout.
+        unsafe { alloc.dealloc(p.as_ptr(), layout) };
+    }
+    result.map(|()| moves)
+}
+
+/// Writes the first and the last byte of a fresh block of `size` bytes.
+#[inline]
+fn touch(p: NonNull<u8>, size: usize) {
+    // SAFETY: the block is live and `size >= 1` bytes long.
+    unsafe { p.as_ptr().write(1) };
+    // SAFETY: as above; `size - 1` is inside it.
+    unsafe { p.as_ptr().wrapping_add(size - 1).write(2) };
+}
+
+/// The row of memkit with [`Placement::ExactFit`] (the `memkit` row has the default).
+const MEMKIT_EXACT_FIT: &str = "memkit exact-fit";
+/// The allocators compared, in the order of the rows; the first four manage a region of
+/// their own.
+const CONTENDERS: [&str; 6] = [MEMKIT, MEMKIT_EXACT_FIT, "talc", "rlsf", "mimalloc", "system"];
+/// The contenders over a region of their own.
+const REGION_CONTENDERS: usize = 4;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+/// Runs the suite over `options.traces`, or the traces that come with the benchmarks.
+pub fn run(options: &Options) -> Report {
+    let mut report = Report::new("replay");
+    let paths = if options.traces.is_empty() { default_traces() } else { options.traces.clone() };
+    let rounds = if options.quick { 3 } else { 9 };
+    let mut traces = Vec::new();
+    for path in &paths {
+        match load(path) {
+            Ok(t) => traces.push(t),
+            Err(e) => report.note(format!("skipped {e}")),
+        }
+    }
+    let steps = traces.len() as u64 * 2;
+    for (k, t) in traces.iter().enumerate() {
+        options.progress(&t.name, k as u64 * 2, steps);
+        report.note(format!(
+            "{}: {} operations ({} malloc, {} free, {} realloc, {} calloc, {} memalign; {} skipped), {} threads, peak live {:.2} MiB in {} blocks at most",
+            t.name, t.ops.len(), t.calls[0], t.calls[1], t.calls[2], t.calls[3], t.calls[4], t.skipped, t.threads,
+            t.peak_live as f64 / (1 << 20) as f64, t.slots
+        ));
+        let bytes = (t.peak_live * 8).max(64 << 20);
+        let arenas: Vec<Arena> = CONTENDERS.iter().map(|n| Arena::new(n, bytes)).collect();
+        let mut live = vec![None; t.slots];
+        // Footprint, and a warm-up of every allocator: one untimed replay each.
+        let mut failed = [false; CONTENDERS.len()];
+        let mut moved = Vec::new();
+        for (i, a) in arenas.iter().enumerate() {
+            let mut high = 0usize;
+            let r = replay(a.global(), t, &mut live, |p, size| high = high.max(p + size));
+            failed[i] = r.is_err();
+            if let Ok(m) = r {
+                moved.push(format!("{} {} ({:.1} MiB)", CONTENDERS[i], m.moved, m.copied as f64 / (1 << 20) as f64));
+            }
+            if let Some(held) = a.held(high).filter(|_| !failed[i]) {
+                report.push(
+                    &format!("{} held % of peak live", t.name),
+                    CONTENDERS[i],
+                    held as f64 * 100.0 / t.peak_live.max(1) as f64,
+                );
+            }
+        }
+        report.note(format!("{}: reallocations that moved their block (bytes copied): {}", t.name, moved.join(", ")));
+        let mut times = vec![Vec::new(); CONTENDERS.len()];
+        for _ in 0..rounds {
+            for (i, a) in arenas.iter().enumerate() {
+                let start = Instant::now();
+                let r = replay(a.global(), t, &mut live, |_, _| {});
+                let ns = start.elapsed().as_nanos() as f64 / t.ops.len().max(1) as f64;
+                failed[i] |= r.is_err();
+                times[i].push(ns);
+            }
+        }
+        for (i, name) in CONTENDERS.iter().enumerate() {
+            let ns = if failed[i] { f64::NAN } else { median(&mut times[i]) };
+            report.push(&format!("{} ns/op", t.name), name, ns);
+        }
+        drop(arenas);
+        options.progress(&t.name, k as u64 * 2 + 1, steps);
+        for name in &CONTENDERS[..REGION_CONTENDERS] {
+            let smallest = SURVIVAL.iter().copied().find(|&f| {
+                let bytes = ((t.peak_live as f64 * f) as usize).max(4 * PAGE_SIZE);
+                let a = Arena::new(name, bytes);
+                replay(a.global(), t, &mut live, |_, _| {}).is_ok()
+            });
+            report.push(
+                &format!("{} smallest heap % of peak live", t.name),
+                name,
+                smallest.map_or(f64::INFINITY, |f| f * 100.0),
+            );
+        }
+    }
+    options.progress("done", steps, steps);
+    report.note("rows `held % of peak live` and `smallest heap % of peak live`: lower is better, so a speedup above 1 is better for memkit there too (peer / memkit)");
+    report.note("targets: ns/op speedup >= 1 over talc, rlsf and system and >= 0.8 over mimalloc; memkit held <= 1.15x peak live above 1 MiB live; every trace runs in 1.25x peak live");
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    struct Enc {
+        out: Vec<u8>,
+        last: u64,
+    }
+
+    impl Enc {
+        fn new() -> Self {
+            Enc { out: MAGIC.to_vec(), last: 0 }
+        }
+        fn ptr(&mut self, p: u64) {
+            let d = p.wrapping_sub(self.last) as i64;
+            self.last = p;
+            varint(&mut self.out, ((d << 1) ^ (d >> 63)) as u64);
+        }
+        fn malloc(&mut self, size: u64, p: u64) {
+            self.out.push(0);
+            varint(&mut self.out, size);
+            self.ptr(p);
+        }
+        fn free(&mut self, p: u64) {
+            self.out.push(1);
+            self.ptr(p);
+        }
+        fn realloc(&mut self, old: u64, size: u64, new: u64) {
+            self.out.push(2);
+            self.ptr(old);
+            varint(&mut self.out, size);
+            self.ptr(new);
+        }
+    }
+
+    #[test]
+    fn decodes_slots_and_peak() {
+        let mut e = Enc::new();
+        e.out.extend([5, 42]);
+        e.malloc(100, 0x1000);
+        e.malloc(0, 0x2000);
+        e.free(0x1000);
+        e.malloc(50, 0x900);
+        e.realloc(0x900, 300, 0x3000);
+        e.realloc(0, 10, 0x4000);
+        e.free(0x7777); // never handed out
+        e.realloc(0x2000, 0, 0);
+        e.out.push(4 | (6 << 3));
+        varint(&mut e.out, 64);
+        e.ptr(0x5000);
+        let t = decode("t", &e.out).unwrap();
+        assert_eq!(
+            t.ops,
+            vec![
+                Op::Alloc { slot: 0, size: 100, align_log2: 4, zeroed: false },
+                Op::Alloc { slot: 1, size: 1, align_log2: 4, zeroed: false },
+                Op::Free { slot: 0 },
+                Op::Alloc { slot: 0, size: 50, align_log2: 4, zeroed: false },
+                Op::Realloc { slot: 0, size: 300 },
+                Op::Alloc { slot: 2, size: 10, align_log2: 4, zeroed: false },
+                Op::Free { slot: 1 },
+                Op::Alloc { slot: 1, size: 64, align_log2: 6, zeroed: false },
+            ]
+        );
+        assert_eq!((t.slots, t.peak_live, t.threads, t.skipped), (3, 374, 1, 1));
+        assert_eq!(t.calls, [3, 2, 3, 0, 1]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        assert_eq!(decode("t", b"nope").unwrap_err(), DecodeError::NotATrace);
+        let mut e = Enc::new();
+        e.out.push(0);
+        e.out.push(0x80);
+        assert!(matches!(decode("t", &e.out), Err(DecodeError::Truncated(_))));
+        let mut e = Enc::new();
+        e.out.push(7);
+        assert!(matches!(decode("t", &e.out), Err(DecodeError::BadTag(7, _))));
+        let mut e = Enc::new();
+        e.out.push(0);
+        e.out.extend([0xff; 10]);
+        e.out.push(0);
+        assert!(matches!(decode("t", &e.out), Err(DecodeError::BadNumber(_))));
+    }
+
+    #[test]
+    fn shipped_traces_decode_and_replay() {
+        let paths = default_traces();
+        assert!(paths.len() >= 5, "traces: {paths:?}");
+        for p in paths {
+            let t = load(&p).unwrap();
+            assert!(t.ops.len() > 10_000, "{}: {} ops", t.name, t.ops.len());
+            let mut live = vec![None; t.slots];
+            replay(&System, &t, &mut live, |_, _| {}).unwrap();
+        }
+    }
+}
