@@ -31,6 +31,7 @@ pub mod frames;
 pub mod heap;
 #[allow(unsafe_code)]
 pub mod region;
+#[allow(unsafe_code)]
 pub mod replay;
 pub mod spaces;
 

@@ -23,6 +23,13 @@
 //!   times the peak live bytes, metadata included) in which the whole trace runs without a
 //!   failed allocation (lower is better). The heaps of the other rows get 8 times the peak
 //!   live bytes, at least 64 MiB.
+//!
+//! # Unsafe
+//!
+//! The replay hands raw memory to the heaps and touches the blocks they return: each heap
+//! gets a fresh, zeroed region of its own that outlives it; a block is written within the
+//! size it was allocated with and freed once, with that layout, to the allocator it came
+//! from; the counting page source forwards its caller's arguments unchanged.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
