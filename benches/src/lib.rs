@@ -22,6 +22,7 @@ pub mod dataspace;
 pub mod fault;
 pub mod frames;
 pub mod heap;
+pub mod programs;
 pub mod region;
 pub mod spaces;
 
@@ -222,6 +223,11 @@ pub const SUITES: &[Suite] = &[
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch", fault::run),
     ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system", heap::run),
     ("region", "region map find and search-attach vs BTreeMap and memory_set; software fault path", region::run),
+    (
+        "programs",
+        "unmodified programs (Python, git, gcc, a pipeline, threads): wall time and peak RSS under memkit, glibc, mimalloc",
+        programs::run,
+    ),
     (
         "spaces",
         "revocation through the reverse index vs every region, in spaces of 10 and 100 000 regions",

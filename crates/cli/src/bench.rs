@@ -8,12 +8,16 @@ use std::process::ExitCode;
 
 /// The suites and one line on what each measures, for `--help` (the same as
 /// `memkit_bench::SUITES`; a test with `peers` checks that).
-const SUITES: [(&str, &str); 6] = [
+const SUITES: [(&str, &str); 7] = [
     ("dataspace", "dataspaces: copy-on-write vs eager copy of 1 GiB, first-touch map, create+close"),
     ("frames", "frame allocator vs buddy_system_allocator, bitmap-allocator, frame-alloc"),
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch"),
     ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system"),
     ("region", "region map find and search-attach vs BTreeMap and memory_set; software fault path"),
+    (
+        "programs",
+        "unmodified programs (Python, git, gcc, a pipeline, threads): wall time and peak RSS under memkit, glibc, mimalloc",
+    ),
     ("spaces", "revocation through the reverse index vs every region, in spaces of 10 and 100 000 regions"),
 ];
 
