@@ -78,14 +78,20 @@ extern "C" fn constructor() {
     gate::register_fork_handlers();
 }
 
+/// The calling thread's `errno`.
+fn errno_slot() -> *mut i32 {
+    // SAFETY: no arguments; returns the calling thread's errno slot.
+    unsafe { libc::__errno_location() }
+}
+
 fn set_errno(e: i32) {
-    // SAFETY: the calling thread's errno slot, always valid.
-    unsafe { *libc::__errno_location() = e };
+    // SAFETY: the calling thread's errno slot, always valid and aligned.
+    unsafe { errno_slot().write(e) };
 }
 
 fn errno() -> i32 {
     // SAFETY: as above.
-    unsafe { *libc::__errno_location() }
+    unsafe { errno_slot().read() }
 }
 
 /// Whether the heap is ready; sets it up on the first call.

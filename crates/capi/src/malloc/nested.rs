@@ -61,7 +61,7 @@ pub(crate) fn allocate(size: usize, align: usize) -> Option<*mut u8> {
     // to 16.
     unsafe { header.write(base.expose_provenance()) };
     // SAFETY: as above, the second word.
-    unsafe { header.add(1).write(len) };
+    unsafe { header.wrapping_add(1).write(len) };
     // Claim an entry; another nested call may have taken the one found first.
     let addr = block.expose_provenance();
     let claimed = BLOCKS
@@ -97,7 +97,7 @@ fn header(p: usize) -> (usize, usize) {
     // mapped until the caller that removes `p` from the table unmaps it.
     let base = unsafe { h.read() };
     // SAFETY: as above, the second word.
-    let len = unsafe { h.add(1).read() };
+    let len = unsafe { h.wrapping_add(1).read() };
     (base, len)
 }
 

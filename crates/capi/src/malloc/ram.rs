@@ -27,6 +27,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 
+use super::errno;
 use memkit_heap::{MAX_ALIGN_LOG2, PageSource};
 use memkit_phys::{Allocator, LockedAllocator, MemoryArea, get_header, header_words};
 use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SIZE, PageCount, PhysAddr, VirtAddr};
@@ -74,11 +75,6 @@ impl core::fmt::Debug for Ram {
             .field("committed", &self.committed.load(Relaxed))
             .finish_non_exhaustive()
     }
-}
-
-fn errno() -> i32 {
-    // SAFETY: `__errno_location` returns the calling thread's errno slot, always valid.
-    unsafe { *libc::__errno_location() }
 }
 
 impl Ram {
@@ -284,7 +280,7 @@ mod tests {
         // Given back to the OS: the pages read as zero again.
         let again = ram.allocate_pages(PageCount::new(pages), Order::new(0)).unwrap();
         // SAFETY: a committed run of ours.
-        assert_eq!(unsafe { again.as_ptr().add(pages * PAGE_SIZE / 2).read() }, 0);
+        assert_eq!(unsafe { again.as_ptr().wrapping_add(pages * PAGE_SIZE / 2).read() }, 0);
         ram.frames.lock().check_invariants();
         // More than the reservation: refused, nothing committed past it.
         assert!(ram.allocate_pages(PageCount::new(RESERVE / PAGE_SIZE + 1), Order::new(0)).is_none());
