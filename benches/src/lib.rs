@@ -29,6 +29,7 @@ pub mod fault;
 pub mod frames;
 #[allow(unsafe_code)]
 pub mod heap;
+pub mod programs;
 #[allow(unsafe_code)]
 pub mod region;
 #[allow(unsafe_code)]
@@ -238,6 +239,11 @@ pub const SUITES: &[Suite] = &[
         "replay",
         "recorded malloc traces of real programs vs talc, rlsf, mimalloc, system: time, footprint, smallest heap",
         replay::run,
+    ),
+    (
+        "programs",
+        "unmodified programs (Python, git, gcc, a pipeline, threads): wall time and peak RSS under memkit, glibc, mimalloc",
+        programs::run,
     ),
     (
         "spaces",

@@ -18,6 +18,10 @@ const SUITES: [(&str, &str); 7] = [
         "replay",
         "recorded malloc traces of real programs vs talc, rlsf, mimalloc, system: time, footprint, smallest heap",
     ),
+    (
+        "programs",
+        "unmodified programs (Python, git, gcc, a pipeline, threads): wall time and peak RSS under memkit, glibc, mimalloc",
+    ),
     ("spaces", "revocation through the reverse index vs every region, in spaces of 10 and 100 000 regions"),
 ];
 

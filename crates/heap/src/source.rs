@@ -34,7 +34,9 @@ pub const LARGE_PAGE_PAGES: usize = 1 << 12;
 /// [`allocate_pages`](PageSource::allocate_pages) is page-aligned, aligned to the requested
 /// order (in pages), lies inside [`range`](PageSource::range), is valid for reads and writes
 /// of `count * PAGE_SIZE` bytes, and is used by nobody else until it is given back with
-/// [`free_pages`](PageSource::free_pages). Heaps rely on this for soundness.
+/// [`free_pages`](PageSource::free_pages), and that a run for which
+/// [`is_zeroed`](PageSource::is_zeroed) says so reads as zero. Heaps rely on this for
+/// soundness.
 pub unsafe trait PageSource {
     /// The virtual range every run lies in: its first page's address and its length in pages.
     fn range(&self) -> (VirtAddr, PageCount);
@@ -75,6 +77,17 @@ pub unsafe trait PageSource {
         let _ = (start, count, extra);
         false
     }
+
+    /// Whether the run `start .. start + count` pages, just returned by
+    /// [`allocate_pages`](PageSource::allocate_pages), is known to read as zero: memory
+    /// nobody has written since the source got it, such as pages fresh from the OS. A heap
+    /// need not clear such a run; leaving it untouched keeps a large page map from costing
+    /// memory before it is used. The default: not known.
+    #[inline]
+    fn is_zeroed(&self, start: NonNull<u8>, count: PageCount) -> bool {
+        let _ = (start, count);
+        false
+    }
 }
 
 // SAFETY: forwards every call to a source that upholds the contract.
@@ -98,6 +111,11 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
     }
     fn grow_pages(&self, start: NonNull<u8>, count: PageCount, extra: PageCount) -> bool {
         (**self).grow_pages(start, count, extra)
+    }
+
+    #[inline]
+    fn is_zeroed(&self, start: NonNull<u8>, count: PageCount) -> bool {
+        (**self).is_zeroed(start, count)
     }
 }
 
@@ -144,6 +162,11 @@ unsafe impl<S: PageSource> PageSource for spin::Once<S> {
     }
     fn grow_pages(&self, start: NonNull<u8>, count: PageCount, extra: PageCount) -> bool {
         self.get().is_some_and(|source| source.grow_pages(start, count, extra))
+    }
+
+    #[inline]
+    fn is_zeroed(&self, start: NonNull<u8>, count: PageCount) -> bool {
+        self.get().is_some_and(|s| s.is_zeroed(start, count))
     }
 }
 

@@ -282,3 +282,43 @@ impl fmt::Display for FreeError {
 }
 
 impl core::error::Error for FreeError {}
+
+/// The error of [`Allocator::add_region`](crate::Allocator::add_region): the region cannot
+/// join. Each maps to `ERR_NOT_VALID`; nothing changes then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddRegionError {
+    /// The region does not start and end on a 4 KiB boundary.
+    Unaligned(MemoryArea),
+    /// The region is empty or not inside the allocator's area.
+    OutsideArea(MemoryArea),
+    /// The region overlaps the header region (this frame of it).
+    Header(Frame),
+    /// This frame of the region is not reserved: it is managed already (free or allocated).
+    NotReserved(Frame),
+}
+
+impl AddRegionError {
+    /// The seed's code for this error.
+    #[must_use]
+    pub const fn code(self) -> ErrorCode {
+        ErrorCode::NotValid
+    }
+}
+
+impl fmt::Display for AddRegionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddRegionError::Unaligned(a) => write!(f, "region {a} is not 4 KiB aligned"),
+            AddRegionError::OutsideArea(a) => write!(f, "region {a} is empty or not inside the allocator's area"),
+            AddRegionError::Header(fr) => {
+                write!(f, "frame {:#x} of the region is the allocator's header", fr.start_address().as_u64())
+            }
+            AddRegionError::NotReserved(fr) => {
+                write!(f, "frame {:#x} of the region is managed already", fr.start_address().as_u64())
+            }
+        }
+    }
+}
+
+impl core::error::Error for AddRegionError {}

@@ -79,7 +79,8 @@ pub use allocator::{Allocator, HEADER_MAGIC, Stats, get_header, header_size, hea
 pub use area::MemoryArea;
 pub use cache::{BATCH, CACHE_CAPACITY, FrameCache};
 pub use error::{
-    AllocateAtError, AllocateError, AreaError, AttachError, ErrorCode, FreeError, GetHeaderError, InitError,
+    AddRegionError, AllocateAtError, AllocateError, AreaError, AttachError, ErrorCode, FreeError, GetHeaderError,
+    InitError,
 };
 pub use locked::{DefaultRawMutex, LockedAllocator};
 pub use machine::{

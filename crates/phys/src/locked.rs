@@ -7,7 +7,7 @@ use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, Phys
 
 use crate::allocator::{Allocator, Stats};
 use crate::area::MemoryArea;
-use crate::error::{AllocateAtError, AllocateError, FreeError};
+use crate::error::{AddRegionError, AllocateAtError, AllocateError, FreeError};
 
 /// The lock the crate uses when the caller does not choose one: a spin lock, fine in a
 /// kernel and in tests.
@@ -65,6 +65,14 @@ impl<'h, R: RawMutex> LockedAllocator<'h, R> {
     /// As [`Allocator::free`].
     pub fn free_block(&self, area: MemoryArea) -> Result<(), FreeError> {
         self.inner.lock().free(area)
+    }
+
+    /// [`Allocator::add_region`] under the lock: reserved frames of the area join.
+    ///
+    /// # Errors
+    /// As [`Allocator::add_region`].
+    pub fn add_region(&self, region: MemoryArea) -> Result<(), AddRegionError> {
+        self.inner.lock().add_region(region)
     }
 
     /// [`Allocator::stats`] under the lock.

@@ -123,7 +123,10 @@ fn drive_pools(rng: &mut SmallRng, rounds: usize) {
 #[test]
 fn random_drivers_reach_every_path() {
     let before = Snapshot::now();
-    let mut rng = SmallRng::seed_from_u64(0x7265_6163);
+    // The upper summary layers of the large area change only on rare sequences of actions:
+    // some seeds reach them, some do not. The seed is one that does with the current set of
+    // actions (it changed when `AddRegion` joined them, which reinterprets every input).
+    let mut rng = SmallRng::seed_from_u64(4);
     // The 10^6-action driver's area: 4096 frames, two levels, one summary layer.
     let mut small = Harness::new(0x1f3, 4096, &[(0, 3), (700, 40), (2048, 1), (3000, 200)]);
     drive(&mut small, &mut rng, 100_000, 5000, 50_000);

@@ -7,7 +7,9 @@
 //! reserved regions and from the header), and [`Harness::check`] compares every frame and
 //! runs the allocator's own invariant checker.
 
-use memkit_phys::{AllocateAtError, AllocateError, Allocator, FreeError, MemoryArea, get_header, header_words};
+use memkit_phys::{
+    AddRegionError, AllocateAtError, AllocateError, Allocator, FreeError, MemoryArea, get_header, header_words,
+};
 use memkit_types::{Frame, FrameCount, Order, PAGE_SHIFT, PhysAddr};
 
 /// One step of a random workload. Numbers are reduced modulo what the area allows.
@@ -66,6 +68,16 @@ pub enum Action {
     },
     /// Copies the header to a new buffer and carries on through the new mapping.
     Remap,
+    /// Lets a range join (`add_region`): reserved frames become free; anything else (free,
+    /// allocated, the header, outside, unaligned) is refused.
+    AddRegion {
+        /// Frame offset (may be outside the area).
+        offset: u32,
+        /// Frames, modulo 70.
+        count: u8,
+        /// Start one byte off a frame boundary (an unaligned region).
+        unaligned: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +93,8 @@ pub struct Harness {
     area: MemoryArea,
     start: u64,
     header: Vec<u64>,
+    /// The header region's frames: first and one past the last.
+    header_frames: (u64, u64),
     state: Vec<State>,
     live: Vec<(u64, u64)>,
     max_order: u8,
@@ -111,7 +125,8 @@ impl Harness {
                 state[(f - start) as usize] = State::Reserved;
             }
         }
-        let h = Harness { area, start, header, state, live: Vec::new(), max_order, steps: 0 };
+        let header_frames = header_region.frames_outward();
+        let h = Harness { area, start, header, header_frames, state, live: Vec::new(), max_order, steps: 0 };
         h.check();
         h
     }
@@ -315,6 +330,30 @@ impl Harness {
                 let copy = self.header.clone();
                 self.header = copy;
             }
+            Action::AddRegion { offset, count, unaligned } => {
+                let s = (self.start + u64::from(offset) % (self.frames() + 16)).saturating_sub(8);
+                let n = u64::from(count % 70);
+                let region = MemoryArea::new(PhysAddr::new((s << PAGE_SHIFT) + u64::from(unaligned)), n << PAGE_SHIFT);
+                let r = self.view().add_region(region);
+                let (hs, he) = self.header_frames;
+                let want = if unaligned {
+                    Err(AddRegionError::Unaligned(region))
+                } else if n == 0 || s < self.start || s + n > self.start + self.frames() {
+                    Err(AddRegionError::OutsideArea(region))
+                } else if s < he && hs < s + n {
+                    Err(AddRegionError::Header(Frame::from_number(s.max(hs))))
+                } else if let Some(f) = (s..s + n).find(|&f| self.st(f) != Some(State::Reserved)) {
+                    Err(AddRegionError::NotReserved(Frame::from_number(f)))
+                } else {
+                    Ok(())
+                };
+                assert_eq!(r, want);
+                if r.is_ok() {
+                    for f in s..s + n {
+                        self.state[(f - self.start) as usize] = State::Free;
+                    }
+                }
+            }
         }
     }
 
@@ -364,6 +403,8 @@ impl Harness {
             free += u64::from(s == State::Free);
         }
         assert_eq!(a.free_frames().get(), free, "free count");
+        let managed = self.state.iter().filter(|&&s| s != State::Reserved).count() as u64;
+        assert_eq!(a.total_frames().get(), managed, "managed count");
         let st = a.stats();
         let by_order: u64 = st.free_blocks.iter().enumerate().map(|(k, &c)| c << k).sum();
         assert_eq!(by_order, free, "the free blocks by order add up to the free frames");

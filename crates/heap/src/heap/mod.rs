@@ -260,8 +260,10 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 return PageMap { base: base.as_usize(), entries: &[], own_pages: 0 };
             };
             let ptr = mem.as_ptr().cast::<AtomicU32>();
-            // SAFETY: the source gave us `own` pages (at least `pages` u32s), page-aligned.
-            unsafe { core::ptr::write_bytes(ptr, 0, pages.get()) };
+            if !self.source.is_zeroed(mem, own) {
+                // SAFETY: the source gave us `own` pages (at least `pages` u32s), page-aligned.
+                unsafe { core::ptr::write_bytes(ptr, 0, pages.get()) };
+            }
             // SAFETY: initialised just above; the pages stay ours until `release_all`, after which
             // the slice is never used.
             let entries: &'static [AtomicU32] = unsafe { core::slice::from_raw_parts(ptr, pages.get()) };

@@ -78,7 +78,7 @@ use self::layout::{
     W_USABLE, W_WORDS, area_frames, header_bytes,
 };
 use crate::area::MemoryArea;
-use crate::error::{AllocateAtError, AllocateError, AttachError, FreeError, InitError};
+use crate::error::{AddRegionError, AllocateAtError, AllocateError, AttachError, FreeError, InitError};
 use crate::reach::{Path, hit};
 
 #[cfg(any(test, feature = "check"))]
@@ -446,6 +446,48 @@ impl<'h> Allocator<'h> {
             return Ok(());
         }
         self.free_frames_checked(start.number(), count.get())
+    }
+
+    /// Lets the reserved frames of `region` join: they become free frames the allocator
+    /// manages, as memory that arrives after init does (a bank added to a running machine,
+    /// a chunk a hosted heap maps from the OS when it needs more). The area is fixed at
+    /// init, so memory can join only inside it, where it was reserved: a caller that will
+    /// grow gives [`init`](Allocator::init) the whole range it may ever manage and reserves
+    /// what is not there yet.
+    ///
+    /// The frames are freed through the path every free takes, so their blocks merge with
+    /// their free neighbours and the managed count ([`total_frames`](Self::total_frames))
+    /// grows by the region's frames.
+    ///
+    /// # Errors
+    /// [`AddRegionError::Unaligned`] for a region not on 4 KiB boundaries,
+    /// [`AddRegionError::OutsideArea`] for an empty region or one not inside the area,
+    /// [`AddRegionError::Header`] naming its first frame of the header region,
+    /// [`AddRegionError::NotReserved`] naming its first frame that is managed already.
+    /// Nothing changes then.
+    pub fn add_region(&mut self, region: MemoryArea) -> Result<(), AddRegionError> {
+        if !region.is_frame_aligned() {
+            return Err(AddRegionError::Unaligned(region));
+        }
+        let (s, n) = (region.start.as_u64() >> PAGE_SHIFT, region.size >> PAGE_SHIFT);
+        if n == 0 || s < self.geo.start || s >= self.geo.end || n > self.geo.end - s {
+            return Err(AddRegionError::OutsideArea(region));
+        }
+        let e = s + n;
+        let (hs, hn) = (self.words[W_HEADER_START], self.words[W_HEADER_FRAMES]);
+        if s < hs + hn && hs < e {
+            return Err(AddRegionError::Header(Frame::from_number(s.max(hs))));
+        }
+        if let Some(f) = self.first_with(self.geo.reserved, s, e, false) {
+            return Err(AddRegionError::NotReserved(Frame::from_number(f)));
+        }
+        // Reserved frames are neither free nor counted: clearing their reserved bits makes
+        // them allocated frames of the area, which the general free then hands over.
+        self.bits_clear(self.geo.reserved, s, e);
+        self.words[W_USABLE] += n;
+        let freed = self.free_frames_checked(s, n);
+        debug_assert_eq!(freed, Ok(()), "frames just unreserved are allocated");
+        Ok(())
     }
 
     /// Free frames by order, totals and the largest free block. Walks the frame bitmap:

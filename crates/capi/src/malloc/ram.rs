@@ -1,0 +1,293 @@
+//! The RAM behind the malloc family: a reservation of address space that becomes memory
+//! chunk by chunk, managed by memkit's frame allocator and handed to the heap as pages.
+//!
+//! ```text
+//!   reservation (PROT_NONE, RESERVE bytes, aligned to 2^MAX_ALIGN_LOG2)
+//!   | chunk 0: header, heap pages | chunk 1 | chunk 2 | ...  not yet committed        |
+//!     ▲ read-write, frames joined ──────────────────▶  ▲ committed: grows by CHUNK
+//!   physical address p = offset p in the reservation (a direct map at `base`)
+//! ```
+//!
+//! The frame allocator (`memkit-phys`) is set up once over the whole reservation with
+//! everything past the first chunk reserved; when an allocation finds no run, the next
+//! chunk (or as many as the request needs) is made read-write with `mprotect` and joins
+//! with [`LockedAllocator::add_region`]. The heap sees the reservation as its page source's
+//! range, so its page map covers every page that may ever join; since fresh pages read as
+//! zero ([`PageSource::is_zeroed`]) the map costs memory only where it is used.
+//!
+//! Runs of [`RETURN_MIN`] bytes or more that the heap gives back are returned to the OS
+//! (`madvise(MADV_DONTNEED)`) before their frames are freed; smaller ones stay resident
+//! for reuse.
+//!
+//! # Unsafe
+//! The reservation is made once and never unmapped; every pointer the source hands out is
+//! derived from its base and lies in its committed part; the allocator's header is the only
+//! Rust reference into it, in pages the allocator never hands out.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+
+use super::errno;
+use memkit_heap::{MAX_ALIGN_LOG2, PageSource};
+use memkit_phys::{Allocator, LockedAllocator, MemoryArea, get_header, header_words};
+use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE_SIZE, PageCount, PhysAddr, VirtAddr};
+
+/// Address space reserved for the heap: the most memory the malloc family hands out
+/// (1 GiB in the unit tests, whose invariant checks walk the heap's page map).
+pub(crate) const RESERVE: usize = if cfg!(test) { 1 << 30 } else { 16 << 30 };
+/// Memory joins in chunks of this size (or larger, for a request that needs more).
+pub(crate) const CHUNK: usize = 64 << 20;
+/// Runs given back of at least this size go back to the OS.
+pub(crate) const RETURN_MIN: usize = 256 << 10;
+
+/// Why the RAM could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RamError {
+    /// The reservation or the first chunk could not be mapped (the errno).
+    Os(i32),
+    /// The frame allocator refused the layout (cannot happen with the constants above).
+    Layout,
+}
+
+/// The reservation, its frame allocator and how far it is committed.
+pub(crate) struct Ram {
+    /// The reservation's first byte, with its provenance.
+    base: *mut u8,
+    frames: LockedAllocator<'static>,
+    /// Bytes from `base` that are read-write and have joined the frame allocator.
+    committed: AtomicUsize,
+    /// Taken to commit a chunk (never while the frame allocator's lock is held).
+    grow: spin::Mutex<()>,
+    /// Whether a run was ever given back: until then every run handed out is fresh.
+    freed_any: AtomicBool,
+}
+
+// SAFETY: `base` is only a base to derive page pointers from; the pages are handed out
+// through the frame allocator behind its lock, and the counters are atomics.
+unsafe impl Send for Ram {}
+// SAFETY: as above: shared use goes through the lock and the atomics.
+unsafe impl Sync for Ram {}
+
+impl core::fmt::Debug for Ram {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Ram")
+            .field("base", &self.base)
+            .field("committed", &self.committed.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ram {
+    /// Reserves the address space, commits the first chunk and sets the frame allocator up
+    /// in it. Uses no allocation: only `mmap`, `munmap` and `mprotect`.
+    pub(crate) fn new() -> Result<Ram, RamError> {
+        let align = 1usize << MAX_ALIGN_LOG2;
+        let len = RESERVE + align;
+        // SAFETY: a fresh private anonymous mapping at an address the kernel picks; it
+        // touches no existing memory.
+        let raw = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(RamError::Os(errno()));
+        }
+        let raw = raw.cast::<u8>();
+        // Aligned to the heap's largest alignment, so that physically aligned runs are
+        // virtually aligned too.
+        let head = raw.addr().next_multiple_of(align) - raw.addr();
+        let base = raw.wrapping_add(head);
+        if head > 0 {
+            // SAFETY: the part of our own fresh reservation before the aligned base.
+            unsafe { libc::munmap(raw.cast(), head) };
+        }
+        let tail = len - head - RESERVE;
+        if tail > 0 {
+            // SAFETY: the part of our own fresh reservation after the aligned range.
+            unsafe { libc::munmap(base.wrapping_add(RESERVE).cast(), tail) };
+        }
+        commit(base, 0, CHUNK)?;
+        let area = MemoryArea::new(PhysAddr::zero(), RESERVE as u64);
+        let absent = MemoryArea::new(PhysAddr::new(CHUNK as u64), (RESERVE - CHUNK) as u64);
+        let header_region = get_header(area, [absent]).map_err(|_| RamError::Layout)?;
+        let words = header_words(area).map_err(|_| RamError::Layout)?;
+        let header_start = header_region.start.as_u64() as usize;
+        if header_start + words * 8 > CHUNK {
+            return Err(RamError::Layout);
+        }
+        let header_ptr = base.wrapping_add(header_start).cast::<u64>();
+        // SAFETY: the header lies in the first chunk, committed read-write just above and
+        // page-aligned; the frame allocator reserves its frames, so nothing else ever
+        // reaches these words; the reservation is never unmapped.
+        let header: &'static mut [u64] = unsafe { core::slice::from_raw_parts_mut(header_ptr, words) };
+        let allocator = Allocator::init(area, header_region, header, [absent]).map_err(|_| RamError::Layout)?;
+        Ok(Ram {
+            base,
+            frames: LockedAllocator::new(allocator),
+            committed: AtomicUsize::new(CHUNK),
+            grow: spin::Mutex::new(()),
+            freed_any: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether `addr` lies in the reservation.
+    #[inline]
+    pub(crate) fn contains(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.base.addr()) < RESERVE
+    }
+
+    /// Bytes committed so far.
+    pub(crate) fn committed(&self) -> usize {
+        self.committed.load(Relaxed)
+    }
+
+    /// Commits enough chunks for a run of `count` pages aligned to 2^`align` pages, unless
+    /// another thread committed some since `seen` (then the caller just tries again).
+    /// `false` when the reservation is full or the OS refuses.
+    #[cold]
+    fn grow(&self, count: usize, align: u8, seen: usize) -> bool {
+        let _g = self.grow.lock();
+        let top = self.committed.load(Acquire);
+        if top != seen {
+            return true;
+        }
+        let need = count
+            .checked_add(1usize << align)
+            .and_then(|p| p.checked_mul(PAGE_SIZE))
+            .and_then(|b| b.checked_next_multiple_of(CHUNK))
+            .unwrap_or(usize::MAX)
+            .max(CHUNK)
+            .min(RESERVE - top);
+        if need == 0 || commit(self.base, top, need).is_err() {
+            return false;
+        }
+        let region = MemoryArea::new(PhysAddr::new(top as u64), need as u64);
+        if self.frames.add_region(region).is_err() {
+            return false;
+        }
+        self.committed.store(top + need, Release);
+        true
+    }
+}
+
+/// Makes `len` bytes at offset `at` of the reservation read-write.
+fn commit(base: *mut u8, at: usize, len: usize) -> Result<(), RamError> {
+    // SAFETY: the range lies in our own reservation (callers keep `at + len` within it);
+    // making it read-write changes no memory anyone uses.
+    let r = unsafe { libc::mprotect(base.wrapping_add(at).cast(), len, libc::PROT_READ | libc::PROT_WRITE) };
+    if r != 0 {
+        return Err(RamError::Os(errno()));
+    }
+    Ok(())
+}
+
+// SAFETY: every run comes from the frame allocator, which hands each frame out once until
+// it is freed, and lies in the committed part of the reservation (frames join only once
+// committed); pointers are derived from `base`. A run is reported zeroed only while no run
+// was ever given back: its frames were then never handed out before, and fresh anonymous
+// memory reads as zero.
+unsafe impl PageSource for Ram {
+    fn range(&self) -> (VirtAddr, PageCount) {
+        (VirtAddr::new(self.base.addr()), PageCount::new(RESERVE / PAGE_SIZE))
+    }
+
+    #[inline]
+    fn base_ptr(&self) -> *mut u8 {
+        self.base
+    }
+
+    fn allocate_pages(&self, count: PageCount, align: Order) -> Option<NonNull<u8>> {
+        if u32::from(align.get()) > MAX_ALIGN_LOG2 {
+            return None;
+        }
+        loop {
+            let seen = self.committed.load(Acquire);
+            match FrameSource::allocate(&self.frames, FrameCount::new(count.get() as u64), align, None) {
+                Ok(f) => {
+                    let off = f.start_address().as_u64() as usize;
+                    return NonNull::new(self.base.wrapping_add(off));
+                }
+                Err(FrameSourceError::Exhausted(_)) => {
+                    if !self.grow(count.get(), align.get(), seen) {
+                        return None;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    unsafe fn free_pages(&self, start: NonNull<u8>, count: PageCount) {
+        let off = start.as_ptr().addr().wrapping_sub(self.base.addr());
+        let Some(len) = count.get().checked_mul(PAGE_SIZE) else { return };
+        if off >= RESERVE || len > RESERVE - off {
+            return;
+        }
+        self.freed_any.store(true, Relaxed);
+        if len >= RETURN_MIN {
+            // SAFETY: the run is ours and nobody uses it any more (the caller's contract);
+            // dropping its pages leaves them reading as zero.
+            unsafe { libc::madvise(start.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+        }
+        let frame = Frame::containing_address(PhysAddr::new(off as u64));
+        // A refusal means the run was not allocated: nothing to give back.
+        let _ = FrameSource::free(&self.frames, frame, FrameCount::new(count.get() as u64));
+    }
+
+    fn free_page_count(&self) -> PageCount {
+        // What can still join counts as free: the heap places by size class while it has
+        // headroom, and the reservation is its headroom.
+        let uncommitted = (RESERVE - self.committed.load(Relaxed)) / PAGE_SIZE;
+        PageCount::new(FrameSource::free_frames(&self.frames).get() as usize + uncommitted)
+    }
+
+    fn is_zeroed(&self, _start: NonNull<u8>, _count: PageCount) -> bool {
+        !self.freed_any.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_grows_by_chunks_and_serves_runs_larger_than_a_chunk() {
+        let ram = Ram::new().unwrap();
+        assert_eq!(ram.committed(), CHUNK);
+        ram.frames.lock().check_invariants();
+        // A run of three chunks: the RAM commits what it needs at once.
+        let pages = 3 * CHUNK / PAGE_SIZE;
+        let big = ram.allocate_pages(PageCount::new(pages), Order::new(0)).unwrap();
+        assert!(ram.committed() >= 4 * CHUNK);
+        assert!(ram.contains(big.as_ptr().addr()));
+        // SAFETY: the run is ours, committed read-write.
+        unsafe { big.as_ptr().write_bytes(0xab, pages * PAGE_SIZE) };
+        // An aligned run.
+        let aligned = ram.allocate_pages(PageCount::new(1), Order::new(16)).unwrap();
+        assert!(aligned.as_ptr().addr().is_multiple_of(PAGE_SIZE << 16));
+        assert!(ram.is_zeroed(aligned, PageCount::new(1)));
+        // SAFETY: both runs came from `ram` and are unused.
+        unsafe { ram.free_pages(big, PageCount::new(pages)) };
+        assert!(!ram.is_zeroed(aligned, PageCount::new(1)));
+        // SAFETY: as above.
+        unsafe { ram.free_pages(aligned, PageCount::new(1)) };
+        // Given back to the OS: the pages read as zero again.
+        let again = ram.allocate_pages(PageCount::new(pages), Order::new(0)).unwrap();
+        // SAFETY: a committed run of ours.
+        assert_eq!(unsafe { again.as_ptr().wrapping_add(pages * PAGE_SIZE / 2).read() }, 0);
+        ram.frames.lock().check_invariants();
+        // More than the reservation: refused, nothing committed past it.
+        assert!(ram.allocate_pages(PageCount::new(RESERVE / PAGE_SIZE + 1), Order::new(0)).is_none());
+        assert!(ram.committed() <= RESERVE);
+        // Frees outside the reservation or past it are ignored.
+        // SAFETY: not a run of ours: refused without touching memory.
+        unsafe { ram.free_pages(NonNull::dangling(), PageCount::new(1)) };
+        ram.frames.lock().check_invariants();
+    }
+}
