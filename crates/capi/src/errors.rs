@@ -1,12 +1,12 @@
 //! L4Re's error numbers, the one place the C entries take them from.
 //!
 //! Every `l4re_*` and `l4dm_*` entry returns `0` or a negated number (`-L4_ENOMEM`); the
-//! numbers are the dataspace manager's ([`memkit_dataspace::error::codes`]), checked here at
+//! numbers are memkit's one home of them ([`memkit_types::l4`]), checked here at
 //! compile time, written out as literals so that cbindgen puts them in the header.
 
 use core::ffi::c_int;
 
-use memkit_dataspace::error::codes;
+use memkit_types::l4 as codes;
 
 /// Success.
 pub const L4_EOK: c_int = 0;
@@ -33,7 +33,7 @@ pub const L4_EIPC: c_int = 2001;
 /// No dataspace manager found (seed 003): a `dsm_id` that names no manager.
 pub const L4_ENODM: c_int = 2013;
 
-// The numbers are the dataspace manager's: a change there fails the build here.
+// The numbers are `memkit_types::l4`'s: a change there fails the build here.
 const _: () = {
     assert!(L4_EPERM == codes::L4_EPERM);
     assert!(L4_ENOENT == codes::L4_ENOENT);
@@ -44,8 +44,8 @@ const _: () = {
     assert!(L4_ERANGE == codes::L4_ERANGE);
     assert!(L4_EIPC == codes::L4_EIPC);
     assert!(L4_ENODM == codes::L4_ENODM);
-    assert!(-L4_EADDRNOTAVAIL == memkit_region::L4_EADDRNOTAVAIL);
-    assert!(-L4_EEXIST == memkit_region::L4_EEXIST);
+    assert!(L4_EADDRNOTAVAIL == codes::L4_EADDRNOTAVAIL);
+    assert!(L4_EEXIST == codes::L4_EEXIST);
 };
 
 /// `-code`: what an entry returns for the error `code`.

@@ -10,9 +10,11 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
-use memkit_dataspace::{CopyLength, DataspaceId, DmFlags, FactoryId, Placement};
+use memkit_dataspace::{
+    CopyLength, CopyRequest, DataspaceId, DmFlags, FactoryId, MemphysCopyRequest, MemphysOpenRequest,
+};
 use memkit_region::{AttachRequest, DetachFlags, Flags};
-use memkit_types::{PAGE_SHIFT, PhysAddr, Rights, VirtAddr};
+use memkit_types::{PAGE_SHIFT, PhysAddr, PhysPlacement, Rights, VirtAddr};
 
 use crate::errors::{L4_EINVAL, L4_ENODM, neg};
 use crate::ffi;
@@ -306,7 +308,8 @@ pub unsafe extern "C" fn l4dm_copy_long(
             .system
             .lock(|st| {
                 let (m, mut r) = st.manager_and_revoker();
-                m.copy_long(ME, id, src_offs as u64, dst_offs as u64, length(num), f, &name, &mut r)
+                let req = CopyRequest::new(src_offs as u64, dst_offs as u64, length(num)).flags(f).name(&name);
+                m.copy_long(ME, id, req, &mut r)
             })
             .map_err(|e| e.code())?;
         // SAFETY: non-null (checked), valid by the caller's contract.
@@ -314,11 +317,11 @@ pub unsafe extern "C" fn l4dm_copy_long(
     })
 }
 
-fn placement(addr: l4_addr_t) -> Result<Placement, c_int> {
+fn placement(addr: l4_addr_t) -> Result<PhysPlacement, c_int> {
     if addr == l4_addr_t::MAX {
-        return Ok(Placement::AnyAddr);
+        return Ok(PhysPlacement::AnyAddr);
     }
-    PhysAddr::try_new(addr as u64).map(Placement::Fixed).map_err(|_| neg(L4_EINVAL))
+    PhysAddr::try_new(addr as u64).map(PhysPlacement::Fixed).map_err(|_| neg(L4_EINVAL))
 }
 
 /// `l4dm_memphys_open`: a new dataspace in pool `pool` (0-7; 7 is ISA DMA memory below
@@ -351,7 +354,10 @@ pub unsafe extern "C" fn l4dm_memphys_open(
         let name = unsafe { ffi::name(name) };
         let id = s
             .system
-            .lock(|st| st.manager.memphys_open(FactoryId::ROOT, ME, pool, at, size as u64, align, f, &name))
+            .lock(|st| {
+                let req = MemphysOpenRequest::new(pool, size as u64).placed(at).align(align).flags(f).name(&name);
+                st.manager.memphys_open(FactoryId::ROOT, ME, req)
+            })
             .map_err(|e| e.code())?;
         // SAFETY: non-null (checked), valid by the caller's contract.
         Ok(unsafe { put_ds(ds, id) })
@@ -395,8 +401,13 @@ pub unsafe extern "C" fn l4dm_memphys_copy(
             .system
             .lock(|st| {
                 let (m, mut r) = st.manager_and_revoker();
-                let (so, dof, n, sz) = (src_offs as u64, dst_offs as u64, length(num), dst_size as u64);
-                m.memphys_copy(ME, id, so, dof, n, pool, at, sz, align, f, &name, &mut r)
+                let req = MemphysCopyRequest::new(src_offs as u64, dst_offs as u64, length(num), pool)
+                    .placed(at)
+                    .size(dst_size as u64)
+                    .align(align)
+                    .flags(f)
+                    .name(&name);
+                m.memphys_copy(ME, id, req, &mut r)
             })
             .map_err(|e| e.code())?;
         // SAFETY: non-null (checked), valid by the caller's contract.

@@ -560,7 +560,7 @@ pub unsafe extern "C" fn l4re_rm_reserve_area(
                 };
                 Ok(map.reserve_area(from, size, f, align.max(PAGE_SHIFT as u8)).map_err(|e| e.code()))
             })
-            .map_err(|e: memkit_host::SpaceError| e.code())??;
+            .map_err(|e: memkit_host::SystemError| e.code())??;
         // SAFETY: non-null (read above), valid for a write by the caller's contract.
         let _ = unsafe { ffi::put(start, at.as_usize() as l4_addr_t) };
         Ok(0)

@@ -12,7 +12,7 @@ use std::sync::{Mutex, PoisonError};
 
 use memkit_dataspace::ClientId;
 use memkit_heap::{AddressHeaps, DirectMapPageSource, KernelHeaps, RegionPageSource, SingleCpu};
-use memkit_host::{HostedMachine, PoolSource, SpaceId, System};
+use memkit_host::{HostSpaceId, HostedMachine, PoolSource, System};
 use memkit_phys::Machine;
 
 use crate::errors::{L4_ENOMEM, neg};
@@ -37,7 +37,7 @@ pub(crate) struct State {
     /// The dataspace manager and the address spaces.
     pub(crate) system: System<PoolSource>,
     /// The process's address space.
-    pub(crate) space: SpaceId,
+    pub(crate) space: HostSpaceId,
     /// L4Re's capability slots.
     pub(crate) caps: CapTable,
     /// The kernel heaps (leaked: blocks live as long as the process).

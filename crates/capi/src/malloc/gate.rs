@@ -144,7 +144,7 @@ pub(crate) struct ThisCpu;
 
 impl CpuId for ThisCpu {
     #[inline]
-    fn current(&self) -> usize {
+    fn current_cpu(&self) -> usize {
         // SAFETY: no arguments, no memory touched.
         let cpu = unsafe { libc::sched_getcpu() };
         usize::try_from(cpu).unwrap_or_else(|_| my_slot())
