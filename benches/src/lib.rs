@@ -29,6 +29,7 @@ pub mod fault;
 pub mod frames;
 #[allow(unsafe_code)]
 pub mod heap;
+#[allow(unsafe_code)]
 pub mod programs;
 #[allow(unsafe_code)]
 pub mod region;

@@ -14,6 +14,12 @@
 //! set in KiB of the largest process of the run (`wait4`'s `ru_maxrss`, which covers the
 //! children it waited for). The speedup column is `peer / memkit` for both: above 1, memkit
 //! took less time or memory.
+//!
+//! # Unsafe
+//!
+//! Two calls into libc to measure a child: a zeroed `rusage` (plain integers, for which all
+//! zeros is a valid value) and `wait4` on the pid of a child this suite spawned, writing
+//! into locals that outlive the call.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

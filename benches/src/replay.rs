@@ -38,7 +38,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use memkit_heap::{Heap, PageSource, Placement, RegionPageSource, SingleCpu};
+use memkit_heap::{FitPolicy, Heap, PageSource, RegionPageSource, SingleCpu};
 use memkit_types::{Order, PAGE_SIZE, PageCount, VirtAddr};
 
 use crate::{MEMKIT, Options, Report};
@@ -418,8 +418,8 @@ impl Arena {
                 // SAFETY: the region is used by nobody else and outlives the heap (`Arena`).
                 let inner = unsafe { RegionPageSource::new(ptr, len) }.expect("region");
                 let source = Counting { inner, held: AtomicUsize::new(0), peak: AtomicUsize::new(0) };
-                let placement = if name == MEMKIT { Placement::default() } else { Placement::ExactFit };
-                let heap = Box::new(Heap::with_placement(source, SingleCpu, false, placement));
+                let placement = if name == MEMKIT { FitPolicy::default() } else { FitPolicy::ExactFit };
+                let heap = Box::new(Heap::with_fit_policy(source, SingleCpu, false, placement));
                 heap.init().expect("memkit heap init");
                 Contender::Memkit(heap)
             }
@@ -567,7 +567,7 @@ fn touch(p: NonNull<u8>, size: usize) {
     unsafe { p.as_ptr().wrapping_add(size - 1).write(2) };
 }
 
-/// The row of memkit with [`Placement::ExactFit`] (the `memkit` row has the default).
+/// The row of memkit with [`FitPolicy::ExactFit`] (the `memkit` row has the default).
 const MEMKIT_EXACT_FIT: &str = "memkit exact-fit";
 /// The allocators compared, in the order of the rows; the first four manage a region of
 /// their own.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 /// The suites and one line on what each measures, for `--help` (the same as
 /// `memkit_bench::SUITES`; a test with `peers` checks that).
-const SUITES: [(&str, &str); 7] = [
+const SUITES: [(&str, &str); 8] = [
     ("dataspace", "dataspaces: copy-on-write vs eager copy of 1 GiB, first-touch map, create+close"),
     ("frames", "frame allocator vs buddy_system_allocator, bitmap-allocator, frame-alloc"),
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch"),

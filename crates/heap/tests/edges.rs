@@ -194,7 +194,7 @@ fn holds(p: NonNull<u8>, len: usize, seed: u8) -> bool {
 #[test]
 fn realloc_grows_and_shrinks_in_place_where_the_layout_allows() {
     // An arena block grows into the free block after it and gives its tail back.
-    let h = heap(4 << 20, Placement::ExactFit);
+    let h = heap(4 << 20, FitPolicy::ExactFit);
     let p = h.allocate(1000, 0).unwrap();
     fill(p, 1000, 1);
     let before = h.bytes_in_use();
@@ -220,7 +220,7 @@ fn realloc_grows_and_shrinks_in_place_where_the_layout_allows() {
     assert_eq!(h.bytes_in_use(), 0);
 
     // A large block grows into the pages after it, and gives its last pages back.
-    for placement in PLACEMENTS {
+    for placement in FIT_POLICIES {
         let h = heap(4 << 20, placement);
         let p = h.allocate(40_000, 0).unwrap();
         fill(p, 40_000, 3);
@@ -252,7 +252,7 @@ fn realloc_grows_and_shrinks_in_place_where_the_layout_allows() {
     }
 
     // A class block that grows moves with room to grow again in place.
-    let h = heap(4 << 20, Placement::SizeClasses);
+    let h = heap(4 << 20, FitPolicy::SizeClasses);
     let p = h.allocate(608, 0).unwrap();
     fill(p, 608, 4);
     let q = realloc_to(&h, p, 736, 3).unwrap();
