@@ -97,6 +97,10 @@ impl Backing for MockBacking {
         self.space(id).map(|s| s.rights)
     }
 
+    fn size(&self, id: MockId) -> Option<u64> {
+        self.space(id).map(|s| (s.pages.len() * PAGE_SIZE) as u64)
+    }
+
     fn map(&mut self, id: MockId, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
         let next = self.next_frame;
         let fail = self.fail_after;

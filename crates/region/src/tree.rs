@@ -607,6 +607,32 @@ pub(crate) struct GapTree<V> {
     stats: TreeStats,
 }
 
+/// The intervals of a [`GapTree`] in address order from one on ([`GapTree::iter_from`]).
+#[derive(Debug)]
+pub(crate) struct Iter<'a, V> {
+    tree: &'a GapTree<V>,
+    leaf: u32,
+    p: usize,
+}
+
+impl<V: Copy> Iterator for Iter<'_, V> {
+    type Item = Entry<V>;
+
+    fn next(&mut self) -> Option<Entry<V>> {
+        while self.leaf != NIL {
+            let n = self.tree.leaf(self.leaf);
+            if self.p < n.len() {
+                let e = self.tree.entry(self.leaf, self.p);
+                self.p += 1;
+                return Some(e);
+            }
+            self.leaf = n.keys.next;
+            self.p = 0;
+        }
+        None
+    }
+}
+
 /// Hint slots per leaf in the tree when the hint table is sized.
 const HINTS_PER_LEAF: usize = 16;
 
@@ -956,6 +982,20 @@ impl<V: Copy> GapTree<V> {
         }
         let (l, q) = self.at_or_next(leaf, p)?;
         (self.leaf(l).keys.lo[q] < end).then(|| self.entry(l, q))
+    }
+
+    /// The intervals in address order from the first that ends above `start` on (the one
+    /// containing `start`, else the next): one descent, then the leaf chain. Allocates
+    /// nothing.
+    pub(crate) fn iter_from(&self, start: usize) -> Iter<'_, V> {
+        if self.root == NIL {
+            return Iter { tree: self, leaf: NIL, p: 0 };
+        }
+        let leaf = self.leaf_near(start);
+        let n = self.leaf(leaf);
+        let p = n.count_le(start);
+        let p = if p > 0 && n.end(p - 1) > start { p - 1 } else { p };
+        Iter { tree: self, leaf, p }
     }
 
     /// Whether any interval overlaps `[start, end)`.

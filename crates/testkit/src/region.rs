@@ -178,6 +178,59 @@ pub enum Action {
         /// The order of the attaches: ascending, descending, shuffled, from both ends in.
         order: u8,
     },
+    /// `protect`: new rights for a range of pages.
+    Protect {
+        /// Start page.
+        page: u8,
+        /// Pages (modulo 16, plus one).
+        pages: u8,
+        /// Rights bits (read 1, write 2, execute 4).
+        rights: u8,
+    },
+    /// `remap`: resize or move part of a region.
+    Remap {
+        /// Start page of the old range.
+        page: u8,
+        /// Old pages (modulo 8, plus one).
+        old: u8,
+        /// New pages (modulo 16, plus one).
+        new: u8,
+        /// 0 in place, 1 may move, 2 fixed at `to` (modulo 3).
+        how: u8,
+        /// The fixed destination page.
+        to: u8,
+    },
+    /// A fixed attach that replaces the regions in its range (`MAP_FIXED`).
+    AttachReplace {
+        /// Start page.
+        page: u8,
+        /// Pages (modulo 16, plus one).
+        pages: u8,
+        /// Dataspace number.
+        ds: u8,
+        /// Offset into the dataspace in pages (modulo 32).
+        offset: u8,
+        /// Rights bits.
+        rights: u8,
+        /// `IN_AREA`.
+        in_area: bool,
+        /// `DETACH_FREE`.
+        detach_free: bool,
+    },
+    /// `merge` over a range of pages.
+    Merge {
+        /// Start page.
+        page: u8,
+        /// Pages (modulo 32, plus one).
+        pages: u8,
+    },
+    /// `regions_in` over a range of pages.
+    RegionsIn {
+        /// Start page.
+        page: u8,
+        /// Pages (modulo 64, plus one).
+        pages: u8,
+    },
     /// Detaches the regions of a lane one by one (`EXACT`, each whole), in an order.
     DetachRun {
         /// The lane (modulo [`LANES`]).
@@ -304,6 +357,56 @@ impl Model {
             }
         }
         None
+    }
+
+    /// Splits the region containing `at` there, when `at` lies strictly inside it.
+    fn split(&mut self, at: usize) {
+        if let Some((s, r)) = self.region_at(at)
+            && s < at
+        {
+            self.regions.insert(s, ModelRegion { end: at, ..r });
+            self.regions.insert(at, ModelRegion { offset: r.offset + at - s, ..r });
+        }
+    }
+
+    /// Takes `[s, e)` out of every region.
+    fn cut(&mut self, s: usize, e: usize) {
+        self.split(s);
+        self.split(e);
+        let inside: Vec<usize> = self.regions.range(s..e).map(|(p, _)| *p).collect();
+        for p in inside {
+            self.regions.remove(&p);
+        }
+    }
+
+    /// Merges the region ending at `at` with the one starting there when they can be one.
+    fn merge_at(&mut self, at: usize) -> bool {
+        let Some((ls, l)) = at.checked_sub(1).and_then(|p| self.region_at(p)) else { return false };
+        let Some(r) = self.regions.get(&at).copied() else { return false };
+        let same_area = !l.in_area || self.area_at(ls).is_some_and(|a| r.end <= a.1);
+        let fits = l.end == at
+            && l.ds == r.ds
+            && l.offset + (l.end - ls) == r.offset
+            && (l.rights, l.flags, l.in_area) == (r.rights, r.flags, r.in_area)
+            && same_area;
+        if fits {
+            self.regions.remove(&at);
+            self.regions.insert(ls, ModelRegion { end: r.end, ..l });
+        }
+        fits
+    }
+
+    /// Tries a merge at every page boundary of `[s, e]`.
+    fn merge_range(&mut self, s: usize, e: usize) -> usize {
+        (s..=e).map(|b| usize::from(self.merge_at(b))).sum()
+    }
+
+    /// Recounts the attachments of each dataspace from the regions.
+    fn recount(&mut self) {
+        self.attachments = vec![0; DATASPACES];
+        for r in self.regions.values() {
+            self.attachments[r.ds] += 1;
+        }
     }
 
     /// Whether `access` works at `page` (in a region with the rights, inside its dataspace).
@@ -446,6 +549,27 @@ impl Harness {
             Action::DetachRun { lane, every, order } => {
                 self.detach_run(lane as usize % LANES, every as usize % 3 + 1, order)
             }
+            Action::Protect { page, pages, rights } => {
+                self.protect(single(page), pages as usize % 16 + 1, rights_of(rights));
+            }
+            Action::Remap { page, old, new, how, to } => {
+                self.remap(single(page), old as usize % 8 + 1, new as usize % 16 + 1, how % 3, single(to));
+            }
+            Action::AttachReplace { page, pages, ds, offset, rights, in_area, detach_free } => {
+                let mut flags = Flags::empty();
+                flags.set(Flags::IN_AREA, in_area);
+                flags.set(Flags::DETACH_FREE, detach_free);
+                self.attach_replace(
+                    single(page),
+                    pages as usize % 16 + 1,
+                    ds as usize % DATASPACES,
+                    offset as usize % 32,
+                    rights_of(rights),
+                    flags,
+                );
+            }
+            Action::Merge { page, pages } => self.merge(single(page), pages as usize % 32 + 1),
+            Action::RegionsIn { page, pages } => self.regions_in(single(page), pages as usize % 64 + 1),
         }
         self.check();
     }
@@ -500,11 +624,12 @@ impl Harness {
             offset: (offset * PAGE_SIZE) as u64,
             align: 12 + align,
             limit: None,
+            replace: false,
         };
         let got = self.space.attach(&mut self.backing, &req);
         let m = &self.model;
         let want = (|| {
-            if !dataspace_rights(ds).contains(rights) {
+            if !dataspace_rights(ds).contains(rights) || offset + pages > DATASPACE_PAGES {
                 return None;
             }
             let in_area = flags.contains(Flags::IN_AREA);
@@ -530,9 +655,7 @@ impl Harness {
                 }
                 page
             };
-            let eager_fails =
-                flags.contains(Flags::EAGER_MAP) && !rights.is_empty() && offset + pages > DATASPACE_PAGES;
-            (!eager_fails).then_some(at)
+            Some(at)
         })();
         match (got, want) {
             (Ok(a), Some(p)) => {
@@ -748,6 +871,216 @@ impl Harness {
         }
     }
 
+    /// The translations of `pages` pages from `page` on.
+    fn translations(&self, page: usize, pages: usize) -> Vec<Option<memkit_region::Translation>> {
+        (page..page + pages).map(|p| self.space.mmu.translate(Page::containing_address(va(p)))).collect()
+    }
+
+    fn protect(&mut self, page: usize, pages: usize, rights: Rights) {
+        let before = self.translations(page, pages);
+        let got = self.space.map.protect(&mut self.backing, &mut self.space.mmu, va(page), pages * PAGE_SIZE, rights);
+        let m = &self.model;
+        let want = (|| {
+            let mut p = page;
+            while p < page + pages {
+                let (s, r) = m.region_at(p).ok_or(memkit_region::L4_ENOENT)?;
+                if !r.rights.contains(rights) && !dataspace_rights(r.ds).contains(rights) {
+                    return Err(memkit_region::L4_EPERM);
+                }
+                let _ = s;
+                p = r.end;
+            }
+            Ok(())
+        })();
+        match (got, want) {
+            (Ok(flush), Ok(())) => {
+                flush.flush(&self.space.mmu);
+                for edge in [page, page + pages] {
+                    if self.model.region_at(edge).is_some_and(|(_, r)| r.rights != rights) {
+                        self.model.split(edge);
+                    }
+                }
+                let inside: Vec<usize> = self.model.regions.range(page..page + pages).map(|(p, _)| *p).collect();
+                for p in inside {
+                    self.model.regions.get_mut(&p).expect("listed").rights = rights;
+                }
+                self.model.merge_range(page, page + pages);
+                self.model.recount();
+                // Pages keep their frames; each keeps its own rights within the new ones.
+                for (i, (b, a)) in before.iter().zip(self.translations(page, pages)).enumerate() {
+                    let expect = b.and_then(|t| {
+                        let r = t.rights & rights;
+                        (!r.is_empty()).then_some(memkit_region::Translation { rights: r, ..t })
+                    });
+                    assert_eq!(a, expect, "protect changed page {} beyond what it must", page + i);
+                }
+            }
+            (Err(e), Err(code)) => assert_eq!(e.code(), code, "{e}"),
+            (g, w) => panic!("protect {page}+{pages} {rights:?}: got {g:?}, model {w:?}"),
+        }
+    }
+
+    fn remap(&mut self, page: usize, old: usize, new: usize, how: u8, to: usize) {
+        let remap = match how {
+            0 => memkit_region::Remap::InPlace,
+            1 => memkit_region::Remap::MayMove,
+            _ => memkit_region::Remap::Fixed(va(to)),
+        };
+        let before = self.translations(page, old);
+        let got = self.space.map.remap(
+            &mut self.backing,
+            &mut self.space.mmu,
+            va(page),
+            old * PAGE_SIZE,
+            new * PAGE_SIZE,
+            remap,
+        );
+        let want = self.model_remap(page, old, new, how, to);
+        self.model.recount();
+        match (got, want) {
+            (Ok(a), Ok(p)) => {
+                assert_eq!(page_of(a), p, "remap put the region elsewhere");
+                if p != page {
+                    // The frames moved with the pages.
+                    let after = self.translations(p, old.min(new));
+                    assert_eq!(&before[..old.min(new)], &after[..], "remap lost or changed a mapped page");
+                    for i in 0..old {
+                        let q = page + i;
+                        if !(p..p + new).contains(&q) {
+                            assert!(
+                                self.model.region_at(q).is_some()
+                                    || self.space.mmu.translate(Page::containing_address(va(q))).is_none(),
+                                "remap left the old page {q} mapped"
+                            );
+                        }
+                    }
+                }
+            }
+            (Err(e), Err(code)) => assert_eq!(e.code(), code, "{e}"),
+            (g, w) => panic!("remap {page}+{old} -> {new} ({how}, {to}): got {g:?}, model {w:?}"),
+        }
+    }
+
+    /// The model's remap: the new start page, or the error code (nothing changed).
+    fn model_remap(&mut self, page: usize, old: usize, new: usize, how: u8, to: usize) -> Result<usize, i32> {
+        use memkit_region::{L4_EADDRNOTAVAIL, L4_ENOENT, L4_ERANGE};
+        let m = &mut self.model;
+        let (gs, g) = m.region_at(page).filter(|(_, g)| page + old <= g.end).ok_or(L4_ENOENT)?;
+        let offset = g.offset + page - gs;
+        if new > old && offset + new > DATASPACE_PAGES {
+            return Err(L4_ERANGE);
+        }
+        let old_end = page + old;
+        if how != 2 {
+            if new == old {
+                return Ok(page);
+            }
+            if new < old {
+                m.cut(page + new, old_end);
+                return Ok(page);
+            }
+            let new_end = page + new;
+            let free = old_end == g.end
+                && if g.in_area {
+                    m.area_at(gs).is_some_and(|a| new_end <= a.1) && m.regions_overlap(g.end, new_end).is_none()
+                } else {
+                    new_end <= WINDOW_PAGES && !m.top_taken(g.end, new_end)
+                };
+            if free {
+                m.regions.insert(gs, ModelRegion { end: new_end, ..g });
+                m.merge_at(new_end);
+                return Ok(page);
+            }
+            if how == 0 {
+                return Err(L4_EADDRNOTAVAIL);
+            }
+        }
+        let (t, in_area) = if how == 2 {
+            if to + new > WINDOW_PAGES || (to < old_end && page < to + new) {
+                return Err(L4_EADDRNOTAVAIL);
+            }
+            let area = m.areas.iter().find(|(s, a)| **s < to + new && a.0 > to).map(|(s, a)| (*s, a.0, a.1));
+            let in_area = match area {
+                None => false,
+                Some((s, e, reserved)) if s <= to && to + new <= e && !reserved => true,
+                Some(_) => return Err(L4_EADDRNOTAVAIL),
+            };
+            (to, in_area)
+        } else {
+            let (lo, hi) =
+                if g.in_area { m.area_at(gs).map(|a| (a.0, a.1)).expect("an area") } else { (0, WINDOW_PAGES) };
+            (m.first_fit(lo, hi, new, 1, !g.in_area).ok_or(L4_EADDRNOTAVAIL)?, g.in_area)
+        };
+        if how == 2 {
+            m.cut(t, t + new);
+        }
+        m.cut(page, old_end);
+        m.regions.insert(t, ModelRegion { end: t + new, offset, in_area, ..g });
+        m.merge_at(t);
+        m.merge_at(t + new);
+        Ok(t)
+    }
+
+    fn attach_replace(&mut self, page: usize, pages: usize, ds: usize, offset: usize, rights: Rights, flags: Flags) {
+        let req = AttachRequest::new(self.ids[ds], pages * PAGE_SIZE, rights)
+            .at(va(page))
+            .offset((offset * PAGE_SIZE) as u64)
+            .flags(flags)
+            .replacing();
+        let got = self.space.attach(&mut self.backing, &req);
+        let m = &self.model;
+        let in_area = flags.contains(Flags::IN_AREA);
+        let want = (|| {
+            if !dataspace_rights(ds).contains(rights) || offset + pages > DATASPACE_PAGES {
+                return None;
+            }
+            if in_area {
+                let (s, e, reserved) = m.area_at(page)?;
+                (!reserved && s <= page && page + pages <= e).then_some(page)
+            } else {
+                (page + pages <= WINDOW_PAGES && m.area_overlap(page, page + pages).is_none()).then_some(page)
+            }
+        })();
+        match (got, want) {
+            (Ok(a), Some(p)) => {
+                assert_eq!(page_of(a), p);
+                self.model.cut(p, p + pages);
+                let r = ModelRegion { end: p + pages, ds, offset, rights, flags: flags & Flags::DETACH_FREE, in_area };
+                self.model.regions.insert(p, r);
+                self.model.recount();
+                self.stats.attached += 1;
+                for i in 0..pages {
+                    assert!(
+                        self.space.mmu.translate(Page::containing_address(va(p + i))).is_none(),
+                        "a replaced page is still mapped"
+                    );
+                }
+            }
+            (Err(e), None) => assert!(e.code() < 0),
+            (g, w) => panic!("attach replacing {req:?}: got {g:?}, model {w:?}"),
+        }
+    }
+
+    fn merge(&mut self, page: usize, pages: usize) {
+        let got = self.space.map.merge(&mut self.backing, va(page), pages * PAGE_SIZE);
+        let want = self.model.merge_range(page, page + pages);
+        self.model.recount();
+        assert_eq!(got, want, "merge");
+    }
+
+    fn regions_in(&mut self, page: usize, pages: usize) {
+        let got: Vec<(usize, usize)> = self
+            .space
+            .map
+            .regions_in(va(page), pages * PAGE_SIZE)
+            .map(|r| (page_of(r.start), page_of(r.start) + r.size / PAGE_SIZE))
+            .collect();
+        let m = &self.model;
+        let first = m.regions_overlap(page, page + pages).unwrap_or(page + pages);
+        let want: Vec<(usize, usize)> = m.regions.range(first..page + pages).map(|(s, r)| (*s, r.end)).collect();
+        assert_eq!(got, want, "regions_in");
+    }
+
     /// The first page of `lane`.
     fn lane_start(lane: usize) -> usize {
         lane * LANE_PAGES
@@ -900,7 +1233,7 @@ impl ActionSource {
             1 => return Action::DetachRun { lane: b(1), every: if bit(0) { 0 } else { b(2) }, order: b(3) },
             _ => {}
         }
-        match y % 32 {
+        match y % 40 {
             0 => Action::Reserve { page, pages: b(1), search: bit(0), reserved: bit(1) && bit(2), align: b(2) },
             1 => Action::FreeArea { page },
             2..=9 => Action::Attach {
@@ -921,7 +1254,20 @@ impl ActionSource {
             15..=18 => Action::Fault { page, access: b(1) },
             19..=24 => Action::Load { page, within: (y >> 8) as u16, len: (y >> 24) as u16 % 64 },
             25..=29 => Action::Store { page, within: (y >> 8) as u16, len: (y >> 24) as u16 % 64, value: b(2) },
-            _ => Action::List { page, batch: b(1), areas: bit(0) },
+            30..=31 => Action::List { page, batch: b(1), areas: bit(0) },
+            32..=34 => Action::Protect { page, pages: b(1), rights: b(2) },
+            35..=36 => Action::Remap { page, old: b(1), new: b(2), how: b(3), to: b(4) },
+            37 => Action::AttachReplace {
+                page,
+                pages: b(1),
+                ds: b(2),
+                offset: b(3) % 8,
+                rights: b(4) | 1,
+                in_area: bit(1),
+                detach_free: bit(5),
+            },
+            38 => Action::Merge { page, pages: b(1) },
+            _ => Action::RegionsIn { page, pages: b(1) },
         }
     }
 }
