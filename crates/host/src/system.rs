@@ -48,8 +48,8 @@ use std::sync::Arc;
 
 use memkit_dataspace::{DataspaceId, Manager};
 use memkit_region::{
-    AddressSpace, AttachError, AttachRequest, BackingError, DetachError, DetachFlags, Detached, FaultError, MapError,
-    Mmu, RegionMap,
+    AddressSpace, AreaInfo, AttachError, AttachRequest, BackingError, DetachError, DetachFlags, Detached, FaultError,
+    Flags, FreeAreaError, MapError, Mmu, ProtectError, RegionMap, Remap, RemapError, ReserveError,
 };
 use memkit_spaces::Spaces;
 pub use memkit_spaces::{DEFAULT_FAULT_AROUND, FaultAroundError, MAX_FAULT_AROUND};
@@ -229,13 +229,84 @@ impl<S: FrameSource> Stack<S> {
         self.space(id).map(|s| &s.map)
     }
 
-    /// The region map of space `id`, to reserve and free areas.
+    /// Reserves an area in space `id` ([`RegionMap::reserve_area_below`]).
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`]; the reserve error inside.
+    pub fn reserve_area(
+        &mut self,
+        id: SpaceId,
+        start: VirtAddr,
+        size: usize,
+        flags: Flags,
+        align: u8,
+        limit: Option<VirtAddr>,
+    ) -> Result<Result<VirtAddr, ReserveError>, SpaceError> {
+        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+        Self::inner(id, self.spaces.reserve_area(index, start, size, flags, align, limit))
+    }
+
+    /// Frees the area containing `addr` in space `id` ([`RegionMap::free_area`]).
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`]; the free error inside.
+    pub fn free_area(&mut self, id: SpaceId, addr: VirtAddr) -> Result<Result<AreaInfo, FreeAreaError>, SpaceError> {
+        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+        Self::inner(id, self.spaces.free_area(index, addr))
+    }
+
+    /// New rights for the pages of a range of space `id` (`mprotect`;
+    /// [`RegionMap::protect`]): rights taken away are taken from the mapped pages now,
+    /// rights given fault in lazily.
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`]; the protect error inside (nothing changed).
+    pub fn protect(
+        &mut self,
+        id: SpaceId,
+        start: VirtAddr,
+        size: usize,
+        rights: Rights,
+    ) -> Result<Result<(), ProtectError>, SpaceError> {
+        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+        Self::inner(id, self.spaces.protect(&mut self.manager, index, start, size, rights))
+    }
+
+    /// Resizes or moves part of a region of space `id` (`mremap`; [`RegionMap::remap`]),
+    /// keeping its frames.
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`]; the remap error inside (nothing changed).
+    pub fn remap(
+        &mut self,
+        id: SpaceId,
+        start: VirtAddr,
+        old_size: usize,
+        new_size: usize,
+        how: Remap,
+    ) -> Result<Result<VirtAddr, RemapError>, SpaceError> {
+        let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
+        Self::inner(id, self.spaces.remap(&mut self.manager, index, start, old_size, new_size, how))
+    }
+
+    /// Merges compatible neighbours in a range of space `id` ([`RegionMap::merge`]);
+    /// returns the number of merges.
     ///
     /// # Errors
     /// [`SpaceError::NoSpace`].
-    pub fn region_map_mut(&mut self, id: SpaceId) -> Result<&mut RegionMap<DataspaceId>, SpaceError> {
+    pub fn merge(&mut self, id: SpaceId, start: VirtAddr, size: usize) -> Result<usize, SpaceError> {
         let index = self.index_of(id).ok_or(SpaceError::NoSpace(id))?;
-        self.spaces.get_mut(index).map(|s| &mut s.map).ok_or(SpaceError::NoSpace(id))
+        self.spaces.merge(&mut self.manager, index, start, size).map_err(|_| SpaceError::NoSpace(id))
+    }
+
+    /// A spaces result as this system's: the operation's own error inside.
+    fn inner<T, E>(id: SpaceId, r: Result<T, memkit_spaces::SpaceError<E>>) -> Result<Result<T, E>, SpaceError> {
+        match r {
+            Ok(x) => Ok(Ok(x)),
+            Err(memkit_spaces::SpaceError::Op(e)) => Ok(Err(e)),
+            // `NoSpace`, or an error a later spaces crate adds.
+            Err(_) => Err(SpaceError::NoSpace(id)),
+        }
     }
 
     /// The ids of the live spaces.
