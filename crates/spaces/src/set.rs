@@ -237,6 +237,9 @@ impl<S: FrameSource, P: PhysMemory> Backing for ManagerBacking<'_, S, P> {
     }
 }
 
+/// A space and the backing of one operation in it.
+type SpaceOp<'a, M, S, P> = (&'a mut AddressSpace<DataspaceId, M>, ManagerBacking<'a, S, P>);
+
 /// A slot of [`Spaces`].
 type Slot<M> = Option<AddressSpace<DataspaceId, M>>;
 
@@ -465,7 +468,7 @@ impl<M: Mmu> Spaces<M> {
         &'a mut self,
         manager: &'a mut Manager<S, P>,
         id: SpaceId,
-    ) -> Result<(&'a mut AddressSpace<DataspaceId, M>, ManagerBacking<'a, S, P>), SpaceId> {
+    ) -> Result<SpaceOp<'a, M, S, P>, SpaceId> {
         let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(id)?;
         Ok((space, ManagerBacking::new(manager, &mut self.index, id)))
     }

@@ -429,7 +429,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         }
         self.remove_region(g.start, d.in_area);
         let was = attachment(&g);
-        let head = (s > g.start).then(|| (g.start, s, g.value.offset, d.in_area));
+        let head = (s > g.start).then_some((g.start, s, g.value.offset, d.in_area));
         let tail = (old_end < g.end).then(|| (old_end, g.end, g.value.offset + (old_end - g.start) as u64, d.in_area));
         let moved = Some((to, t_end, offset, in_area));
         let mut first = true;
