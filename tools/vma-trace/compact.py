@@ -87,7 +87,7 @@ def main(src, dst, name):
         elif call == 'brk':
             lines.append(f'b {a} {num(ret):x}')
     with open(dst, 'w') as out:
-        out.write(f'# vma trace: {name}\n')
+        out.write('# vma trace: ' + ' '.join(name.split()) + '\n')
         out.write('\n'.join(lines) + '\n')
 
 

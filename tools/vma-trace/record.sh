@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Records the address-space traces of benches/traces/vma-*.trace.gz: each program runs under
+# Records the address-space traces of benches/traces/vma-*.trace: each program runs under
 # `strace -f` (every mmap, munmap, mprotect, mremap and brk, and the clones, forks and
 # execs that decide which address space a thread belongs to), and compact.py turns the
 # output into one operation a line. Needs strace, python3, gcc, git, xz.
@@ -13,7 +13,7 @@ record() {
     shift
     strace -f -qq -e trace=memory,clone,clone3,fork,vfork,execve -o "$work/$name.strace" "$@" >/dev/null 2>&1 || true
     python3 "$here/compact.py" "$work/$name.strace" "$work/vma-$name.trace" "$name ($1)"
-    gzip -9n <"$work/vma-$name.trace" >"$out/vma-$name.trace.gz"
+    cp "$work/vma-$name.trace" "$out/vma-$name.trace"
     echo "vma-$name: $(grep -vc '^[s#]' "$work/vma-$name.trace") operations"
 }
 cd "$work"
