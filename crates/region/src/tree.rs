@@ -1003,6 +1003,40 @@ impl<V: Copy> GapTree<V> {
         self.first_overlapping(start, end).is_some()
     }
 
+    /// Changes the interval starting at `old` to `[start, end)` carrying `value`, in place:
+    /// one descent, the summaries updated on the way back, no node split or merged. The
+    /// caller has checked that the new interval overlaps no other and keeps its place in
+    /// the order. False if no interval starts at `old`.
+    pub(crate) fn set_row(&mut self, old: usize, start: usize, end: usize, value: V) -> bool {
+        debug_assert!(start < end);
+        if self.root == NIL {
+            return false;
+        }
+        let row = Row { lo: start, hi: end, gap: 0, child: NIL, value: Some(value) };
+        self.set_row_at(self.root, self.height, old, row)
+    }
+
+    fn set_row_at(&mut self, i: u32, h: usize, old: usize, row: Row<V>) -> bool {
+        if h == 0 {
+            let n = self.leaf(i);
+            match n.count_le(old).checked_sub(1) {
+                Some(p) if n.keys.lo[p] == old => {
+                    self.leaves.get_mut(i).update(p, row);
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+        let c = Rows::<V>::count_le(self.inner.get(i), old).saturating_sub(1);
+        let child = self.inner.get(i).child[c];
+        if !self.set_row_at(child, h - 1, old, row) {
+            return false;
+        }
+        let r = self.row_of(child, h - 1);
+        self.inner.get_mut(i).update(c, r);
+        true
+    }
+
     /// Replaces the value of the interval starting at `start`; false if there is none.
     pub(crate) fn set_value(&mut self, start: usize, value: V) -> bool {
         if self.root == NIL {

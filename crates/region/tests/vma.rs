@@ -18,7 +18,9 @@ fn pg(page: usize) -> Page {
 }
 
 fn setup() -> (RegionMap<memkit_region::mock::MockId>, MockBacking, SoftMmu) {
-    (RegionMap::new(va(0), 1024 * P), MockBacking::new(Frame::from_number(0x100)), SoftMmu::new())
+    let mut backing = MockBacking::new(Frame::from_number(0x100));
+    backing.tell_sizes(true);
+    (RegionMap::new(va(0), 1024 * P), backing, SoftMmu::new())
 }
 
 #[test]

@@ -477,6 +477,8 @@ impl Harness {
     #[must_use]
     pub fn new() -> Self {
         let mut backing = MockBacking::new(Frame::from_number(FIRST_FRAME));
+        // The map checks every attachment against its dataspace's size.
+        backing.tell_sizes(true);
         let ids = (0..DATASPACES).map(|d| backing.create(DATASPACE_PAGES, dataspace_rights(d))).collect();
         Harness {
             space: AddressSpace::new(RegionMap::new(va(0), WINDOW_PAGES * PAGE_SIZE), SoftMmu::new()),

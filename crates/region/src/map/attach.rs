@@ -243,7 +243,6 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         if release && d.flags().contains(Flags::DETACH_FREE) {
             backing.release(d.dataspace, cut_offset, (cut_end - cut_start) as u64);
         }
-        self.remove_region(g.start, d.in_area);
         let old =
             Attachment { start: VirtAddr::new(g.start), size: g.end - g.start, offset: d.offset, rights: d.rights };
         let head = (cut_start > g.start).then(|| Attachment { size: cut_start - g.start, ..old });
@@ -253,21 +252,34 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             offset: d.offset + (cut_end - g.start) as u64,
             rights: d.rights,
         });
-        if let Some(h) = head {
-            self.insert_region(g.start, cut_start, d);
-            backing.trimmed(d.dataspace, old, h);
-        }
-        if let Some(t) = tail {
-            self.insert_region(cut_end, g.end, RegionData { offset: t.offset, ..d });
-            // A split's tail is a new region; a trimmed head leaves the tail as the region.
-            if head.is_some() {
-                backing.attached(d.dataspace, t);
-            } else {
+        // The row changes in place where a part stays (one descent); a split's tail is a
+        // new row.
+        match (head, tail) {
+            (Some(h), t) => {
+                self.update_region(g.start, g.start, cut_start, d);
+                backing.trimmed(d.dataspace, old, h);
+                if let Some(t) = t {
+                    self.insert_region(cut_end, g.end, RegionData { offset: t.offset, ..d });
+                    backing.attached(d.dataspace, t);
+                }
+            }
+            (None, Some(t)) => {
+                self.update_region(g.start, cut_end, g.end, RegionData { offset: t.offset, ..d });
                 backing.trimmed(d.dataspace, old, t);
             }
+            (None, None) => {
+                self.remove_region(g.start, d.in_area);
+                backing.detached(d.dataspace, old);
+            }
         }
-        if head.is_none() && tail.is_none() {
-            backing.detached(d.dataspace, old);
+    }
+
+    /// Changes the region starting at `old` to `[start, end)` with `d`, in place in the
+    /// trees (see [`GapTree::set_row`](crate::tree::GapTree::set_row)).
+    pub(super) fn update_region(&mut self, old: usize, start: usize, end: usize, d: RegionData<Id>) {
+        self.regions.set_row(old, start, end, d);
+        if !d.in_area && self.top_kept {
+            self.top.set_row(old, start, end, ());
         }
     }
 

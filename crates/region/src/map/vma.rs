@@ -98,8 +98,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             return false;
         }
         self.remove_region(r.start, r.value.in_area);
-        self.remove_region(l.start, l.value.in_area);
-        self.insert_region(l.start, r.end, l.value);
+        self.update_region(l.start, l.start, r.end, l.value);
         let old = attachment(&l);
         backing.trimmed(l.value.dataspace, old, Attachment { size: r.end - l.start, ..old });
         backing.detached(r.value.dataspace, attachment(&r));
@@ -114,8 +113,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         }
         let d = g.value;
         let tail_offset = d.offset + (at - g.start) as u64;
-        self.remove_region(g.start, d.in_area);
-        self.insert_region(g.start, at, d);
+        self.update_region(g.start, g.start, at, d);
         self.insert_region(at, g.end, RegionData { offset: tail_offset, ..d });
         let old = attachment(&g);
         backing.trimmed(d.dataspace, old, Attachment { size: at - g.start, ..old });
@@ -347,8 +345,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
                     let grown = RegionData { offset: offset + old as u64, ..d };
                     Self::map_eagerly(backing, mmu, old_end, new_end - old_end, &grown).map_err(eager_err)?;
                 }
-                self.remove_region(g.start, d.in_area);
-                self.insert_region(g.start, new_end, d);
+                self.update_region(g.start, g.start, new_end, d);
                 let was = attachment(&g);
                 backing.trimmed(d.dataspace, was, Attachment { size: new_end - g.start, ..was });
                 self.try_merge(backing, new_end);
