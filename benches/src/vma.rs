@@ -151,7 +151,7 @@ impl Backing for TraceBacking {
         Some(Rights::RWX)
     }
     fn map(&mut self, id: u32, offset: u64, _: Access) -> Result<(Frame, Rights), BackingError> {
-        Ok((Frame::from_number(u64::from(id) << 24 | offset / P as u64), Rights::RWX))
+        Ok((Frame::from_number((u64::from(id) << 24) | (offset / P as u64)), Rights::RWX))
     }
     fn attached(&mut self, _: u32, _: Attachment) {}
     fn detached(&mut self, _: u32, _: Attachment) {}
