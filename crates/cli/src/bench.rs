@@ -8,13 +8,17 @@ use std::process::ExitCode;
 
 /// The suites and one line on what each measures, for `--help` (the same as
 /// `memkit_bench::SUITES`; a test with `peers` checks that).
-const SUITES: [(&str, &str); 6] = [
+const SUITES: [(&str, &str); 7] = [
     ("dataspace", "dataspaces: copy-on-write vs eager copy of 1 GiB, first-touch map, create+close"),
     ("frames", "frame allocator vs buddy_system_allocator, bitmap-allocator, frame-alloc"),
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch"),
     ("heap", "kernel heap vs talc, rlsf, linked_list_allocator, buddy_system_allocator, mimalloc, system"),
     ("region", "region map find and search-attach vs BTreeMap and memory_set; software fault path"),
     ("spaces", "revocation through the reverse index vs every region, in spaces of 10 and 100 000 regions"),
+    (
+        "vma-replay",
+        "real mmap/munmap/mprotect/mremap/brk traces replayed into memkit vs a BTreeMap reference and memory_set",
+    ),
 ];
 
 /// How to get a `memkit` with the suites.

@@ -171,14 +171,16 @@ struct ManagerBacking<'a, S, P> {
     /// fault maps one page, so it breaks at most one and allocates nothing; an eager attach
     /// may break one per page.
     replaced: Replaced,
+    /// Whether the region map is told the dataspaces' sizes ([`Spaces::set_check_sizes`]).
+    sizes: bool,
     /// The `DETACH_FREE` releases to carry out once the region map is done (a detach makes
     /// one; a replacing attach or a move may make several).
     release: Replaced<u64>,
 }
 
 impl<'a, S, P> ManagerBacking<'a, S, P> {
-    fn new(manager: &'a mut Manager<S, P>, index: &'a mut ReverseIndex, space: SpaceId) -> Self {
-        ManagerBacking { manager, index, space, replaced: Replaced::default(), release: Replaced::default() }
+    fn new(manager: &'a mut Manager<S, P>, index: &'a mut ReverseIndex, space: SpaceId, sizes: bool) -> Self {
+        ManagerBacking { manager, index, space, sizes, replaced: Replaced::default(), release: Replaced::default() }
     }
 }
 
@@ -191,6 +193,9 @@ impl<S: FrameSource, P: PhysMemory> Backing for ManagerBacking<'_, S, P> {
     }
 
     fn size(&self, id: DataspaceId) -> Option<u64> {
+        if !self.sizes {
+            return None;
+        }
         self.manager.info(id).ok().map(|i| i.size)
     }
 
@@ -282,6 +287,8 @@ pub struct Spaces<M> {
     cow_breaks: u64,
     /// The fault-around block in pages (1: off).
     fault_around: usize,
+    /// Attachments are checked against their dataspace's size.
+    check_sizes: bool,
 }
 
 impl<M> Default for Spaces<M> {
@@ -294,7 +301,7 @@ impl<M> Spaces<M> {
     /// No spaces; fault-around off.
     #[must_use]
     pub const fn new() -> Self {
-        Spaces { slots: Vec::new(), index: ReverseIndex::new(), cow_breaks: 0, fault_around: 1 }
+        Spaces { slots: Vec::new(), index: ReverseIndex::new(), cow_breaks: 0, fault_around: 1, check_sizes: false }
     }
 }
 
@@ -324,7 +331,7 @@ impl<M: Mmu> Spaces<M> {
     ) -> Result<AddressSpace<DataspaceId, M>, SpaceError<DetachError>> {
         let mut space = self.slots.get_mut(id.0).and_then(Option::take).ok_or(SpaceError::NoSpace(id))?;
         let (start, size) = (space.map.window_start(), space.map.window_size());
-        let mut b = ManagerBacking::new(manager, &mut self.index, id);
+        let mut b = ManagerBacking::new(manager, &mut self.index, id, self.check_sizes);
         match space.map.detach_range(
             &mut b,
             &mut space.mmu,
@@ -380,6 +387,13 @@ impl<M: Mmu> Spaces<M> {
         self.cow_breaks
     }
 
+    /// Whether an attach, a resize or a move must keep a region within its dataspace's
+    /// size (off by default: as the seed's `attach`, a region may reach past its
+    /// dataspace, whose pages there fail to fault in with `-L4_ERANGE`).
+    pub const fn set_check_sizes(&mut self, on: bool) {
+        self.check_sizes = on;
+    }
+
     /// The fault-around block in pages (1: off, the default).
     pub const fn fault_around(&self) -> usize {
         self.fault_around
@@ -410,7 +424,7 @@ impl<M: Mmu> Spaces<M> {
         req: &AttachRequest<DataspaceId>,
     ) -> Result<VirtAddr, SpaceError<AttachError>> {
         let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
-        let mut b = ManagerBacking::new(manager, &mut self.index, id);
+        let mut b = ManagerBacking::new(manager, &mut self.index, id, self.check_sizes);
         let r = space.map.attach(&mut b, &mut space.mmu, req).map_err(SpaceError::Op);
         let (replaced, release) = (core::mem::take(&mut b.replaced), core::mem::take(&mut b.release));
         self.finish(manager, &replaced, &release);
@@ -432,7 +446,7 @@ impl<M: Mmu> Spaces<M> {
         flags: DetachFlags,
     ) -> Result<Detached<DataspaceId>, SpaceError<DetachError>> {
         let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
-        let mut b = ManagerBacking::new(manager, &mut self.index, id);
+        let mut b = ManagerBacking::new(manager, &mut self.index, id, self.check_sizes);
         let d = space.map.detach(&mut b, &mut space.mmu, start, size, flags).map_err(SpaceError::Op)?;
         let release = core::mem::take(&mut b.release);
         self.finish(manager, &Replaced::default(), &release);
@@ -470,7 +484,7 @@ impl<M: Mmu> Spaces<M> {
         id: SpaceId,
     ) -> Result<SpaceOp<'a, M, S, P>, SpaceId> {
         let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(id)?;
-        Ok((space, ManagerBacking::new(manager, &mut self.index, id)))
+        Ok((space, ManagerBacking::new(manager, &mut self.index, id, self.check_sizes)))
     }
 
     /// Gives the pages of a range in space `id` new rights ([`RegionMap::protect`]); the
@@ -588,7 +602,7 @@ impl<M: Mmu> Spaces<M> {
         {
             return Ok(t);
         }
-        let mut b = ManagerBacking::new(manager, &mut self.index, id);
+        let mut b = ManagerBacking::new(manager, &mut self.index, id, self.check_sizes);
         let r = space.map.resolve(&mut b, &mut space.mmu, addr, access).map_err(SpaceError::Op);
         let replaced = core::mem::take(&mut b.replaced);
         for (ds, offset, old) in replaced.iter() {
@@ -789,6 +803,11 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
     /// The reverse index: which regions show each dataspace.
     pub const fn index(&self) -> &ReverseIndex {
         self.spaces.index()
+    }
+
+    /// Checks attachments against their dataspace's size ([`Spaces::set_check_sizes`]).
+    pub const fn set_check_sizes(&mut self, on: bool) {
+        self.spaces.set_check_sizes(on);
     }
 
     /// Sets the fault-around block ([`Spaces::set_fault_around`]).

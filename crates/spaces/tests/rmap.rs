@@ -196,6 +196,8 @@ fn a_removed_space_slot_is_reused_and_its_regions_leave_the_index() {
 fn the_index_equals_a_scan_after_random_actions() {
     let mut rng = SmallRng::seed_from_u64(0x726d_6170);
     let mut set: SpaceSet<_, _, SoftMmu> = SpaceSet::new(manager(2048));
+    // Regions stay within their dataspaces: a grow past the end is refused.
+    set.set_check_sizes(true);
     let windows: Vec<VirtAddr> = (0..3).map(|i| VirtAddr::new(0x1000_0000 * (i + 1))).collect();
     let mut ids: Vec<Option<SpaceId>> =
         windows.iter().map(|&w| Some(set.add_space(RegionMap::new(w, 1 << 22), SoftMmu::new()))).collect();

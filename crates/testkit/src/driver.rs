@@ -778,9 +778,8 @@ impl<T: Target> Driver<T> {
             return self.expect_refused("attach into a full window", code);
         }
         let d = &self.dataspaces[i];
-        if offset / PAGE + pages as u64 > d.pages() {
-            // The region map checks every attachment against the dataspace's size.
-            return self.expect_refused("attach past the dataspace's end", code);
+        if eager && offset / PAGE + pages as u64 > d.pages() {
+            return self.expect_refused("eager attach past the dataspace's end", code);
         }
         let pool = d.pool;
         let ok = Self::expect_valid("attach", code)?;
