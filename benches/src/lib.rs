@@ -36,6 +36,7 @@ pub mod region;
 #[allow(unsafe_code)]
 pub mod replay;
 pub mod spaces;
+pub mod vma;
 
 /// The name memkit's own rows carry in the `impl` column.
 pub const MEMKIT: &str = "memkit";
@@ -250,6 +251,11 @@ pub const SUITES: &[Suite] = &[
         "spaces",
         "revocation through the reverse index vs every region, in spaces of 10 and 100 000 regions",
         spaces::run,
+    ),
+    (
+        "vma-replay",
+        "real mmap/munmap/mprotect/mremap/brk traces replayed into memkit vs a BTreeMap reference and memory_set",
+        vma::run,
     ),
 ];
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 /// The suites and one line on what each measures, for `--help` (the same as
 /// `memkit_bench::SUITES`; a test with `peers` checks that).
-const SUITES: [(&str, &str); 8] = [
+const SUITES: [(&str, &str); 9] = [
     ("dataspace", "dataspaces: copy-on-write vs eager copy of 1 GiB, first-touch map, create+close"),
     ("frames", "frame allocator vs buddy_system_allocator, bitmap-allocator, frame-alloc"),
     ("fault", "hosted real page fault resolved by memkit vs the kernel's first touch"),
@@ -23,6 +23,10 @@ const SUITES: [(&str, &str); 8] = [
         "unmodified programs (Python, git, gcc, a pipeline, threads): wall time and peak RSS under memkit, glibc, mimalloc",
     ),
     ("spaces", "revocation through the reverse index vs every region, in spaces of 10 and 100 000 regions"),
+    (
+        "vma-replay",
+        "real mmap/munmap/mprotect/mremap/brk traces replayed into memkit vs a BTreeMap reference and memory_set",
+    ),
 ];
 
 /// How to get a `memkit` with the suites.

@@ -178,7 +178,7 @@ fn exercise(h: &mut Hosted, c: &mut Checks, lat: &mut Vec<Duration>, svg: &Path)
     c.check(format!("superpage region attached 2 MiB aligned at {rs}"), rs.is_aligned(SUPERPAGE_SIZE));
     let area = h
         .system
-        .lock(|s| s.region_map_mut(a).map(|m| m.reserve_area(at(a0, 512 << 20), 1 << 20, Flags::SEARCH_ADDR, 20)))
+        .lock(|s| s.reserve_area(a, at(a0, 512 << 20), 1 << 20, Flags::SEARCH_ADDR, 20, None))
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let mut in_area = AttachRequest::new(contig, 256 << 10, Rights::RW).flags(Flags::IN_AREA);

@@ -123,6 +123,14 @@ pub trait Backing {
     /// when there is no such dataspace.
     fn rights(&self, id: Self::Id) -> Option<Rights>;
 
+    /// The size of dataspace `id` in bytes, or `None` when it is unknown (no such
+    /// dataspace, or a store that does not say): an attach, a resize or a move checks that a
+    /// region shows no byte past it. `None` by default (nothing is checked).
+    fn size(&self, id: Self::Id) -> Option<u64> {
+        let _ = id;
+        None
+    }
+
     /// The frame behind the page at `offset` for an `access`, allocating it on first touch
     /// and breaking copy-on-write on a write, with the rights the mapping may have now (a
     /// copy-on-write page shared after a read is mapped without `WRITE`).
@@ -140,9 +148,10 @@ pub trait Backing {
     /// A region showing `id` went away (it was detached whole).
     fn detached(&mut self, id: Self::Id, region: Attachment);
 
-    /// A region showing `id` lost its head or tail to a detach (or its tail and middle, when
-    /// the detach split it): `old` is now `kept`. The number of regions showing `id` does not
-    /// change. Nothing to do by default; a reverse index updates its entry.
+    /// A region showing `id` changed in place of itself: it lost its head or tail to a detach
+    /// (or its tail and middle, when the detach split it), its rights changed, it grew,
+    /// shrank or moved, or it took in a neighbour: `old` is now `kept`. The number of regions
+    /// showing `id` does not change. Nothing to do by default; a reverse index updates its entry.
     fn trimmed(&mut self, id: Self::Id, old: Attachment, kept: Attachment) {
         let _ = (id, old, kept);
     }
@@ -157,6 +166,9 @@ impl<B: Backing + ?Sized> Backing for &mut B {
     type Id = B::Id;
     fn rights(&self, id: Self::Id) -> Option<Rights> {
         (**self).rights(id)
+    }
+    fn size(&self, id: Self::Id) -> Option<u64> {
+        (**self).size(id)
     }
     fn map(&mut self, id: Self::Id, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
         (**self).map(id, offset, access)

@@ -8,7 +8,7 @@ use crate::backing::BackingError;
 use crate::flags::Flags;
 use crate::mmu::MapError;
 
-use memkit_types::l4::{L4_EADDRNOTAVAIL, L4_EEXIST, L4_EINVAL, L4_ENOENT, L4_ENOMEM, L4_EPERM};
+use memkit_types::l4::{L4_EADDRNOTAVAIL, L4_EEXIST, L4_EINVAL, L4_ENOENT, L4_ENOMEM, L4_EPERM, L4_ERANGE};
 
 /// The seed code of an MMU failure.
 #[must_use]
@@ -179,9 +179,16 @@ pub enum AttachError {
     NotAvailable(VirtAddr),
     /// No free range of this size was found.
     NoSpace(usize),
+    /// The region would show bytes past the end of its dataspace.
+    BeyondDataspace {
+        /// One past the last dataspace byte the region would show.
+        end: u64,
+        /// The dataspace's size.
+        size: u64,
+    },
     /// `EAGER_MAP`: the backing store could not provide a page.
     Backing(BackingError),
-    /// `EAGER_MAP`: the MMU could not map a page.
+    /// `EAGER_MAP`: the MMU could not map a page (or, replacing, unmap one).
     Mmu(MapError),
 }
 
@@ -195,6 +202,7 @@ impl AttachError {
             AttachError::NoArea(_) => -L4_ENOENT,
             AttachError::PermissionDenied { .. } | AttachError::ReservedArea(_) => -L4_EPERM,
             AttachError::NotAvailable(_) | AttachError::NoSpace(_) => -L4_EADDRNOTAVAIL,
+            AttachError::BeyondDataspace { .. } => -L4_ERANGE,
             AttachError::Backing(e) => e.code(),
             AttachError::Mmu(e) => map_error_code(e),
             AttachError::ZeroSize
@@ -225,6 +233,9 @@ impl fmt::Display for AttachError {
             AttachError::ReservedArea(a) => write!(f, "the area at {a} is reserved"),
             AttachError::NotAvailable(a) => write!(f, "the range at {a} is not available"),
             AttachError::NoSpace(s) => write!(f, "no free range of {s:#x} bytes"),
+            AttachError::BeyondDataspace { end, size } => {
+                write!(f, "the region would reach byte {end:#x} of a dataspace of {size:#x} bytes")
+            }
             AttachError::Backing(e) => write!(f, "eager map: {e}"),
             AttachError::Mmu(e) => write!(f, "eager map: {e}"),
         }
@@ -361,3 +372,126 @@ impl fmt::Display for FaultError {
 }
 
 impl core::error::Error for FaultError {}
+
+/// Why [`protect`](crate::RegionMap::protect) failed (nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtectError {
+    /// The size is zero.
+    ZeroSize,
+    /// The start is not page aligned.
+    Unaligned(VirtAddr),
+    /// The size rounded up to pages, or the end of the range, overflows.
+    SizeOverflow(usize),
+    /// A page of the range lies in no region (the first such address).
+    NotMapped(VirtAddr),
+    /// The rights exceed what the handle of a region's dataspace allows.
+    PermissionDenied {
+        /// The region's start.
+        region: VirtAddr,
+        /// The rights asked for.
+        requested: Rights,
+        /// The rights the handle allows (none when the dataspace is gone).
+        allowed: Rights,
+    },
+    /// The MMU could not take rights away from a page.
+    Mmu(MapError),
+}
+
+impl ProtectError {
+    /// `-L4_ENOENT` (a hole in the range), `-L4_EPERM` (rights), the MMU error's code, else
+    /// `-L4_EINVAL`.
+    #[must_use]
+    pub const fn code(self) -> i32 {
+        match self {
+            ProtectError::NotMapped(_) => -L4_ENOENT,
+            ProtectError::PermissionDenied { .. } => -L4_EPERM,
+            ProtectError::Mmu(e) => map_error_code(e),
+            ProtectError::ZeroSize | ProtectError::Unaligned(_) | ProtectError::SizeOverflow(_) => -L4_EINVAL,
+        }
+    }
+}
+
+impl fmt::Display for ProtectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtectError::ZeroSize => f.write_str("a range of zero bytes"),
+            ProtectError::Unaligned(a) => write!(f, "start {a} is not page aligned"),
+            ProtectError::SizeOverflow(s) => write!(f, "a range of {s:#x} bytes overflows"),
+            ProtectError::NotMapped(a) => write!(f, "no region at {a}"),
+            ProtectError::PermissionDenied { region, requested, allowed } => {
+                write!(f, "rights {requested:?} exceed the {allowed:?} of the dataspace of the region at {region}")
+            }
+            ProtectError::Mmu(e) => write!(f, "protect: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for ProtectError {}
+
+/// Why [`remap`](crate::RegionMap::remap) failed (nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemapError {
+    /// The old or the new size is zero.
+    ZeroSize,
+    /// The start or the fixed destination is not page aligned.
+    Unaligned(VirtAddr),
+    /// A size rounded up to pages, or the end of a range, overflows.
+    SizeOverflow(usize),
+    /// The old range is not inside one region (the start given).
+    NotMapped(VirtAddr),
+    /// The region cannot grow in place and may not move, or no free range of the new size
+    /// was found.
+    NoSpace(usize),
+    /// The fixed destination is outside the window, overlaps an area it does not lie in
+    /// (or a reserved one), or overlaps the old range.
+    NotAvailable(VirtAddr),
+    /// The region would show bytes past the end of its dataspace.
+    BeyondDataspace {
+        /// One past the last dataspace byte the region would show.
+        end: u64,
+        /// The dataspace's size.
+        size: u64,
+    },
+    /// `EAGER_MAP`: the backing store could not provide a page of the grown part.
+    Backing(BackingError),
+    /// The MMU could not move or map a page.
+    Mmu(MapError),
+}
+
+impl RemapError {
+    /// `-L4_ENOENT` (no region), `-L4_EADDRNOTAVAIL` (no room), `-L4_ERANGE` (past the
+    /// dataspace), the backing's or the MMU's code, else `-L4_EINVAL`.
+    #[must_use]
+    pub const fn code(self) -> i32 {
+        match self {
+            RemapError::NotMapped(_) => -L4_ENOENT,
+            RemapError::NoSpace(_) | RemapError::NotAvailable(_) => -L4_EADDRNOTAVAIL,
+            RemapError::BeyondDataspace { .. } => -L4_ERANGE,
+            RemapError::Backing(e) => e.code(),
+            RemapError::Mmu(e) => map_error_code(e),
+            RemapError::ZeroSize | RemapError::Unaligned(_) | RemapError::SizeOverflow(_) => -L4_EINVAL,
+        }
+    }
+}
+
+impl fmt::Display for RemapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemapError::ZeroSize => f.write_str("a range of zero bytes"),
+            RemapError::Unaligned(a) => write!(f, "address {a} is not page aligned"),
+            RemapError::SizeOverflow(s) => write!(f, "a range of {s:#x} bytes overflows"),
+            RemapError::NotMapped(a) => write!(f, "the range at {a} is not inside one region"),
+            RemapError::NoSpace(s) => write!(f, "no room for {s:#x} bytes"),
+            RemapError::NotAvailable(a) => write!(f, "the range at {a} is not available"),
+            RemapError::BeyondDataspace { end, size } => {
+                write!(f, "the region would reach byte {end:#x} of a dataspace of {size:#x} bytes")
+            }
+            RemapError::Backing(e) => write!(f, "eager map: {e}"),
+            RemapError::Mmu(e) => write!(f, "remap: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for RemapError {}

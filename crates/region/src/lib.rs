@@ -36,7 +36,8 @@
 //! | `attach(start, size, flags, mem, offs, align)` | [`RegionMap::attach`] with an [`AttachRequest`] (`SEARCH_ADDR`, `IN_AREA`, `EAGER_MAP`, `DETACH_FREE`, rights, cache mode) |
 //! | `detach(addr, mem, task)` (both forms) | [`RegionMap::detach_at`] (`Detach_overlap` over one byte) |
 //! | `detach(start, size, mem, task)` | [`RegionMap::detach`] with [`DetachFlags`] `EXACT`, `OVERLAP`, `KEEP`; [`Detached::code`] gives `Detached_ds`, `Kept_ds`, `Split_ds`, + `Detach_again` |
-//! | (beyond the seed) | [`RegionMap::detach_all`]: a whole range in one call, every step reported |
+//! | (beyond the seed) | [`RegionMap::detach_all`] and [`RegionMap::detach_range`]: a whole range in one call, every step reported |
+//! | (beyond the seed) | [`RegionMap::protect`] (`mprotect`), [`RegionMap::remap`] (`mremap`, `brk`), [`AttachRequest::replacing`] (`MAP_FIXED`), [`RegionMap::merge`], [`RegionMap::regions_in`] |
 //! | `find(addr, size, offset, flags, m)` | [`RegionMap::find`] → [`Found`] (`IN_AREA` in [`Found::flags`] for an area) |
 //! | `get_regions(start)`, `get_areas(start)` | [`RegionMap::get_regions`], [`RegionMap::get_areas`]: bounded batches, a [`Listing`] with the map's generation |
 //! | `Pager::page_fault(pfa, pc, ...)` | [`RegionMap::resolve`] |
@@ -76,10 +77,11 @@ mod tree;
 
 pub use backing::{Attachment, Backing, BackingError};
 pub use error::{
-    AttachError, DetachError, FaultError, FindError, FreeAreaError, ReserveError, WindowError, map_error_code,
+    AttachError, DetachError, FaultError, FindError, FreeAreaError, ProtectError, RemapError, ReserveError, WindowError,
+    map_error_code,
 };
 pub use flags::{CACHING_SHIFT, DETACH_AGAIN, DETACH_RESULT_MASK, DetachFlags, DetachResult, Flags, cache_bits};
-pub use map::{AreaInfo, AttachRequest, Detached, Found, Listing, MAX_ALIGN, RegionInfo, RegionMap};
+pub use map::{AreaInfo, AttachRequest, Detached, Found, Listing, MAX_ALIGN, RegionInfo, RegionMap, Regions, Remap};
 pub use mmu::{MapError, Mmu, TlbFlush, Translation};
 pub use soft::{AccessFault, SoftMmu};
 pub use space::AddressSpace;

@@ -120,6 +120,55 @@ pub trait Mmu {
     /// [`MapError::OutOfRange`] when the range is outside what this MMU translates.
     fn protect(&mut self, page: Page, count: PageCount, rights: Rights) -> Result<TlbFlush, MapError>;
 
+    /// Takes every right outside `keep` away from the mapped pages among the `count` pages
+    /// from `page` on: each keeps its own rights `& keep` (a copy-on-write page mapped
+    /// without `WRITE` gains nothing), and one left with no right is unmapped. Pages that
+    /// already fit are left alone. The default visits every page through
+    /// [`translate`](Self::translate) and changes runs of pages with one
+    /// [`protect`](Self::protect) or [`unmap`](Self::unmap) each.
+    ///
+    /// # Errors
+    /// [`MapError::OutOfRange`] when the range is outside what this MMU translates (the
+    /// pages before the failure may have lost their rights: a page with fewer rights only
+    /// faults again).
+    fn restrict(&mut self, page: Page, count: PageCount, keep: Rights) -> Result<TlbFlush, MapError> {
+        // A run of consecutive pages that all become `rights`: (first page, pages, rights).
+        let mut run: Option<(Page, usize, Rights)> = None;
+        let apply = |mmu: &mut Self, run: (Page, usize, Rights)| -> Result<(), MapError> {
+            let (first, n, rights) = run;
+            let flush = if rights.is_empty() {
+                mmu.unmap(first, PageCount::new(n))?
+            } else {
+                mmu.protect(first, PageCount::new(n), rights)?
+            };
+            // The caller flushes the whole range once.
+            flush.ignore();
+            Ok(())
+        };
+        for i in 0..count.get() {
+            let p = page.checked_add(PageCount::new(i)).ok_or(MapError::OutOfRange(page))?;
+            let want = self.translate(p).and_then(|t| {
+                let r = t.rights & keep;
+                (r != t.rights).then_some(r)
+            });
+            match (run, want) {
+                (Some((first, n, r)), Some(w)) if w == r && first.checked_add(PageCount::new(n)) == Some(p) => {
+                    run = Some((first, n + 1, r));
+                }
+                (_, w) => {
+                    if let Some(done) = run.take() {
+                        apply(self, done)?;
+                    }
+                    run = w.map(|w| (p, 1, w));
+                }
+            }
+        }
+        if let Some(done) = run {
+            apply(self, done)?;
+        }
+        Ok(TlbFlush::new(page, count))
+    }
+
     /// The translation of `page`, if it has one.
     fn translate(&self, page: Page) -> Option<Translation>;
 

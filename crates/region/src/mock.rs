@@ -32,13 +32,14 @@ pub struct MockBacking {
     spaces: Vec<Option<MockDataspace>>,
     next_frame: u64,
     fail_after: Option<u64>,
+    sizes: bool,
 }
 
 impl MockBacking {
     /// A store whose first frame is `first`.
     #[must_use]
     pub fn new(first: Frame) -> Self {
-        MockBacking { spaces: Vec::new(), next_frame: first.number(), fail_after: None }
+        MockBacking { spaces: Vec::new(), next_frame: first.number(), fail_after: None, sizes: false }
     }
 
     /// A dataspace of `pages` pages whose handle allows `rights`.
@@ -46,6 +47,13 @@ impl MockBacking {
         let id = MockId(u32::try_from(self.spaces.len()).expect("fewer than 2^32 dataspaces"));
         self.spaces.push(Some(MockDataspace { rights, pages: vec![None; pages], attachments: 0, released: 0 }));
         id
+    }
+
+    /// Whether [`Backing::size`] tells the dataspaces' sizes, so that the region map refuses
+    /// an attachment past a dataspace's end. Off by default: the seed's `attach` accepts
+    /// one, and its fault returns `-L4_ERANGE` past the end.
+    pub fn tell_sizes(&mut self, on: bool) {
+        self.sizes = on;
     }
 
     /// Forgets the dataspace: its handle names nothing any more.
@@ -95,6 +103,10 @@ impl Backing for MockBacking {
 
     fn rights(&self, id: MockId) -> Option<Rights> {
         self.space(id).map(|s| s.rights)
+    }
+
+    fn size(&self, id: MockId) -> Option<u64> {
+        self.space(id).filter(|_| self.sizes).map(|s| (s.pages.len() * PAGE_SIZE) as u64)
     }
 
     fn map(&mut self, id: MockId, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {

@@ -630,6 +630,32 @@ pub(crate) struct GapTree<V> {
     stats: TreeStats,
 }
 
+/// The intervals of a [`GapTree`] in address order from one on ([`GapTree::iter_from`]).
+#[derive(Debug)]
+pub(crate) struct Iter<'a, V> {
+    tree: &'a GapTree<V>,
+    leaf: u32,
+    p: usize,
+}
+
+impl<V: Copy> Iterator for Iter<'_, V> {
+    type Item = Entry<V>;
+
+    fn next(&mut self) -> Option<Entry<V>> {
+        while self.leaf != NIL {
+            let n = self.tree.leaf(self.leaf);
+            if self.p < n.len() {
+                let e = self.tree.entry(self.leaf, self.p);
+                self.p += 1;
+                return Some(e);
+            }
+            self.leaf = n.keys.next;
+            self.p = 0;
+        }
+        None
+    }
+}
+
 /// Hint slots per leaf in the tree when the hint table is sized.
 const HINTS_PER_LEAF: usize = 16;
 
@@ -992,10 +1018,58 @@ impl<V: Copy> GapTree<V> {
         (self.leaf(l).keys.lo[q] < end).then(|| self.entry(l, q))
     }
 
+    /// The intervals in address order from the first that ends above `start` on (the one
+    /// containing `start`, else the next): one descent, then the leaf chain. Allocates
+    /// nothing.
+    pub(crate) fn iter_from(&self, start: usize) -> Iter<'_, V> {
+        if self.root == NIL {
+            return Iter { tree: self, leaf: NIL, p: 0 };
+        }
+        let leaf = self.leaf_near(start);
+        let n = self.leaf(leaf);
+        let p = n.count_le(start);
+        let p = if p > 0 && n.end(p - 1) > start { p - 1 } else { p };
+        Iter { tree: self, leaf, p }
+    }
+
     /// Whether any interval overlaps `[start, end)`.
     #[inline]
     pub(crate) fn overlaps(&self, start: usize, end: usize) -> bool {
         self.first_overlapping(start, end).is_some()
+    }
+
+    /// Changes the interval starting at `old` to `[start, end)` carrying `value`, in place:
+    /// one descent, the summaries updated on the way back, no node split or merged. The
+    /// caller has checked that the new interval overlaps no other and keeps its place in
+    /// the order. False if no interval starts at `old`.
+    pub(crate) fn set_row(&mut self, old: usize, start: usize, end: usize, value: V) -> bool {
+        debug_assert!(start < end);
+        if self.root == NIL {
+            return false;
+        }
+        let row = Row { lo: start, hi: end, gap: 0, child: NIL, value: Some(value) };
+        self.set_row_at(self.root, self.height, old, row)
+    }
+
+    fn set_row_at(&mut self, i: u32, h: usize, old: usize, row: Row<V>) -> bool {
+        if h == 0 {
+            let n = self.leaf(i);
+            match n.count_le(old).checked_sub(1) {
+                Some(p) if n.keys.lo[p] == old => {
+                    self.leaves.get_mut(i).update(p, row);
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+        let c = Rows::<V>::count_le(self.inner.get(i), old).saturating_sub(1);
+        let child = self.inner.get(i).child[c];
+        if !self.set_row_at(child, h - 1, old, row) {
+            return false;
+        }
+        let r = self.row_of(child, h - 1);
+        self.inner.get_mut(i).update(c, r);
+        true
     }
 
     /// Replaces the value of the interval starting at `start`; false if there is none.

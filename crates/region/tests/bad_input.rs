@@ -145,6 +145,7 @@ fn extreme_arguments_fail_cleanly_and_change_nothing() {
                         for &offset in offsets {
                             for &limit in limits {
                                 let req = AttachRequest {
+                                    replace: false,
                                     start: a,
                                     size,
                                     flags,

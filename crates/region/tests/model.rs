@@ -27,6 +27,15 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (any::<u8>(), any::<bool>(), 0u16..200, any::<u8>(), any::<u8>())
             .prop_map(|(lane, shifted, count, stride, order)| Action::Run { lane, shifted, count, stride, order }),
         1 => (any::<u8>(), any::<u8>(), any::<u8>()).prop_map(|(lane, every, order)| Action::DetachRun { lane, every, order }),
+        2 => (any::<u8>(), any::<u8>(), any::<u8>()).prop_map(|(page, pages, rights)| Action::Protect { page, pages, rights }),
+        2 => (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+            .prop_map(|(page, old, new, how, to)| Action::Remap { page, old, new, how, to }),
+        1 => (any::<u8>(), any::<u8>(), any::<u8>(), 0u8..24, 1u8..8, any::<bool>(), any::<bool>())
+            .prop_map(|(page, pages, ds, offset, rights, in_area, detach_free)| Action::AttachReplace {
+                page, pages, ds, offset, rights, in_area, detach_free
+            }),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(page, pages)| Action::Merge { page, pages }),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(page, pages)| Action::RegionsIn { page, pages }),
     ]
 }
 

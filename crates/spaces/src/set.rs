@@ -38,8 +38,9 @@ use core::fmt;
 
 use memkit_dataspace::{ClientId, CopyError, DataspaceId, DmFlags, Manager, PageRange, RevokeKind, Revoker};
 use memkit_region::{
-    AddressSpace, AttachError, AttachRequest, Attachment, Backing, BackingError, DetachError, DetachFlags, Detached,
-    FaultError, Mmu, RegionMap, Translation,
+    AddressSpace, AreaInfo, AttachError, AttachRequest, Attachment, Backing, BackingError, DetachError, DetachFlags,
+    Detached, FaultError, Flags, FreeAreaError, Mmu, ProtectError, RegionMap, Remap, RemapError,
+    ReserveError, Translation,
 };
 #[cfg(any(test, feature = "check"))]
 use memkit_types::Page;
@@ -98,6 +99,28 @@ impl SpaceError<DetachError> {
     }
 }
 
+impl SpaceError<ProtectError> {
+    /// `-L4_EINVAL` for a missing space, else the protect error's code.
+    #[must_use]
+    pub const fn code(self) -> i32 {
+        match self {
+            SpaceError::NoSpace(_) => -L4_EINVAL,
+            SpaceError::Op(e) => e.code(),
+        }
+    }
+}
+
+impl SpaceError<RemapError> {
+    /// `-L4_EINVAL` for a missing space, else the remap error's code.
+    #[must_use]
+    pub const fn code(self) -> i32 {
+        match self {
+            SpaceError::NoSpace(_) => -L4_EINVAL,
+            SpaceError::Op(e) => e.code(),
+        }
+    }
+}
+
 impl SpaceError<FaultError> {
     /// `-L4_EINVAL` for a missing space, else the fault error's code.
     #[must_use]
@@ -109,16 +132,22 @@ impl SpaceError<FaultError> {
     }
 }
 
-/// The frames copy-on-write breaks replaced during one operation: the first without
-/// allocating, any further ones in a list.
-#[derive(Debug, Default)]
-struct Replaced {
-    first: Option<(DataspaceId, u64, Frame)>,
-    more: Vec<(DataspaceId, u64, Frame)>,
+/// The frames copy-on-write breaks replaced during one operation (or the `DETACH_FREE`
+/// releases it made): the first without allocating, any further ones in a list.
+#[derive(Debug)]
+struct Replaced<T = Frame> {
+    first: Option<(DataspaceId, u64, T)>,
+    more: Vec<(DataspaceId, u64, T)>,
 }
 
-impl Replaced {
-    fn push(&mut self, r: (DataspaceId, u64, Frame)) {
+impl<T> Default for Replaced<T> {
+    fn default() -> Self {
+        Replaced { first: None, more: Vec::new() }
+    }
+}
+
+impl<T: Copy> Replaced<T> {
+    fn push(&mut self, r: (DataspaceId, u64, T)) {
         if self.first.is_none() {
             self.first = Some(r);
         } else {
@@ -126,7 +155,7 @@ impl Replaced {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (DataspaceId, u64, Frame)> + '_ {
+    fn iter(&self) -> impl Iterator<Item = (DataspaceId, u64, T)> + '_ {
         self.first.iter().chain(self.more.iter()).copied()
     }
 }
@@ -143,13 +172,16 @@ struct ManagerBacking<'a, S, P> {
     /// fault maps one page, so it breaks at most one and allocates nothing; an eager attach
     /// may break one per page.
     replaced: Replaced,
-    /// A `DETACH_FREE` release to carry out once the region map is done.
-    release: Option<(DataspaceId, u64, u64)>,
+    /// Whether the region map is told the dataspaces' sizes ([`Spaces::set_check_sizes`]).
+    sizes: bool,
+    /// The `DETACH_FREE` releases to carry out once the region map is done (a detach makes
+    /// one; a replacing attach or a move may make several).
+    release: Replaced<u64>,
 }
 
 impl<'a, S, P> ManagerBacking<'a, S, P> {
-    fn new(manager: &'a mut Manager<S, P>, index: &'a mut ReverseIndex, space: SpaceId) -> Self {
-        ManagerBacking { manager, index, space, replaced: Replaced::default(), release: None }
+    fn new(manager: &'a mut Manager<S, P>, index: &'a mut ReverseIndex, space: SpaceId, sizes: bool) -> Self {
+        ManagerBacking { manager, index, space, sizes, replaced: Replaced::default(), release: Replaced::default() }
     }
 }
 
@@ -159,6 +191,13 @@ impl<S: FrameSource, P: PhysMemory> Backing for ManagerBacking<'_, S, P> {
     fn rights(&self, id: DataspaceId) -> Option<Rights> {
         // The rights of the handle: attaching beyond them is refused.
         self.manager.rights(id).ok()
+    }
+
+    fn size(&self, id: DataspaceId) -> Option<u64> {
+        if !self.sizes {
+            return None;
+        }
+        self.manager.info(id).ok().map(|i| i.size)
     }
 
     fn map(&mut self, id: DataspaceId, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
@@ -200,9 +239,12 @@ impl<S: FrameSource, P: PhysMemory> Backing for ManagerBacking<'_, S, P> {
     }
 
     fn release(&mut self, id: DataspaceId, offset: u64, size: u64) {
-        self.release = Some((id, offset, size));
+        self.release.push((id, offset, size));
     }
 }
+
+/// A space and the backing of one operation in it.
+type SpaceOp<'a, M, S, P> = (&'a mut AddressSpace<DataspaceId, M>, ManagerBacking<'a, S, P>);
 
 /// A slot of [`Spaces`].
 type Slot<M> = Option<AddressSpace<DataspaceId, M>>;
@@ -246,6 +288,8 @@ pub struct Spaces<M> {
     cow_breaks: u64,
     /// The fault-around block in pages (1: off).
     fault_around: usize,
+    /// Attachments are checked against their dataspace's size.
+    check_sizes: bool,
 }
 
 impl<M> Default for Spaces<M> {
@@ -258,7 +302,7 @@ impl<M> Spaces<M> {
     /// No spaces; fault-around off.
     #[must_use]
     pub const fn new() -> Self {
-        Spaces { slots: Vec::new(), index: ReverseIndex::new(), cow_breaks: 0, fault_around: 1 }
+        Spaces { slots: Vec::new(), index: ReverseIndex::new(), cow_breaks: 0, fault_around: 1, check_sizes: false }
     }
 }
 
@@ -288,8 +332,15 @@ impl<M: Mmu> Spaces<M> {
     ) -> Result<AddressSpace<DataspaceId, M>, SpaceError<DetachError>> {
         let mut space = self.slots.get_mut(id.0).and_then(Option::take).ok_or(SpaceError::NoSpace(id))?;
         let (start, size) = (space.map.window_start(), space.map.window_size());
-        let mut b = ManagerBacking::new(manager, &mut self.index, id);
-        match space.map.detach_all(&mut b, &mut space.mmu, start, size, DetachFlags::OVERLAP | DetachFlags::KEEP) {
+        let mut b = ManagerBacking::new(manager, &mut self.index, id, self.check_sizes);
+        match space.map.detach_range(
+            &mut b,
+            &mut space.mmu,
+            start,
+            size,
+            DetachFlags::OVERLAP | DetachFlags::KEEP,
+            |_| {},
+        ) {
             Ok(_) | Err(DetachError::NoRegion(_)) => Ok(space),
             Err(e) => {
                 self.slots[id.0] = Some(space);
@@ -303,8 +354,9 @@ impl<M: Mmu> Spaces<M> {
         self.slots.get(id.0).and_then(Option::as_ref)
     }
 
-    /// The space `id`, to reserve and free areas or look at its MMU. Attach, detach and
-    /// faults go through the set, which keeps the reverse index and the references.
+    /// The space `id`, for its MMU (a test that plants a translation, a revoker of its
+    /// own). A change of its region map here bypasses the reverse index and the references:
+    /// attach, detach, protect, remap, merge, areas and faults go through the set.
     pub fn get_mut(&mut self, id: SpaceId) -> Option<&mut AddressSpace<DataspaceId, M>> {
         self.slots.get_mut(id.0).and_then(Option::as_mut)
     }
@@ -334,6 +386,13 @@ impl<M: Mmu> Spaces<M> {
     /// its own).
     pub const fn cow_breaks(&self) -> u64 {
         self.cow_breaks
+    }
+
+    /// Whether an attach, a resize or a move must keep a region within its dataspace's
+    /// size (off by default: as the seed's `attach`, a region may reach past its
+    /// dataspace, whose pages there fail to fault in with `-L4_ERANGE`).
+    pub const fn set_check_sizes(&mut self, on: bool) {
+        self.check_sizes = on;
     }
 
     /// The fault-around block in pages (1: off, the default).
@@ -366,12 +425,10 @@ impl<M: Mmu> Spaces<M> {
         req: &AttachRequest<DataspaceId>,
     ) -> Result<VirtAddr, SpaceError<AttachError>> {
         let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
-        let mut b = ManagerBacking::new(manager, &mut self.index, id);
+        let mut b = ManagerBacking::new(manager, &mut self.index, id, self.check_sizes);
         let r = space.map.attach(&mut b, &mut space.mmu, req).map_err(SpaceError::Op);
-        let replaced = core::mem::take(&mut b.replaced);
-        for (ds, offset, old) in replaced.iter() {
-            self.unmap_replaced(ds, offset, old);
-        }
+        let (replaced, release) = (core::mem::take(&mut b.replaced), core::mem::take(&mut b.release));
+        self.finish(manager, &replaced, &release);
         r
     }
 
@@ -390,19 +447,140 @@ impl<M: Mmu> Spaces<M> {
         flags: DetachFlags,
     ) -> Result<Detached<DataspaceId>, SpaceError<DetachError>> {
         let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
-        let mut b = ManagerBacking::new(manager, &mut self.index, id);
+        let mut b = ManagerBacking::new(manager, &mut self.index, id, self.check_sizes);
         let d = space.map.detach(&mut b, &mut space.mmu, start, size, flags).map_err(SpaceError::Op)?;
-        if let Some((ds, offset, len)) = b.release {
+        let release = core::mem::take(&mut b.release);
+        self.finish(manager, &Replaced::default(), &release);
+        Ok(d)
+    }
+
+    /// What an operation leaves to do once the region map is done: unmap the frames its
+    /// copy-on-write breaks replaced, and clear the `DETACH_FREE` bytes it released (their
+    /// frames freed, their mappings elsewhere revoked) when the dataspace is still open.
+    fn finish<S: FrameSource, P: PhysMemory>(
+        &mut self,
+        manager: &mut Manager<S, P>,
+        replaced: &Replaced,
+        release: &Replaced<u64>,
+    ) {
+        for (ds, offset, old) in replaced.iter() {
+            self.unmap_replaced(ds, offset, old);
+        }
+        for (ds, offset, len) in release.iter() {
             let mut r = self.revoker();
             if let Ok(info) = manager.info(ds) {
                 let owner = info.owner;
                 let len = len.min(info.size.saturating_sub(offset));
                 // Clearing may fail only for want of a frame to unshare an edge page; the
-                // detach itself has happened either way.
+                // operation itself has happened either way.
                 let _ = manager.clear(owner, ds, offset, len, &mut r);
             }
         }
-        Ok(d)
+    }
+
+    /// The space `id` and a backing over `manager` for it.
+    fn op<'a, S, P>(
+        &'a mut self,
+        manager: &'a mut Manager<S, P>,
+        id: SpaceId,
+    ) -> Result<SpaceOp<'a, M, S, P>, SpaceId> {
+        let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(id)?;
+        Ok((space, ManagerBacking::new(manager, &mut self.index, id, self.check_sizes)))
+    }
+
+    /// Gives the pages of a range in space `id` new rights ([`RegionMap::protect`]); the
+    /// reverse index follows every split and merge. Flushes what it owes.
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`], or the protect error (nothing changed).
+    pub fn protect<S: FrameSource, P: PhysMemory>(
+        &mut self,
+        manager: &mut Manager<S, P>,
+        id: SpaceId,
+        start: VirtAddr,
+        size: usize,
+        rights: Rights,
+    ) -> Result<(), SpaceError<ProtectError>> {
+        let (space, mut b) = self.op(manager, id).map_err(SpaceError::NoSpace)?;
+        space.map.protect(&mut b, &mut space.mmu, start, size, rights).map_err(SpaceError::Op)?.flush(&space.mmu);
+        Ok(())
+    }
+
+    /// Resizes or moves part of a region in space `id` ([`RegionMap::remap`]), keeping its
+    /// frames; `DETACH_FREE` bytes it gives up are cleared as a detach's are.
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`], or the remap error (nothing changed).
+    pub fn remap<S: FrameSource, P: PhysMemory>(
+        &mut self,
+        manager: &mut Manager<S, P>,
+        id: SpaceId,
+        start: VirtAddr,
+        old_size: usize,
+        new_size: usize,
+        how: Remap,
+    ) -> Result<VirtAddr, SpaceError<RemapError>> {
+        let (space, mut b) = self.op(manager, id).map_err(SpaceError::NoSpace)?;
+        let r = space.map.remap(&mut b, &mut space.mmu, start, old_size, new_size, how).map_err(SpaceError::Op);
+        let (replaced, release) = (core::mem::take(&mut b.replaced), core::mem::take(&mut b.release));
+        self.finish(manager, &replaced, &release);
+        r
+    }
+
+    /// Merges compatible neighbours in a range of space `id` ([`RegionMap::merge`]);
+    /// returns the number of merges.
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`].
+    pub fn merge<S: FrameSource, P: PhysMemory>(
+        &mut self,
+        manager: &mut Manager<S, P>,
+        id: SpaceId,
+        start: VirtAddr,
+        size: usize,
+    ) -> Result<usize, SpaceError<core::convert::Infallible>> {
+        let (space, mut b) = self.op(manager, id).map_err(SpaceError::NoSpace)?;
+        Ok(space.map.merge(&mut b, start, size))
+    }
+
+    /// Reserves an area in space `id` ([`RegionMap::reserve_area_below`]).
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`], or the reserve error.
+    pub fn reserve_area(
+        &mut self,
+        id: SpaceId,
+        start: VirtAddr,
+        size: usize,
+        flags: Flags,
+        align: u8,
+        limit: Option<VirtAddr>,
+    ) -> Result<VirtAddr, SpaceError<ReserveError>> {
+        let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
+        space.map.reserve_area_below(start, size, flags, align, limit).map_err(SpaceError::Op)
+    }
+
+    /// Frees the area containing `addr` in space `id` ([`RegionMap::free_area`]).
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`], or the free error.
+    pub fn free_area(&mut self, id: SpaceId, addr: VirtAddr) -> Result<AreaInfo, SpaceError<FreeAreaError>> {
+        let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
+        space.map.free_area(addr).map_err(SpaceError::Op)
+    }
+
+    /// Randomised placement in space `id` ([`RegionMap::set_randomized`]).
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`].
+    pub fn set_randomized(
+        &mut self,
+        id: SpaceId,
+        seed: Option<u64>,
+    ) -> Result<(), SpaceError<core::convert::Infallible>> {
+        let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
+        space.map.set_randomized(seed);
+        Ok(())
     }
 
     /// Resolves a page fault in space `id`: by fault-around when it is on and applies,
@@ -425,7 +603,7 @@ impl<M: Mmu> Spaces<M> {
         {
             return Ok(t);
         }
-        let mut b = ManagerBacking::new(manager, &mut self.index, id);
+        let mut b = ManagerBacking::new(manager, &mut self.index, id, self.check_sizes);
         let r = space.map.resolve(&mut b, &mut space.mmu, addr, access).map_err(SpaceError::Op);
         let replaced = core::mem::take(&mut b.replaced);
         for (ds, offset, old) in replaced.iter() {
@@ -547,9 +725,70 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
         self.spaces.get(id)
     }
 
-    /// The space `id`, to reserve and free areas or look at its MMU ([`Spaces::get_mut`]).
-    pub fn space_mut(&mut self, id: SpaceId) -> Option<&mut AddressSpace<DataspaceId, M>> {
-        self.spaces.get_mut(id)
+    /// Reserves an area in space `id` ([`Spaces::reserve_area`]).
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`], or the reserve error.
+    pub fn reserve_area(
+        &mut self,
+        id: SpaceId,
+        start: VirtAddr,
+        size: usize,
+        flags: Flags,
+        align: u8,
+        limit: Option<VirtAddr>,
+    ) -> Result<VirtAddr, SpaceError<ReserveError>> {
+        self.spaces.reserve_area(id, start, size, flags, align, limit)
+    }
+
+    /// Frees the area containing `addr` in space `id` ([`Spaces::free_area`]).
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`], or the free error.
+    pub fn free_area(&mut self, id: SpaceId, addr: VirtAddr) -> Result<AreaInfo, SpaceError<FreeAreaError>> {
+        self.spaces.free_area(id, addr)
+    }
+
+    /// New rights for a range of space `id` ([`Spaces::protect`]).
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`], or the protect error (nothing changed).
+    pub fn protect(
+        &mut self,
+        id: SpaceId,
+        start: VirtAddr,
+        size: usize,
+        rights: Rights,
+    ) -> Result<(), SpaceError<ProtectError>> {
+        self.spaces.protect(&mut self.manager, id, start, size, rights)
+    }
+
+    /// Resizes or moves part of a region of space `id` ([`Spaces::remap`]).
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`], or the remap error (nothing changed).
+    pub fn remap(
+        &mut self,
+        id: SpaceId,
+        start: VirtAddr,
+        old_size: usize,
+        new_size: usize,
+        how: Remap,
+    ) -> Result<VirtAddr, SpaceError<RemapError>> {
+        self.spaces.remap(&mut self.manager, id, start, old_size, new_size, how)
+    }
+
+    /// Merges compatible neighbours in a range of space `id` ([`Spaces::merge`]).
+    ///
+    /// # Errors
+    /// [`SpaceError::NoSpace`].
+    pub fn merge(
+        &mut self,
+        id: SpaceId,
+        start: VirtAddr,
+        size: usize,
+    ) -> Result<usize, SpaceError<core::convert::Infallible>> {
+        self.spaces.merge(&mut self.manager, id, start, size)
     }
 
     /// The faults so far that broke copy-on-write.
@@ -565,6 +804,11 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
     /// The reverse index: which regions show each dataspace.
     pub const fn index(&self) -> &ReverseIndex {
         self.spaces.index()
+    }
+
+    /// Checks attachments against their dataspace's size ([`Spaces::set_check_sizes`]).
+    pub const fn set_check_sizes(&mut self, on: bool) {
+        self.spaces.set_check_sizes(on);
     }
 
     /// Sets the fault-around block ([`Spaces::set_fault_around`]).

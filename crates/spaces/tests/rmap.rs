@@ -6,7 +6,9 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, PoolId};
-use memkit_region::{AttachRequest, DetachFlags, Flags, MapError, Mmu, RegionMap, SoftMmu, TlbFlush, Translation};
+use memkit_region::{
+    AttachRequest, DetachFlags, Flags, MapError, Mmu, RegionMap, Remap, SoftMmu, TlbFlush, Translation,
+};
 use memkit_spaces::{SpaceId, SpaceSet};
 use memkit_testkit::{ModelFrameSource, SparseRam};
 use memkit_types::{Access, CacheMode, Frame, FrameCount, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
@@ -194,6 +196,8 @@ fn a_removed_space_slot_is_reused_and_its_regions_leave_the_index() {
 fn the_index_equals_a_scan_after_random_actions() {
     let mut rng = SmallRng::seed_from_u64(0x726d_6170);
     let mut set: SpaceSet<_, _, SoftMmu> = SpaceSet::new(manager(2048));
+    // Regions stay within their dataspaces: a grow past the end is refused.
+    set.set_check_sizes(true);
     let windows: Vec<VirtAddr> = (0..3).map(|i| VirtAddr::new(0x1000_0000 * (i + 1))).collect();
     let mut ids: Vec<Option<SpaceId>> =
         windows.iter().map(|&w| Some(set.add_space(RegionMap::new(w, 1 << 22), SoftMmu::new()))).collect();
@@ -201,7 +205,7 @@ fn the_index_equals_a_scan_after_random_actions() {
     let mut done = std::collections::BTreeMap::<&str, usize>::new();
     for _ in 0..20_000 {
         let which = rng.random_range(0..ids.len());
-        let kind = rng.random_range(0..10);
+        let kind = rng.random_range(0..14);
         let ok = match (kind, ids[which]) {
             (0, _) if dataspaces.len() < 16 => {
                 let size = rng.random_range(1..12 * P as u64);
@@ -279,6 +283,44 @@ fn the_index_equals_a_scan_after_random_actions() {
                 ids[which] = Some(set.add_space(RegionMap::new(windows[which], 1 << 22), SoftMmu::new()));
                 Some("add space")
             }
+            (10, Some(s)) => {
+                // Rights for a range that may span several regions (and holes).
+                let regions = set.space(s).unwrap().map.regions();
+                if regions.is_empty() {
+                    None
+                } else {
+                    let r = regions[rng.random_range(0..regions.len())];
+                    let start = VirtAddr::new(r.start.as_usize() + rng.random_range(0..r.size / P) * P);
+                    let rights = [Rights::READ, Rights::RW, Rights::empty(), Rights::RWX][rng.random_range(0..4)];
+                    set.protect(s, start, rng.random_range(1..12) * P, rights).ok().map(|()| "protect")
+                }
+            }
+            (11, Some(s)) => {
+                let regions = set.space(s).unwrap().map.regions();
+                if regions.is_empty() {
+                    None
+                } else {
+                    let r = regions[rng.random_range(0..regions.len())];
+                    let pages = r.size / P;
+                    let first = rng.random_range(0..pages);
+                    let old = rng.random_range(1..=pages - first);
+                    let start = VirtAddr::new(r.start.as_usize() + first * P);
+                    let how = match rng.random_range(0..3) {
+                        0 => Remap::InPlace,
+                        1 => Remap::MayMove,
+                        _ => Remap::Fixed(VirtAddr::new(windows[which].as_usize() + rng.random_range(0..64) * P)),
+                    };
+                    set.remap(s, start, old * P, rng.random_range(1..10) * P, how).ok().map(|_| "remap")
+                }
+            }
+            (12, Some(s)) if !dataspaces.is_empty() => {
+                let d = dataspaces[rng.random_range(0..dataspaces.len())];
+                let at = VirtAddr::new(windows[which].as_usize() + rng.random_range(0..64) * P);
+                let flags = if rng.random_bool(0.3) { Flags::DETACH_FREE } else { Flags::empty() };
+                let req = AttachRequest::new(d, rng.random_range(1..4) * P, Rights::RW).flags(flags).at(at).replacing();
+                set.attach(s, &req).ok().map(|_| "replace")
+            }
+            (13, Some(s)) => set.merge(s, windows[which], 1 << 22).ok().filter(|n| *n > 0).map(|_| "merge"),
             _ => None,
         };
         if let Some(k) = ok {
@@ -287,7 +329,19 @@ fn the_index_equals_a_scan_after_random_actions() {
         set.check_invariants();
     }
     eprintln!("{done:?}");
-    for k in ["attach", "detach", "store", "copy", "resize", "close", "remove space", "add space"] {
+    for k in [
+        "attach",
+        "detach",
+        "store",
+        "copy",
+        "resize",
+        "close",
+        "remove space",
+        "add space",
+        "protect",
+        "remap",
+        "replace",
+    ] {
         assert!(done.get(k).copied().unwrap_or(0) > 10, "too few {k}: {done:?}");
     }
 }

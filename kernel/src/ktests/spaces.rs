@@ -5,7 +5,7 @@ use core::sync::atomic::Ordering;
 
 use memkit_dataspace::{ClientId, Config, DataspaceId, DmFlags, FactoryId, Manager, MemphysOpenRequest, PoolId};
 use memkit_phys::{DEFAULT_POOL, ISA_DMA_LIMIT, ISA_DMA_POOL};
-use memkit_region::{AttachRequest, DetachFlags, FaultError, Flags, Mmu};
+use memkit_region::{AttachRequest, DetachFlags, FaultError, Flags, Mmu, Remap};
 use memkit_spaces::SpaceId;
 use memkit_types::{Access, Frame, FrameSource, PAGE_SIZE, Page, PhysMemory, Rights, VirtAddr};
 
@@ -31,6 +31,9 @@ pub(crate) fn spaces(runner: &mut Runner, frames: &'static KernelFrames, kernel_
     runner.run("space::detach_free_gives_the_frames_back", || detach_free(frames, kernel_root));
     runner.run("space::thousand_lazy_pages_in_random_order", || many_lazy_pages(frames, kernel_root));
     runner.run("space::execute_needs_the_execute_right", || execute_right(frames, kernel_root));
+    runner.run("space::protect_write_protects_and_merges_back", || protect(frames, kernel_root));
+    runner.run("space::remap_grows_and_moves_with_the_frames", || remap(frames, kernel_root));
+    runner.run("space::a_replacing_attach_takes_the_place", || replace(frames, kernel_root));
 }
 
 const CLIENT: ClientId = ClientId::new(1, 0);
@@ -482,6 +485,92 @@ fn execute_right(frames: &'static KernelFrames, kernel_root: Frame) -> TestResul
     check_eq!(refused_run.map_err(|e| (e.addr, e.access)), Err((data, Access::Execute)));
     check!(matches!(refused, Some(FaultError::Forbidden { access: Access::Execute, .. })));
     check!(f.space().mmu.translate(page(data)).is_some_and(|t| !t.rights.contains(Rights::EXECUTE)));
+    f.teardown()?;
+    check_eq!(frames.free_frames().get(), free_before);
+    Ok(())
+}
+
+/// `protect` on real page tables: a read-only middle refuses stores, keeps its frames, and
+/// merges back into one region when writable again.
+fn protect(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let free_before = frames.free_frames().get();
+    let mut f = Fixture::new(frames, kernel_root)?;
+    let ds = f.open(4, "protected")?;
+    let r = f.attach(ds, 4, Rights::RW)?;
+    let (result, _, _, _) = f.run(|| (0..4).try_for_each(|i| interrupts::probe_write(at(r, i * PAGE), 0x40 + i as u8)));
+    check!(result.is_ok());
+    let frame = f.space().mmu.translate(page(at(r, PAGE))).map(|t| t.frame);
+    check!(f.set.protect(f.id, at(r, PAGE), 2 * PAGE, Rights::READ).is_ok());
+    check_eq!(f.space().map.region_count(), 3);
+    check!(f.space().mmu.translate(page(at(r, PAGE))).is_some_and(|t| t.rights == Rights::READ));
+    let (results, _, refused, _) = f.run(|| {
+        (interrupts::probe_read(at(r, PAGE)), interrupts::probe_write(at(r, PAGE), 1), interrupts::probe_write(r, 2))
+    });
+    check_eq!(results.0, Ok(0x41));
+    check!(results.1.is_err());
+    check_eq!(results.2, Ok(()));
+    check!(matches!(refused, Some(FaultError::Forbidden { access: Access::Write, .. })));
+    check!(f.set.protect(f.id, r, 4 * PAGE, Rights::RW).is_ok());
+    check_eq!(f.space().map.region_count(), 1);
+    let (result, _, _, _) = f.run(|| interrupts::probe_write(at(r, PAGE), 3));
+    check_eq!(result, Ok(()));
+    check_eq!(f.space().mmu.translate(page(at(r, PAGE))).map(|t| t.frame), frame);
+    f.set.check_invariants();
+    f.teardown()?;
+    check_eq!(frames.free_frames().get(), free_before);
+    Ok(())
+}
+
+/// `remap` on real page tables: in place, then moved; the data moves with the frames.
+fn remap(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let free_before = frames.free_frames().get();
+    let mut f = Fixture::new(frames, kernel_root)?;
+    let ds = f.open(16, "grown")?;
+    let r = f.attach(ds, 2, Rights::RW)?;
+    let blocker = f.open(1, "blocker")?;
+    let b = f.attach(blocker, 1, Rights::RW)?;
+    check_eq!(b, at(r, 2 * PAGE));
+    let (result, _, _, _) = f.run(|| interrupts::probe_write(at(r, PAGE + 5), 0x5a));
+    check!(result.is_ok());
+    // Blocked in place; moved when it may.
+    check!(f.set.remap(f.id, r, 2 * PAGE, 4 * PAGE, Remap::InPlace).is_err());
+    let Ok(to) = f.set.remap(f.id, r, 2 * PAGE, 4 * PAGE, Remap::MayMove) else { return Err(fail("remap move")) };
+    check!(to != r);
+    check!(f.space().mmu.translate(page(at(r, PAGE))).is_none());
+    let (result, _, _, _) = f.run(|| {
+        let old = interrupts::probe_read(at(to, PAGE + 5))?;
+        interrupts::probe_write(at(to, 3 * PAGE), 7)?;
+        Ok::<u8, Fault>(old)
+    });
+    check_eq!(result, Ok(0x5a));
+    // Shrink in place: the tail goes.
+    check!(f.set.remap(f.id, to, 4 * PAGE, PAGE, Remap::InPlace).is_ok());
+    check!(f.space().mmu.translate(page(at(to, 3 * PAGE))).is_none());
+    f.set.check_invariants();
+    f.teardown()?;
+    check_eq!(frames.free_frames().get(), free_before);
+    Ok(())
+}
+
+/// A replacing attach on real page tables: the old pages are unmapped and the new
+/// dataspace shows through at once.
+fn replace(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
+    let free_before = frames.free_frames().get();
+    let mut f = Fixture::new(frames, kernel_root)?;
+    let old = f.open(4, "old")?;
+    let r = f.attach(old, 4, Rights::RW)?;
+    let (result, _, _, _) = f.run(|| (0..4).try_for_each(|i| interrupts::probe_write(at(r, i * PAGE), 0x11)));
+    check!(result.is_ok());
+    let new = f.open(1, "new")?;
+    let req = AttachRequest::new(new, PAGE, Rights::RW).at(at(r, PAGE)).replacing();
+    check!(f.set.attach(f.id, &req).is_ok());
+    check_eq!(f.space().map.region_count(), 3);
+    check!(f.space().mmu.translate(page(at(r, PAGE))).is_none());
+    let (result, _, _, _) = f.run(|| {
+        Ok::<_, Fault>((interrupts::probe_read(at(r, PAGE))?, interrupts::probe_read(at(r, 2 * PAGE))?))
+    });
+    check_eq!(result, Ok((0, 0x11)));
+    f.set.check_invariants();
     f.teardown()?;
     check_eq!(frames.free_frames().get(), free_before);
     Ok(())

@@ -160,10 +160,12 @@ impl Operation {
 
 const HEAPS: &[&str] = &["kernel", "pinned", "kernel4k", "kernel16m", "pinned4k", "pinned16m"];
 const RIGHTS: &[&str] = &["r", "rw", "rx"];
+const PROTECT_RIGHTS: &[&str] = &["none", "r", "rw", "rx"];
 
 /// The rights named by an option value.
 fn rights_of(v: &str) -> Res<Rights> {
     match v {
+        "none" => Ok(Rights::empty()),
         "r" => Ok(Rights::READ),
         "rw" => Ok(Rights::RW),
         "rx" => Ok(Rights::READ | Rights::EXECUTE),
@@ -262,12 +264,31 @@ static OPERATIONS: &[Operation] = &[
             ("offset", "OFF", Kind::Number(u64::MAX)),
             ("at", "VADDR", Kind::VirtAddr),
             ("in", "AREA", Kind::Name),
+            ("over", "REGION", Kind::Name),
             ALIGN,
             ("rights", "r|rw|rx", Kind::Choice(RIGHTS)),
         ],
-        flags: &["eager"],
-        summary: "attach a dataspace (at= and in= exclude each other; default: search the window)",
+        flags: &["eager", "replace"],
+        summary: "attach a dataspace (at=, in= and over= exclude each other; default: search the window; \
+                  over=: at that region's start; replace: detach what is in the range first)",
         run: |s, a| s.op_attach(a),
+    },
+    Operation {
+        name: "protect",
+        args: &[("REGION", Kind::Name), ("RIGHTS", Kind::Choice(PROTECT_RIGHTS))],
+        options: &[("offset", "OFF", Kind::Number(MAX_SPACE_SIZE)), ("size", "SIZE", Kind::Number(MAX_SPACE_SIZE))],
+        flags: &[],
+        summary: "new rights for a region's pages (mprotect; default: all of them)",
+        run: |s, a| s.op_protect(a),
+    },
+    Operation {
+        name: "remap",
+        args: &[("REGION", Kind::Name), ("SIZE", Kind::Number(MAX_SPACE_SIZE))],
+        options: &[("at", "VADDR", Kind::VirtAddr), ("over", "REGION", Kind::Name)],
+        flags: &["move"],
+        summary: "resize a region in place, or move it (move: where there is room; at= or over=REGION: \
+                  there, replacing what is there)",
+        run: |s, a| s.op_remap(a),
     },
     Operation {
         name: "detach",

@@ -2,7 +2,7 @@
 //! `store` and `regions`.
 
 use memkit_host::HostSpaceId;
-use memkit_region::{AttachRequest, DetachFlags, Flags};
+use memkit_region::{AttachRequest, DetachFlags, Flags, Remap};
 use memkit_types::{PAGE_SIZE, VirtAddr};
 
 use super::parse::narrow;
@@ -29,12 +29,14 @@ impl Session<'_> {
             None => None,
         };
         let start = self.h.system.lock(|s| {
-            let map = s.region_map_mut(space).map_err(|e| e.to_string())?;
+            let window = s.region_map(space).map_err(|e| e.to_string())?.window_start();
             let (start, flags) = match at {
                 Some(v) => (v, Flags::empty()),
-                None => (map.window_start(), Flags::SEARCH_ADDR),
+                None => (window, Flags::SEARCH_ADDR),
             };
-            map.reserve_area(start, size, flags, align).map_err(|e| e.to_string())
+            s.reserve_area(space, start, size, flags, align, None)
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
         })?;
         self.names.areas.insert(name.to_string(), (space, start, size));
         self.out.push(format!("area {name} at {start}"));
@@ -55,7 +57,21 @@ impl Session<'_> {
         let rights = rights_of(a.option_text("rights")?.unwrap_or("rw"))?;
         let align = a.align(12)?;
         let mut req = AttachRequest::new(ds, size, rights).offset(offset).align(align);
+        let over = match a.option_text("over")? {
+            Some(r) => {
+                let (osp, start, _) = self.region(r)?;
+                if osp != space {
+                    return Err(format!("region '{r}' is in another space"));
+                }
+                if a.option_number("at")?.is_some() || a.option_text("in")?.is_some() {
+                    return Err("attach: at=, in= and over= exclude each other".into());
+                }
+                Some(start)
+            }
+            None => None,
+        };
         req = match (a.option_number("at")?, a.option_text("in")?) {
+            _ if over.is_some() => req.at(over.unwrap_or(VirtAddr::zero())),
             (Some(_), Some(_)) => return Err("attach: at= and in= exclude each other".into()),
             (Some(v), None) => req.at(VirtAddr::try_new(narrow(v, "VADDR")?).map_err(|e| e.to_string())?),
             (None, Some(area)) => {
@@ -76,11 +92,58 @@ impl Session<'_> {
         if a.has("eager") {
             req = req.flags(Flags::EAGER_MAP);
         }
+        if a.has("replace") {
+            if req.flags.contains(Flags::SEARCH_ADDR) {
+                return Err("attach: replace needs at= or in=".into());
+            }
+            req = req.replacing();
+        }
         let addr =
             self.h.system.lock(|s| s.attach(space, &req)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         let size = size.next_multiple_of(PAGE_SIZE);
         self.names.regions.insert(name.to_string(), (space, addr, size));
         self.out.push(format!("region {name} at {addr}, {size} bytes"));
+        Ok(())
+    }
+
+    pub(super) fn op_protect(&mut self, a: &Command) -> Res {
+        let (space, start, size) = self.region(a.text(0)?)?;
+        let rights = rights_of(a.text(1)?)?;
+        let off: usize = narrow(a.option_number("offset")?.unwrap_or(0), "OFF")?;
+        let len: usize = match a.option_number("size")? {
+            Some(v) => narrow(v, "SIZE")?,
+            None => size.saturating_sub(off),
+        };
+        if off.checked_add(len).is_none_or(|e| e > size) || len == 0 {
+            return Err(format!("protect: {off:#x}+{len:#x} is not inside the region ({size:#x} bytes)"));
+        }
+        let at = VirtAddr::try_new(start.as_usize() + off).map_err(|e| e.to_string())?;
+        self.h.system.lock(|s| s.protect(space, at, len, rights)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    }
+
+    pub(super) fn op_remap(&mut self, a: &Command) -> Res {
+        let name = a.text(0)?;
+        let (space, start, size) = self.region(name)?;
+        let new: usize = narrow(a.number(1)?, "SIZE")?;
+        let over = match a.option_text("over")? {
+            Some(r) => Some(self.region(r)?.1),
+            None => None,
+        };
+        let how = match (a.option_number("at")?, a.has("move")) {
+            _ if over.is_some() => Remap::Fixed(over.unwrap_or(VirtAddr::zero())),
+            (Some(v), _) => Remap::Fixed(VirtAddr::try_new(narrow(v, "VADDR")?).map_err(|e| e.to_string())?),
+            (None, true) => Remap::MayMove,
+            (None, false) => Remap::InPlace,
+        };
+        let addr = self
+            .h
+            .system
+            .lock(|s| s.remap(space, start, size, new, how))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let new = new.next_multiple_of(PAGE_SIZE);
+        self.names.regions.insert(name.to_string(), (space, addr, new));
+        self.out.push(format!("region {name} at {addr}, {new} bytes"));
         Ok(())
     }
 

@@ -20,7 +20,11 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
     /// - With `IN_AREA` inside the area containing `req.start` (fixed or searched there);
     ///   without it, never inside an area.
     /// - With `EAGER_MAP` every page is mapped through `mmu` before the call returns.
-    /// - `req.rights` must be within what the handle allows.
+    /// - `req.rights` must be within what the handle allows, and the region must show no
+    ///   byte past the end of the dataspace when the backing knows its size.
+    /// - With [`replace`](AttachRequest::replace) (a fixed start only), the regions in the
+    ///   range are detached in the same step, as `MAP_FIXED` does; an area is never
+    ///   replaced (without `IN_AREA` the range must overlap none).
     ///
     /// # Errors
     /// See [`AttachError`]; a failed attach changes nothing in the map or the MMU.
@@ -34,7 +38,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         B: Backing<Id = Id> + ?Sized,
         M: Mmu + ?Sized,
     {
-        if req.flags.contains(Flags::RESERVED) {
+        if req.flags.contains(Flags::RESERVED) || (req.replace && req.flags.contains(Flags::SEARCH_ADDR)) {
             return Err(AttachError::InvalidFlags(req.flags));
         }
         if req.size == 0 {
@@ -44,13 +48,16 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         if !req.offset.is_multiple_of(PAGE_SIZE as u64) {
             return Err(AttachError::UnalignedOffset(req.offset));
         }
-        if req.offset.checked_add(size as u64).is_none() {
-            return Err(AttachError::SizeOverflow(req.size));
-        }
+        let ds_end = req.offset.checked_add(size as u64).ok_or(AttachError::SizeOverflow(req.size))?;
         let align = Self::align_bytes(req.align).ok_or(AttachError::BadAlignment(req.align))?;
         let allowed = backing.rights(req.dataspace).ok_or(AttachError::UnknownDataspace)?;
         if !allowed.contains(req.rights) {
             return Err(AttachError::PermissionDenied { requested: req.rights, allowed });
+        }
+        if let Some(ds_size) = backing.size(req.dataspace)
+            && ds_end > ds_size.div_ceil(PAGE_SIZE as u64).saturating_mul(PAGE_SIZE as u64)
+        {
+            return Err(AttachError::BeyondDataspace { end: ds_end, size: ds_size });
         }
         let s = req.start.as_usize();
         let in_area = req.flags.contains(Flags::IN_AREA);
@@ -72,6 +79,8 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             }
             let end = s.checked_add(size).ok_or(AttachError::NotAvailable(req.start))?;
             let taken = match which {
+                Which::Top if req.replace => self.areas.overlaps(s, end),
+                Which::Regions if req.replace => false,
                 Which::Top => self.top_overlaps(s, end),
                 Which::Regions => self.regions.overlaps(s, end),
             };
@@ -88,8 +97,16 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             flags: (req.flags & RegionData::<Id>::KEPT).bits() as u8,
             in_area,
         };
+        if req.replace {
+            // Every page of the range goes: the old regions keep their place in the trees
+            // until the new one is sure, and a failure leaves them to fault in again.
+            mmu.unmap(page(at), pages(size)).map_err(AttachError::Mmu)?.flush(mmu);
+        }
         if req.flags.contains(Flags::EAGER_MAP) {
             Self::map_eagerly(backing, mmu, at, size, &data)?;
+        }
+        if req.replace {
+            self.cut_range(backing, at, at + size, true);
         }
         let attachment = Attachment { start: VirtAddr::new(at), size, offset: req.offset, rights: req.rights };
         backing.attached(req.dataspace, attachment);
@@ -99,7 +116,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
     }
 
     /// Maps every page of a new region; on failure unmaps what it mapped.
-    fn map_eagerly<B, M>(
+    pub(super) fn map_eagerly<B, M>(
         backing: &mut B,
         mmu: &mut M,
         at: usize,
@@ -196,35 +213,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         mmu.unmap(page(cut_start), pages(cut)).map_err(DetachError::Mmu)?.flush(mmu);
         let d = g.value;
         let cut_offset = d.offset + (cut_start - g.start) as u64;
-        if d.flags().contains(Flags::DETACH_FREE) && !flags.contains(DetachFlags::KEEP) {
-            backing.release(d.dataspace, cut_offset, cut as u64);
-        }
-        self.remove_region(g.start, d.in_area);
-        let old =
-            Attachment { start: VirtAddr::new(g.start), size: g.end - g.start, offset: d.offset, rights: d.rights };
-        let head = (cut_start > g.start).then(|| Attachment { size: cut_start - g.start, ..old });
-        let tail = (cut_end < g.end).then(|| Attachment {
-            start: VirtAddr::new(cut_end),
-            size: g.end - cut_end,
-            offset: d.offset + (cut_end - g.start) as u64,
-            rights: d.rights,
-        });
-        if let Some(h) = head {
-            self.insert_region(g.start, cut_start, d);
-            backing.trimmed(d.dataspace, old, h);
-        }
-        if let Some(t) = tail {
-            self.insert_region(cut_end, g.end, RegionData { offset: t.offset, ..d });
-            // A split's tail is a new region; a trimmed head leaves the tail as the region.
-            if head.is_some() {
-                backing.attached(d.dataspace, t);
-            } else {
-                backing.trimmed(d.dataspace, old, t);
-            }
-        }
-        if head.is_none() && tail.is_none() {
-            backing.detached(d.dataspace, old);
-        }
+        self.cut(backing, g, cut_start, cut_end, !flags.contains(DetachFlags::KEEP));
         self.generation += 1;
         Ok(Detached {
             result,
@@ -236,14 +225,72 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         })
     }
 
-    fn remove_region(&mut self, start: usize, in_area: bool) {
+    /// Takes `[cut_start, cut_end)` out of the region `g` in the trees and tells `backing`
+    /// (the MMU is the caller's): the region goes, or keeps its head, its tail or both.
+    /// With `release`, the cut bytes of a `DETACH_FREE` region are released.
+    pub(super) fn cut<B>(
+        &mut self,
+        backing: &mut B,
+        g: crate::tree::Entry<RegionData<Id>>,
+        cut_start: usize,
+        cut_end: usize,
+        release: bool,
+    ) where
+        B: Backing<Id = Id> + ?Sized,
+    {
+        let d = g.value;
+        let cut_offset = d.offset + (cut_start - g.start) as u64;
+        if release && d.flags().contains(Flags::DETACH_FREE) {
+            backing.release(d.dataspace, cut_offset, (cut_end - cut_start) as u64);
+        }
+        let old =
+            Attachment { start: VirtAddr::new(g.start), size: g.end - g.start, offset: d.offset, rights: d.rights };
+        let head = (cut_start > g.start).then(|| Attachment { size: cut_start - g.start, ..old });
+        let tail = (cut_end < g.end).then(|| Attachment {
+            start: VirtAddr::new(cut_end),
+            size: g.end - cut_end,
+            offset: d.offset + (cut_end - g.start) as u64,
+            rights: d.rights,
+        });
+        // The row changes in place where a part stays (one descent); a split's tail is a
+        // new row.
+        match (head, tail) {
+            (Some(h), t) => {
+                self.update_region(g.start, g.start, cut_start, d);
+                backing.trimmed(d.dataspace, old, h);
+                if let Some(t) = t {
+                    self.insert_region(cut_end, g.end, RegionData { offset: t.offset, ..d });
+                    backing.attached(d.dataspace, t);
+                }
+            }
+            (None, Some(t)) => {
+                self.update_region(g.start, cut_end, g.end, RegionData { offset: t.offset, ..d });
+                backing.trimmed(d.dataspace, old, t);
+            }
+            (None, None) => {
+                self.remove_region(g.start, d.in_area);
+                backing.detached(d.dataspace, old);
+            }
+        }
+    }
+
+    /// Changes the region starting at `old` to `[start, end)` with `d`, in place in the
+    /// trees (see [`GapTree::set_row`](crate::tree::GapTree::set_row)).
+    pub(super) fn update_region(&mut self, old: usize, start: usize, end: usize, d: RegionData<Id>) {
+        self.regions.set_row(old, start, end, d);
+        if !d.in_area && self.top_kept {
+            self.top.set_row(old, start, end, ());
+        }
+    }
+
+    pub(super) fn remove_region(&mut self, start: usize, in_area: bool) {
         self.regions.remove(start);
         if !in_area && self.top_kept {
             self.top.remove(start);
         }
     }
 
-    fn insert_region(&mut self, start: usize, end: usize, d: RegionData<Id>) {
+    pub(super) fn insert_region(&mut self, start: usize, end: usize, d: RegionData<Id>) {
         self.regions.insert(start, end, d);
         if !d.in_area && self.top_kept {
             self.top.insert(start, end, ());
@@ -288,15 +335,39 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         M: Mmu + ?Sized,
     {
         let mut steps = Vec::new();
+        self.detach_range(backing, mmu, start, size, flags, |d| steps.push(d))?;
+        Ok(steps)
+    }
+
+    /// [`detach_all`](Self::detach_all) that hands each step to `each` instead of
+    /// collecting them, and returns the number of steps: allocates nothing itself.
+    ///
+    /// # Errors
+    /// As [`detach_all`](Self::detach_all).
+    pub fn detach_range<B, M>(
+        &mut self,
+        backing: &mut B,
+        mmu: &mut M,
+        start: VirtAddr,
+        size: usize,
+        flags: DetachFlags,
+        mut each: impl FnMut(Detached<Id>),
+    ) -> Result<usize, DetachError>
+    where
+        B: Backing<Id = Id> + ?Sized,
+        M: Mmu + ?Sized,
+    {
+        let mut steps = 0;
         loop {
             match self.detach(backing, mmu, start, size, flags) {
                 Ok(d) => {
-                    steps.push(d);
+                    steps += 1;
+                    each(d);
                     if !d.again {
                         return Ok(steps);
                     }
                 }
-                Err(e) if steps.is_empty() => return Err(e),
+                Err(e) if steps == 0 => return Err(e),
                 Err(_) => return Ok(steps),
             }
         }

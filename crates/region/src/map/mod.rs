@@ -19,8 +19,8 @@
 //! detach, not two. The first area builds `top` from the regions (once in the map's life).
 //!
 //! This file holds the map and its placement of new ranges; the operations live one group
-//! per file: `areas`, `attach` (and detach), `query`, `fault` (faults and revocation) and
-//! `check`; `request` holds the types callers hand in and get back.
+//! per file: `areas`, `attach` (and detach), `query`, `fault` (faults and revocation),
+//! `vma` (protect, remap, merge, iteration over a range) and `check`; `request` holds the types callers hand in and get back.
 
 use memkit_types::{CacheMode, PAGE_SHIFT, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 
@@ -35,8 +35,10 @@ mod check;
 mod fault;
 mod query;
 mod request;
+mod vma;
 
 pub use request::{AreaInfo, AttachRequest, Detached, Found, Listing, RegionInfo};
+pub use vma::{Regions, Remap};
 
 /// The largest alignment (log2) a search accepts: the 47-bit address width.
 pub const MAX_ALIGN: u8 = 47;

@@ -28,6 +28,9 @@ pub struct AttachRequest<Id> {
     /// With `SEARCH_ADDR`: the searched region must end at or below this address (`None`:
     /// the end of the window or area).
     pub limit: Option<VirtAddr>,
+    /// At a fixed address, replace the regions there (`MAP_FIXED`): the parts of them in
+    /// the range are detached (released with `DETACH_FREE`) in the same step.
+    pub replace: bool,
 }
 
 impl<Id> AttachRequest<Id> {
@@ -44,6 +47,7 @@ impl<Id> AttachRequest<Id> {
             offset: 0,
             align: PAGE_SHIFT as u8,
             limit: None,
+            replace: false,
         }
     }
 
@@ -58,6 +62,13 @@ impl<Id> AttachRequest<Id> {
     #[must_use]
     pub const fn at(mut self, start: VirtAddr) -> Self {
         self.start = start;
+        self
+    }
+
+    /// Replacing the regions in the fixed range (`MAP_FIXED`; see [`replace`](Self::replace)).
+    #[must_use]
+    pub const fn replacing(mut self) -> Self {
+        self.replace = true;
         self
     }
 
