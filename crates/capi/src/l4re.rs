@@ -544,21 +544,22 @@ pub unsafe extern "C" fn l4re_rm_reserve_area(
         let at = s
             .system
             .lock(|st| {
-                let map = st.region_map_mut(space)?;
+                let window_start = st.region_map(space)?.window_start();
                 let mut f = Flags::empty();
                 if flags & L4RE_RM_F_RESERVED != 0 {
                     f |= Flags::RESERVED;
                 }
                 let from = if flags & L4RE_RM_F_SEARCH_ADDR != 0 {
                     f |= Flags::SEARCH_ADDR;
-                    if hint == 0 { map.window_start() } else { VirtAddr::try_new(hint).unwrap_or(map.window_start()) }
+                    if hint == 0 { window_start } else { VirtAddr::try_new(hint).unwrap_or(window_start) }
                 } else {
                     match VirtAddr::try_new(hint) {
                         Ok(v) => v,
                         Err(_) => return Ok(Err(neg(L4_EINVAL))),
                     }
                 };
-                Ok(map.reserve_area(from, size, f, align.max(PAGE_SHIFT as u8)).map_err(|e| e.code()))
+                let reserved = st.reserve_area(space, from, size, f, align.max(PAGE_SHIFT as u8), None)?;
+                Ok(reserved.map_err(|e| e.code()))
             })
             .map_err(|e: memkit_host::SystemError| e.code())??;
         // SAFETY: non-null (read above), valid for a write by the caller's contract.
@@ -575,7 +576,7 @@ pub extern "C" fn l4re_rm_free_area(addr: l4_addr_t) -> c_int {
         let at = vaddr(addr as usize).map_err(|_| neg(L4_ENOENT))?;
         let space = s.space;
         s.system
-            .lock(|st| st.region_map_mut(space).map(|m| m.free_area(at).map(drop)))
+            .lock(|st| st.free_area(space, at).map(|r| r.map(drop)))
             .map_err(|e| e.code())?
             .map_err(|e| e.code())?;
         Ok(0)

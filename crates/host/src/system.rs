@@ -263,7 +263,11 @@ impl<S: FrameSource> Stack<S> {
     ///
     /// # Errors
     /// [`SystemError::NoSpace`]; the free error inside.
-    pub fn free_area(&mut self, id: HostSpaceId, addr: VirtAddr) -> Result<Result<AreaInfo, FreeAreaError>, SystemError> {
+    pub fn free_area(
+        &mut self,
+        id: HostSpaceId,
+        addr: VirtAddr,
+    ) -> Result<Result<AreaInfo, FreeAreaError>, SystemError> {
         let index = self.index_of(id).ok_or(SystemError::NoSpace(id))?;
         Self::inner(id, self.spaces.free_area(index, addr))
     }

@@ -77,8 +77,8 @@ mod tree;
 
 pub use backing::{Attachment, Backing, BackingError};
 pub use error::{
-    AttachError, DetachError, FaultError, FindError, FreeAreaError, ProtectError, RemapError, ReserveError, WindowError,
-    map_error_code,
+    AttachError, DetachError, FaultError, FindError, FreeAreaError, ProtectError, RemapError, ReserveError,
+    WindowError, map_error_code,
 };
 pub use flags::{CACHING_SHIFT, DETACH_AGAIN, DETACH_RESULT_MASK, DetachFlags, DetachResult, Flags, cache_bits};
 pub use map::{AreaInfo, AttachRequest, Detached, Found, Listing, MAX_ALIGN, RegionInfo, RegionMap, Regions, Remap};

@@ -3,7 +3,8 @@
 //! frames, a replacing attach detaches what was there, and `regions_in` walks a range.
 
 use memkit_region::mock::MockBacking;
-use memkit_region::{AttachRequest, L4_EADDRNOTAVAIL, L4_ENOENT, L4_EPERM, L4_ERANGE, Mmu, RegionMap, Remap, SoftMmu};
+use memkit_region::{AttachRequest, Mmu, RegionMap, Remap, SoftMmu};
+use memkit_types::l4::{L4_EADDRNOTAVAIL, L4_ENOENT, L4_EPERM, L4_ERANGE};
 use memkit_types::{Access, Frame, PAGE_SIZE, Page, Rights, VirtAddr};
 
 const BASE: usize = 0x4000_0000;
@@ -52,10 +53,10 @@ fn protect_splits_takes_away_only_what_it_must_and_merges_back() {
     // No right at all unmaps; a hole or rights beyond the handle are refused whole.
     map.protect(&mut b, &mut mmu, va(7), P, Rights::empty()).unwrap().flush(&mmu);
     assert!(mmu.translate(pg(7)).is_none());
-    assert_eq!(map.protect(&mut b, &mut mmu, va(6), 4 * P, Rights::READ).unwrap_err().code(), L4_ENOENT);
+    assert_eq!(map.protect(&mut b, &mut mmu, va(6), 4 * P, Rights::READ).unwrap_err().code(), -L4_ENOENT);
     let ro = b.create(4, Rights::READ);
     map.attach(&mut b, &mut mmu, &AttachRequest::new(ro, 4 * P, Rights::READ).at(va(8))).unwrap();
-    assert_eq!(map.protect(&mut b, &mut mmu, va(6), 4 * P, Rights::RW).unwrap_err().code(), L4_EPERM);
+    assert_eq!(map.protect(&mut b, &mut mmu, va(6), 4 * P, Rights::RW).unwrap_err().code(), -L4_EPERM);
     assert_eq!(map.region_count(), 3);
     assert_eq!(map.protect(&mut b, &mut mmu, va(6), 0, Rights::RW).unwrap_err().code(), -memkit_types::l4::L4_EINVAL);
     map.check_invariants();
@@ -72,9 +73,12 @@ fn remap_grows_in_place_moves_with_the_frames_and_shrinks() {
     let f = mmu.translate(pg(11)).unwrap().frame;
     // In place up to the neighbour, no further.
     assert_eq!(map.remap(&mut b, &mut mmu, va(10), 2 * P, 4 * P, Remap::InPlace).unwrap(), va(10));
-    assert_eq!(map.remap(&mut b, &mut mmu, va(10), 4 * P, 5 * P, Remap::InPlace).unwrap_err().code(), L4_EADDRNOTAVAIL);
+    assert_eq!(
+        map.remap(&mut b, &mut mmu, va(10), 4 * P, 5 * P, Remap::InPlace).unwrap_err().code(),
+        -L4_EADDRNOTAVAIL
+    );
     // Past the dataspace: refused.
-    assert_eq!(map.remap(&mut b, &mut mmu, va(10), 4 * P, 17 * P, Remap::MayMove).unwrap_err().code(), L4_ERANGE);
+    assert_eq!(map.remap(&mut b, &mut mmu, va(10), 4 * P, 17 * P, Remap::MayMove).unwrap_err().code(), -L4_ERANGE);
     // Moved: the frame goes with the page, the old place is empty.
     let to = map.remap(&mut b, &mut mmu, va(10), 4 * P, 8 * P, Remap::MayMove).unwrap();
     map.check_invariants();
@@ -92,7 +96,7 @@ fn remap_grows_in_place_moves_with_the_frames_and_shrinks() {
     map.remap(&mut b, &mut mmu, va(14), 8 * P, 2 * P, Remap::InPlace).unwrap();
     assert_eq!(map.region_at(va(14)).unwrap().size, 2 * P);
     assert_eq!(mmu.translate(pg(15)).unwrap().frame, f);
-    assert_eq!(map.remap(&mut b, &mut mmu, va(40), P, 2 * P, Remap::MayMove).unwrap_err().code(), L4_ENOENT);
+    assert_eq!(map.remap(&mut b, &mut mmu, va(40), P, 2 * P, Remap::MayMove).unwrap_err().code(), -L4_ENOENT);
     map.check_invariants();
 }
 
@@ -105,7 +109,7 @@ fn a_replacing_attach_detaches_what_was_there_and_regions_in_walks_a_range() {
     map.resolve(&mut b, &mut mmu, va(3), Access::Write).unwrap();
     // Without replacing, the range is taken; with it, the middle of `a` goes.
     let req = AttachRequest::new(c, 2 * P, Rights::READ).at(va(3));
-    assert_eq!(map.attach(&mut b, &mut mmu, &req).unwrap_err().code(), L4_EADDRNOTAVAIL);
+    assert_eq!(map.attach(&mut b, &mut mmu, &req).unwrap_err().code(), -L4_EADDRNOTAVAIL);
     map.attach(&mut b, &mut mmu, &req.replacing()).unwrap();
     map.check_invariants();
     assert!(mmu.translate(pg(3)).is_none());
@@ -115,7 +119,7 @@ fn a_replacing_attach_detaches_what_was_there_and_regions_in_walks_a_range() {
     assert_eq!(map.regions_in(va(9), P).count(), 0);
     // An attach beyond its dataspace is refused.
     let big = AttachRequest::new(c, 9 * P, Rights::READ).at(va(20));
-    assert_eq!(map.attach(&mut b, &mut mmu, &big).unwrap_err().code(), L4_ERANGE);
+    assert_eq!(map.attach(&mut b, &mut mmu, &big).unwrap_err().code(), -L4_ERANGE);
     // Detaching the replacement and putting `a` back where it was: a merge makes one region.
     map.detach_at(&mut b, &mut mmu, va(3)).unwrap();
     map.attach(&mut b, &mut mmu, &AttachRequest::new(a, 2 * P, Rights::RW).at(va(3)).offset(3 * P as u64)).unwrap();

@@ -39,8 +39,8 @@ use core::fmt;
 use memkit_dataspace::{ClientId, CopyError, DataspaceId, DmFlags, Manager, PageRange, RevokeKind, Revoker};
 use memkit_region::{
     AddressSpace, AreaInfo, AttachError, AttachRequest, Attachment, Backing, BackingError, DetachError, DetachFlags,
-    Detached, FaultError, Flags, FreeAreaError, Mmu, ProtectError, RegionMap, Remap, RemapError,
-    ReserveError, Translation,
+    Detached, FaultError, Flags, FreeAreaError, Mmu, ProtectError, RegionMap, Remap, RemapError, ReserveError,
+    Translation,
 };
 #[cfg(any(test, feature = "check"))]
 use memkit_types::Page;

@@ -987,12 +987,12 @@ impl Harness {
 
     /// The model's remap: the new start page, or the error code (nothing changed).
     fn model_remap(&mut self, page: usize, old: usize, new: usize, how: u8, to: usize) -> Result<usize, i32> {
-        use memkit_region::{L4_EADDRNOTAVAIL, L4_ENOENT, L4_ERANGE};
+        use memkit_types::l4::{L4_EADDRNOTAVAIL, L4_ENOENT, L4_ERANGE};
         let m = &mut self.model;
-        let (gs, g) = m.region_at(page).filter(|(_, g)| page + old <= g.end).ok_or(L4_ENOENT)?;
+        let (gs, g) = m.region_at(page).filter(|(_, g)| page + old <= g.end).ok_or(-L4_ENOENT)?;
         let offset = g.offset + page - gs;
         if new > old && offset + new > DATASPACE_PAGES {
-            return Err(L4_ERANGE);
+            return Err(-L4_ERANGE);
         }
         let old_end = page + old;
         if how != 2 {
@@ -1016,24 +1016,24 @@ impl Harness {
                 return Ok(page);
             }
             if how == 0 {
-                return Err(L4_EADDRNOTAVAIL);
+                return Err(-L4_EADDRNOTAVAIL);
             }
         }
         let (t, in_area) = if how == 2 {
             if to + new > WINDOW_PAGES || (to < old_end && page < to + new) {
-                return Err(L4_EADDRNOTAVAIL);
+                return Err(-L4_EADDRNOTAVAIL);
             }
             let area = m.areas.iter().find(|(s, a)| **s < to + new && a.0 > to).map(|(s, a)| (*s, a.0, a.1));
             let in_area = match area {
                 None => false,
                 Some((s, e, reserved)) if s <= to && to + new <= e && !reserved => true,
-                Some(_) => return Err(L4_EADDRNOTAVAIL),
+                Some(_) => return Err(-L4_EADDRNOTAVAIL),
             };
             (to, in_area)
         } else {
             let (lo, hi) =
                 if g.in_area { m.area_at(gs).map(|a| (a.0, a.1)).expect("an area") } else { (0, WINDOW_PAGES) };
-            (m.first_fit(lo, hi, new, 1, !g.in_area).ok_or(L4_EADDRNOTAVAIL)?, g.in_area)
+            (m.first_fit(lo, hi, new, 1, !g.in_area).ok_or(-L4_EADDRNOTAVAIL)?, g.in_area)
         };
         if how == 2 {
             m.cut(t, t + new);

@@ -566,9 +566,8 @@ fn replace(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
     check!(f.set.attach(f.id, &req).is_ok());
     check_eq!(f.space().map.region_count(), 3);
     check!(f.space().mmu.translate(page(at(r, PAGE))).is_none());
-    let (result, _, _, _) = f.run(|| {
-        Ok::<_, Fault>((interrupts::probe_read(at(r, PAGE))?, interrupts::probe_read(at(r, 2 * PAGE))?))
-    });
+    let (result, _, _, _) =
+        f.run(|| Ok::<_, Fault>((interrupts::probe_read(at(r, PAGE))?, interrupts::probe_read(at(r, 2 * PAGE))?)));
     check_eq!(result, Ok((0, 0x11)));
     f.set.check_invariants();
     f.teardown()?;
