@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 const SUCCESS_STATUS: i32 = (0x10 << 1) | 1;
 const TIMEOUT: Duration = Duration::from_secs(300);
 const QEMU: &str = "qemu-system-x86_64";
-/// The CPUs QEMU gives the kernel; every one must come online. TCG runs them on host
+/// The most CPUs QEMU gives the kernel; every one must come online. TCG runs them on host
 /// threads of their own (`thread=multi`), so they really run at the same time.
 const CPUS: usize = 4;
 
 /// Boots the kernel with `command_line`; its serial output and QEMU's exit status, or
 /// `None` when QEMU is missing outside CI.
-fn boot(command_line: &str) -> Option<(String, std::process::ExitStatus)> {
+fn boot(cpus: usize, command_line: &str) -> Option<(String, std::process::ExitStatus)> {
     if Command::new(QEMU).arg("--version").stdout(Stdio::null()).status().is_err() {
         assert!(std::env::var_os("CI").is_none(), "{QEMU} is missing: install qemu-system-x86");
         eprintln!("skipped: {QEMU} is missing (install qemu-system-x86 to boot the kernel)");
@@ -29,7 +29,7 @@ fn boot(command_line: &str) -> Option<(String, std::process::ExitStatus)> {
     }
     let kernel = env!("CARGO_BIN_EXE_memkit-kernel");
     let mut child = Command::new(QEMU)
-        .args(["-machine", "q35", "-accel", "tcg,thread=multi", "-m", "512M", "-smp", &CPUS.to_string()])
+        .args(["-machine", "q35", "-accel", "tcg,thread=multi", "-m", "512M", "-smp", &cpus.to_string()])
         .args(["-display", "none", "-serial", "stdio"])
         .args(["-monitor", "none", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-kernel")
@@ -64,9 +64,10 @@ fn boot(command_line: &str) -> Option<(String, std::process::ExitStatus)> {
     Some((output, status))
 }
 
-#[test]
-fn kernel_boots_and_passes_its_tests() {
-    let Some((output, status)) = boot("") else { return };
+/// Boots the kernel on `cpus` CPUs and checks its verdict: every CPU online, every in-kernel
+/// test passed.
+fn boots_and_passes_on(cpus: usize) {
+    let Some((output, status)) = boot(cpus, "") else { return };
     let verdict = output
         .lines()
         .rev()
@@ -78,12 +79,21 @@ fn kernel_boots_and_passes_its_tests() {
         })
         .expect("the kernel prints `N passed, M failed`");
     let (passed, failed) = verdict;
-    assert_eq!(failed, 0, "in-kernel tests failed");
-    assert!(passed >= 27, "too few in-kernel tests ran: {passed}");
+    assert_eq!(failed, 0, "in-kernel tests failed on {cpus} CPUs");
+    assert!(passed >= 40, "too few in-kernel tests ran on {cpus} CPUs: {passed}");
     assert!(output.contains("counts: "), "the kernel reports its counts");
-    assert!(output.contains(&format!("memkit kernel: {CPUS} CPUs online")), "every CPU came online");
+    assert!(output.contains(&format!("memkit kernel: {cpus} CPUs online")), "every CPU came online");
     assert!(!output.contains("PANIC") && !output.contains("FATAL"), "the kernel reported a fatal error");
-    assert_eq!(status.code(), Some(SUCCESS_STATUS), "QEMU's exit status says the kernel failed");
+    assert_eq!(status.code(), Some(SUCCESS_STATUS), "QEMU's exit status says the kernel failed on {cpus} CPUs");
+}
+
+/// Every in-kernel test passes on one CPU and on each count up to [`CPUS`] (one boot each,
+/// one after the other).
+#[test]
+fn kernel_boots_and_passes_its_tests_on_1_to_4_cpus() {
+    for cpus in 1..=CPUS {
+        boots_and_passes_on(cpus);
+    }
 }
 
 /// The `bench` boot mode runs on every CPU and prints its tables: one round of IPIs per
@@ -91,7 +101,7 @@ fn kernel_boots_and_passes_its_tests() {
 /// allocation.
 #[test]
 fn kernel_bench_mode_prints_its_figures() {
-    let Some((output, status)) = boot("bench") else { return };
+    let Some((output, status)) = boot(CPUS, "bench") else { return };
     assert!(output.contains(&format!("bench: {CPUS} CPUs")), "the bench ran on every CPU");
     let others = CPUS - 1;
     for pages in [1, 32, 1024] {
