@@ -67,6 +67,8 @@ pub enum XmfreeError {
     NotAllocated(VirtAddr),
     /// Kernel-heap memory still pinned (with this many pins): unpin it first.
     StillPinned(VirtAddr, u32),
+    /// The pointer is not a canonical address, so no heap holds it.
+    NonCanonical(usize),
 }
 
 impl XmfreeError {
@@ -91,6 +93,7 @@ impl fmt::Display for XmfreeError {
             XmfreeError::NotBlockStart(a) => write!(f, "{a:?} is not the start of a block"),
             XmfreeError::NotAllocated(a) => write!(f, "{a:?} is free (double free?)"),
             XmfreeError::StillPinned(a, n) => write!(f, "{a:?} is still pinned {n} times"),
+            XmfreeError::NonCanonical(a) => write!(f, "{a:#x} is not a canonical address"),
         }
     }
 }

@@ -193,7 +193,8 @@ impl<'a, P: PageSource, C: CpuId + Copy> KernelHeaps<'a, P, C> {
             return Ok(f_large(large));
         }
         let (other_regular, other_large) = self.family(if heap.is_pinned() { HeapId::Kernel } else { HeapId::Pinned });
-        let va = VirtAddr::new(ptr.as_ptr() as usize);
+        let addr = ptr.as_ptr() as usize;
+        let va = VirtAddr::try_new(addr).map_err(|_| XmfreeError::NonCanonical(addr))?;
         if other_regular.owns(ptr) || other_large.owns(ptr) {
             return Err(XmfreeError::OtherHeap(va));
         }

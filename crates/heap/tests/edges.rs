@@ -100,6 +100,10 @@ fn bad_frees_are_refused_and_change_nothing() {
         assert_eq!(h.free_owned(foreign), Err(XmfreeError::NotOwned(va(foreign))));
         let top = NonNull::new(std::ptr::without_provenance_mut(usize::MAX)).unwrap();
         assert_eq!(h.free_owned(top), Err(XmfreeError::NotOwned(va(top))));
+        // A pointer no address space can hold is refused, not a panic.
+        let wild_addr = 0x0000_8000_0000_0000usize;
+        let wild = NonNull::new(std::ptr::without_provenance_mut(wild_addr)).unwrap();
+        assert_eq!(h.free_owned(wild), Err(XmfreeError::NonCanonical(wild_addr)));
         for block in [small, mid, large] {
             for offset in [1, 8, 63, 64, 99] {
                 let inside = NonNull::new(block.as_ptr().wrapping_add(offset)).unwrap();

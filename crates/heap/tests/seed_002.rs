@@ -235,6 +235,14 @@ fn xmfree_recovers_the_size_and_refuses_what_it_does_not_own() {
     let inside_large = NonNull::new(q.as_ptr().wrapping_add(PAGE_SIZE)).unwrap();
     assert!(matches!(common::xmfree(&h, inside_large, HeapId::Kernel), Err(XmfreeError::NotBlockStart(_))));
     assert_eq!(common::xmfree(&h, p, HeapId::Pinned), Err(XmfreeError::OtherHeap(VirtAddr::new(addr(p)))));
+    // A pointer no address space can hold: refused with its own error, never a panic.
+    let wild_addr = 0x0000_8000_0000_0000usize;
+    let wild = NonNull::new(std::ptr::without_provenance_mut(wild_addr)).unwrap();
+    for heap in [HeapId::Kernel, HeapId::Pinned] {
+        assert_eq!(common::xmfree(&h, wild, heap), Err(XmfreeError::NonCanonical(wild_addr)));
+    }
+    assert!(h.pin(wild, HeapId::Kernel).is_err());
+    assert!(h.unpin(wild, HeapId::Kernel).is_err());
     let keep = h.xmalloc(777, 3, HeapId::Kernel).unwrap();
     common::xmfree(&h, p, HeapId::Kernel).unwrap();
     assert_eq!(common::xmfree(&h, p, HeapId::Kernel), Err(XmfreeError::NotAllocated(VirtAddr::new(addr(p)))));

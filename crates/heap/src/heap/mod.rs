@@ -403,7 +403,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         &self,
         addr: usize,
     ) -> Result<(&PageMap, u32, &Descriptor, usize, spin::MutexGuard<'_, ShardState>), XmfreeError> {
-        let not_owned = XmfreeError::NotOwned(VirtAddr::new(addr));
+        let va = VirtAddr::try_new(addr).map_err(|_| XmfreeError::NonCanonical(addr))?;
+        let not_owned = XmfreeError::NotOwned(va);
         let map = self.page_map().ok_or(not_owned)?;
         let page = addr.checked_sub(map.base).ok_or(not_owned)? >> PAGE_SHIFT;
         let entry = map.entries.get(page).ok_or(not_owned)?;
