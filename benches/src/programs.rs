@@ -1,11 +1,11 @@
 //! Unmodified programs with memkit, glibc and mimalloc as their malloc: wall time and peak
 //! resident memory of each program under each allocator, side by side.
 //!
-//! The programs are those of memkit-capi's program tests (`crates/capi/tests/programs/`):
+//! The programs are those of memkit-malloc's program tests (`crates/malloc/tests/programs/`):
 //! Python (sqlite in memory with an index, a JSON dump and load of a large dict, many small
 //! objects), git (commits, `log --stat`, `gc`), gcc compiling a C file, a shell pipeline
 //! (`sort | uniq -c | sort`) and a C program whose threads malloc and free across each
-//! other. memkit is `libmemkit.so` (built with `cargo build --release -p memkit-capi`, or
+//! other. memkit is `libmemkit_malloc.so` (built with `cargo build --release -p memkit-malloc`, or
 //! by this suite when it is missing), mimalloc the system's `libmimalloc.so.2` (Debian's
 //! `libmimalloc2.0`), glibc the plain run; each goes in as `LD_PRELOAD`.
 //!
@@ -29,10 +29,10 @@ use crate::{MEMKIT, Options, Report};
 
 /// Where the programs' sources and scripts are.
 fn programs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/capi/tests/programs")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/malloc/tests/programs")
 }
 
-/// `libmemkit.so` next to this binary (its profile), built with the release profile when
+/// `libmemkit_malloc.so` next to this binary (its profile), built with the release profile when
 /// missing.
 fn memkit_library() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
@@ -40,19 +40,19 @@ fn memkit_library() -> Option<PathBuf> {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let lib = dir.join("libmemkit.so");
+    let lib = dir.join("libmemkit_malloc.so");
     if lib.exists() {
         return Some(lib);
     }
     let target = dir.parent()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let ok = Command::new(cargo)
-        .args(["build", "--release", "-p", "memkit-capi", "--lib"])
+        .args(["build", "--release", "-p", "memkit-malloc", "--lib"])
         .env("CARGO_TARGET_DIR", target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .is_ok_and(|s| s.success());
-    let release = target.join("release/libmemkit.so");
+    let release = target.join("release/libmemkit_malloc.so");
     (ok && release.exists()).then_some(release)
 }
 
@@ -115,7 +115,7 @@ pub fn run(options: &Options) -> Report {
     let mut allocators: Vec<(&str, Option<PathBuf>)> = Vec::new();
     match memkit_library() {
         Some(lib) => allocators.push((MEMKIT, Some(lib))),
-        None => report.note("libmemkit.so could not be built: memkit not measured"),
+        None => report.note("libmemkit_malloc.so could not be built: memkit not measured"),
     }
     allocators.push(("glibc", None));
     match mimalloc_library() {

@@ -20,13 +20,10 @@
 //!   seed writes through is checked for null, and every failure returns the seed's code. No
 //!   entry panics: each returns a value for every input (`tests/garbage.rs` calls each with
 //!   garbage).
-//! - **The malloc family** ([`malloc`]): `malloc`, `free`, `calloc`, `realloc`, ... over
-//!   memkit's frame allocator (`memkit-phys`) and heap (`memkit-heap`), exported from the
-//!   shared library so that an unmodified program allocates from memkit
-//!   (`LD_PRELOAD=target/release/libmemkit.so python3 script.py`). It has its own frames
-//!   (an address-space reservation that grows in 64 MiB chunks) and its own heap, and never
-//!   takes the seed entries' lock; the seed entries' own Rust allocations go through it too
-//!   when the library is loaded.
+//! - **No malloc here.** The malloc family for `LD_PRELOAD` is `libmemkit_malloc.so`
+//!   (`crates/malloc`), a library of its own: a preloaded library that exported the seeds'
+//!   names would take them from every program that has its own (`xmalloc` is also
+//!   libiberty's, which binutils call).
 //! - **Error codes in one place.** [`errors`] holds L4Re's numbers (negated where an entry
 //!   returns them), taken from the dataspace manager's.
 //!
@@ -51,8 +48,6 @@ mod handles;
 pub mod l4dm;
 #[allow(unsafe_code)]
 pub mod l4re;
-#[allow(unsafe_code)]
-pub mod malloc;
 #[allow(unsafe_code, non_snake_case)]
 pub mod pmallocator;
 #[allow(unsafe_code)]

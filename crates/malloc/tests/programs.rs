@@ -1,4 +1,4 @@
-//! Real programs with memkit as their malloc (`LD_PRELOAD=libmemkit.so`), each run once
+//! Real programs with memkit as their malloc (`LD_PRELOAD=libmemkit_malloc.so`), each run once
 //! plainly and once preloaded, with their output compared: Python (sqlite, JSON, small
 //! objects), git (commits, `log --stat`, `gc`), gcc (compiling and running a C file), a
 //! shell pipeline, and a C program whose threads malloc and free across each other while
@@ -15,14 +15,14 @@ fn programs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
 }
 
-/// `libmemkit.so` of this test's profile, built when absent.
+/// `libmemkit_malloc.so` of this test's profile, built when absent.
 fn library() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
         let exe = std::env::current_exe().expect("the test's path");
         // target/<profile>/deps/programs-<hash>
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-        let lib = profile_dir.join("libmemkit.so");
+        let lib = profile_dir.join("libmemkit_malloc.so");
         if !lib.exists() {
             let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
                 Some("debug") | None => "dev",
@@ -31,12 +31,12 @@ fn library() -> &'static Path {
             let target = profile_dir.parent().expect("the target directory");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "-p", "memkit-capi", "--lib", "--profile", profile])
+                .args(["build", "-p", "memkit-malloc", "--lib", "--profile", profile])
                 .env("CARGO_TARGET_DIR", target)
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .expect("cargo runs");
-            assert!(status.success(), "building libmemkit.so");
+            assert!(status.success(), "building libmemkit_malloc.so");
         }
         assert!(lib.exists(), "{} exists", lib.display());
         lib

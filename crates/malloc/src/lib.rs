@@ -1,6 +1,6 @@
 //! The C library's malloc family over memkit: `malloc`, `free`, `calloc`, `realloc`,
 //! `reallocarray`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc` and
-//! `malloc_usable_size`, exported from `libmemkit.so` so that an unmodified program uses
+//! `malloc_usable_size`, exported from `libmemkit_malloc.so` so that an unmodified program uses
 //! them with `LD_PRELOAD`.
 //!
 //! ```text
@@ -49,6 +49,8 @@
 //! # Unsafe
 //! The exports are `unsafe extern "C"` functions with C's contracts; they copy and clear
 //! blocks the heap or the nested path handed out, within their usable sizes.
+
+#![allow(unsafe_code)]
 
 use core::ffi::c_void;
 use core::ptr::{NonNull, null_mut};

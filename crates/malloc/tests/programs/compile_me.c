@@ -21,7 +21,7 @@ int main(void) {
     int distinct = 0;
     char word[32];
     for (int i = 0; i < 300000; i++) {
-        snprintf(word, sizeof word, "w%d", (i * 7919) % 20011 % (1 + i % 977));
+        snprintf(word, sizeof word, "w%ld", (long)i * 7919 % 20011 % (1 + i % 977));
         unsigned b = hash(word) % BUCKETS;
         struct node *n = table[b];
         while (n && strcmp(n->key, word)) n = n->next;
