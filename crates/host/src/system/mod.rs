@@ -48,8 +48,8 @@ use std::sync::Arc;
 
 use memkit_dataspace::{DataspaceId, Manager};
 use memkit_region::{
-    AddressSpace, AreaInfo, AttachError, AttachRequest, BackingError, DetachError, DetachFlags, Detached, FaultError,
-    Flags, FreeAreaError, MapError, Mmu, ProtectError, RegionMap, Remap, RemapError, ReserveError,
+    AddressSpace, AttachError, AttachRequest, BackingError, DetachError, DetachFlags, Detached, FaultError, MapError,
+    Mmu, RegionMap,
 };
 use memkit_spaces::Spaces;
 pub use memkit_spaces::{DEFAULT_FAULT_AROUND, FaultAroundError, MAX_FAULT_AROUND};
@@ -59,6 +59,8 @@ use crate::fault::{self, FaultResolver, RegisterError, Registration, Resolution,
 use crate::held::{Held, holds};
 use crate::ram::HostRam;
 use crate::window::{HostMmu, Window, WindowError};
+
+mod vma;
 
 /// The RAM as the manager sees it: a shared handle implementing [`PhysMemory`].
 #[derive(Debug, Clone)]
@@ -240,80 +242,6 @@ impl<S: FrameSource> Stack<S> {
     /// [`SystemError::NoSpace`].
     pub fn region_map(&self, id: HostSpaceId) -> Result<&RegionMap<DataspaceId>, SystemError> {
         self.space(id).map(|s| &s.map)
-    }
-
-    /// Reserves an area in space `id` ([`RegionMap::reserve_area_below`]).
-    ///
-    /// # Errors
-    /// [`SystemError::NoSpace`]; the reserve error inside.
-    pub fn reserve_area(
-        &mut self,
-        id: HostSpaceId,
-        start: VirtAddr,
-        size: usize,
-        flags: Flags,
-        align: u8,
-        limit: Option<VirtAddr>,
-    ) -> Result<Result<VirtAddr, ReserveError>, SystemError> {
-        let index = self.index_of(id).ok_or(SystemError::NoSpace(id))?;
-        Self::inner(id, self.spaces.reserve_area(index, start, size, flags, align, limit))
-    }
-
-    /// Frees the area containing `addr` in space `id` ([`RegionMap::free_area`]).
-    ///
-    /// # Errors
-    /// [`SystemError::NoSpace`]; the free error inside.
-    pub fn free_area(
-        &mut self,
-        id: HostSpaceId,
-        addr: VirtAddr,
-    ) -> Result<Result<AreaInfo, FreeAreaError>, SystemError> {
-        let index = self.index_of(id).ok_or(SystemError::NoSpace(id))?;
-        Self::inner(id, self.spaces.free_area(index, addr))
-    }
-
-    /// New rights for the pages of a range of space `id` (`mprotect`;
-    /// [`RegionMap::protect`]): rights taken away are taken from the mapped pages now,
-    /// rights given fault in lazily.
-    ///
-    /// # Errors
-    /// [`SystemError::NoSpace`]; the protect error inside (nothing changed).
-    pub fn protect(
-        &mut self,
-        id: HostSpaceId,
-        start: VirtAddr,
-        size: usize,
-        rights: Rights,
-    ) -> Result<Result<(), ProtectError>, SystemError> {
-        let index = self.index_of(id).ok_or(SystemError::NoSpace(id))?;
-        Self::inner(id, self.spaces.protect(&mut self.manager, index, start, size, rights))
-    }
-
-    /// Resizes or moves part of a region of space `id` (`mremap`; [`RegionMap::remap`]),
-    /// keeping its frames.
-    ///
-    /// # Errors
-    /// [`SystemError::NoSpace`]; the remap error inside (nothing changed).
-    pub fn remap(
-        &mut self,
-        id: HostSpaceId,
-        start: VirtAddr,
-        old_size: usize,
-        new_size: usize,
-        how: Remap,
-    ) -> Result<Result<VirtAddr, RemapError>, SystemError> {
-        let index = self.index_of(id).ok_or(SystemError::NoSpace(id))?;
-        Self::inner(id, self.spaces.remap(&mut self.manager, index, start, old_size, new_size, how))
-    }
-
-    /// Merges compatible neighbours in a range of space `id` ([`RegionMap::merge`]);
-    /// returns the number of merges.
-    ///
-    /// # Errors
-    /// [`SystemError::NoSpace`].
-    pub fn merge(&mut self, id: HostSpaceId, start: VirtAddr, size: usize) -> Result<usize, SystemError> {
-        let index = self.index_of(id).ok_or(SystemError::NoSpace(id))?;
-        self.spaces.merge(&mut self.manager, index, start, size).map_err(|_| SystemError::NoSpace(id))
     }
 
     /// A spaces result as this system's: the operation's own error inside.

@@ -34,248 +34,30 @@
 //! it behind one lock. [`SpaceSet`] is the two together.
 
 use alloc::vec::Vec;
-use core::fmt;
-
-use memkit_dataspace::{ClientId, CopyError, DataspaceId, DmFlags, Manager, PageRange, RevokeKind, Revoker};
+use memkit_dataspace::{ClientId, CopyError, DataspaceId, DmFlags, Manager};
 use memkit_region::{
-    AddressSpace, AreaInfo, AttachError, AttachRequest, Attachment, Backing, BackingError, DetachError, DetachFlags,
-    Detached, FaultError, Flags, FreeAreaError, Mmu, ProtectError, RegionMap, Remap, RemapError, ReserveError,
-    Translation,
+    AddressSpace, AttachError, AttachRequest, Attachment, DetachError, DetachFlags, Detached, FaultError, Mmu,
+    RegionMap, Translation,
 };
 #[cfg(any(test, feature = "check"))]
 use memkit_types::Page;
-use memkit_types::l4::L4_EINVAL;
-use memkit_types::{Access, Frame, FrameSource, PAGE_SIZE, PhysMemory, Rights, VirtAddr};
+use memkit_types::{Access, Frame, FrameSource, PAGE_SIZE, PhysMemory, VirtAddr};
 
 use crate::around::{FaultAroundError, MAX_FAULT_AROUND, fault_around};
 use crate::rmap::ReverseIndex;
+
+mod backing;
+mod error;
+mod vma;
+
+pub use backing::SpacesRevoker;
+use backing::{ManagerBacking, Replaced, Slot, SpaceOp};
+pub use error::SpaceError;
 
 /// An address space of a [`SpaceSet`]: its slot. The slot of a removed space is given to
 /// the next space added (as a file descriptor is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SpaceId(pub usize);
-
-/// An operation on a space of a [`SpaceSet`] failed: there is no such space, or the
-/// operation itself failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SpaceError<E> {
-    /// No space has this id.
-    NoSpace(SpaceId),
-    /// The operation's own error.
-    Op(E),
-}
-
-impl<E: fmt::Display> fmt::Display for SpaceError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SpaceError::NoSpace(id) => write!(f, "no address space {}", id.0),
-            SpaceError::Op(e) => e.fmt(f),
-        }
-    }
-}
-
-impl<E: fmt::Debug + fmt::Display> core::error::Error for SpaceError<E> {}
-
-impl SpaceError<AttachError> {
-    /// `-L4_EINVAL` for a missing space, else the attach error's code.
-    #[must_use]
-    pub const fn code(self) -> i32 {
-        match self {
-            SpaceError::NoSpace(_) => -L4_EINVAL,
-            SpaceError::Op(e) => e.code(),
-        }
-    }
-}
-
-impl SpaceError<DetachError> {
-    /// `-L4_EINVAL` for a missing space, else the detach error's code.
-    #[must_use]
-    pub const fn code(self) -> i32 {
-        match self {
-            SpaceError::NoSpace(_) => -L4_EINVAL,
-            SpaceError::Op(e) => e.code(),
-        }
-    }
-}
-
-impl SpaceError<ProtectError> {
-    /// `-L4_EINVAL` for a missing space, else the protect error's code.
-    #[must_use]
-    pub const fn code(self) -> i32 {
-        match self {
-            SpaceError::NoSpace(_) => -L4_EINVAL,
-            SpaceError::Op(e) => e.code(),
-        }
-    }
-}
-
-impl SpaceError<RemapError> {
-    /// `-L4_EINVAL` for a missing space, else the remap error's code.
-    #[must_use]
-    pub const fn code(self) -> i32 {
-        match self {
-            SpaceError::NoSpace(_) => -L4_EINVAL,
-            SpaceError::Op(e) => e.code(),
-        }
-    }
-}
-
-impl SpaceError<FaultError> {
-    /// `-L4_EINVAL` for a missing space, else the fault error's code.
-    #[must_use]
-    pub const fn code(self) -> i32 {
-        match self {
-            SpaceError::NoSpace(_) => -L4_EINVAL,
-            SpaceError::Op(e) => e.code(),
-        }
-    }
-}
-
-/// The frames copy-on-write breaks replaced during one operation (or the `DETACH_FREE`
-/// releases it made): the first without allocating, any further ones in a list.
-#[derive(Debug)]
-struct Replaced<T = Frame> {
-    first: Option<(DataspaceId, u64, T)>,
-    more: Vec<(DataspaceId, u64, T)>,
-}
-
-impl<T> Default for Replaced<T> {
-    fn default() -> Self {
-        Replaced { first: None, more: Vec::new() }
-    }
-}
-
-impl<T: Copy> Replaced<T> {
-    fn push(&mut self, r: (DataspaceId, u64, T)) {
-        if self.first.is_none() {
-            self.first = Some(r);
-        } else {
-            self.more.push(r);
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (DataspaceId, u64, T)> + '_ {
-        self.first.iter().chain(self.more.iter()).copied()
-    }
-}
-
-/// The manager as the region map of one space sees it ([`Backing`]), for one operation:
-/// frames from the manager, attachments recorded in the reverse index, references taken
-/// and dropped with the first and the last attachment of a dataspace.
-struct ManagerBacking<'a, S, P> {
-    manager: &'a mut Manager<S, P>,
-    index: &'a mut ReverseIndex,
-    /// The space the operation is in.
-    space: SpaceId,
-    /// The copy-on-write breaks during this operation: (dataspace, offset, old frame). A
-    /// fault maps one page, so it breaks at most one and allocates nothing; an eager attach
-    /// may break one per page.
-    replaced: Replaced,
-    /// Whether the region map is told the dataspaces' sizes ([`Spaces::set_check_sizes`]).
-    sizes: bool,
-    /// The `DETACH_FREE` releases to carry out once the region map is done (a detach makes
-    /// one; a replacing attach or a move may make several).
-    release: Replaced<u64>,
-}
-
-impl<'a, S, P> ManagerBacking<'a, S, P> {
-    fn new(manager: &'a mut Manager<S, P>, index: &'a mut ReverseIndex, space: SpaceId, sizes: bool) -> Self {
-        ManagerBacking { manager, index, space, sizes, replaced: Replaced::default(), release: Replaced::default() }
-    }
-}
-
-impl<S: FrameSource, P: PhysMemory> Backing for ManagerBacking<'_, S, P> {
-    type Id = DataspaceId;
-
-    fn rights(&self, id: DataspaceId) -> Option<Rights> {
-        // The rights of the handle: attaching beyond them is refused.
-        self.manager.rights(id).ok()
-    }
-
-    fn size(&self, id: DataspaceId) -> Option<u64> {
-        if !self.sizes {
-            return None;
-        }
-        self.manager.info(id).ok().map(|i| i.size)
-    }
-
-    fn map(&mut self, id: DataspaceId, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
-        match self.manager.map(id, offset, access) {
-            Ok(m) => {
-                if let Some(old) = m.replaced {
-                    self.replaced.push((id, offset, old));
-                }
-                Ok((m.frame, m.rights))
-            }
-            Err(memkit_dataspace::MapError::InvalidId(_)) => Err(BackingError::UnknownDataspace),
-            Err(memkit_dataspace::MapError::OffsetOutOfRange(o, _)) => Err(BackingError::OutOfRange(o)),
-            Err(memkit_dataspace::MapError::Forbidden(_, access)) => Err(BackingError::Forbidden(access)),
-            Err(memkit_dataspace::MapError::OutOfMemory(_)) => Err(BackingError::OutOfMemory),
-            // A refusal a later manager adds: the access is refused.
-            Err(_) => Err(BackingError::Forbidden(access)),
-        }
-    }
-
-    fn attached(&mut self, id: DataspaceId, region: Attachment) {
-        if self.index.insert(id, self.space, region) {
-            // The attach checked `rights` (an open handle) just before: this succeeds.
-            let _ = self.manager.inc_ref(id);
-        }
-    }
-
-    fn detached(&mut self, id: DataspaceId, region: Attachment) {
-        if self.index.remove(id, self.space, region) {
-            let _ = self.manager.dec_ref(id);
-        }
-    }
-
-    fn trimmed(&mut self, id: DataspaceId, old: Attachment, kept: Attachment) {
-        // The new entry first: the dataspace never looks unreferenced.
-        let _ = self.index.insert(id, self.space, kept);
-        if old.start != kept.start || old.offset != kept.offset {
-            let _ = self.index.remove(id, self.space, old);
-        }
-    }
-
-    fn release(&mut self, id: DataspaceId, offset: u64, size: u64) {
-        self.release.push((id, offset, size));
-    }
-}
-
-/// A space and the backing of one operation in it.
-type SpaceOp<'a, M, S, P> = (&'a mut AddressSpace<DataspaceId, M>, ManagerBacking<'a, S, P>);
-
-/// A slot of [`Spaces`].
-type Slot<M> = Option<AddressSpace<DataspaceId, M>>;
-
-/// Takes rights away from the mappings of a dataspace's pages, in every space, visiting
-/// only the regions the [`ReverseIndex`] names for those pages.
-#[derive(Debug)]
-pub struct SpacesRevoker<'a, M> {
-    spaces: &'a mut [Slot<M>],
-    index: &'a ReverseIndex,
-}
-
-impl<M: Mmu> Revoker for SpacesRevoker<'_, M> {
-    fn revoke(&mut self, ds: DataspaceId, pages: PageRange, kind: RevokeKind) {
-        let keep = match kind {
-            RevokeKind::Write => Rights::READ | Rights::EXECUTE,
-            RevokeKind::All => Rights::empty(),
-        };
-        let offset = pages.start.saturating_mul(PAGE_SIZE as u64);
-        let size = pages.end.saturating_sub(pages.start).saturating_mul(PAGE_SIZE as u64);
-        let spaces = &mut *self.spaces;
-        self.index.for_each_showing(ds, offset, size, |space, region| {
-            let Some(Some(s)) = spaces.get_mut(space.0) else { return };
-            // A protect the MMU refuses falls back to unmapping, which always leaves a
-            // correct state: the pages fault again and are resolved with the right rights.
-            if region.revoke(&mut s.mmu, offset, size, keep).is_err() {
-                let _ = region.revoke(&mut s.mmu, offset, size, Rights::empty());
-            }
-        });
-    }
-}
 
 /// Address spaces that show the dataspaces of one manager, kept coherent, without the
 /// manager: every operation that may reach it takes it as an argument (always the same
@@ -488,101 +270,6 @@ impl<M: Mmu> Spaces<M> {
         Ok((space, ManagerBacking::new(manager, &mut self.index, id, self.check_sizes)))
     }
 
-    /// Gives the pages of a range in space `id` new rights ([`RegionMap::protect`]); the
-    /// reverse index follows every split and merge. Flushes what it owes.
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`], or the protect error (nothing changed).
-    pub fn protect<S: FrameSource, P: PhysMemory>(
-        &mut self,
-        manager: &mut Manager<S, P>,
-        id: SpaceId,
-        start: VirtAddr,
-        size: usize,
-        rights: Rights,
-    ) -> Result<(), SpaceError<ProtectError>> {
-        let (space, mut b) = self.op(manager, id).map_err(SpaceError::NoSpace)?;
-        space.map.protect(&mut b, &mut space.mmu, start, size, rights).map_err(SpaceError::Op)?.flush(&space.mmu);
-        Ok(())
-    }
-
-    /// Resizes or moves part of a region in space `id` ([`RegionMap::remap`]), keeping its
-    /// frames; `DETACH_FREE` bytes it gives up are cleared as a detach's are.
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`], or the remap error (nothing changed).
-    pub fn remap<S: FrameSource, P: PhysMemory>(
-        &mut self,
-        manager: &mut Manager<S, P>,
-        id: SpaceId,
-        start: VirtAddr,
-        old_size: usize,
-        new_size: usize,
-        how: Remap,
-    ) -> Result<VirtAddr, SpaceError<RemapError>> {
-        let (space, mut b) = self.op(manager, id).map_err(SpaceError::NoSpace)?;
-        let r = space.map.remap(&mut b, &mut space.mmu, start, old_size, new_size, how).map_err(SpaceError::Op);
-        let (replaced, release) = (core::mem::take(&mut b.replaced), core::mem::take(&mut b.release));
-        self.finish(manager, &replaced, &release);
-        r
-    }
-
-    /// Merges compatible neighbours in a range of space `id` ([`RegionMap::merge`]);
-    /// returns the number of merges.
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`].
-    pub fn merge<S: FrameSource, P: PhysMemory>(
-        &mut self,
-        manager: &mut Manager<S, P>,
-        id: SpaceId,
-        start: VirtAddr,
-        size: usize,
-    ) -> Result<usize, SpaceError<core::convert::Infallible>> {
-        let (space, mut b) = self.op(manager, id).map_err(SpaceError::NoSpace)?;
-        Ok(space.map.merge(&mut b, start, size))
-    }
-
-    /// Reserves an area in space `id` ([`RegionMap::reserve_area_below`]).
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`], or the reserve error.
-    pub fn reserve_area(
-        &mut self,
-        id: SpaceId,
-        start: VirtAddr,
-        size: usize,
-        flags: Flags,
-        align: u8,
-        limit: Option<VirtAddr>,
-    ) -> Result<VirtAddr, SpaceError<ReserveError>> {
-        let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
-        space.map.reserve_area_below(start, size, flags, align, limit).map_err(SpaceError::Op)
-    }
-
-    /// Frees the area containing `addr` in space `id` ([`RegionMap::free_area`]).
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`], or the free error.
-    pub fn free_area(&mut self, id: SpaceId, addr: VirtAddr) -> Result<AreaInfo, SpaceError<FreeAreaError>> {
-        let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
-        space.map.free_area(addr).map_err(SpaceError::Op)
-    }
-
-    /// Randomised placement in space `id` ([`RegionMap::set_randomized`]).
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`].
-    pub fn set_randomized(
-        &mut self,
-        id: SpaceId,
-        seed: Option<u64>,
-    ) -> Result<(), SpaceError<core::convert::Infallible>> {
-        let space = self.slots.get_mut(id.0).and_then(Option::as_mut).ok_or(SpaceError::NoSpace(id))?;
-        space.map.set_randomized(seed);
-        Ok(())
-    }
-
     /// Resolves a page fault in space `id`: by fault-around when it is on and applies,
     /// else through [`RegionMap::resolve`]. When the fault broke copy-on-write, every
     /// mapping of the page still on its old frame for this dataspace is unmapped, in every
@@ -723,72 +410,6 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
     /// The space `id`.
     pub fn space(&self, id: SpaceId) -> Option<&AddressSpace<DataspaceId, M>> {
         self.spaces.get(id)
-    }
-
-    /// Reserves an area in space `id` ([`Spaces::reserve_area`]).
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`], or the reserve error.
-    pub fn reserve_area(
-        &mut self,
-        id: SpaceId,
-        start: VirtAddr,
-        size: usize,
-        flags: Flags,
-        align: u8,
-        limit: Option<VirtAddr>,
-    ) -> Result<VirtAddr, SpaceError<ReserveError>> {
-        self.spaces.reserve_area(id, start, size, flags, align, limit)
-    }
-
-    /// Frees the area containing `addr` in space `id` ([`Spaces::free_area`]).
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`], or the free error.
-    pub fn free_area(&mut self, id: SpaceId, addr: VirtAddr) -> Result<AreaInfo, SpaceError<FreeAreaError>> {
-        self.spaces.free_area(id, addr)
-    }
-
-    /// New rights for a range of space `id` ([`Spaces::protect`]).
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`], or the protect error (nothing changed).
-    pub fn protect(
-        &mut self,
-        id: SpaceId,
-        start: VirtAddr,
-        size: usize,
-        rights: Rights,
-    ) -> Result<(), SpaceError<ProtectError>> {
-        self.spaces.protect(&mut self.manager, id, start, size, rights)
-    }
-
-    /// Resizes or moves part of a region of space `id` ([`Spaces::remap`]).
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`], or the remap error (nothing changed).
-    pub fn remap(
-        &mut self,
-        id: SpaceId,
-        start: VirtAddr,
-        old_size: usize,
-        new_size: usize,
-        how: Remap,
-    ) -> Result<VirtAddr, SpaceError<RemapError>> {
-        self.spaces.remap(&mut self.manager, id, start, old_size, new_size, how)
-    }
-
-    /// Merges compatible neighbours in a range of space `id` ([`Spaces::merge`]).
-    ///
-    /// # Errors
-    /// [`SpaceError::NoSpace`].
-    pub fn merge(
-        &mut self,
-        id: SpaceId,
-        start: VirtAddr,
-        size: usize,
-    ) -> Result<usize, SpaceError<core::convert::Infallible>> {
-        self.spaces.merge(&mut self.manager, id, start, size)
     }
 
     /// The faults so far that broke copy-on-write.
