@@ -19,6 +19,7 @@ pub const fn map_error_code(e: MapError) -> i32 {
         MapError::OutOfRange(_) => -L4_EADDRNOTAVAIL,
         MapError::InvalidFrame(_) => -L4_EINVAL,
         MapError::OutOfMemory => -L4_ENOMEM,
+        MapError::Unsupported(_) => -L4_EINVAL,
     }
 }
 

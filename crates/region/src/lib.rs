@@ -82,7 +82,7 @@ pub use error::{
 };
 pub use flags::{CACHING_SHIFT, DETACH_AGAIN, DETACH_RESULT_MASK, DetachFlags, DetachResult, Flags, cache_bits};
 pub use map::{AreaInfo, AttachRequest, Detached, Found, Listing, MAX_ALIGN, RegionInfo, RegionMap, Regions, Remap};
-pub use mmu::{MapError, Mmu, TlbFlush, Translation};
+pub use mmu::{EntrySize, LARGE_PAGES, MapError, Mmu, TlbFlush, Translation};
 pub use soft::{AccessFault, SoftMmu};
 pub use space::AddressSpace;
 #[cfg(any(test, feature = "check"))]

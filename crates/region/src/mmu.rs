@@ -7,7 +7,31 @@
 
 use core::fmt;
 
-use memkit_types::{CacheMode, Frame, Page, PageCount, Rights};
+use memkit_types::{CacheMode, Frame, Page, PageCount, Rights, SUPERPAGE_SIZE};
+
+/// The pages of one large (2 MiB) entry: 512.
+pub const LARGE_PAGES: usize = SUPERPAGE_SIZE / memkit_types::PAGE_SIZE;
+
+/// The size of the entry that translates a page ([`Mmu::translate_entry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntrySize {
+    /// One 4 KiB page.
+    Small,
+    /// A 2 MiB block of [`LARGE_PAGES`] pages, 2 MiB aligned in both address spaces
+    /// ([`Mmu::map_large`]).
+    Large,
+}
+
+impl EntrySize {
+    /// The pages the entry translates: 1 or [`LARGE_PAGES`].
+    #[must_use]
+    pub const fn pages(self) -> usize {
+        match self {
+            EntrySize::Small => 1,
+            EntrySize::Large => LARGE_PAGES,
+        }
+    }
+}
 
 /// A translation as the MMU holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +58,9 @@ pub enum MapError {
     InvalidFrame(Frame),
     /// Memory for page tables (or a kernel mapping slot) is exhausted.
     OutOfMemory,
+    /// This MMU maps no large (2 MiB) entries, or not this page or frame (not 2 MiB
+    /// aligned): [`Mmu::map_large`].
+    Unsupported(Page),
 }
 
 impl fmt::Display for MapError {
@@ -44,6 +71,9 @@ impl fmt::Display for MapError {
             MapError::OutOfRange(p) => write!(f, "page {:#x} is outside the MMU's range", p.start_address().as_usize()),
             MapError::InvalidFrame(fr) => write!(f, "frame {:#x} cannot be mapped", fr.start_address().as_u64()),
             MapError::OutOfMemory => f.write_str("no memory for page tables"),
+            MapError::Unsupported(p) => {
+                write!(f, "no 2 MiB entry can map page {:#x}", p.start_address().as_usize())
+            }
         }
     }
 }
@@ -60,12 +90,26 @@ impl core::error::Error for MapError {}
 pub struct TlbFlush {
     start: Page,
     count: PageCount,
+    large: bool,
 }
 
 impl TlbFlush {
     /// A flush of `count` pages from `start` on.
     pub const fn new(start: Page, count: PageCount) -> Self {
-        TlbFlush { start, count }
+        TlbFlush { start, count, large: false }
+    }
+
+    /// A flush of the large (2 MiB) entries that translated the `count` pages from `start`
+    /// on (both multiples of [`LARGE_PAGES`]): one invalidation per entry is enough
+    /// ([`Mmu::flush_large`]).
+    pub const fn large(start: Page, count: PageCount) -> Self {
+        TlbFlush { start, count, large: true }
+    }
+
+    /// Whether the pages were translated by large entries alone ([`TlbFlush::large`]).
+    #[must_use]
+    pub const fn is_large(&self) -> bool {
+        self.large
     }
 
     /// The first page to flush.
@@ -82,7 +126,11 @@ impl TlbFlush {
 
     /// Flushes the pages from `mmu`'s TLB.
     pub fn flush<M: Mmu + ?Sized>(self, mmu: &M) {
-        mmu.flush(self.start, self.count);
+        if self.large {
+            mmu.flush_large(self.start, self.count);
+        } else {
+            mmu.flush(self.start, self.count);
+        }
     }
 
     /// Drops the obligation: the caller knows no stale translation can exist.
@@ -169,9 +217,47 @@ pub trait Mmu {
         Ok(TlbFlush::new(page, count))
     }
 
-    /// The translation of `page`, if it has one.
+    /// The translation of `page`, if it has one (for a page inside a large entry: the
+    /// page's own frame within the entry's run).
     fn translate(&self, page: Page) -> Option<Translation>;
+
+    /// The translation of `page` and the size of the entry that holds it. The default
+    /// knows small entries only.
+    fn translate_entry(&self, page: Page) -> Option<(Translation, EntrySize)> {
+        self.translate(page).map(|t| (t, EntrySize::Small))
+    }
+
+    /// Whether [`map_large`](Self::map_large) may succeed (`false` by default): the region
+    /// map asks its backing for a 2 MiB run only then.
+    fn maps_large(&self) -> bool {
+        false
+    }
+
+    /// Maps the [`LARGE_PAGES`] pages from `page` on (2 MiB aligned) to the frames from
+    /// `frame` on (2 MiB aligned) with one large entry. Every other change of the pages
+    /// works on a large entry as on small ones: an [`unmap`](Self::unmap) or a
+    /// [`protect`](Self::protect) of part of it splits it first (the other pages keep
+    /// their translations, or, where the MMU finds no memory for the split, lose them and
+    /// fault again), and a [`map`](Self::map) of one of its pages is
+    /// [`MapError::AlreadyMapped`].
+    ///
+    /// # Errors
+    /// [`MapError::Unsupported`] by default, and for a page or frame that is not 2 MiB
+    /// aligned; [`MapError::AlreadyMapped`] naming a page of the block that has a
+    /// translation (nothing is mapped then), [`MapError::OutOfRange`],
+    /// [`MapError::InvalidFrame`], [`MapError::OutOfMemory`].
+    fn map_large(&mut self, page: Page, frame: Frame, rights: Rights, cache: CacheMode) -> Result<TlbFlush, MapError> {
+        let _ = (frame, rights, cache);
+        Err(MapError::Unsupported(page))
+    }
 
     /// Invalidates any cached translation of the `count` pages from `start` on.
     fn flush(&self, start: Page, count: PageCount);
+
+    /// Invalidates the large entries that translated the `count` pages from `start` on
+    /// ([`TlbFlush::large`]): one invalidation per 2 MiB is enough. The default flushes
+    /// every page ([`flush`](Self::flush)).
+    fn flush_large(&self, start: Page, count: PageCount) {
+        self.flush(start, count);
+    }
 }

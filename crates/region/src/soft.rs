@@ -12,7 +12,12 @@
 //! mappings into a table with room allocate nothing; the table doubles when it is three
 //! quarters full (or reserve room up front with [`SoftMmu::with_capacity`]). Slots are 16
 //! bytes, four to a cache line, so that the table of a large address space stays small.
+//!
+//! Large (2 MiB) entries ([`Mmu::map_large`]) live beside the table, one per block in an
+//! ordered map; a lookup consults them only when there are any. An unmap or a protect of
+//! part of a large entry splits it into its 512 small translations first.
 
+use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::Cell;
@@ -20,7 +25,7 @@ use core::fmt;
 
 use memkit_types::{Access, CacheMode, Frame, PAGE_SIZE, Page, PageCount, PhysAddr, PhysMemory, Rights, VirtAddr};
 
-use crate::mmu::{MapError, Mmu, TlbFlush, Translation};
+use crate::mmu::{EntrySize, LARGE_PAGES, MapError, Mmu, TlbFlush, Translation};
 
 const EMPTY: usize = usize::MAX;
 
@@ -79,12 +84,18 @@ impl core::error::Error for AccessFault {}
 ///
 /// # Invariants
 /// The slot count is a power of two, at least 4/3 of the number of translations; every
-/// translation sits in the probe sequence of its page with no vacant slot before it.
+/// translation sits in the probe sequence of its page with no vacant slot before it. A
+/// large entry's block and frame are 2 MiB aligned, and no small translation lies in its
+/// block.
 #[derive(Debug, Clone)]
 pub struct SoftMmu {
     slots: Vec<Slot>,
     len: usize,
+    /// The large entries: block number (page number / 512) ─▶ the packed translation of
+    /// the block's first page.
+    large: BTreeMap<usize, u64>,
     flushes: Cell<u64>,
+    large_flushes: Cell<u64>,
 }
 
 impl Default for SoftMmu {
@@ -104,32 +115,83 @@ impl SoftMmu {
     #[must_use]
     pub fn with_capacity(pages: usize) -> Self {
         let n = pages.saturating_mul(4).div_ceil(3).max(16).next_power_of_two();
-        SoftMmu { slots: vec![VACANT; n], len: 0, flushes: Cell::new(0) }
+        SoftMmu {
+            slots: vec![VACANT; n],
+            len: 0,
+            large: BTreeMap::new(),
+            flushes: Cell::new(0),
+            large_flushes: Cell::new(0),
+        }
     }
 
-    /// The number of mapped pages.
+    /// The number of mapped pages (those of large entries included).
     #[must_use]
     pub fn mapped_pages(&self) -> usize {
-        self.len
+        self.len + self.large.len() * LARGE_PAGES
     }
 
-    /// The number of flush calls so far.
+    /// The number of flush calls so far (those of large entries included).
     #[must_use]
     pub fn flush_count(&self) -> u64 {
         self.flushes.get()
     }
 
-    /// Every translation, ordered by page.
+    /// The number of flushes of large entries alone so far ([`Mmu::flush_large`]).
+    #[must_use]
+    pub fn large_flush_count(&self) -> u64 {
+        self.large_flushes.get()
+    }
+
+    /// Every translation, page by page (the pages of a large entry one by one), ordered by
+    /// page.
     #[must_use]
     pub fn translations(&self) -> Vec<(Page, Translation)> {
-        let mut v: Vec<(Page, Translation)> = self
-            .slots
-            .iter()
-            .filter(|s| s.page != EMPTY)
-            .map(|s| (Page::containing_address(VirtAddr::new(s.page * PAGE_SIZE)), unpack(s.packed)))
-            .collect();
+        let mut v: Vec<(Page, Translation)> =
+            self.slots.iter().filter(|s| s.page != EMPTY).map(|s| (page_numbered(s.page), unpack(s.packed))).collect();
+        for (&block, &packed) in &self.large {
+            v.extend((0..LARGE_PAGES).map(|i| (page_numbered(block * LARGE_PAGES + i), within(packed, i))));
+        }
         v.sort_unstable_by_key(|(p, _)| *p);
         v
+    }
+
+    /// The large entries: each one's first page and translation, ordered by page.
+    #[must_use]
+    pub fn large_entries(&self) -> Vec<(Page, Translation)> {
+        self.large.iter().map(|(&block, &packed)| (page_numbered(block * LARGE_PAGES), unpack(packed))).collect()
+    }
+
+    /// Replaces the large entry of `block` by its 512 small translations.
+    fn split(&mut self, block: usize) {
+        let Some(packed) = self.large.remove(&block) else { return };
+        self.make_room(LARGE_PAGES);
+        for i in 0..LARGE_PAGES {
+            let n = block * LARGE_PAGES + i;
+            let at = self.vacancy(n);
+            self.slots[at] = Slot { page: n, packed: pack(within(packed, i)) };
+            self.len += 1;
+        }
+    }
+
+    /// Handles the large entries among the pages `first .. end` before an unmap or a protect:
+    /// those wholly inside are returned (their blocks), those partly inside are split.
+    /// Returns whether any was split.
+    fn large_in(&mut self, first: usize, end: usize, whole: &mut Vec<usize>) -> bool {
+        if self.large.is_empty() || first >= end {
+            return false;
+        }
+        let blocks: Vec<usize> =
+            self.large.range(first / LARGE_PAGES..=(end - 1) / LARGE_PAGES).map(|(&b, _)| b).collect();
+        let mut split = false;
+        for b in blocks {
+            if b * LARGE_PAGES >= first && (b + 1) * LARGE_PAGES <= end {
+                whole.push(b);
+            } else {
+                self.split(b);
+                split = true;
+            }
+        }
+        split
     }
 
     fn mask(&self) -> usize {
@@ -264,8 +326,24 @@ impl SoftMmu {
         assert_eq!(used, self.len, "length wrong");
         for s in self.slots.iter().filter(|s| s.page != EMPTY) {
             assert!(self.position(s.page).is_some(), "translation unreachable from its home slot");
+            assert!(!self.large.contains_key(&(s.page / LARGE_PAGES)), "a small translation inside a large entry");
+        }
+        for (&block, &packed) in &self.large {
+            assert_eq!(unpack(packed).frame.number() % LARGE_PAGES as u64, 0, "a large entry's frame misaligned");
+            assert!(block.checked_mul(LARGE_PAGES).is_some(), "a large entry beyond the address space");
         }
     }
+}
+
+/// The page numbered `n`.
+fn page_numbered(n: usize) -> Page {
+    Page::containing_address(VirtAddr::new(n * PAGE_SIZE))
+}
+
+/// The translation of page `i` of the large entry whose first page translates as `packed`.
+fn within(packed: u64, i: usize) -> Translation {
+    let t = unpack(packed);
+    Translation { frame: Frame::from_number(t.frame.number() + i as u64), ..t }
 }
 
 /// The number one past the last of the `count` pages from `page` on, when every one of
@@ -294,6 +372,11 @@ impl Mmu for SoftMmu {
         let end = end_number(page, count)?;
         // Frame numbers fit in FRAME_BITS (a physical address has at most 52 bits).
         frame.checked_add(memkit_types::FrameCount::new(count.get() as u64)).ok_or(MapError::InvalidFrame(frame))?;
+        if first < end
+            && let Some((&b, _)) = self.large.range(first / LARGE_PAGES..=(end - 1) / LARGE_PAGES).next()
+        {
+            return Err(MapError::AlreadyMapped(page_numbered((b * LARGE_PAGES).max(first))));
+        }
         if count.get() == 1 {
             self.make_room(1);
             // One page (a fault): one probe finds the page or the slot for it.
@@ -326,9 +409,14 @@ impl Mmu for SoftMmu {
 
     fn unmap(&mut self, page: Page, count: PageCount) -> Result<TlbFlush, MapError> {
         let end = end_number(page, count)?;
-        if self.len == 0 {
-            // Nothing is mapped: nothing to walk.
-            return Ok(TlbFlush::new(page, count));
+        let mut whole = Vec::new();
+        let split = self.large_in(page.number(), end, &mut whole);
+        for b in &whole {
+            self.large.remove(b);
+        }
+        if self.len == 0 || (!split && !whole.is_empty() && self.small_none_in(page.number(), end)) {
+            // Nothing small is mapped there: nothing to walk.
+            return Ok(self.flush_of(page, count, !split && !whole.is_empty()));
         }
         if count.get() > self.len {
             // A wide range: walk the table instead of the range.
@@ -351,6 +439,16 @@ impl Mmu for SoftMmu {
 
     fn protect(&mut self, page: Page, count: PageCount, rights: Rights) -> Result<TlbFlush, MapError> {
         let end = end_number(page, count)?;
+        let mut whole = Vec::new();
+        let split = self.large_in(page.number(), end, &mut whole);
+        for b in &whole {
+            if let Some(packed) = self.large.get_mut(b) {
+                *packed = pack(Translation { rights, ..unpack(*packed) });
+            }
+        }
+        if !split && !whole.is_empty() && self.small_none_in(page.number(), end) {
+            return Ok(self.flush_of(page, count, true));
+        }
         if count.get() > self.len {
             for s in self.slots.iter_mut().filter(|s| s.page != EMPTY && s.page >= page.number() && s.page < end) {
                 s.packed = pack(Translation { rights, ..unpack(s.packed) });
@@ -367,11 +465,74 @@ impl Mmu for SoftMmu {
     }
 
     fn translate(&self, page: Page) -> Option<Translation> {
-        self.position(page.number()).map(|i| unpack(self.slots[i].packed))
+        self.translate_entry(page).map(|(t, _)| t)
+    }
+
+    fn translate_entry(&self, page: Page) -> Option<(Translation, EntrySize)> {
+        let n = page.number();
+        if let Some(i) = self.position(n) {
+            return Some((unpack(self.slots[i].packed), EntrySize::Small));
+        }
+        if self.large.is_empty() {
+            return None;
+        }
+        self.large.get(&(n / LARGE_PAGES)).map(|&packed| (within(packed, n % LARGE_PAGES), EntrySize::Large))
+    }
+
+    fn maps_large(&self) -> bool {
+        true
+    }
+
+    fn map_large(&mut self, page: Page, frame: Frame, rights: Rights, cache: CacheMode) -> Result<TlbFlush, MapError> {
+        let first = page.number();
+        if first % LARGE_PAGES != 0 || frame.number() % LARGE_PAGES as u64 != 0 {
+            return Err(MapError::Unsupported(page));
+        }
+        let count = PageCount::new(LARGE_PAGES);
+        let end = end_number(page, count)?;
+        frame.checked_add(memkit_types::FrameCount::new(LARGE_PAGES as u64)).ok_or(MapError::InvalidFrame(frame))?;
+        if self.large.contains_key(&(first / LARGE_PAGES)) {
+            return Err(MapError::AlreadyMapped(page));
+        }
+        if self.len > 0
+            && let Some(n) = (first..end).find(|&n| self.position(n).is_some())
+        {
+            return Err(MapError::AlreadyMapped(page_numbered(n)));
+        }
+        self.large.insert(first / LARGE_PAGES, pack(Translation { frame, rights, cache }));
+        Ok(TlbFlush::large(page, count))
     }
 
     fn flush(&self, _start: Page, _count: PageCount) {
         self.flushes.set(self.flushes.get() + 1);
+    }
+
+    fn flush_large(&self, _start: Page, _count: PageCount) {
+        self.flushes.set(self.flushes.get() + 1);
+        self.large_flushes.set(self.large_flushes.get() + 1);
+    }
+}
+
+impl SoftMmu {
+    /// Whether no small translation lies among the pages `first .. end`.
+    fn small_none_in(&self, first: usize, end: usize) -> bool {
+        if self.len == 0 {
+            return true;
+        }
+        if end - first > self.len {
+            return !self.slots.iter().any(|s| s.page != EMPTY && s.page >= first && s.page < end);
+        }
+        (first..end).all(|n| self.position(n).is_none())
+    }
+
+    /// The flush owed for the `count` pages from `page` on: of large entries alone when
+    /// `large` and the pages are whole 2 MiB blocks.
+    fn flush_of(&self, page: Page, count: PageCount, large: bool) -> TlbFlush {
+        if large && page.number() % LARGE_PAGES == 0 && count.get() % LARGE_PAGES == 0 {
+            TlbFlush::large(page, count)
+        } else {
+            TlbFlush::new(page, count)
+        }
     }
 }
 
@@ -475,6 +636,134 @@ mod tests {
         );
         assert_eq!(mmu.translate(pg(9)), None);
         assert_eq!(mmu.mapped_pages(), 4);
+        mmu.check_invariants();
+    }
+
+    /// Small and large entries against a plain map of page ─▶ (frame, rights): every map,
+    /// large map, unmap and protect (of whole entries and of parts of them, which split
+    /// them), with the invariants checked after each step.
+    #[test]
+    fn large_entries_match_a_btreemap() {
+        const L: usize = LARGE_PAGES;
+        let mut mmu = SoftMmu::new();
+        let mut model: BTreeMap<usize, (u64, Rights)> = BTreeMap::new();
+        let mut x: u64 = 0x5eed;
+        let steps = if cfg!(miri) { 60 } else { 3_000 };
+        let rights = [Rights::READ, Rights::RW, Rights::RWX];
+        for step in 0..steps {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Four blocks of 512 pages; ranges near their edges.
+            let block = (x % 4) as usize;
+            let n = block * L + [0, 1, 255, 511, 510][((x >> 8) % 5) as usize];
+            let count = [1, 2, 3, L, L + 1, 2 * L][((x >> 16) % 6) as usize];
+            let r = rights[((x >> 24) % 3) as usize];
+            let flushes = mmu.flush_count();
+            match (x >> 40) % 4 {
+                0 => {
+                    let frame = Frame::from_number(((x >> 32) % 8) * L as u64 + L as u64);
+                    let got = mmu.map_large(pg(block * L), frame, r, CacheMode::WriteBack);
+                    let free = (block * L..(block + 1) * L).all(|p| !model.contains_key(&p));
+                    assert_eq!(got.is_ok(), free, "step {step}");
+                    if let Ok(f) = got {
+                        assert!(f.is_large());
+                        f.flush(&mmu);
+                        for i in 0..L {
+                            model.insert(block * L + i, (frame.number() + i as u64, r));
+                        }
+                    }
+                }
+                1 => {
+                    let got = mmu.map(pg(n), Frame::from_number(n as u64), PageCount::new(1), r, CacheMode::WriteBack);
+                    assert_eq!(got.is_ok(), !model.contains_key(&n), "step {step}");
+                    if let Ok(f) = got {
+                        f.ignore();
+                        model.insert(n, (n as u64, r));
+                    }
+                }
+                2 => {
+                    mmu.unmap(pg(n), PageCount::new(count)).unwrap().flush(&mmu);
+                    for p in n..n + count {
+                        model.remove(&p);
+                    }
+                }
+                _ => {
+                    mmu.protect(pg(n), PageCount::new(count), r).unwrap().flush(&mmu);
+                    for p in n..n + count {
+                        if let Some(e) = model.get_mut(&p) {
+                            e.1 = r;
+                        }
+                    }
+                }
+            }
+            assert!(mmu.flush_count() <= flushes + 1);
+            mmu.check_invariants();
+            assert_eq!(mmu.mapped_pages(), model.len(), "step {step}");
+            let got: Vec<(usize, u64, Rights)> =
+                mmu.translations().iter().map(|(p, t)| (p.number(), t.frame.number(), t.rights)).collect();
+            let want: Vec<(usize, u64, Rights)> = model.iter().map(|(&p, &(f, r))| (p, f, r)).collect();
+            assert_eq!(got, want, "step {step}");
+            for (&b, _) in mmu.large.iter() {
+                assert!(mmu.translate_entry(pg(b * L + 7)).is_some_and(|(_, size)| size == EntrySize::Large));
+            }
+        }
+        assert!(mmu.large_flush_count() > 0);
+    }
+
+    #[test]
+    fn a_large_entry_splits_on_a_partial_unmap_and_keeps_the_other_pages() {
+        const L: usize = LARGE_PAGES;
+        let ram = SparseRam::new();
+        let mut mmu = SoftMmu::new();
+        let frame = Frame::from_number(4 * L as u64);
+        // Misaligned pages or frames are refused, and nothing is mapped.
+        assert_eq!(
+            mmu.map_large(pg(L + 1), frame, Rights::RW, CacheMode::WriteBack).unwrap_err(),
+            MapError::Unsupported(pg(L + 1))
+        );
+        assert_eq!(
+            mmu.map_large(pg(L), Frame::from_number(4 * L as u64 + 1), Rights::RW, CacheMode::WriteBack).unwrap_err(),
+            MapError::Unsupported(pg(L))
+        );
+        assert_eq!(mmu.mapped_pages(), 0);
+        mmu.map_large(pg(L), frame, Rights::RW, CacheMode::WriteBack).unwrap().flush(&mmu);
+        assert_eq!(
+            mmu.large_entries(),
+            vec![(pg(L), Translation { frame, rights: Rights::RW, cache: CacheMode::WriteBack })]
+        );
+        assert_eq!(mmu.large_flush_count(), 1);
+        // A store through the large entry lands in the block's frames.
+        let at = VirtAddr::new(L * PAGE_SIZE + 3 * PAGE_SIZE - 2);
+        mmu.store(&ram, at, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(ram.read_byte(PhysAddr::new((4 * L as u64 + 3) * PAGE_SIZE as u64)), 3);
+        // A small map inside it is refused.
+        assert_eq!(
+            mmu.map(pg(L + 5), Frame::from_number(1), PageCount::new(1), Rights::RW, CacheMode::WriteBack).unwrap_err(),
+            MapError::AlreadyMapped(pg(L + 5))
+        );
+        // Unmapping one page splits the entry: the others keep their frames.
+        let f = mmu.unmap(pg(L + 2), PageCount::new(1)).unwrap();
+        assert!(!f.is_large());
+        f.flush(&mmu);
+        mmu.check_invariants();
+        assert!(mmu.large_entries().is_empty());
+        assert_eq!(mmu.mapped_pages(), L - 1);
+        assert_eq!(
+            mmu.translate_entry(pg(L + 3)).map(|(t, s)| (t.frame, s)),
+            Some((Frame::from_number(4 * L as u64 + 3), EntrySize::Small))
+        );
+        assert!(mmu.translate(pg(L + 2)).is_none());
+        let mut b = [0; 2];
+        mmu.load(&ram, VirtAddr::new(L * PAGE_SIZE + 3 * PAGE_SIZE), &mut b).unwrap();
+        assert_eq!(b, [3, 4]);
+        assert!(mmu.load(&ram, at, &mut b).is_err(), "the unmapped page faults");
+        // A whole large entry is unmapped with one large flush.
+        mmu.map_large(pg(3 * L), frame, Rights::READ, CacheMode::WriteBack).unwrap().ignore();
+        let f = mmu.unmap(pg(3 * L), PageCount::new(L)).unwrap();
+        assert!(f.is_large());
+        f.ignore();
+        assert_eq!(mmu.mapped_pages(), L - 1);
         mmu.check_invariants();
     }
 }
