@@ -141,6 +141,18 @@ pub trait Backing {
     /// allocate heap memory.
     fn map(&mut self, id: Self::Id, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError>;
 
+    /// The 2 MiB block from `offset` (2 MiB aligned) of `id` as one run of frames that one
+    /// large entry may map for an `access`: the run's first frame (2 MiB aligned) and the
+    /// rights the mapping may have now, or `None` when the block cannot be given whole
+    /// (`None` by default: the fault path then maps page by page). Only a block every page
+    /// of which [`map`](Self::map) would give the frame of the run at its place, with the
+    /// same rights and without a change (no allocation, no copy-on-write break), may be
+    /// given. Called on the fault path: allocates no heap memory.
+    fn large_run(&mut self, id: Self::Id, offset: u64, access: Access) -> Option<(Frame, Rights)> {
+        let _ = (id, offset, access);
+        None
+    }
+
     /// A new region shows `id`: an attach, or the second half of a region a detach split
     /// (the first half is reported by [`trimmed`](Self::trimmed)).
     fn attached(&mut self, id: Self::Id, region: Attachment);
@@ -172,6 +184,9 @@ impl<B: Backing + ?Sized> Backing for &mut B {
     }
     fn map(&mut self, id: Self::Id, offset: u64, access: Access) -> Result<(Frame, Rights), BackingError> {
         (**self).map(id, offset, access)
+    }
+    fn large_run(&mut self, id: Self::Id, offset: u64, access: Access) -> Option<(Frame, Rights)> {
+        (**self).large_run(id, offset, access)
     }
     fn attached(&mut self, id: Self::Id, region: Attachment) {
         (**self).attached(id, region);

@@ -53,6 +53,34 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         Ok(Mapping { frame, rights: granted, replaced })
     }
 
+    /// The 2 MiB block from `offset` of `ds` as one run that a pager may map with one large
+    /// entry: the run's first frame and the rights of the id, when `offset` is 2 MiB
+    /// aligned, the id allows `access`, every page of the block starts before the size, has
+    /// a frame of its own (none shared copy-on-write) and the frames are consecutive from a
+    /// 2 MiB-aligned first one: what [`map`](Manager::map) would give each page, without a
+    /// change. Always so for a whole block of a superpage dataspace; for other dataspaces
+    /// only where their frames happen to line up. `None` otherwise. Changes nothing and
+    /// allocates nothing.
+    pub fn large_run(&mut self, ds: DataspaceId, offset: u64, access: Access) -> Option<(Frame, Rights)> {
+        const BLOCK: u64 = memkit_types::SUPERPAGE_SIZE as u64;
+        let granted = ds.rights();
+        let d = lookup(&mut self.slots, ds)?;
+        if !granted.allows(access) || offset % BLOCK != 0 || offset.checked_add(BLOCK - PAGE)? >= d.size {
+            return None;
+        }
+        let first = (offset / PAGE) as usize;
+        let entries = d.entries.get(first..first + (BLOCK / PAGE) as usize)?;
+        let base = entries[0].frame()?;
+        if base.number() % (BLOCK / PAGE) != 0 {
+            return None;
+        }
+        let shares = &mut self.shares;
+        let own = |(i, e): (usize, &Entry)| {
+            e.frame().is_some_and(|f| f.number() == base.number() + i as u64 && !(e.is_cow() && shares.is_shared(f)))
+        };
+        entries.iter().enumerate().all(own).then_some((base, granted))
+    }
+
     /// Gives the `count` pages from `offset` of `ds`, none of which has a frame yet, one run
     /// of `count` physically contiguous frames, zeroed in one call: what `count` calls of
     /// [`map`](Manager::map) would do, but with frames that a pager can map as one run

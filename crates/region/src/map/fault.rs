@@ -1,18 +1,24 @@
 //! Page faults and revocation: resolving a fault through the region's backing and the MMU,
 //! and taking mappings of a dataspace's pages back.
 
-use memkit_types::{Access, Page, PageCount, Rights, VirtAddr};
+use memkit_types::{Access, Page, PageCount, Rights, SUPERPAGE_SIZE, VirtAddr};
 
-use super::RegionMap;
+use super::{RegionData, RegionMap};
 use crate::backing::Backing;
 use crate::error::FaultError;
-use crate::mmu::{Mmu, Translation};
+use crate::mmu::{EntrySize, LARGE_PAGES, Mmu, Translation};
 
 impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
     /// Resolves a page fault (the seed's pager `page_fault`): finds the region containing
     /// `addr`, asks `backing` for the frame (allocating it, or breaking copy-on-write on a
     /// write) and maps the page through `mmu` with the region's rights, intersected with
     /// what the backing allows now, and its cache mode. Allocates no heap memory itself.
+    ///
+    /// Where the MMU maps large entries ([`Mmu::maps_large`]), the region covers the whole
+    /// 2 MiB-aligned block around `addr` at a 2 MiB-aligned offset, nothing in the block is
+    /// mapped yet (or one large entry maps it with too few rights) and the backing gives
+    /// the block as one run ([`Backing::large_run`]), the block is mapped with one large
+    /// entry; otherwise the page alone.
     ///
     /// # Errors
     /// [`FaultError::NoRegion`] outside every region, [`FaultError::Forbidden`] when the
@@ -39,6 +45,11 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             return Err(FaultError::Forbidden { addr, access, rights: d.rights });
         }
         let offset = d.offset + (pg.start_address().as_usize() - r.start) as u64;
+        if mmu.maps_large()
+            && let Some(t) = Self::resolve_large(backing, mmu, (r.start, r.end), &d, addr, access, current)
+        {
+            return Ok(t);
+        }
         let (frame, now) = backing.map(d.dataspace, offset, access).map_err(FaultError::Backing)?;
         let rights = d.rights & now;
         if !rights.allows(access) {
@@ -58,6 +69,63 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             None => mmu.map(pg, frame, one, rights, d.cache).map_err(FaultError::Mmu)?.flush(mmu),
         }
         Ok(t)
+    }
+
+    /// The large-entry path of [`resolve`](Self::resolve): maps the 2 MiB block around
+    /// `addr` with one large entry and returns the faulting page's translation, or `None`
+    /// (nothing changed) when the block does not qualify; the caller maps the page alone
+    /// then.
+    fn resolve_large<B, M>(
+        backing: &mut B,
+        mmu: &mut M,
+        (start, end): (usize, usize),
+        d: &RegionData<Id>,
+        addr: VirtAddr,
+        access: Access,
+        current: Option<Translation>,
+    ) -> Option<Translation>
+    where
+        B: Backing<Id = Id> + ?Sized,
+        M: Mmu + ?Sized,
+    {
+        let block = addr.as_usize() & !(SUPERPAGE_SIZE - 1);
+        let block_end = block.checked_add(SUPERPAGE_SIZE)?;
+        let offset = d.offset.checked_add((block.checked_sub(start)?) as u64)?;
+        if block_end > end || offset % SUPERPAGE_SIZE as u64 != 0 {
+            return None;
+        }
+        let first = Page::containing_address(VirtAddr::try_new(block).ok()?);
+        // Nothing mapped at the faulting page, or one large entry with too few rights.
+        let old = match current {
+            None => None,
+            Some(_) => match mmu.translate_entry(Page::containing_address(addr))? {
+                (t, EntrySize::Large) => Some(t),
+                (_, EntrySize::Small) => return None,
+            },
+        };
+        let (frame, now) = backing.large_run(d.dataspace, offset, access)?;
+        let rights = d.rights & now;
+        if !rights.allows(access) {
+            return None;
+        }
+        let count = PageCount::new(LARGE_PAGES);
+        match old {
+            Some(old) => {
+                let old_first = mmu.translate(first)?;
+                if old_first.frame != frame || old.cache != d.cache {
+                    return None;
+                }
+                let flush = mmu.protect(first, count, rights).ok()?;
+                flush.flush(mmu);
+            }
+            None => match mmu.map_large(first, frame, rights, d.cache) {
+                Ok(flush) => flush.flush(mmu),
+                // Small translations in the block, no memory for a table, or an MMU that
+                // refuses this block: the page alone.
+                Err(_) => return None,
+            },
+        }
+        mmu.translate(Page::containing_address(addr))
     }
 
     /// Takes `keep`'s complement away from the mapped pages that show bytes

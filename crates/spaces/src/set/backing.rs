@@ -100,6 +100,10 @@ impl<S: FrameSource, P: PhysMemory> Backing for ManagerBacking<'_, S, P> {
         }
     }
 
+    fn large_run(&mut self, id: DataspaceId, offset: u64, access: Access) -> Option<(Frame, Rights)> {
+        self.manager.large_run(id, offset, access)
+    }
+
     fn attached(&mut self, id: DataspaceId, region: Attachment) {
         if self.index.insert(id, self.space, region) {
             // The attach checked `rights` (an open handle) just before: this succeeds.
