@@ -3,7 +3,10 @@
 //!
 //! - TLB shootdowns per detach of 1, 32 and 1 024 pages with the space active on every CPU;
 //! - frame allocation throughput on 1, 2, 4 … CPUs at once, through the per-CPU caches and
-//!   straight from the pool, in frames per million TSC cycles and as a ratio to one CPU.
+//!   straight from the pool, in frames per million TSC cycles and as a ratio to one CPU;
+//! - the cost of page faults per MiB touched (one store per 4 KiB page) of a superpage
+//!   dataspace mapped with 2 MiB entries and with 4 KiB ones: faults, TSC cycles, and the
+//!   ratio of the two within this boot.
 //!
 //! # Unsafe
 //! Reading the time-stamp counter.
@@ -26,7 +29,8 @@ static CPUS_IN_USE: AtomicUsize = AtomicUsize::new(0);
 static THROUGH_CACHE: AtomicUsize = AtomicUsize::new(1);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 
-fn cycles() -> u64 {
+/// The time-stamp counter.
+pub(crate) fn cycles() -> u64 {
     // SAFETY: `rdtsc` only reads the time-stamp counter.
     unsafe { _rdtsc() }
 }
@@ -91,4 +95,32 @@ pub(crate) fn run(frames: &'static KernelFrames, kernel_root: Frame) {
         }
     }
     println!("bench: {} failed allocations", FAILED.load(Ordering::SeqCst));
+    fault_cost(frames, kernel_root);
+}
+
+/// MiB touched per run of the fault-cost table.
+const FAULT_MIB: usize = 8;
+
+/// Prints the fault cost per MiB touched with 2 MiB and with 4 KiB entries.
+fn fault_cost(frames: &'static KernelFrames, kernel_root: Frame) {
+    println!("| entries | MiB touched | faults | faults per MiB | Mcycles per MiB | vs 2 MiB |");
+    println!("|---|---|---|---|---|---|");
+    let mut per_mib_large = 0.0f64;
+    for (large, name) in [(true, "2 MiB"), (false, "4 KiB")] {
+        match ktests::fault_cost(frames, kernel_root, large, FAULT_MIB) {
+            Ok((spent, faults)) => {
+                let per_mib = spent as f64 / FAULT_MIB as f64;
+                if large {
+                    per_mib_large = per_mib;
+                }
+                println!(
+                    "| {name} | {FAULT_MIB} | {faults} | {} | {:.3} | {:.1}x |",
+                    faults as f64 / FAULT_MIB as f64,
+                    per_mib / 1e6,
+                    per_mib / per_mib_large.max(1.0)
+                );
+            }
+            Err(e) => println!("| {name} | failed: {} (line {}) | | | | |", e.what, e.line),
+        }
+    }
 }

@@ -175,6 +175,7 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     ktests::smp(&mut runner, &processors, frames);
     ktests::heap(&mut runner, heaps, frames);
     ktests::spaces(&mut runner, frames, space.root);
+    ktests::large(&mut runner, frames, space.root);
     ktests::concurrent(&mut runner, frames, space.root);
 
     let stats = frames.stats();

@@ -12,14 +12,22 @@
 //! [`MapError::OutOfRange`]. It frees the tables it created, never the frames it maps: those
 //! belong to whoever asked for the mapping (a dataspace).
 //!
+//! An address space's table maps 2 MiB blocks with one page-directory entry
+//! ([`Mmu::map_large`]). An unmap or a protect of part of such an entry splits it first: a
+//! new page table holding the 512 small translations takes its place, so the other pages
+//! keep theirs; where no frame is left for that table, the whole entry goes (its pages fault
+//! again, which is always correct). A flush of whole large entries is one `invlpg` per
+//! entry ([`Mmu::flush_large`], counted in [`crate::smp::FLUSHES`]`.large`).
+//!
 //! # Unsafe
 //! Page tables are frames from a `FrameSource`, owned by the table that received them, and
 //! reached through the physical window, which maps all RAM; mapping, unmapping and protecting
 //! pages touches only this MMU's window, where no Rust object lives.
 
-use memkit_region::{MapError, Mmu, TlbFlush, Translation};
+use memkit_region::{EntrySize, LARGE_PAGES, MapError, Mmu, TlbFlush, Translation};
 use memkit_types::{CacheMode, Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PageCount, Rights};
 use x86_64::structures::paging::mapper::{MapToError, MappedFrame, TranslateResult, UnmapError};
+use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{
     FrameAllocator, Mapper, OffsetPageTable, PageTable, PageTableFlags, PhysFrame, Size2MiB, Size4KiB, Translate,
 };
@@ -227,7 +235,83 @@ impl<'s, S: FrameSource + ?Sized> PageTableMmu<'s, S> {
     }
 }
 
+/// The frame an entry points to.
+fn entry_frame(entry: &PageTableEntry) -> Frame {
+    Frame::from_number(entry.addr().as_u64() / PAGE_SIZE as u64)
+}
+
+/// The page `n` pages after `page` (`None` past the end of the address space).
+fn nth(page: Page, n: usize) -> Option<Page> {
+    page.checked_add(PageCount::new(n))
+}
+
+/// The pages from `page` to the end of its 2 MiB block.
+fn to_block_end(page: Page) -> usize {
+    LARGE_PAGES - page.number() % LARGE_PAGES
+}
+
+/// What a level-2 (page-directory) entry holds for a page.
+enum Level2 {
+    /// No table down to it, or an empty entry: nothing of the block is mapped.
+    Empty,
+    /// A page table: the block's pages are small.
+    Table,
+    /// One large entry for the block.
+    Large,
+}
+
 impl<S: FrameSource + ?Sized> PageTableMmu<'_, S> {
+    /// The level-2 entry that covers `page`, when the tables down to it exist.
+    ///
+    /// The reference is used within one call and dropped before any other reference to the
+    /// tables is formed (see [`table_at`]).
+    fn level2_entry<'t>(&self, page: Page) -> Option<&'t mut PageTableEntry> {
+        let a = page.start_address().as_usize();
+        let index = |level: usize| (a >> (12 + 9 * (level - 1))) & 511;
+        let mut table = self.root;
+        for level in [4, 3] {
+            let entry = &table_at(table)[index(level)];
+            if entry.is_unused() || entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+                return None;
+            }
+            table = entry_frame(entry);
+        }
+        Some(&mut table_at(table)[index(2)])
+    }
+
+    fn level2(&self, page: Page) -> Level2 {
+        match self.level2_entry(page) {
+            Some(e) if e.flags().contains(PageTableFlags::PRESENT | PageTableFlags::HUGE_PAGE) => Level2::Large,
+            Some(e) if !e.is_unused() => Level2::Table,
+            _ => Level2::Empty,
+        }
+    }
+
+    /// Replaces the large entry covering `page` by a page table of its 512 small
+    /// translations (the same frames, rights and cache mode); where no frame is left for
+    /// the table, removes the entry (its pages fault again). Returns whether it split.
+    fn split(&mut self, page: Page) -> bool {
+        let Some(entry) = self.level2_entry(page) else { return false };
+        let base = entry.addr().as_u64();
+        let flags = entry.flags() - PageTableFlags::HUGE_PAGE;
+        let Some(table) = self.frames.allocate_frame() else {
+            if let Some(entry) = self.level2_entry(page) {
+                entry.set_unused();
+            }
+            return false;
+        };
+        let table = from_x86_frame(table);
+        let t = self.table(table);
+        t.zero();
+        for (i, e) in t.iter_mut().enumerate() {
+            e.set_addr(x86_64::PhysAddr::new(base + (i * PAGE_SIZE) as u64), flags);
+        }
+        if let Some(entry) = self.level2_entry(page) {
+            entry.set_addr(x86_64::PhysAddr::new(table.start_address().as_u64()), TABLE_FLAGS);
+        }
+        true
+    }
+
     /// Frees the tables below `table` (at `level`, 4 = PML4) whose entries `slots` selects,
     /// and counts them.
     fn free_tables(&mut self, table: Frame, level: u8, slots: core::ops::Range<usize>) {
@@ -256,6 +340,16 @@ impl<S: FrameSource + ?Sized> Drop for PageTableMmu<'_, S> {
         self.free_tables(self.root, 4, slot_of(first)..slot_of(last) + 1);
         let _ = self.frames.source.free(self.root, FrameCount::new(1));
         self.frames.allocated -= 1;
+    }
+}
+
+/// The flush owed for the `count` pages from `page` on: of large entries alone when `large`
+/// and the pages are whole 2 MiB blocks.
+fn flush_of(page: Page, count: PageCount, large: bool) -> TlbFlush {
+    if large && page.number().is_multiple_of(LARGE_PAGES) && count.get().is_multiple_of(LARGE_PAGES) {
+        TlbFlush::large(page, count)
+    } else {
+        TlbFlush::new(page, count)
     }
 }
 
@@ -320,23 +414,82 @@ impl<S: FrameSource + ?Sized> Mmu for PageTableMmu<'_, S> {
 
     fn unmap(&mut self, page: Page, count: PageCount) -> Result<TlbFlush, MapError> {
         self.check_range(page, count)?;
-        let mut mapper = mapper(self.root);
-        for i in 0..count.get() {
-            let Some(p) = page.checked_add(PageCount::new(i)) else { break };
+        // Whether only whole large entries went (one `invlpg` each then).
+        let (mut large, mut small) = (false, false);
+        let mut i = 0;
+        while i < count.get() {
+            let Some(p) = nth(page, i) else { break };
+            let rest = count.get() - i;
+            match self.level2(p) {
+                Level2::Empty => {
+                    i += to_block_end(p);
+                    continue;
+                }
+                Level2::Large if p.number().is_multiple_of(LARGE_PAGES) && rest >= LARGE_PAGES => {
+                    if let Some(entry) = self.level2_entry(p) {
+                        entry.set_unused();
+                    }
+                    large = true;
+                    i += LARGE_PAGES;
+                    continue;
+                }
+                Level2::Large => {
+                    small = true;
+                    if !self.split(p) {
+                        // The whole entry went.
+                        i += to_block_end(p);
+                        continue;
+                    }
+                }
+                Level2::Table => {}
+            }
+            let mut mapper = mapper(self.root);
             match mapper.unmap(to_x86_page::<Size4KiB>(p)) {
-                Ok((_, flush)) => flush.ignore(),
+                Ok((_, flush)) => {
+                    flush.ignore();
+                    small = true;
+                }
                 Err(UnmapError::PageNotMapped | UnmapError::ParentEntryHugePage) => {}
                 Err(UnmapError::InvalidFrameAddress(_)) => return Err(MapError::OutOfRange(p)),
             }
+            i += 1;
         }
-        Ok(TlbFlush::new(page, count))
+        Ok(flush_of(page, count, large && !small))
     }
 
     fn protect(&mut self, page: Page, count: PageCount, rights: Rights) -> Result<TlbFlush, MapError> {
         self.check_range(page, count)?;
-        for i in 0..count.get() {
-            let Some(p) = page.checked_add(PageCount::new(i)) else { break };
+        let (mut large, mut small) = (false, false);
+        let mut i = 0;
+        while i < count.get() {
+            let Some(p) = nth(page, i) else { break };
+            let rest = count.get() - i;
+            match self.level2(p) {
+                Level2::Empty => {
+                    i += to_block_end(p);
+                    continue;
+                }
+                Level2::Large if p.number().is_multiple_of(LARGE_PAGES) && rest >= LARGE_PAGES => {
+                    if let Some(entry) = self.level2_entry(p) {
+                        let flags = flags_for(rights, cache_of(entry.flags())) | PageTableFlags::HUGE_PAGE;
+                        entry.set_flags(flags);
+                    }
+                    large = true;
+                    i += LARGE_PAGES;
+                    continue;
+                }
+                Level2::Large => {
+                    small = true;
+                    if !self.split(p) {
+                        i += to_block_end(p);
+                        continue;
+                    }
+                }
+                Level2::Table => {}
+            }
+            i += 1;
             let Some(old) = self.translate(p) else { continue };
+            small = true;
             let flags = flags_for(rights, old.cache);
             let mut mapper = mapper(self.root);
             // SAFETY: the page is in this MMU's window (no Rust object lives there) and
@@ -344,15 +497,86 @@ impl<S: FrameSource + ?Sized> Mmu for PageTableMmu<'_, S> {
             let result = unsafe { mapper.update_flags(to_x86_page::<Size4KiB>(p), flags) };
             result.map_err(|_| MapError::NotMapped(p))?.ignore();
         }
-        Ok(TlbFlush::new(page, count))
+        Ok(flush_of(page, count, large && !small))
     }
 
     fn translate(&self, page: Page) -> Option<Translation> {
+        self.translate_entry(page).map(|(t, _)| t)
+    }
+
+    fn translate_entry(&self, page: Page) -> Option<(Translation, EntrySize)> {
         match mapper(self.root).translate(x86_64::VirtAddr::new(page.start_address().as_u64())) {
-            TranslateResult::Mapped { frame: MappedFrame::Size4KiB(frame), flags, .. } => {
-                Some(Translation { frame: from_x86_frame(frame), rights: rights_of(flags), cache: cache_of(flags) })
+            TranslateResult::Mapped { frame: MappedFrame::Size4KiB(frame), flags, .. } => Some((
+                Translation { frame: from_x86_frame(frame), rights: rights_of(flags), cache: cache_of(flags) },
+                EntrySize::Small,
+            )),
+            TranslateResult::Mapped { frame: MappedFrame::Size2MiB(frame), offset, flags } => {
+                let frame = Frame::from_number((frame.start_address().as_u64() + offset) / PAGE_SIZE as u64);
+                Some((Translation { frame, rights: rights_of(flags), cache: cache_of(flags) }, EntrySize::Large))
             }
             _ => None,
+        }
+    }
+
+    /// An address space's table does; the kernel's own leaves its direct map alone.
+    fn maps_large(&self) -> bool {
+        self.window.is_some()
+    }
+
+    fn map_large(&mut self, page: Page, frame: Frame, rights: Rights, cache: CacheMode) -> Result<TlbFlush, MapError> {
+        let count = PageCount::new(LARGE_PAGES);
+        if !self.maps_large() || !page.number().is_multiple_of(LARGE_PAGES) || !frame.number().is_multiple_of(LARGE_PAGES as u64) {
+            return Err(MapError::Unsupported(page));
+        }
+        self.check_range(page, count)?;
+        frame.checked_add(FrameCount::new(LARGE_PAGES as u64)).ok_or(MapError::InvalidFrame(frame))?;
+        match self.level2(page) {
+            Level2::Large => return Err(MapError::AlreadyMapped(page)),
+            Level2::Table => {
+                // An empty page table left by small pages that went: it goes, once no CPU
+                // can still walk it (the flush also drops cached upper-level entries).
+                let Some(entry) = self.level2_entry(page) else { return Err(MapError::AlreadyMapped(page)) };
+                let table = entry_frame(entry);
+                if let Some(used) = self.table(table).iter().position(|e| !e.is_unused()) {
+                    return Err(MapError::AlreadyMapped(nth(page, used).unwrap_or(page)));
+                }
+                entry.set_unused();
+                self.flush_large(page, count);
+                let _ = self.frames.source.free(table, FrameCount::new(1));
+                self.frames.allocated -= 1;
+            }
+            Level2::Empty => {}
+        }
+        let mut mapper = mapper(self.root);
+        // SAFETY: the block is in this MMU's window, which holds no Rust object, and nothing
+        // of it is mapped (checked above); the frames belong to the caller.
+        let result = unsafe {
+            mapper.map_to_with_table_flags(
+                to_x86_page::<Size2MiB>(page),
+                to_x86_frame::<Size2MiB>(frame),
+                flags_for(rights, cache) | PageTableFlags::HUGE_PAGE,
+                TABLE_FLAGS,
+                &mut self.frames,
+            )
+        };
+        result.map_err(|e| map_error(e, page, frame))?.ignore();
+        Ok(TlbFlush::large(page, count))
+    }
+
+    /// One `invlpg` per 2 MiB entry, here and on every other CPU with this table active; a
+    /// whole-TLB flush beyond [`crate::smp::FULL_FLUSH_PAGES`] entries.
+    fn flush_large(&self, start: Page, count: PageCount) {
+        let root = self.window.map(|_| self.root);
+        let entries = count.get().div_ceil(LARGE_PAGES);
+        crate::smp::FLUSHES.large.fetch_add(entries as u64, core::sync::atomic::Ordering::Relaxed);
+        if entries as u64 >= crate::smp::FULL_FLUSH_PAGES {
+            crate::smp::flush(root, start, count.get() as u64);
+            return;
+        }
+        for k in 0..entries {
+            if let Some(p) = nth(start, k * LARGE_PAGES) {
+                crate::smp::flush(root, p, 1);
+            }
         }
     }
 

@@ -410,6 +410,8 @@ pub(crate) struct FlushCounts {
     pub(crate) pages: AtomicU64,
     /// Whole-TLB flushes, on any CPU.
     pub(crate) full: AtomicU64,
+    /// Large (2 MiB) entries flushed as such (one `invlpg` each, counted in `pages` too).
+    pub(crate) large: AtomicU64,
 }
 
 /// The kernel's flush counters.
@@ -418,6 +420,7 @@ pub(crate) static FLUSHES: FlushCounts = FlushCounts {
     ipis: AtomicU64::new(0),
     pages: AtomicU64::new(0),
     full: AtomicU64::new(0),
+    large: AtomicU64::new(0),
 };
 
 impl FlushCounts {

@@ -485,7 +485,7 @@ impl Mmu for SoftMmu {
 
     fn map_large(&mut self, page: Page, frame: Frame, rights: Rights, cache: CacheMode) -> Result<TlbFlush, MapError> {
         let first = page.number();
-        if first % LARGE_PAGES != 0 || frame.number() % LARGE_PAGES as u64 != 0 {
+        if !first.is_multiple_of(LARGE_PAGES) || !frame.number().is_multiple_of(LARGE_PAGES as u64) {
             return Err(MapError::Unsupported(page));
         }
         let count = PageCount::new(LARGE_PAGES);
@@ -528,7 +528,7 @@ impl SoftMmu {
     /// The flush owed for the `count` pages from `page` on: of large entries alone when
     /// `large` and the pages are whole 2 MiB blocks.
     fn flush_of(&self, page: Page, count: PageCount, large: bool) -> TlbFlush {
-        if large && page.number() % LARGE_PAGES == 0 && count.get() % LARGE_PAGES == 0 {
+        if large && page.number().is_multiple_of(LARGE_PAGES) && count.get().is_multiple_of(LARGE_PAGES) {
             TlbFlush::large(page, count)
         } else {
             TlbFlush::new(page, count)

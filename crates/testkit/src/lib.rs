@@ -11,6 +11,7 @@
 //! | [`heap`] | the kernel heaps against a shadow model of every live block (`Action`, `run`) |
 //! | [`dataspace`] | the dataspace manager against a `Vec<u8>` per dataspace (`Action`, `World`); [`dataspace::fixture`] |
 //! | [`region`] | a region map, its `SoftMmu` and a mock backing against plain maps (`Action`, `Harness`) |
+//! | [`soft_mmu`] | the software MMU's small and large entries against a map of translations (`Action`, `Harness`) |
 //! | [`host`] | the `mmap`-backed MMU against a map of translations (`Action`, `MmuHarness`) |
 //! | [`counting`] | a global allocator that counts a thread's allocations |
 //! | the crate root | the whole-system model, below |
@@ -71,6 +72,7 @@ mod memory;
 pub mod phys;
 pub mod region;
 mod soft;
+pub mod soft_mmu;
 mod target;
 
 pub use action::{Action, Backing, Cut, Generator, OFFSETS, SIZES, size_of_code};

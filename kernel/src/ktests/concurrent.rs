@@ -101,6 +101,9 @@ pub(crate) fn concurrent(runner: &mut Runner, frames: &'static KernelFrames, ker
         with_shared(frames, kernel_root, 1, cow_break_while_reading)
     });
     runner.run("smp::shootdown_counts_for_detaching_1_32_and_1024_pages", || shootdown_counts(frames, kernel_root));
+    runner.run("smp::after_a_partial_detach_of_a_2mib_entry_no_cpu_reaches_the_page", || {
+        with_shared(frames, kernel_root, 1, large_detach_while_reading)
+    });
 }
 
 /// Builds the shared space with one read-write dataspace of `pages` attached, runs `test`,
@@ -387,3 +390,71 @@ pub(crate) fn detach_shootdown(
 }
 
 static COUNTS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// A superpage block mapped with one 2 MiB entry that every other CPU reads; CPU 0 detaches
+/// one page of it, which splits the entry. Once the detach has returned, a read of that page
+/// must fault (and be refused), while the pages around it still read their bytes.
+fn large_detach_while_reading(_: DataspaceId) -> TestResult {
+    const BLOCK: usize = memkit_types::SUPERPAGE_SIZE;
+    let start = {
+        let mut shared = SHARED.lock();
+        let shared = shared.as_mut().ok_or(fail("shared"))?;
+        let ds = shared
+            .set
+            .manager_mut()
+            .mem_open(FactoryId::ROOT, CLIENT, BLOCK as u64, 21, DmFlags::SUPERPAGES, "superpages")
+            .map_err(|_| fail("mem_open of superpages"))?;
+        let request = AttachRequest::new(ds, BLOCK, Rights::RW).search(VirtAddr::new(WINDOW_START)).align(21);
+        shared.set.attach(shared.id, &request).map_err(|_| fail("attach"))?
+    };
+    BASE.store(start.as_u64(), Ordering::SeqCst);
+    let marks = in_space(|| (0..512).try_for_each(|i| interrupts::probe_write(addr(start.as_u64() + (i * PAGE) as u64), i as u8)));
+    check!(marks.is_ok());
+    {
+        let shared = SHARED.lock();
+        let shared = shared.as_ref().ok_or(fail("shared"))?;
+        let entry = shared.set.space(shared.id).ok_or(fail("space"))?.mmu.translate_entry(Page::containing_address(start));
+        check!(entry.is_some_and(|(_, size)| size == memkit_region::EntrySize::Large));
+    }
+    smp::run_on_all(
+        |cpu, _| {
+            let base = BASE.load(Ordering::SeqCst);
+            let gone = base + (100 * PAGE) as u64;
+            if cpu == 0 {
+                meet(1);
+                let mut shared = SHARED.lock();
+                let shared = shared.as_mut().expect("the shared space");
+                if shared.set.detach(shared.id, addr(gone), PAGE, DetachFlags::empty()).is_err() {
+                    WRONG.fetch_add(1, Ordering::SeqCst);
+                }
+                DONE.store(true, Ordering::SeqCst);
+                return;
+            }
+            in_space(|| {
+                if interrupts::probe_read(addr(gone)) != Ok(100) {
+                    WRONG.fetch_add(1, Ordering::SeqCst);
+                }
+                meet(1);
+                loop {
+                    let after = DONE.load(Ordering::SeqCst);
+                    match interrupts::probe_read(addr(gone)) {
+                        Ok(_) if after => {
+                            // A stale 2 MiB translation: the shootdown did not reach this CPU.
+                            WRONG.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                for i in [0u64, 99, 101, 511] {
+                    if interrupts::probe_read(addr(base + i * PAGE as u64)) != Ok(i as u8) {
+                        WRONG.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        },
+        0,
+    );
+    Ok(())
+}

@@ -3,8 +3,8 @@
 //!
 //! One file per layer: `boot` (the memory map, interrupts, SSE state and the fault path),
 //! `frames` (the frame allocator through the identity map, then through the direct map),
-//! `heap` (the xmalloc heaps as the global allocator), `smp` (every CPU at once) and `spaces` (address spaces on real
-//! page tables, with the fixture that builds one).
+//! `heap` (the xmalloc heaps as the global allocator), `smp` (every CPU at once), `spaces` (address spaces on real
+//! page tables, with the fixture that builds one) and `large` (2 MiB mappings of superpage dataspaces).
 //!
 //! # Unsafe
 //! The tests raise a breakpoint, touch memory they own (heap blocks they allocated, pages of
@@ -14,6 +14,7 @@ mod boot;
 mod concurrent;
 mod frames;
 mod heap;
+mod large;
 mod smp;
 mod spaces;
 
@@ -21,6 +22,7 @@ pub(crate) use boot::boot;
 pub(crate) use concurrent::{concurrent, detach_shootdown};
 pub(crate) use frames::{frames_direct, frames_identity};
 pub(crate) use heap::{heap, heap_block_bytes};
+pub(crate) use large::{fault_cost, large};
 pub(crate) use smp::smp;
 pub(crate) use spaces::spaces;
 

@@ -65,13 +65,13 @@ impl<S: FrameSource, M: PhysMemory> Manager<S, M> {
         const BLOCK: u64 = memkit_types::SUPERPAGE_SIZE as u64;
         let granted = ds.rights();
         let d = lookup(&mut self.slots, ds)?;
-        if !granted.allows(access) || offset % BLOCK != 0 || offset.checked_add(BLOCK - PAGE)? >= d.size {
+        if !granted.allows(access) || !offset.is_multiple_of(BLOCK) || offset.checked_add(BLOCK - PAGE)? >= d.size {
             return None;
         }
         let first = (offset / PAGE) as usize;
         let entries = d.entries.get(first..first + (BLOCK / PAGE) as usize)?;
         let base = entries[0].frame()?;
-        if base.number() % (BLOCK / PAGE) != 0 {
+        if !base.number().is_multiple_of(BLOCK / PAGE) {
             return None;
         }
         let shares = &mut self.shares;

@@ -91,7 +91,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         let block = addr.as_usize() & !(SUPERPAGE_SIZE - 1);
         let block_end = block.checked_add(SUPERPAGE_SIZE)?;
         let offset = d.offset.checked_add((block.checked_sub(start)?) as u64)?;
-        if block_end > end || offset % SUPERPAGE_SIZE as u64 != 0 {
+        if block_end > end || !offset.is_multiple_of(SUPERPAGE_SIZE as u64) {
             return None;
         }
         let first = Page::containing_address(VirtAddr::try_new(block).ok()?);
