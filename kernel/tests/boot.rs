@@ -97,8 +97,8 @@ fn kernel_boots_and_passes_its_tests_on_1_to_4_cpus() {
 }
 
 /// The `bench` boot mode runs on every CPU and prints its tables: one round of IPIs per
-/// detach, to every other CPU, and frame throughput for 1 to 4 CPUs without a failed
-/// allocation.
+/// detach, to every other CPU, frame throughput for 1 to 4 CPUs without a failed
+/// allocation, and the faults per MiB touched with 2 MiB and 4 KiB entries.
 #[test]
 fn kernel_bench_mode_prints_its_figures() {
     let Some((output, status)) = boot(CPUS, "bench") else { return };
@@ -112,6 +112,9 @@ fn kernel_bench_mode_prints_its_figures() {
         assert!(output.contains(&format!("| per-CPU caches | {cpus} |")), "frame throughput on {cpus} CPUs");
     }
     assert!(output.contains("bench: 0 failed allocations"));
+    // 8 MiB touched page by page: one fault per 2 MiB entry, one per 4 KiB page.
+    assert!(output.contains("| 2 MiB | 8 | 4 | 0.5 |"), "one fault per 2 MiB block");
+    assert!(output.contains("| 4 KiB | 8 | 2048 | 256 |"), "one fault per 4 KiB page");
     assert!(!output.contains("PANIC") && !output.contains("FATAL"), "the kernel reported a fatal error");
     assert_eq!(status.code(), Some(SUCCESS_STATUS), "QEMU's exit status says the bench failed");
 }
