@@ -135,7 +135,7 @@ fn unaligned_attachments_and_small_regions_map_small_pages() {
     assert!(mmu(&set, s[0]).large_entries().is_empty());
     // An address that is not 2 MiB aligned (a 4 KiB-aligned search after a 4 KiB region).
     let c = attach(&mut set, s[0], d, BLOCK, BLOCK as u64, 12);
-    if c.as_usize() % BLOCK != 0 {
+    if !c.as_usize().is_multiple_of(BLOCK) {
         write(&mut set, s[0], c, b"z");
         assert!(mmu(&set, s[0]).large_entries().is_empty());
     }
