@@ -115,8 +115,11 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
                 if old_first.frame != frame || old.cache != d.cache {
                     return None;
                 }
-                let flush = mmu.protect(first, count, rights).ok()?;
-                flush.flush(mmu);
+                // Another CPU may have resolved the same fault first: nothing to change then.
+                if old.rights != rights {
+                    let flush = mmu.protect(first, count, rights).ok()?;
+                    flush.flush(mmu);
+                }
             }
             None => match mmu.map_large(first, frame, rights, d.cache) {
                 Ok(flush) => flush.flush(mmu),
