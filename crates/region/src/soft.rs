@@ -85,6 +85,8 @@ pub struct SoftMmu {
     slots: Vec<Slot>,
     len: usize,
     flushes: Cell<u64>,
+    /// Full flushes among them.
+    full_flushes: Cell<u64>,
 }
 
 impl Default for SoftMmu {
@@ -104,7 +106,7 @@ impl SoftMmu {
     #[must_use]
     pub fn with_capacity(pages: usize) -> Self {
         let n = pages.saturating_mul(4).div_ceil(3).max(16).next_power_of_two();
-        SoftMmu { slots: vec![VACANT; n], len: 0, flushes: Cell::new(0) }
+        SoftMmu { slots: vec![VACANT; n], len: 0, flushes: Cell::new(0), full_flushes: Cell::new(0) }
     }
 
     /// The number of mapped pages.
@@ -113,10 +115,17 @@ impl SoftMmu {
         self.len
     }
 
-    /// The number of flush calls so far.
+    /// The number of flushes so far: each [`Mmu::flush`] call and each batch
+    /// ([`Mmu::flush_batch`]) counts once, as one round of IPIs would on a multiprocessor.
     #[must_use]
     pub fn flush_count(&self) -> u64 {
         self.flushes.get()
+    }
+
+    /// The number of flushes so far that emptied the whole TLB (a full batch).
+    #[must_use]
+    pub fn full_flush_count(&self) -> u64 {
+        self.full_flushes.get()
     }
 
     /// Every translation, ordered by page.
@@ -372,6 +381,13 @@ impl Mmu for SoftMmu {
 
     fn flush(&self, _start: Page, _count: PageCount) {
         self.flushes.set(self.flushes.get() + 1);
+    }
+
+    fn flush_batch(&self, batch: &TlbFlush) {
+        self.flushes.set(self.flushes.get() + 1);
+        if batch.is_full() {
+            self.full_flushes.set(self.full_flushes.get() + 1);
+        }
     }
 }
 
