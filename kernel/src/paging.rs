@@ -362,4 +362,9 @@ impl<S: FrameSource + ?Sized> Mmu for PageTableMmu<'_, S> {
         let root = self.window.map(|_| self.root);
         crate::smp::flush(root, start, count.get() as u64);
     }
+
+    /// Flushes the whole batch in one round of IPIs.
+    fn flush_batch(&self, batch: &TlbFlush) {
+        crate::smp::flush_batch(self.window.map(|_| self.root), batch);
+    }
 }

@@ -138,9 +138,10 @@ impl TlbFlush {
     pub fn ranges(&self) -> impl Iterator<Item = (Page, PageCount)> + '_ {
         let list: &[(usize, usize)] = if self.full || self.is_empty() { &[] } else { &self.ranges[..self.len] };
         let hull = (self.full && !self.is_empty()).then_some((self.lo, self.hi - self.lo));
-        list.iter().copied().chain(hull).map(|(first, n)| {
-            (Page::containing_address(VirtAddr::new(first << PAGE_SHIFT)), PageCount::new(n))
-        })
+        list.iter()
+            .copied()
+            .chain(hull)
+            .map(|(first, n)| (Page::containing_address(VirtAddr::new(first << PAGE_SHIFT)), PageCount::new(n)))
     }
 
     /// The number of pages the token names one by one (not full), or of its hull (full).
