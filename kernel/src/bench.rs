@@ -1,7 +1,9 @@
 //! The kernel's `bench` boot mode (`-append bench`): what memkit costs on several CPUs, in
 //! counts and in ratios within one boot (under QEMU's emulation absolute times say little).
 //!
-//! - TLB shootdowns per detach of 1, 32 and 1 024 pages with the space active on every CPU;
+//! - TLB shootdowns per detach of 1, 32 and 1 024 pages with the space active on every CPU,
+//!   and per operation across 8 regions (a copy-on-write copy, a protect, a shrink: one
+//!   round each);
 //! - frame allocation throughput on 1, 2, 4 … CPUs at once, through the per-CPU caches and
 //!   straight from the pool, in frames per million TSC cycles and as a ratio to one CPU.
 //!
@@ -67,6 +69,14 @@ pub(crate) fn run(frames: &'static KernelFrames, kernel_root: Frame) {
         match ktests::detach_shootdown(frames, kernel_root, pages) {
             Ok([rounds, ipis, single, full]) => println!("| {pages} pages | {rounds} | {ipis} | {single} | {full} |"),
             Err(e) => println!("| {pages} pages | failed: {} (line {}) | | | |", e.what, e.line),
+        }
+    }
+    println!("| one operation across {} regions | rounds of IPIs | IPIs | pages flushed one by one | full flushes |", ktests::REGIONS);
+    println!("|---|---|---|---|---|");
+    for op in [ktests::Across::CowCopy, ktests::Across::Protect, ktests::Across::Shrink] {
+        match ktests::across_regions_shootdown(frames, kernel_root, op) {
+            Ok([rounds, ipis, single, full]) => println!("| {} | {rounds} | {ipis} | {single} | {full} |", op.name()),
+            Err(e) => println!("| {} | failed: {} (line {}) | | | |", op.name(), e.what, e.line),
         }
     }
     println!("| frames from | CPUs | frames per Mcycle | vs 1 CPU |");
