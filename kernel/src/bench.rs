@@ -4,6 +4,8 @@
 //! - TLB shootdowns per detach of 1, 32 and 1 024 pages with the space active on every CPU,
 //!   and per operation across 8 regions (a copy-on-write copy, a protect, a shrink: one
 //!   round each);
+//! - page faults per million cycles with 1, 2, 4 … CPUs each faulting its own pages of one
+//!   space (under the set's one lock), and the shootdown rounds they cost;
 //! - frame allocation throughput on 1, 2, 4 … CPUs at once, through the per-CPU caches and
 //!   straight from the pool, in frames per million TSC cycles and as a ratio to one CPU.
 //!
@@ -28,7 +30,8 @@ static CPUS_IN_USE: AtomicUsize = AtomicUsize::new(0);
 static THROUGH_CACHE: AtomicUsize = AtomicUsize::new(1);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 
-fn cycles() -> u64 {
+/// The time-stamp counter.
+pub(crate) fn cycles() -> u64 {
     // SAFETY: `rdtsc` only reads the time-stamp counter.
     unsafe { _rdtsc() }
 }
@@ -78,6 +81,22 @@ pub(crate) fn run(frames: &'static KernelFrames, kernel_root: Frame) {
             Ok([rounds, ipis, single, full]) => println!("| {} | {rounds} | {ipis} | {single} | {full} |", op.name()),
             Err(e) => println!("| {} | failed: {} (line {}) | | | |", op.name(), e.what, e.line),
         }
+    }
+    println!("| CPUs faulting ({} pages each, one space, one lock) | faults per Gcycle | vs 1 CPU | rounds of IPIs (whole run) |", ktests::FAULT_PAGES);
+    println!("|---|---|---|---|");
+    let mut one = 0.0f64;
+    let mut n = 1;
+    while n <= smp::online() {
+        match ktests::fault_rate(frames, kernel_root, n) {
+            Ok((rate, rounds)) => {
+                if n == 1 {
+                    one = rate;
+                }
+                println!("| {n} | {:.0} | {:.2}x | {rounds} |", rate * 1e3, rate / one);
+            }
+            Err(e) => println!("| {n} | failed: {} (line {}) | | |", e.what, e.line),
+        }
+        n *= 2;
     }
     println!("| frames from | CPUs | frames per Mcycle | vs 1 CPU |");
     println!("|---|---|---|---|");

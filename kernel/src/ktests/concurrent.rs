@@ -617,3 +617,53 @@ fn across_job(cpu: usize, arg: usize) {
         }
     });
 }
+
+/// Pages each CPU faults in for [`fault_rate`].
+pub(crate) const FAULT_PAGES: usize = 64;
+/// CPUs that fault in [`fault_rate`]'s job; the others only meet.
+static FAULTING: AtomicUsize = AtomicUsize::new(0);
+/// The cycles [`fault_rate`]'s faults took, from the first meeting to the second.
+static FAULT_CYCLES: AtomicU64 = AtomicU64::new(0);
+
+/// Faults per million TSC cycles when `cpus` CPUs at once each write one byte into each
+/// of [`FAULT_PAGES`] fresh pages of their own, in one space and under the set's one lock,
+/// and the shootdown rounds those faults cost.
+///
+/// # Errors
+/// When the space cannot be built or torn down, or a fault was refused.
+pub(crate) fn fault_rate(
+    frames: &'static KernelFrames,
+    kernel_root: Frame,
+    cpus: usize,
+) -> Result<(f64, u64), crate::testing::Failure> {
+    FAULTING.store(cpus, Ordering::SeqCst);
+    let test = |_: DataspaceId| -> TestResult {
+        smp::run_on_all(
+            |cpu, _| {
+                in_space(|| {
+                    meet(1);
+                    let start = crate::bench::cycles();
+                    if cpu < FAULTING.load(Ordering::SeqCst) {
+                        let base = BASE.load(Ordering::SeqCst) + (cpu * FAULT_PAGES * PAGE) as u64;
+                        for i in 0..FAULT_PAGES {
+                            if interrupts::probe_write(addr(base + (i * PAGE) as u64), 1).is_err() {
+                                WRONG.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    meet(2);
+                    if cpu == 0 {
+                        FAULT_CYCLES.store(crate::bench::cycles() - start, Ordering::SeqCst);
+                    }
+                });
+            },
+            0,
+        );
+        Ok(())
+    };
+    let before = FLUSHES.snapshot();
+    with_shared(frames, kernel_root, FAULT_PAGES * smp::online(), test)?;
+    let rounds = FLUSHES.snapshot()[0] - before[0];
+    let faults = (cpus * FAULT_PAGES) as f64;
+    Ok((faults * 1e6 / FAULT_CYCLES.load(Ordering::SeqCst).max(1) as f64, rounds))
+}
