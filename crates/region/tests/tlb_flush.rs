@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 
 #[test]
 fn random_absorbs_match_a_set_of_pages() {
-    let mut rng = SmallRng::seed_from_u64(0x746c_62);
+    let mut rng = SmallRng::seed_from_u64(0x0074_6c62);
     for _ in 0..2000 {
         let len = rng.random_range(0..24);
         let near = rng.random_range(0u16..200);
