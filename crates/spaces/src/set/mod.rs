@@ -12,7 +12,7 @@
 //! The set owns the manager and the spaces, so that whatever the manager does to a
 //! dataspace reaches every mapping of it:
 //! - a copy-on-write copy write-protects the source's pages in **every** space (the
-//!   manager calls the set's [`Revoker`] before it starts sharing frames);
+//!   manager calls the set's [`Revoker`](memkit_dataspace::Revoker) before it starts sharing frames);
 //! - shrinking or clearing a dataspace unmaps the pages whose frames go away;
 //! - a write fault that breaks copy-on-write gives the page a new frame
 //!   ([`Mapping::replaced`](memkit_dataspace::Mapping::replaced) names the old one); every
@@ -392,7 +392,7 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
         &self.manager
     }
 
-    /// The dataspace manager, for operations that take no [`Revoker`] (creating
+    /// The dataspace manager, for operations that take no [`Revoker`](memkit_dataspace::Revoker) (creating
     /// dataspaces and factories, `info`, `read`). Operations that take one go through
     /// [`manager_and_revoker`](Self::manager_and_revoker).
     pub const fn manager_mut(&mut self) -> &mut Manager<S, P> {
