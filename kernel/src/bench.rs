@@ -1,7 +1,11 @@
 //! The kernel's `bench` boot mode (`-append bench`): what memkit costs on several CPUs, in
 //! counts and in ratios within one boot (under QEMU's emulation absolute times say little).
 //!
-//! - TLB shootdowns per detach of 1, 32 and 1 024 pages with the space active on every CPU;
+//! - TLB shootdowns per detach of 1, 32 and 1 024 pages with the space active on every CPU,
+//!   and per operation across 8 regions (a copy-on-write copy, a protect, a shrink: one
+//!   round each);
+//! - page faults per million cycles with 1, 2, 4 … CPUs each faulting its own pages of one
+//!   space (under the set's one lock), and the shootdown rounds they cost;
 //! - frame allocation throughput on 1, 2, 4 … CPUs at once, through the per-CPU caches and
 //!   straight from the pool, in frames per million TSC cycles and as a ratio to one CPU;
 //! - the cost of page faults per MiB touched (one store per 4 KiB page) of a superpage
@@ -72,6 +76,30 @@ pub(crate) fn run(frames: &'static KernelFrames, kernel_root: Frame) {
             Ok([rounds, ipis, single, full]) => println!("| {pages} pages | {rounds} | {ipis} | {single} | {full} |"),
             Err(e) => println!("| {pages} pages | failed: {} (line {}) | | | |", e.what, e.line),
         }
+    }
+    println!("| one operation across {} regions | rounds of IPIs | IPIs | pages flushed one by one | full flushes |", ktests::REGIONS);
+    println!("|---|---|---|---|---|");
+    for op in [ktests::Across::CowCopy, ktests::Across::Protect, ktests::Across::Shrink] {
+        match ktests::across_regions_shootdown(frames, kernel_root, op) {
+            Ok([rounds, ipis, single, full]) => println!("| {} | {rounds} | {ipis} | {single} | {full} |", op.name()),
+            Err(e) => println!("| {} | failed: {} (line {}) | | | |", op.name(), e.what, e.line),
+        }
+    }
+    println!("| CPUs faulting ({} pages each, one space, one lock) | faults per Gcycle | vs 1 CPU | rounds of IPIs (whole run) |", ktests::FAULT_PAGES);
+    println!("|---|---|---|---|");
+    let mut one = 0.0f64;
+    let mut n = 1;
+    while n <= smp::online() {
+        match ktests::fault_rate(frames, kernel_root, n) {
+            Ok((rate, rounds)) => {
+                if n == 1 {
+                    one = rate;
+                }
+                println!("| {n} | {:.0} | {:.2}x | {rounds} |", rate * 1e3, rate / one);
+            }
+            Err(e) => println!("| {n} | failed: {} (line {}) | | |", e.what, e.line),
+        }
+        n *= 2;
     }
     println!("| frames from | CPUs | frames per Mcycle | vs 1 CPU |");
     println!("|---|---|---|---|");

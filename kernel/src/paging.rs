@@ -407,9 +407,11 @@ impl<S: FrameSource + ?Sized> Mmu for PageTableMmu<'_, S> {
                 }
             }
         }
-        // Nothing was mapped before, but the x86 TLB may cache a not-present walk's upper
-        // levels; flushing is cheap and always correct.
-        Ok(TlbFlush::new(page, count))
+        // Nothing was mapped before, and x86 caches no translation (nor paging-structure
+        // entry) that is not present (Intel SDM vol. 3, 4.10.2.3 and 4.10.3.1): no CPU can
+        // hold a stale entry for these pages, so a new mapping owes no flush, and no round
+        // of IPIs. An access that raced with it faults and finds it mapped.
+        Ok(TlbFlush::none())
     }
 
     fn unmap(&mut self, page: Page, count: PageCount) -> Result<TlbFlush, MapError> {
@@ -585,5 +587,10 @@ impl<S: FrameSource + ?Sized> Mmu for PageTableMmu<'_, S> {
     fn flush(&self, start: Page, count: PageCount) {
         let root = self.window.map(|_| self.root);
         crate::smp::flush(root, start, count.get() as u64);
+    }
+
+    /// Flushes the whole batch in one round of IPIs.
+    fn flush_batch(&self, batch: &TlbFlush) {
+        crate::smp::flush_batch(self.window.map(|_| self.root), batch);
     }
 }

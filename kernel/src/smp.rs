@@ -18,7 +18,8 @@
 //! on every other CPU with that table active, by IPI; the caller waits for every
 //! acknowledgement, so no frame is reused while a CPU may still translate to it. Up to
 //! [`FULL_FLUSH_PAGES`] pages go one by one (`invlpg`), more empty the whole TLB. One flush is
-//! one round of IPIs; a CPU waiting to start its own round answers the one in progress, so
+//! one round of IPIs, and so is one batch ([`flush_batch`]: the ranges of a [`TlbFlush`] that
+//! gathered the changes of one operation); a CPU waiting to start its own round answers the one in progress, so
 //! two CPUs flushing at once never wait for each other.
 //! The APs start one after the other: the stack and index they take are in two statics the
 //! BSP fills before each STARTUP.
@@ -32,7 +33,8 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use memkit_types::{Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PhysAddr};
+use memkit_region::TlbFlush;
+use memkit_types::{Frame, FrameCount, FrameSource, Order, PAGE_SIZE, Page, PageCount, PhysAddr};
 use x86_64::registers::model_specific::GsBase;
 
 use crate::firmware::Processors;
@@ -395,9 +397,10 @@ pub(crate) fn enable_interrupts() {
     x86_64::instructions::interrupts::enable();
 }
 
-/// Above this many pages a flush empties the whole TLB instead of one `invlpg` per page
-/// (Linux's `tlb_single_page_flush_ceiling` is 33).
-pub(crate) const FULL_FLUSH_PAGES: u64 = 33;
+/// From this many pages on a flush empties the whole TLB instead of one `invlpg` per page
+/// (Linux's `tlb_single_page_flush_ceiling` is 33): memkit-region's threshold, at which a
+/// [`TlbFlush`] becomes full.
+pub(crate) const FULL_FLUSH_PAGES: u64 = memkit_region::mmu::FULL_FLUSH_PAGES as u64;
 
 /// What TLB maintenance cost so far, in events (timings mean nothing under emulation).
 #[derive(Debug)]
@@ -430,20 +433,27 @@ impl FlushCounts {
     }
 }
 
-/// The shootdown in progress: which table, which pages, and the CPUs yet to acknowledge.
-/// Written only by the holder of [`SHOOTDOWN_LOCK`] while no bit is pending.
+/// The shootdown in progress: which table, which pages (up to [`TlbFlush::RANGES`] ranges,
+/// or the whole TLB), and the CPUs yet to acknowledge. Written only by the holder of
+/// [`SHOOTDOWN_LOCK`] while no bit is pending.
 struct Shootdown {
     /// The table's frame number, or 0 for the kernel's part of every table.
     root: AtomicU64,
-    start: AtomicU64,
-    count: AtomicU64,
+    /// Everything: the whole TLB.
+    full: AtomicBool,
+    /// The ranges in use.
+    len: AtomicUsize,
+    starts: [AtomicU64; TlbFlush::RANGES],
+    counts: [AtomicU64; TlbFlush::RANGES],
     pending: AtomicU64,
 }
 
 static SHOOTDOWN: Shootdown = Shootdown {
     root: AtomicU64::new(0),
-    start: AtomicU64::new(0),
-    count: AtomicU64::new(0),
+    full: AtomicBool::new(false),
+    len: AtomicUsize::new(0),
+    starts: [const { AtomicU64::new(0) }; TlbFlush::RANGES],
+    counts: [const { AtomicU64::new(0) }; TlbFlush::RANGES],
     pending: AtomicU64::new(0),
 };
 static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
@@ -452,8 +462,7 @@ static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 /// [`FULL_FLUSH_PAGES`], the whole TLB beyond.
 fn flush_local(start: Page, count: u64) {
     if count >= FULL_FLUSH_PAGES {
-        x86_64::instructions::tlb::flush_all();
-        FLUSHES.full.fetch_add(1, Ordering::Relaxed);
+        flush_local_all();
         return;
     }
     for i in 0..count {
@@ -463,13 +472,40 @@ fn flush_local(start: Page, count: u64) {
     FLUSHES.pages.fetch_add(count, Ordering::Relaxed);
 }
 
-/// Flushes `count` pages from `start` from every TLB that may cache them: this CPU's, and
-/// those of the other CPUs that have the table at `root` active (`None`: the kernel's own
-/// part, cached by every CPU). Returns once every CPU told has flushed, so the frames the
-/// pages showed may be reused then.
+/// Empties this CPU's TLB.
+fn flush_local_all() {
+    x86_64::instructions::tlb::flush_all();
+    FLUSHES.full.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Flushes what `batch` names from this CPU's TLB: its pages one by one, or the whole TLB
+/// when it is full.
+fn flush_local_batch(batch: &TlbFlush) {
+    if batch.is_full() {
+        flush_local_all();
+        return;
+    }
+    for (start, count) in batch.ranges() {
+        flush_local(start, count.get() as u64);
+    }
+}
+
+/// Flushes `count` pages from `start` from every TLB that may cache them ([`flush_batch`]
+/// of one range).
 pub(crate) fn flush(root: Option<Frame>, start: Page, count: u64) {
-    flush_local(start, count);
-    if online() <= 1 || count == 0 {
+    flush_batch(root, &TlbFlush::new(start, PageCount::new(count as usize)));
+}
+
+/// Flushes what `batch` names from every TLB that may cache it: this CPU's, and those of
+/// the other CPUs that have the table at `root` active (`None`: the kernel's own part,
+/// cached by every CPU), in one round of IPIs whatever the number of ranges. Returns once
+/// every CPU told has flushed, so the frames the pages showed may be reused then.
+pub(crate) fn flush_batch(root: Option<Frame>, batch: &TlbFlush) {
+    if batch.is_empty() {
+        return;
+    }
+    flush_local_batch(batch);
+    if online() <= 1 {
         return;
     }
     let me = current();
@@ -487,8 +523,16 @@ pub(crate) fn flush(root: Option<Frame>, start: Page, count: u64) {
     }
     let guard = lock_answering();
     SHOOTDOWN.root.store(root, Ordering::SeqCst);
-    SHOOTDOWN.start.store(start.start_address().as_u64(), Ordering::SeqCst);
-    SHOOTDOWN.count.store(count, Ordering::SeqCst);
+    SHOOTDOWN.full.store(batch.is_full(), Ordering::SeqCst);
+    let mut len = 0;
+    if !batch.is_full() {
+        for (i, (start, count)) in batch.ranges().enumerate().take(TlbFlush::RANGES) {
+            SHOOTDOWN.starts[i].store(start.start_address().as_u64(), Ordering::SeqCst);
+            SHOOTDOWN.counts[i].store(count.get() as u64, Ordering::SeqCst);
+            len = i + 1;
+        }
+    }
+    SHOOTDOWN.len.store(len, Ordering::SeqCst);
     SHOOTDOWN.pending.store(targets, Ordering::SeqCst);
     for cpu in PER_CPU.iter().filter(|c| targets & (1 << c.index) != 0) {
         apic::send_fixed(cpu.apic_id.load(Ordering::SeqCst) as u8, interrupts::SHOOTDOWN_VECTOR as u8);
@@ -524,9 +568,15 @@ pub(crate) fn service_shootdown() {
     }
     let root = SHOOTDOWN.root.load(Ordering::SeqCst);
     if root == 0 || PER_CPU[me].active_root.load(Ordering::SeqCst) == root {
-        let start =
-            Page::containing_address(memkit_types::VirtAddr::new(SHOOTDOWN.start.load(Ordering::SeqCst) as usize));
-        flush_local(start, SHOOTDOWN.count.load(Ordering::SeqCst));
+        if SHOOTDOWN.full.load(Ordering::SeqCst) {
+            flush_local_all();
+        } else {
+            let len = SHOOTDOWN.len.load(Ordering::SeqCst).min(TlbFlush::RANGES);
+            for (start, count) in SHOOTDOWN.starts.iter().zip(&SHOOTDOWN.counts).take(len) {
+                let start = Page::containing_address(memkit_types::VirtAddr::new(start.load(Ordering::SeqCst) as usize));
+                flush_local(start, count.load(Ordering::SeqCst));
+            }
+        }
     }
     SHOOTDOWN.pending.fetch_and(!bit, Ordering::SeqCst);
 }

@@ -97,8 +97,9 @@ fn kernel_boots_and_passes_its_tests_on_1_to_4_cpus() {
 }
 
 /// The `bench` boot mode runs on every CPU and prints its tables: one round of IPIs per
-/// detach, to every other CPU, frame throughput for 1 to 4 CPUs without a failed
-/// allocation, and the faults per MiB touched with 2 MiB and 4 KiB entries.
+/// detach and per operation across 8 regions, to every other CPU, frame throughput for 1 to
+/// 4 CPUs without a failed allocation, and the faults per MiB touched with 2 MiB and 4 KiB
+/// entries.
 #[test]
 fn kernel_bench_mode_prints_its_figures() {
     let Some((output, status)) = boot(CPUS, "bench") else { return };
@@ -107,6 +108,10 @@ fn kernel_bench_mode_prints_its_figures() {
     for pages in [1, 32, 1024] {
         let row = format!("| {pages} pages | 1 | {others} |");
         assert!(output.contains(&row), "one round of {others} IPIs for a detach of {pages} pages");
+    }
+    for op in ["copy-on-write copy", "protect to read-only", "shrink to one page"] {
+        let row = format!("| {op} | 1 | {others} |");
+        assert!(output.contains(&row), "one round of {others} IPIs for a {op} across 8 regions");
     }
     for cpus in [1, 2, 4] {
         assert!(output.contains(&format!("| per-CPU caches | {cpus} |")), "frame throughput on {cpus} CPUs");

@@ -10,7 +10,7 @@ use core::fmt;
 
 use memkit_types::{Access, Frame, PAGE_SIZE, Page, PageCount, Rights, VirtAddr};
 
-use crate::mmu::{MapError, Mmu};
+use crate::mmu::{MapError, Mmu, TlbFlush};
 
 /// Where a region shows a dataspace: its place in the address space, the bytes of the
 /// dataspace it shows from `offset` on, and its rights. What a [`Backing`] is told on
@@ -53,21 +53,41 @@ impl Attachment {
     /// # Errors
     /// The MMU's error (nothing is flushed then).
     pub fn revoke<M: Mmu + ?Sized>(&self, mmu: &mut M, offset: u64, size: u64, keep: Rights) -> Result<(), MapError> {
-        let Some((first, count)) = self.pages_showing(offset, size) else { return Ok(()) };
-        let flush =
-            if keep.is_empty() { mmu.unmap(first, count)? } else { mmu.protect(first, count, self.rights & keep)? };
-        flush.flush(mmu);
+        self.revoke_deferred(mmu, offset, size, keep)?.flush(mmu);
         Ok(())
+    }
+
+    /// As [`revoke`](Self::revoke), but returns the flush it owes instead of flushing, for
+    /// a caller that gathers the flushes of one operation and flushes each MMU once.
+    ///
+    /// # Errors
+    /// The MMU's error: pages of the range may have lost rights then and are not flushed;
+    /// flush [`pages_showing`](Self::pages_showing) the range.
+    pub fn revoke_deferred<M: Mmu + ?Sized>(
+        &self,
+        mmu: &mut M,
+        offset: u64,
+        size: u64,
+        keep: Rights,
+    ) -> Result<TlbFlush, MapError> {
+        let Some((first, count)) = self.pages_showing(offset, size) else { return Ok(TlbFlush::none()) };
+        if keep.is_empty() { mmu.unmap(first, count) } else { mmu.protect(first, count, self.rights & keep) }
     }
 
     /// Unmaps the page of this attachment that shows byte `offset` of its dataspace, when
     /// it is mapped to the frame `stale` (a copy-on-write break gave that page a new frame).
     pub fn unmap_stale<M: Mmu + ?Sized>(&self, mmu: &mut M, offset: u64, stale: Frame) {
-        let Some((page, _)) = self.pages_showing(offset, 1) else { return };
-        if mmu.translate(page).is_some_and(|t| t.frame == stale)
-            && let Ok(flush) = mmu.unmap(page, PageCount::new(1))
-        {
-            flush.flush(mmu);
+        self.unmap_stale_deferred(mmu, offset, stale).flush(mmu);
+    }
+
+    /// As [`unmap_stale`](Self::unmap_stale), but returns the flush it owes (nothing when
+    /// the page was not on `stale`).
+    pub fn unmap_stale_deferred<M: Mmu + ?Sized>(&self, mmu: &mut M, offset: u64, stale: Frame) -> TlbFlush {
+        let Some((page, _)) = self.pages_showing(offset, 1) else { return TlbFlush::none() };
+        if mmu.translate(page).is_some_and(|t| t.frame == stale) {
+            mmu.unmap(page, PageCount::new(1)).unwrap_or_else(|_| TlbFlush::none())
+        } else {
+            TlbFlush::none()
         }
     }
 }

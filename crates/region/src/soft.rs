@@ -96,6 +96,8 @@ pub struct SoftMmu {
     large: BTreeMap<usize, u64>,
     flushes: Cell<u64>,
     large_flushes: Cell<u64>,
+    /// Full flushes among them.
+    full_flushes: Cell<u64>,
 }
 
 impl Default for SoftMmu {
@@ -121,6 +123,7 @@ impl SoftMmu {
             large: BTreeMap::new(),
             flushes: Cell::new(0),
             large_flushes: Cell::new(0),
+            full_flushes: Cell::new(0),
         }
     }
 
@@ -130,7 +133,9 @@ impl SoftMmu {
         self.len + self.large.len() * LARGE_PAGES
     }
 
-    /// The number of flush calls so far (those of large entries included).
+    /// The number of flushes so far: each [`Mmu::flush`] and [`Mmu::flush_large`] call and
+    /// each batch ([`Mmu::flush_batch`]) counts once, as one round of IPIs would on a
+    /// multiprocessor.
     #[must_use]
     pub fn flush_count(&self) -> u64 {
         self.flushes.get()
@@ -140,6 +145,12 @@ impl SoftMmu {
     #[must_use]
     pub fn large_flush_count(&self) -> u64 {
         self.large_flushes.get()
+    }
+
+    /// The number of flushes so far that emptied the whole TLB (a full batch).
+    #[must_use]
+    pub fn full_flush_count(&self) -> u64 {
+        self.full_flushes.get()
     }
 
     /// Every translation, page by page (the pages of a large entry one by one), ordered by
@@ -510,6 +521,13 @@ impl Mmu for SoftMmu {
     fn flush_large(&self, _start: Page, _count: PageCount) {
         self.flushes.set(self.flushes.get() + 1);
         self.large_flushes.set(self.large_flushes.get() + 1);
+    }
+
+    fn flush_batch(&self, batch: &TlbFlush) {
+        self.flushes.set(self.flushes.get() + 1);
+        if batch.is_full() {
+            self.full_flushes.set(self.full_flushes.get() + 1);
+        }
     }
 }
 

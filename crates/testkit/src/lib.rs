@@ -12,6 +12,7 @@
 //! | [`dataspace`] | the dataspace manager against a `Vec<u8>` per dataspace (`Action`, `World`); [`dataspace::fixture`] |
 //! | [`region`] | a region map, its `SoftMmu` and a mock backing against plain maps (`Action`, `Harness`) |
 //! | [`soft_mmu`] | the software MMU's small and large entries against a map of translations (`Action`, `Harness`) |
+//! | [`tlb`] | a TLB flush token absorbing others against a set of pages (`Absorb`, `check_absorbing`) |
 //! | [`host`] | the `mmap`-backed MMU against a map of translations (`Action`, `MmuHarness`) |
 //! | [`counting`] | a global allocator that counts a thread's allocations |
 //! | the crate root | the whole-system model, below |
@@ -74,6 +75,7 @@ pub mod region;
 mod soft;
 pub mod soft_mmu;
 mod target;
+pub mod tlb;
 
 pub use action::{Action, Backing, Cut, Generator, OFFSETS, SIZES, size_of_code};
 pub use driver::{CLIENTS, Counters, Driver, Failure, Skips};

@@ -87,6 +87,34 @@ fn addr(at: u64) -> VirtAddr {
     VirtAddr::new(at as usize)
 }
 
+/// What a reader on another CPU makes of one access while CPU 0 changes the page.
+enum Seen {
+    /// What the page showed before the change: go on.
+    Before,
+    /// What it must show after the change: done.
+    After,
+    /// What it must never show (counted in [`WRONG`]): done.
+    Wrong,
+}
+
+/// Accesses a page in a loop (`access`) until `judge` sees the change, counting what must
+/// not be seen. `judge` takes the access's outcome and whether CPU 0's operation had
+/// returned ([`DONE`]) before the access began: any outcome from before the change after
+/// that is a stale translation, one the shootdown did not reach.
+fn watch<T>(mut access: impl FnMut() -> T, judge: impl Fn(T, bool) -> Seen) {
+    loop {
+        let after = DONE.load(Ordering::SeqCst);
+        match judge(access(), after) {
+            Seen::Before => {}
+            Seen::After => break,
+            Seen::Wrong => {
+                WRONG.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+        }
+    }
+}
+
 /// The tests of one space used by every CPU at once.
 pub(crate) fn concurrent(runner: &mut Runner, frames: &'static KernelFrames, kernel_root: Frame) {
     runner
@@ -104,6 +132,9 @@ pub(crate) fn concurrent(runner: &mut Runner, frames: &'static KernelFrames, ker
     runner.run("smp::after_a_partial_detach_of_a_2mib_entry_no_cpu_reaches_the_page", || {
         with_shared(frames, kernel_root, 1, large_detach_while_reading)
     });
+    for op in [Across::CowCopy, Across::Protect, Across::Shrink] {
+        runner.run(op.test_name(), || across_regions_counts(frames, kernel_root, op));
+    }
 }
 
 /// Builds the shared space with one read-write dataspace of `pages` attached, runs `test`,
@@ -240,18 +271,15 @@ fn detach_while_reading(_: DataspaceId) -> TestResult {
                     WRONG.fetch_add(1, Ordering::SeqCst);
                 }
                 meet(1);
-                loop {
-                    let after = DONE.load(Ordering::SeqCst);
-                    match interrupts::probe_read(addr(base)) {
-                        Ok(_) if after => {
-                            // A stale translation: the shootdown did not reach this CPU.
-                            WRONG.fetch_add(1, Ordering::SeqCst);
-                            break;
-                        }
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
+                // After the detach every read faults and is refused.
+                watch(
+                    || interrupts::probe_read(addr(base)),
+                    |read, after| match read {
+                        Err(_) => Seen::After,
+                        Ok(_) if after => Seen::Wrong,
+                        Ok(_) => Seen::Before,
+                    },
+                );
             });
         },
         0,
@@ -291,18 +319,15 @@ fn cow_break_while_reading(ds: DataspaceId) -> TestResult {
             }
             in_space(|| {
                 meet(1);
-                loop {
-                    let after = DONE.load(Ordering::SeqCst);
-                    match interrupts::probe_read(addr(base)) {
-                        Ok(0x22) => break,
-                        Ok(0x11) if !after => {}
-                        _ => {
-                            // The old byte after the break: a stale translation.
-                            WRONG.fetch_add(1, Ordering::SeqCst);
-                            break;
-                        }
-                    }
-                }
+                // After the break every read sees the new byte.
+                watch(
+                    || interrupts::probe_read(addr(base)),
+                    |read, after| match read {
+                        Ok(0x22) => Seen::After,
+                        Ok(0x11) if !after => Seen::Before,
+                        _ => Seen::Wrong,
+                    },
+                );
             });
         },
         0,
@@ -457,4 +482,259 @@ fn large_detach_while_reading(_: DataspaceId) -> TestResult {
         0,
     );
     Ok(())
+}
+
+/// Regions the operations of [`Across`] change at once.
+pub(crate) const REGIONS: usize = 8;
+
+/// An operation that changes the mappings of [`REGIONS`] regions of the shared space at
+/// once, each region showing one page of the dataspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Across {
+    /// A copy-on-write copy of the dataspace: every page write-protected.
+    CowCopy,
+    /// A protect of the whole range to read-only.
+    Protect,
+    /// A shrink of the dataspace to one page: the pages of the other regions unmapped and
+    /// their frames freed.
+    Shrink,
+}
+
+impl Across {
+    /// The row's name in the bench table.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Across::CowCopy => "copy-on-write copy",
+            Across::Protect => "protect to read-only",
+            Across::Shrink => "shrink to one page",
+        }
+    }
+
+    const fn test_name(self) -> &'static str {
+        match self {
+            Across::CowCopy => "smp::a_cow_copy_across_8_regions_costs_one_round_and_leaves_no_writable_entry",
+            Across::Protect => "smp::a_protect_across_8_regions_costs_one_round_and_leaves_no_writable_entry",
+            Across::Shrink => "smp::a_shrink_across_7_regions_costs_one_round_and_leaves_no_entry",
+        }
+    }
+
+    fn from_arg(arg: usize) -> Self {
+        match arg {
+            0 => Across::CowCopy,
+            1 => Across::Protect,
+            _ => Across::Shrink,
+        }
+    }
+
+    /// The pages it takes rights from.
+    const fn pages(self) -> usize {
+        match self {
+            Across::CowCopy | Across::Protect => REGIONS,
+            Across::Shrink => REGIONS - 1,
+        }
+    }
+
+    /// Whether another CPU's write to region `i` goes through afterwards: through a fault
+    /// that breaks the copy after a copy-on-write copy, not after a protect, and only in
+    /// the page a shrink keeps.
+    const fn writable_after(self, i: usize) -> bool {
+        match self {
+            Across::CowCopy => true,
+            Across::Protect => false,
+            Across::Shrink => i == 0,
+        }
+    }
+
+    const fn arg(self) -> usize {
+        match self {
+            Across::CowCopy => 0,
+            Across::Protect => 1,
+            Across::Shrink => 2,
+        }
+    }
+}
+
+/// The copy [`Across::CowCopy`] made.
+static COPY: spin::Mutex<Option<DataspaceId>> = spin::Mutex::new(None);
+
+/// One operation across [`REGIONS`] regions (7 for the shrink) costs one round of IPIs to
+/// every other CPU (none on one CPU), and its pages are flushed one by one on every CPU.
+fn across_regions_counts(frames: &'static KernelFrames, kernel_root: Frame, op: Across) -> TestResult {
+    let [rounds, ipis, single, full] = across_regions_shootdown(frames, kernel_root, op)?;
+    println!(
+        "shootdown: {} across {REGIONS} regions with {} CPUs: {rounds} rounds, {ipis} IPIs, {single} pages flushed one by one, {full} full flushes",
+        op.name(),
+        smp::online()
+    );
+    let others = (smp::online() - 1) as u64;
+    check_eq!(rounds, u64::from(others > 0));
+    check_eq!(ipis, others);
+    check_eq!(single, (op.pages() * smp::online()) as u64);
+    check_eq!(full, 0);
+    Ok(())
+}
+
+/// What one [`Across`] operation costs in TLB maintenance while the space is active on
+/// every other CPU, each having written every page (so its TLB holds writable entries):
+/// `[rounds, IPIs, pages flushed one by one, full flushes]`. After the operation has
+/// returned, every other CPU writes every page again: a copy-on-write copy's writes break
+/// the copy (and the copy keeps the old bytes), a protect's are refused, a shrink's find
+/// nothing past the page kept. A write through a stale entry would show as a write that
+/// succeeded or as a changed byte in the copy.
+///
+/// # Errors
+/// When the space cannot be built or torn down, or an access went wrong.
+pub(crate) fn across_regions_shootdown(
+    frames: &'static KernelFrames,
+    kernel_root: Frame,
+    op: Across,
+) -> Result<[u64; 4], crate::testing::Failure> {
+    let test = |ds: DataspaceId| -> TestResult {
+        *COPY.lock() = None;
+        let base = BASE.load(Ordering::SeqCst);
+        {
+            // The one region of the dataspace becomes REGIONS regions of one page each.
+            let mut shared = SHARED.lock();
+            let shared = shared.as_mut().ok_or(fail("shared"))?;
+            let id = shared.id;
+            check!(shared.set.detach(id, addr(base), REGIONS * PAGE, DetachFlags::empty()).is_ok());
+            for i in 0..REGIONS {
+                let at = addr(base + (i * PAGE) as u64);
+                let request = AttachRequest::new(ds, PAGE, Rights::RW).offset((i * PAGE) as u64).at(at);
+                check!(shared.set.attach(id, &request).is_ok());
+            }
+            check_eq!(shared.set.attachments(ds), REGIONS as u32);
+        }
+        smp::run_on_all(across_job, op.arg());
+        let mut shared = SHARED.lock();
+        let shared = shared.as_mut().ok_or(fail("shared"))?;
+        if op == Across::CowCopy {
+            // The copy keeps the bytes from before: no write reached a shared frame.
+            let copy = COPY.lock().ok_or(fail("no copy"))?;
+            for i in 0..REGIONS {
+                let mut bytes = [0u8; smp::MAX_CPUS];
+                check!(shared.set.manager_mut().read(copy, (i * PAGE) as u64, &mut bytes).is_ok());
+                check!(bytes.iter().take(smp::online()).all(|&b| b == 0x11));
+            }
+        }
+        Ok(())
+    };
+    with_shared(frames, kernel_root, REGIONS, test)?;
+    Ok(core::array::from_fn(|i| COUNTS[i].load(Ordering::SeqCst)))
+}
+
+/// The job of [`across_regions_shootdown`] on every CPU.
+fn across_job(cpu: usize, arg: usize) {
+    let op = Across::from_arg(arg);
+    let base = BASE.load(Ordering::SeqCst);
+    let page = |i: usize| addr(base + (i * PAGE + cpu) as u64);
+    if cpu == 0 {
+        in_space(|| {
+            for i in 0..REGIONS {
+                for c in 0..smp::online() {
+                    if interrupts::probe_write(addr(base + (i * PAGE + c) as u64), 0x11).is_err() {
+                        WRONG.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        meet(1);
+        // Every other CPU has written every page.
+        meet(2);
+        let before = FLUSHES.snapshot();
+        {
+            let mut shared = SHARED.lock();
+            let shared = shared.as_mut().expect("the shared space");
+            let ds = DATASPACE.lock().expect("the shared dataspace");
+            let done = match op {
+                Across::CowCopy => shared.set.copy_on_write(CLIENT, ds, "copy").map(|c| *COPY.lock() = Some(c)).is_ok(),
+                Across::Protect => {
+                    let id = shared.id;
+                    shared.set.protect(id, addr(base), REGIONS * PAGE, Rights::READ).is_ok()
+                }
+                Across::Shrink => {
+                    let (manager, mut revoker) = shared.set.manager_and_revoker();
+                    manager.resize(CLIENT, ds, PAGE as u64, &mut revoker).is_ok()
+                }
+            };
+            if !done {
+                WRONG.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let after = FLUSHES.snapshot();
+        for (i, slot) in COUNTS.iter().enumerate() {
+            slot.store(after[i] - before[i], Ordering::SeqCst);
+        }
+        DONE.store(true, Ordering::SeqCst);
+        return;
+    }
+    in_space(|| {
+        meet(1);
+        // CPU 0 wrote every page; this CPU writes its byte of each, so its TLB holds a
+        // writable entry for each.
+        for i in 0..REGIONS {
+            if interrupts::probe_write(page(i), 0x11).is_err() {
+                WRONG.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        meet(2);
+        while !DONE.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
+        for i in 0..REGIONS {
+            if interrupts::probe_write(page(i), 0x22).is_ok() != op.writable_after(i) {
+                WRONG.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+}
+
+/// Pages each CPU faults in for [`fault_rate`].
+pub(crate) const FAULT_PAGES: usize = 64;
+/// CPUs that fault in [`fault_rate`]'s job; the others only meet.
+static FAULTING: AtomicUsize = AtomicUsize::new(0);
+/// The cycles [`fault_rate`]'s faults took, from the first meeting to the second.
+static FAULT_CYCLES: AtomicU64 = AtomicU64::new(0);
+
+/// Faults per million TSC cycles when `cpus` CPUs at once each write one byte into each
+/// of [`FAULT_PAGES`] fresh pages of their own, in one space and under the set's one lock,
+/// and the shootdown rounds those faults cost.
+///
+/// # Errors
+/// When the space cannot be built or torn down, or a fault was refused.
+pub(crate) fn fault_rate(
+    frames: &'static KernelFrames,
+    kernel_root: Frame,
+    cpus: usize,
+) -> Result<(f64, u64), crate::testing::Failure> {
+    FAULTING.store(cpus, Ordering::SeqCst);
+    let test = |_: DataspaceId| -> TestResult {
+        smp::run_on_all(
+            |cpu, _| {
+                in_space(|| {
+                    meet(1);
+                    let start = crate::bench::cycles();
+                    if cpu < FAULTING.load(Ordering::SeqCst) {
+                        let base = BASE.load(Ordering::SeqCst) + (cpu * FAULT_PAGES * PAGE) as u64;
+                        for i in 0..FAULT_PAGES {
+                            if interrupts::probe_write(addr(base + (i * PAGE) as u64), 1).is_err() {
+                                WRONG.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    meet(2);
+                    if cpu == 0 {
+                        FAULT_CYCLES.store(crate::bench::cycles() - start, Ordering::SeqCst);
+                    }
+                });
+            },
+            0,
+        );
+        Ok(())
+    };
+    let before = FLUSHES.snapshot();
+    with_shared(frames, kernel_root, FAULT_PAGES * smp::online(), test)?;
+    let rounds = FLUSHES.snapshot()[0] - before[0];
+    let faults = (cpus * FAULT_PAGES) as f64;
+    Ok((faults * 1e6 / FAULT_CYCLES.load(Ordering::SeqCst).max(1) as f64, rounds))
 }

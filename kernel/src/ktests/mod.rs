@@ -19,7 +19,9 @@ mod smp;
 mod spaces;
 
 pub(crate) use boot::boot;
-pub(crate) use concurrent::{concurrent, detach_shootdown};
+pub(crate) use concurrent::{
+    Across, FAULT_PAGES, REGIONS, across_regions_shootdown, concurrent, detach_shootdown, fault_rate,
+};
 pub(crate) use frames::{frames_direct, frames_identity};
 pub(crate) use heap::{heap, heap_block_bytes};
 pub(crate) use large::{fault_cost, large};

@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 
 use memkit_dataspace::{DataspaceId, Manager, PageRange, RevokeKind, Revoker};
-use memkit_region::{AddressSpace, Attachment, Backing, BackingError, Mmu};
+use memkit_region::{AddressSpace, Attachment, Backing, BackingError, Mmu, TlbFlush};
 use memkit_types::{Access, Frame, FrameSource, PAGE_SIZE, PhysMemory, Rights};
 
 use super::SpaceId;
@@ -138,9 +138,15 @@ pub(super) type Slot<M> = Option<AddressSpace<DataspaceId, M>>;
 
 /// Takes rights away from the mappings of a dataspace's pages, in every space, visiting
 /// only the regions the [`ReverseIndex`] names for those pages.
+///
+/// One revocation flushes each space's MMU once, however many of its regions lost
+/// rights (one round of IPIs per space on a multiprocessor), and before it returns: the
+/// manager frees or shares the frames only after [`Revoker::revoke`] has returned.
 #[derive(Debug)]
 pub struct SpacesRevoker<'a, M> {
     pub(super) spaces: &'a mut [Slot<M>],
+    /// The flush each space owes (one token per slot, empty between revocations).
+    pub(super) pending: &'a mut [TlbFlush],
     pub(super) index: &'a ReverseIndex,
 }
 
@@ -152,14 +158,37 @@ impl<M: Mmu> Revoker for SpacesRevoker<'_, M> {
         };
         let offset = pages.start.saturating_mul(PAGE_SIZE as u64);
         let size = pages.end.saturating_sub(pages.start).saturating_mul(PAGE_SIZE as u64);
-        let spaces = &mut *self.spaces;
+        let (spaces, pending) = (&mut *self.spaces, &mut *self.pending);
         self.index.for_each_showing(ds, offset, size, |space, region| {
-            let Some(Some(s)) = spaces.get_mut(space.0) else { return };
+            let (Some(Some(s)), Some(owed)) = (spaces.get_mut(space.0), pending.get_mut(space.0)) else { return };
             // A protect the MMU refuses falls back to unmapping, which always leaves a
             // correct state: the pages fault again and are resolved with the right rights.
-            if region.revoke(&mut s.mmu, offset, size, keep).is_err() {
-                let _ = region.revoke(&mut s.mmu, offset, size, Rights::empty());
+            // Either way every page of the range is flushed, whatever the MMU changed.
+            let flush = region.revoke_deferred(&mut s.mmu, offset, size, keep).or_else(|_| {
+                if let Some((first, count)) = region.pages_showing(offset, size) {
+                    owed.add_pages(first, count);
+                }
+                region.revoke_deferred(&mut s.mmu, offset, size, Rights::empty())
+            });
+            if let Ok(flush) = flush {
+                owed.absorb(flush);
             }
         });
+        flush_pending(spaces, pending);
+    }
+}
+
+/// Flushes what each space owes, once per MMU, and leaves every token empty.
+pub(super) fn flush_pending<M: Mmu>(spaces: &[Slot<M>], pending: &mut [TlbFlush]) {
+    for (slot, owed) in spaces.iter().zip(pending.iter_mut()) {
+        if owed.is_empty() {
+            continue;
+        }
+        let owed = core::mem::replace(owed, TlbFlush::none());
+        match slot {
+            Some(s) => owed.flush(&s.mmu),
+            // No space, no translation to flush.
+            None => owed.ignore(),
+        }
     }
 }

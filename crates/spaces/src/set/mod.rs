@@ -12,7 +12,7 @@
 //! The set owns the manager and the spaces, so that whatever the manager does to a
 //! dataspace reaches every mapping of it:
 //! - a copy-on-write copy write-protects the source's pages in **every** space (the
-//!   manager calls the set's [`Revoker`] before it starts sharing frames);
+//!   manager calls the set's [`Revoker`](memkit_dataspace::Revoker) before it starts sharing frames);
 //! - shrinking or clearing a dataspace unmaps the pages whose frames go away;
 //! - a write fault that breaks copy-on-write gives the page a new frame
 //!   ([`Mapping::replaced`](memkit_dataspace::Mapping::replaced) names the old one); every
@@ -37,7 +37,7 @@ use alloc::vec::Vec;
 use memkit_dataspace::{ClientId, CopyError, DataspaceId, DmFlags, Manager};
 use memkit_region::{
     AddressSpace, AttachError, AttachRequest, Attachment, DetachError, DetachFlags, Detached, FaultError, Mmu,
-    RegionMap, Translation,
+    RegionMap, TlbFlush, Translation,
 };
 #[cfg(any(test, feature = "check"))]
 use memkit_types::Page;
@@ -51,7 +51,7 @@ mod error;
 mod vma;
 
 pub use backing::SpacesRevoker;
-use backing::{ManagerBacking, Replaced, Slot, SpaceOp};
+use backing::{ManagerBacking, Replaced, Slot, SpaceOp, flush_pending};
 pub use error::SpaceError;
 
 /// An address space of a [`SpaceSet`]: its slot. The slot of a removed space is given to
@@ -65,6 +65,9 @@ pub struct SpaceId(pub usize);
 #[derive(Debug)]
 pub struct Spaces<M> {
     slots: Vec<Slot<M>>,
+    /// The flush each space owes within the operation under way (one token per slot,
+    /// empty between operations): gathered, then flushed once per MMU.
+    pending: Vec<TlbFlush>,
     index: ReverseIndex,
     /// Copy-on-write breaks so far.
     cow_breaks: u64,
@@ -84,7 +87,14 @@ impl<M> Spaces<M> {
     /// No spaces; fault-around off.
     #[must_use]
     pub const fn new() -> Self {
-        Spaces { slots: Vec::new(), index: ReverseIndex::new(), cow_breaks: 0, fault_around: 1, check_sizes: false }
+        Spaces {
+            slots: Vec::new(),
+            pending: Vec::new(),
+            index: ReverseIndex::new(),
+            cow_breaks: 0,
+            fault_around: 1,
+            check_sizes: false,
+        }
     }
 }
 
@@ -97,6 +107,7 @@ impl<M: Mmu> Spaces<M> {
             SpaceId(i)
         } else {
             self.slots.push(space);
+            self.pending.push(TlbFlush::none());
             SpaceId(self.slots.len() - 1)
         }
     }
@@ -151,7 +162,7 @@ impl<M: Mmu> Spaces<M> {
     /// A revoker over every space, for the manager operations that invalidate mappings
     /// (`copy`, `resize`, `clear`, `allocate`, `write`).
     pub fn revoker(&mut self) -> SpacesRevoker<'_, M> {
-        SpacesRevoker { spaces: &mut self.slots, index: &self.index }
+        SpacesRevoker { spaces: &mut self.slots, pending: &mut self.pending, index: &self.index }
     }
 
     /// The reverse index: which regions show each dataspace.
@@ -302,15 +313,17 @@ impl<M: Mmu> Spaces<M> {
     /// Unmaps the frame a copy-on-write break replaced from every mapping of that page of
     /// `ds` that still shows it, in every space: the faulting one included, where the
     /// dataspace may be attached more than once. Visits the regions the index names for
-    /// the page, and allocates nothing.
+    /// the page, and allocates nothing. Each space's MMU is flushed once, however many of
+    /// its regions showed the page.
     fn unmap_replaced(&mut self, ds: DataspaceId, offset: u64, old: Frame) {
         self.cow_breaks += 1;
-        let slots = &mut self.slots;
+        let (slots, pending) = (&mut self.slots, &mut self.pending);
         self.index.for_each_showing(ds, offset, 1, |space, region| {
-            if let Some(Some(s)) = slots.get_mut(space.0) {
-                region.unmap_stale(&mut s.mmu, offset, old);
+            if let (Some(Some(s)), Some(owed)) = (slots.get_mut(space.0), pending.get_mut(space.0)) {
+                owed.absorb(region.unmap_stale_deferred(&mut s.mmu, offset, old));
             }
         });
+        flush_pending(slots, pending);
     }
 
     /// Checks the invariants of every space, that every translation lies in a region and
