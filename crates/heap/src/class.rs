@@ -81,12 +81,12 @@ const fn nominal_sizes() -> [usize; CLASS_COUNT] {
     out
 }
 
-/// Pages of a span of blocks of `size` bytes: at least two pages and room for about six
-/// blocks (fewer, larger spans keep fewer partly used ones per class, and give neighbouring
-/// free blocks to merge when the page source is dry), then the page count nearby that
-/// wastes least at the span's tail.
+/// Pages of a span of blocks of `size` bytes: at least one page and room for about four
+/// blocks (a partly used span of a rarely used class holds little beyond its live blocks,
+/// and a span still gives neighbouring free blocks to merge when the page source is dry),
+/// then the page count nearby that wastes least at the span's tail.
 const fn span_pages(size: usize) -> usize {
-    let target = if size * 6 > 8192 { size * 6 } else { 8192 };
+    let target = if size * 4 > 4096 { size * 4 } else { 4096 };
     let cap = size * MAX_BLOCKS;
     let want = if target < cap { target } else { cap };
     let mut lo = want.div_ceil(PAGE_SIZE);
