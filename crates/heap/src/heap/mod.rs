@@ -406,6 +406,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
 
     /// Finds the descriptor owning `addr` and locks its shard; re-checks ownership under
     /// the lock.
+    #[inline(always)]
     fn locate(
         &self,
         addr: usize,
@@ -427,6 +428,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
 
     /// Checks that `addr` is a live block start of `d` (whose shard lock the caller holds);
     /// returns its index in the span (its granule in an arena, 0 for a large block).
+    #[inline(always)]
     fn block_index(&self, d: &Descriptor, addr: usize) -> Result<usize, XmfreeError> {
         let start = d.start.load(Relaxed);
         let va = VirtAddr::new(addr);
