@@ -81,12 +81,12 @@ const fn nominal_sizes() -> [usize; CLASS_COUNT] {
     out
 }
 
-/// Pages of a span of blocks of `size` bytes: at least two pages and room for about six
-/// blocks (fewer, larger spans keep fewer partly used ones per class, and give neighbouring
-/// free blocks to merge when the page source is dry), then the page count nearby that
-/// wastes least at the span's tail.
+/// Pages of a span of blocks of `size` bytes: at least one page and room for about four
+/// blocks (a partly used span of a rarely used class holds little beyond its live blocks,
+/// and a span still gives neighbouring free blocks to merge when the page source is dry),
+/// then the page count nearby that wastes least at the span's tail.
 const fn span_pages(size: usize) -> usize {
-    let target = if size * 6 > 8192 { size * 6 } else { 8192 };
+    let target = if size * 4 > 4096 { size * 4 } else { 4096 };
     let cap = size * MAX_BLOCKS;
     let want = if target < cap { target } else { cap };
     let mut lo = want.div_ceil(PAGE_SIZE);
@@ -165,15 +165,21 @@ const fn lookup() -> [u8; MAX_SMALL / 16 + 1] {
 /// most a page), or `None` when the request is larger than [`MAX_SMALL`].
 #[inline]
 pub(crate) fn class_for(size: usize, align: usize) -> Option<usize> {
-    let s = size.max(16).checked_next_multiple_of(align)?;
+    debug_assert!(align.is_power_of_two());
+    // `align` is a power of two: masks instead of divisions.
+    let mask = align - 1;
+    let s = size.max(16).checked_add(mask)? & !mask;
     if s > MAX_SMALL {
         return None;
     }
     let mut i = LOOKUP[s.div_ceil(16)] as usize;
     // Blocks sit at multiples of the class size from a page-aligned start, so a class whose
-    // size is a multiple of `align` aligns them all; powers of two are classes.
-    while !(CLASSES[i].size as usize).is_multiple_of(align) {
-        i += 1;
+    // size is a multiple of `align` aligns them all; powers of two are classes (and every
+    // class size is a multiple of 16).
+    if align > 16 {
+        while CLASSES[i].size as usize & mask != 0 {
+            i += 1;
+        }
     }
     Some(i)
 }

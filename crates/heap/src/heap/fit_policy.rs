@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering::*;
 use memkit_types::PAGE_SIZE;
 
 use super::stats::PathCounters;
-use super::{CpuId, EXACT_FIT_ABOVE, Heap};
+use super::{CpuId, EXACT_FIT_ABOVE, Heap, ROOMY_SPAN_MAX};
 use crate::class::MAX_SMALL;
 use crate::source::PageSource;
 
@@ -27,7 +27,9 @@ pub enum FitPolicy {
     /// neighbours, see `arena`); a smaller one an arena fragment that holds it, else a
     /// class block. The most usable placement, at about half the speed of size classes.
     ExactFit,
-    /// [`SizeClasses`](FitPolicy::SizeClasses) while the page source has room,
+    /// While the page source has room, size classes up to 1 KiB and exact fit in arenas
+    /// above (spans of larger classes, each partly used, hold much more than their live
+    /// blocks on real programs' allocation patterns);
     /// [`ExactFit`](FitPolicy::ExactFit) once it runs short: when the source's free memory
     /// falls below [`PACK_HEADROOM`] times the bytes the heap has in use
     /// ([`Heap::bytes_in_use`]), rounding to classes would cost a share of what is left,
@@ -52,7 +54,8 @@ impl FitPolicy {
     #[inline]
     pub(super) const fn span_max(self) -> usize {
         match self {
-            FitPolicy::SizeClasses | FitPolicy::Adaptive => MAX_SMALL,
+            FitPolicy::SizeClasses => MAX_SMALL,
+            FitPolicy::Adaptive => ROOMY_SPAN_MAX,
             FitPolicy::ExactFit => EXACT_FIT_ABOVE,
         }
     }
@@ -73,8 +76,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         if self.fit_policy == FitPolicy::Adaptive {
             let free = self.source.free_page_count().get().saturating_mul(PAGE_SIZE);
             let short = free < PACK_HEADROOM.saturating_mul(self.bytes_in_use());
-            let was = self.span_max.swap(if short { EXACT_FIT_ABOVE } else { MAX_SMALL }, Relaxed);
-            if short && was == MAX_SMALL {
+            let was = self.span_max.swap(if short { EXACT_FIT_ABOVE } else { ROOMY_SPAN_MAX }, Relaxed);
+            if short && was == ROOMY_SPAN_MAX {
                 PathCounters::bump(&self.counters.packings);
             } else if !short && was == EXACT_FIT_ABOVE {
                 PathCounters::bump(&self.counters.unpackings);

@@ -24,7 +24,8 @@
 //!
 //! Fit policy: a heap places by size class (fast) or packs (exact fit in arenas for
 //! requests above 256 B, and arena fragments for smaller ones); [`FitPolicy::Adaptive`],
-//! the default, switches between the two as the page source's headroom shrinks and grows.
+//! the default, places classes up to 1 KiB in spans and larger requests in arenas while
+//! the page source has room, and packs as its headroom shrinks.
 //!
 //! Scalability: spans belong to one of [`SHARDS`] shards, each with its own lock and its
 //! own per-class lists; a thread allocates from the shard its [`CpuId`] names, and a free
@@ -105,10 +106,11 @@ const NONE: u32 = 0;
 /// the shard keeps at most [`EMPTY_PAGES_KEEP`] pages of them.
 const EMPTY_KEEP: u32 = 4;
 /// Pages of empty spans a shard keeps beyond one per class (so that a heap of many shards
-/// does not sit on spans of large classes: a span of the largest class is 45 pages).
-const EMPTY_PAGES_KEEP: usize = 256;
+/// does not sit on spans of large classes, and a small heap holds little beyond its live
+/// blocks).
+const EMPTY_PAGES_KEEP: usize = 64;
 /// Empty arenas kept per shard (so that arenas do not bounce with the page source).
-const EMPTY_ARENAS_KEEP: usize = 4;
+const EMPTY_ARENAS_KEEP: usize = 1;
 const KIND_FREE: u8 = 0;
 const KIND_SMALL: u8 = 1;
 const KIND_LARGE: u8 = 2;
@@ -118,8 +120,11 @@ const BITMAP_WORDS: usize = MAX_BLOCKS / 64;
 /// class) take a block of their exact size (in 64-byte granules) from an arena; smaller
 /// ones an arena fragment that holds them, else a class block of a span.
 const EXACT_FIT_ABOVE: usize = 256;
+/// A roomy [`FitPolicy::Adaptive`] heap serves requests of classes up to this size from
+/// spans and larger ones (up to the largest class) from arenas.
+const ROOMY_SPAN_MAX: usize = 1024;
 /// Pages of an arena when the page source has them (fewer when it is short).
-const ARENA_PAGES: usize = 64;
+const ARENA_PAGES: usize = 32;
 /// A packing heap serves requests of classes at least this large from arena fragments
 /// (free blocks under 16 granules, left by splits and alignment, which no request above
 /// [`EXACT_FIT_ABOVE`] can use) when it has some.
@@ -335,7 +340,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 }
                 return self.allocate_fit(map, shard, size, class, align_log2);
             }
-            if span_max < MAX_SMALL
+            if span_max <= EXACT_FIT_ABOVE
                 && CLASSES[class].size as usize >= FRAGMENT_MIN
                 && let Some(p) = self.allocate_fragment(shard, size, align)
             {
@@ -401,6 +406,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
 
     /// Finds the descriptor owning `addr` and locks its shard; re-checks ownership under
     /// the lock.
+    #[inline(always)]
     fn locate(
         &self,
         addr: usize,
@@ -422,6 +428,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
 
     /// Checks that `addr` is a live block start of `d` (whose shard lock the caller holds);
     /// returns its index in the span (its granule in an arena, 0 for a large block).
+    #[inline(always)]
     fn block_index(&self, d: &Descriptor, addr: usize) -> Result<usize, XmfreeError> {
         let start = d.start.load(Relaxed);
         let va = VirtAddr::new(addr);

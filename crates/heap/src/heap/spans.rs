@@ -358,11 +358,19 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// Checks that `addr` is a live block start of span or large block `d` (whose shard
     /// lock the caller holds); returns its index and the span blocks it takes (more than
     /// one for a merged block).
+    #[inline(always)]
     pub(super) fn block_at(&self, d: &Descriptor, addr: usize) -> Result<(usize, usize), XmfreeError> {
         let index = self.block_index(d, addr)?;
         if d.merged.load(Relaxed) == 0 {
             return Ok((index, 1));
         }
+        self.merged_block_at(d, addr, index)
+    }
+
+    /// [`block_at`](Heap::block_at) in a span with merged blocks: block `index` of it,
+    /// merged or not.
+    #[cold]
+    fn merged_block_at(&self, d: &Descriptor, addr: usize, index: usize) -> Result<(usize, usize), XmfreeError> {
         let (size, span) = (d.size.load(Relaxed), d.start.load(Relaxed));
         let span_end = span + d.pages.load(Relaxed) as usize * PAGE_SIZE;
         let merges = self.merges.lock();

@@ -286,9 +286,13 @@ fn a_dry_heap_serves_from_a_free_range_of_an_arena() {
 
 #[test]
 fn an_adaptive_heap_packs_when_its_source_runs_short_and_unpacks_when_it_recovers() {
-    let h = heap_placed(4 << 20, FitPolicy::Adaptive);
-    // 3000 bytes: a 3072-byte class block in a span, 3008 bytes (47 granules) in an arena.
-    let (size, class_block, fit_block) = (3000, 3072, 3008);
+    // Roomy, an adaptive heap places requests of classes up to 1 KiB in spans: 270 bytes
+    // take a class block of a span (288 bytes or a little more), packed 320 bytes (5
+    // granules) of an arena.
+    let h = heap_placed(512 << 10, FitPolicy::Adaptive);
+    let (size, fit_block) = (270, 320);
+    let class_block = CLASSES[class_for(size, 1).unwrap()].size as usize;
+    assert!(class_block != fit_block && class_block <= ROOMY_SPAN_MAX);
     let short =
         |h: &Heap<RegionPageSource>| h.source().free_page_count().get() * PAGE_SIZE < PACK_HEADROOM * h.bytes_in_use();
     let mut blocks = Vec::new();
@@ -324,6 +328,31 @@ fn an_adaptive_heap_packs_when_its_source_runs_short_and_unpacks_when_it_recover
     assert_eq!(h.block(p).unwrap().usable, class_block, "still packing after the heap emptied");
     h.free_owned(p).unwrap();
     h.check_invariants();
+}
+
+#[test]
+fn a_roomy_adaptive_heap_places_classes_above_1_kib_in_arenas() {
+    let h = heap_placed(4 << 20, FitPolicy::Adaptive);
+    // 1000 bytes: the 1024-byte class block of a span; 1100 bytes: 1152 bytes (18
+    // granules) of an arena, not a 1152-or-more-byte class block.
+    let a = h.allocate(1000, 0).unwrap();
+    check_step(&h, 0);
+    assert_eq!((h.block(a).unwrap().usable, h.stats().spans, h.stats().arenas), (1024, 1, 0));
+    let b = h.allocate(1100, 0).unwrap();
+    check_step(&h, 1);
+    assert_eq!((h.block(b).unwrap().usable, h.stats().spans, h.stats().arenas), (1152, 1, 1));
+    // The largest class and an aligned request above 1 KiB go to the arena too.
+    let c = h.allocate(MAX_SMALL, 0).unwrap();
+    let d = h.allocate(3000, 9).unwrap();
+    check_step(&h, 2);
+    assert_eq!((h.block(c).unwrap().usable, h.stats().arenas), (MAX_SMALL, 1));
+    assert!(addr(d).is_multiple_of(512) && h.block(d).unwrap().usable >= 3000);
+    assert_eq!(h.stats().packings, 0);
+    for p in [a, b, c, d] {
+        h.free_owned(p).unwrap();
+        h.check_invariants();
+    }
+    assert_eq!(h.stats().small_blocks, 0);
 }
 
 #[test]
