@@ -628,6 +628,12 @@ pub(crate) struct GapTree<V> {
     /// Structural changes so far.
     #[cfg(any(test, feature = "check"))]
     stats: TreeStats,
+    /// Walks from the root to a leaf so far (see [`GapTree::descents`]).
+    #[cfg(any(test, feature = "check"))]
+    descents: core::sync::atomic::AtomicU64,
+    /// Lookups that a leaf hint answered without a descent so far.
+    #[cfg(any(test, feature = "check"))]
+    hinted: core::sync::atomic::AtomicU64,
 }
 
 /// The intervals of a [`GapTree`] in address order from one on ([`GapTree::iter_from`]).
@@ -677,6 +683,10 @@ impl<V: Clone> Clone for GapTree<V> {
             hint_shift: self.hint_shift,
             #[cfg(any(test, feature = "check"))]
             stats: self.stats,
+            #[cfg(any(test, feature = "check"))]
+            descents: core::sync::atomic::AtomicU64::new(self.descents.load(Ordering::Relaxed)),
+            #[cfg(any(test, feature = "check"))]
+            hinted: core::sync::atomic::AtomicU64::new(self.hinted.load(Ordering::Relaxed)),
         }
     }
 }
@@ -695,7 +705,41 @@ impl<V: Copy> GapTree<V> {
             hint_shift: 0,
             #[cfg(any(test, feature = "check"))]
             stats: TreeStats::NONE,
+            #[cfg(any(test, feature = "check"))]
+            descents: core::sync::atomic::AtomicU64::new(0),
+            #[cfg(any(test, feature = "check"))]
+            hinted: core::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Walks from the root to a leaf so far: every lookup that its leaf hint or the cached
+    /// leaf did not answer, every insertion, removal and in-place change of a row that had
+    /// to update the summaries on its path, every free-space search and every walk from
+    /// the first leaf. A lookup answered from a hint is not a descent.
+    #[cfg(any(test, feature = "check"))]
+    pub(crate) fn descents(&self) -> u64 {
+        self.descents.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that a leaf hint (or the leaf found last) answered without a descent so far:
+    /// each still reads a leaf.
+    #[cfg(any(test, feature = "check"))]
+    pub(crate) fn hinted(&self) -> u64 {
+        self.hinted.load(Ordering::Relaxed)
+    }
+
+    /// Counts one hinted lookup (nothing outside tests and the `check` feature).
+    #[inline]
+    fn hint_used(&self) {
+        #[cfg(any(test, feature = "check"))]
+        self.hinted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one descent (nothing outside tests and the `check` feature).
+    #[inline]
+    fn descended(&self) {
+        #[cfg(any(test, feature = "check"))]
+        self.descents.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Structural changes so far.
@@ -726,6 +770,7 @@ impl<V: Copy> GapTree<V> {
     /// (else the leftmost leaf). The tree is not empty.
     #[inline]
     fn leaf_for(&self, key: usize) -> u32 {
+        self.descended();
         let mut i = self.root;
         for _ in 0..self.height {
             let n = self.inner.get(i);
@@ -754,6 +799,7 @@ impl<V: Copy> GapTree<V> {
             let n = self.leaf(hint);
             let len = n.len();
             if len > 0 && n.keys.lo[0] <= key && (key < n.end(len - 1) || self.starts_after(n.keys.next, key)) {
+                self.hint_used();
                 return hint;
             }
         }
@@ -799,6 +845,7 @@ impl<V: Copy> GapTree<V> {
             self.height = 0;
         }
         let row = Row { lo: start, hi: end, gap: 0, child: NIL, value: Some(value) };
+        self.descended();
         if let Some(split) = self.insert_at(self.root, self.height, row) {
             let (old, root) = (self.root, self.inner.allocate::<V>());
             let (a, b) = (self.row_of(old, self.height), self.row_of(split, self.height));
@@ -844,6 +891,7 @@ impl<V: Copy> GapTree<V> {
         if self.root == NIL {
             return None;
         }
+        self.descended();
         let e = self.remove_at(self.root, self.height, start)?;
         self.len -= 1;
         let root = self.root;
@@ -1048,6 +1096,7 @@ impl<V: Copy> GapTree<V> {
             return false;
         }
         let row = Row { lo: start, hi: end, gap: 0, child: NIL, value: Some(value) };
+        self.descended();
         self.set_row_at(self.root, self.height, old, row)
     }
 
@@ -1099,6 +1148,7 @@ impl<V: Copy> GapTree<V> {
         if self.root == NIL {
             return q.fit(lo, hi);
         }
+        self.descended();
         if let Some(a) = self.fit(self.root, self.height, lo, &q) {
             return Some(a);
         }
@@ -1142,6 +1192,7 @@ impl<V: Copy> GapTree<V> {
 
     /// The leftmost leaf (the tree is not empty).
     fn first_leaf(&self) -> u32 {
+        self.descended();
         let mut i = self.root;
         for _ in 0..self.height {
             i = self.inner.get(i).child[0];
