@@ -11,6 +11,24 @@ use crate::backing::{Attachment, Backing};
 use crate::error::{AttachError, DetachError};
 use crate::flags::{DetachFlags, DetachResult, Flags};
 use crate::mmu::Mmu;
+use crate::tree::Entry;
+
+/// The most rows one splice of the region map writes.
+pub(super) const SPLICE_MAX: usize = 3;
+
+/// The rows that are there, in order, packed at the front (the rest are `filler`).
+pub(super) fn pack<V: Copy, const N: usize>(
+    rows: [Option<Entry<V>>; N],
+    filler: Entry<V>,
+) -> ([Entry<V>; SPLICE_MAX], usize) {
+    let mut out = [filler; SPLICE_MAX];
+    let mut n = 0;
+    for r in rows.into_iter().flatten() {
+        out[n] = r;
+        n += 1;
+    }
+    (out, n)
+}
 
 impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
     /// Attaches a dataspace (`attach`) and returns the region's start.
@@ -198,7 +216,12 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         let a = start.as_usize();
         let e = a.checked_add(size).and_then(page_round).ok_or(DetachError::SizeOverflow(size))?;
         let s = a & !(PAGE_SIZE - 1);
-        let g = self.regions.first_overlapping(s, e).ok_or(DetachError::NoRegion(start))?;
+        // One search finds the region and the one after it, which says whether another
+        // step is owed.
+        let c = self.regions.seek_from(s).filter(|&c| self.regions.at(c).start < e);
+        let c = c.ok_or(DetachError::NoRegion(start))?;
+        let g = self.regions.at(c);
+        let again = self.regions.after(c).is_some_and(|n| self.regions.at(n).start < e);
         let whole = flags.contains(DetachFlags::OVERLAP) || (s <= g.start && e >= g.end);
         let (cut_start, cut_end, result) = if whole {
             (g.start, g.end, DetachResult::DetachedDs)
@@ -217,7 +240,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         self.generation += 1;
         Ok(Detached {
             result,
-            again: self.regions.overlaps(s, e),
+            again,
             start: VirtAddr::new(cut_start),
             size: cut,
             offset: cut_offset,
@@ -252,25 +275,41 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             offset: d.offset + (cut_end - g.start) as u64,
             rights: d.rights,
         });
-        // The row changes in place where a part stays (one descent); a split's tail is a
-        // new row.
+        // The row is replaced by what stays of it, in one descent.
+        let part = |a: Attachment| Entry {
+            start: a.start.as_usize(),
+            end: a.start.as_usize() + a.size,
+            value: RegionData { offset: a.offset, ..d },
+        };
+        let rows = [head.map(part), tail.map(part)];
+        let (rows, n) = pack(rows, g);
+        self.splice_regions(g.start, 1, &rows[..n], d.in_area);
         match (head, tail) {
             (Some(h), t) => {
-                self.update_region(g.start, g.start, cut_start, d);
                 backing.trimmed(d.dataspace, old, h);
                 if let Some(t) = t {
-                    self.insert_region(cut_end, g.end, RegionData { offset: t.offset, ..d });
                     backing.attached(d.dataspace, t);
                 }
             }
-            (None, Some(t)) => {
-                self.update_region(g.start, cut_end, g.end, RegionData { offset: t.offset, ..d });
-                backing.trimmed(d.dataspace, old, t);
+            (None, Some(t)) => backing.trimmed(d.dataspace, old, t),
+            (None, None) => backing.detached(d.dataspace, old),
+        }
+    }
+
+    /// Replaces the `old` regions from the one starting at `first` on (consecutive, all in
+    /// an area or all outside) by `new` in the trees: one descent of each tree that holds
+    /// them in the common case ([`GapTree::splice`](crate::tree::GapTree::splice)).
+    pub(super) fn splice_regions(&mut self, first: usize, old: usize, new: &[Entry<RegionData<Id>>], in_area: bool) {
+        debug_assert!(new.iter().all(|e| e.value.in_area == in_area));
+        let done = self.regions.splice(first, old, new);
+        debug_assert!(done, "no {old} regions from {first:#x}");
+        if !in_area && self.top_kept {
+            let mut top = [Entry { start: 0, end: 0, value: () }; SPLICE_MAX];
+            for (t, e) in top.iter_mut().zip(new) {
+                *t = Entry { start: e.start, end: e.end, value: () };
             }
-            (None, None) => {
-                self.remove_region(g.start, d.in_area);
-                backing.detached(d.dataspace, old);
-            }
+            let done = self.top.splice(first, old, &top[..new.len()]);
+            debug_assert!(done, "top lacks {old} regions from {first:#x}");
         }
     }
 
