@@ -101,6 +101,16 @@ fn common_operations_take_at_most_their_descents() {
             }),
             2,
         ),
+        (
+            "mmap replacing a region's middle",
+            most(Some(4), |w, _, at| {
+                let ds = w.backing.create(2, Rights::RW);
+                let mid = VirtAddr::new(at.as_usize() + P);
+                let req = AttachRequest::new(ds, 2 * P, Rights::READ).at(mid).replacing();
+                w.map.attach(&mut w.backing, &mut w.mmu, &req).unwrap();
+            }),
+            2,
+        ),
         ("munmap of a whole region", most(Some(4), |w, _, at| unmap(w, at, 4 * P)), 2),
         ("munmap of a region's head", most(Some(4), |w, _, at| unmap(w, at, P)), 2),
         ("munmap of a region's tail", most(Some(4), |w, _, at| unmap(w, VirtAddr::new(at.as_usize() + 3 * P), P)), 2),

@@ -13,6 +13,11 @@ use crate::flags::{DetachFlags, DetachResult, Flags};
 use crate::mmu::Mmu;
 use crate::tree::Entry;
 
+/// Where a region shows its dataspace.
+pub(super) fn attachment_of<Id>(e: &Entry<RegionData<Id>>) -> Attachment {
+    Attachment { start: VirtAddr::new(e.start), size: e.end - e.start, offset: e.value.offset, rights: e.value.rights }
+}
+
 /// The most rows one splice of the region map writes.
 pub(super) const SPLICE_MAX: usize = 3;
 
@@ -123,12 +128,17 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         if req.flags.contains(Flags::EAGER_MAP) {
             Self::map_eagerly(backing, mmu, at, size, &data)?;
         }
-        if req.replace {
-            self.cut_range(backing, at, at + size, true);
-        }
         let attachment = Attachment { start: VirtAddr::new(at), size, offset: req.offset, rights: req.rights };
-        backing.attached(req.dataspace, attachment);
-        self.insert_region(at, at + size, data);
+        let new = Entry { start: at, end: at + size, value: data };
+        if req.replace && self.replace_within(backing, new) {
+            backing.attached(req.dataspace, attachment);
+        } else {
+            if req.replace {
+                self.cut_range(backing, at, at + size, true);
+            }
+            backing.attached(req.dataspace, attachment);
+            self.insert_region(at, at + size, data);
+        }
         self.generation += 1;
         Ok(VirtAddr::new(at))
     }
@@ -294,6 +304,47 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             (None, Some(t)) => backing.trimmed(d.dataspace, old, t),
             (None, None) => backing.detached(d.dataspace, old),
         }
+    }
+
+    /// A replacing attach of `new` over part of one region of its kind (in the same area, or
+    /// outside areas as `new` is; `MAP_FIXED` inside a reservation): the region is cut as a
+    /// detach would, and its rows and the new one written in one splice. False (nothing
+    /// done) when the range overlaps no region or several, or one of the other kind.
+    fn replace_within<B: Backing<Id = Id> + ?Sized>(&mut self, backing: &mut B, new: Entry<RegionData<Id>>) -> bool {
+        let Some(c) = self.regions.seek_from(new.start) else { return false };
+        let g = self.regions.at(c);
+        if g.start >= new.end
+            || g.value.in_area != new.value.in_area
+            || self.regions.after(c).is_some_and(|n| self.regions.at(n).start < new.end)
+        {
+            return false;
+        }
+        let d = g.value;
+        let (s, e) = (g.start.max(new.start), g.end.min(new.end));
+        if d.flags().contains(Flags::DETACH_FREE) {
+            backing.release(d.dataspace, d.offset + (s - g.start) as u64, (e - s) as u64);
+        }
+        let old = attachment_of(&g);
+        let part = |a: usize, b: usize| Entry {
+            start: a,
+            end: b,
+            value: RegionData { offset: d.offset + (a - g.start) as u64, ..d },
+        };
+        let head = (s > g.start).then(|| part(g.start, s));
+        let tail = (e < g.end).then(|| part(e, g.end));
+        match (head, tail) {
+            (Some(h), t) => {
+                backing.trimmed(d.dataspace, old, attachment_of(&h));
+                if let Some(t) = t {
+                    backing.attached(d.dataspace, attachment_of(&t));
+                }
+            }
+            (None, Some(t)) => backing.trimmed(d.dataspace, old, attachment_of(&t)),
+            (None, None) => backing.detached(d.dataspace, old),
+        }
+        let (rows, n) = pack([head, Some(new), tail], g);
+        self.splice_regions(g.start, 1, &rows[..n], d.in_area);
+        true
     }
 
     /// Replaces the `old` regions from the one starting at `first` on (consecutive, all in

@@ -150,9 +150,16 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         e: usize,
         release: bool,
     ) {
-        while let Some(g) = self.regions.first_overlapping(s, e) {
-            let (a, b) = (g.start.max(s), g.end.min(e));
-            self.cut(backing, g, a, b, release);
+        // One search per region, which also finds the next one (none left: no search).
+        let mut c = self.regions.seek_from(s);
+        while let Some(at) = c {
+            let g = self.regions.at(at);
+            if g.start >= e {
+                break;
+            }
+            let next = self.regions.after(at).map(|n| self.regions.at(n).start).filter(|&n| n < e);
+            self.cut(backing, g, g.start.max(s), g.end.min(e), release);
+            c = next.and_then(|n| self.regions.seek_from(n));
         }
     }
 
