@@ -50,6 +50,13 @@
 //! most a page (a gap that is large enough then always fits). With a larger alignment a large-enough gap may still not hold an
 //! aligned run; the search then moves on to the next candidate, as Zircon's VMAR does.
 //!
+//! A change to a few neighbouring rows is one splice ([`GapTree::splice`]): the rows are
+//! replaced in their leaf and the summaries on the path updated once on the way back, so a
+//! split in three, a cut or a merge of three regions costs one descent (row by row only when
+//! the rows span leaves or the leaf would over- or underflow). A [`Cursor`] from one search
+//! reads a row's neighbours through the leaf and its chain, so the region map decides such a
+//! change with one search and makes it with one descent.
+//!
 //! The tree works on plain numbers (bytes, or anything ordered); the region map gives them
 //! their meaning. Nodes live in a `Vec` and refer to each other by index: no pointers, no
 //! `unsafe`, and freed nodes are reused.

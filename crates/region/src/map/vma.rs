@@ -12,6 +12,10 @@
 //!          the old pages unmapped after, the tree changed last
 //! ```
 //!
+//! On the common paths (a range within one region, growing or shrinking in place) an
+//! operation takes two tree searches: one that finds the region and its neighbours (a
+//! cursor), one splice that writes the new rows (`crates/region/tests/descents.rs`).
+//!
 //! Each operation checks everything first and changes the trees last, so a failure leaves
 //! the map as it was; MMU work done before a failure is undone or only takes rights away
 //! (a page with fewer rights faults again and is resolved as before).
