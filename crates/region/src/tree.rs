@@ -1265,12 +1265,20 @@ impl<V: Copy> GapTree<V> {
                 return Spliced::Apart;
             }
             let n = self.leaves.get_mut(i);
+            // The gaps around the old rows go, those around the new ones come (or, with no
+            // new row, the one between the rows on either side).
+            let lost = (p..p + old).map(|k| n.gaps_at(k)).max().unwrap_or(0);
             n.shift(p + old, len - p - old, p + new.len());
             for (k, e) in new.iter().enumerate() {
                 n.set_raw(p + k, Row { lo: e.start, hi: e.end, gap: 0, child: NIL, value: Some(e.value) });
             }
             n.set_len(now);
-            n.recompute_gap();
+            let added = if new.is_empty() {
+                if 0 < p && p < now { n.keys.lo[p] - n.keys.hi[p - 1] } else { 0 }
+            } else {
+                (p..p + new.len()).map(|k| n.gaps_at(k)).max().unwrap_or(0)
+            };
+            n.settle_gap(lost, added);
             return Spliced::Done;
         }
         let c = Rows::<V>::count_le(self.inner.get(i), first).saturating_sub(1);
