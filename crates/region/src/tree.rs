@@ -50,6 +50,13 @@
 //! most a page (a gap that is large enough then always fits). With a larger alignment a large-enough gap may still not hold an
 //! aligned run; the search then moves on to the next candidate, as Zircon's VMAR does.
 //!
+//! A change to a few neighbouring rows is one splice ([`GapTree::splice`]): the rows are
+//! replaced in their leaf and the summaries on the path updated once on the way back, so a
+//! split in three, a cut or a merge of three regions costs one descent (row by row only when
+//! the rows span leaves or the leaf would over- or underflow). A [`Cursor`] from one search
+//! reads a row's neighbours through the leaf and its chain, so the region map decides such a
+//! change with one search and makes it with one descent.
+//!
 //! The tree works on plain numbers (bytes, or anything ordered); the region map gives them
 //! their meaning. Nodes live in a `Vec` and refer to each other by index: no pointers, no
 //! `unsafe`, and freed nodes are reused.
@@ -628,6 +635,30 @@ pub(crate) struct GapTree<V> {
     /// Structural changes so far.
     #[cfg(any(test, feature = "check"))]
     stats: TreeStats,
+    /// Walks from the root to a leaf so far (see [`GapTree::descents`]).
+    #[cfg(any(test, feature = "check"))]
+    descents: core::sync::atomic::AtomicU64,
+    /// Lookups that a leaf hint answered without a descent so far.
+    #[cfg(any(test, feature = "check"))]
+    hinted: core::sync::atomic::AtomicU64,
+}
+
+/// A row of a [`GapTree`] (its leaf and place), valid until the tree next changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    leaf: u32,
+    p: usize,
+}
+
+/// What [`GapTree::splice_at`] did.
+#[derive(Debug, Clone, Copy)]
+enum Spliced {
+    /// The rows were replaced in their leaf.
+    Done,
+    /// No row starts at the key: nothing changed.
+    Missing,
+    /// The rows span leaves, or the leaf would over- or underflow: nothing changed.
+    Apart,
 }
 
 /// The intervals of a [`GapTree`] in address order from one on ([`GapTree::iter_from`]).
@@ -677,6 +708,10 @@ impl<V: Clone> Clone for GapTree<V> {
             hint_shift: self.hint_shift,
             #[cfg(any(test, feature = "check"))]
             stats: self.stats,
+            #[cfg(any(test, feature = "check"))]
+            descents: core::sync::atomic::AtomicU64::new(self.descents.load(Ordering::Relaxed)),
+            #[cfg(any(test, feature = "check"))]
+            hinted: core::sync::atomic::AtomicU64::new(self.hinted.load(Ordering::Relaxed)),
         }
     }
 }
@@ -695,7 +730,57 @@ impl<V: Copy> GapTree<V> {
             hint_shift: 0,
             #[cfg(any(test, feature = "check"))]
             stats: TreeStats::NONE,
+            #[cfg(any(test, feature = "check"))]
+            descents: core::sync::atomic::AtomicU64::new(0),
+            #[cfg(any(test, feature = "check"))]
+            hinted: core::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Walks from the root to a leaf so far: every lookup that its leaf hint or the cached
+    /// leaf did not answer, every insertion, removal and in-place change of a row that had
+    /// to update the summaries on its path, every free-space search and every walk from
+    /// the first leaf. A lookup answered from a hint is not a descent.
+    #[cfg(any(test, feature = "check"))]
+    pub(crate) fn descents(&self) -> u64 {
+        self.descents.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that a leaf hint (or the leaf found last) answered without a descent so far:
+    /// each still reads a leaf.
+    #[cfg(any(test, feature = "check"))]
+    pub(crate) fn hinted(&self) -> u64 {
+        self.hinted.load(Ordering::Relaxed)
+    }
+
+    /// Counts one hinted lookup (nothing outside tests and the `check` feature).
+    #[inline]
+    fn hint_used(&self) {
+        // A load and a store, not a locked add: a statistic, which lookups from several
+        // threads at once may undercount.
+        #[cfg(any(test, feature = "check"))]
+        self.hinted.store(self.hinted.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// `f` on the tree without counting its searches (for debug assertions).
+    #[inline]
+    fn uncounted<T>(&self, f: impl FnOnce(&Self) -> T) -> T {
+        #[cfg(any(test, feature = "check"))]
+        let before = (self.descents(), self.hinted());
+        let out = f(self);
+        #[cfg(any(test, feature = "check"))]
+        {
+            self.descents.store(before.0, Ordering::Relaxed);
+            self.hinted.store(before.1, Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Counts one descent (nothing outside tests and the `check` feature).
+    #[inline]
+    fn descended(&self) {
+        #[cfg(any(test, feature = "check"))]
+        self.descents.store(self.descents.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     /// Structural changes so far.
@@ -726,6 +811,7 @@ impl<V: Copy> GapTree<V> {
     /// (else the leftmost leaf). The tree is not empty.
     #[inline]
     fn leaf_for(&self, key: usize) -> u32 {
+        self.descended();
         let mut i = self.root;
         for _ in 0..self.height {
             let n = self.inner.get(i);
@@ -754,6 +840,7 @@ impl<V: Copy> GapTree<V> {
             let n = self.leaf(hint);
             let len = n.len();
             if len > 0 && n.keys.lo[0] <= key && (key < n.end(len - 1) || self.starts_after(n.keys.next, key)) {
+                self.hint_used();
                 return hint;
             }
         }
@@ -792,13 +879,14 @@ impl<V: Copy> GapTree<V> {
 
     /// Inserts `[start, end)`; the caller has checked that it overlaps nothing.
     pub(crate) fn insert(&mut self, start: usize, end: usize, value: V) {
-        debug_assert!(start < end && !self.overlaps(start, end));
+        debug_assert!(start < end && self.uncounted(|t| !t.overlaps(start, end)));
         *self.last_hit.get_mut() = NIL;
         if self.root == NIL {
             self.root = self.leaves.allocate();
             self.height = 0;
         }
         let row = Row { lo: start, hi: end, gap: 0, child: NIL, value: Some(value) };
+        self.descended();
         if let Some(split) = self.insert_at(self.root, self.height, row) {
             let (old, root) = (self.root, self.inner.allocate::<V>());
             let (a, b) = (self.row_of(old, self.height), self.row_of(split, self.height));
@@ -844,6 +932,7 @@ impl<V: Copy> GapTree<V> {
         if self.root == NIL {
             return None;
         }
+        self.descended();
         let e = self.remove_at(self.root, self.height, start)?;
         self.len -= 1;
         let root = self.root;
@@ -1048,6 +1137,7 @@ impl<V: Copy> GapTree<V> {
             return false;
         }
         let row = Row { lo: start, hi: end, gap: 0, child: NIL, value: Some(value) };
+        self.descended();
         self.set_row_at(self.root, self.height, old, row)
     }
 
@@ -1070,6 +1160,137 @@ impl<V: Copy> GapTree<V> {
         let r = self.row_of(child, h - 1);
         self.inner.get_mut(i).update(c, r);
         true
+    }
+
+    /// The row with the largest start `<= key` (one search), if any.
+    pub(crate) fn seek(&self, key: usize) -> Option<Cursor> {
+        if self.root == NIL {
+            return None;
+        }
+        let leaf = self.leaf_near(key);
+        let p = self.leaf(leaf).count_le(key).checked_sub(1)?;
+        Some(Cursor { leaf, p })
+    }
+
+    /// The first row that ends above `key` (the one containing `key`, else the next; one
+    /// search), if any.
+    pub(crate) fn seek_from(&self, key: usize) -> Option<Cursor> {
+        let it = self.iter_from(key);
+        (it.leaf != NIL).then_some(Cursor { leaf: it.leaf, p: it.p }).and_then(|c| self.valid(c))
+    }
+
+    /// `c`, or the first row after it when `c` is one past the end of its leaf.
+    #[inline]
+    fn valid(&self, c: Cursor) -> Option<Cursor> {
+        self.at_or_next(c.leaf, c.p).map(|(leaf, p)| Cursor { leaf, p })
+    }
+
+    /// The interval at `c` (a cursor of the tree as it is: taken since its last change).
+    #[inline]
+    pub(crate) fn at(&self, c: Cursor) -> Entry<V> {
+        self.entry(c.leaf, c.p)
+    }
+
+    /// The row after `c`, through the leaf chain (no search).
+    #[inline]
+    pub(crate) fn after(&self, c: Cursor) -> Option<Cursor> {
+        self.valid(Cursor { leaf: c.leaf, p: c.p + 1 })
+    }
+
+    /// The interval before `c`: in `c`'s leaf without a search, else (the first row of its
+    /// leaf) one search.
+    pub(crate) fn before(&self, c: Cursor) -> Option<Entry<V>> {
+        if c.p > 0 {
+            return Some(self.entry(c.leaf, c.p - 1));
+        }
+        let start = self.leaf(c.leaf).keys.lo[0];
+        self.floor(start.checked_sub(1)?)
+    }
+
+    /// Replaces the `old` rows from the one starting at `first` on (consecutive, at least
+    /// one) by `new` (in order, overlapping no other interval and keeping the order): one
+    /// descent, the summaries updated once on the way back, when the old rows lie in one
+    /// leaf and it keeps between [`MIN`] and [`B`] rows; else row by row. False (nothing
+    /// changed) when no row starts at `first` or fewer than `old` rows follow it.
+    pub(crate) fn splice(&mut self, first: usize, old: usize, new: &[Entry<V>]) -> bool {
+        debug_assert!(old > 0 && new.iter().all(|e| e.start < e.end));
+        debug_assert!(new.windows(2).all(|w| w[0].end <= w[1].start));
+        if self.root == NIL {
+            return false;
+        }
+        *self.last_hit.get_mut() = NIL;
+        self.descended();
+        match self.splice_at(self.root, self.height, first, old, new) {
+            Spliced::Done => {
+                self.len = self.len + new.len() - old;
+                self.size_hints();
+                true
+            }
+            Spliced::Missing => false,
+            Spliced::Apart => {
+                // Row by row: the removals first (each a descent), then the insertions.
+                let Some(c) = self.uncounted(|t| t.seek(first)) else { return false };
+                let mut starts = [0usize; 4];
+                let mut c = Some(c);
+                for k in 0..old {
+                    let Some(at) = c.filter(|_| k < starts.len()) else { return false };
+                    starts[k] = self.at(at).start;
+                    c = self.after(at);
+                }
+                if starts[0] != first {
+                    return false;
+                }
+                for &st in &starts[..old] {
+                    self.remove(st);
+                }
+                for e in new {
+                    self.insert(e.start, e.end, e.value);
+                }
+                true
+            }
+        }
+    }
+
+    fn splice_at(&mut self, i: u32, h: usize, first: usize, old: usize, new: &[Entry<V>]) -> Spliced {
+        if h == 0 {
+            let n = self.leaf(i);
+            let len = n.len();
+            let Some(p) = n.count_le(first).checked_sub(1).filter(|&p| n.keys.lo[p] == first) else {
+                return Spliced::Missing;
+            };
+            if p + old > len {
+                return Spliced::Apart;
+            }
+            let now = len - old + new.len();
+            let floor = if self.height == 0 { 1 } else { MIN };
+            if now > B || now < floor {
+                return Spliced::Apart;
+            }
+            let n = self.leaves.get_mut(i);
+            // The gaps around the old rows go, those around the new ones come (or, with no
+            // new row, the one between the rows on either side).
+            let lost = (p..p + old).map(|k| n.gaps_at(k)).max().unwrap_or(0);
+            n.shift(p + old, len - p - old, p + new.len());
+            for (k, e) in new.iter().enumerate() {
+                n.set_raw(p + k, Row { lo: e.start, hi: e.end, gap: 0, child: NIL, value: Some(e.value) });
+            }
+            n.set_len(now);
+            let added = if new.is_empty() {
+                if 0 < p && p < now { n.keys.lo[p] - n.keys.hi[p - 1] } else { 0 }
+            } else {
+                (p..p + new.len()).map(|k| n.gaps_at(k)).max().unwrap_or(0)
+            };
+            n.settle_gap(lost, added);
+            return Spliced::Done;
+        }
+        let c = Rows::<V>::count_le(self.inner.get(i), first).saturating_sub(1);
+        let child = self.inner.get(i).child[c];
+        let done = self.splice_at(child, h - 1, first, old, new);
+        if let Spliced::Done = done {
+            let r = self.row_of(child, h - 1);
+            self.inner.get_mut(i).update(c, r);
+        }
+        done
     }
 
     /// Replaces the value of the interval starting at `start`; false if there is none.
@@ -1099,6 +1320,7 @@ impl<V: Copy> GapTree<V> {
         if self.root == NIL {
             return q.fit(lo, hi);
         }
+        self.descended();
         if let Some(a) = self.fit(self.root, self.height, lo, &q) {
             return Some(a);
         }
@@ -1142,6 +1364,7 @@ impl<V: Copy> GapTree<V> {
 
     /// The leftmost leaf (the tree is not empty).
     fn first_leaf(&self) -> u32 {
+        self.descended();
         let mut i = self.root;
         for _ in 0..self.height {
             i = self.inner.get(i).child[0];

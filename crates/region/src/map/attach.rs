@@ -11,6 +11,29 @@ use crate::backing::{Attachment, Backing};
 use crate::error::{AttachError, DetachError};
 use crate::flags::{DetachFlags, DetachResult, Flags};
 use crate::mmu::Mmu;
+use crate::tree::Entry;
+
+/// Where a region shows its dataspace.
+pub(super) fn attachment_of<Id>(e: &Entry<RegionData<Id>>) -> Attachment {
+    Attachment { start: VirtAddr::new(e.start), size: e.end - e.start, offset: e.value.offset, rights: e.value.rights }
+}
+
+/// The most rows one splice of the region map writes.
+pub(super) const SPLICE_MAX: usize = 3;
+
+/// The rows that are there, in order, packed at the front (the rest are `filler`).
+pub(super) fn pack<V: Copy, const N: usize>(
+    rows: [Option<Entry<V>>; N],
+    filler: Entry<V>,
+) -> ([Entry<V>; SPLICE_MAX], usize) {
+    let mut out = [filler; SPLICE_MAX];
+    let mut n = 0;
+    for r in rows.into_iter().flatten() {
+        out[n] = r;
+        n += 1;
+    }
+    (out, n)
+}
 
 impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
     /// Attaches a dataspace (`attach`) and returns the region's start.
@@ -105,12 +128,17 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         if req.flags.contains(Flags::EAGER_MAP) {
             Self::map_eagerly(backing, mmu, at, size, &data)?;
         }
-        if req.replace {
-            self.cut_range(backing, at, at + size, true);
-        }
         let attachment = Attachment { start: VirtAddr::new(at), size, offset: req.offset, rights: req.rights };
-        backing.attached(req.dataspace, attachment);
-        self.insert_region(at, at + size, data);
+        let new = Entry { start: at, end: at + size, value: data };
+        if req.replace && self.replace_within(backing, new) {
+            backing.attached(req.dataspace, attachment);
+        } else {
+            if req.replace {
+                self.cut_range(backing, at, at + size, true);
+            }
+            backing.attached(req.dataspace, attachment);
+            self.insert_region(at, at + size, data);
+        }
         self.generation += 1;
         Ok(VirtAddr::new(at))
     }
@@ -198,7 +226,12 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         let a = start.as_usize();
         let e = a.checked_add(size).and_then(page_round).ok_or(DetachError::SizeOverflow(size))?;
         let s = a & !(PAGE_SIZE - 1);
-        let g = self.regions.first_overlapping(s, e).ok_or(DetachError::NoRegion(start))?;
+        // One search finds the region and the one after it, which says whether another
+        // step is owed.
+        let c = self.regions.seek_from(s).filter(|&c| self.regions.at(c).start < e);
+        let c = c.ok_or(DetachError::NoRegion(start))?;
+        let g = self.regions.at(c);
+        let again = self.regions.after(c).is_some_and(|n| self.regions.at(n).start < e);
         let whole = flags.contains(DetachFlags::OVERLAP) || (s <= g.start && e >= g.end);
         let (cut_start, cut_end, result) = if whole {
             (g.start, g.end, DetachResult::DetachedDs)
@@ -217,7 +250,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         self.generation += 1;
         Ok(Detached {
             result,
-            again: self.regions.overlaps(s, e),
+            again,
             start: VirtAddr::new(cut_start),
             size: cut,
             offset: cut_offset,
@@ -252,25 +285,82 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             offset: d.offset + (cut_end - g.start) as u64,
             rights: d.rights,
         });
-        // The row changes in place where a part stays (one descent); a split's tail is a
-        // new row.
+        // The row is replaced by what stays of it, in one descent.
+        let part = |a: Attachment| Entry {
+            start: a.start.as_usize(),
+            end: a.start.as_usize() + a.size,
+            value: RegionData { offset: a.offset, ..d },
+        };
+        let rows = [head.map(part), tail.map(part)];
+        let (rows, n) = pack(rows, g);
+        self.splice_regions(g.start, 1, &rows[..n], d.in_area);
         match (head, tail) {
             (Some(h), t) => {
-                self.update_region(g.start, g.start, cut_start, d);
                 backing.trimmed(d.dataspace, old, h);
                 if let Some(t) = t {
-                    self.insert_region(cut_end, g.end, RegionData { offset: t.offset, ..d });
                     backing.attached(d.dataspace, t);
                 }
             }
-            (None, Some(t)) => {
-                self.update_region(g.start, cut_end, g.end, RegionData { offset: t.offset, ..d });
-                backing.trimmed(d.dataspace, old, t);
+            (None, Some(t)) => backing.trimmed(d.dataspace, old, t),
+            (None, None) => backing.detached(d.dataspace, old),
+        }
+    }
+
+    /// A replacing attach of `new` over part of one region of its kind (in the same area, or
+    /// outside areas as `new` is; `MAP_FIXED` inside a reservation): the region is cut as a
+    /// detach would, and its rows and the new one written in one splice. False (nothing
+    /// done) when the range overlaps no region or several, or one of the other kind.
+    fn replace_within<B: Backing<Id = Id> + ?Sized>(&mut self, backing: &mut B, new: Entry<RegionData<Id>>) -> bool {
+        let Some(c) = self.regions.seek_from(new.start) else { return false };
+        let g = self.regions.at(c);
+        if g.start >= new.end
+            || g.value.in_area != new.value.in_area
+            || self.regions.after(c).is_some_and(|n| self.regions.at(n).start < new.end)
+        {
+            return false;
+        }
+        let d = g.value;
+        let (s, e) = (g.start.max(new.start), g.end.min(new.end));
+        if d.flags().contains(Flags::DETACH_FREE) {
+            backing.release(d.dataspace, d.offset + (s - g.start) as u64, (e - s) as u64);
+        }
+        let old = attachment_of(&g);
+        let part = |a: usize, b: usize| Entry {
+            start: a,
+            end: b,
+            value: RegionData { offset: d.offset + (a - g.start) as u64, ..d },
+        };
+        let head = (s > g.start).then(|| part(g.start, s));
+        let tail = (e < g.end).then(|| part(e, g.end));
+        match (head, tail) {
+            (Some(h), t) => {
+                backing.trimmed(d.dataspace, old, attachment_of(&h));
+                if let Some(t) = t {
+                    backing.attached(d.dataspace, attachment_of(&t));
+                }
             }
-            (None, None) => {
-                self.remove_region(g.start, d.in_area);
-                backing.detached(d.dataspace, old);
+            (None, Some(t)) => backing.trimmed(d.dataspace, old, attachment_of(&t)),
+            (None, None) => backing.detached(d.dataspace, old),
+        }
+        let (rows, n) = pack([head, Some(new), tail], g);
+        self.splice_regions(g.start, 1, &rows[..n], d.in_area);
+        true
+    }
+
+    /// Replaces the `old` regions from the one starting at `first` on (consecutive, all in
+    /// an area or all outside) by `new` in the trees: one descent of each tree that holds
+    /// them in the common case ([`GapTree::splice`](crate::tree::GapTree::splice)).
+    pub(super) fn splice_regions(&mut self, first: usize, old: usize, new: &[Entry<RegionData<Id>>], in_area: bool) {
+        debug_assert!(new.iter().all(|e| e.value.in_area == in_area));
+        let done = self.regions.splice(first, old, new);
+        debug_assert!(done, "no {old} regions from {first:#x}");
+        if !in_area && self.top_kept {
+            let mut top = [Entry { start: 0, end: 0, value: () }; SPLICE_MAX];
+            for (t, e) in top.iter_mut().zip(new) {
+                *t = Entry { start: e.start, end: e.end, value: () };
             }
+            let done = self.top.splice(first, old, &top[..new.len()]);
+            debug_assert!(done, "top lacks {old} regions from {first:#x}");
         }
     }
 

@@ -17,6 +17,22 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         self.regions.stats().plus(&self.areas.stats()).plus(&self.top.stats())
     }
 
+    /// The walks from a tree's root to a leaf so far, in all of the map's trees: a lookup
+    /// that a leaf hint or a cached region answered is not one. Tests take the difference
+    /// around an operation to bound what it costs.
+    #[cfg(any(test, feature = "check"))]
+    pub fn descents(&self) -> u64 {
+        self.regions.descents() + self.areas.descents() + self.top.descents()
+    }
+
+    /// The lookups by address that a leaf hint answered without a descent so far, in all of
+    /// the map's trees (each still reads a leaf): with [`descents`](Self::descents), every
+    /// search of a tree.
+    #[cfg(any(test, feature = "check"))]
+    pub fn hinted_lookups(&self) -> u64 {
+        self.regions.hinted() + self.areas.hinted() + self.top.hinted()
+    }
+
     /// Checks every invariant of the map.
     ///
     /// # Panics

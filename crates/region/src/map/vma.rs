@@ -12,19 +12,24 @@
 //!          the old pages unmapped after, the tree changed last
 //! ```
 //!
+//! On the common paths (a range within one region, growing or shrinking in place) an
+//! operation takes two tree searches: one that finds the region and its neighbours (a
+//! cursor), one splice that writes the new rows (`crates/region/tests/descents.rs`).
+//!
 //! Each operation checks everything first and changes the trees last, so a failure leaves
 //! the map as it was; MMU work done before a failure is undone or only takes rights away
 //! (a page with fewer rights faults again and is resolved as before).
 
 use memkit_types::{PAGE_SIZE, PageCount, Rights, VirtAddr};
 
+use super::attach::pack;
 use super::request::RegionInfo;
 use super::{RegionData, RegionMap, Which, page, page_round, pages};
 use crate::backing::{Attachment, Backing};
 use crate::error::{AttachError, ProtectError, RemapError};
 use crate::flags::Flags;
 use crate::mmu::{Mmu, TlbFlush};
-use crate::tree::{Entry, Iter};
+use crate::tree::{Cursor, Entry, Iter};
 
 /// Where [`RegionMap::remap`] may put the region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,9 +154,16 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         e: usize,
         release: bool,
     ) {
-        while let Some(g) = self.regions.first_overlapping(s, e) {
-            let (a, b) = (g.start.max(s), g.end.min(e));
-            self.cut(backing, g, a, b, release);
+        // One search per region, which also finds the next one (none left: no search).
+        let mut c = self.regions.seek_from(s);
+        while let Some(at) = c {
+            let g = self.regions.at(at);
+            if g.start >= e {
+                break;
+            }
+            let next = self.regions.after(at).map(|n| self.regions.at(n).start).filter(|&n| n < e);
+            self.cut(backing, g, g.start.max(s), g.end.min(e), release);
+            c = next.and_then(|n| self.regions.seek_from(n));
         }
     }
 
@@ -201,6 +213,13 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         let size = page_round(size).ok_or(ProtectError::SizeOverflow(size))?;
         let s = start.as_usize();
         let e = s.checked_add(size).ok_or(ProtectError::SizeOverflow(size))?;
+        // The common case, a range within one region: two searches in all.
+        if let Some(c) = self.regions.seek(s) {
+            let g = self.regions.at(c);
+            if e <= g.end {
+                return self.protect_within(backing, mmu, c, s, e, rights);
+            }
+        }
         let mut at = s;
         let mut reduce = false;
         for r in self.regions.iter_from(s) {
@@ -260,13 +279,106 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         Ok(flush)
     }
 
+    /// [`protect`](Self::protect) of `[s, e)` within the region at `c`: the region is
+    /// replaced by its head, the changed part (merged with its neighbours where they match)
+    /// and its tail in one splice, and the backing is told each step as a split, a change
+    /// of rights and a merge.
+    fn protect_within<B, M>(
+        &mut self,
+        backing: &mut B,
+        mmu: &mut M,
+        c: Cursor,
+        s: usize,
+        e: usize,
+        rights: Rights,
+    ) -> Result<TlbFlush, ProtectError>
+    where
+        B: Backing<Id = Id> + ?Sized,
+        M: Mmu + ?Sized,
+    {
+        let g = self.regions.at(c);
+        let d = g.value;
+        if !d.rights.contains(rights) {
+            let allowed = backing.rights(d.dataspace).unwrap_or_default();
+            if !allowed.contains(rights) {
+                return Err(ProtectError::PermissionDenied {
+                    region: VirtAddr::new(g.start),
+                    requested: rights,
+                    allowed,
+                });
+            }
+        }
+        let mut flush = TlbFlush::new(page(s), PageCount::new(0));
+        if !rights.contains(d.rights) {
+            mmu.restrict(page(s), pages(e - s), rights).map_err(ProtectError::Mmu)?.ignore();
+            flush = TlbFlush::new(page(s), pages(e - s));
+        }
+        let changed = d.rights != rights;
+        let at = |a: usize, b: usize, rights| Entry {
+            start: a,
+            end: b,
+            value: RegionData { offset: d.offset + (a - g.start) as u64, rights, ..d },
+        };
+        let head = (changed && s > g.start).then(|| at(g.start, s, d.rights));
+        let tail = (changed && e < g.end).then(|| at(e, g.end, d.rights));
+        let mut mid = if changed { at(s, e, rights) } else { g };
+        if let Some(h) = head {
+            backing.trimmed(d.dataspace, attachment(&g), attachment(&h));
+            backing.attached(d.dataspace, attachment(&at(s, g.end, d.rights)));
+        }
+        if let Some(t) = tail {
+            let rest = at(mid.start, g.end, d.rights);
+            backing.trimmed(d.dataspace, attachment(&rest), attachment(&at(mid.start, e, d.rights)));
+            backing.attached(d.dataspace, attachment(&t));
+        }
+        if changed {
+            backing.trimmed(d.dataspace, attachment(&at(s, e, d.rights)), attachment(&mid));
+        }
+        // Merges where the changed part meets a neighbour (its edges at the region's).
+        let (mut first, mut old) = (g.start, 1);
+        if s == g.start
+            && let Some(prev) = self.regions.before(c).filter(|p| self.mergeable(p, &mid))
+        {
+            backing.trimmed(
+                d.dataspace,
+                attachment(&prev),
+                Attachment { size: mid.end - prev.start, ..attachment(&prev) },
+            );
+            backing.detached(d.dataspace, attachment(&mid));
+            mid = Entry { start: prev.start, end: mid.end, value: prev.value };
+            (first, old) = (prev.start, 2);
+        }
+        if e == g.end
+            && let Some(next) = self.regions.after(c).map(|n| self.regions.at(n)).filter(|n| self.mergeable(&mid, n))
+        {
+            backing.trimmed(
+                d.dataspace,
+                attachment(&mid),
+                Attachment { size: next.end - mid.start, ..attachment(&mid) },
+            );
+            backing.detached(d.dataspace, attachment(&next));
+            mid = Entry { end: next.end, ..mid };
+            old += 1;
+        }
+        if old > 1 || changed {
+            let (rows, n) = pack([head, Some(mid), tail], g);
+            self.splice_regions(first, old, &rows[..n], d.in_area);
+        }
+        self.generation += 1;
+        Ok(flush)
+    }
+
     /// Whether the region `g` may grow in place to end at `new_end`: the bytes after it are
-    /// free, in its area or outside every area as `g` is, and inside the window.
-    fn free_after(&self, g: &Entry<RegionData<Id>>, new_end: usize) -> bool {
+    /// free, in its area or outside every area as `g` is, and inside the window. `next` is
+    /// the region after `g`.
+    fn free_after(&self, g: &Entry<RegionData<Id>>, next: Option<&Entry<RegionData<Id>>>, new_end: usize) -> bool {
+        let regions_free = next.is_none_or(|n| n.start >= new_end);
         if g.value.in_area {
-            self.areas.containing(g.start).is_some_and(|a| new_end <= a.end) && !self.regions.overlaps(g.end, new_end)
+            self.areas.containing(g.start).is_some_and(|a| new_end <= a.end) && regions_free
+        } else if self.top_kept {
+            new_end <= self.window_end && !self.top.overlaps(g.end, new_end)
         } else {
-            new_end <= self.window_end && !self.top_overlaps(g.end, new_end)
+            new_end <= self.window_end && regions_free
         }
     }
 
@@ -308,7 +420,9 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         let new = page_round(new_size).ok_or(RemapError::SizeOverflow(new_size))?;
         let s = start.as_usize();
         let old_end = s.checked_add(old).ok_or(RemapError::SizeOverflow(old_size))?;
-        let g = self.regions.containing(s).filter(|g| old_end <= g.end).ok_or(RemapError::NotMapped(start))?;
+        let c = self.regions.seek(s).filter(|&c| old_end <= self.regions.at(c).end);
+        let c = c.ok_or(RemapError::NotMapped(start))?;
+        let g = self.regions.at(c);
         let d = g.value;
         let offset = d.offset + (s - g.start) as u64;
         if new > old {
@@ -340,15 +454,24 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
                 return Ok(start);
             }
             let new_end = s.checked_add(new).ok_or(RemapError::SizeOverflow(new_size))?;
-            if old_end == g.end && self.free_after(&g, new_end) {
+            let next = self.regions.after(c).map(|n| self.regions.at(n));
+            if old_end == g.end && self.free_after(&g, next.as_ref(), new_end) {
                 if eager {
                     let grown = RegionData { offset: offset + old as u64, ..d };
                     Self::map_eagerly(backing, mmu, old_end, new_end - old_end, &grown).map_err(eager_err)?;
                 }
-                self.update_region(g.start, g.start, new_end, d);
                 let was = attachment(&g);
-                backing.trimmed(d.dataspace, was, Attachment { size: new_end - g.start, ..was });
-                self.try_merge(backing, new_end);
+                let mut grown = Entry { end: new_end, ..g };
+                backing.trimmed(d.dataspace, was, attachment(&grown));
+                // One splice: the grown region, merged with the next when they match.
+                let mut old_rows = 1;
+                if let Some(n) = next.filter(|n| self.mergeable(&grown, n)) {
+                    backing.trimmed(d.dataspace, attachment(&grown), Attachment { size: n.end - g.start, ..was });
+                    backing.detached(n.value.dataspace, attachment(&n));
+                    grown.end = n.end;
+                    old_rows = 2;
+                }
+                self.splice_regions(g.start, old_rows, &[grown], d.in_area);
                 self.generation += 1;
                 return Ok(start);
             }

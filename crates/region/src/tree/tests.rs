@@ -374,3 +374,50 @@ fn lengths_kept_in_grains_or_read_from_the_ends() {
         assert_eq!(t.first_overlapping(s, s + 1).map(|x| x.end), Some(e));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+    /// `splice` (one descent, or row by row when the rows span leaves or the leaf would
+    /// over- or underflow) against removals and insertions in a `BTreeMap`.
+    #[test]
+    fn splice_matches_a_map(fill in 1usize..400,
+                            ops in proptest::collection::vec((0usize..400, 1usize..4, 0usize..4, any::<u8>()), 1..if cfg!(miri) { 20 } else { 120 })) {
+        let mut t = GapTree::new();
+        let mut m = BTreeMap::new();
+        // Every third unit taken: [3k, 3k + 2).
+        for k in 0..fill {
+            t.insert(3 * k * 8, (3 * k + 2) * 8, k);
+            m.insert(3 * k * 8, ((3 * k + 2) * 8, k));
+        }
+        t.check_invariants();
+        for (at, old, new, cut) in ops {
+            let keys: Vec<usize> = m.range(at * 8..).take(old).map(|(k, _)| *k).collect();
+            if keys.len() < old {
+                prop_assert!(keys.is_empty() || !t.splice(keys[0], old, &[]) || keys.len() == old);
+                continue;
+            }
+            let (lo, hi) = (keys[0], m[&keys[old - 1]].0);
+            // `new` rows cutting [lo, hi) at multiples of 8, skipping `cut`'s bits.
+            let units = (hi - lo) / 8;
+            let mut rows = Vec::new();
+            let mut u = 0;
+            while rows.len() < new && u < units {
+                let len = 1 + usize::from(cut >> (rows.len() * 2)) % 2;
+                let end = (u + len).min(units);
+                rows.push(Entry { start: lo + u * 8, end: lo + end * 8, value: u });
+                u = end + usize::from(cut & 1);
+            }
+            prop_assert!(t.splice(lo, old, &rows));
+            for k in &keys {
+                m.remove(k);
+            }
+            for r in &rows {
+                m.insert(r.start, (r.end, r.value));
+            }
+            t.check_invariants();
+            let got: Vec<(usize, usize, usize)> = t.entries().iter().map(|e| (e.start, e.end, e.value)).collect();
+            let want: Vec<(usize, usize, usize)> = m.iter().map(|(s, (e, v))| (*s, *e, *v)).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
