@@ -4,5 +4,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    memkit::command_line()
+    memkit_cli::command_line()
 }
