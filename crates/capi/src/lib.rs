@@ -42,12 +42,18 @@
 
 pub mod errors;
 #[allow(unsafe_code)]
+pub mod factory;
+#[allow(unsafe_code)]
 pub mod ffi;
 mod handles;
 #[allow(unsafe_code)]
 pub mod l4dm;
 #[allow(unsafe_code)]
 pub mod l4re;
+#[allow(unsafe_code)]
+pub mod l4re_rm;
+#[allow(unsafe_code)]
+pub mod l4rm;
 #[allow(unsafe_code, non_snake_case)]
 pub mod pmallocator;
 #[allow(unsafe_code)]
