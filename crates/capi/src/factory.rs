@@ -82,7 +82,11 @@ pub extern "C" fn l4_factory_create_factory(
 /// # Safety
 /// Non-null pointers are valid for a write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn memkit_factory_quota(factory: l4_cap_idx_t, limit: *mut c_ulong, used: *mut c_ulong) -> core::ffi::c_int {
+pub unsafe extern "C" fn memkit_factory_quota(
+    factory: l4_cap_idx_t,
+    limit: *mut c_ulong,
+    used: *mut c_ulong,
+) -> core::ffi::c_int {
     run(|s| {
         if limit.is_null() || used.is_null() {
             return Err(neg(crate::errors::L4_EINVAL));

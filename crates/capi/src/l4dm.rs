@@ -452,10 +452,13 @@ pub unsafe extern "C" fn l4dm_memphys_copy(
             .system
             .lock(|st| {
                 let (m, mut r) = st.manager_and_revoker();
-                let req = MemphysCopyRequest { copy: c.request(src_offs, dst_offs, num), ..MemphysCopyRequest::new(0, 0, CopyLength::WholeDataspace, pool) }
-                    .placed(at)
-                    .size(dst_size as u64)
-                    .align(align);
+                let req = MemphysCopyRequest {
+                    copy: c.request(src_offs, dst_offs, num),
+                    ..MemphysCopyRequest::new(0, 0, CopyLength::WholeDataspace, pool)
+                }
+                .placed(at)
+                .size(dst_size as u64)
+                .align(align);
                 m.memphys_copy(ME, c.id, req, &mut r)
             })
             .map_err(|e| e.code())?;

@@ -63,7 +63,6 @@ pub const L4RE_DS_F_RWX: l4re_ds_flags_t = 0x7;
 /// `L4RE_DS_F_RIGHTS_MASK`.
 pub const L4RE_DS_F_RIGHTS_MASK: l4re_ds_flags_t = 0x0f;
 
-
 /// The dataspace in slot `cap`; `-L4_EINVAL` for a bad or empty slot.
 pub(crate) fn ds_of(s: &State, cap: l4re_ds_t) -> Result<DataspaceId, c_int> {
     match s.caps.get(cap) {
@@ -224,11 +223,10 @@ pub extern "C" fn l4re_ma_free_srv(srv: l4_cap_idx_t, mem: l4re_ds_t) -> c_long 
     let code = run(|s| {
         let factory = factory_of(s, srv)?;
         let ds = ds_of(s, mem)?;
-        s.system
-            .lock(|st| match st.manager.info(ds) {
-                Ok(i) if i.factory != factory => Err(neg(L4_EINVAL)),
-                _ => st.manager.close(ME, ds).map_err(|e| e.code()),
-            })?;
+        s.system.lock(|st| match st.manager.info(ds) {
+            Ok(i) if i.factory != factory => Err(neg(L4_EINVAL)),
+            _ => st.manager.close(ME, ds).map_err(|e| e.code()),
+        })?;
         let _ = s.caps.set(mem, None);
         Ok(0)
     });

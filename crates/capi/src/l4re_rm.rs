@@ -254,7 +254,6 @@ pub extern "C" fn l4re_rm_free_area(addr: l4_addr_t) -> c_int {
     })
 }
 
-
 /// Lists up to `num` entries from `start` on into `out` with `list`: the count, or the code.
 ///
 /// # Safety
@@ -344,7 +343,8 @@ pub extern "C" fn l4re_rm_show_lists() {
         let space = s.space;
         s.system.lock(|st| {
             let Ok(m) = st.region_map(space) else { return String::new() };
-            let mut t = format!("region map: {:#x}, {:#x} bytes\nregions:\n", m.window_start().as_usize(), m.window_size());
+            let mut t =
+                format!("region map: {:#x}, {:#x} bytes\nregions:\n", m.window_start().as_usize(), m.window_size());
             for r in m.regions() {
                 let cap = s.caps.find(r.dataspace).unwrap_or(L4_INVALID_CAP);
                 let rights = bits_of(r.rights);
@@ -364,7 +364,12 @@ pub extern "C" fn l4re_rm_show_lists() {
             t += "areas:\n";
             for a in m.areas() {
                 let kind = if a.flags.contains(Flags::RESERVED) { " reserved" } else { "" };
-                t += &format!("  [{:#x}, {:#x}] {:#x} bytes{kind}\n", a.start.as_usize(), a.start.as_usize() + a.size - 1, a.size);
+                t += &format!(
+                    "  [{:#x}, {:#x}] {:#x} bytes{kind}\n",
+                    a.start.as_usize(),
+                    a.start.as_usize() + a.size - 1,
+                    a.size
+                );
             }
             t
         })

@@ -51,7 +51,14 @@ fn log2_size(size: usize) -> Result<(usize, u8), c_int> {
 /// Attaches `size` bytes of `id` from `offs` with the rights and flags of `flags` (`L4DM_RO`
 /// / `L4DM_RW`, `L4RM_MAP`, `L4RM_LOG2_ALIGNED` with `Anywhere` and `InArea`): the region's
 /// start, or the code.
-fn attach(s: &mut State, id: DataspaceId, size: l4_size_t, offs: l4_offs_t, flags: l4_uint32_t, place: Place) -> Result<usize, c_int> {
+fn attach(
+    s: &mut State,
+    id: DataspaceId,
+    size: l4_size_t,
+    offs: l4_offs_t,
+    flags: l4_uint32_t,
+    place: Place,
+) -> Result<usize, c_int> {
     let search = matches!(place, Place::Anywhere | Place::InArea(_));
     let allowed = L4DM_RW | L4RM_MAP | if search { L4RM_LOG2_ALIGNED } else { 0 };
     if flags & !allowed != 0 {
@@ -177,7 +184,12 @@ fn area_start(s: &mut State, area: l4_uint32_t) -> Result<usize, c_int> {
 }
 
 /// Reserves an area (`from`: searched from there, else at `fixed`) and gives it an id.
-fn reserve(s: &mut State, size: l4_size_t, flags: l4_uint32_t, fixed: Option<usize>) -> Result<(usize, l4_uint32_t), c_int> {
+fn reserve(
+    s: &mut State,
+    size: l4_size_t,
+    flags: l4_uint32_t,
+    fixed: Option<usize>,
+) -> Result<(usize, l4_uint32_t), c_int> {
     let allowed = L4RM_RESERVE_USED | if fixed.is_none() { L4RM_LOG2_ALIGNED | L4RM_LOG2_ALLOC } else { 0 };
     if flags & !allowed != 0 || size == 0 {
         return Err(neg(L4_EINVAL));
@@ -275,10 +287,7 @@ pub unsafe extern "C" fn l4rm_area_reserve_region(
 /// Frees the area starting at `start` and forgets its id.
 fn release(s: &mut State, start: usize) -> Result<c_int, c_int> {
     let space = s.space;
-    s.system
-        .lock(|st| st.free_area(space, VirtAddr::new(start)))
-        .map_err(|e| e.code())?
-        .map_err(|e| e.code())?;
+    s.system.lock(|st| st.free_area(space, VirtAddr::new(start))).map_err(|e| e.code())?.map_err(|e| e.code())?;
     s.areas.retain(|_, a| *a != start);
     Ok(0)
 }
@@ -304,7 +313,10 @@ pub extern "C" fn l4rm_area_release_addr(ptr: *const c_void) -> c_int {
             .system
             .lock(|st| {
                 st.region_map(space).ok().and_then(|m| {
-                    m.areas().iter().find(|r| r.start.as_usize() <= a && a - r.start.as_usize() < r.size).map(|r| r.start.as_usize())
+                    m.areas()
+                        .iter()
+                        .find(|r| r.start.as_usize() <= a && a - r.start.as_usize() < r.size)
+                        .map(|r| r.start.as_usize())
                 })
             })
             .ok_or(neg(L4_EINVAL))?;
@@ -368,7 +380,8 @@ pub unsafe extern "C" fn l4rm_area_attach_to_region(
         }
         let space = s.space;
         let inside = s.system.lock(|st| {
-            st.region_map(space).is_ok_and(|m| m.areas().iter().any(|r| r.start.as_usize() == start && a - start < r.size))
+            st.region_map(space)
+                .is_ok_and(|m| m.areas().iter().any(|r| r.start.as_usize() == start && a - start < r.size))
         });
         if !inside {
             return Err(neg(L4_EINVAL));
