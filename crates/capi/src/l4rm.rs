@@ -103,6 +103,33 @@ fn attach(
     Ok(a.as_usize())
 }
 
+/// The searching attachments: checks `ds` and `addr`, attaches where `place` says and
+/// writes the region's start to `*addr`.
+///
+/// # Safety
+/// Non-null pointers are valid: `ds` for a read, `addr` for a write.
+unsafe fn attach_out(
+    ds: *const l4dm_dataspace_t,
+    size: l4_size_t,
+    ds_offs: l4_offs_t,
+    flags: l4_uint32_t,
+    addr: *mut *mut c_void,
+    place: impl FnOnce(&mut State) -> Result<Place, c_int>,
+) -> c_int {
+    run(|s| {
+        // SAFETY: by the caller's contract.
+        let id = unsafe { id_of(ds) }?;
+        if addr.is_null() {
+            return Err(neg(L4_EINVAL));
+        }
+        let at = place(s)?;
+        let a = attach(s, id, size, ds_offs, flags, at)?;
+        // SAFETY: non-null (checked), valid by the caller's contract.
+        let _ = unsafe { ffi::put(addr, a as *mut c_void) };
+        Ok(0)
+    })
+}
+
 /// `l4rm_attach`: attaches `size` bytes of the dataspace from `ds_offs` at a free place of
 /// the process's address space outside every area, written to `*addr`. `flags`: `L4DM_RO` /
 /// `L4DM_RW`, `L4RM_MAP` (map at once), `L4RM_LOG2_ALIGNED`. Returns `0`, `-L4_EINVAL` (a
@@ -118,17 +145,8 @@ pub unsafe extern "C" fn l4rm_attach(
     flags: l4_uint32_t,
     addr: *mut *mut c_void,
 ) -> c_int {
-    run(|s| {
-        // SAFETY: by the caller's contract.
-        let id = unsafe { id_of(ds) }?;
-        if addr.is_null() {
-            return Err(neg(L4_EINVAL));
-        }
-        let a = attach(s, id, size, ds_offs, flags, Place::Anywhere)?;
-        // SAFETY: non-null (checked), valid by the caller's contract.
-        let _ = unsafe { ffi::put(addr, a as *mut c_void) };
-        Ok(0)
-    })
+    // SAFETY: the caller's contract, passed on.
+    unsafe { attach_out(ds, size, ds_offs, flags, addr, |_| Ok(Place::Anywhere)) }
 }
 
 /// `l4rm_attach_to_region`: attaches `size` bytes of the dataspace from `ds_offs` at `addr`
@@ -340,18 +358,8 @@ pub unsafe extern "C" fn l4rm_area_attach(
     flags: l4_uint32_t,
     addr: *mut *mut c_void,
 ) -> c_int {
-    run(|s| {
-        // SAFETY: by the caller's contract.
-        let id = unsafe { id_of(ds) }?;
-        if addr.is_null() {
-            return Err(neg(L4_EINVAL));
-        }
-        let start = area_start(s, area)?;
-        let a = attach(s, id, size, ds_offs, flags, Place::InArea(start))?;
-        // SAFETY: non-null (checked), valid by the caller's contract.
-        let _ = unsafe { ffi::put(addr, a as *mut c_void) };
-        Ok(0)
-    })
+    // SAFETY: the caller's contract, passed on.
+    unsafe { attach_out(ds, size, ds_offs, flags, addr, |s| area_start(s, area).map(Place::InArea)) }
 }
 
 /// `l4rm_area_attach_to_region`: attaches `size` bytes of the dataspace from `ds_offs` at

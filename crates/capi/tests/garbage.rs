@@ -161,11 +161,9 @@ fn l4dm_entries_refuse_garbage() {
         assert_eq!(unsafe { l4dm_mem_phys_addr(d, 0, 1, pieces.as_mut_ptr(), 2, &mut ps) }, -L4_EINVAL);
         // SAFETY: as above.
         assert_eq!(unsafe { l4rm_attach(d, 4096, 0, L4DM_RW, &mut addr) }, -L4_EINVAL);
+        let at = 0x10_0000_0000usize as *const c_void;
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { l4rm_attach_to_region(d, 0x10_0000_0000usize as *const c_void, 4096, 0, L4DM_RW) },
-            -L4_EINVAL
-        );
+        assert_eq!(unsafe { l4rm_attach_to_region(d, at, 4096, 0, L4DM_RW) }, -L4_EINVAL);
         // SAFETY: as above.
         assert_eq!(unsafe { l4dm_share(d, MEMKIT_CLIENT, L4DM_RO, &mut out) }, -L4_EINVAL);
         let (mut at, mut area) = (0, 0);

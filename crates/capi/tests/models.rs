@@ -3,6 +3,9 @@
 //! (`l4_factory_create_factory`, `l4re_ma_alloc_srv`, freeing slots while dataspaces are
 //! still charged).
 
+// `unsigned long` is 64 bits here and 32 on other targets: the casts to `u64` stay.
+#![allow(clippy::unnecessary_cast)]
+
 use core::ffi::c_void;
 use std::collections::BTreeMap;
 
