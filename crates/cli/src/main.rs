@@ -1,4 +1,4 @@
-//! The memkit command: see the library ([`memkit`]) and `memkit --help`.
+//! The memkit command: see the library ([`memkit_cli`]) and `memkit --help`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;

@@ -8,7 +8,7 @@ use memkit_types::l4::L4_EINVAL;
 
 use super::SpaceId;
 
-/// An operation on a space of a [`SpaceSet`] failed: there is no such space, or the
+/// An operation on a space of a [`SpaceSet`](super::SpaceSet) failed: there is no such space, or the
 /// operation itself failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -379,7 +379,7 @@ impl<S: FrameSource, P: PhysMemory, M: Mmu> SpaceSet<S, P, M> {
         &self.manager
     }
 
-    /// The dataspace manager, for operations that take no [`Revoker`] (creating
+    /// The dataspace manager, for operations that take no [`Revoker`](memkit_dataspace::Revoker) (creating
     /// dataspaces and factories, `info`, `read`). Operations that take one go through
     /// [`manager_and_revoker`](Self::manager_and_revoker).
     pub const fn manager_mut(&mut self) -> &mut Manager<S, P> {

@@ -8,7 +8,7 @@ use memkit_types::{FrameSource, PhysMemory, Rights, VirtAddr};
 use super::{SpaceError, SpaceId, SpaceSet, Spaces};
 
 impl<M: Mmu> Spaces<M> {
-    /// Gives the pages of a range in space `id` new rights ([`RegionMap::protect`]); the
+    /// Gives the pages of a range in space `id` new rights ([`RegionMap::protect`](memkit_region::RegionMap::protect)); the
     /// reverse index follows every split and merge. Flushes what it owes.
     ///
     /// # Errors
@@ -26,7 +26,7 @@ impl<M: Mmu> Spaces<M> {
         Ok(())
     }
 
-    /// Resizes or moves part of a region in space `id` ([`RegionMap::remap`]), keeping its
+    /// Resizes or moves part of a region in space `id` ([`RegionMap::remap`](memkit_region::RegionMap::remap)), keeping its
     /// frames; `DETACH_FREE` bytes it gives up are cleared as a detach's are.
     ///
     /// # Errors
@@ -47,7 +47,7 @@ impl<M: Mmu> Spaces<M> {
         r
     }
 
-    /// Merges compatible neighbours in a range of space `id` ([`RegionMap::merge`]);
+    /// Merges compatible neighbours in a range of space `id` ([`RegionMap::merge`](memkit_region::RegionMap::merge));
     /// returns the number of merges.
     ///
     /// # Errors
@@ -63,7 +63,7 @@ impl<M: Mmu> Spaces<M> {
         Ok(space.map.merge(&mut b, start, size))
     }
 
-    /// Reserves an area in space `id` ([`RegionMap::reserve_area_below`]).
+    /// Reserves an area in space `id` ([`RegionMap::reserve_area_below`](memkit_region::RegionMap::reserve_area_below)).
     ///
     /// # Errors
     /// [`SpaceError::NoSpace`], or the reserve error.
@@ -80,7 +80,7 @@ impl<M: Mmu> Spaces<M> {
         space.map.reserve_area_below(start, size, flags, align, limit).map_err(SpaceError::Op)
     }
 
-    /// Frees the area containing `addr` in space `id` ([`RegionMap::free_area`]).
+    /// Frees the area containing `addr` in space `id` ([`RegionMap::free_area`](memkit_region::RegionMap::free_area)).
     ///
     /// # Errors
     /// [`SpaceError::NoSpace`], or the free error.
@@ -89,7 +89,7 @@ impl<M: Mmu> Spaces<M> {
         space.map.free_area(addr).map_err(SpaceError::Op)
     }
 
-    /// Randomised placement in space `id` ([`RegionMap::set_randomized`]).
+    /// Randomised placement in space `id` ([`RegionMap::set_randomized`](memkit_region::RegionMap::set_randomized)).
     ///
     /// # Errors
     /// [`SpaceError::NoSpace`].
