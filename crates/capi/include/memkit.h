@@ -4,7 +4,8 @@
  *   seed 004  pmallocator_*                       physical frame allocator
  *   seed 002  xmalloc, xmfree, init_heap, pin, unpin, kernel_heap, pinned_heap, ...
  *   seed 003  l4dm_*, l4dm_memphys_*, l4rm_*      DROPS dataspace manager
- *   000/001   l4re_ma_*, l4re_ds_*, l4re_rm_*     L4Re's C bindings
+ *   000/001   l4re_ma_*, l4re_ds_*, l4re_rm_*,    L4Re's C bindings
+ *             l4_factory_create_factory
  *
  * Link with -lmemkit (libmemkit.so or libmemkit.a). Errors are negated L4 codes
  * (-L4_ENOMEM, ...), ERR_* codes for pmallocator_*, null / -1 / EINVAL for the AIX services.
