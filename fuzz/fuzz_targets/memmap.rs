@@ -6,8 +6,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(machine) = memkit::input::machine_from_bytes(data)
-        && let Err(e) = memkit::input::check_machine(&machine)
+    if let Ok(machine) = memkit_cli::input::machine_from_bytes(data)
+        && let Err(e) = memkit_cli::input::check_machine(&machine)
     {
         panic!("{e}");
     }

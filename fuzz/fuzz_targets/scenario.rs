@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 
 use libfuzzer_sys::fuzz_target;
-use memkit::scenario::{self, Runtime};
+use memkit_cli::scenario::{self, Runtime};
 
 const MACHINE: &str = "0x0 0x9fc00 usable\n0x9fc00 0xa0000 reserved\n0xf0000 0x100000 reserved\n\
                        0x100000 0x2000000 usable\n";
@@ -19,7 +19,7 @@ thread_local! {
     // never dropped (dropping it at exit would leave what its boot leaked on purpose
     // unreachable, and the leak checker would report it).
     static RUNTIME: ManuallyDrop<RefCell<Runtime>> = ManuallyDrop::new(RefCell::new(
-        memkit::input::machine_from_bytes(MACHINE.as_bytes())
+        memkit_cli::input::machine_from_bytes(MACHINE.as_bytes())
             .and_then(Runtime::boot)
             .expect("the small machine boots"),
     ));

@@ -4,7 +4,8 @@
  *   seed 004  pmallocator_*                       physical frame allocator
  *   seed 002  xmalloc, xmfree, init_heap, pin, unpin, kernel_heap, pinned_heap, ...
  *   seed 003  l4dm_*, l4dm_memphys_*, l4rm_*      DROPS dataspace manager
- *   000/001   l4re_ma_*, l4re_ds_*, l4re_rm_*     L4Re's C bindings
+ *   000/001   l4re_ma_*, l4re_ds_*, l4re_rm_*,    L4Re's C bindings
+ *             l4_factory_create_factory
  *
  * Link with -lmemkit (libmemkit.so or libmemkit.a). Errors are negated L4 codes
  * (-L4_ENOMEM, ...), ERR_* codes for pmallocator_*, null / -1 / EINVAL for the AIX services.
@@ -114,6 +115,9 @@
 // `Rm::Detach_again`: more regions overlap the range.
 #define L4RE_RM_DETACH_AGAIN 4
 
+// The most entries one `l4re_rm_get_regions` or `l4re_rm_get_areas` call lists.
+#define L4RE_RM_LIST_MAX 4096
+
 // `FRAME_ORDER_4KiB`: order 0, one 4 KiB frame.
 #define FRAME_ORDER_4KiB 0
 
@@ -137,6 +141,23 @@
 
 // The most private heaps a process may make.
 #define MAX_PRIVATE_HEAPS 64
+
+// The result of an L4 object call (`l4_msgtag_t`): the call's result code is its label,
+// read with `l4_error` (or `l4_msgtag_label`).
+typedef struct {
+  // The tag's word: the label (the result code) from bit 16 on.
+  long raw;
+} l4_msgtag_t;
+
+// A capability index (`l4_cap_idx_t`): here a handle to a cap slot of the process.
+typedef unsigned long l4_cap_idx_t;
+
+// The capabilities of the process's environment that memkit serves (`l4re_env_t`, as
+// `l4re_env()` returns it).
+typedef struct {
+  // The root memory allocator: a factory whose quota is all of memory.
+  l4_cap_idx_t mem_alloc;
+} l4re_env_t;
 
 // A thread id (`l4_threadid_t`): task and thread number. The process calling memkit is
 // thread 0 of task 1 ([`MEMKIT_CLIENT`]); the dataspace manager is [`MEMKIT_DSM`].
@@ -175,9 +196,6 @@ typedef struct {
   l4_size_t size;
 } l4dm_mem_addr_t;
 
-// A capability index (`l4_cap_idx_t`): here a handle to a cap slot of the process.
-typedef unsigned long l4_cap_idx_t;
-
 // A dataspace capability (`l4re_ds_t`).
 typedef l4_cap_idx_t l4re_ds_t;
 
@@ -203,6 +221,15 @@ typedef uint32_t l4re_rm_flags_t;
 
 // An offset into a dataspace as the region map keeps it (`l4re_rm_offset_t`).
 typedef uint64_t l4re_rm_offset_t;
+
+// A range of virtual addresses (`L4Re::Rm::Range`, as `l4re_rm_get_regions` and
+// `l4re_rm_get_areas` list them): from `start` to `end`, both included.
+typedef struct {
+  // The first byte.
+  l4_addr_t start;
+  // The last byte.
+  l4_addr_t end;
+} l4re_rm_range_t;
 
 // A physical memory area (seed 004's `memory_area_t`): `size` bytes from `start` on.
 typedef struct {
@@ -262,12 +289,6 @@ typedef caddr_t heapaddr_t;
 // `L4DM_MEMPHYS_SAME_POOL` (copy): the copy goes to the source's pool.
 #define L4DM_MEMPHYS_SAME_POOL 131072
 
-// `L4RM_MAP`: map the attached region at once.
-#define L4RM_MAP 16777216
-
-// `L4RM_LOG2_ALIGNED`: align the region to its size rounded up to a power of two.
-#define L4RM_LOG2_ALIGNED 33554432
-
 // `L4RE_DS_F_R`: the handle may read.
 #define L4RE_DS_F_R 4
 
@@ -325,6 +346,18 @@ typedef caddr_t heapaddr_t;
 // `L4RE_RM_F_ATTACH_FLAGS`: the mask of the attach flags.
 #define L4RE_RM_F_ATTACH_FLAGS 983040
 
+// `L4RM_MAP`: map the attached region at once.
+#define L4RM_MAP 16777216
+
+// `L4RM_LOG2_ALIGNED`: align the region (or area) to its size rounded up to a power of two.
+#define L4RM_LOG2_ALIGNED 33554432
+
+// `L4RM_LOG2_ALLOC`: take the whole size rounded up to a power of two (and aligned to it).
+#define L4RM_LOG2_ALLOC 67108864
+
+// `L4RM_RESERVE_USED`: an area no dataspace may be attached in.
+#define L4RM_RESERVE_USED 134217728
+
 // `ERR_NONE`: success.
 #define ERR_NONE 0
 
@@ -377,6 +410,33 @@ extern const caddr_t pinned_heap_4K_64K;
 // `pinned_heap_16M`: pinned memory in 16 MiB pages (the default heap without them).
 extern const caddr_t pinned_heap_16M;
 
+// `l4_msgtag_label`: the tag's label (a call's result code).
+long l4_msgtag_label(l4_msgtag_t t);
+
+// `l4_error`: a call's result: `0` (`L4_EOK`) or a negated L4 error code.
+long l4_error(l4_msgtag_t t);
+
+// `l4re_env`: the process's environment (`mem_alloc`: the root memory allocator's slot).
+// Boots the system first, so that the slot holds the allocator.
+const l4re_env_t *l4re_env(void);
+
+// `l4_factory_create_factory`: a new memory allocator with a quota of `limit` bytes, nested
+// in the allocator in slot `factory` (whose quota the limit is charged to while the new
+// one lives), put into the empty slot `target_cap`.
+//
+// `l4_error` of the tag: `0`, `-L4_ENOMEM` (`factory` has less than `limit` left),
+// `-L4_EINVAL` (a bad slot, `factory` holding no allocator), `-L4_EBUSY` (`target_cap`
+// holds an object), `-L4_ENOHANDLE` (no factory id left).
+l4_msgtag_t l4_factory_create_factory(l4_cap_idx_t factory, l4_cap_idx_t target_cap, unsigned long limit);
+
+// The quota of the allocator in slot `factory`: its limit and the bytes charged to it
+// (dataspaces' backing and nested factories' limits) into `*limit` and `*used`. Returns `0`
+// or `-L4_EINVAL` (a bad slot, one holding no allocator, a null pointer).
+//
+// # Safety
+// Non-null pointers are valid for a write.
+int memkit_factory_quota(l4_cap_idx_t factory, unsigned long *limit, unsigned long *used);
+
 // `l4dm_mem_open`: a new dataspace of `size` bytes from the default pool, aligned to
 // `align` bytes, owned by the caller; written to `*ds`. `flags`: `L4DM_CONTIGUOUS`,
 // `L4DM_PINNED`, `L4DM_RESIZE`. Returns `0`, `-L4_ENOMEM`, `-L4_ERANGE` (size or alignment
@@ -422,6 +482,21 @@ int l4dm_close(const l4dm_dataspace_t *ds);
 // thread of its task). Returns `0`, `-L4_EINVAL` (`L4_INVALID_ID`), `-L4_EPERM` (a client
 // of another task), `-L4_ENODM`.
 int l4dm_close_all(l4_threadid_t dsm_id, l4_threadid_t client, l4_uint32_t flags);
+
+// `l4dm_share`: an id of the dataspace for `client` granting `rights` (`L4DM_RO` or
+// `L4DM_RW`), written to `*shared`. memkit's ids carry their rights, as capabilities do:
+// where DROPS records the client's rights at the manager, memkit hands out the narrowed id
+// to pass on, so this entry has one parameter more than DROPS's. The new id names the same
+// dataspace: attachments through it see the same memory, within its rights; it cannot close
+// or resize the dataspace unless it grants `L4DM_WRITE` and the caller owns it. An id can
+// only be narrowed.
+//
+// Returns `0`, `-L4_EINVAL` (a bad id, `client` `L4_INVALID_ID`, rights other than
+// `L4DM_RO` / `L4DM_RW`, a null pointer) or `-L4_EPERM` (rights `ds` does not grant).
+//
+// # Safety
+// Non-null pointers are valid: `ds` for a read, `shared` for a write.
+int l4dm_share(const l4dm_dataspace_t *ds, l4_threadid_t client, l4_uint32_t rights, l4dm_dataspace_t *shared);
 
 // `l4dm_copy`: a copy of the whole dataspace (`L4DM_COW`: sharing its memory until either
 // side writes), owned by the caller, written to `*copy`. Returns `0`, `-L4_EINVAL`,
@@ -479,43 +554,46 @@ int l4dm_mem_ds_phys_addr(const l4dm_dataspace_t *ds, l4_offs_t offset, l4_size_
 // write.
 int l4dm_mem_phys_addr(const l4dm_dataspace_t *ds, l4_offs_t offset, l4_size_t size, l4dm_mem_addr_t *addrs, int num, l4_size_t *psize);
 
-// `l4rm_attach`: attaches `size` bytes of the dataspace from `ds_offs` at a free place of
-// the process's address space, written to `*addr`. `flags`: `L4DM_RO` / `L4DM_RW`,
-// `L4RM_MAP` (map at once), `L4RM_LOG2_ALIGNED`. Returns `0`, `-L4_EINVAL` (a bad id, a
-// null `addr`, unknown flags), `-L4_EPERM`, `-L4_ENOMEM` (no room).
-//
-// # Safety
-// Non-null pointers are valid: `ds` for a read, `addr` for a write.
-int l4rm_attach(const l4dm_dataspace_t *ds, l4_size_t size, l4_offs_t ds_offs, l4_uint32_t flags, void **addr);
-
-// `l4rm_detach`: detaches the region that contains `addr`. Returns `0` or `-L4_EINVAL`
-// (no region there).
-int l4rm_detach(const void *addr);
-
 // `l4re_util_cap_alloc`: an empty capability slot, or `L4_INVALID_CAP` when every slot is
 // taken.
 l4_cap_idx_t l4re_util_cap_alloc(void);
 
-// `l4re_util_cap_free`: frees the slot `cap`; the dataspace it holds loses this handle (its
-// memory goes once no region shows it). A bad slot is ignored.
+// `l4re_util_cap_free`: frees the slot `cap`. A dataspace it holds loses this handle (its
+// memory goes once no region shows it); a factory it holds is destroyed, its limit given
+// back to its parent, once no dataspace or factory is charged to it. A bad slot, and the
+// root allocator's (`l4re_env()->mem_alloc`), are ignored.
 void l4re_util_cap_free(l4_cap_idx_t cap);
 
 // `l4re_ma_alloc`: `l4re_ma_alloc_align` with alignment 0 (a page).
 long l4re_ma_alloc(long size, l4re_ds_t mem, unsigned long flags);
 
-// `l4re_ma_alloc_align`: a new anonymous dataspace of `size` bytes (lazily backed, page
-// granular) into the empty slot `mem`. `flags`: `L4RE_MA_CONTINUOUS`, `L4RE_MA_PINNED`,
-// `L4RE_MA_SUPER_PAGES`; `align` is log2 (at least a page, a superpage with
-// `L4RE_MA_SUPER_PAGES`). A negative `size` with `L4RE_MA_CONTINUOUS` takes as much as
-// possible, leaving `-size` bytes of the quota.
-//
-// Returns `0`, `-L4_ERANGE` (size or alignment not supported), `-L4_ENOMEM` (no memory),
-// `-L4_EINVAL` (a bad slot, unknown flags), `-L4_EBUSY` (the slot holds a dataspace).
+// `l4re_ma_alloc_align`: `l4re_ma_alloc_align_srv` from the root allocator
+// (`l4re_env()->mem_alloc`).
 long l4re_ma_alloc_align(long size, l4re_ds_t mem, unsigned long flags, unsigned long align);
 
-// `l4re_ma_free`: closes the dataspace in slot `mem` and empties the slot (the memory goes
-// once no region shows it). Returns `0` or `-L4_EINVAL` (a bad or empty slot).
+// `l4re_ma_alloc_srv`: `l4re_ma_alloc_align_srv` with alignment 0 (a page).
+long l4re_ma_alloc_srv(l4_cap_idx_t srv, long size, l4re_ds_t mem, unsigned long flags);
+
+// `l4re_ma_alloc_align_srv`: a new anonymous dataspace of `size` bytes (lazily backed,
+// page granular) from the allocator in slot `srv` (`l4re_env()->mem_alloc`, or a factory
+// made by `l4_factory_create_factory`, whose quota it is charged to), into the empty slot
+// `mem`. `flags`: `L4RE_MA_CONTINUOUS`, `L4RE_MA_PINNED`, `L4RE_MA_SUPER_PAGES`; `align` is
+// log2 (at least a page, a superpage with `L4RE_MA_SUPER_PAGES`). A negative `size` with
+// `L4RE_MA_CONTINUOUS` takes as much as possible, leaving `-size` bytes of the quota.
+//
+// Returns `0`, `-L4_ERANGE` (size or alignment not supported), `-L4_ENOMEM` (no memory, or
+// past the quota), `-L4_EINVAL` (a bad slot, `srv` holding no allocator, unknown flags),
+// `-L4_EBUSY` (`mem` holds an object).
+long l4re_ma_alloc_align_srv(l4_cap_idx_t srv, long size, l4re_ds_t mem, unsigned long flags, unsigned long align);
+
+// `l4re_ma_free`: `l4re_ma_free_srv` of the root allocator.
 long l4re_ma_free(l4re_ds_t mem);
+
+// `l4re_ma_free_srv`: closes the dataspace in slot `mem`, which the allocator in slot `srv`
+// made, and empties the slot (the memory goes once no region shows it, and with it the
+// charge to the allocator's quota). Returns `0` or `-L4_EINVAL` (a bad or empty slot, `srv`
+// holding no allocator or not the one that made the dataspace).
+long l4re_ma_free_srv(l4_cap_idx_t srv, l4re_ds_t mem);
 
 // `l4re_ds_size`: the dataspace's size in bytes; for a bad slot, `-L4_EINVAL` converted
 // to the unsigned type (as L4Re returns an error there).
@@ -554,6 +632,9 @@ long l4re_ds_allocate(l4re_ds_t ds, l4re_ds_offset_t offset, l4re_ds_size_t size
 // # Safety
 // Non-null pointers are valid for a write.
 int l4re_ds_phys(l4re_ds_t ds, l4_addr_t offset, l4_addr_t *phys_addr, l4_size_t *phys_size);
+
+// The number of capability slots in use (for tests and diagnostics).
+unsigned long memkit_cap_slots_used(void);
 
 // `l4re_rm_attach`: attaches `size` bytes of the dataspace in slot `mem` from `offs` on.
 // `*start` is the fixed address, the search start with `L4RE_RM_F_SEARCH_ADDR` (0: the
@@ -604,8 +685,92 @@ int l4re_rm_reserve_area(l4_addr_t *start, unsigned long size, l4re_rm_flags_t f
 // or `-L4_ENOENT`.
 int l4re_rm_free_area(l4_addr_t addr);
 
-// The number of capability slots in use (for tests and diagnostics).
-unsigned long memkit_cap_slots_used(void);
+// `l4re_rm_get_regions` (`L4Re::Rm::get_regions`): the regions starting at or above
+// `start`, in address order, at most `num` (and at most 4096) of them into `regions`
+// (first and last byte each). Returns how many were written (call again from one past the
+// last's end for more), or `-L4_EINVAL` (a null `regions`).
+//
+// # Safety
+// A non-null `regions` is valid for `num` writes.
+int l4re_rm_get_regions(l4_addr_t start, l4re_rm_range_t *regions, unsigned long num);
+
+// `l4re_rm_get_areas` (`L4Re::Rm::get_areas`): the areas starting at or above `start`, as
+// `l4re_rm_get_regions` lists regions.
+//
+// # Safety
+// A non-null `areas` is valid for `num` writes.
+int l4re_rm_get_areas(l4_addr_t start, l4re_rm_range_t *areas, unsigned long num);
+
+// `l4re_rm_show_lists`: writes the region map to standard output: its window, then each
+// region (range, size, rights, dataspace slot and offset) and each area (range, size,
+// whether it is reserved), in address order.
+void l4re_rm_show_lists(void);
+
+// `l4rm_attach`: attaches `size` bytes of the dataspace from `ds_offs` at a free place of
+// the process's address space outside every area, written to `*addr`. `flags`: `L4DM_RO` /
+// `L4DM_RW`, `L4RM_MAP` (map at once), `L4RM_LOG2_ALIGNED`. Returns `0`, `-L4_EINVAL` (a
+// bad id, a null `addr`, unknown flags), `-L4_EPERM`, `-L4_ENOMEM` (no room).
+//
+// # Safety
+// Non-null pointers are valid: `ds` for a read, `addr` for a write.
+int l4rm_attach(const l4dm_dataspace_t *ds, l4_size_t size, l4_offs_t ds_offs, l4_uint32_t flags, void **addr);
+
+// `l4rm_attach_to_region`: attaches `size` bytes of the dataspace from `ds_offs` at `addr`
+// (page aligned, outside every area). `flags`: `L4DM_RO` / `L4DM_RW`, `L4RM_MAP`. Returns
+// `0`, `-L4_EINVAL` (a bad id, unknown flags, a bad address), `-L4_EADDRNOTAVAIL` (the
+// range is taken), `-L4_EPERM`.
+//
+// # Safety
+// A non-null `ds` is valid for a read.
+int l4rm_attach_to_region(const l4dm_dataspace_t *ds, const void *addr, l4_size_t size, l4_offs_t ds_offs, l4_uint32_t flags);
+
+// `l4rm_detach`: detaches the region that contains `addr`. Returns `0` or `-L4_EINVAL`
+// (no region there).
+int l4rm_detach(const void *addr);
+
+// `l4rm_area_reserve`: reserves an area of `size` bytes at a free place, its start written
+// to `*addr` and its id to `*area`. `flags`: `L4RM_LOG2_ALIGNED` (aligned to the size
+// rounded up to a power of two), `L4RM_LOG2_ALLOC` (that whole rounded size),
+// `L4RM_RESERVE_USED` (no dataspace may be attached in it). Returns `0`, `-L4_EINVAL` (a
+// zero size, unknown flags, a null pointer), `-L4_ENOMEM` (no room, or no id left).
+//
+// # Safety
+// Non-null pointers are valid for a write.
+int l4rm_area_reserve(l4_size_t size, l4_uint32_t flags, l4_addr_t *addr, l4_uint32_t *area);
+
+// `l4rm_area_reserve_region`: reserves the area of `size` bytes at `addr` (page aligned),
+// its id written to `*area`. `flags`: `L4RM_RESERVE_USED`. Returns `0`, `-L4_EINVAL`,
+// `-L4_EADDRNOTAVAIL` (the range is taken or outside the address space), `-L4_ENOMEM`.
+//
+// # Safety
+// A non-null `area` is valid for a write.
+int l4rm_area_reserve_region(l4_addr_t addr, l4_size_t size, l4_uint32_t flags, l4_uint32_t *area);
+
+// `l4rm_area_release`: releases the area `area` (the regions attached in it stay). Returns
+// `0` or `-L4_EINVAL` (an id that names no area).
+int l4rm_area_release(l4_uint32_t area);
+
+// `l4rm_area_release_addr`: releases the area that contains `ptr`. Returns `0` or
+// `-L4_EINVAL` (no area there).
+int l4rm_area_release_addr(const void *ptr);
+
+// `l4rm_area_attach`: attaches `size` bytes of the dataspace from `ds_offs` at a free place
+// inside the area `area`, written to `*addr`. `flags`: as `l4rm_attach`. Returns `0`,
+// `-L4_EINVAL` (a bad id or area, a null pointer, unknown flags), `-L4_EPERM`,
+// `-L4_ENOMEM` or `-L4_EADDRNOTAVAIL` (no room in the area).
+//
+// # Safety
+// Non-null pointers are valid: `ds` for a read, `addr` for a write.
+int l4rm_area_attach(const l4dm_dataspace_t *ds, l4_uint32_t area, l4_size_t size, l4_offs_t ds_offs, l4_uint32_t flags, void **addr);
+
+// `l4rm_area_attach_to_region`: attaches `size` bytes of the dataspace from `ds_offs` at
+// `addr`, which lies in the area `area`. `flags`: `L4DM_RO` / `L4DM_RW`, `L4RM_MAP`.
+// Returns `0`, `-L4_EINVAL` (a bad id or area, an address outside the area, unknown flags),
+// `-L4_EADDRNOTAVAIL` (the range is taken or leaves the area), `-L4_EPERM`.
+//
+// # Safety
+// A non-null `ds` is valid for a read.
+int l4rm_area_attach_to_region(const l4dm_dataspace_t *ds, l4_uint32_t area, const void *addr, l4_size_t size, l4_offs_t ds_offs, l4_uint32_t flags);
 
 // `pmallocator_get_header_size`: the bytes the header of `area` needs (a multiple of
 // 4 KiB); 0 for an area that cannot be managed (unaligned, empty, past the physical

@@ -1,23 +1,31 @@
 //! The process's capability slots (`l4re_util_cap_alloc`): the integer handles of L4Re's C
-//! bindings. A slot is free, allocated and empty, or holds a dataspace.
+//! bindings. A slot is free, allocated and empty, or holds an object: a dataspace or a
+//! factory (a memory allocator with a quota, `l4_factory_create_factory`).
 //!
 //! A handle is `(slot + 1) << L4_CAP_SHIFT`, as L4 capability indices are; every other
 //! value, a free slot's handle and [`L4_INVALID_CAP`](crate::types::L4_INVALID_CAP) are
 //! refused. Freed slots are reused lowest first, as L4Re's slot allocator does.
 
-use memkit_dataspace::DataspaceId;
+use memkit_dataspace::{DataspaceId, FactoryId};
 
 use crate::types::{L4_CAP_SHIFT, l4_cap_idx_t};
+
+/// What an allocated slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Object {
+    /// A dataspace (its id carries the handle's rights).
+    Ds(DataspaceId),
+    /// A factory: a memory allocator with its quota.
+    Factory(FactoryId),
+}
 
 /// One slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     /// Not allocated.
     Free,
-    /// Allocated, holding nothing.
-    Empty,
-    /// Holding a dataspace.
-    Ds(DataspaceId),
+    /// Allocated: empty, or holding an object.
+    Held(Option<Object>),
 }
 
 /// Why a handle was refused.
@@ -62,7 +70,7 @@ impl CapTable {
     fn slot(&self, cap: l4_cap_idx_t) -> Result<usize, CapError> {
         let i = Self::index(cap).ok_or(CapError::BadHandle)?;
         match self.slots.get(i) {
-            Some(Slot::Empty | Slot::Ds(_)) => Ok(i),
+            Some(Slot::Held(_)) => Ok(i),
             _ => Err(CapError::BadHandle),
         }
     }
@@ -80,53 +88,53 @@ impl CapTable {
             }
             None => return Err(CapError::Full),
         };
-        self.slots[i] = Slot::Empty;
+        self.slots[i] = Slot::Held(None);
         Ok(Self::cap(i))
     }
 
-    /// Frees the slot `cap`, returning the dataspace it held.
+    /// Frees the slot `cap`, returning the object it held.
     ///
     /// # Errors
     /// [`CapError::BadHandle`].
-    pub(crate) fn free(&mut self, cap: l4_cap_idx_t) -> Result<Option<DataspaceId>, CapError> {
+    pub(crate) fn free(&mut self, cap: l4_cap_idx_t) -> Result<Option<Object>, CapError> {
         let i = self.slot(cap)?;
         let old = core::mem::replace(&mut self.slots[i], Slot::Free);
         self.free.insert(i);
         Ok(match old {
-            Slot::Ds(d) => Some(d),
-            _ => None,
+            Slot::Held(o) => o,
+            Slot::Free => None,
         })
     }
 
-    /// The dataspace slot `cap` holds (`None`: an empty slot).
+    /// The object slot `cap` holds (`None`: an empty slot).
     ///
     /// # Errors
     /// [`CapError::BadHandle`].
-    pub(crate) fn get(&self, cap: l4_cap_idx_t) -> Result<Option<DataspaceId>, CapError> {
+    pub(crate) fn get(&self, cap: l4_cap_idx_t) -> Result<Option<Object>, CapError> {
         let i = self.slot(cap)?;
         Ok(match self.slots[i] {
-            Slot::Ds(d) => Some(d),
-            _ => None,
+            Slot::Held(o) => o,
+            Slot::Free => None,
         })
     }
 
-    /// Puts `ds` into slot `cap`, returning what it held before.
+    /// Puts `object` into slot `cap`, returning what it held before.
     ///
     /// # Errors
     /// [`CapError::BadHandle`].
-    pub(crate) fn set(&mut self, cap: l4_cap_idx_t, ds: Option<DataspaceId>) -> Result<Option<DataspaceId>, CapError> {
+    pub(crate) fn set(&mut self, cap: l4_cap_idx_t, object: Option<Object>) -> Result<Option<Object>, CapError> {
         let i = self.slot(cap)?;
-        let old = core::mem::replace(&mut self.slots[i], ds.map_or(Slot::Empty, Slot::Ds));
+        let old = core::mem::replace(&mut self.slots[i], Slot::Held(object));
         Ok(match old {
-            Slot::Ds(d) => Some(d),
-            _ => None,
+            Slot::Held(o) => o,
+            Slot::Free => None,
         })
     }
 
     /// The lowest slot holding `ds` (the same dataspace, whatever the rights).
     #[must_use]
     pub(crate) fn find(&self, ds: DataspaceId) -> Option<l4_cap_idx_t> {
-        self.slots.iter().position(|s| matches!(s, Slot::Ds(d) if *d == ds)).map(Self::cap)
+        self.slots.iter().position(|s| matches!(s, Slot::Held(Some(Object::Ds(d))) if *d == ds)).map(Self::cap)
     }
 
     /// The allocated slots.
@@ -160,24 +168,33 @@ mod tests {
     enum Op {
         Alloc,
         Free(usize),
-        Set(usize, Option<u64>),
+        Set(usize, Option<Object>),
         Get(usize),
+        Find(u64),
         Raw(u64),
+    }
+
+    fn object() -> impl Strategy<Value = Object> {
+        prop_oneof![
+            (0u64..4).prop_map(|d| Object::Ds(DataspaceId::from_u64(d))),
+            Just(Object::Factory(FactoryId::ROOT)),
+        ]
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             Just(Op::Alloc),
             (0usize..12).prop_map(Op::Free),
-            ((0usize..12), proptest::option::of(0u64..4)).prop_map(|(i, d)| Op::Set(i, d)),
+            ((0usize..12), proptest::option::of(object())).prop_map(|(i, o)| Op::Set(i, o)),
             (0usize..12).prop_map(Op::Get),
+            (0u64..4).prop_map(Op::Find),
             any::<u64>().prop_map(Op::Raw),
         ]
     }
 
     /// The model: a map from allocated slot number to its content; allocation takes the
     /// lowest number not in the map.
-    fn model_alloc(m: &BTreeMap<usize, Option<u64>>) -> usize {
+    fn model_alloc(m: &BTreeMap<usize, Option<Object>>) -> usize {
         (0..).find(|i| !m.contains_key(i)).unwrap_or(0)
     }
 
@@ -185,7 +202,7 @@ mod tests {
         #[test]
         fn cap_table_matches_model(ops in proptest::collection::vec(op(), 1..200)) {
             let mut t = CapTable::new();
-            let mut m: BTreeMap<usize, Option<u64>> = BTreeMap::new();
+            let mut m: BTreeMap<usize, Option<Object>> = BTreeMap::new();
             let cap = |i: usize| ((i as l4_cap_idx_t) + 1) << L4_CAP_SHIFT;
             for o in ops {
                 match o {
@@ -199,18 +216,23 @@ mod tests {
                             Some(d) => Ok(d),
                             None => Err(CapError::BadHandle),
                         };
-                        prop_assert_eq!(t.free(cap(i)).map(|d| d.map(DataspaceId::as_u64)), want);
+                        prop_assert_eq!(t.free(cap(i)), want);
                     }
-                    Op::Set(i, d) => {
-                        let got = t.set(cap(i), d.map(DataspaceId::from_u64)).map(|o| o.map(DataspaceId::as_u64));
+                    Op::Set(i, o) => {
+                        let got = t.set(cap(i), o);
                         match m.get_mut(&i) {
-                            Some(slot) => prop_assert_eq!(got, Ok(core::mem::replace(slot, d))),
+                            Some(slot) => prop_assert_eq!(got, Ok(core::mem::replace(slot, o))),
                             None => prop_assert_eq!(got, Err(CapError::BadHandle)),
                         }
                     }
                     Op::Get(i) => {
                         let want = m.get(&i).copied().ok_or(CapError::BadHandle);
-                        prop_assert_eq!(t.get(cap(i)).map(|d| d.map(DataspaceId::as_u64)), want);
+                        prop_assert_eq!(t.get(cap(i)), want);
+                    }
+                    Op::Find(d) => {
+                        let ds = Object::Ds(DataspaceId::from_u64(d));
+                        let want = m.iter().find(|(_, o)| **o == Some(ds)).map(|(&i, _)| cap(i));
+                        prop_assert_eq!(t.find(DataspaceId::from_u64(d)), want);
                     }
                     Op::Raw(v) => {
                         let v = v as l4_cap_idx_t;

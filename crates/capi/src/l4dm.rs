@@ -1,5 +1,6 @@
 //! DROPS's dataspace manager client API (seed 003): `l4dm_mem_*`, `l4dm_close*`,
-//! `l4dm_copy*`, `l4dm_memphys_*`, and the region mapper's `l4rm_attach` / `l4rm_detach`.
+//! `l4dm_copy*`, `l4dm_memphys_*`, `l4dm_share`; the region mapper's `l4rm_*` are in
+//! [`crate::l4rm`].
 //!
 //! A dataspace is an [`l4dm_dataspace_t`]: the manager's dataspace id and the manager's
 //! thread id ([`MEMKIT_DSM`]). Every id is checked by the manager: a closed dataspace's id
@@ -8,17 +9,16 @@
 //! dataspaces it opens. `dsm_id` must be `L4DM_DEFAULT_DSM` or [`MEMKIT_DSM`], else
 //! `-L4_ENODM`. Alignments are in bytes (a power of two, or 0), as DROPS has them.
 
-use core::ffi::{c_char, c_int, c_void};
+use core::ffi::{c_char, c_int};
 
 use memkit_dataspace::{
     CopyLength, CopyRequest, DataspaceId, DmFlags, FactoryId, MemphysCopyRequest, MemphysOpenRequest,
 };
-use memkit_region::{AttachRequest, DetachFlags, Flags};
-use memkit_types::{PAGE_SHIFT, PhysAddr, PhysPlacement, Rights, VirtAddr};
+use memkit_types::{PhysAddr, PhysPlacement, Rights};
 
 use crate::errors::{L4_EINVAL, L4_ENODM, neg};
 use crate::ffi;
-use crate::state::{ME, State, with};
+use crate::state::{ME, run};
 use crate::types::{
     L4_INVALID_ID, MEMKIT_DSM, l4_addr_t, l4_offs_t, l4_size_t, l4_threadid_t, l4_uint32_t, l4dm_dataspace_t,
     l4dm_mem_addr_t,
@@ -54,20 +54,9 @@ pub const L4DM_MEMPHYS_ANY_ADDR: c_int = -1;
 pub const L4DM_MEMPHYS_SUPERPAGES: l4_uint32_t = 0x0001_0000;
 /// `L4DM_MEMPHYS_SAME_POOL` (copy): the copy goes to the source's pool.
 pub const L4DM_MEMPHYS_SAME_POOL: l4_uint32_t = 0x0002_0000;
-/// `L4RM_MAP`: map the attached region at once.
-pub const L4RM_MAP: l4_uint32_t = 0x0100_0000;
-/// `L4RM_LOG2_ALIGNED`: align the region to its size rounded up to a power of two.
-pub const L4RM_LOG2_ALIGNED: l4_uint32_t = 0x0200_0000;
 /// The size of the name buffer `l4dm_mem_info` writes (`L4DM_NAME_MAX_LEN`), with its NUL;
 /// names are kept up to one byte less.
 pub const L4DM_NAME_MAX_LEN: usize = 64;
-
-/// Runs `f` on the system; the boot error or `f`'s code.
-fn run(f: impl FnOnce(&mut State) -> Result<c_int, c_int>) -> c_int {
-    match with(f) {
-        Ok(Ok(v) | Err(v)) | Err(v) => v,
-    }
-}
 
 fn dsm_ok(dsm: l4_threadid_t) -> Result<(), c_int> {
     if dsm == L4_INVALID_ID || dsm == MEMKIT_DSM { Ok(()) } else { Err(neg(L4_ENODM)) }
@@ -77,7 +66,7 @@ fn dsm_ok(dsm: l4_threadid_t) -> Result<(), c_int> {
 ///
 /// # Safety
 /// A non-null `ds` is valid for a read.
-unsafe fn id_of(ds: *const l4dm_dataspace_t) -> Result<DataspaceId, c_int> {
+pub(crate) unsafe fn id_of(ds: *const l4dm_dataspace_t) -> Result<DataspaceId, c_int> {
     // SAFETY: a non-null ds is valid for a read by the caller's contract.
     let d = unsafe { ffi::get(ds) }.ok_or(neg(L4_EINVAL))?;
     if d.manager != MEMKIT_DSM {
@@ -261,6 +250,81 @@ pub extern "C" fn l4dm_close_all(dsm_id: l4_threadid_t, client: l4_threadid_t, f
     })
 }
 
+/// `l4dm_share`: an id of the dataspace for `client` granting `rights` (`L4DM_RO` or
+/// `L4DM_RW`), written to `*shared`. memkit's ids carry their rights, as capabilities do:
+/// where DROPS records the client's rights at the manager, memkit hands out the narrowed id
+/// to pass on, so this entry has one parameter more than DROPS's. The new id names the same
+/// dataspace: attachments through it see the same memory, within its rights; it cannot close
+/// or resize the dataspace unless it grants `L4DM_WRITE` and the caller owns it. An id can
+/// only be narrowed.
+///
+/// Returns `0`, `-L4_EINVAL` (a bad id, `client` `L4_INVALID_ID`, rights other than
+/// `L4DM_RO` / `L4DM_RW`, a null pointer) or `-L4_EPERM` (rights `ds` does not grant).
+///
+/// # Safety
+/// Non-null pointers are valid: `ds` for a read, `shared` for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn l4dm_share(
+    ds: *const l4dm_dataspace_t,
+    client: l4_threadid_t,
+    rights: l4_uint32_t,
+    shared: *mut l4dm_dataspace_t,
+) -> c_int {
+    run(|s| {
+        // SAFETY: by the caller's contract.
+        let id = unsafe { id_of(ds) }?;
+        if shared.is_null() || client == L4_INVALID_ID || (rights != L4DM_RO && rights != L4DM_RW) {
+            return Err(neg(L4_EINVAL));
+        }
+        let mut r = Rights::READ;
+        if rights & L4DM_WRITE != 0 {
+            r |= Rights::WRITE;
+        }
+        let narrowed = s.system.lock(|st| st.manager.share(id, r)).map_err(|e| e.code())?;
+        // SAFETY: non-null (checked), valid by the caller's contract.
+        Ok(unsafe { put_ds(shared, narrowed) })
+    })
+}
+
+/// The checked arguments every copy shares: the source, the flags (each allowed, and
+/// `L4DM_RESIZE`, accepted) and the name; the destination pointer is not null.
+struct CheckedCopy {
+    id: DataspaceId,
+    flags: DmFlags,
+    name: String,
+}
+
+impl CheckedCopy {
+    /// Checks the arguments: `-L4_EINVAL` for a bad source, a null `copy`, a flag outside
+    /// `allowed`.
+    ///
+    /// # Safety
+    /// A non-null `ds` is valid for a read; `name` is null or a NUL-terminated string.
+    unsafe fn new(
+        ds: *const l4dm_dataspace_t,
+        copy: *mut l4dm_dataspace_t,
+        flags: l4_uint32_t,
+        allowed: l4_uint32_t,
+        name: *const c_char,
+    ) -> Result<Self, c_int> {
+        // SAFETY: by the caller's contract.
+        let id = unsafe { id_of(ds) }?;
+        if copy.is_null() {
+            return Err(neg(L4_EINVAL));
+        }
+        let flags = flags_of(flags, allowed | L4DM_RESIZE)?;
+        // SAFETY: null or a NUL-terminated string by the caller's contract.
+        let name = unsafe { ffi::name(name) };
+        Ok(CheckedCopy { id, flags, name })
+    }
+
+    /// The request of `num` bytes (`L4DM_WHOLE_DS`: to the end) from `src_offs` to
+    /// `dst_offs`.
+    fn request(&self, src_offs: l4_offs_t, dst_offs: l4_offs_t, num: l4_size_t) -> CopyRequest<'_> {
+        CopyRequest::new(src_offs as u64, dst_offs as u64, length(num)).flags(self.flags).name(&self.name)
+    }
+}
+
 /// `l4dm_copy`: a copy of the whole dataspace (`L4DM_COW`: sharing its memory until either
 /// side writes), owned by the caller, written to `*copy`. Returns `0`, `-L4_EINVAL`,
 /// `-L4_EPERM`, `-L4_ENOMEM`, `-L4_ENOHANDLE`.
@@ -296,20 +360,13 @@ pub unsafe extern "C" fn l4dm_copy_long(
     copy: *mut l4dm_dataspace_t,
 ) -> c_int {
     run(|s| {
-        // SAFETY: by the caller's contract.
-        let id = unsafe { id_of(ds) }?;
-        if copy.is_null() {
-            return Err(neg(L4_EINVAL));
-        }
-        let f = flags_of(flags, L4DM_COW | L4DM_CONTIGUOUS | L4DM_PINNED | L4DM_RESIZE)?;
-        // SAFETY: null or a NUL-terminated string by the caller's contract.
-        let name = unsafe { ffi::name(name) };
+        // SAFETY: the caller's contract, passed on.
+        let c = unsafe { CheckedCopy::new(ds, copy, flags, L4DM_COW | L4DM_CONTIGUOUS | L4DM_PINNED, name) }?;
         let new = s
             .system
             .lock(|st| {
                 let (m, mut r) = st.manager_and_revoker();
-                let req = CopyRequest::new(src_offs as u64, dst_offs as u64, length(num)).flags(f).name(&name);
-                m.copy_long(ME, id, req, &mut r)
+                m.copy_long(ME, c.id, c.request(src_offs, dst_offs, num), &mut r)
             })
             .map_err(|e| e.code())?;
         // SAFETY: non-null (checked), valid by the caller's contract.
@@ -385,29 +442,24 @@ pub unsafe extern "C" fn l4dm_memphys_copy(
     copy: *mut l4dm_dataspace_t,
 ) -> c_int {
     run(|s| {
-        // SAFETY: by the caller's contract.
-        let id = unsafe { id_of(ds) }?;
-        if copy.is_null() {
-            return Err(neg(L4_EINVAL));
-        }
-        let pool = u32::try_from(dst_pool).map_err(|_| neg(L4_EINVAL))?;
         let allowed = L4DM_COW | L4DM_CONTIGUOUS | L4DM_PINNED | L4DM_MEMPHYS_SUPERPAGES | L4DM_MEMPHYS_SAME_POOL;
-        let f = flags_of(flags, allowed | L4DM_RESIZE)?;
+        // SAFETY: the caller's contract, passed on.
+        let c = unsafe { CheckedCopy::new(ds, copy, flags, allowed, name) }?;
+        let pool = u32::try_from(dst_pool).map_err(|_| neg(L4_EINVAL))?;
         let align = log2_align(dst_align)?;
         let at = placement(dst_addr)?;
-        // SAFETY: null or a NUL-terminated string by the caller's contract.
-        let name = unsafe { ffi::name(name) };
         let new = s
             .system
             .lock(|st| {
                 let (m, mut r) = st.manager_and_revoker();
-                let req = MemphysCopyRequest::new(src_offs as u64, dst_offs as u64, length(num), pool)
-                    .placed(at)
-                    .size(dst_size as u64)
-                    .align(align)
-                    .flags(f)
-                    .name(&name);
-                m.memphys_copy(ME, id, req, &mut r)
+                let req = MemphysCopyRequest {
+                    copy: c.request(src_offs, dst_offs, num),
+                    ..MemphysCopyRequest::new(0, 0, CopyLength::WholeDataspace, pool)
+                }
+                .placed(at)
+                .size(dst_size as u64)
+                .align(align);
+                m.memphys_copy(ME, c.id, req, &mut r)
             })
             .map_err(|e| e.code())?;
         // SAFETY: non-null (checked), valid by the caller's contract.
@@ -501,73 +553,5 @@ pub unsafe extern "C" fn l4dm_mem_phys_addr(
         // SAFETY: non-null (checked), valid by the caller's contract.
         let _ = unsafe { ffi::put(psize, covered as l4_size_t) };
         Ok(pieces.len() as c_int)
-    })
-}
-
-/// `l4rm_attach`: attaches `size` bytes of the dataspace from `ds_offs` at a free place of
-/// the process's address space, written to `*addr`. `flags`: `L4DM_RO` / `L4DM_RW`,
-/// `L4RM_MAP` (map at once), `L4RM_LOG2_ALIGNED`. Returns `0`, `-L4_EINVAL` (a bad id, a
-/// null `addr`, unknown flags), `-L4_EPERM`, `-L4_ENOMEM` (no room).
-///
-/// # Safety
-/// Non-null pointers are valid: `ds` for a read, `addr` for a write.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn l4rm_attach(
-    ds: *const l4dm_dataspace_t,
-    size: l4_size_t,
-    ds_offs: l4_offs_t,
-    flags: l4_uint32_t,
-    addr: *mut *mut c_void,
-) -> c_int {
-    run(|s| {
-        // SAFETY: by the caller's contract.
-        let id = unsafe { id_of(ds) }?;
-        if addr.is_null() || flags & !(L4DM_RW | L4RM_MAP | L4RM_LOG2_ALIGNED) != 0 {
-            return Err(neg(L4_EINVAL));
-        }
-        let mut rights = Rights::empty();
-        if flags & L4DM_READ != 0 {
-            rights |= Rights::READ;
-        }
-        if flags & L4DM_WRITE != 0 {
-            rights |= Rights::WRITE;
-        }
-        let size = size as usize;
-        let mut align = PAGE_SHIFT as u8;
-        if flags & L4RM_LOG2_ALIGNED != 0 {
-            let p = size.checked_next_power_of_two().ok_or(neg(L4_EINVAL))?;
-            align = align.max(p.trailing_zeros() as u8);
-        }
-        let space = s.space;
-        let a = s
-            .system
-            .lock(|st| {
-                let start = st.region_map(space)?.window_start();
-                let mut req = AttachRequest::new(id, size, rights).offset(ds_offs as u64).align(align).search(start);
-                if flags & L4RM_MAP != 0 {
-                    req = req.flags(Flags::EAGER_MAP);
-                }
-                st.attach(space, &req)
-            })
-            .map_err(|e| e.code())?
-            .map_err(|e| e.code())?;
-        // SAFETY: non-null (checked), valid by the caller's contract.
-        let _ = unsafe { ffi::put(addr, a.as_usize() as *mut c_void) };
-        Ok(0)
-    })
-}
-
-/// `l4rm_detach`: detaches the region that contains `addr`. Returns `0` or `-L4_EINVAL`
-/// (no region there).
-#[unsafe(no_mangle)]
-pub extern "C" fn l4rm_detach(addr: *const c_void) -> c_int {
-    run(|s| {
-        let at = VirtAddr::try_new(addr as usize).map_err(|_| neg(L4_EINVAL))?;
-        let space = s.space;
-        s.system
-            .lock(|st| st.detach(space, at, 1, DetachFlags::OVERLAP))
-            .map_err(|_| neg(L4_EINVAL))?
-            .map_err(|_| neg(L4_EINVAL))?;
-        Ok(0)
     })
 }

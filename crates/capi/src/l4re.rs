@@ -1,29 +1,30 @@
-//! L4Re's C bindings (seeds 000 and 001): `l4re_ma_*` (`L4Re::Mem_alloc`), `l4re_ds_*`
-//! (`L4Re::Dataspace`), `l4re_rm_*` (`L4Re::Rm`) and the capability slots
-//! (`l4re_util_cap_alloc`).
+//! L4Re's C bindings (seed 000): `l4re_ma_*` (`L4Re::Mem_alloc`), `l4re_ds_*`
+//! (`L4Re::Dataspace`) and the capability slots (`l4re_util_cap_alloc`); the region map's
+//! `l4re_rm_*` are in [`crate::l4re_rm`], the factories in [`crate::factory`].
 //!
 //! Names, parameters and results are those of L4Re's `l4/re/c/*.h`. A capability is an
 //! integer handle to a slot of the process ([`l4re_util_cap_alloc`]); `l4re_ma_alloc` puts
-//! the new dataspace into the slot the caller passes, as L4Re does. The region map is the
-//! process's one address space: `l4re_rm_attach` returns an address where C code loads and
-//! stores.
+//! the new dataspace into the slot the caller passes, as L4Re does. The `_srv` forms take
+//! the allocator's slot: the root allocator (`l4re_env()->mem_alloc`) or a factory with a
+//! quota.
 //!
 //! Every entry returns `0` (or a non-negative result) on success and a negated L4 error
 //! code otherwise; a slot that was never allocated, was freed, or is empty where a
 //! dataspace is needed gives `-L4_EINVAL`.
 
-use core::ffi::{c_int, c_long, c_uchar, c_ulong, c_void};
+use core::ffi::{c_int, c_long, c_ulong};
 
 use memkit_dataspace::{DataspaceId, FactoryId, MemAllocFlags};
-use memkit_region::{AttachRequest, DetachFlags, Flags, Found};
-use memkit_types::{PAGE_SHIFT, PhysAddr, Rights, VirtAddr};
+use memkit_host::PoolSource;
+use memkit_types::{PhysAddr, Rights, VirtAddr};
 
-use crate::errors::{L4_EBUSY, L4_EINVAL, L4_ENOENT, neg};
+use crate::errors::{L4_EBUSY, L4_EINVAL, neg};
 use crate::ffi;
-use crate::state::{ME, State, with};
+use crate::handles::Object;
+use crate::state::{ME, ROOT_FACTORY_CAP, State, run, with};
 use crate::types::{
     L4_INVALID_CAP, l4_addr_t, l4_cap_idx_t, l4re_ds_flags_t, l4re_ds_offset_t, l4re_ds_size_t, l4re_ds_stats_t,
-    l4re_ds_t, l4re_rm_flags_t, l4re_rm_offset_t,
+    l4re_ds_t,
 };
 
 /// `L4RE_MA_CONTINUOUS`: physically contiguous memory.
@@ -62,58 +63,15 @@ pub const L4RE_DS_F_RWX: l4re_ds_flags_t = 0x7;
 /// `L4RE_DS_F_RIGHTS_MASK`.
 pub const L4RE_DS_F_RIGHTS_MASK: l4re_ds_flags_t = 0x0f;
 
-/// `L4RE_RM_F_R`: a read-only region.
-pub const L4RE_RM_F_R: l4re_rm_flags_t = 0x4;
-/// `L4RE_RM_F_W`.
-pub const L4RE_RM_F_W: l4re_rm_flags_t = 0x2;
-/// `L4RE_RM_F_X`.
-pub const L4RE_RM_F_X: l4re_rm_flags_t = 0x1;
-/// `L4RE_RM_F_RX`.
-pub const L4RE_RM_F_RX: l4re_rm_flags_t = 0x5;
-/// `L4RE_RM_F_RW`.
-pub const L4RE_RM_F_RW: l4re_rm_flags_t = 0x6;
-/// `L4RE_RM_F_RWX`.
-pub const L4RE_RM_F_RWX: l4re_rm_flags_t = 0x7;
-/// `L4RE_RM_F_CACHING`: the cache bits (accepted; the hosted runtime maps write-back).
-pub const L4RE_RM_F_CACHING: l4re_rm_flags_t = 0x30;
-/// `L4RE_RM_F_RESERVED`: an area that accepts no attachment (`l4re_rm_reserve_area`).
-pub const L4RE_RM_F_RESERVED: l4re_rm_flags_t = 0x800;
-/// `L4RE_RM_F_SEARCH_ADDR`: search a free range at or above the start address.
-pub const L4RE_RM_F_SEARCH_ADDR: l4re_rm_flags_t = 0x20000;
-/// `L4RE_RM_F_IN_AREA`: attach inside the area that contains the start address.
-pub const L4RE_RM_F_IN_AREA: l4re_rm_flags_t = 0x40000;
-/// `L4RE_RM_F_EAGER_MAP`: map every page at attach time.
-pub const L4RE_RM_F_EAGER_MAP: l4re_rm_flags_t = 0x80000;
-/// `L4RE_RM_F_ATTACH_FLAGS`: the mask of the attach flags.
-pub const L4RE_RM_F_ATTACH_FLAGS: l4re_rm_flags_t = 0xf0000;
-
-/// `Rm::Detached_ds`: a whole region was detached.
-pub const L4RE_RM_DETACHED_DS: c_int = 0;
-/// `Rm::Kept_ds`: part of a region was detached, the rest stays.
-pub const L4RE_RM_KEPT_DS: c_int = 1;
-/// `Rm::Split_ds`: the middle of a region was detached; it is two regions now.
-pub const L4RE_RM_SPLIT_DS: c_int = 2;
-/// `Rm::Detach_result_mask`.
-pub const L4RE_RM_DETACH_RESULT_MASK: c_int = 3;
-/// `Rm::Detach_again`: more regions overlap the range.
-pub const L4RE_RM_DETACH_AGAIN: c_int = 4;
-
-/// Runs `f` on the system; the boot error or `f`'s code.
-fn run(f: impl FnOnce(&mut State) -> Result<c_int, c_int>) -> c_int {
-    match with(f) {
-        Ok(Ok(v) | Err(v)) | Err(v) => v,
-    }
-}
-
 /// The dataspace in slot `cap`; `-L4_EINVAL` for a bad or empty slot.
-fn ds_of(s: &State, cap: l4re_ds_t) -> Result<DataspaceId, c_int> {
+pub(crate) fn ds_of(s: &State, cap: l4re_ds_t) -> Result<DataspaceId, c_int> {
     match s.caps.get(cap) {
-        Ok(Some(ds)) => Ok(ds),
+        Ok(Some(Object::Ds(ds))) => Ok(ds),
         _ => Err(neg(L4_EINVAL)),
     }
 }
 
-fn rights_of(bits: u32) -> Rights {
+pub(crate) fn rights_of(bits: u32) -> Rights {
     let mut r = Rights::empty();
     if bits & L4_FPAGE_RO != 0 {
         r |= Rights::READ;
@@ -127,7 +85,7 @@ fn rights_of(bits: u32) -> Rights {
     r
 }
 
-fn bits_of(r: Rights) -> u32 {
+pub(crate) fn bits_of(r: Rights) -> u32 {
     let mut b = 0;
     if r.contains(Rights::READ) {
         b |= L4_FPAGE_RO;
@@ -141,7 +99,7 @@ fn bits_of(r: Rights) -> u32 {
     b
 }
 
-fn vaddr(a: usize) -> Result<VirtAddr, c_int> {
+pub(crate) fn vaddr(a: usize) -> Result<VirtAddr, c_int> {
     VirtAddr::try_new(a).map_err(|_| neg(L4_EINVAL))
 }
 
@@ -154,42 +112,87 @@ pub extern "C" fn l4re_util_cap_alloc() -> l4_cap_idx_t {
     with(|s| s.caps.alloc().unwrap_or(L4_INVALID_CAP)).unwrap_or(L4_INVALID_CAP)
 }
 
-/// `l4re_util_cap_free`: frees the slot `cap`; the dataspace it holds loses this handle (its
-/// memory goes once no region shows it). A bad slot is ignored.
+/// `l4re_util_cap_free`: frees the slot `cap`. A dataspace it holds loses this handle (its
+/// memory goes once no region shows it); a factory it holds is destroyed, its limit given
+/// back to its parent, once no dataspace or factory is charged to it. A bad slot, and the
+/// root allocator's (`l4re_env()->mem_alloc`), are ignored.
 #[unsafe(no_mangle)]
 pub extern "C" fn l4re_util_cap_free(cap: l4_cap_idx_t) {
     let _ = with(|s| {
-        if let Ok(Some(ds)) = s.caps.free(cap) {
-            let _ = s.system.lock(|st| st.manager.close(ME, ds));
+        if cap == ROOT_FACTORY_CAP {
+            return;
+        }
+        match s.caps.free(cap) {
+            Ok(Some(Object::Ds(ds))) => {
+                let _ = s.system.lock(|st| st.manager.close(ME, ds));
+            }
+            Ok(Some(Object::Factory(f))) => s.orphans.push(f),
+            Ok(None) | Err(_) => {}
         }
     });
 }
 
 // ---------------------------------------------------------------- memory allocator
 
+/// The factory in slot `cap`; `-L4_EINVAL` for a bad slot or one holding no factory.
+pub(crate) fn factory_of(s: &State, cap: l4_cap_idx_t) -> Result<FactoryId, c_int> {
+    match s.caps.get(cap) {
+        Ok(Some(Object::Factory(f))) => Ok(f),
+        _ => Err(neg(L4_EINVAL)),
+    }
+}
+
+/// Checks that slot `cap` is allocated and empty: `-L4_EINVAL` for a bad slot, `-L4_EBUSY`
+/// for one that holds an object.
+pub(crate) fn empty_slot(s: &State, cap: l4_cap_idx_t) -> Result<(), c_int> {
+    match s.caps.get(cap) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(neg(L4_EBUSY)),
+        Err(_) => Err(neg(L4_EINVAL)),
+    }
+}
+
 /// `l4re_ma_alloc`: `l4re_ma_alloc_align` with alignment 0 (a page).
 #[unsafe(no_mangle)]
 pub extern "C" fn l4re_ma_alloc(size: c_long, mem: l4re_ds_t, flags: c_ulong) -> c_long {
-    l4re_ma_alloc_align(size, mem, flags, 0)
+    l4re_ma_alloc_align_srv(ROOT_FACTORY_CAP, size, mem, flags, 0)
 }
 
-/// `l4re_ma_alloc_align`: a new anonymous dataspace of `size` bytes (lazily backed, page
-/// granular) into the empty slot `mem`. `flags`: `L4RE_MA_CONTINUOUS`, `L4RE_MA_PINNED`,
-/// `L4RE_MA_SUPER_PAGES`; `align` is log2 (at least a page, a superpage with
-/// `L4RE_MA_SUPER_PAGES`). A negative `size` with `L4RE_MA_CONTINUOUS` takes as much as
-/// possible, leaving `-size` bytes of the quota.
-///
-/// Returns `0`, `-L4_ERANGE` (size or alignment not supported), `-L4_ENOMEM` (no memory),
-/// `-L4_EINVAL` (a bad slot, unknown flags), `-L4_EBUSY` (the slot holds a dataspace).
+/// `l4re_ma_alloc_align`: `l4re_ma_alloc_align_srv` from the root allocator
+/// (`l4re_env()->mem_alloc`).
 #[unsafe(no_mangle)]
 pub extern "C" fn l4re_ma_alloc_align(size: c_long, mem: l4re_ds_t, flags: c_ulong, align: c_ulong) -> c_long {
+    l4re_ma_alloc_align_srv(ROOT_FACTORY_CAP, size, mem, flags, align)
+}
+
+/// `l4re_ma_alloc_srv`: `l4re_ma_alloc_align_srv` with alignment 0 (a page).
+#[unsafe(no_mangle)]
+pub extern "C" fn l4re_ma_alloc_srv(srv: l4_cap_idx_t, size: c_long, mem: l4re_ds_t, flags: c_ulong) -> c_long {
+    l4re_ma_alloc_align_srv(srv, size, mem, flags, 0)
+}
+
+/// `l4re_ma_alloc_align_srv`: a new anonymous dataspace of `size` bytes (lazily backed,
+/// page granular) from the allocator in slot `srv` (`l4re_env()->mem_alloc`, or a factory
+/// made by `l4_factory_create_factory`, whose quota it is charged to), into the empty slot
+/// `mem`. `flags`: `L4RE_MA_CONTINUOUS`, `L4RE_MA_PINNED`, `L4RE_MA_SUPER_PAGES`; `align` is
+/// log2 (at least a page, a superpage with `L4RE_MA_SUPER_PAGES`). A negative `size` with
+/// `L4RE_MA_CONTINUOUS` takes as much as possible, leaving `-size` bytes of the quota.
+///
+/// Returns `0`, `-L4_ERANGE` (size or alignment not supported), `-L4_ENOMEM` (no memory, or
+/// past the quota), `-L4_EINVAL` (a bad slot, `srv` holding no allocator, unknown flags),
+/// `-L4_EBUSY` (`mem` holds an object).
+#[unsafe(no_mangle)]
+pub extern "C" fn l4re_ma_alloc_align_srv(
+    srv: l4_cap_idx_t,
+    size: c_long,
+    mem: l4re_ds_t,
+    flags: c_ulong,
+    align: c_ulong,
+) -> c_long {
     let known = L4RE_MA_CONTINUOUS | L4RE_MA_PINNED | L4RE_MA_SUPER_PAGES;
     let code = run(|s| {
-        match s.caps.get(mem) {
-            Ok(None) => {}
-            Ok(Some(_)) => return Err(neg(L4_EBUSY)),
-            Err(_) => return Err(neg(L4_EINVAL)),
-        }
+        let factory = factory_of(s, srv)?;
+        empty_slot(s, mem)?;
         if flags & !known != 0 {
             return Err(neg(L4_EINVAL));
         }
@@ -197,21 +200,33 @@ pub extern "C" fn l4re_ma_alloc_align(size: c_long, mem: l4re_ds_t, flags: c_ulo
         let align = u32::try_from(align).unwrap_or(u32::MAX);
         let ds = s
             .system
-            .lock(|st| st.manager.alloc(FactoryId::ROOT, ME, i64::from(size), f, align, PhysAddr::zero()))
+            .lock(|st| st.manager.alloc(factory, ME, i64::from(size), f, align, PhysAddr::zero()))
             .map_err(|e| e.code())?;
-        let _ = s.caps.set(mem, Some(ds));
+        let _ = s.caps.set(mem, Some(Object::Ds(ds)));
         Ok(0)
     });
     c_long::from(code)
 }
 
-/// `l4re_ma_free`: closes the dataspace in slot `mem` and empties the slot (the memory goes
-/// once no region shows it). Returns `0` or `-L4_EINVAL` (a bad or empty slot).
+/// `l4re_ma_free`: `l4re_ma_free_srv` of the root allocator.
 #[unsafe(no_mangle)]
 pub extern "C" fn l4re_ma_free(mem: l4re_ds_t) -> c_long {
+    l4re_ma_free_srv(ROOT_FACTORY_CAP, mem)
+}
+
+/// `l4re_ma_free_srv`: closes the dataspace in slot `mem`, which the allocator in slot `srv`
+/// made, and empties the slot (the memory goes once no region shows it, and with it the
+/// charge to the allocator's quota). Returns `0` or `-L4_EINVAL` (a bad or empty slot, `srv`
+/// holding no allocator or not the one that made the dataspace).
+#[unsafe(no_mangle)]
+pub extern "C" fn l4re_ma_free_srv(srv: l4_cap_idx_t, mem: l4re_ds_t) -> c_long {
     let code = run(|s| {
+        let factory = factory_of(s, srv)?;
         let ds = ds_of(s, mem)?;
-        s.system.lock(|st| st.manager.close(ME, ds)).map_err(|e| e.code())?;
+        s.system.lock(|st| match st.manager.info(ds) {
+            Ok(i) if i.factory != factory => Err(neg(L4_EINVAL)),
+            _ => st.manager.close(ME, ds).map_err(|e| e.code()),
+        })?;
         let _ = s.caps.set(mem, None);
         Ok(0)
     });
@@ -326,32 +341,37 @@ fn copy_in(
     Ok(())
 }
 
-/// `l4re_ds_clear`: zeroes `size` bytes from `offset` (whole pages lose their memory).
-/// Returns `0` or a negated error code.
-#[unsafe(no_mangle)]
-pub extern "C" fn l4re_ds_clear(ds: l4re_ds_t, offset: l4re_ds_offset_t, size: l4re_ds_size_t) -> c_long {
+/// The manager of the hosted system.
+type HostManager = memkit_dataspace::Manager<PoolSource, memkit_host::RamRef>;
+
+/// Runs `op` on the dataspace in slot `ds` with the manager and its revoker: `0` or the
+/// code.
+fn change(
+    ds: l4re_ds_t,
+    op: impl FnOnce(&mut HostManager, DataspaceId, &mut memkit_host::SpacesRevoker<'_>) -> Result<(), c_int>,
+) -> c_long {
     c_long::from(run(|s| {
         let id = ds_of(s, ds)?;
         s.system.lock(|st| {
             let (m, mut r) = st.manager_and_revoker();
-            m.clear(ME, id, offset, size, &mut r).map_err(|e| e.code())
+            op(m, id, &mut r)
         })?;
         Ok(0)
     }))
+}
+
+/// `l4re_ds_clear`: zeroes `size` bytes from `offset` (whole pages lose their memory).
+/// Returns `0` or a negated error code.
+#[unsafe(no_mangle)]
+pub extern "C" fn l4re_ds_clear(ds: l4re_ds_t, offset: l4re_ds_offset_t, size: l4re_ds_size_t) -> c_long {
+    change(ds, |m, id, r| m.clear(ME, id, offset, size, r).map_err(|e| e.code()))
 }
 
 /// `l4re_ds_allocate`: gives every page of `size` bytes from `offset` its memory now.
 /// Returns `0` or a negated error code.
 #[unsafe(no_mangle)]
 pub extern "C" fn l4re_ds_allocate(ds: l4re_ds_t, offset: l4re_ds_offset_t, size: l4re_ds_size_t) -> c_long {
-    c_long::from(run(|s| {
-        let id = ds_of(s, ds)?;
-        s.system.lock(|st| {
-            let (m, mut r) = st.manager_and_revoker();
-            m.allocate(ME, id, offset, size, &mut r).map_err(|e| e.code())
-        })?;
-        Ok(0)
-    }))
+    change(ds, |m, id, r| m.allocate(ME, id, offset, size, r).map_err(|e| e.code()))
 }
 
 /// `l4re_ds_phys`: the physical address of `offset` in the dataspace into `*phys_addr`, and
@@ -378,207 +398,6 @@ pub unsafe extern "C" fn l4re_ds_phys(
         let _ = unsafe { ffi::put(phys_addr, addr.as_u64() as l4_addr_t) };
         // SAFETY: as above.
         let _ = unsafe { ffi::put(phys_size, len as crate::types::l4_size_t) };
-        Ok(0)
-    })
-}
-
-// ---------------------------------------------------------------- region map
-
-/// `l4re_rm_attach`: attaches `size` bytes of the dataspace in slot `mem` from `offs` on.
-/// `*start` is the fixed address, the search start with `L4RE_RM_F_SEARCH_ADDR` (0: the
-/// bottom of the address space) or an address in the area with `L4RE_RM_F_IN_AREA`; the
-/// region's address is written back to `*start`. `flags`: the region's rights
-/// (`L4RE_RM_F_R`, `_W`, `_X`; at most the handle's), `L4RE_RM_F_SEARCH_ADDR`,
-/// `L4RE_RM_F_IN_AREA`, `L4RE_RM_F_EAGER_MAP`, cache bits (accepted). `align` is log2 (at
-/// least a page).
-///
-/// Returns `0`, `-L4_ENOENT` (no area), `-L4_EPERM` (rights beyond the handle's),
-/// `-L4_EINVAL` (a null `start`, a bad slot, bad flags), `-L4_EADDRNOTAVAIL` (the address is
-/// taken), `-L4_ENOMEM`.
-///
-/// # Safety
-/// A non-null `start` is valid for a read and a write.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn l4re_rm_attach(
-    start: *mut *mut c_void,
-    size: c_ulong,
-    flags: l4re_rm_flags_t,
-    mem: l4re_ds_t,
-    offs: l4re_rm_offset_t,
-    align: c_uchar,
-) -> c_int {
-    let known = L4RE_RM_F_RWX | L4RE_RM_F_CACHING | L4RE_RM_F_ATTACH_FLAGS;
-    run(|s| {
-        // SAFETY: a non-null start is valid for a read by the caller's contract.
-        let hint = unsafe { ffi::get(start) }.ok_or(neg(L4_EINVAL))? as usize;
-        if flags & !known != 0
-            || flags & L4RE_RM_F_ATTACH_FLAGS & !(L4RE_RM_F_SEARCH_ADDR | L4RE_RM_F_IN_AREA | L4RE_RM_F_EAGER_MAP) != 0
-        {
-            return Err(neg(L4_EINVAL));
-        }
-        let ds = ds_of(s, mem)?;
-        let size = usize::try_from(size).map_err(|_| neg(L4_EINVAL))?;
-        let space = s.space;
-        let window = s.system.lock(|st| st.region_map(space).map(|m| m.window_start())).map_err(|e| e.code())?;
-        let mut req = AttachRequest::new(ds, size, rights_of(flags)).offset(offs).align(align.max(PAGE_SHIFT as u8));
-        if flags & L4RE_RM_F_SEARCH_ADDR != 0 {
-            req = req.search(if hint == 0 { window } else { vaddr(hint)? });
-        } else {
-            req = req.at(vaddr(hint)?);
-        }
-        if flags & L4RE_RM_F_IN_AREA != 0 {
-            req = req.flags(Flags::IN_AREA);
-        }
-        if flags & L4RE_RM_F_EAGER_MAP != 0 {
-            req = req.flags(Flags::EAGER_MAP);
-        }
-        let addr = s.system.lock(|st| st.attach(space, &req)).map_err(|e| e.code())?.map_err(|e| e.code())?;
-        // SAFETY: non-null (read above), valid for a write by the caller's contract.
-        let _ = unsafe { ffi::put(start, addr.as_usize() as *mut c_void) };
-        Ok(0)
-    })
-}
-
-fn detach(s: &mut State, addr: usize) -> Result<(c_int, DataspaceId), c_int> {
-    let at = vaddr(addr)?;
-    let space = s.space;
-    let d = s
-        .system
-        .lock(|st| st.detach(space, at, 1, DetachFlags::OVERLAP))
-        .map_err(|e| e.code())?
-        .map_err(|e| e.code())?;
-    Ok((d.result as c_int | if d.again { L4RE_RM_DETACH_AGAIN } else { 0 }, d.dataspace))
-}
-
-/// `l4re_rm_detach`: detaches the region that contains `addr`. Returns the detach result
-/// (`L4RE_RM_DETACHED_DS`, ...) or `-L4_ENOENT` when no region contains it.
-#[unsafe(no_mangle)]
-pub extern "C" fn l4re_rm_detach(addr: *mut c_void) -> c_int {
-    run(|s| detach(s, addr as usize).map(|(r, _)| r))
-}
-
-/// `l4re_rm_detach_ds`: as `l4re_rm_detach`, and writes the slot holding the detached
-/// dataspace to `*ds` (`L4_INVALID_CAP` when no slot holds it) when `ds` is not null.
-///
-/// # Safety
-/// A non-null `ds` is valid for a write.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn l4re_rm_detach_ds(addr: *mut c_void, ds: *mut l4re_ds_t) -> c_int {
-    run(|s| {
-        let (r, id) = detach(s, addr as usize)?;
-        let cap = s.caps.find(id).unwrap_or(L4_INVALID_CAP);
-        // SAFETY: null is refused by put; otherwise valid by the caller's contract.
-        let _ = unsafe { ffi::put(ds, cap) };
-        Ok(r)
-    })
-}
-
-/// `l4re_rm_find`: the region overlapping `*addr .. *addr + *size`: its start, size, offset
-/// in the dataspace, flags (rights) and the slot holding the dataspace (`L4_INVALID_CAP`
-/// when none does) are written back. Returns `0`, `-L4_ENOENT` (no region there) or
-/// `-L4_EINVAL` (a null pointer, a zero size).
-///
-/// # Safety
-/// Non-null pointers are valid for reads and writes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn l4re_rm_find(
-    addr: *mut l4_addr_t,
-    size: *mut c_ulong,
-    offset: *mut l4re_rm_offset_t,
-    flags: *mut l4re_rm_flags_t,
-    m: *mut l4re_ds_t,
-) -> c_int {
-    run(|s| {
-        if offset.is_null() || flags.is_null() || m.is_null() {
-            return Err(neg(L4_EINVAL));
-        }
-        // SAFETY: a non-null addr is valid for a read by the caller's contract.
-        let a = unsafe { ffi::get(addr) }.ok_or(neg(L4_EINVAL))?;
-        // SAFETY: as above.
-        let n = unsafe { ffi::get(size) }.ok_or(neg(L4_EINVAL))?;
-        let at = vaddr(a as usize)?;
-        let space = s.space;
-        let found = s
-            .system
-            .lock(|st| st.region_map(space).map(|map| map.find(at, n as usize)))
-            .map_err(|e| e.code())?
-            .map_err(|e| e.code())?;
-        let Found::Region(r) = found else { return Err(neg(L4_ENOENT)) };
-        let cap = s.caps.find(r.dataspace).unwrap_or(L4_INVALID_CAP);
-        // SAFETY: each pointer is non-null (checked) and valid by the caller's contract.
-        let _ = unsafe { ffi::put(addr, r.start.as_usize() as l4_addr_t) };
-        // SAFETY: as above.
-        let _ = unsafe { ffi::put(size, r.size as c_ulong) };
-        // SAFETY: as above.
-        let _ = unsafe { ffi::put(offset, r.offset) };
-        // SAFETY: as above.
-        let _ = unsafe { ffi::put(flags, bits_of(r.rights)) };
-        // SAFETY: as above.
-        let _ = unsafe { ffi::put(m, cap) };
-        Ok(0)
-    })
-}
-
-/// `l4re_rm_reserve_area`: reserves `size` bytes of the address space at `*start`, or with
-/// `L4RE_RM_F_SEARCH_ADDR` searched from `*start` (0: the bottom) aligned to `2^align`; the
-/// area's start is written back. `L4RE_RM_F_RESERVED` makes an area no region may be
-/// attached in. Returns `0`, `-L4_EADDRNOTAVAIL`, `-L4_ENOMEM` (no room) or `-L4_EINVAL`.
-///
-/// # Safety
-/// A non-null `start` is valid for a read and a write.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn l4re_rm_reserve_area(
-    start: *mut l4_addr_t,
-    size: c_ulong,
-    flags: l4re_rm_flags_t,
-    align: c_uchar,
-) -> c_int {
-    run(|s| {
-        // SAFETY: a non-null start is valid for a read by the caller's contract.
-        let hint = unsafe { ffi::get(start) }.ok_or(neg(L4_EINVAL))? as usize;
-        if flags & !(L4RE_RM_F_SEARCH_ADDR | L4RE_RM_F_RESERVED) != 0 {
-            return Err(neg(L4_EINVAL));
-        }
-        let size = usize::try_from(size).map_err(|_| neg(L4_EINVAL))?;
-        let space = s.space;
-        let at = s
-            .system
-            .lock(|st| {
-                let window_start = st.region_map(space)?.window_start();
-                let mut f = Flags::empty();
-                if flags & L4RE_RM_F_RESERVED != 0 {
-                    f |= Flags::RESERVED;
-                }
-                let from = if flags & L4RE_RM_F_SEARCH_ADDR != 0 {
-                    f |= Flags::SEARCH_ADDR;
-                    if hint == 0 { window_start } else { VirtAddr::try_new(hint).unwrap_or(window_start) }
-                } else {
-                    match VirtAddr::try_new(hint) {
-                        Ok(v) => v,
-                        Err(_) => return Ok(Err(neg(L4_EINVAL))),
-                    }
-                };
-                let reserved = st.reserve_area(space, from, size, f, align.max(PAGE_SHIFT as u8), None)?;
-                Ok(reserved.map_err(|e| e.code()))
-            })
-            .map_err(|e: memkit_host::SystemError| e.code())??;
-        // SAFETY: non-null (read above), valid for a write by the caller's contract.
-        let _ = unsafe { ffi::put(start, at.as_usize() as l4_addr_t) };
-        Ok(0)
-    })
-}
-
-/// `l4re_rm_free_area`: frees the area starting at `addr` (its regions stay). Returns `0`
-/// or `-L4_ENOENT`.
-#[unsafe(no_mangle)]
-pub extern "C" fn l4re_rm_free_area(addr: l4_addr_t) -> c_int {
-    run(|s| {
-        let at = vaddr(addr as usize).map_err(|_| neg(L4_ENOENT))?;
-        let space = s.space;
-        s.system
-            .lock(|st| st.free_area(space, at).map(|r| r.map(drop)))
-            .map_err(|e| e.code())?
-            .map_err(|e| e.code())?;
         Ok(0)
     })
 }

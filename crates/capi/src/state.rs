@@ -8,15 +8,16 @@
 //! ```
 
 use core::ffi::c_int;
+use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
-use memkit_dataspace::ClientId;
+use memkit_dataspace::{ClientId, FactoryId};
 use memkit_heap::{AddressHeaps, DirectMapPageSource, KernelHeaps, RegionPageSource, SingleCpu};
 use memkit_host::{HostSpaceId, HostedMachine, PoolSource, System};
 use memkit_phys::Machine;
 
 use crate::errors::{L4_ENOMEM, neg};
-use crate::handles::CapTable;
+use crate::handles::{CapTable, Object};
 use crate::pmallocator::Headers;
 use crate::types::MEMKIT_CLIENT;
 
@@ -47,7 +48,19 @@ pub(crate) struct State {
     pub(crate) private_heaps: Vec<(&'static PrivateHeap, usize, usize)>,
     /// The headers of the physical allocators `pmallocator_init_region` made.
     pub(crate) phys: Headers,
+    /// The areas `l4rm_area_reserve*` made, by area id: each area's start. An id is never
+    /// given twice; the entry goes when its area is freed.
+    pub(crate) areas: BTreeMap<u32, usize>,
+    /// The next area id.
+    pub(crate) next_area: u32,
+    /// Factories whose slot was freed while dataspaces were still charged to them: each is
+    /// destroyed (its limit given back to its parent) once nothing is charged to it.
+    pub(crate) orphans: Vec<FactoryId>,
 }
+
+/// The slot of the root memory allocator (`l4re_env()->mem_alloc`): the first slot, which
+/// the boot fills and no call frees.
+pub(crate) const ROOT_FACTORY_CAP: crate::types::l4_cap_idx_t = 1 << crate::types::L4_CAP_SHIFT;
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
@@ -61,7 +74,38 @@ fn boot() -> Option<State> {
     let source: &'static DirectMapPageSource<PoolSource> = Box::leak(Box::new(ram.heap_page_source(pool.allocator())?));
     let heaps: &'static Heaps = Box::leak(Box::new(AddressHeaps::new(KernelHeaps::new(source, source, SingleCpu))));
     heaps.init(true).ok()?;
-    Some(State { system, space, caps: CapTable::new(), heaps, private_heaps: Vec::new(), phys: Headers::default() })
+    let mut caps = CapTable::new();
+    let root = caps.alloc().ok()?;
+    debug_assert_eq!(root, ROOT_FACTORY_CAP);
+    caps.set(root, Some(Object::Factory(FactoryId::ROOT))).ok()?;
+    Some(State {
+        system,
+        space,
+        caps,
+        heaps,
+        private_heaps: Vec::new(),
+        phys: Headers::default(),
+        areas: BTreeMap::new(),
+        next_area: 1,
+        orphans: Vec::new(),
+    })
+}
+
+impl State {
+    /// Destroys the orphaned factories that nothing is charged to any more.
+    fn reap_orphans(&mut self) {
+        let orphans = &mut self.orphans;
+        self.system.lock(|st| {
+            // A factory's children are charged to it: destroying one may free its parent.
+            loop {
+                let before = orphans.len();
+                orphans.retain(|&f| st.manager.destroy_factory(f).is_err() && st.manager.quota(f).is_some());
+                if orphans.len() == before {
+                    break;
+                }
+            }
+        });
+    }
 }
 
 /// Runs `f` on the booted system (booting it first); `-L4_ENOMEM` when it cannot boot.
@@ -72,8 +116,22 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut State) -> R) -> Result<R, c_int> {
         *guard = boot();
     }
     match guard.as_mut() {
-        Some(state) => Ok(f(state)),
+        Some(state) => {
+            let r = f(state);
+            if !state.orphans.is_empty() {
+                state.reap_orphans();
+            }
+            Ok(r)
+        }
         None => Err(neg(L4_ENOMEM)),
+    }
+}
+
+/// Runs `f` on the system: the boot error or `f`'s value or code, for the entries that
+/// return `0` (or a count) or a negated code.
+pub(crate) fn run(f: impl FnOnce(&mut State) -> Result<c_int, c_int>) -> c_int {
+    match with(f) {
+        Ok(Ok(v) | Err(v)) | Err(v) => v,
     }
 }
 
@@ -102,6 +160,17 @@ pub fn check_invariants() {
     let _ = with(|s| {
         s.caps.check_invariants();
         s.phys.check_invariants();
+        assert_eq!(s.caps.get(ROOT_FACTORY_CAP), Ok(Some(Object::Factory(FactoryId::ROOT))), "the root factory's slot");
+        assert!(s.areas.keys().all(|&id| id < s.next_area), "an area id at or past the next");
+        let listed = s.system.lock(|st| st.region_map(s.space).map(memkit_region::RegionMap::areas));
+        if let Ok(areas) = listed {
+            for (id, start) in &s.areas {
+                assert!(areas.iter().any(|a| a.start.as_usize() == *start), "area {id} at {start:#x} is no area");
+            }
+        }
+        for f in &s.orphans {
+            assert!(s.system.lock(|st| st.manager.quota(*f)).is_some_and(|q| q.used > 0), "orphan {f} is empty");
+        }
     });
 }
 

@@ -1,7 +1,7 @@
 //! The seeds' C types: L4's integer types, capability indices, DROPS's thread and dataspace
 //! ids, the allocator's memory areas.
 
-use core::ffi::{c_char, c_ulong};
+use core::ffi::{c_char, c_long, c_ulong};
 
 /// A virtual or physical address (`l4_addr_t`).
 pub type l4_addr_t = c_ulong;
@@ -122,3 +122,32 @@ unsafe impl Send for caddr_t {}
 
 /// An AIX heap handle (`heapaddr_t`), as `init_heap` returns it.
 pub type heapaddr_t = caddr_t;
+
+/// The result of an L4 object call (`l4_msgtag_t`): the call's result code is its label,
+/// read with `l4_error` (or `l4_msgtag_label`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct l4_msgtag_t {
+    /// The tag's word: the label (the result code) from bit 16 on.
+    pub raw: c_long,
+}
+
+/// The capabilities of the process's environment that memkit serves (`l4re_env_t`, as
+/// `l4re_env()` returns it).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct l4re_env_t {
+    /// The root memory allocator: a factory whose quota is all of memory.
+    pub mem_alloc: l4_cap_idx_t,
+}
+
+/// A range of virtual addresses (`L4Re::Rm::Range`, as `l4re_rm_get_regions` and
+/// `l4re_rm_get_areas` list them): from `start` to `end`, both included.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct l4re_rm_range_t {
+    /// The first byte.
+    pub start: l4_addr_t,
+    /// The last byte.
+    pub end: l4_addr_t,
+}

@@ -77,3 +77,18 @@ fn seed003_l4dm() {
 fn seed004_pmallocator() {
     run_c("seed004_pmallocator");
 }
+
+#[test]
+fn seed000_factory() {
+    run_c("seed000_factory");
+}
+
+#[test]
+fn seed001_rm_lists() {
+    run_c("seed001_rm_lists");
+}
+
+#[test]
+fn seed003_l4rm_areas() {
+    run_c("seed003_l4rm_areas");
+}

@@ -6,8 +6,11 @@ use core::ffi::{c_int, c_void};
 use core::ptr::{null, null_mut};
 
 use memkit::errors::*;
+use memkit::factory::*;
 use memkit::l4dm::*;
 use memkit::l4re::*;
+use memkit::l4re_rm::*;
+use memkit::l4rm::*;
 use memkit::pmallocator::*;
 use memkit::state::{check_all_invariants, check_invariants, memkit_init};
 use memkit::types::*;
@@ -58,6 +61,18 @@ fn l4re_entries_refuse_garbage() {
         // SAFETY: a valid in/out pointer.
         let r = unsafe { l4re_rm_attach(&mut start, 4096, L4RE_RM_F_SEARCH_ADDR | L4RE_RM_F_RW, cap, 0, 12) };
         assert_eq!(r, -L4_EINVAL);
+        let root = memkit::factory::l4re_env();
+        // SAFETY: l4re_env returns a valid pointer to a static.
+        let root = unsafe { (*root).mem_alloc };
+        assert_eq!(l4re_ma_alloc_srv(cap, 4096, empty, 0), e as _);
+        assert_eq!(l4re_ma_alloc_align_srv(cap, 4096, empty, 0, 12), e as _);
+        assert_eq!(l4re_ma_free_srv(cap, cap), e as _);
+        assert_eq!(l4re_ma_free_srv(root, cap), e as _);
+        assert_eq!(l4_error(l4_factory_create_factory(cap, empty, 4096)), e as _);
+        assert_eq!(l4_error(l4_factory_create_factory(root, cap, 4096)), e as _);
+        let (mut limit, mut used) = (0, 0);
+        // SAFETY: valid out-pointers.
+        assert_eq!(unsafe { memkit_factory_quota(cap, &mut limit, &mut used) }, -L4_EINVAL);
     }
     // An empty slot holds no dataspace.
     assert_eq!(l4re_ds_size(empty), (-L4_EINVAL as i64) as u64);
@@ -146,6 +161,19 @@ fn l4dm_entries_refuse_garbage() {
         assert_eq!(unsafe { l4dm_mem_phys_addr(d, 0, 1, pieces.as_mut_ptr(), 2, &mut ps) }, -L4_EINVAL);
         // SAFETY: as above.
         assert_eq!(unsafe { l4rm_attach(d, 4096, 0, L4DM_RW, &mut addr) }, -L4_EINVAL);
+        let at = 0x10_0000_0000usize as *const c_void;
+        // SAFETY: as above.
+        assert_eq!(unsafe { l4rm_attach_to_region(d, at, 4096, 0, L4DM_RW) }, -L4_EINVAL);
+        // SAFETY: as above.
+        assert_eq!(unsafe { l4dm_share(d, MEMKIT_CLIENT, L4DM_RO, &mut out) }, -L4_EINVAL);
+        let (mut at, mut area) = (0, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { l4rm_area_reserve(1 << 20, 0, &mut at, &mut area) }, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { l4rm_area_attach(d, area, 4096, 0, L4DM_RW, &mut addr) }, -L4_EINVAL);
+        // SAFETY: as above.
+        assert_eq!(unsafe { l4rm_area_attach_to_region(d, area, at as *const c_void, 4096, 0, L4DM_RW) }, -L4_EINVAL);
+        assert_eq!(l4rm_area_release(area), 0);
     }
     // Null where the entries read or write.
     // SAFETY: null is what is tried; the entries check it.
@@ -385,6 +413,35 @@ proptest! {
         let mut start = addr as *mut c_void;
         // SAFETY: a valid in/out pointer.
         let _ = unsafe { l4re_rm_attach(&mut start, n as _, id as u32, cap, n, (id >> 56) as u8) };
+        let _ = l4re_ma_alloc_srv(cap, n as _, id as _, n >> 32);
+        let _ = l4re_ma_free_srv(cap, id as _);
+        let _ = l4_error(l4_factory_create_factory(cap, id as _, n as _));
+        let _ = l4rm_area_release(n as u32);
+        let _ = l4rm_area_release_addr(addr as *const c_void);
+        let mut list = [l4re_rm_range_t::default(); 8];
+        // SAFETY: an array of 8.
+        let got = unsafe { l4re_rm_get_regions(addr as _, list.as_mut_ptr(), (n % 9) as _) };
+        prop_assert!((0..=8).contains(&got));
+        // SAFETY: as above.
+        let got = unsafe { l4re_rm_get_areas(addr as _, list.as_mut_ptr(), (n % 9) as _) };
+        prop_assert!((0..=8).contains(&got));
+        let mut out = L4DM_INVALID_DATASPACE;
+        // SAFETY: valid pointers.
+        let _ = unsafe { l4dm_share(&ds, MEMKIT_CLIENT, n as u32, &mut out) };
+        let mut at: *mut c_void = null_mut();
+        // SAFETY: valid pointers.
+        let _ = unsafe { l4rm_area_attach(&ds, id as u32, n as _, n as _, (n >> 32) as u32, &mut at) };
+        // SAFETY: a valid pointer.
+        let _ = unsafe { l4rm_area_attach_to_region(&ds, id as u32, addr as *const c_void, n as _, 0, n as u32) };
+        let (mut a, mut area) = (0, 0);
+        // SAFETY: valid pointers.
+        if unsafe { l4rm_area_reserve_region(addr as _, n as _, (n >> 40) as u32, &mut area) } == 0 {
+            prop_assert_eq!(l4rm_area_release(area), 0);
+        }
+        // SAFETY: valid pointers.
+        if unsafe { l4rm_area_reserve(n as _, id as u32, &mut a, &mut area) } == 0 {
+            prop_assert_eq!(l4rm_area_release_addr(a as *const c_void), 0);
+        }
         prop_assert_eq!(memkit_init(), 0);
         check_invariants();
     }

@@ -6,6 +6,7 @@ use core::ffi::c_void;
 use core::ptr::null_mut;
 
 use memkit::l4re::*;
+use memkit::l4re_rm::*;
 use memkit::state::check_all_invariants;
 use memkit::xmalloc::*;
 

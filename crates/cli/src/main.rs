@@ -1,8 +1,8 @@
-//! The memkit command: see the library ([`memkit`]) and `memkit --help`.
+//! The memkit command: see the library ([`memkit_cli`]) and `memkit --help`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    memkit::command_line()
+    memkit_cli::command_line()
 }

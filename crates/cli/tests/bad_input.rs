@@ -7,8 +7,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use memkit::input;
-use memkit::scenario::{self, Runtime};
+use memkit_cli::input;
+use memkit_cli::scenario::{self, Runtime};
 use memkit_phys::{DEFAULT_MEMORY_MAP, Machine};
 
 /// The longest any one case may take.

@@ -22,6 +22,41 @@ use memkit_types::{PhysAddr, PhysPlacement};
 
 use crate::flags::{CopyLength, DmFlags};
 
+/// The by-name setters of a request, each `const`, taking the request by value and returning
+/// it: `set` stores the value in the field, `union` adds flags to the field's, `fixed` places
+/// the request at a fixed physical address.
+macro_rules! setters {
+    ($ty:ident { $( $(#[$doc:meta])* $name:ident($t:ty) => $kind:ident $($field:ident).+; )* }) => {
+        impl<'a> $ty<'a> {
+            $( setters!(@$kind $(#[$doc])* $name($t) => $($field).+); )*
+        }
+    };
+    (@set $(#[$doc:meta])* $name:ident($t:ty) => $($field:ident).+) => {
+        $(#[$doc])*
+        #[must_use]
+        pub const fn $name(mut self, value: $t) -> Self {
+            self.$($field).+ = value;
+            self
+        }
+    };
+    (@union $(#[$doc:meta])* $name:ident($t:ty) => $($field:ident).+) => {
+        $(#[$doc])*
+        #[must_use]
+        pub const fn $name(mut self, value: $t) -> Self {
+            self.$($field).+ = self.$($field).+.union(value);
+            self
+        }
+    };
+    (@fixed $(#[$doc:meta])* $name:ident($t:ty) => $($field:ident).+) => {
+        $(#[$doc])*
+        #[must_use]
+        pub const fn $name(mut self, value: $t) -> Self {
+            self.$($field).+ = PhysPlacement::Fixed(value);
+            self
+        }
+    };
+}
+
 /// The arguments of `l4dm_memphys_open` ([`Manager::memphys_open`](crate::Manager::memphys_open)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemphysOpenRequest<'a> {
@@ -39,48 +74,26 @@ pub struct MemphysOpenRequest<'a> {
     pub name: &'a str,
 }
 
-impl<'a> MemphysOpenRequest<'a> {
+impl MemphysOpenRequest<'_> {
     /// `size` bytes from pool `pool`, anywhere, page aligned, no flags, no name.
     #[must_use]
     pub const fn new(pool: u32, size: u64) -> Self {
         MemphysOpenRequest { pool, addr: PhysPlacement::AnyAddr, size, align: 0, flags: DmFlags::empty(), name: "" }
     }
-
-    /// At the fixed physical address `addr`.
-    #[must_use]
-    pub const fn at(mut self, addr: PhysAddr) -> Self {
-        self.addr = PhysPlacement::Fixed(addr);
-        self
-    }
-
-    /// At `addr`: a fixed address or anywhere.
-    #[must_use]
-    pub const fn placed(mut self, addr: PhysPlacement) -> Self {
-        self.addr = addr;
-        self
-    }
-
-    /// Aligned to 2^`align` bytes.
-    #[must_use]
-    pub const fn align(mut self, align: u32) -> Self {
-        self.align = align;
-        self
-    }
-
-    /// With these flags added.
-    #[must_use]
-    pub const fn flags(mut self, flags: DmFlags) -> Self {
-        self.flags = self.flags.union(flags);
-        self
-    }
-
-    /// Named `name`.
-    #[must_use]
-    pub const fn name(mut self, name: &'a str) -> Self {
-        self.name = name;
-        self
-    }
 }
+
+setters!(MemphysOpenRequest {
+    /// At the fixed physical address `addr`.
+    at(PhysAddr) => fixed addr;
+    /// At `addr`: a fixed address or anywhere.
+    placed(PhysPlacement) => set addr;
+    /// Aligned to 2^`align` bytes.
+    align(u32) => set align;
+    /// With these flags added.
+    flags(DmFlags) => union flags;
+    /// Named `name`.
+    name(&'a str) => set name;
+});
 
 /// The arguments of `l4dm_copy_long` ([`Manager::copy_long`](crate::Manager::copy_long)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,27 +110,20 @@ pub struct CopyRequest<'a> {
     pub name: &'a str,
 }
 
-impl<'a> CopyRequest<'a> {
+impl CopyRequest<'_> {
     /// `num` bytes from `src_offs` of the source to `dst_offs` of the copy, no flags, no name.
     #[must_use]
     pub const fn new(src_offs: u64, dst_offs: u64, num: CopyLength) -> Self {
         CopyRequest { src_offs, dst_offs, num, flags: DmFlags::empty(), name: "" }
     }
-
-    /// With these flags added.
-    #[must_use]
-    pub const fn flags(mut self, flags: DmFlags) -> Self {
-        self.flags = self.flags.union(flags);
-        self
-    }
-
-    /// Named `name`.
-    #[must_use]
-    pub const fn name(mut self, name: &'a str) -> Self {
-        self.name = name;
-        self
-    }
 }
+
+setters!(CopyRequest {
+    /// With these flags added.
+    flags(DmFlags) => union flags;
+    /// Named `name`.
+    name(&'a str) => set name;
+});
 
 /// The arguments of `l4dm_memphys_copy`
 /// ([`Manager::memphys_copy`](crate::Manager::memphys_copy)): a [`CopyRequest`] and where the
@@ -136,7 +142,7 @@ pub struct MemphysCopyRequest<'a> {
     pub dst_align: u32,
 }
 
-impl<'a> MemphysCopyRequest<'a> {
+impl MemphysCopyRequest<'_> {
     /// `num` bytes from `src_offs` of the source to `dst_offs` of a copy in pool `dst_pool`,
     /// anywhere, no larger than the copied bytes need, page aligned, no flags, no name.
     #[must_use]
@@ -149,49 +155,22 @@ impl<'a> MemphysCopyRequest<'a> {
             dst_align: 0,
         }
     }
-
-    /// At the fixed physical address `addr`.
-    #[must_use]
-    pub const fn at(mut self, addr: PhysAddr) -> Self {
-        self.dst_addr = PhysPlacement::Fixed(addr);
-        self
-    }
-
-    /// At `addr`: a fixed address or anywhere.
-    #[must_use]
-    pub const fn placed(mut self, addr: PhysPlacement) -> Self {
-        self.dst_addr = addr;
-        self
-    }
-
-    /// At least `size` bytes large.
-    #[must_use]
-    pub const fn size(mut self, size: u64) -> Self {
-        self.dst_size = size;
-        self
-    }
-
-    /// Aligned to 2^`align` bytes.
-    #[must_use]
-    pub const fn align(mut self, align: u32) -> Self {
-        self.dst_align = align;
-        self
-    }
-
-    /// With these flags added.
-    #[must_use]
-    pub const fn flags(mut self, flags: DmFlags) -> Self {
-        self.copy = self.copy.flags(flags);
-        self
-    }
-
-    /// Named `name`.
-    #[must_use]
-    pub const fn name(mut self, name: &'a str) -> Self {
-        self.copy.name = name;
-        self
-    }
 }
+
+setters!(MemphysCopyRequest {
+    /// At the fixed physical address `addr`.
+    at(PhysAddr) => fixed dst_addr;
+    /// At `addr`: a fixed address or anywhere.
+    placed(PhysPlacement) => set dst_addr;
+    /// At least `size` bytes large.
+    size(u64) => set dst_size;
+    /// Aligned to 2^`align` bytes.
+    align(u32) => set dst_align;
+    /// With these flags added.
+    flags(DmFlags) => union copy.flags;
+    /// Named `name`.
+    name(&'a str) => set copy.name;
+});
 
 #[cfg(test)]
 mod tests {
