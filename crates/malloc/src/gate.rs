@@ -16,13 +16,17 @@
 //! The counters are spread over [`SLOTS`] cache lines (a thread keeps the slot it was given
 //! first), so threads entering at once do not share one line. The thread that forks may
 //! enter while the gate is closed (the atfork handlers registered before ours run after our
-//! prepare and may allocate): it is the only one inside then.
+//! prepare and may allocate): it is the only one inside then. The gate holds the forking
+//! thread's identity in one word, so that a signal handler that allocates on that thread
+//! at any point of prepare or release sees either the gate closed by its own thread (and
+//! enters) or the gate open: two words (closed, and who closed it) left a moment in
+//! release where the handler found the gate closed by nobody it knew and waited forever.
 //!
 //! # Unsafe
 //! `pthread_atfork` and `sched_getcpu` calls.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicUsize, Ordering::*};
 
 use memkit_heap::CpuId;
 
@@ -33,7 +37,8 @@ pub(crate) const SLOTS: usize = 32;
 struct Slot(AtomicUsize);
 
 static INSIDE: [Slot; SLOTS] = [const { Slot(AtomicUsize::new(0)) }; SLOTS];
-static FORKING: AtomicBool = AtomicBool::new(false);
+/// The forking thread's identity ([`me`]) while the gate is closed, 0 while it is open.
+static FORKING: AtomicUsize = AtomicUsize::new(0);
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
@@ -41,8 +46,14 @@ thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
     /// This thread's slot plus one (0: none yet).
     static SLOT: Cell<usize> = const { Cell::new(0) };
-    /// Whether this thread closed the fork gate.
-    static FORKER: Cell<bool> = const { Cell::new(false) };
+    /// A byte whose address names this thread ([`me`]).
+    static ME: u8 = const { 0 };
+}
+
+/// This thread's identity: the address of its own thread-local byte, never 0.
+#[inline]
+fn me() -> usize {
+    ME.with(|b| core::ptr::from_ref(b) as usize)
 }
 
 /// The outcome of [`enter`].
@@ -91,11 +102,12 @@ pub(crate) fn enter() -> Entry {
     let counter = &INSIDE[slot % SLOTS];
     loop {
         counter.0.fetch_add(1, SeqCst);
-        if !FORKING.load(SeqCst) || FORKER.get() {
+        let forker = FORKING.load(SeqCst);
+        if forker == 0 || forker == me() {
             return Entry::Entered(Entered { slot });
         }
         counter.0.fetch_sub(1, SeqCst);
-        while FORKING.load(Relaxed) {
+        while FORKING.load(Relaxed) != 0 {
             core::hint::spin_loop();
         }
     }
@@ -112,10 +124,10 @@ extern "C" fn prepare() {
         // heap's state is this thread's own, half-changed; nothing can be waited for.
         return;
     }
-    while FORKING.compare_exchange(false, true, SeqCst, Relaxed).is_err() {
+    let me = me();
+    while FORKING.compare_exchange(0, me, SeqCst, Relaxed).is_err() {
         core::hint::spin_loop();
     }
-    FORKER.set(true);
     for s in &INSIDE {
         while s.0.load(SeqCst) != 0 {
             core::hint::spin_loop();
@@ -124,10 +136,9 @@ extern "C" fn prepare() {
 }
 
 extern "C" fn release() {
-    if FORKER.get() {
-        FORKER.set(false);
-        FORKING.store(false, SeqCst);
-    }
+    // One compare-exchange: a signal handler on this thread sees the gate either closed by
+    // its own thread or open.
+    let _ = FORKING.compare_exchange(me(), 0, SeqCst, Relaxed);
 }
 
 /// Registers the fork handlers (once, from the library's constructor).

@@ -7,9 +7,11 @@
 //! The library is the cdylib cargo builds next to this test's profile directory; when it is
 //! not there (a test run that did not build it), the test builds it first.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 fn programs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
@@ -60,13 +62,47 @@ fn have(tool: &str) -> bool {
     found
 }
 
+/// How long a program may run: a hang (a deadlock in the preloaded malloc) fails the test
+/// instead of stopping the test run.
+const LIMIT: Duration = Duration::from_secs(600);
+
+/// The program's output; it is killed, and the test fails, when it runs longer than `limit`.
+fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the program starts");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the program") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still ran after {limit:?}: killed (a hang)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: out.join().expect("reader"), stderr: err.join().expect("reader") }
+}
+
 fn run(mut cmd: Command, preload: bool) -> Output {
     if preload {
         cmd.env("LD_PRELOAD", library());
     } else {
         cmd.env_remove("LD_PRELOAD");
     }
-    let out = cmd.output().expect("the program starts");
+    let out = output_within(&mut cmd, LIMIT);
     assert!(
         out.status.success(),
         "{:?} (preloaded: {preload}) failed: {}\n{}",
