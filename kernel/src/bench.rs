@@ -77,7 +77,10 @@ pub(crate) fn run(frames: &'static KernelFrames, kernel_root: Frame) {
             Err(e) => println!("| {pages} pages | failed: {} (line {}) | | | |", e.what, e.line),
         }
     }
-    println!("| one operation across {} regions | rounds of IPIs | IPIs | pages flushed one by one | full flushes |", ktests::REGIONS);
+    println!(
+        "| one operation across {} regions | rounds of IPIs | IPIs | pages flushed one by one | full flushes |",
+        ktests::REGIONS
+    );
     println!("|---|---|---|---|---|");
     for op in [ktests::Across::CowCopy, ktests::Across::Protect, ktests::Across::Shrink] {
         match ktests::across_regions_shootdown(frames, kernel_root, op) {
@@ -85,7 +88,10 @@ pub(crate) fn run(frames: &'static KernelFrames, kernel_root: Frame) {
             Err(e) => println!("| {} | failed: {} (line {}) | | | |", op.name(), e.what, e.line),
         }
     }
-    println!("| CPUs faulting ({} pages each, one space, one lock) | faults per Gcycle | vs 1 CPU | rounds of IPIs (whole run) |", ktests::FAULT_PAGES);
+    println!(
+        "| CPUs faulting ({} pages each, one space, one lock) | faults per Gcycle | vs 1 CPU | rounds of IPIs (whole run) |",
+        ktests::FAULT_PAGES
+    );
     println!("|---|---|---|---|");
     let mut one = 0.0f64;
     let mut n = 1;

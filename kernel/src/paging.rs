@@ -527,7 +527,10 @@ impl<S: FrameSource + ?Sized> Mmu for PageTableMmu<'_, S> {
 
     fn map_large(&mut self, page: Page, frame: Frame, rights: Rights, cache: CacheMode) -> Result<TlbFlush, MapError> {
         let count = PageCount::new(LARGE_PAGES);
-        if !self.maps_large() || !page.number().is_multiple_of(LARGE_PAGES) || !frame.number().is_multiple_of(LARGE_PAGES as u64) {
+        if !self.maps_large()
+            || !page.number().is_multiple_of(LARGE_PAGES)
+            || !frame.number().is_multiple_of(LARGE_PAGES as u64)
+        {
             return Err(MapError::Unsupported(page));
         }
         self.check_range(page, count)?;

@@ -573,7 +573,8 @@ pub(crate) fn service_shootdown() {
         } else {
             let len = SHOOTDOWN.len.load(Ordering::SeqCst).min(TlbFlush::RANGES);
             for (start, count) in SHOOTDOWN.starts.iter().zip(&SHOOTDOWN.counts).take(len) {
-                let start = Page::containing_address(memkit_types::VirtAddr::new(start.load(Ordering::SeqCst) as usize));
+                let start =
+                    Page::containing_address(memkit_types::VirtAddr::new(start.load(Ordering::SeqCst) as usize));
                 flush_local(start, count.load(Ordering::SeqCst));
             }
         }

@@ -433,12 +433,15 @@ fn large_detach_while_reading(_: DataspaceId) -> TestResult {
         shared.set.attach(shared.id, &request).map_err(|_| fail("attach"))?
     };
     BASE.store(start.as_u64(), Ordering::SeqCst);
-    let marks = in_space(|| (0..512).try_for_each(|i| interrupts::probe_write(addr(start.as_u64() + (i * PAGE) as u64), i as u8)));
+    let marks = in_space(|| {
+        (0..512).try_for_each(|i| interrupts::probe_write(addr(start.as_u64() + (i * PAGE) as u64), i as u8))
+    });
     check!(marks.is_ok());
     {
         let shared = SHARED.lock();
         let shared = shared.as_ref().ok_or(fail("shared"))?;
-        let entry = shared.set.space(shared.id).ok_or(fail("space"))?.mmu.translate_entry(Page::containing_address(start));
+        let entry =
+            shared.set.space(shared.id).ok_or(fail("space"))?.mmu.translate_entry(Page::containing_address(start));
         check!(entry.is_some_and(|(_, size)| size == memkit_region::EntrySize::Large));
     }
     smp::run_on_all(

@@ -106,7 +106,9 @@ fn stamp(start: VirtAddr) -> Result<(), Fault> {
 
 /// Whether every page of the block from `start` but those in `skip` holds its mark.
 fn stamped(start: VirtAddr, skip: core::ops::Range<usize>) -> bool {
-    (0..LARGE_PAGES).filter(|i| !skip.contains(i)).all(|i| interrupts::probe_read(at(start, i * PAGE + 7)) == Ok(i as u8))
+    (0..LARGE_PAGES)
+        .filter(|i| !skip.contains(i))
+        .all(|i| interrupts::probe_read(at(start, i * PAGE + 7)) == Ok(i as u8))
 }
 
 /// A region at a 2 MiB-aligned address.
@@ -142,7 +144,10 @@ fn one_entry(frames: &'static KernelFrames, kernel_root: Frame) -> TestResult {
     check_eq!((result, served), (Ok(0), 1));
     check!(l.entry(at(start, 2 * BLOCK - PAGE)).is_some_and(|(_, s)| s == EntrySize::Large));
     l.set.check_invariants();
-    println!("    2 MiB: 2 faults for 1024 pages, {} page-table frames", l.set.space(l.id).ok_or(fail("space"))?.mmu.table_frames());
+    println!(
+        "    2 MiB: 2 faults for 1024 pages, {} page-table frames",
+        l.set.space(l.id).ok_or(fail("space"))?.mmu.table_frames()
+    );
     // A whole detach: both entries flushed as such.
     let before = FLUSHES.large.load(core::sync::atomic::Ordering::SeqCst);
     check!(l.set.detach(l.id, start, 2 * BLOCK, DetachFlags::empty()).is_ok());
