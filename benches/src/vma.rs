@@ -475,14 +475,18 @@ pub fn run(options: &Options) -> Report {
     let mut totals = [(0f64, 0usize); 3];
     let mut per_kind = [[(0f64, 0usize); 5]; 2];
     let mut largest: Option<Vec<Op>> = None;
-    // The cost of reading the clock around an operation, taken off the per-kind times.
-    let clock = {
-        let t = Instant::now();
-        for _ in 0..10_000 {
-            black_box(Instant::now());
-        }
-        t.elapsed().as_nanos() as f64 / 10_000.0
-    };
+    // The cost of reading the clock around an operation, taken off the per-kind times: the
+    // least of many batches, since a batch the scheduler interrupted reads high, and a high
+    // figure taken off every operation would hide the operations' own cost.
+    let clock = (0..64)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..256 {
+                black_box(Instant::now());
+            }
+            t.elapsed().as_nanos() as f64 / 256.0
+        })
+        .fold(f64::INFINITY, f64::min);
     for (name, text) in TRACES {
         let spaces = parse(text);
         let ops: usize = spaces.iter().map(Vec::len).sum();
@@ -523,10 +527,11 @@ pub fn run(options: &Options) -> Report {
             totals[i].0 += best[i];
             totals[i].1 += ops;
         }
-        // Per kind: each operation timed on its own (the clock's cost taken off).
-        for (i, imp) in [MEMKIT, BTREE].iter().enumerate() {
-            let mut sums = [(f64::INFINITY, 0usize); 5];
-            for _ in 0..rounds {
+        // Per kind: each operation timed on its own (the clock's cost taken off), memkit and
+        // the reference taking turns round by round.
+        let mut sums = [[(f64::INFINITY, 0usize); 5]; 2];
+        for _ in 0..rounds {
+            for (i, imp) in [MEMKIT, BTREE].iter().enumerate() {
                 let mut round = [(0f64, 0usize); 5];
                 for ops in &spaces {
                     let mut m = Memkit::new();
@@ -539,14 +544,16 @@ pub fn run(options: &Options) -> Report {
                 }
                 for k in 0..5 {
                     if round[k].1 > 0 {
-                        sums[k] = (sums[k].0.min(round[k].0), round[k].1);
+                        sums[i][k] = (sums[i][k].0.min(round[k].0), round[k].1);
                     }
                 }
             }
+        }
+        for i in 0..2 {
             for k in 0..5 {
-                if sums[k].1 > 0 {
-                    per_kind[i][k].0 += sums[k].0;
-                    per_kind[i][k].1 += sums[k].1;
+                if sums[i][k].1 > 0 {
+                    per_kind[i][k].0 += sums[i][k].0;
+                    per_kind[i][k].1 += sums[i][k].1;
                 }
             }
         }
