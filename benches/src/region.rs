@@ -356,7 +356,7 @@ pub fn run(options: &Options) -> Report {
         report.note(format!("{case}: memkit at 100 000 regions / at 100 = {:.2} (target <= 2)", ns(100_000) / ns(100)));
     }
     report.note(format!(
-        "fault: {best:.1} ns per fault scattered, {best_in_order:.1} in order (target <= 100); {allocations} heap \
+        "fault: {best:.1} ns per fault scattered, {best_in_order:.1} in order (target <= 50 scattered); {allocations} heap \
          allocations on the path (target 0)"
     ));
     report
