@@ -568,21 +568,22 @@ impl<S: FrameSource + ?Sized> Mmu for PageTableMmu<'_, S> {
         Ok(TlbFlush::large(page, count))
     }
 
-    /// One `invlpg` per 2 MiB entry, here and on every other CPU with this table active; a
-    /// whole-TLB flush beyond [`crate::smp::FULL_FLUSH_PAGES`] entries.
+    /// One `invlpg` per 2 MiB entry, here and on every other CPU with this table active, in
+    /// one round of IPIs; a whole-TLB flush beyond [`TlbFlush::RANGES`] entries.
     fn flush_large(&self, start: Page, count: PageCount) {
         let root = self.window.map(|_| self.root);
         let entries = count.get().div_ceil(LARGE_PAGES);
         crate::smp::FLUSHES.large.fetch_add(entries as u64, core::sync::atomic::Ordering::Relaxed);
-        if entries as u64 >= crate::smp::FULL_FLUSH_PAGES {
-            crate::smp::flush(root, start, count.get() as u64);
-            return;
-        }
+        // One address per entry (an invlpg of any address in a 2 MiB entry drops the whole
+        // entry), all in one round of IPIs; past the batch's ranges, the whole TLB.
+        let mut batch = TlbFlush::none();
         for k in 0..entries {
             if let Some(p) = nth(start, k * LARGE_PAGES) {
-                crate::smp::flush(root, p, 1);
+                batch.add_pages(p, PageCount::new(1));
             }
         }
+        crate::smp::flush_batch(root, &batch);
+        batch.ignore();
     }
 
     /// Flushes on this CPU and shoots the pages down on every other CPU that has this
