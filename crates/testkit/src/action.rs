@@ -191,6 +191,20 @@ pub enum Action {
         /// 0 gives everything back, else every k-th frame.
         every: u8,
     },
+    /// `mprotect` of pages of one region: regions split where the rights change and merge
+    /// where they match again.
+    Protect {
+        /// A space index.
+        space: u8,
+        /// A region index in that space.
+        region: u8,
+        /// The first page (modulo the region's pages).
+        from: u8,
+        /// Pages (1 up to the region's end).
+        pages: u8,
+        /// The new rights: read, read-write, read-execute, all three (modulo 4).
+        rights: u8,
+    },
 }
 
 impl Action {
@@ -266,7 +280,14 @@ impl Action {
                 len: rng.random_range(1..9000u32) as u16,
             },
             76..80 => Action::Touch { space: b(rng) },
-            80..92 => {
+            80..84 => Action::Protect {
+                space: b(rng),
+                region: b(rng),
+                from: if rng.random_bool(0.5) { 0 } else { b(rng) },
+                pages: if rng.random_bool(0.3) { 255 } else { b(rng) },
+                rights: b(rng),
+            },
+            84..92 => {
                 Action::Write { ds: b(rng), at: rng.random_range(0..7 * 4096u32) as u16, len: b(rng), value: b(rng) }
             }
             92..94 => Action::Hog { pool: if rng.random_bool(0.8) { 0 } else { b(rng) }, leave: b(rng) % 4 },

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use crate::ModelFrameSource;
 use memkit_dataspace::{Config, DataspaceId, Manager, PoolId, Revoker};
 use memkit_host::{HostRam, HostSpaceId, RamRef, System};
-use memkit_region::{AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, Translation};
-use memkit_types::{Access, Frame, FrameCount, PAGE_SIZE, Page, VirtAddr};
+use memkit_region::{AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, ProtectError, Translation};
+use memkit_types::{Access, Frame, FrameCount, PAGE_SIZE, Page, Rights, VirtAddr};
 
 use crate::Action;
 use crate::driver::{Counters, Driver, Failure, Skips};
@@ -108,6 +108,11 @@ impl Target for HostedSystem {
     ) -> Result<Detached<DataspaceId>, DetachError> {
         let id = self.spaces[space];
         self.sys.lock(|s| s.detach(id, start, size, flags)).unwrap_or(Err(DetachError::NoRegion(start)))
+    }
+
+    fn protect(&mut self, space: usize, start: VirtAddr, size: usize, rights: Rights) -> Result<(), ProtectError> {
+        let id = self.spaces[space];
+        self.sys.lock(|s| s.protect(id, start, size, rights)).unwrap_or(Err(ProtectError::NotMapped(start)))
     }
 
     fn reports_refused_access(&self) -> bool {

@@ -12,10 +12,10 @@ use crate::SparseRam;
 use memkit_dataspace::{Config, DataspaceId, Manager, PoolId, Revoker};
 use memkit_phys::{DirectMap, LockedAllocator, Machine, MemoryArea, Pools};
 use memkit_region::{
-    AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, RegionMap, SoftMmu, Translation,
+    AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, ProtectError, RegionMap, SoftMmu, Translation,
 };
 use memkit_spaces::{SpaceId, SpaceSet};
-use memkit_types::{Access, PAGE_SIZE, Page, PhysAddr, VirtAddr};
+use memkit_types::{Access, PAGE_SIZE, Page, PhysAddr, Rights, VirtAddr};
 
 use crate::Action;
 use crate::driver::{Counters, Driver, Failure, Skips};
@@ -103,6 +103,14 @@ impl<'a, 'h> Target for SoftSystem<'a, 'h> {
             memkit_spaces::SpaceError::Op(e) => e,
             // `NoSpace`, or an error a later spaces crate adds.
             _ => AttachError::UnknownDataspace,
+        })
+    }
+
+    fn protect(&mut self, space: usize, start: VirtAddr, size: usize, rights: Rights) -> Result<(), ProtectError> {
+        self.set.protect(SpaceId(space), start, size, rights).map_err(|e| match e {
+            memkit_spaces::SpaceError::Op(e) => e,
+            // `NoSpace`, or an error a later spaces crate adds.
+            _ => ProtectError::NotMapped(start),
         })
     }
 

@@ -8,8 +8,8 @@
 //! [`SpaceSet`]: memkit_spaces::SpaceSet
 
 use memkit_dataspace::{DataspaceId, Manager, PoolId, Revoker};
-use memkit_region::{AttachError, AttachRequest, DetachError, DetachFlags, Detached, Translation};
-use memkit_types::{Access, FrameSource, Page, PhysMemory, VirtAddr};
+use memkit_region::{AttachError, AttachRequest, DetachError, DetachFlags, Detached, ProtectError, Translation};
+use memkit_types::{Access, FrameSource, Page, PhysMemory, Rights, VirtAddr};
 
 /// How an access through a space ended when it did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,12 @@ pub trait Target {
     /// would end the process, so the driver asks [`would_resolve`](Target::would_resolve)
     /// instead of making it).
     fn reports_refused_access(&self) -> bool;
+
+    /// `mprotect` of `size` bytes from `start` in `space`.
+    ///
+    /// # Errors
+    /// The region map's.
+    fn protect(&mut self, space: usize, start: VirtAddr, size: usize, rights: Rights) -> Result<(), ProtectError>;
 
     /// Whether the system says an access would be resolved (`None`: it cannot say).
     fn would_resolve(&mut self, space: usize, addr: VirtAddr, access: Access) -> Option<bool>;

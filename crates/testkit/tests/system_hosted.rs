@@ -37,6 +37,8 @@ fn random_actions_match_the_model_on_the_hosted_runtime() {
         ("partial-page tails compared", total.partial_tail_pages_compared),
         ("DETACH_FREE clears", total.detach_free_clears),
         ("a dataspace twice in a space", total.attached_twice_in_a_space),
+        ("protects taking rights away", total.protect_took_rights),
+        ("protects splitting a region", total.protect_split),
     ] {
         assert!(n > 0, "the run never reached: {what}");
     }

@@ -47,6 +47,10 @@ fn random_actions_match_the_model_on_the_software_mmu() {
         ("closed while attached", total.closed_while_attached),
         ("zero-length copies", total.zero_length_copies),
         ("shared frames compared", total.shared_pages_compared),
+        ("protects", total.protected),
+        ("protects taking rights away", total.protect_took_rights),
+        ("protects splitting a region", total.protect_split),
+        ("protects merging regions", total.protect_merged),
     ];
     for (what, n) in must {
         assert!(n > 0, "the run never reached: {what}");

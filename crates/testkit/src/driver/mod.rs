@@ -84,11 +84,23 @@ struct ModelRegion {
     offset: u64,
     rights: Rights,
     free: bool,
+    eager: bool,
 }
 
 impl ModelRegion {
     fn end(&self) -> usize {
         self.start + self.pages * PAGE_SIZE
+    }
+
+    /// Whether `self` and `next` are one region to the region map ([`Action::Protect`]
+    /// merges them): adjacent, the same dataspace at contiguous offsets, the same rights
+    /// and flags.
+    fn merges_with(&self, next: &ModelRegion) -> bool {
+        self.end() == next.start
+            && self.ds == next.ds
+            && self.offset + (self.pages * PAGE_SIZE) as u64 == next.offset
+            && self.rights == next.rights
+            && (self.free, self.eager) == (next.free, next.eager)
     }
 }
 
@@ -139,6 +151,10 @@ pub struct Counters {
     pub shared_pages_compared: u64,
     pub skipped: u64,
     pub skipped_full: u64,
+    pub protected: u64,
+    pub protect_took_rights: u64,
+    pub protect_split: u64,
+    pub protect_merged: u64,
 }
 
 impl Counters {
@@ -174,6 +190,10 @@ impl Counters {
             detached_tail,
             detached_middle,
             detach_free_clears,
+            protected,
+            protect_took_rights,
+            protect_split,
+            protect_merged,
             stores,
             loads,
             cow_breaks,
@@ -455,6 +475,7 @@ impl<T: Target> Driver<T> {
             Action::Write { ds, at, len, value } => self.write(ds, at, len, value),
             Action::Hog { pool, leave } => self.hog(pool, leave),
             Action::Unhog { every } => self.unhog(every),
+            Action::Protect { space, region, from, pages, rights } => self.protect(space, region, from, pages, rights),
         }
     }
 

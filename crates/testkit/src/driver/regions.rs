@@ -78,7 +78,73 @@ impl<T: Target> Driver<T> {
         self.counters.attached += 1;
         self.counters.eager_attaches += u64::from(eager);
         self.counters.attached_twice_in_a_space += u64::from(self.regions[space].iter().any(|r| r.ds == id));
-        self.regions[space].push(ModelRegion { start: at, pages, ds: id, offset, rights, free });
+        self.regions[space].push(ModelRegion { start: at, pages, ds: id, offset, rights, free, eager });
+        Ok(())
+    }
+
+    /// `mprotect` of pages of one region. The model splits the region where the rights
+    /// change, then merges at every region edge from the range's start to its end where the
+    /// regions match ([`ModelRegion::merges_with`]), as the region map does.
+    pub(super) fn protect(&mut self, space: u8, region: u8, from: u8, pages: u8, code: u8) -> Check {
+        let Some((s, ri)) = self.region(space, region) else { return Ok(()) };
+        let r = self.regions[s][ri];
+        let first = usize::from(from) % r.pages;
+        let n = 1 + usize::from(pages) % (r.pages - first);
+        let rights = match code % 4 {
+            0 => Rights::READ,
+            1 => Rights::READ | Rights::WRITE,
+            2 => Rights::READ | Rights::EXECUTE,
+            _ => Rights::READ | Rights::WRITE | Rights::EXECUTE,
+        };
+        let (a, e) = (r.start + first * PAGE_SIZE, r.start + (first + n) * PAGE_SIZE);
+        let got = self.target.protect(s, VirtAddr::new(a), e - a, rights);
+        if !r.rights.contains(rights) && !self.ds(r.ds).open {
+            // Raising rights needs the dataspace's handle, and a closed one allows nothing.
+            return match got {
+                Err(memkit_region::ProtectError::PermissionDenied { .. }) => {
+                    self.counters.refused_requests += 1;
+                    Ok(())
+                }
+                other => fail(format!("protect of {a:#x}..{e:#x} of a closed dataspace to {rights:?}: {other:?}")),
+            };
+        }
+        if let Err(err) = got {
+            return fail(format!("protect of {a:#x}..{e:#x} to {rights:?}: {err}"));
+        }
+        self.counters.protected += 1;
+        self.counters.protect_took_rights += u64::from(!rights.contains(r.rights));
+        if r.rights != rights {
+            let mut pieces = Vec::new();
+            if a > r.start {
+                pieces.push(ModelRegion { pages: first, ..r });
+            }
+            pieces.push(ModelRegion { start: a, pages: n, offset: r.offset + (a - r.start) as u64, rights, ..r });
+            if e < r.end() {
+                pieces.push(ModelRegion {
+                    start: e,
+                    pages: (r.end() - e) / PAGE_SIZE,
+                    offset: r.offset + (e - r.start) as u64,
+                    ..r
+                });
+            }
+            self.counters.protect_split += u64::from(pieces.len() > 1);
+            self.regions[s].remove(ri);
+            self.regions[s].extend(pieces);
+        }
+        // Merge at the region edges in [a, e].
+        let list = &mut self.regions[s];
+        list.sort_by_key(|g| g.start);
+        let mut i = 0;
+        while i + 1 < list.len() {
+            let edge = list[i].end();
+            if edge >= a && edge <= e && list[i].merges_with(&list[i + 1]) {
+                list[i].pages += list[i + 1].pages;
+                list.remove(i + 1);
+                self.counters.protect_merged += 1;
+            } else {
+                i += 1;
+            }
+        }
         Ok(())
     }
 
