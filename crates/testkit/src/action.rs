@@ -205,6 +205,18 @@ pub enum Action {
         /// The new rights: read, read-write, read-execute, all three (modulo 4).
         rights: u8,
     },
+    /// `mremap` of a whole region in place: it grows into free bytes after it (merging with
+    /// the next region when they match) or gives its tail back.
+    Remap {
+        /// A space index.
+        space: u8,
+        /// A region index in that space.
+        region: u8,
+        /// Pages: grown by 1 to 4, or shrunk to 1 up to the region's pages less one.
+        pages: u8,
+        /// Grow (else shrink).
+        grow: bool,
+    },
 }
 
 impl Action {
@@ -273,7 +285,8 @@ impl Action {
                 len: b(rng),
                 value: b(rng),
             },
-            68..76 => Action::Load {
+            68..72 => Action::Remap { space: b(rng), region: b(rng), pages: b(rng), grow: rng.random_bool(0.6) },
+            72..76 => Action::Load {
                 space: b(rng),
                 region: b(rng),
                 at: rng.random_range(0..8 * 4096u32) as u16,

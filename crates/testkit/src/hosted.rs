@@ -12,7 +12,9 @@ use std::sync::Arc;
 use crate::ModelFrameSource;
 use memkit_dataspace::{Config, DataspaceId, Manager, PoolId, Revoker};
 use memkit_host::{HostRam, HostSpaceId, RamRef, System};
-use memkit_region::{AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, ProtectError, Translation};
+use memkit_region::{
+    AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, ProtectError, Remap, RemapError, Translation,
+};
 use memkit_types::{Access, Frame, FrameCount, PAGE_SIZE, Page, Rights, VirtAddr};
 
 use crate::Action;
@@ -113,6 +115,11 @@ impl Target for HostedSystem {
     fn protect(&mut self, space: usize, start: VirtAddr, size: usize, rights: Rights) -> Result<(), ProtectError> {
         let id = self.spaces[space];
         self.sys.lock(|s| s.protect(id, start, size, rights)).unwrap_or(Err(ProtectError::NotMapped(start)))
+    }
+
+    fn remap(&mut self, space: usize, start: VirtAddr, old: usize, new: usize) -> Result<VirtAddr, RemapError> {
+        let id = self.spaces[space];
+        self.sys.lock(|s| s.remap(id, start, old, new, Remap::InPlace)).unwrap_or(Err(RemapError::NotMapped(start)))
     }
 
     fn reports_refused_access(&self) -> bool {

@@ -12,7 +12,8 @@ use crate::SparseRam;
 use memkit_dataspace::{Config, DataspaceId, Manager, PoolId, Revoker};
 use memkit_phys::{DirectMap, LockedAllocator, Machine, MemoryArea, Pools};
 use memkit_region::{
-    AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, ProtectError, RegionMap, SoftMmu, Translation,
+    AttachError, AttachRequest, DetachError, DetachFlags, Detached, Mmu, ProtectError, RegionMap, Remap, RemapError,
+    SoftMmu, Translation,
 };
 use memkit_spaces::{SpaceId, SpaceSet};
 use memkit_types::{Access, PAGE_SIZE, Page, PhysAddr, Rights, VirtAddr};
@@ -111,6 +112,14 @@ impl<'a, 'h> Target for SoftSystem<'a, 'h> {
             memkit_spaces::SpaceError::Op(e) => e,
             // `NoSpace`, or an error a later spaces crate adds.
             _ => ProtectError::NotMapped(start),
+        })
+    }
+
+    fn remap(&mut self, space: usize, start: VirtAddr, old: usize, new: usize) -> Result<VirtAddr, RemapError> {
+        self.set.remap(SpaceId(space), start, old, new, Remap::InPlace).map_err(|e| match e {
+            memkit_spaces::SpaceError::Op(e) => e,
+            // `NoSpace`, or an error a later spaces crate adds.
+            _ => RemapError::NotMapped(start),
         })
     }
 

@@ -8,7 +8,9 @@
 //! [`SpaceSet`]: memkit_spaces::SpaceSet
 
 use memkit_dataspace::{DataspaceId, Manager, PoolId, Revoker};
-use memkit_region::{AttachError, AttachRequest, DetachError, DetachFlags, Detached, ProtectError, Translation};
+use memkit_region::{
+    AttachError, AttachRequest, DetachError, DetachFlags, Detached, ProtectError, RemapError, Translation,
+};
 use memkit_types::{Access, FrameSource, Page, PhysMemory, Rights, VirtAddr};
 
 /// How an access through a space ended when it did not succeed.
@@ -67,6 +69,12 @@ pub trait Target {
     /// # Errors
     /// The region map's.
     fn protect(&mut self, space: usize, start: VirtAddr, size: usize, rights: Rights) -> Result<(), ProtectError>;
+
+    /// `mremap` in place of the region at `start` from `old` to `new` bytes in `space`.
+    ///
+    /// # Errors
+    /// The region map's.
+    fn remap(&mut self, space: usize, start: VirtAddr, old: usize, new: usize) -> Result<VirtAddr, RemapError>;
 
     /// Whether the system says an access would be resolved (`None`: it cannot say).
     fn would_resolve(&mut self, space: usize, addr: VirtAddr, access: Access) -> Option<bool>;

@@ -44,12 +44,14 @@ fn random_actions_match_the_model_on_the_hosted_runtime() {
     }
 }
 
-/// Seed 1's first 867 actions end with a touch of a space whose dataspace's pool has no free
-/// frame: the access must fail for want of memory (nothing else changes), and the model
-/// must expect that, not a resolved page.
+/// Seed 2's first 245 actions end with an access through a space whose dataspace's pool has
+/// no free frame: the access must fail for want of memory (nothing else changes), and the
+/// model must expect that, not a resolved page. (The action stream changes when the
+/// generator gains actions: then find the shortest prefix of a seed that reaches
+/// `fault_out_of_memory` again.)
 #[test]
 fn an_access_with_its_pool_dry_fails_for_want_of_memory() {
-    let (c, r) = run_hosted(random_actions(1, 867), Skips::default());
+    let (c, r) = run_hosted(random_actions(2, 245), Skips::default());
     if let Err(f) = r {
         panic!("{f:?}");
     }

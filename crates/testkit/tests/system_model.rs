@@ -51,6 +51,9 @@ fn random_actions_match_the_model_on_the_software_mmu() {
         ("protects taking rights away", total.protect_took_rights),
         ("protects splitting a region", total.protect_split),
         ("protects merging regions", total.protect_merged),
+        ("regions grown in place", total.remap_grown),
+        ("regions shrunk in place", total.remap_shrunk),
+        ("grows with no room", total.remap_no_room),
     ];
     for (what, n) in must {
         assert!(n > 0, "the run never reached: {what}");

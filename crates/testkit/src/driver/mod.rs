@@ -155,6 +155,10 @@ pub struct Counters {
     pub protect_took_rights: u64,
     pub protect_split: u64,
     pub protect_merged: u64,
+    pub remap_grown: u64,
+    pub remap_grown_merged: u64,
+    pub remap_shrunk: u64,
+    pub remap_no_room: u64,
 }
 
 impl Counters {
@@ -194,6 +198,10 @@ impl Counters {
             protect_took_rights,
             protect_split,
             protect_merged,
+            remap_grown,
+            remap_grown_merged,
+            remap_shrunk,
+            remap_no_room,
             stores,
             loads,
             cow_breaks,
@@ -476,6 +484,7 @@ impl<T: Target> Driver<T> {
             Action::Hog { pool, leave } => self.hog(pool, leave),
             Action::Unhog { every } => self.unhog(every),
             Action::Protect { space, region, from, pages, rights } => self.protect(space, region, from, pages, rights),
+            Action::Remap { space, region, pages, grow } => self.remap(space, region, pages, grow),
         }
     }
 

@@ -148,6 +148,52 @@ impl<T: Target> Driver<T> {
         Ok(())
     }
 
+    /// `mremap` of a whole region in place. Regions that `DETACH_FREE`, map eagerly or show
+    /// a closed dataspace are left alone (a shrink would clear, a grow map, a closed one
+    /// refuse), and so is a one-page region asked to shrink.
+    pub(super) fn remap(&mut self, space: u8, region: u8, pages: u8, grow: bool) -> Check {
+        let Some((s, ri)) = self.region(space, region) else { return Ok(()) };
+        let r = self.regions[s][ri];
+        if r.free || r.eager || !self.ds(r.ds).open || (!grow && r.pages < 2) {
+            self.counters.skipped += 1;
+            return Ok(());
+        }
+        let new = if grow { r.pages + 1 + usize::from(pages) % 4 } else { 1 + usize::from(pages) % (r.pages - 1) };
+        let new_end = r.start + new * PAGE_SIZE;
+        let got = self.target.remap(s, VirtAddr::new(r.start), r.pages * PAGE_SIZE, new * PAGE_SIZE);
+        if grow {
+            let (wstart, wsize) = self.target.window(s);
+            let room =
+                new_end <= wstart + wsize && !self.regions[s].iter().any(|g| g.start >= r.end() && g.start < new_end);
+            if !room {
+                self.counters.remap_no_room += 1;
+                return match got {
+                    Err(_) => Ok(()),
+                    Ok(at) => fail(format!("remap of {:#x} grew to {new} pages at {at} with no room", r.start)),
+                };
+            }
+        }
+        match got {
+            Ok(at) if at.as_usize() == r.start => {}
+            other => return fail(format!("remap of {:#x} from {} to {new} pages: {other:?}", r.start, r.pages)),
+        }
+        self.regions[s][ri].pages = new;
+        if grow {
+            self.counters.remap_grown += 1;
+            let grown = self.regions[s][ri];
+            if let Some(ni) = self.regions[s].iter().position(|g| g.start == new_end)
+                && grown.merges_with(&self.regions[s][ni])
+            {
+                self.regions[s][ri].pages += self.regions[s][ni].pages;
+                self.regions[s].remove(ni);
+                self.counters.remap_grown_merged += 1;
+            }
+        } else {
+            self.counters.remap_shrunk += 1;
+        }
+        Ok(())
+    }
+
     pub(super) fn region(&self, space: u8, region: u8) -> Option<(usize, usize)> {
         let s = space as usize % self.regions.len();
         let n = self.regions[s].len();
