@@ -229,16 +229,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             if r.start > at {
                 return Err(ProtectError::NotMapped(VirtAddr::new(at)));
             }
-            if !r.value.rights.contains(rights) {
-                let allowed = backing.rights(r.value.dataspace).unwrap_or_default();
-                if !allowed.contains(rights) {
-                    return Err(ProtectError::PermissionDenied {
-                        region: VirtAddr::new(r.start),
-                        requested: rights,
-                        allowed,
-                    });
-                }
-            }
+            Self::may_raise(backing, &r, rights)?;
             reduce |= !rights.contains(r.value.rights);
             at = r.end;
         }
@@ -279,6 +270,24 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         Ok(flush)
     }
 
+    /// Whether region `r` may take `rights`: rights it lacks need the dataspace handle to
+    /// allow them (a closed dataspace allows none).
+    fn may_raise<B: Backing<Id = Id> + ?Sized>(
+        backing: &B,
+        r: &Entry<RegionData<Id>>,
+        rights: Rights,
+    ) -> Result<(), ProtectError> {
+        if r.value.rights.contains(rights) {
+            return Ok(());
+        }
+        let allowed = backing.rights(r.value.dataspace).unwrap_or_default();
+        if allowed.contains(rights) {
+            Ok(())
+        } else {
+            Err(ProtectError::PermissionDenied { region: VirtAddr::new(r.start), requested: rights, allowed })
+        }
+    }
+
     /// [`protect`](Self::protect) of `[s, e)` within the region at `c`: the region is
     /// replaced by its head, the changed part (merged with its neighbours where they match)
     /// and its tail in one splice, and the backing is told each step as a split, a change
@@ -298,16 +307,7 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
     {
         let g = self.regions.at(c);
         let d = g.value;
-        if !d.rights.contains(rights) {
-            let allowed = backing.rights(d.dataspace).unwrap_or_default();
-            if !allowed.contains(rights) {
-                return Err(ProtectError::PermissionDenied {
-                    region: VirtAddr::new(g.start),
-                    requested: rights,
-                    allowed,
-                });
-            }
-        }
+        Self::may_raise(backing, &g, rights)?;
         let mut flush = TlbFlush::new(page(s), PageCount::new(0));
         if !rights.contains(d.rights) {
             mmu.restrict(page(s), pages(e - s), rights).map_err(ProtectError::Mmu)?.ignore();
