@@ -606,3 +606,30 @@ pub fn run(options: &Options) -> Report {
     report.note(format!("per-kind times: each operation timed alone, {clock:.0} ns of clock reading taken off"));
     report
 }
+
+/// Replays every trace `rounds` times into one implementation (`memkit`, `BTreeMap` or
+/// `memory_set`), for profiles and instruction counts; returns the operations replayed, or
+/// `None` for an unknown name.
+#[must_use]
+pub fn replay_one(who: &str, rounds: usize) -> Option<usize> {
+    let all: Vec<Vec<Vec<Op>>> = TRACES.iter().map(|(_, text)| parse(text)).collect();
+    let mut ops = 0;
+    for _ in 0..rounds {
+        for spaces in &all {
+            for space in spaces {
+                let mut m = Memkit::new();
+                let mut r = Reference { map: BTreeMap::new(), next: 0 };
+                let mut s = MemSet(MemorySet::new());
+                let v: &mut dyn Vmas = match who {
+                    MEMKIT => &mut m,
+                    BTREE => &mut r,
+                    MEMORY_SET => &mut s,
+                    _ => return None,
+                };
+                black_box(replay(v, space, |_, _| {}));
+                ops += space.len();
+            }
+        }
+    }
+    Some(ops)
+}
