@@ -880,14 +880,29 @@ impl<V: Copy> GapTree<V> {
     /// Inserts `[start, end)`; the caller has checked that it overlaps nothing.
     pub(crate) fn insert(&mut self, start: usize, end: usize, value: V) {
         debug_assert!(start < end && self.uncounted(|t| !t.overlaps(start, end)));
-        *self.last_hit.get_mut() = NIL;
+        let inserted = self.insert_checked::<false>(start, end, value);
+        debug_assert!(inserted);
+    }
+
+    /// Inserts `[start, end)` carrying `value` if it overlaps no interval: the check and the
+    /// insertion in one descent (the leaf that takes the row holds its predecessor, and its
+    /// successor is there or first in the next leaf). False, and nothing changed, if it
+    /// overlaps one.
+    pub(crate) fn insert_free(&mut self, start: usize, end: usize, value: V) -> bool {
+        debug_assert!(start < end);
+        self.insert_checked::<true>(start, end, value)
+    }
+
+    fn insert_checked<const CHECK: bool>(&mut self, start: usize, end: usize, value: V) -> bool {
         if self.root == NIL {
             self.root = self.leaves.allocate();
             self.height = 0;
         }
         let row = Row { lo: start, hi: end, gap: 0, child: NIL, value: Some(value) };
         self.descended();
-        if let Some(split) = self.insert_at(self.root, self.height, row) {
+        let Ok(split) = self.insert_at::<CHECK>(self.root, self.height, row) else { return false };
+        *self.last_hit.get_mut() = NIL;
+        if let Some(split) = split {
             let (old, root) = (self.root, self.inner.allocate::<V>());
             let (a, b) = (self.row_of(old, self.height), self.row_of(split, self.height));
             self.inner.get_mut(root).insert(0, a);
@@ -898,32 +913,48 @@ impl<V: Copy> GapTree<V> {
         }
         self.len += 1;
         self.size_hints();
+        true
     }
 
     /// Inserts `row` into the subtree of node `i` at height `h`; returns the new right
-    /// sibling of `i` if `i` had to split.
-    fn insert_at(&mut self, i: u32, h: usize, row: Row<V>) -> Option<u32> {
+    /// sibling of `i` if `i` had to split. With `CHECK`, refuses (changing nothing) a row
+    /// that overlaps one of the tree.
+    fn insert_at<const CHECK: bool>(&mut self, i: u32, h: usize, row: Row<V>) -> Result<Option<u32>, ()> {
         if h == 0 {
-            let p = self.leaf(i).count_le(row.lo);
-            let r = self.leaves.put(i, p, row)?;
+            let leaf = self.leaf(i);
+            let p = leaf.count_le(row.lo);
+            if CHECK {
+                // Every internal row routes by its subtree's smallest start, so the
+                // interval before `row.lo`, if any, is in this leaf.
+                let before = p > 0 && leaf.keys.hi[p - 1] > row.lo;
+                let after = if p < leaf.len() {
+                    leaf.keys.lo[p] < row.hi
+                } else {
+                    leaf.keys.next != NIL && self.leaf(leaf.keys.next).keys.lo[0] < row.hi
+                };
+                if before || after {
+                    return Err(());
+                }
+            }
+            let Some(r) = self.leaves.put(i, p, row) else { return Ok(None) };
             count!(self, splits, 0);
             let next = self.leaf(i).keys.next;
             self.leaves.get_mut(r).keys.next = next;
             self.leaves.get_mut(i).keys.next = r;
-            return Some(r);
+            return Ok(Some(r));
         }
         let c = Rows::<V>::count_le(self.inner.get(i), row.lo).saturating_sub(1);
         let child = self.inner.get(i).child[c];
-        let split = self.insert_at(child, h - 1, row);
+        let split = self.insert_at::<CHECK>(child, h - 1, row)?;
         let r = self.row_of(child, h - 1);
         self.inner.get_mut(i).update(c, r);
-        let s = split?;
+        let Some(s) = split else { return Ok(None) };
         let r = self.row_of(s, h - 1);
         let split = self.inner.put(i, c + 1, r);
         if split.is_some() {
             count!(self, splits, h);
         }
-        split
+        Ok(split)
     }
 
     /// Removes the interval starting at `start` and returns it.

@@ -93,7 +93,9 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         } else {
             (self.window_start, self.window_end, Which::Top)
         };
-        let at = if req.flags.contains(Flags::SEARCH_ADDR) {
+        let searched = req.flags.contains(Flags::SEARCH_ADDR);
+        let eager = req.flags.contains(Flags::EAGER_MAP);
+        let at = if searched {
             let hi = req.limit.map_or(hi, |l| hi.min(l.as_usize()));
             self.place(which, s.max(lo), hi, size, align).ok_or(AttachError::NoSpace(size))?
         } else {
@@ -101,9 +103,12 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
                 return Err(AttachError::Unaligned(req.start));
             }
             let end = s.checked_add(size).ok_or(AttachError::NotAvailable(req.start))?;
+            // A plain attach at an address checks for overlaps as it inserts (below),
+            // unless an eager mapping must come first.
             let taken = match which {
                 Which::Top if req.replace => self.areas.overlaps(s, end),
                 Which::Regions if req.replace => false,
+                _ if !eager => false,
                 Which::Top => self.top_overlaps(s, end),
                 Which::Regions => self.regions.overlaps(s, end),
             };
@@ -125,12 +130,18 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
             // until the new one is sure, and a failure leaves them to fault in again.
             mmu.unmap(page(at), pages(size)).map_err(AttachError::Mmu)?.flush(mmu);
         }
-        if req.flags.contains(Flags::EAGER_MAP) {
+        if eager {
             Self::map_eagerly(backing, mmu, at, size, &data)?;
         }
         let attachment = Attachment { start: VirtAddr::new(at), size, offset: req.offset, rights: req.rights };
         let new = Entry { start: at, end: at + size, value: data };
-        if req.replace && self.replace_within(backing, new) {
+        if !searched && !req.replace && !eager {
+            // One descent checks and inserts.
+            if !self.insert_free_region(at, at + size, data) {
+                return Err(AttachError::NotAvailable(req.start));
+            }
+            backing.attached(req.dataspace, attachment);
+        } else if req.replace && self.replace_within(backing, new) {
             backing.attached(req.dataspace, attachment);
         } else {
             if req.replace {
@@ -385,6 +396,19 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         if !d.in_area && self.top_kept {
             self.top.insert(start, end, ());
         }
+    }
+
+    /// Inserts a region unless it overlaps a region (in an area) or an area or a region
+    /// (outside areas): the check and the insertion in one descent of each tree.
+    fn insert_free_region(&mut self, start: usize, end: usize, d: RegionData<Id>) -> bool {
+        if d.in_area || !self.top_kept {
+            return self.regions.insert_free(start, end, d);
+        }
+        if !self.top.insert_free(start, end, ()) {
+            return false;
+        }
+        self.regions.insert(start, end, d);
+        true
     }
 
     /// Whether `[start, end)` overlaps an area or a region outside every area.

@@ -24,8 +24,10 @@ proptest! {
         let mut m = BTreeMap::new();
         for (s, len, insert) in ops {
             if insert {
-                if !t.overlaps(s, s + len) {
-                    t.insert(s, s + len, ());
+                // `insert_free` checks for overlaps itself: against the model.
+                let free = !m.iter().any(|(a, b)| *a < s + len && *b > s);
+                prop_assert_eq!(t.insert_free(s, s + len, ()), free);
+                if free {
                     m.insert(s, s + len);
                 }
             } else {
@@ -72,8 +74,15 @@ fn deep_tree_matches_a_btreemap() {
         // Grow for the first half, then shrink.
         let insert = ((x >> 40) % 8) < if step < STEPS / 2 { 6 } else { 2 };
         if insert {
-            if !t.overlaps(s, s + len) {
+            let free = !t.overlaps(s, s + len);
+            // Every other insertion checks for overlaps itself, in its one descent (its
+            // successor often first in the next leaf): it must agree with `overlaps`.
+            if step % 2 == 0 {
+                assert_eq!(t.insert_free(s, s + len, step), free, "insert_free of [{s:#x}, {:#x})", s + len);
+            } else if free {
                 t.insert(s, s + len, step);
+            }
+            if free {
                 m.insert(s, (s + len, step));
             }
         } else {
@@ -420,4 +429,29 @@ proptest! {
             prop_assert_eq!(got, want);
         }
     }
+}
+
+/// `insert_free` finds the interval after a new one first in the next leaf when the new
+/// one goes to the end of its leaf: refused at every boundary of a tree of several leaves
+/// where it would overlap the next interval, taken where it ends just before it.
+#[test]
+fn insert_free_sees_the_next_leaf() {
+    let mut t = GapTree::new();
+    let n = if cfg!(miri) { 70 } else { 1000 };
+    for k in 0..n {
+        t.insert(10 * k, 10 * k + 5, k);
+    }
+    assert!(t.height > 0, "several leaves");
+    for k in 0..n - 1 {
+        assert!(!t.insert_free(10 * k + 6, 10 * (k + 1) + 1, 0), "overlaps the interval at {}", 10 * (k + 1));
+        assert!(!t.insert_free(10 * k + 4, 10 * k + 6, 0), "overlaps the interval at {}", 10 * k);
+    }
+    assert_eq!(t.len(), n);
+    t.check_invariants();
+    for k in 0..n - 1 {
+        assert!(t.insert_free(10 * k + 6, 10 * (k + 1), n + k));
+    }
+    t.check_invariants();
+    assert_eq!(t.len(), 2 * n - 1);
+    assert!(!t.insert_free(0, 1, 0));
 }
