@@ -4,7 +4,7 @@
 //! first-fit frame source over a range of frames with fault injection (fail the k-th
 //! allocation), so a test can check that a failed operation leaks nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use memkit_types::{
@@ -91,14 +91,18 @@ impl PhysMemory for SparseRam {
 
 #[derive(Debug)]
 struct ModelState {
-    free: BTreeSet<u64>,
+    /// The free frames as maximal runs: first frame → one past the last. Adjacent runs are
+    /// always joined, so the frame at a run's end is allocated (or past the source).
+    free: BTreeMap<u64, u64>,
+    free_count: u64,
     allocations: u64,
     fail_at: Option<u64>,
 }
 
 /// A first-fit frame source over the frames `start .. start + count`, in plain Rust memory.
 ///
-/// It is slow (linear) and simple on purpose: it is the reference the tests trust.
+/// It is simple on purpose (a first-fit scan of the free runs in address order): it is the
+/// reference the tests trust.
 #[derive(Debug)]
 pub struct ModelFrameSource {
     start: u64,
@@ -110,11 +114,12 @@ impl ModelFrameSource {
     /// A source managing `count` frames from `start` on, all free.
     #[must_use]
     pub fn new(start: Frame, count: FrameCount) -> Self {
-        let free = (start.number()..start.number() + count.get()).collect();
+        let (first, n) = (start.number(), count.get());
+        let free = if n > 0 { BTreeMap::from([(first, first + n)]) } else { BTreeMap::new() };
         ModelFrameSource {
-            start: start.number(),
-            count: count.get(),
-            state: Mutex::new(ModelState { free, allocations: 0, fail_at: None }),
+            start: first,
+            count: n,
+            state: Mutex::new(ModelState { free, free_count: n, allocations: 0, fail_at: None }),
         }
     }
 
@@ -136,13 +141,42 @@ impl ModelFrameSource {
     #[must_use]
     pub fn is_allocated(&self, frame: Frame) -> bool {
         let n = frame.number();
-        n >= self.start && n < self.start + self.count && !self.state.lock().free.contains(&n)
+        n >= self.start && n < self.start + self.count && self.state.lock().run_containing(n).is_none()
     }
 
     fn injected_failure(s: &mut ModelState) -> bool {
         let k = s.allocations;
         s.allocations += 1;
         s.fail_at == Some(k)
+    }
+}
+
+impl ModelState {
+    /// The free run holding frame `n`.
+    fn run_containing(&self, n: u64) -> Option<(u64, u64)> {
+        self.free.range(..=n).next_back().map(|(&a, &b)| (a, b)).filter(|&(_, b)| n < b)
+    }
+
+    /// The first free frame of `[first, end)`.
+    fn first_free_in(&self, first: u64, end: u64) -> Option<u64> {
+        if self.run_containing(first).is_some() {
+            return Some(first);
+        }
+        self.free.range(first..end).next().map(|(&a, _)| a)
+    }
+
+    /// Takes `[first, end)`, which lies inside one free run.
+    fn take(&mut self, first: u64, end: u64) {
+        let (a, b) = self.run_containing(first).expect("taken from a free run");
+        debug_assert!(end <= b);
+        self.free.remove(&a);
+        if a < first {
+            self.free.insert(a, first);
+        }
+        if end < b {
+            self.free.insert(end, b);
+        }
+        self.free_count -= end - first;
     }
 }
 
@@ -155,24 +189,20 @@ impl FrameSource for ModelFrameSource {
         if Self::injected_failure(&mut s) {
             return Err(FrameSourceError::Exhausted(count));
         }
-        let step = align.frame_count().get();
-        let end = self.start + self.count;
-        let mut first = self.start.next_multiple_of(step);
-        while first + count.get() <= end {
-            if let Some(l) = limit
-                && (first + count.get()) << PAGE_SHIFT > l.as_u64()
-            {
-                break;
+        // The lowest aligned start whose frames are all free: the first run that holds
+        // one (runs are maximal, so no window spans two).
+        let (step, n) = (align.frame_count().get(), count.get());
+        let found = s.free.iter().find_map(|(&a, &b)| {
+            let first = a.next_multiple_of(step);
+            (first + n <= b).then_some(first)
+        });
+        match found {
+            Some(first) if limit.is_none_or(|l| (first + n) << PAGE_SHIFT <= l.as_u64()) => {
+                s.take(first, first + n);
+                Ok(Frame::from_number(first))
             }
-            if (first..first + count.get()).all(|n| s.free.contains(&n)) {
-                for n in first..first + count.get() {
-                    s.free.remove(&n);
-                }
-                return Ok(Frame::from_number(first));
-            }
-            first += step;
+            _ => Err(FrameSourceError::Exhausted(count)),
         }
-        Err(FrameSourceError::Exhausted(count))
     }
 
     fn allocate_at(&self, start: Frame, count: FrameCount) -> Result<(), FrameSourceError> {
@@ -184,13 +214,16 @@ impl FrameSource for ModelFrameSource {
         if Self::injected_failure(&mut s) {
             return Err(FrameSourceError::Exhausted(count));
         }
-        if let Some(taken) = (first..first + n).find(|f| !s.free.contains(f)) {
-            return Err(FrameSourceError::InUse(Frame::from_number(taken)));
+        match s.run_containing(first) {
+            Some((_, b)) if first + n <= b => {
+                s.take(first, first + n);
+                Ok(())
+            }
+            // The run ends inside the range (the frame at its end is allocated), or
+            // `first` itself is.
+            Some((_, b)) => Err(FrameSourceError::InUse(Frame::from_number(b))),
+            None => Err(FrameSourceError::InUse(Frame::from_number(first))),
         }
-        for f in first..first + n {
-            s.free.remove(&f);
-        }
-        Ok(())
     }
 
     fn free(&self, start: Frame, count: FrameCount) -> Result<(), FrameSourceError> {
@@ -199,15 +232,27 @@ impl FrameSource for ModelFrameSource {
             return Err(FrameSourceError::Invalid);
         }
         let mut s = self.state.lock();
-        if let Some(free) = (first..first + n).find(|f| s.free.contains(f)) {
+        if let Some(free) = s.first_free_in(first, first + n) {
             return Err(FrameSourceError::NotAllocated(Frame::from_number(free)));
         }
-        s.free.extend(first..first + n);
+        // Joined with the runs just before and just after.
+        let (mut a, mut b) = (first, first + n);
+        if let Some((&pa, &pb)) = s.free.range(..first).next_back()
+            && pb == first
+        {
+            s.free.remove(&pa);
+            a = pa;
+        }
+        if let Some(after) = s.free.remove(&b) {
+            b = after;
+        }
+        s.free.insert(a, b);
+        s.free_count += n;
         Ok(())
     }
 
     fn free_frames(&self) -> FrameCount {
-        FrameCount::new(self.state.lock().free.len() as u64)
+        FrameCount::new(self.state.lock().free_count)
     }
 
     fn total_frames(&self) -> FrameCount {
@@ -248,5 +293,99 @@ mod tests {
         assert_eq!(src.free(a, FrameCount::new(4)), Ok(()));
         assert_eq!(src.free(a, FrameCount::new(4)), Err(FrameSourceError::NotAllocated(a)));
         assert_eq!(src.free_frames(), FrameCount::new(15));
+    }
+
+    /// The free runs against one flag per frame, over random allocations (with orders and
+    /// limits), placed allocations and frees (of live, free and half-free ranges).
+    #[test]
+    fn model_source_matches_a_set_of_frames() {
+        use std::collections::BTreeSet;
+        let (start, count) = (5u64, 300u64);
+        let src = ModelFrameSource::new(Frame::from_number(start), FrameCount::new(count));
+        let mut free: BTreeSet<u64> = (start..start + count).collect();
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let steps = if cfg!(miri) { 300 } else { 20_000 };
+        for _ in 0..steps {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = x % 24 + 1;
+            let first = start + (x >> 8) % (count + 4) - 2;
+            match (x >> 32) % 4 {
+                0 | 1 => {
+                    let step = 1u64 << ((x >> 40) % 4);
+                    let limit = (x >> 44)
+                        .is_multiple_of(4)
+                        .then(|| PhysAddr::new(((x >> 46) % (start + count + 8)) << PAGE_SHIFT));
+                    let mut want = None;
+                    let mut f = start.next_multiple_of(step);
+                    while f + n <= start + count {
+                        if limit.is_some_and(|l| (f + n) << PAGE_SHIFT > l.as_u64()) {
+                            break;
+                        }
+                        if (f..f + n).all(|k| free.contains(&k)) {
+                            want = Some(f);
+                            break;
+                        }
+                        f += step;
+                    }
+                    let got = src.allocate(FrameCount::new(n), Order::new((step.trailing_zeros()) as u8), limit);
+                    assert_eq!(got.ok().map(Frame::number), want);
+                    if let Some(f) = want {
+                        (f..f + n).for_each(|k| assert!(free.remove(&k)));
+                        live.push((f, n));
+                    }
+                }
+                2 => {
+                    let got = src.allocate_at(Frame::from_number(first), FrameCount::new(n));
+                    if first < start || first + n > start + count {
+                        assert_eq!(got, Err(FrameSourceError::Invalid));
+                    } else if let Some(t) = (first..first + n).find(|k| !free.contains(k)) {
+                        assert_eq!(got, Err(FrameSourceError::InUse(Frame::from_number(t))));
+                    } else {
+                        assert_eq!(got, Ok(()));
+                        (first..first + n).for_each(|k| assert!(free.remove(&k)));
+                        live.push((first, n));
+                    }
+                }
+                _ => {
+                    // A live block, or any range (often partly free).
+                    let (f, n) = if !live.is_empty() && (x >> 50).is_multiple_of(2) {
+                        live.swap_remove((x >> 20) as usize % live.len())
+                    } else {
+                        (first, n)
+                    };
+                    let got = src.free(Frame::from_number(f), FrameCount::new(n));
+                    if f < start || f + n > start + count {
+                        assert_eq!(got, Err(FrameSourceError::Invalid));
+                    } else if let Some(k) = (f..f + n).find(|k| free.contains(k)) {
+                        assert_eq!(got, Err(FrameSourceError::NotAllocated(Frame::from_number(k))));
+                    } else {
+                        assert_eq!(got, Ok(()));
+                        free.extend(f..f + n);
+                        live.retain(|&(a, m)| a + m <= f || f + n <= a);
+                    }
+                }
+            }
+            assert_eq!(src.free_frames().get(), free.len() as u64);
+            let s = src.state.lock();
+            let runs: Vec<(u64, u64)> = s.free.iter().map(|(&a, &b)| (a, b)).collect();
+            drop(s);
+            let mut from_set: Vec<(u64, u64)> = Vec::new();
+            for &k in &free {
+                match from_set.last_mut() {
+                    Some(r) if r.1 == k => r.1 += 1,
+                    _ => from_set.push((k, k + 1)),
+                }
+            }
+            assert_eq!(runs, from_set, "maximal runs");
+            for k in [first, first + n] {
+                assert_eq!(
+                    src.is_allocated(Frame::from_number(k)),
+                    (start..start + count).contains(&k) && !free.contains(&k)
+                );
+            }
+        }
     }
 }
