@@ -84,7 +84,12 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 in_use[shard] += granules * GRANULE;
                 let g = &guards[shard];
                 let kept = g.kept_arenas[..g.empty_arenas].iter().filter(|&&k| k == id).count();
-                assert_eq!(kept, usize::from(used == 0), "empty arena {id} not kept (once), or kept in use");
+                assert_eq!(
+                    kept,
+                    usize::from(used == 0),
+                    "empty arena {id} not kept (once), or kept in use ({pages} pages, {missing} free blocks unlisted, {} kept)",
+                    g.empty_arenas
+                );
                 free_blocks[shard] += free;
                 unlisted[shard] += missing;
                 return;

@@ -190,7 +190,15 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         d.kind.store(KIND_ARENA, Release);
         PathCounters::bump(&self.counters.arenas_made);
         st.fit.add_arena(&arena);
-        self.take_fit(shard, st, size, align)
+        let got = self.take_fit(shard, st, size, align);
+        if arena.used() == 0 {
+            // The block came from another arena (a free block that a rescan listed again,
+            // found before the new one), or from none (the index had no entry left to list
+            // the new arena's free block and its pool could not grow). The new arena is
+            // empty: kept or given back as an emptied one is.
+            self.retire_empty_arena(map, id, &arena, st);
+        }
+        got
     }
 
     /// When the page source is dry: a block from the arenas of any shard.
@@ -216,14 +224,21 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let (used, granules) = st.fit.free(&arena, g);
         self.shards[shard].count(granules * GRANULE, false);
         if used == 0 {
-            if st.empty_arenas < EMPTY_ARENAS_KEEP {
-                st.kept_arenas[st.empty_arenas] = id;
-                st.empty_arenas += 1;
-            } else {
-                st.fit.remove_arena(&arena);
-                self.release_run(map, id);
-                PathCounters::bump(&self.counters.arenas_released);
-            }
+            self.retire_empty_arena(map, id, &arena, st);
+        }
+    }
+
+    /// Keeps the empty arena `id` when its shard (whose state `st` is locked) keeps fewer
+    /// than [`EMPTY_ARENAS_KEEP`] empty ones, else gives its pages back.
+    fn retire_empty_arena(&self, map: &PageMap, id: u32, arena: &Arena, st: &mut ShardState) {
+        debug_assert_eq!(arena.used(), 0);
+        if st.empty_arenas < EMPTY_ARENAS_KEEP {
+            st.kept_arenas[st.empty_arenas] = id;
+            st.empty_arenas += 1;
+        } else {
+            st.fit.remove_arena(arena);
+            self.release_run(map, id);
+            PathCounters::bump(&self.counters.arenas_released);
         }
     }
 }
