@@ -304,7 +304,13 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
         };
         let rows = [head.map(part), tail.map(part)];
         let (rows, n) = pack(rows, g);
-        self.splice_regions(g.start, 1, &rows[..n], d.in_area);
+        if n == 1 {
+            // A head or a tail stays: the row is rewritten where it is.
+            let r = rows[0];
+            self.update_region(g.start, r.start, r.end, r.value);
+        } else {
+            self.splice_regions(g.start, 1, &rows[..n], d.in_area);
+        }
         match (head, tail) {
             (Some(h), t) => {
                 backing.trimmed(d.dataspace, old, h);

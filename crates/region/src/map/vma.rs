@@ -471,7 +471,12 @@ impl<Id: Copy + Eq + core::fmt::Debug> RegionMap<Id> {
                     grown.end = n.end;
                     old_rows = 2;
                 }
-                self.splice_regions(g.start, old_rows, &[grown], d.in_area);
+                if old_rows == 1 {
+                    // Only the end changes: the row is rewritten where it is.
+                    self.update_region(g.start, g.start, grown.end, d);
+                } else {
+                    self.splice_regions(g.start, old_rows, &[grown], d.in_area);
+                }
                 self.generation += 1;
                 return Ok(start);
             }
