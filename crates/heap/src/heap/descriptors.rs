@@ -4,8 +4,10 @@
 //! # Unsafe
 //!
 //! A descriptor chunk is pages taken from the source, zeroed (all-zero atomics are valid
-//! descriptors) and then viewed as a `&'static [Descriptor]`: chunks are never given back
-//! while the heap lives, only by `release_all`, after which nothing reads them.
+//! descriptors) and then published (a pointer to its first descriptor, stored with Release
+//! under the pool's lock); a descriptor is read through a shared reference into it. Chunks
+//! are never given back while the heap lives, only by `release_all`, after which nothing
+//! reads them.
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
@@ -67,17 +69,21 @@ pub(super) struct PageMap {
     pub(super) own_pages: usize,
 }
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
-    #[inline]
-    pub(super) fn page_map(&self) -> Option<&PageMap> {
-        self.map.get().filter(|m| m.own_pages > 0)
-    }
-
-    #[inline]
+impl<P, C> Heap<P, C> {
+    #[inline(always)]
     pub(super) fn desc(&self, id: u32) -> Option<&Descriptor> {
         let i = (id as usize).checked_sub(1)?;
         let (k, slot) = chunk_slot(i);
-        self.chunks.get(k)?.get()?.get(slot)
+        let first = self.chunks.get(k)?.load(Acquire);
+        if first.is_null() {
+            return None;
+        }
+        // SAFETY: chunk `k` holds `FIRST_CHUNK << k` descriptors from `first` and `slot` is
+        // below that (`chunk_slot`).
+        let d = unsafe { first.add(slot) };
+        // SAFETY: they were zeroed (a valid descriptor) before `first` was published with
+        // Release; the chunk is kept until `release_all`, after which nothing reads it.
+        Some(unsafe { &*d })
     }
 
     /// The descriptor of an id this heap handed out (panics otherwise: an internal bug).
@@ -87,6 +93,13 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             Some(d) => d,
             None => panic!("descriptor {id} was never allocated"),
         }
+    }
+}
+
+impl<P: PageSource, C: CpuId> Heap<P, C> {
+    #[inline]
+    pub(super) fn page_map(&self) -> Option<&PageMap> {
+        self.map.get().filter(|m| m.own_pages > 0)
     }
 
     pub(super) fn new_descriptor(&self) -> Option<u32> {
@@ -101,16 +114,15 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         if chunk >= MAX_CHUNKS {
             return None;
         }
-        if !self.chunks[chunk].is_completed() {
+        if self.chunks[chunk].load(Acquire).is_null() {
             let len = FIRST_CHUNK << chunk;
             let mem = self.source.allocate_pages(chunk_pages(chunk), Order::new(0))?;
             let ptr = mem.as_ptr().cast::<Descriptor>();
             // SAFETY: the source gave us enough page-aligned bytes for `len` descriptors;
             // all-zero atomics are valid descriptors.
             unsafe { core::ptr::write_bytes(ptr, 0, len) };
-            // SAFETY: initialised above; kept until `release_all`, after which it is never used.
-            let chunk_ref: &'static [Descriptor] = unsafe { core::slice::from_raw_parts(ptr, len) };
-            self.chunks[chunk].call_once(|| chunk_ref);
+            // Made under the pool's lock, so once; kept until `release_all`.
+            self.chunks[chunk].store(ptr, Release);
             self.chunk_count.store(chunk + 1, Release);
         }
         pool.fresh += 1;

@@ -51,12 +51,12 @@
 
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering::*};
 
 use memkit_types::{Order, PAGE_SHIFT, PAGE_SIZE, PageCount, VirtAddr};
 use spin::{Mutex, Once};
 
-use self::descriptors::{Descriptor, PageMap, Pool, chunk_pages, chunk_slot};
+use self::descriptors::{Descriptor, PageMap, Pool, chunk_pages};
 use self::fit::arena_view;
 use self::pinning::PinTable;
 use self::spans::{ClassLists, MergeTable};
@@ -200,8 +200,10 @@ pub struct Heap<P, C = SingleCpu> {
     map: Once<PageMap>,
     shards: [Shard; SHARDS],
     pool: Mutex<Pool>,
-    /// Descriptor chunks, each handed out once and kept until [`Heap::release_all`].
-    chunks: [Once<&'static [Descriptor]>; MAX_CHUNKS],
+    /// Descriptor chunks: chunk `k`'s first descriptor (it holds `FIRST_CHUNK << k`), null
+    /// until made; each is made once (under the pool's lock) and kept until
+    /// [`Heap::release_all`].
+    chunks: [AtomicPtr<Descriptor>; MAX_CHUNKS],
     chunk_count: AtomicUsize,
     counters: PathCounters,
     pins: Mutex<PinTable>,
@@ -243,7 +245,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
             map: Once::new(),
             shards: [const { Shard { state: Mutex::new(ShardState::EMPTY), in_use: AtomicUsize::new(0) } }; SHARDS],
             pool: Mutex::new(Pool { free_head: NONE, fresh: 1 }),
-            chunks: [const { Once::new() }; MAX_CHUNKS],
+            chunks: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CHUNKS],
             chunk_count: AtomicUsize::new(0),
             counters: PathCounters::new(),
             pins: Mutex::new(PinTable { entries: [(0, 0); MAX_PINNED_BLOCKS] }),
@@ -312,6 +314,28 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// [`XmallocError::NoMemory`] when the page source is exhausted.
     #[inline]
     pub fn allocate(&self, size: usize, align_log2: u32) -> Result<NonNull<u8>, XmallocError> {
+        // The common request: at most 16-byte alignment, a class served from spans, a
+        // partial span of it in this shard. (A heap packing hard tries arena fragments
+        // first for classes of at least FRAGMENT_MIN: the general path.)
+        if align_log2 <= 4
+            && size <= MAX_SMALL
+            && let Some(class) = class_for(size, 16)
+        {
+            let span_max = self.span_max.load(Relaxed);
+            let c = CLASSES[class].size as usize;
+            if c <= span_max
+                && (span_max > EXACT_FIT_ABOVE || c < FRAGMENT_MIN)
+                && let Some(p) = self.allocate_small_fast(self.cpu.current_cpu() % SHARDS, class)
+            {
+                return Ok(p);
+            }
+        }
+        self.allocate_general(size, align_log2)
+    }
+
+    /// [`allocate`](Heap::allocate) when the common case does not hold.
+    #[inline(never)]
+    fn allocate_general(&self, size: usize, align_log2: u32) -> Result<NonNull<u8>, XmallocError> {
         let Some(map) = self.page_map() else { return Err(XmallocError::NotInitialised) };
         if align_log2 > MAX_ALIGN_LOG2 {
             return Err(XmallocError::BadAlignment(align_log2));
@@ -487,6 +511,20 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// block) is refused with an error and changes nothing: passing one is sound.
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), XmfreeError> {
+        if self.free_small_fast(ptr.as_ptr() as usize).is_some() {
+            return Ok(());
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.free_general(ptr) }
+    }
+
+    /// [`free`](Heap::free) when the common case does not hold (or a check failed: this
+    /// path checks again and names the error).
+    ///
+    /// # Safety
+    /// As [`free`](Heap::free).
+    #[inline(never)]
+    unsafe fn free_general(&self, ptr: NonNull<u8>) -> Result<(), XmfreeError> {
         let addr = ptr.as_ptr() as usize;
         let (map, id, d, shard, mut st) = self.locate(addr)?;
         let (index, k) = self.block_at(d, addr)?;
@@ -611,9 +649,7 @@ impl<P: PageSource, C> Heap<P, C> {
         }
         let fresh = self.pool.get_mut().fresh;
         for id in 1..fresh {
-            let (k, slot) = chunk_slot(id as usize - 1);
-            let Some(chunk) = self.chunks[k].get() else { continue };
-            let d = &chunk[slot];
+            let Some(d) = self.desc(id) else { continue };
             if d.kind.load(Relaxed) != KIND_FREE
                 && let Some(mem) = NonNull::new(self.ptr(d.start.load(Relaxed)))
             {
@@ -626,9 +662,7 @@ impl<P: PageSource, C> Heap<P, C> {
             e.store(NONE, Relaxed);
         }
         for (k, c) in self.chunks.iter_mut().enumerate() {
-            if let Some(chunk) = c.get() {
-                let ptr = NonNull::from(*chunk).cast::<u8>();
-                *c = Once::new();
+            if let Some(ptr) = NonNull::new(core::mem::replace(c.get_mut(), core::ptr::null_mut()).cast::<u8>()) {
                 // SAFETY: the chunk's pages came from the source and no descriptor is read
                 // any more (caller's contract; the slot was just cleared).
                 unsafe { self.source.free_pages(ptr, chunk_pages(k)) };

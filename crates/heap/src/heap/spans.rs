@@ -67,6 +67,84 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         lists.partial = id;
     }
 
+    /// The common allocation, in one short function: a block of `class` from the first
+    /// partial span of `shard`. `None` (and nothing changed) when the class has no partial
+    /// span: the caller takes the general path. Needs no page map check: a span exists only
+    /// in an initialised heap.
+    #[inline(always)]
+    pub(super) fn allocate_small_fast(&self, shard: usize, class: usize) -> Option<NonNull<u8>> {
+        let c = &CLASSES[class];
+        let mut st = self.shards[shard].state.lock();
+        let lists = &mut st.classes[class];
+        let id = lists.partial;
+        let d = self.desc(id)?;
+        let mut w = d.hint.load(Relaxed) as usize;
+        while w < BITMAP_WORDS {
+            let v = d.bitmap[w].load(Relaxed);
+            if v != u64::MAX {
+                let bit = (!v).trailing_zeros() as usize;
+                d.bitmap[w].store(v | 1 << bit, Relaxed);
+                d.hint.store(w as u8, Relaxed);
+                let used = d.used.load(Relaxed) + 1;
+                d.used.store(used, Relaxed);
+                if used == c.blocks {
+                    self.unlink(lists, id);
+                }
+                self.shards[shard].count(c.size as usize, true);
+                let addr = d.start.load(Relaxed) + (w * 64 + bit) * c.size as usize;
+                return NonNull::new(self.ptr(addr));
+            }
+            w += 1;
+        }
+        // The hint never passes a clear bit, and a listed span has one.
+        panic!("span {id} is listed as partial but has no free block");
+    }
+
+    /// The common free, in one short function: a block of a span with no merged and no
+    /// pinned block, which the free leaves with a block allocated. `None` (and nothing
+    /// changed) otherwise, or when any check fails: the caller takes the general path,
+    /// which checks again and names the error.
+    #[inline(always)]
+    pub(super) fn free_small_fast(&self, addr: usize) -> Option<()> {
+        let map = self.map.get()?;
+        let entry = map.entries.get(addr.wrapping_sub(map.base) >> PAGE_SHIFT)?;
+        let id = entry.load(Acquire);
+        let d = self.desc(id)?;
+        let shard = d.shard.load(Relaxed) as usize % SHARDS;
+        let mut st = self.shards[shard].state.lock();
+        if entry.load(Acquire) != id
+            || d.kind.load(Acquire) != KIND_SMALL
+            || d.shard.load(Relaxed) as usize != shard
+            || d.merged.load(Relaxed) != 0
+            || d.pinned.load(Relaxed) != 0
+        {
+            return None;
+        }
+        let class = d.class.load(Relaxed) as usize;
+        let c = CLASSES.get(class)?;
+        let off = addr.wrapping_sub(d.start.load(Relaxed));
+        let index = c.index_of(off);
+        let (w, bit) = (index / 64, 1u64 << (index % 64));
+        let used = d.used.load(Relaxed);
+        if off != index * c.size as usize || index >= c.blocks as usize || used <= 1 {
+            return None;
+        }
+        let v = d.bitmap[w].load(Relaxed);
+        if v & bit == 0 {
+            return None;
+        }
+        d.bitmap[w].store(v & !bit, Relaxed);
+        if (w as u8) < d.hint.load(Relaxed) {
+            d.hint.store(w as u8, Relaxed);
+        }
+        d.used.store(used - 1, Relaxed);
+        self.shards[shard].count(c.size as usize, false);
+        if used == c.blocks {
+            self.push(&mut st.classes[class], id);
+        }
+        Some(())
+    }
+
     /// A block of `class` from a partial span of `shard`, else (if `fresh`) from an empty
     /// one.
     #[inline]
