@@ -132,7 +132,7 @@ fn a_million_random_actions_adaptive() {
 
 /// The random-action driver over a region that runs dry and recovers reaches every
 /// structural path of the heaps: dry requests, holes of larger classes, merged blocks,
-/// arenas made and given back, the adaptive switch to packing and back, cached spans used
+/// arenas made and given back, quick arena blocks taken again, the adaptive switch to packing and back, cached spans used
 /// again and runs given back by `trim`. An adaptive heap places classes above 1 KiB in
 /// arenas, so the holes of larger classes' spans are mostly a size-class heap's path: the
 /// driver runs both, and each path must be taken by one of them (the adaptive switches by
@@ -162,6 +162,7 @@ fn random_actions_reach_every_structural_path() {
         ("merged blocks", p.merged_blocks + q.merged_blocks),
         ("arenas made", p.arenas_made + q.arenas_made),
         ("arenas released", p.arenas_released + q.arenas_released),
+        ("quick arena blocks taken again", p.quick_reuses),
         ("switches to packing", p.packings),
         ("switches back", p.unpackings),
         ("cached spans reused", p.span_reuses + q.span_reuses),

@@ -5,8 +5,8 @@
 //!   arena: a run of pages from the page source, granules of 64 bytes
 //!   ┌ header ───────────────────────┬ block ──┬ free block ─┬ block ─┬ ... ─┐
 //!   │ summary, blocks live,         │ (live,  │ (nothing    │        │      │
-//!   │ start and alloc bits (1 per   │ no tag) │ written)    │        │      │
-//!   │ granule, one word each a page)│         │             │        │      │
+//!   │ start, alloc and quick bits   │ no tag) │ written)    │        │      │
+//!   │ (1 per granule, a word a page)│         │             │        │      │
 //!   └───────────────────────────────┴─────────┴─────────────┴────────┴──────┘
 //!   summary: one bit per non-zero word of start bits
 //!   shard: FitIndex (first-level bitmap, second-level bitmaps, list tops) over a pool of
@@ -69,14 +69,17 @@ const USED_WORD: usize = 0;
 /// Header words of the summary (one bit per page, as many words as the largest arena
 /// needs, so that every offset in the header is a constant or a page's).
 const SUMMARY_WORD: usize = 1;
-/// Header word of the first page's start bits (its alloc bits follow).
+/// Header word of the first page's start bits (its alloc and quick bits follow).
 const BITS_WORD: usize = SUMMARY_WORD + MAX_ARENA_PAGES / 64;
+/// Bitmaps of the header (start, alloc, quick), one word per page each.
+const BITMAPS: usize = 3;
 
-/// Header words of an arena of `pages` pages: the count, the summary, and two bitmaps of
-/// one word per page (start and alloc words interleaved, so that one line holds both).
+/// Header words of an arena of `pages` pages: the count, the summary, and three bitmaps of
+/// one word per page (start, alloc and quick words interleaved, so that one line holds a
+/// page's three).
 #[inline]
 const fn header_words(pages: usize) -> usize {
-    BITS_WORD + 2 * pages
+    BITS_WORD + BITMAPS * pages
 }
 
 /// Header granules of an arena of `pages` pages.
@@ -192,13 +195,38 @@ impl Arena {
     #[inline]
     fn word(&self, alloc: bool, w: usize) -> u64 {
         debug_assert!(w < self.pages);
-        self.header_word(BITS_WORD + 2 * w + alloc as usize)
+        self.header_word(BITS_WORD + BITMAPS * w + alloc as usize)
     }
 
     #[inline]
     fn set_word(&self, alloc: bool, w: usize, v: u64) {
         debug_assert!(w < self.pages);
-        self.set_header_word(BITS_WORD + 2 * w + alloc as usize, v);
+        self.set_header_word(BITS_WORD + BITMAPS * w + alloc as usize, v);
+    }
+
+    /// Word `w` of the quick bits.
+    #[inline]
+    fn quick_word(&self, w: usize) -> u64 {
+        debug_assert!(w < self.pages);
+        self.header_word(BITS_WORD + BITMAPS * w + 2)
+    }
+
+    /// Whether the allocated block at `g` is a quick one: freed by its owner, held by the
+    /// shard for a request of its size (see `Heap`'s quick slots), not merged. To every
+    /// check it is free ([`allocated_block`](Arena::allocated_block) refuses it); to the
+    /// arena's tiling and count it is allocated (no neighbour merges with it).
+    #[inline]
+    pub(crate) fn is_quick(&self, g: usize) -> bool {
+        self.quick_word(g / 64) >> (g % 64) & 1 == 1
+    }
+
+    /// Marks the allocated block at `g` quick (`on`) or allocated again.
+    #[inline]
+    pub(crate) fn set_quick(&self, g: usize, on: bool) {
+        debug_assert!(self.is_start(g) && self.is_allocated(g) && self.is_quick(g) != on);
+        let w = g / 64;
+        let v = self.quick_word(w);
+        self.set_header_word(BITS_WORD + BITMAPS * w + 2, if on { v | 1 << (g % 64) } else { v & !(1 << (g % 64)) });
     }
 
     /// Summary word `i`: bit `b` set when start word `64 i + b` is not zero.
@@ -317,7 +345,8 @@ impl Arena {
     ///
     /// # Errors
     /// [`XmfreeError::NotBlockStart`] when it is not a block start (inside a block, in
-    /// the header), [`XmfreeError::NotAllocated`] when the block is free.
+    /// the header), [`XmfreeError::NotAllocated`] when the block is free (or quick: freed,
+    /// held for reuse).
     #[inline]
     pub(crate) fn allocated_block(&self, addr: usize) -> Result<usize, XmfreeError> {
         let va = VirtAddr::new(addr);
@@ -326,7 +355,7 @@ impl Arena {
         if !off.is_multiple_of(GRANULE) || g < self.header() || g >= self.granules() || !self.is_start(g) {
             return Err(XmfreeError::NotBlockStart(va));
         }
-        if !self.is_allocated(g) {
+        if !self.is_allocated(g) || self.is_quick(g) {
             return Err(XmfreeError::NotAllocated(va));
         }
         Ok(g)
@@ -348,14 +377,21 @@ impl Arena {
 
 #[cfg(any(test, feature = "check"))]
 impl Arena {
-    /// Checks the arena: header bits clear, alloc bits only on block starts, summary bits
-    /// match, no two free blocks adjacent, the count of blocks right. Returns (allocated
-    /// blocks, free blocks, allocated granules, free blocks without a current entry in
+    /// Checks the arena: header bits clear, alloc bits only on block starts, quick bits only
+    /// on allocated blocks, summary bits match, no two free blocks adjacent, the count of
+    /// blocks right. Returns (allocated blocks (quick ones included), free blocks,
+    /// allocated granules (quick ones not), free blocks without a current entry in
     /// `index`).
     pub(crate) fn check(&self, index: &FitIndex) -> (usize, usize, usize, usize) {
         for w in 0..self.pages {
             let (s, a) = (self.word(false, w), self.word(true, w));
             assert_eq!(a & !s, 0, "alloc bits outside block starts in word {w} of {:#x}", self.start.addr());
+            assert_eq!(
+                self.quick_word(w) & !a,
+                0,
+                "quick bits outside allocated blocks in word {w} of {:#x}",
+                self.start.addr()
+            );
             assert_eq!(self.summary(w / 64) >> (w % 64) & 1 == 1, s != 0, "summary bit {w}");
         }
         for w in self.pages..MAX_ARENA_PAGES {
@@ -371,7 +407,9 @@ impl Arena {
             let next = self.next_start(g);
             if self.is_allocated(g) {
                 used += 1;
-                bytes += next - g;
+                if !self.is_quick(g) {
+                    bytes += next - g;
+                }
                 prev_free = false;
             } else {
                 assert!(!prev_free, "free blocks not merged at {:#x}", self.addr(g));
@@ -383,6 +421,11 @@ impl Arena {
         }
         assert_eq!(used, self.used(), "blocks counted in the header of {:#x}", self.start.addr());
         (used, free, bytes, unlisted)
+    }
+
+    /// Quick blocks of the arena.
+    pub(crate) fn quick_blocks(&self) -> usize {
+        (0..self.pages).map(|w| self.quick_word(w).count_ones() as usize).sum()
     }
 }
 
@@ -424,9 +467,10 @@ mod tests {
             assert!(b >= last && b.0 < FL_COUNT, "{size}");
             last = b;
         }
-        assert_eq!(header_granules(64), 18);
-        assert_eq!(pages_for(64 * 64 - 18), 64);
-        assert_eq!(pages_for(64 * 64 - 17), 65);
+        // 1 count word, 8 summary words, 3 x 64 bitmap words: 1 608 bytes.
+        assert_eq!(header_granules(64), 26);
+        assert_eq!(pages_for(64 * 64 - 26), 64);
+        assert_eq!(pages_for(64 * 64 - 25), 65);
     }
 
     #[test]

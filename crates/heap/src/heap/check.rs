@@ -11,7 +11,7 @@ use memkit_types::{PAGE_SHIFT, PAGE_SIZE};
 use super::fit::arena_view;
 use super::{
     CpuId, EMPTY_ARENAS_KEEP, EMPTY_KEEP, EMPTY_PAGES_KEEP, Heap, KIND_ARENA, KIND_FREE, KIND_LARGE, KIND_SMALL, NONE,
-    SHARDS,
+    QUICK_MAX_GRANULES, QUICK_SLOTS, SHARDS,
 };
 use crate::arena::{GRANULE, MAX_ARENA_PAGES};
 use crate::class::CLASSES;
@@ -46,6 +46,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let mut free_blocks = [0usize; SHARDS];
         let mut unlisted = [0usize; SHARDS];
         let mut in_use = [0usize; SHARDS];
+        let mut quick = [0usize; SHARDS];
         for (page, e) in map.entries.iter().enumerate() {
             let id = e.load(Acquire);
             if id == NONE {
@@ -82,6 +83,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 let arena = unsafe { arena_view(self.source.base_ptr(), d) };
                 let (used, free, granules, missing) = arena.check(&guards[shard].fit);
                 in_use[shard] += granules * GRANULE;
+                quick[shard] += arena.quick_blocks();
                 let g = &guards[shard];
                 let kept = g.kept_arenas[..g.empty_arenas].iter().filter(|&&k| k == id).count();
                 assert_eq!(
@@ -153,6 +155,20 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         }
         for (shard, g) in guards.iter_mut().enumerate() {
             assert_eq!(in_use[shard], self.shards[shard].in_use.load(Relaxed), "bytes in use in shard {shard}");
+            // Every quick block is in its shard's slots, once, as it is.
+            assert!(g.quick_len <= QUICK_SLOTS && g.quick_len == quick[shard], "quick blocks of shard {shard}");
+            for (i, q) in g.quick[..g.quick_len].iter().enumerate() {
+                let d = self.desc(q.arena).expect("quick slot names an unknown arena");
+                assert_eq!(d.kind.load(Relaxed), KIND_ARENA, "quick slot {i} of shard {shard}");
+                assert_eq!(d.shard.load(Relaxed) as usize, shard, "quick slot {i} of shard {shard}");
+                // SAFETY: a live arena; every shard's lock is held.
+                let arena = unsafe { arena_view(self.source.base_ptr(), d) };
+                let at = q.at as usize;
+                assert!(arena.is_quick(at), "quick slot {i} of shard {shard} names a block not quick");
+                assert_eq!(arena.block_granules(at), q.granules as usize, "quick slot {i} of shard {shard}");
+                assert!(q.granules as usize <= QUICK_MAX_GRANULES);
+                assert!(!g.quick[..i].contains(q), "quick slot {i} of shard {shard} twice");
+            }
             let (listed, bound) = g.fit.check(|addr| {
                 let id = map.entries[(addr - map.base) >> PAGE_SHIFT].load(Relaxed);
                 let d = self.desc(id).expect("fit index names an unowned block");

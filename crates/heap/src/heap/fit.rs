@@ -14,7 +14,10 @@ use memkit_types::{Order, PAGE_SHIFT, PAGE_SIZE};
 
 use super::descriptors::{Descriptor, PageMap};
 use super::stats::PathCounters;
-use super::{ARENA_PAGES, CpuId, EMPTY_ARENAS_KEEP, Heap, KIND_ARENA, NONE, ShardState, page_count};
+use super::{
+    ARENA_PAGES, CpuId, EMPTY_ARENAS_KEEP, Heap, KIND_ARENA, NONE, QUICK_MAX_GRANULES, QUICK_SLOTS, Quick, ShardState,
+    page_count,
+};
 use crate::arena::{Arena, ENTRY_BYTES, GRANULE, GRANULE_SHIFT, pages_for};
 use crate::error::XmallocError;
 use crate::source::PageSource;
@@ -85,9 +88,12 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// A block from the arenas of `shard`, whose state `st` is locked.
     #[inline]
     fn take_fit(&self, shard: usize, st: &mut ShardState, size: usize, align: usize) -> Option<NonNull<u8>> {
-        self.fit_entries(st);
         let granules = size.max(1).div_ceil(GRANULE);
         let align = (align >> GRANULE_SHIFT).max(1);
+        if let Some(p) = self.take_quick(shard, st, granules, align) {
+            return Some(p);
+        }
+        self.fit_entries(st);
         let (arena, g) = match st.fit.allocate(granules, align) {
             Some(got) => got,
             None if st.fit.has_unlisted() => {
@@ -220,11 +226,70 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     pub(super) fn free_fit(&self, map: &PageMap, id: u32, d: &Descriptor, g: usize, shard: usize, st: &mut ShardState) {
         // SAFETY: `d` is a live arena of the shard whose lock is held (`st`).
         let arena = unsafe { arena_view(self.source.base_ptr(), d) };
+        let granules = arena.block_granules(g);
+        if granules <= QUICK_MAX_GRANULES {
+            // Held unmerged for the next request of its size; the oldest quick block
+            // makes room and is freed for good.
+            if st.quick_len == QUICK_SLOTS {
+                let oldest = st.quick[0];
+                st.quick.copy_within(1.., 0);
+                st.quick_len -= 1;
+                self.free_quick(map, oldest, st);
+            }
+            arena.set_quick(g, true);
+            st.quick[st.quick_len] = Quick { arena: id, at: g as u16, granules: granules as u16 };
+            st.quick_len += 1;
+            self.shards[shard].count(granules * GRANULE, false);
+            return;
+        }
         self.fit_entries(st);
         let (used, granules) = st.fit.free(&arena, g);
         self.shards[shard].count(granules * GRANULE, false);
         if used == 0 {
             self.retire_empty_arena(map, id, &arena, st);
+        }
+    }
+
+    /// The newest quick block of `granules` granules at a multiple of `align` granules,
+    /// allocated again.
+    #[inline]
+    fn take_quick(&self, shard: usize, st: &mut ShardState, granules: usize, align: usize) -> Option<NonNull<u8>> {
+        let i = st.quick[..st.quick_len]
+            .iter()
+            .rposition(|q| q.granules as usize == granules && (q.at as usize).is_multiple_of(align))?;
+        let q = st.quick[i];
+        st.quick.copy_within(i + 1..st.quick_len, i);
+        st.quick_len -= 1;
+        // SAFETY: a quick block's arena is live (it holds the block) and of this shard,
+        // whose lock is held (`st`).
+        let arena = unsafe { arena_view(self.source.base_ptr(), self.live(q.arena)) };
+        arena.set_quick(q.at as usize, false);
+        self.shards[shard].count(granules * GRANULE, true);
+        st.quick_reuses += 1;
+        NonNull::new(arena.ptr(q.at as usize))
+    }
+
+    /// Frees every quick block of the shard whose state `st` is locked for good (merged,
+    /// listed, its arena retired if it empties).
+    pub(super) fn flush_quick(&self, map: &PageMap, st: &mut ShardState) {
+        while st.quick_len > 0 {
+            st.quick_len -= 1;
+            let q = st.quick[st.quick_len];
+            self.free_quick(map, q, st);
+        }
+    }
+
+    /// Frees quick block `q` (already out of the shard's slots) for good.
+    fn free_quick(&self, map: &PageMap, q: Quick, st: &mut ShardState) {
+        let d = self.live(q.arena);
+        // SAFETY: a quick block's arena is live and of the shard whose lock is held.
+        let arena = unsafe { arena_view(self.source.base_ptr(), d) };
+        arena.set_quick(q.at as usize, false);
+        self.fit_entries(st);
+        // Its bytes left the shard's count when it became quick.
+        let (used, _) = st.fit.free(&arena, q.at as usize);
+        if used == 0 {
+            self.retire_empty_arena(map, q.arena, &arena, st);
         }
     }
 

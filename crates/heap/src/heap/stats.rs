@@ -45,6 +45,8 @@ pub struct HeapStats {
     pub arenas_released: usize,
     /// Cached empty spans used again.
     pub span_reuses: usize,
+    /// Quick arena blocks (freed, held unmerged) taken again by a request of their size.
+    pub quick_reuses: usize,
     /// Cached empty spans and arenas given back by [`Heap::trim`].
     pub trimmed_runs: usize,
     /// Large blocks grown in place by [`Heap::realloc`] (the page source had the pages
@@ -116,6 +118,9 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let guards: [_; SHARDS] = core::array::from_fn(|i| self.shards[i].state.lock());
         s.metadata_pages +=
             guards.iter().filter_map(|g| g.fit.pool()).map(|(_, bytes)| page_count(bytes).get()).sum::<usize>();
+        // Quick blocks count as allocated in their arenas' headers; they are not live.
+        let quick = guards.iter().map(|g| g.quick_len).sum::<usize>();
+        s.quick_reuses = guards.iter().map(|g| g.quick_reuses).sum::<usize>();
         self.for_each_live(|_, d| {
             s.pages += d.pages.load(Relaxed) as usize;
             let kind = d.kind.load(Relaxed);
@@ -130,6 +135,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 s.small_blocks += d.used.load(Relaxed) as usize;
             }
         });
+        s.small_blocks -= quick;
         s
     }
 }

@@ -168,9 +168,11 @@ fn a_dry_heap_serves_an_aligned_request_from_a_page_aligned_hole() {
 #[test]
 fn a_freed_arena_block_merges_with_both_neighbours() {
     let h = heap_placed(1 << 20, FitPolicy::ExactFit);
-    let blocks: Vec<_> = (0..4).map(|_| h.allocate(3000, 0).unwrap()).collect();
+    // Larger than quick blocks: freed blocks merge at once.
+    let big = (QUICK_MAX_GRANULES + 16) * GRANULE;
+    let blocks: Vec<_> = (0..4).map(|_| h.allocate(big - 20, 0).unwrap()).collect();
     let usable = h.block(blocks[0]).unwrap().usable;
-    assert_eq!(usable, 3008);
+    assert_eq!(usable, big);
     for w in blocks.windows(2) {
         assert_eq!(addr(w[1]), addr(w[0]) + usable);
     }
@@ -193,6 +195,41 @@ fn a_freed_arena_block_merges_with_both_neighbours() {
     h.trim();
     assert_eq!((h.stats().arenas, h.stats().pages), (0, 0));
     h.check_invariants();
+}
+
+#[test]
+fn a_freed_small_arena_block_is_held_quick_for_a_request_of_its_size() {
+    let h = heap_placed(1 << 20, FitPolicy::ExactFit);
+    // 3000 bytes: 47 granules, a quick block's size.
+    let blocks: Vec<_> = (0..4).map(|_| h.allocate(3000, 0).unwrap()).collect();
+    h.free_owned(blocks[1]).unwrap();
+    h.check_invariants();
+    assert_eq!(h.stats().small_blocks, 3);
+    // Held unmerged, it is free to every check: a second free, a pin, a look.
+    let at = VirtAddr::new(addr(blocks[1]));
+    assert_eq!(h.free_owned(blocks[1]), Err(XmfreeError::NotAllocated(at)));
+    assert_eq!(h.block(blocks[1]), Err(XmfreeError::NotAllocated(at)));
+    assert!(h.pin(blocks[1]).is_err());
+    h.check_invariants();
+    // A request of another size leaves it; one of its size (in granules) takes it.
+    let other = h.allocate(2000, 0).unwrap();
+    assert_ne!(other, blocks[1]);
+    let again = h.allocate(2990, 0).unwrap();
+    assert_eq!((again, h.stats().quick_reuses), (blocks[1], 1));
+    assert_eq!(h.block(again).unwrap().usable, 3008);
+    h.check_invariants();
+    // Nine frees: the slots hold eight, the oldest is freed for good (merged with its
+    // free neighbours), and a trim frees the rest, so the arena empties and goes back.
+    let more: Vec<_> = (0..5).map(|_| h.allocate(3000, 0).unwrap()).collect();
+    for p in blocks.iter().chain(&more).copied().chain([other]) {
+        h.free_owned(p).unwrap();
+        h.check_invariants();
+    }
+    assert_eq!(h.stats().small_blocks, 0);
+    assert!(h.stats().pages > 0);
+    h.trim();
+    h.check_invariants();
+    assert_eq!((h.stats().arenas, h.stats().pages), (0, 0));
 }
 
 #[test]
@@ -361,18 +398,20 @@ fn a_packing_heap_fills_arena_fragments_with_small_requests() {
     // No fragment yet: a small request takes a class block of a span.
     let s = h.allocate(100, 0).unwrap();
     assert_eq!(h.stats().spans, 1);
-    let a = h.allocate(2048, 0).unwrap();
-    let b = h.allocate(2048, 0).unwrap();
-    assert_eq!(addr(b), addr(a) + 2048);
+    // Larger than quick blocks, so that a free merges and lists at once.
+    let big = (QUICK_MAX_GRANULES + 16) * GRANULE;
+    let a = h.allocate(big, 0).unwrap();
+    let b = h.allocate(big, 0).unwrap();
+    assert_eq!(addr(b), addr(a) + big);
     h.free_owned(a).unwrap();
-    // 1100 bytes (18 granules) from a's 32: a fragment of 14 granules stays.
-    let c = h.allocate(1100, 0).unwrap();
+    // 14 granules fewer than a's: a fragment of 14 granules stays.
+    let c = h.allocate(big - 14 * GRANULE, 0).unwrap();
     assert_eq!(c, a);
     h.check_invariants();
     // A small request that fits in the fragment goes there, not to a span.
     let d = h.allocate(200, 6).unwrap();
     h.check_invariants();
-    assert_eq!(addr(d), addr(c) + 1152);
+    assert_eq!(addr(d), addr(c) + big - 14 * GRANULE);
     assert_eq!(h.block(d).unwrap().usable, 256);
     assert_eq!((h.stats().spans, h.stats().small_blocks), (1, 4));
     for p in [s, b, c, d] {
