@@ -73,11 +73,25 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// in an initialised heap.
     #[inline(always)]
     pub(super) fn allocate_small_fast(&self, shard: usize, class: usize) -> Option<NonNull<u8>> {
-        let c = &CLASSES[class];
         let mut st = self.shards[shard].state.lock();
         let lists = &mut st.classes[class];
         let id = lists.partial;
         let d = self.desc(id)?;
+        self.take_block(lists, shard, class, id, d)
+    }
+
+    /// The first clear block of span `id` (`d`) of `class`, a listed partial span of
+    /// `shard` (whose lists `lists` are locked): taken, the span unlisted if it fills.
+    #[inline(always)]
+    fn take_block(
+        &self,
+        lists: &mut ClassLists,
+        shard: usize,
+        class: usize,
+        id: u32,
+        d: &Descriptor,
+    ) -> Option<NonNull<u8>> {
+        let c = &CLASSES[class];
         let mut w = d.hint.load(Relaxed) as usize;
         while w < BITMAP_WORDS {
             let v = d.bitmap[w].load(Relaxed);
@@ -150,7 +164,6 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     #[inline]
     pub(super) fn allocate_small(&self, map: &PageMap, shard: usize, class: usize, fresh: bool) -> Option<NonNull<u8>> {
         let mut st = self.shards[shard].state.lock();
-        let c = CLASSES[class];
         let id = if st.classes[class].partial != NONE {
             st.classes[class].partial
         } else if fresh {
@@ -158,30 +171,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         } else {
             return None;
         };
-        let lists = &mut st.classes[class];
         let d = self.live(id);
-        let mut w = d.hint.load(Relaxed) as usize;
-        loop {
-            let v = d.bitmap[w].load(Relaxed);
-            if v != u64::MAX {
-                let bit = (!v).trailing_zeros() as usize;
-                d.bitmap[w].store(v | 1 << bit, Relaxed);
-                d.hint.store(w as u8, Relaxed);
-                let used = d.used.load(Relaxed) + 1;
-                d.used.store(used, Relaxed);
-                if used == c.blocks {
-                    self.unlink(lists, id);
-                }
-                self.shards[shard].count(c.size as usize, true);
-                let addr = d.start.load(Relaxed) + (w * 64 + bit) * c.size as usize;
-                return NonNull::new(self.ptr(addr));
-            }
-            w += 1;
-            if w == BITMAP_WORDS {
-                // The hint never passes a clear bit, and a listed span has one.
-                panic!("span {id} is listed as partial but has no free block");
-            }
-        }
+        self.take_block(&mut st.classes[class], shard, class, id, d)
     }
 
     /// An empty span of `class` for `shard` (a cached one, else new pages), put on the
