@@ -132,7 +132,7 @@ fn a_million_random_actions_adaptive() {
 
 /// The random-action driver over a region that runs dry and recovers reaches every
 /// structural path of the heaps: dry requests, holes of larger classes, merged blocks,
-/// arenas made and given back, quick arena blocks taken again, the adaptive switch to packing and back, cached spans used
+/// arenas made and given back, quick arena blocks taken again, the adaptive switch to packing and back, emptied first spans and cached spans used
 /// again and runs given back by `trim`. An adaptive heap places classes above 1 KiB in
 /// arenas, so the holes of larger classes' spans are mostly a size-class heap's path: the
 /// driver runs both, and each path must be taken by one of them (the adaptive switches by
@@ -155,7 +155,27 @@ fn random_actions_reach_every_structural_path() {
         stats
     };
     let (a, c) = (run_with(FitPolicy::Adaptive), run_with(FitPolicy::SizeClasses));
-    let (p, q) = (a.paths, c.paths);
+    // Phases as programs have them (a burst of allocations, then of frees) over a roomy
+    // region: spans empty away from the head of their list and are cached, then taken
+    // again once the listed ones fill.
+    let bursts: Vec<Action> = (0..if cfg!(miri) { 4 } else { 200 })
+        .flat_map(|_| {
+            let allocs: Vec<Action> =
+                (0..300).map(|_| Action::Alloc { size: rng.random_range(16..1024), align_log2: 0, heap: 0 }).collect();
+            let frees: Vec<Action> = (0..300).map(|_| Action::Free { index: rng.random() }).collect();
+            allocs.into_iter().chain(frees)
+        })
+        .collect();
+    let config = RunConfig {
+        region_bytes: 16 << 20,
+        large_pages: false,
+        check_every: if cfg!(miri) { 500 } else { 5_000 },
+        verify_all: false,
+        fit_policy: FitPolicy::Adaptive,
+    };
+    let b = run(&bursts, config).unwrap();
+    eprintln!("{} actions in bursts over 16 MiB: {b:?}", bursts.len());
+    let (p, q, r) = (a.paths, c.paths, b.paths);
     let reached = [
         ("dry requests", p.dry_requests + q.dry_requests),
         ("blocks from larger classes", p.larger_class_blocks + q.larger_class_blocks),
@@ -165,7 +185,8 @@ fn random_actions_reach_every_structural_path() {
         ("quick arena blocks taken again", p.quick_reuses),
         ("switches to packing", p.packings),
         ("switches back", p.unpackings),
-        ("cached spans reused", p.span_reuses + q.span_reuses),
+        ("cached spans reused", p.span_reuses + q.span_reuses + r.span_reuses),
+        ("emptied first spans taken again", p.head_reuses + q.head_reuses + r.head_reuses),
         ("runs given back by trim", p.trimmed_runs + q.trimmed_runs),
     ];
     // Under Miri the run is a hundredth as long: it looks for undefined behaviour on the

@@ -139,6 +139,7 @@ fn add_paths(into: &mut HeapStats, s: &HeapStats) {
     into.arenas_released += s.arenas_released;
     into.span_reuses += s.span_reuses;
     into.quick_reuses += s.quick_reuses;
+    into.head_reuses += s.head_reuses;
     into.trimmed_runs += s.trimmed_runs;
 }
 

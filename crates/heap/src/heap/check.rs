@@ -25,12 +25,14 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     ///   every page of a live descriptor maps back to it;
     /// - a span's `used` equals its allocated bits, its padding bits are set, and its hint
     ///   has no clear bit before it;
-    /// - a span is in its class's partial list iff it has both free and allocated blocks,
-    ///   is the class's cached empty span iff it has none allocated, and otherwise is full;
-    ///   list links are consistent;
+    /// - a span is in its class's partial list iff it has both free and allocated blocks
+    ///   (or is empty and first in that list), is one of the class's cached empty spans iff
+    ///   it has none allocated (and is not that first one), and otherwise is full; list
+    ///   links are consistent;
     /// - the pin table's entries name live blocks, counted in their span's `pinned`;
     /// - the merge table's entries name at least two allocated blocks of a class span,
     ///   counted in its `merged`, and no entry starts inside another;
+    /// - a shard's quick slots name exactly its arenas' quick blocks, each once, as they are;
     /// - an arena's blocks tile it after its header, alloc bits only on block starts, its
     ///   summary matches its start bits, no two free blocks are neighbours, its `used`
     ///   counts its allocated blocks, and it is one of its shard's kept empty arenas (once)
@@ -126,13 +128,15 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 prev = cur;
                 cur = cd.next.load(Relaxed);
             }
-            if used == 0 {
+            if used == 0 && in_partial {
+                // Emptied at the head of the list while the class kept no empty span.
+                assert_eq!(lists.partial, id, "empty span {id} listed as partial but not first");
+            } else if used == 0 {
                 let mut cur = lists.empty;
                 while cur != NONE && cur != id {
                     cur = self.live(cur).next.load(Relaxed);
                 }
                 assert_eq!(cur, id, "empty span {id} is not cached");
-                assert!(!in_partial);
             } else if used < c.blocks {
                 assert!(in_partial, "partial span {id} is not listed");
             } else {

@@ -167,7 +167,7 @@ struct Quick {
 
 impl ShardState {
     const EMPTY: ShardState = ShardState {
-        classes: [ClassLists { partial: NONE, empty: NONE, empties: 0 }; CLASS_COUNT],
+        classes: [ClassLists { partial: NONE, empty: NONE, empties: 0, head_reuses: 0 }; CLASS_COUNT],
         fit: FitIndex::EMPTY,
         kept_arenas: [NONE; EMPTY_ARENAS_KEEP],
         empty_arenas: 0,
@@ -441,6 +441,12 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 PathCounters::bump(&self.counters.trimmed_runs);
             }
             for lists in st.classes.iter_mut() {
+                if lists.partial != NONE && self.live(lists.partial).used.load(Relaxed) == 0 {
+                    let id = lists.partial;
+                    self.unlink(lists, id);
+                    self.release_run(map, id);
+                    PathCounters::bump(&self.counters.trimmed_runs);
+                }
                 while lists.empty != NONE {
                     let id = lists.empty;
                     lists.empty = self.live(id).next.load(Relaxed);
@@ -598,8 +604,20 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         if used == blocks {
             self.push(lists, id);
         }
-        if used == k as u32 {
+        if used == k as u32 && !lists.keeps_emptied_head(id) {
             self.unlink(lists, id);
+            // An emptied head is the class's one empty span kept whatever the pages: it
+            // joins the empty list as that one, and this span counts as a further one.
+            if lists.empties == 0
+                && let Some(head) = self.desc(lists.partial)
+                && head.used.load(Relaxed) == 0
+            {
+                let h = lists.partial;
+                self.unlink(lists, h);
+                head.next.store(lists.empty, Relaxed);
+                lists.empty = h;
+                lists.empties = 1;
+            }
             let pages = CLASSES[class].pages as usize;
             if lists.empties == 0 {
                 d.next.store(lists.empty, Relaxed);

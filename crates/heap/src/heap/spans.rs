@@ -16,12 +16,27 @@ use crate::source::PageSource;
 
 #[derive(Clone, Copy)]
 pub(super) struct ClassLists {
-    /// Spans with at least one allocated and one free block (doubly linked).
+    /// Spans with at least one allocated and one free block (doubly linked); its head
+    /// may be empty instead (see [`keeps_emptied_head`](ClassLists::keeps_emptied_head)).
     pub(super) partial: u32,
     /// Empty spans kept (up to [`EMPTY_KEEP`], singly linked by `next`) so that a class
     /// does not bounce spans with the page source.
     pub(super) empty: u32,
     pub(super) empties: u32,
+    /// Times an emptied head was taken again (counted here, under the lock).
+    pub(super) head_reuses: usize,
+}
+
+impl ClassLists {
+    /// Whether span `id`, emptied by a free, stays where it is: it is the partial list's
+    /// head (the span the class allocates from next) and the class keeps no empty span
+    /// yet, so it is the class's one always-kept empty span. A class that allocates and
+    /// frees one block in turn then neither moves the span between lists nor leaves the
+    /// short paths.
+    #[inline(always)]
+    pub(super) fn keeps_emptied_head(&self, id: u32) -> bool {
+        self.partial == id && self.empties == 0
+    }
 }
 
 /// Merged blocks: (first block's address, blocks merged), `(0, 0)` when unused.
@@ -56,9 +71,23 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         d.next.store(NONE, Relaxed);
     }
 
+    /// Lists span `id` as partial: first, or second after an emptied head (which stays
+    /// first, so that it is the only empty span of the list).
     #[inline]
     pub(super) fn push(&self, lists: &mut ClassLists, id: u32) {
         let d = self.live(id);
+        if let Some(head) = self.desc(lists.partial)
+            && head.used.load(Relaxed) == 0
+        {
+            let next = head.next.load(Relaxed);
+            d.prev.store(lists.partial, Relaxed);
+            d.next.store(next, Relaxed);
+            if next != NONE {
+                self.live(next).prev.store(id, Relaxed);
+            }
+            head.next.store(id, Relaxed);
+            return;
+        }
         d.prev.store(NONE, Relaxed);
         d.next.store(lists.partial, Relaxed);
         if lists.partial != NONE {
@@ -103,6 +132,8 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
                 d.used.store(used, Relaxed);
                 if used == c.blocks {
                     self.unlink(lists, id);
+                } else if used == 1 {
+                    lists.head_reuses += 1;
                 }
                 self.shards[shard].count(c.size as usize, true);
                 let addr = d.start.load(Relaxed) + (w * 64 + bit) * c.size as usize;
@@ -140,7 +171,11 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let index = c.index_of(off);
         let (w, bit) = (index / 64, 1u64 << (index % 64));
         let used = d.used.load(Relaxed);
-        if off != index * c.size as usize || index >= c.blocks as usize || used <= 1 {
+        if off != index * c.size as usize
+            || index >= c.blocks as usize
+            || used == 0
+            || (used == 1 && !st.classes[class].keeps_emptied_head(id))
+        {
             return None;
         }
         let v = d.bitmap[w].load(Relaxed);

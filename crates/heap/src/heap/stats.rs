@@ -47,6 +47,9 @@ pub struct HeapStats {
     pub span_reuses: usize,
     /// Quick arena blocks (freed, held unmerged) taken again by a request of their size.
     pub quick_reuses: usize,
+    /// Spans emptied first in their class's list (kept there) that a request took a block
+    /// of again.
+    pub head_reuses: usize,
     /// Cached empty spans and arenas given back by [`Heap::trim`].
     pub trimmed_runs: usize,
     /// Large blocks grown in place by [`Heap::realloc`] (the page source had the pages
@@ -121,6 +124,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         // Quick blocks count as allocated in their arenas' headers; they are not live.
         let quick = guards.iter().map(|g| g.quick_len).sum::<usize>();
         s.quick_reuses = guards.iter().map(|g| g.quick_reuses).sum::<usize>();
+        s.head_reuses = guards.iter().map(|g| g.classes.iter().map(|l| l.head_reuses).sum::<usize>()).sum::<usize>();
         self.for_each_live(|_, d| {
             s.pages += d.pages.load(Relaxed) as usize;
             let kind = d.kind.load(Relaxed);

@@ -422,6 +422,37 @@ fn a_packing_heap_fills_arena_fragments_with_small_requests() {
 }
 
 #[test]
+fn an_emptied_first_span_stays_listed_and_a_cached_one_is_used_again() {
+    let h = heap(4 << 20);
+    let c = CLASSES[class_for(100, 1).unwrap()];
+    let n = c.blocks as usize;
+    // Span A, full, then span B, first in the list with one block.
+    let a: Vec<_> = (0..n).map(|_| h.allocate(100, 0).unwrap()).collect();
+    let b = h.allocate(100, 0).unwrap();
+    assert_eq!(h.stats().spans, 2);
+    // B empties first in the list: it stays there, and the next request takes it again.
+    h.free_owned(b).unwrap();
+    h.check_invariants();
+    assert_eq!(h.allocate(100, 0).unwrap(), b);
+    h.free_owned(b).unwrap();
+    // A block of A freed: A is listed after B, which stays first.
+    h.free_owned(a[0]).unwrap();
+    h.check_invariants();
+    // A empties too: B joins the empty cache as the class's one kept span, A a further one.
+    for &p in &a[1..] {
+        h.free_owned(p).unwrap();
+    }
+    h.check_invariants();
+    assert_eq!((h.stats().spans, h.stats().span_reuses), (2, 0));
+    // Nothing listed: the next request uses a cached span again.
+    h.allocate(100, 0).unwrap();
+    h.check_invariants();
+    assert_eq!((h.stats().spans, h.stats().span_reuses), (2, 1));
+    h.trim();
+    h.check_invariants();
+}
+
+#[test]
 fn a_shard_keeps_one_empty_span_per_class_and_a_few_pages_more() {
     // The 15 spans of these classes take 570 pages (2.3 MiB): 4 MiB holds them, and a larger
     // source only makes every invariant check (and Miri) slower.
