@@ -20,6 +20,9 @@ fn main() -> std::process::ExitCode {
     match memkit_bench::replay::replay_one(who, &trace, rounds, 0) {
         Ok(m) => {
             println!("{who} {}: {} ops, {} moved, {} bytes copied", trace.name, trace.ops.len(), m.moved, m.copied);
+            if let Some(held) = m.held {
+                println!("held {:.1} % of peak live", held as f64 * 100.0 / trace.peak_live.max(1) as f64);
+            }
             std::process::ExitCode::SUCCESS
         }
         Err(i) => {

@@ -471,6 +471,9 @@ pub struct Moves {
     pub moved: usize,
     /// Bytes those moves copied (the smaller of the two sizes).
     pub copied: usize,
+    /// The most bytes the allocator held at once, where the replay can tell (see
+    /// `held % of peak live`; filled in by [`replay_one`]).
+    pub held: Option<usize>,
 }
 
 /// Replays `trace` `rounds` times into a fresh `contender` (a name of the suite's rows:
@@ -486,9 +489,11 @@ pub fn replay_one(contender: &str, trace: &Trace, rounds: usize, region_bytes: u
     let arena = Arena::new(contender, bytes);
     let mut live = vec![None; trace.slots];
     let mut moves = Moves::default();
+    let mut high = 0;
     for _ in 0..rounds.max(1) {
-        moves = replay(arena.global(), trace, &mut live, |_, _| {})?;
+        moves = replay(arena.global(), trace, &mut live, |start, size| high = high.max(start + size))?;
     }
+    moves.held = arena.held(high);
     Ok(moves)
 }
 

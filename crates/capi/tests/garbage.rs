@@ -19,6 +19,14 @@ use proptest::prelude::*;
 
 const EINVAL: c_int = 22;
 
+/// The tests of this file share the process's one system: one at a time, so that a handle
+/// or id one of them makes (the first dataspace's id is 1) is not another's garbage.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Handle values that name no slot (or a freed one, made below).
 const BAD_CAPS: [l4_cap_idx_t; 7] = [0, 1, 0x800, 0xfff, 0x1001, 0x7fff_f000, l4_cap_idx_t::MAX];
 /// Addresses no region holds: null, low, odd, non-canonical, the top.
@@ -35,6 +43,7 @@ fn bad_ids() -> Vec<l4dm_dataspace_t> {
 
 #[test]
 fn l4re_entries_refuse_garbage() {
+    let _serial = one_at_a_time();
     assert_eq!(memkit_init(), 0);
     let empty = l4re_util_cap_alloc();
     let freed = l4re_util_cap_alloc();
@@ -132,6 +141,7 @@ fn l4re_entries_refuse_garbage() {
 
 #[test]
 fn l4dm_entries_refuse_garbage() {
+    let _serial = one_at_a_time();
     let mut size: l4_size_t = 0;
     let mut out = L4DM_INVALID_DATASPACE;
     let mut addr: *mut c_void = null_mut();
@@ -241,6 +251,7 @@ extern "C" fn wild_region(_user: *mut c_void, region: *mut memory_area_t) -> boo
 
 #[test]
 fn pmallocator_entries_refuse_garbage() {
+    let _serial = one_at_a_time();
     let bad_areas = [
         memory_area_t { start: 0, size: 0 },
         memory_area_t { start: 1, size: 4096 },
@@ -298,6 +309,7 @@ fn pmallocator_entries_refuse_garbage() {
 
 #[test]
 fn xmalloc_entries_refuse_garbage() {
+    let _serial = one_at_a_time();
     let heaps = [
         caddr_t(null_mut()),
         caddr_t(7 as *mut _),
@@ -361,6 +373,7 @@ proptest! {
         rs in any::<u64>(),
         rsize in any::<u64>(),
     ) {
+        let _serial = one_at_a_time();
         // A structured case: an area of its own (1 GiB apart from 2^41 on), a whole number of
         // frames; otherwise anything, made an allocator only inside [2^40, 2^41), clear of
         // the structured areas and of the other tests' areas.
@@ -394,6 +407,7 @@ proptest! {
     /// Random words as handles, ids, addresses and sizes: every call answers.
     #[test]
     fn random_words_are_answered(cap in any::<u64>(), id in any::<u64>(), addr in any::<usize>(), n in any::<u64>()) {
+        let _serial = one_at_a_time();
         let cap = cap as l4_cap_idx_t;
         let _ = l4re_ds_size(cap);
         let _ = l4re_ds_copy_in(cap, n, cap, n, n);

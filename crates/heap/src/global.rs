@@ -98,8 +98,8 @@ unsafe impl<P: PageSource, C: CpuId + Copy> GlobalAlloc for KernelHeaps<'_, P, C
         let Some(p) = NonNull::new(ptr) else { return ptr::null_mut() };
         // SAFETY: the caller owns the block (GlobalAlloc's contract) and does not touch it
         // during the call; the backing heap that owns it resizes it in place or moves it
-        // with its alignment, which is at least the layout's.
-        let r = unsafe { KernelHeaps::realloc(self, p, new_size, HeapId::Kernel) };
+        // aligned to the layout's alignment.
+        let r = unsafe { KernelHeaps::realloc_aligned(self, p, new_size, align_log2(layout), HeapId::Kernel) };
         debug_assert!(r.as_ref().map_or(true, |n| (n.as_ptr() as usize).is_multiple_of(layout.align())));
         r.map_or(ptr::null_mut(), NonNull::as_ptr)
     }

@@ -263,6 +263,32 @@ impl<'a, P: PageSource, C: CpuId + Copy> KernelHeaps<'a, P, C> {
         r.map_err(ReallocError::Free)?
     }
 
+    /// Resizes the block at `ptr` of `heap` to a block aligned to 2^`align_log2` (the
+    /// alignment its caller needs, as [`Heap::realloc_aligned`]).
+    ///
+    /// # Errors
+    /// As [`Heap::realloc_aligned`]; the old block is kept on failure.
+    ///
+    /// # Safety
+    /// As [`Heap::realloc`].
+    pub unsafe fn realloc_aligned(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+        align_log2: u32,
+        heap: HeapId,
+    ) -> Result<NonNull<u8>, ReallocError> {
+        let r = self.owner(
+            ptr,
+            heap,
+            // SAFETY: the caller's contract is forwarded.
+            |h| unsafe { h.realloc_aligned(ptr, new_size, align_log2) },
+            // SAFETY: as above.
+            |h| unsafe { h.realloc_aligned(ptr, new_size, align_log2) },
+        );
+        r.map_err(ReallocError::Free)?
+    }
+
     /// Checks the invariants of every backing heap.
     #[cfg(any(test, feature = "check"))]
     pub fn check_invariants(&self) {

@@ -187,6 +187,7 @@ fn random_actions_reach_every_structural_path() {
         ("switches back", p.unpackings),
         ("cached spans reused", p.span_reuses + q.span_reuses + r.span_reuses),
         ("emptied first spans taken again", p.head_reuses + q.head_reuses + r.head_reuses),
+        ("class blocks moved by realloc under one lock", p.realloc_short_moves + q.realloc_short_moves),
         ("runs given back by trim", p.trimmed_runs + q.trimmed_runs),
     ];
     // Under Miri the run is a hundredth as long: it looks for undefined behaviour on the

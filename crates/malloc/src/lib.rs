@@ -13,7 +13,8 @@
 //! ```
 //!
 //! # C semantics
-//! Blocks are aligned to 16 bytes (`max_align_t`). `malloc(0)` returns a unique block;
+//! Blocks are aligned to 16 bytes (`max_align_t`), a block `realloc` moves too (a `memalign`
+//! block included, as in glibc). `malloc(0)` returns a unique block;
 //! failures return null with `errno` `ENOMEM`; `calloc` and `reallocarray` fail with
 //! `ENOMEM` when the product overflows; `realloc(p, 0)` frees `p` and returns null (as
 //! glibc does); `realloc` that fails keeps the old block. `posix_memalign` returns `EINVAL`
@@ -209,8 +210,11 @@ fn reallocate(p: *mut c_void, size: usize) -> *mut c_void {
         Entry::Entered(_inside) => {
             drain();
             // SAFETY: `realloc`'s contract: the program owns the block and gives it up
-            // when it moves. A pointer that is not a live block start is refused.
-            match unsafe { HEAP.realloc(ptr, size) } {
+            // when it moves. A pointer that is not a live block start is refused. C's
+            // `realloc` keeps `max_align_t` alignment only (a `memalign` block that
+            // moves is aligned to 16, as glibc's is), which lets a class block move
+            // under one lock.
+            match unsafe { HEAP.realloc_aligned(ptr, size, MIN_ALIGN_LOG2) } {
                 Ok(n) => n.as_ptr().cast(),
                 Err(_) => fail(libc::ENOMEM),
             }

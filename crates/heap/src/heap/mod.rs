@@ -155,6 +155,8 @@ struct ShardState {
     quick_len: usize,
     /// Quick blocks taken again (counted here, under the lock, not with an atomic).
     quick_reuses: usize,
+    /// Class blocks of this shard moved by `realloc`'s short path (counted likewise).
+    realloc_short_moves: usize,
 }
 
 /// A quick arena block: its arena's descriptor, its first granule and its granules.
@@ -175,6 +177,7 @@ impl ShardState {
         quick: [Quick { arena: NONE, at: 0, granules: 0 }; QUICK_SLOTS],
         quick_len: 0,
         quick_reuses: 0,
+        realloc_short_moves: 0,
     };
 }
 
@@ -344,15 +347,10 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         if align_log2 <= 4
             && size <= MAX_SMALL
             && let Some(class) = class_for(size, 16)
+            && self.short_path_class(CLASSES[class].size as usize)
+            && let Some(p) = self.allocate_small_fast(self.cpu.current_cpu() % SHARDS, class)
         {
-            let span_max = self.span_max.load(Relaxed);
-            let c = CLASSES[class].size as usize;
-            if c <= span_max
-                && (span_max > EXACT_FIT_ABOVE || c < FRAGMENT_MIN)
-                && let Some(p) = self.allocate_small_fast(self.cpu.current_cpu() % SHARDS, class)
-            {
-                return Ok(p);
-            }
+            return Ok(p);
         }
         self.allocate_general(size, align_log2)
     }

@@ -64,6 +64,12 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         new_size: usize,
         align: Option<u32>,
     ) -> Result<NonNull<u8>, crate::ReallocError> {
+        if align.is_some_and(|a| a <= 4)
+            // SAFETY: the caller's contract, forwarded.
+            && let Some(p) = unsafe { self.realloc_small_fast(ptr, new_size) }
+        {
+            return Ok(p);
+        }
         let aligned = align.is_none_or(|a| (ptr.as_ptr() as usize).trailing_zeros() >= a);
         let (usable, align_log2) =
             match self.resize_in_place(ptr, new_size, aligned).map_err(crate::ReallocError::Free)? {
@@ -87,6 +93,46 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         // `realloc`); its contents are copied.
         unsafe { self.free(ptr) }.map_err(crate::ReallocError::Free)?;
         Ok(new)
+    }
+
+    /// The common reallocation to at most 16-byte alignment, under one lock: a class
+    /// block that [`free`](Heap::free)'s short path would take stays where it is (as
+    /// [`resize_in_place`](Heap::resize_in_place) decides), or moves to a block of its new
+    /// class (with room to grow, as [`realloc_inner`](Heap::realloc_inner) chooses) from a
+    /// partial span of its own shard, is copied and freed. `None`, nothing changed, for
+    /// anything else: the general path, which checks again and names any error.
+    ///
+    /// # Safety
+    /// As for [`realloc`](Heap::realloc).
+    #[inline(always)]
+    unsafe fn realloc_small_fast(&self, ptr: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
+        let roomy = new_size.saturating_add(new_size / 2);
+        // A size whose class (with room to grow) is not on the short paths goes to the
+        // general path before any lock is taken (a class block growing into an arena).
+        if !self.short_path_class(roomy) {
+            return None;
+        }
+        let mut b = self.small_block(ptr.as_ptr() as usize)?;
+        // Every class size is a multiple of 16 and spans start on a page: the block and
+        // any new one are aligned to 16.
+        let usable = CLASSES[b.class].size as usize;
+        if new_size <= usable && new_size.max(16) * 2 > usable {
+            return Some(ptr);
+        }
+        let want = if new_size > usable && roomy <= MAX_SMALL { roomy } else { new_size };
+        let class = class_for(want, 16)?;
+        // (A class of the same size cannot be asked for here; the check keeps the span's
+        // count right if it were.)
+        if class == b.class || !b.may_free() || !self.short_path_class(CLASSES[class].size as usize) {
+            return None;
+        }
+        let new = self.take_beside(&mut b, class)?;
+        // SAFETY: both blocks are live and distinct (of different classes), each at least
+        // `min(..)` bytes long; nobody touches the old one meanwhile (caller's contract).
+        unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), new_size.min(usable)) };
+        self.release_block(&mut b);
+        b.st.realloc_short_moves += 1;
+        Some(new)
     }
 
     /// Resizes the block at `ptr` to `new_size` bytes where it is, if it can (see

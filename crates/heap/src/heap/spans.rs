@@ -9,7 +9,9 @@ use memkit_types::{PAGE_SHIFT, PAGE_SIZE, VirtAddr};
 
 use super::descriptors::{Descriptor, PageMap};
 use super::stats::PathCounters;
-use super::{BITMAP_WORDS, CpuId, Heap, KIND_SMALL, MAX_MERGED_BLOCKS, NONE, SHARDS, ShardState};
+use super::{
+    BITMAP_WORDS, CpuId, EXACT_FIT_ABOVE, FRAGMENT_MIN, Heap, KIND_SMALL, MAX_MERGED_BLOCKS, NONE, SHARDS, ShardState,
+};
 use crate::class::{CLASSES, class_for};
 use crate::error::XmfreeError;
 use crate::source::PageSource;
@@ -36,6 +38,31 @@ impl ClassLists {
     #[inline(always)]
     pub(super) fn keeps_emptied_head(&self, id: u32) -> bool {
         self.partial == id && self.empties == 0
+    }
+}
+
+/// A live block of a span with no merged and no pinned block, found by
+/// [`Heap::small_block`] with its shard's lock held.
+pub(super) struct SmallBlock<'a> {
+    pub(super) st: spin::MutexGuard<'a, ShardState>,
+    pub(super) id: u32,
+    pub(super) d: &'a Descriptor,
+    pub(super) shard: usize,
+    pub(super) class: usize,
+    /// Its bitmap word and bit.
+    w: usize,
+    bit: u64,
+    /// Blocks of the span allocated, this one included.
+    used: u32,
+}
+
+impl SmallBlock<'_> {
+    /// Whether the short path may free it: the span keeps a block allocated, or it is its
+    /// class's emptied head that stays listed (anything else moves the span between lists:
+    /// the general path).
+    #[inline(always)]
+    pub(super) fn may_free(&self) -> bool {
+        self.used > 1 || self.st.classes[self.class].keeps_emptied_head(self.id)
     }
 }
 
@@ -151,12 +178,31 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// which checks again and names the error.
     #[inline(always)]
     pub(super) fn free_small_fast(&self, addr: usize) -> Option<()> {
+        let mut b = self.small_block(addr)?;
+        if !b.may_free() {
+            return None;
+        }
+        self.release_block(&mut b);
+        Some(())
+    }
+
+    /// The block at `addr` when it is a live block of a span with no merged and no pinned
+    /// block, its shard locked; `None` when it is anything else or any check fails (the
+    /// general paths check again and name the error). Every check the general path makes
+    /// is made: owned, a live descriptor of this shard, a block start, allocated.
+    #[inline(always)]
+    pub(super) fn small_block(&self, addr: usize) -> Option<SmallBlock<'_>> {
         let map = self.map.get()?;
         let entry = map.entries.get(addr.wrapping_sub(map.base) >> PAGE_SHIFT)?;
         let id = entry.load(Acquire);
         let d = self.desc(id)?;
+        // Other kinds go to the general path without taking the lock twice (a hint: the
+        // kind is checked again under the lock).
+        if d.kind.load(Relaxed) != KIND_SMALL {
+            return None;
+        }
         let shard = d.shard.load(Relaxed) as usize % SHARDS;
-        let mut st = self.shards[shard].state.lock();
+        let st = self.shards[shard].state.lock();
         if entry.load(Acquire) != id
             || d.kind.load(Acquire) != KIND_SMALL
             || d.shard.load(Relaxed) as usize != shard
@@ -171,27 +217,49 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let index = c.index_of(off);
         let (w, bit) = (index / 64, 1u64 << (index % 64));
         let used = d.used.load(Relaxed);
-        if off != index * c.size as usize
-            || index >= c.blocks as usize
-            || used == 0
-            || (used == 1 && !st.classes[class].keeps_emptied_head(id))
-        {
+        if off != index * c.size as usize || index >= c.blocks as usize || used == 0 {
             return None;
         }
-        let v = d.bitmap[w].load(Relaxed);
-        if v & bit == 0 {
+        if d.bitmap[w].load(Relaxed) & bit == 0 {
             return None;
         }
-        d.bitmap[w].store(v & !bit, Relaxed);
+        Some(SmallBlock { st, id, d, shard, class, w, bit, used })
+    }
+
+    /// Frees block `b` (checked by [`small_block`](Heap::small_block), and
+    /// [`may_free`](SmallBlock::may_free) on the short path) under its shard's lock.
+    #[inline(always)]
+    pub(super) fn release_block(&self, b: &mut SmallBlock<'_>) {
+        let (d, w) = (b.d, b.w);
+        let c = &CLASSES[b.class];
+        d.bitmap[w].store(d.bitmap[w].load(Relaxed) & !b.bit, Relaxed);
         if (w as u8) < d.hint.load(Relaxed) {
             d.hint.store(w as u8, Relaxed);
         }
-        d.used.store(used - 1, Relaxed);
-        self.shards[shard].count(c.size as usize, false);
-        if used == c.blocks {
-            self.push(&mut st.classes[class], id);
+        d.used.store(b.used - 1, Relaxed);
+        self.shards[b.shard].count(c.size as usize, false);
+        if b.used == c.blocks {
+            self.push(&mut b.st.classes[b.class], b.id);
         }
-        Some(())
+    }
+
+    /// A block of `class` from the first partial span of the shard of `b` (whose lock it
+    /// holds), `None` (nothing changed) when the class has none.
+    #[inline(always)]
+    pub(super) fn take_beside(&self, b: &mut SmallBlock<'_>, class: usize) -> Option<NonNull<u8>> {
+        let lists = &mut b.st.classes[class];
+        let id = lists.partial;
+        let d = self.desc(id)?;
+        self.take_block(lists, b.shard, class, id, d)
+    }
+
+    /// Whether a class of `size` bytes is served on the short paths: from spans whatever
+    /// the headroom, and not from arena fragments first (a heap packing hard tries those
+    /// for classes of at least [`FRAGMENT_MIN`]).
+    #[inline(always)]
+    pub(super) fn short_path_class(&self, size: usize) -> bool {
+        let span_max = self.span_max.load(Relaxed);
+        size <= span_max && (span_max > EXACT_FIT_ABOVE || size < FRAGMENT_MIN)
     }
 
     /// A block of `class` from a partial span of `shard`, else (if `fresh`) from an empty

@@ -50,6 +50,9 @@ pub struct HeapStats {
     /// Spans emptied first in their class's list (kept there) that a request took a block
     /// of again.
     pub head_reuses: usize,
+    /// Class blocks [`Heap::realloc_aligned`] moved to a block of another class under one
+    /// lock (its short path).
+    pub realloc_short_moves: usize,
     /// Cached empty spans and arenas given back by [`Heap::trim`].
     pub trimmed_runs: usize,
     /// Large blocks grown in place by [`Heap::realloc`] (the page source had the pages
@@ -125,6 +128,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         let quick = guards.iter().map(|g| g.quick_len).sum::<usize>();
         s.quick_reuses = guards.iter().map(|g| g.quick_reuses).sum::<usize>();
         s.head_reuses = guards.iter().map(|g| g.classes.iter().map(|l| l.head_reuses).sum::<usize>()).sum::<usize>();
+        s.realloc_short_moves = guards.iter().map(|g| g.realloc_short_moves).sum::<usize>();
         self.for_each_live(|_, d| {
             s.pages += d.pages.load(Relaxed) as usize;
             let kind = d.kind.load(Relaxed);

@@ -479,3 +479,59 @@ fn a_shard_keeps_one_empty_span_per_class_and_a_few_pages_more() {
     h.trim();
     assert_eq!(h.stats().pages, 0);
 }
+
+#[test]
+fn realloc_of_a_class_block_moves_under_one_lock_and_refuses_what_free_refuses() {
+    let h = heap(1 << 20);
+    let realloc = |p: NonNull<u8>, size: usize| {
+        // SAFETY: the test's own block, or a pointer the heap refuses.
+        unsafe { h.realloc_aligned(p, size, 4) }
+    };
+    // Two 16-byte blocks, so that moving one leaves its span with a block allocated, and
+    // a partial span of the 48-byte class to move to (the short path takes no new span).
+    let (p, keep) = (h.allocate(16, 0).unwrap(), h.allocate(16, 0).unwrap());
+    let other = h.allocate(48, 0).unwrap();
+    // SAFETY: the block is the test's, 16 bytes long.
+    unsafe { p.as_ptr().write_bytes(0xa5, 16) };
+    // Still fits and at least half used: it stays.
+    assert_eq!(realloc(p, 9).unwrap(), p);
+    // Grows: a block of the class of 24 and half again (48 bytes), contents copied.
+    let q = realloc(p, 24).unwrap();
+    assert_ne!(q, p);
+    assert_eq!(h.block(q).unwrap().usable, 48);
+    // SAFETY: the moved block is live and at least 16 bytes long.
+    assert!(unsafe { core::slice::from_raw_parts(q.as_ptr(), 16) }.iter().all(|&b| b == 0xa5));
+    assert_eq!(h.stats().realloc_short_moves, 1);
+    h.check_invariants();
+    // The old block is free: a second free and a realloc of it are refused.
+    let at = VirtAddr::new(addr(p));
+    assert_eq!(h.free_owned(p), Err(XmfreeError::NotAllocated(at)));
+    assert!(matches!(realloc(p, 40), Err(crate::ReallocError::Free(XmfreeError::NotAllocated(_)))));
+    // A pointer inside a block is refused; nothing changes.
+    let inside = NonNull::new(q.as_ptr().wrapping_add(8)).unwrap();
+    assert!(matches!(realloc(inside, 100), Err(crate::ReallocError::Free(XmfreeError::NotBlockStart(_)))));
+    // Shrinks below half: moves to a smaller class.
+    let r = realloc(q, 16).unwrap();
+    assert_eq!(h.block(r).unwrap().usable, 16);
+    assert_eq!(h.stats().realloc_short_moves, 2);
+    // A pinned block is the general path's, which refuses it.
+    h.pin(r).unwrap();
+    assert!(matches!(realloc(r, 200), Err(crate::ReallocError::Free(XmfreeError::StillPinned(_, 1)))));
+    h.unpin(r).unwrap();
+    h.check_invariants();
+    // The last block of a span (its move would empty it), or a move to a class with no
+    // partial span, takes the general path, which moves it as well.
+    h.free_owned(keep).unwrap();
+    let s = h.allocate(700, 0).unwrap();
+    let t = realloc(s, 900).unwrap();
+    assert_ne!(s, t);
+    let roomy = h.allocate(1350, 0).unwrap();
+    assert_eq!(h.block(t).unwrap().usable, h.block(roomy).unwrap().usable);
+    assert_eq!(h.stats().realloc_short_moves, 2);
+    for b in [r, t, other, roomy] {
+        h.free_owned(b).unwrap();
+    }
+    h.check_invariants();
+    h.trim();
+    assert_eq!(h.stats().small_blocks, 0);
+}
