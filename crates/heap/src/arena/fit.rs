@@ -11,9 +11,11 @@ use memkit_types::PAGE_SIZE;
 
 use super::{Arena, FL_COUNT, MAX_ARENA_PAGES, PAGE_GRANULES, SL_COUNT, SL_SHIFT, bucket};
 
-/// One entry of a [`FitIndex`]: a free block as it was when it was listed. It goes stale
-/// when the block is taken, merged into a neighbour or split; stale entries are dropped
-/// when they reach the top of their list or when the index collects them.
+/// One entry of a [`FitIndex`]: a free block as it was when it was listed. A block that is
+/// taken loses its entry; one merged into a neighbour loses it when it is among the first
+/// [`FORGET_SCAN`] of its list, else the entry goes stale and its list is marked as one
+/// that may hold stale entries (dropped when they reach the top of the list or when the
+/// index collects them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub(crate) struct Entry {
@@ -26,16 +28,20 @@ pub(crate) struct Entry {
     size: u16,
     /// The next entry of its list (or of the spare list), [`NIL`] at the end.
     next: u32,
+    /// The previous entry of its list, [`NIL`] for the top (unused when spare).
+    prev: u32,
 }
 
 /// Bytes of one [`Entry`]: the index grows its pool in whole pages of them.
 pub(crate) const ENTRY_BYTES: usize = size_of::<Entry>();
-const _: () = assert!(PAGE_SIZE.is_multiple_of(ENTRY_BYTES));
 const _: () = assert!(MAX_ARENA_PAGES <= PAGE_SIZE && MAX_ARENA_PAGES * PAGE_GRANULES <= 1 << 16);
 /// No entry.
 pub(super) const NIL: u32 = u32::MAX;
 /// Entries of the smallest pool: one page.
 pub(super) const MIN_ENTRIES: usize = PAGE_SIZE / ENTRY_BYTES;
+/// Entries of its list a block merged into a neighbour looks at for its own (more would
+/// cost a free more than a stale entry costs an allocation).
+const FORGET_SCAN: usize = 4;
 
 impl Entry {
     #[inline]
@@ -71,13 +77,16 @@ impl Entry {
 /// heap memory, free or not, so taking and freeing blocks touches only the arenas' headers
 /// and this index.
 ///
-/// The headers are the truth and the index is a cache of them. Lists are stacks of
-/// [`Entry`] in a pool of pages from the page source. Nothing is unlinked when a block
-/// stops being free at its size (taken, merged, split): its entry goes stale, and a block
-/// that changes gets a new entry. An entry is checked against its arena's header before it
-/// is used, so a stale one is dropped then; when the pool runs low,
-/// [`collect`](FitIndex::collect) drops every stale and duplicate entry, and the heap grows
-/// the pool (by half) when that leaves less than half of it spare. When it cannot (the page
+/// The headers are the truth and the index is a cache of them. Lists are doubly linked
+/// stacks of [`Entry`] in a pool of pages from the page source. A block taken loses its
+/// entry (the top of its list); a free block merged into a neighbour that is freed, or into
+/// a block that grows in place, loses its entry if it is among the first [`FORGET_SCAN`] of
+/// its list, else the entry goes stale and the list is marked (`stale`). The top of an
+/// unmarked list is current and taken as it is; the top of a marked one is checked against
+/// its arena's header first, and a stale one dropped (a marked list that empties is
+/// unmarked). When the pool runs low, [`collect`](FitIndex::collect) drops every stale and
+/// duplicate entry and unmarks every list, and the heap grows the pool (by half) when that
+/// leaves less than half of it spare. When it cannot (the page
 /// source is dry), a new free block goes unlisted and is counted; a request the lists
 /// cannot serve then has the heap [`rescan`](FitIndex::rescan_arena) the shard's arenas.
 pub(crate) struct FitIndex {
@@ -87,6 +96,9 @@ pub(crate) struct FitIndex {
     second: [u32; FL_COUNT],
     /// Each list's top entry, [`NIL`] when empty.
     heads: [[u32; SL_COUNT]; FL_COUNT],
+    /// Bit `s` of word `f` set: list `(f, s)` may hold entries that are stale or name the
+    /// same block as another (only such a list may).
+    stale: [u32; FL_COUNT],
     /// The pool: `capacity` entries, null before the first [`grow`](FitIndex::grow).
     pool: *mut Entry,
     capacity: u32,
@@ -114,6 +126,7 @@ impl FitIndex {
         first: 0,
         second: [0; FL_COUNT],
         heads: [[NIL; SL_COUNT]; FL_COUNT],
+        stale: [0; FL_COUNT],
         pool: core::ptr::null_mut(),
         capacity: 0,
         spare: NIL,
@@ -191,7 +204,9 @@ impl FitIndex {
         for i in self.capacity as usize..entries {
             let next = if i + 1 < entries { i as u32 + 1 } else { self.spare };
             // SAFETY: `i` is inside the new pool (caller's contract).
-            unsafe { new.wrapping_add(i).write(Entry { arena: core::ptr::null_mut(), at: 0, size: 0, next }) };
+            unsafe {
+                new.wrapping_add(i).write(Entry { arena: core::ptr::null_mut(), at: 0, size: 0, next, prev: NIL })
+            };
         }
         self.spare = self.capacity;
         self.spares += entries as u32 - self.capacity;
@@ -237,8 +252,16 @@ impl FitIndex {
         self.spare = self.entry(i).next;
         self.spares -= 1;
         let next = self.heads[f][s];
-        *self.entry_mut(i) =
-            Entry { arena: arena.start.map_addr(|a| a | (arena.pages - 1)), at: g as u16, size: size as u16, next };
+        *self.entry_mut(i) = Entry {
+            arena: arena.start.map_addr(|a| a | (arena.pages - 1)),
+            at: g as u16,
+            size: size as u16,
+            next,
+            prev: NIL,
+        };
+        if next != NIL {
+            self.entry_mut(next).prev = i;
+        }
         self.heads[f][s] = i;
         self.first |= 1 << f;
         self.second[f] |= 1 << s;
@@ -247,13 +270,26 @@ impl FitIndex {
     /// Unlinks the top entry of list `(f, s)` (non-empty) and makes it spare.
     #[inline]
     fn pop(&mut self, f: usize, s: usize) {
-        let i = self.heads[f][s];
-        let next = self.entry(i).next;
-        self.heads[f][s] = next;
-        if next == NIL {
-            self.second[f] &= !(1 << s);
-            if self.second[f] == 0 {
-                self.first &= !(1 << f);
+        self.unlink(self.heads[f][s], f, s);
+    }
+
+    /// Unlinks entry `i` of list `(f, s)` and makes it spare.
+    #[inline]
+    fn unlink(&mut self, i: u32, f: usize, s: usize) {
+        let Entry { next, prev, .. } = *self.entry(i);
+        if next != NIL {
+            self.entry_mut(next).prev = prev;
+        }
+        if prev != NIL {
+            self.entry_mut(prev).next = next;
+        } else {
+            self.heads[f][s] = next;
+            if next == NIL {
+                self.second[f] &= !(1 << s);
+                self.stale[f] &= !(1 << s);
+                if self.second[f] == 0 {
+                    self.first &= !(1 << f);
+                }
             }
         }
         let spare = self.spare;
@@ -262,7 +298,8 @@ impl FitIndex {
         self.spares += 1;
     }
 
-    /// The top entry of list `(f, s)` after dropping the stale ones above it.
+    /// The top entry of list `(f, s)`: as it is when the list is not marked stale, else
+    /// after dropping the stale ones above it.
     #[inline]
     fn top(&mut self, f: usize, s: usize) -> Option<Entry> {
         loop {
@@ -271,10 +308,35 @@ impl FitIndex {
                 return None;
             }
             let e = *self.entry(i);
-            if e.is_current() {
+            if self.stale[f] >> s & 1 == 0 || e.is_current() {
                 return Some(e);
             }
             self.pop(f, s);
+        }
+    }
+
+    /// Drops the entry of the free block of `size` granules at granule `g` of `arena`,
+    /// which is being merged into a neighbour, if it is among the first [`FORGET_SCAN`] of
+    /// its list; else (it is deeper, or the block is unlisted) marks the list stale.
+    #[inline]
+    fn forget(&mut self, arena: &Arena, g: usize, size: usize) {
+        let (f, s) = bucket(size);
+        let key = arena.start.map_addr(|a| a | (arena.pages - 1));
+        let mut cur = self.heads[f][s];
+        for _ in 0..FORGET_SCAN {
+            if cur == NIL {
+                // The whole list was looked at: the block is unlisted.
+                return;
+            }
+            let e = self.entry(cur);
+            if e.at as usize == g && e.size as usize == size && e.arena == key {
+                self.unlink(cur, f, s);
+                return;
+            }
+            cur = e.next;
+        }
+        if cur != NIL {
+            self.stale[f] |= 1 << s;
         }
     }
 
@@ -318,7 +380,9 @@ impl FitIndex {
                     // collection, so that a duplicate of it is not current.
                     if arena.start.addr() != drop_arena && e.is_current() {
                         arena.set_allocated(e.at as usize, true);
-                        self.entry_mut(cur).next = NIL;
+                        let kept = self.entry_mut(cur);
+                        kept.next = NIL;
+                        kept.prev = last;
                         match last {
                             NIL => self.heads[f][s] = cur,
                             l => self.entry_mut(l).next = cur,
@@ -340,6 +404,8 @@ impl FitIndex {
                 self.first &= !(1 << f);
             }
         }
+        // Every list is current and without duplicates now.
+        self.stale = [0; FL_COUNT];
         if unmark {
             self.unmark();
         }
@@ -492,6 +558,7 @@ impl FitIndex {
         let mut start = g;
         if end < arena.granules() && !arena.is_allocated(end) {
             let next = arena.next_start(end);
+            self.forget(arena, end, next - end);
             arena.clear_start(end);
             end = next;
             self.free_blocks -= 1;
@@ -499,6 +566,7 @@ impl FitIndex {
         if g > arena.header() {
             let prev = arena.prev_start(g);
             if !arena.is_allocated(prev) {
+                self.forget(arena, prev, g - prev);
                 arena.clear_start(g);
                 start = prev;
                 self.free_blocks -= 1;
@@ -530,6 +598,7 @@ impl FitIndex {
         // The free block after the block (if any) joins the tail: one free block from
         // the new end to `free_end`, or none.
         if next_free {
+            self.forget(arena, end, free_end - end);
             arena.clear_start(end);
             self.free_blocks -= 1;
         }
@@ -541,9 +610,10 @@ impl FitIndex {
         Some(old)
     }
 
-    /// Checks the index: bitmaps match the lists, every entry is in one list or spare
-    /// (once, and counted), entries name blocks of arenas that `owner` finds from their
-    /// addresses and sit in the list of their size. Returns the free blocks counted and the
+    /// Checks the index: bitmaps match the lists, links both ways, every entry is in one
+    /// list or spare (once, and counted), entries name blocks of arenas that `owner` finds
+    /// from their addresses and sit in the list of their size, and every entry of a list
+    /// not marked stale is current. Returns the free blocks counted and the
     /// upper bound on unlisted ones (which [`Arena::check`] holds the arenas to).
     #[cfg(any(test, feature = "check"))]
     pub(crate) fn check(&mut self, owner: impl Fn(usize) -> Arena) -> (usize, usize) {
@@ -564,9 +634,12 @@ impl FitIndex {
             for s in 0..SL_COUNT {
                 let head = self.heads[f][s];
                 assert_eq!(self.second[f] >> s & 1 == 1, head != NIL, "second-level bit ({f}, {s})");
-                let mut cur = head;
+                let stale = self.stale[f] >> s & 1 == 1;
+                assert!(!stale || head != NIL, "empty list ({f}, {s}) marked stale");
+                let (mut cur, mut prev) = (head, NIL);
                 while cur != NIL {
                     let e = *self.entry(cur);
+                    assert_eq!(e.prev, prev, "entry {cur} linked back to another");
                     let arena = e.arena();
                     assert_eq!(owner(arena.addr(e.at as usize)), arena, "entry {cur} names another arena");
                     assert!(
@@ -574,8 +647,14 @@ impl FitIndex {
                         "entry {cur} misplaced"
                     );
                     assert_eq!(bucket(e.size as usize), (f, s), "entry {cur} in the wrong list");
+                    // A current entry's block is marked allocated until the end of the check,
+                    // so that a second entry of it is not current.
+                    if !stale {
+                        assert!(e.is_current(), "entry {cur} stale or a duplicate in a list not marked so");
+                        arena.set_allocated(e.at as usize, true);
+                    }
                     mark(self, cur);
-                    cur = e.next;
+                    (prev, cur) = (cur, e.next);
                 }
             }
         }
@@ -591,7 +670,23 @@ impl FitIndex {
         for i in 0..self.capacity {
             self.entry_mut(i).size &= !MARK;
         }
+        for f in 0..FL_COUNT {
+            for s in (0..SL_COUNT).filter(|&s| self.stale[f] >> s & 1 == 0) {
+                let mut cur = self.heads[f][s];
+                while cur != NIL {
+                    let e = *self.entry(cur);
+                    e.arena().set_allocated(e.at as usize, false);
+                    cur = e.next;
+                }
+            }
+        }
         (self.free_blocks as usize, self.unlisted as usize)
+    }
+
+    /// Lists marked as possibly holding stale entries.
+    #[cfg(test)]
+    pub(super) fn stale_lists(&self) -> u32 {
+        self.stale.iter().map(|w| w.count_ones()).sum()
     }
 
     /// Whether the free block of `size` granules at `addr` has a current entry.

@@ -10,7 +10,7 @@
 //!   └───────────────────────────────┴─────────┴─────────────┴────────┴──────┘
 //!   summary: one bit per non-zero word of start bits
 //!   shard: FitIndex (first-level bitmap, second-level bitmaps, list tops) over a pool of
-//!          entries (arena | pages - 1, granule, size, next), over all its arenas
+//!          entries (arena | pages - 1, granule, size, next, prev), over all its arenas
 //! ```
 //!
 //! Blocks tile the arena after its header; a start bit marks each block's first granule
@@ -23,11 +23,13 @@
 //! Free blocks are found through the shard's [`FitIndex`]: segregated lists by size (16
 //! lists per doubling of size, as in TLSF) of entries in a pool of its own, each naming a
 //! block by arena, granule and size. Nothing is written into a block, free or allocated,
-//! so taking and freeing touch only headers and the index, whose lines stay cached. An
-//! entry is not unlinked when its block is taken or merged: it goes stale, and is checked
-//! against the header (a start, free, of its size) before it is used. A request checks the
-//! top of the list of its exact size first (good fit), then the first non-empty list whose
-//! blocks all fit.
+//! so taking and freeing touch only headers and the index, whose lines stay cached. Lists
+//! are doubly linked: a block taken loses its entry, and so does a free block merged into a
+//! neighbour when its entry is among the first few of its list (on the recorded traces,
+//! every time); otherwise the entry goes stale and its list is marked, and the tops of a
+//! marked list are checked against the header (a start, free, of its size) before use. A
+//! request checks the top of the list of its exact size first (good fit), then the first
+//! non-empty list whose blocks all fit.
 //!
 //! All accesses to an arena's header (and to the index) happen under the lock of the shard
 //! that owns it; an [`Arena`] view is made only under that lock.
@@ -520,6 +522,50 @@ mod tests {
         index.free(&a, h);
         assert!(a.is_empty());
         assert_eq!(index.check(|_| a), (1, 0));
+    }
+
+    #[test]
+    fn a_block_merged_deep_in_its_list_leaves_a_stale_entry_in_a_marked_list() {
+        let a = arena(16);
+        let mut index = index();
+        index.add_arena(&a);
+        // Twelve blocks of 5 granules, each followed by a spacer of 1 kept allocated.
+        let mut blocks = Vec::new();
+        let mut spacers = Vec::new();
+        for _ in 0..12 {
+            blocks.push(index.allocate(5, 1).unwrap().1);
+            spacers.push(index.allocate(1, 1).unwrap().1);
+        }
+        // Freed in order, each goes on top of the 5-granule list: the first is the deepest.
+        for &b in &blocks {
+            index.free(&a, b);
+        }
+        assert_eq!(index.check(|_| a), (13, 0));
+        assert_eq!(index.stale_lists(), 0);
+        // The first spacer merges with the first two blocks, both deeper in their list
+        // than a free looks: their entries go stale and the list is marked.
+        index.free(&a, spacers[0]);
+        assert_eq!(a.block_granules(blocks[0]), 11);
+        assert_eq!(index.stale_lists(), 1);
+        assert_eq!(index.check(|_| a), (12, 0));
+        assert_eq!(a.check(&index), (11, 12, 11, 0));
+        // The ten current blocks of the list are taken from its top; then its stale entries
+        // are dropped, the list empties and is unmarked, and the next request of 5 granules
+        // splits a larger block.
+        for &b in blocks[2..].iter().rev() {
+            assert_eq!(index.allocate(5, 1).unwrap().1, b);
+        }
+        assert_eq!(index.stale_lists(), 1);
+        let split = index.allocate(5, 1).unwrap().1;
+        assert!(split == blocks[0] || split > *spacers.last().unwrap(), "{split}");
+        assert_eq!(index.stale_lists(), 0);
+        assert_eq!(index.check(|_| a), (2, 0));
+        for g in blocks[2..].iter().copied().chain(spacers[1..].iter().copied()).chain([split]) {
+            index.free(&a, g);
+            index.check(|_| a);
+        }
+        assert!(a.is_empty());
+        assert_eq!(a.check(&index), (0, 1, 0, 0));
     }
 
     #[test]
