@@ -23,7 +23,7 @@
 //! release where the handler found the gate closed by nobody it knew and waited forever.
 //!
 //! # Unsafe
-//! `pthread_atfork` and `sched_getcpu` calls.
+//! The `pthread_atfork` call, and an [`Entered`] reaching its own thread's record.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicUsize, Ordering::*};
@@ -41,19 +41,25 @@ static INSIDE: [Slot; SLOTS] = [const { Slot(AtomicUsize::new(0)) }; SLOTS];
 static FORKING: AtomicUsize = AtomicUsize::new(0);
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 
-thread_local! {
+/// A thread's own state, in one thread-local record: a library loaded with `LD_PRELOAD`
+/// reaches thread-locals through `__tls_get_addr`, so each call of the family makes one
+/// such lookup rather than one per variable.
+struct Local {
     /// 1 while this thread is inside the malloc family (0 outside).
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    depth: Cell<u32>,
     /// This thread's slot plus one (0: none yet).
-    static SLOT: Cell<usize> = const { Cell::new(0) };
-    /// A byte whose address names this thread ([`me`]).
-    static ME: u8 = const { 0 };
+    slot: Cell<usize>,
 }
 
-/// This thread's identity: the address of its own thread-local byte, never 0.
+thread_local! {
+    /// This thread's state; its address also names the thread ([`me`]).
+    static LOCAL: Local = const { Local { depth: Cell::new(0), slot: Cell::new(0) } };
+}
+
+/// This thread's identity: the address of its own thread-local record, never 0.
 #[inline]
 fn me() -> usize {
-    ME.with(|b| core::ptr::from_ref(b) as usize)
+    LOCAL.with(|l| core::ptr::from_ref(l) as usize)
 }
 
 /// The outcome of [`enter`].
@@ -66,45 +72,64 @@ pub(crate) enum Entry {
     Nested,
 }
 
-/// A thread inside the heap.
+/// A thread inside the heap (on this thread only: it holds the thread's record).
 #[derive(Debug)]
 pub(crate) struct Entered {
     slot: usize,
+    local: *const Local,
 }
 
 impl Drop for Entered {
     #[inline]
     fn drop(&mut self) {
         INSIDE[self.slot % SLOTS].0.fetch_sub(1, Release);
-        DEPTH.set(0);
+        // SAFETY: the record of this thread (an `Entered` never leaves its thread: it holds
+        // a raw pointer, so it is neither `Send` nor `Sync`), which lives as long as it.
+        unsafe { (*self.local).depth.set(0) };
     }
 }
 
+/// The slot of the thread whose record is `l`, given on its first call.
 #[inline]
-fn my_slot() -> usize {
-    let s = SLOT.get();
+fn slot_of(l: &Local) -> usize {
+    let s = l.slot.get();
     if s != 0 {
         return s - 1;
     }
     let s = NEXT_SLOT.fetch_add(1, Relaxed) % SLOTS;
-    SLOT.set(s + 1);
+    l.slot.set(s + 1);
     s
+}
+
+#[inline]
+fn my_slot() -> usize {
+    LOCAL.with(slot_of)
 }
 
 /// Enters the heap, or reports that this thread is inside the malloc family already.
 #[inline]
 pub(crate) fn enter() -> Entry {
-    if DEPTH.get() != 0 {
-        return Entry::Nested;
-    }
-    DEPTH.set(1);
-    let slot = my_slot();
+    LOCAL.with(|l| {
+        if l.depth.get() != 0 {
+            return Entry::Nested;
+        }
+        l.depth.set(1);
+        let slot = slot_of(l);
+        wait_for_fork(slot, l);
+        Entry::Entered(Entered { slot, local: core::ptr::from_ref(l) })
+    })
+}
+
+/// Counts this thread (record `l`, counter `slot`) inside the heap, once no other thread
+/// is forking.
+#[inline]
+fn wait_for_fork(slot: usize, l: &Local) {
     let counter = &INSIDE[slot % SLOTS];
     loop {
         counter.0.fetch_add(1, SeqCst);
         let forker = FORKING.load(SeqCst);
-        if forker == 0 || forker == me() {
-            return Entry::Entered(Entered { slot });
+        if forker == 0 || forker == core::ptr::from_ref(l) as usize {
+            return;
         }
         counter.0.fetch_sub(1, SeqCst);
         while FORKING.load(Relaxed) != 0 {
@@ -115,7 +140,7 @@ pub(crate) fn enter() -> Entry {
 
 /// Whether this thread is inside the malloc family now.
 pub(crate) fn inside() -> bool {
-    DEPTH.get() != 0
+    LOCAL.with(|l| l.depth.get() != 0)
 }
 
 extern "C" fn prepare() {
@@ -147,17 +172,16 @@ pub(crate) fn register_fork_handlers() {
     unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
 }
 
-/// The heap's shard: the CPU the thread runs on (`sched_getcpu`, which reads the kernel's
-/// per-thread record without a system call), or this thread's slot when the kernel cannot
-/// tell.
+/// The heap's shard: this thread's slot (threads take slots in turn, so up to
+/// [`SHARDS`](memkit_heap::SHARDS) threads have shards of their own). Finding it costs one
+/// thread-local read; `sched_getcpu`, the CPU the thread runs on, cost about 30
+/// instructions a call, a fifth of a `malloc`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ThisCpu;
 
 impl CpuId for ThisCpu {
     #[inline]
     fn current_cpu(&self) -> usize {
-        // SAFETY: no arguments, no memory touched.
-        let cpu = unsafe { libc::sched_getcpu() };
-        usize::try_from(cpu).unwrap_or_else(|_| my_slot())
+        my_slot()
     }
 }
