@@ -23,7 +23,8 @@
 //! release where the handler found the gate closed by nobody it knew and waited forever.
 //!
 //! # Unsafe
-//! The `pthread_atfork` call, and an [`Entered`] reaching its own thread's record.
+//! The `pthread_atfork` and `sched_getcpu` calls, and an [`Entered`] reaching its own
+//! thread's record.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicUsize, Ordering::*};
@@ -49,11 +50,20 @@ struct Local {
     depth: Cell<u32>,
     /// This thread's slot plus one (0: none yet).
     slot: Cell<usize>,
+    /// The CPU this thread ran on when it last asked (`sched_getcpu`), and the calls
+    /// since: it asks again every [`CPU_REFRESH`] calls.
+    cpu: Cell<usize>,
+    calls: Cell<u32>,
 }
+
+/// Calls of a thread between two `sched_getcpu`s (which costs about 30 instructions, a fifth
+/// of a `malloc`); a thread moved to another CPU keeps its old shard for at most as many.
+const CPU_REFRESH: u32 = 32;
 
 thread_local! {
     /// This thread's state; its address also names the thread ([`me`]).
-    static LOCAL: Local = const { Local { depth: Cell::new(0), slot: Cell::new(0) } };
+    static LOCAL: Local =
+        const { Local { depth: Cell::new(0), slot: Cell::new(0), cpu: Cell::new(0), calls: Cell::new(0) } };
 }
 
 /// This thread's identity: the address of its own thread-local record, never 0.
@@ -99,11 +109,6 @@ fn slot_of(l: &Local) -> usize {
     let s = NEXT_SLOT.fetch_add(1, Relaxed) % SLOTS;
     l.slot.set(s + 1);
     s
-}
-
-#[inline]
-fn my_slot() -> usize {
-    LOCAL.with(slot_of)
 }
 
 /// Enters the heap, or reports that this thread is inside the malloc family already.
@@ -172,16 +177,25 @@ pub(crate) fn register_fork_handlers() {
     unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
 }
 
-/// The heap's shard: this thread's slot (threads take slots in turn, so up to
-/// [`SHARDS`](memkit_heap::SHARDS) threads have shards of their own). Finding it costs one
-/// thread-local read; `sched_getcpu`, the CPU the thread runs on, cost about 30
-/// instructions a call, a fifth of a `malloc`.
+/// The heap's shard: the CPU the thread runs on (`sched_getcpu`, asked every
+/// [`CPU_REFRESH`] calls of the thread and kept in its record), or its slot when the kernel
+/// cannot tell. Shards by CPU rather than by thread: each shard keeps spans and an arena of
+/// its own, so a process of many threads holds as many shards' worth as it has CPUs.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ThisCpu;
 
 impl CpuId for ThisCpu {
     #[inline]
     fn current_cpu(&self) -> usize {
-        my_slot()
+        LOCAL.with(|l| {
+            let calls = l.calls.get();
+            l.calls.set(calls.wrapping_add(1));
+            if calls % CPU_REFRESH == 0 {
+                // SAFETY: no arguments, no memory touched.
+                let cpu = unsafe { libc::sched_getcpu() };
+                l.cpu.set(usize::try_from(cpu).unwrap_or_else(|_| slot_of(l)));
+            }
+            l.cpu.get()
+        })
     }
 }

@@ -7,7 +7,7 @@
 //!   malloc ─▶ gate::enter ─(nested: a signal handler inside malloc)─▶ nested: mmap, deferred free
 //!                 │ entered
 //!                 ▼
-//!   memkit_heap::Heap (size classes, shards by thread) ─▶ Ram: PageSource ─▶ memkit_phys
+//!   memkit_heap::Heap (size classes, shards by CPU) ─▶ Ram: PageSource ─▶ memkit_phys
 //!                                                      frame allocator over a reservation
 //!                                                      that grows by 64 MiB chunks (ram)
 //! ```
@@ -24,8 +24,8 @@
 //! rounds the size up to whole pages. `malloc_usable_size` is at least the size asked for.
 //!
 //! # What is guaranteed in a real process
-//! - **Threads.** The heap is shared; each thread allocates from a shard of its own (threads
-//!   take the heap's shards in turn), so threads running at once take different locks.
+//! - **Threads.** The heap is shared; each thread allocates from the shard of the CPU it
+//!   runs on (asked every 32 calls), so threads on different CPUs take different locks.
 //! - **`fork`.** The atfork handlers close a gate before the fork and wait until no thread
 //!   is inside the heap; the parent and the child open it again. The child's heap is whole,
 //!   whichever threads were allocating when another forked.
