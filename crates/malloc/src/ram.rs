@@ -267,6 +267,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_return_threshold_rises_to_twice_each_run_returned() {
+        let ram = Ram::new().unwrap();
+        let pages = 2 * RETURN_MIN / PAGE_SIZE;
+        let runs = [0; 2].map(|_| ram.allocate_pages(PageCount::new(pages), Order::new(0)).unwrap());
+        for run in runs {
+            // SAFETY: a committed run of ours.
+            unsafe { run.as_ptr().write_bytes(0xab, pages * PAGE_SIZE) };
+        }
+        // (The freed runs are read below: the RAM is this test's, and nothing allocates
+        // from it meanwhile.)
+        // SAFETY: the run came from `ram` and is unused.
+        unsafe { ram.free_pages(runs[0], PageCount::new(pages)) };
+        // SAFETY: committed memory of the reservation.
+        assert_eq!(unsafe { runs[0].as_ptr().read() }, 0, "returned to the OS");
+        assert_eq!(ram.return_min.load(Relaxed), 2 * pages * PAGE_SIZE);
+        // SAFETY: as above.
+        unsafe { ram.free_pages(runs[1], PageCount::new(pages)) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { runs[1].as_ptr().read() }, 0xab, "below the threshold now: kept");
+        // A run above the threshold goes back; the threshold stops at its ceiling.
+        let big = ram.allocate_pages(PageCount::new(RETURN_MAX / PAGE_SIZE), Order::new(0)).unwrap();
+        // SAFETY: a committed run of ours.
+        unsafe { big.as_ptr().write(0xcd) };
+        // SAFETY: the run came from `ram` and is unused.
+        unsafe { ram.free_pages(big, PageCount::new(RETURN_MAX / PAGE_SIZE)) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { big.as_ptr().read() }, 0);
+        assert_eq!(ram.return_min.load(Relaxed), RETURN_MAX);
+    }
+
+    #[test]
     fn ram_grows_by_chunks_and_serves_runs_larger_than_a_chunk() {
         let ram = Ram::new().unwrap();
         assert_eq!(ram.committed(), CHUNK);
