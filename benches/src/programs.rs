@@ -5,8 +5,8 @@
 //! Python (sqlite in memory with an index, a JSON dump and load of a large dict, many small
 //! objects), git (commits, `log --stat`, `gc`), gcc compiling a C file, a shell pipeline
 //! (`sort | uniq -c | sort`) and a C program whose threads malloc and free across each
-//! other. memkit is `libmemkit_malloc.so` (built with `cargo build --release -p memkit-malloc`, or
-//! by this suite when it is missing), mimalloc the system's `libmimalloc.so.2` (Debian's
+//! other. memkit is `libmemkit_malloc.so` (this suite runs `cargo build --release -p
+//! memkit-malloc` first, so that it measures the code as it is), mimalloc the system's `libmimalloc.so.2` (Debian's
 //! `libmimalloc2.0`), glibc the plain run; each goes in as `LD_PRELOAD`.
 //!
 //! Each program runs several rounds; in each round every allocator runs it once, in turn
@@ -32,17 +32,14 @@ fn programs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/malloc/tests/programs")
 }
 
-/// `libmemkit_malloc.so` next to this binary (its profile), built with the release profile when
-/// missing.
+/// `libmemkit_malloc.so` of the release profile in this binary's target directory, built
+/// (or found up to date by cargo) first every time: a library left from an earlier build
+/// would measure old code.
 fn memkit_library() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let mut dir = exe.parent()?.to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
-    }
-    let lib = dir.join("libmemkit_malloc.so");
-    if lib.exists() {
-        return Some(lib);
     }
     let target = dir.parent()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
