@@ -8,10 +8,14 @@
 //!   physical address p = offset p in the reservation (a direct map at `base`)
 //! ```
 //!
-//! The frame allocator (`memkit-phys`) is set up once over the whole reservation with
-//! everything past the first chunk reserved; when an allocation finds no run, the next
-//! chunk (or as many as the request needs) is made read-write with `mprotect` and joins
-//! with [`LockedAllocator::add_region`]. The heap sees the reservation as its page source's
+//! Two frame allocators (`memkit-phys`) share the reservation: the lower one over its first
+//! [`LOWER`] bytes, set up at once with everything past the first chunk reserved, and the
+//! upper one over the rest, set up when the lower area is full (its header at the start of
+//! the upper area). A frame allocator's header grows with its area and is written whole at
+//! set-up, so one allocator over the whole reservation cost every process a megabyte of
+//! memory; the lower one's is 64 KiB. When an allocation finds no run, the next chunk (or as
+//! many as the request needs, up to the end of the lower area first) is made read-write
+//! with `mprotect` and joins its allocator with [`LockedAllocator::add_region`]. The heap sees the reservation as its page source's
 //! range, so its page map covers every page that may ever join; since fresh pages read as
 //! zero ([`PageSource::is_zeroed`]) the map costs memory only where it is used.
 //!
@@ -39,6 +43,9 @@ use memkit_types::{Frame, FrameCount, FrameSource, FrameSourceError, Order, PAGE
 /// Address space reserved for the heap: the most memory the malloc family hands out
 /// (1 GiB in the unit tests, whose invariant checks walk the heap's page map).
 pub(crate) const RESERVE: usize = if cfg!(test) { 1 << 30 } else { 16 << 30 };
+/// The lower area: the part of the reservation the first frame allocator manages (a
+/// quarter of it in the unit tests, so that they reach the upper one).
+pub(crate) const LOWER: usize = if cfg!(test) { 256 << 20 } else { 1 << 30 };
 /// Memory joins in chunks of this size (or larger, for a request that needs more).
 pub(crate) const CHUNK: usize = 64 << 20;
 /// Runs given back of at least this size go back to the OS, at first.
@@ -59,7 +66,10 @@ pub(crate) enum RamError {
 pub(crate) struct Ram {
     /// The reservation's first byte, with its provenance.
     base: *mut u8,
+    /// The lower area's frame allocator.
     frames: LockedAllocator<'static>,
+    /// The upper area's, once the lower area is full.
+    upper: spin::Once<LockedAllocator<'static>>,
     /// Bytes from `base` that are read-write and have joined the frame allocator.
     committed: AtomicUsize,
     /// Taken to commit a chunk (never while the frame allocator's lock is held).
@@ -121,23 +131,11 @@ impl Ram {
             unsafe { libc::munmap(base.wrapping_add(RESERVE).cast(), tail) };
         }
         commit(base, 0, CHUNK)?;
-        let area = MemoryArea::new(PhysAddr::zero(), RESERVE as u64);
-        let absent = MemoryArea::new(PhysAddr::new(CHUNK as u64), (RESERVE - CHUNK) as u64);
-        let header_region = get_header(area, [absent]).map_err(|_| RamError::Layout)?;
-        let words = header_words(area).map_err(|_| RamError::Layout)?;
-        let header_start = header_region.start.as_u64() as usize;
-        if header_start + words * 8 > CHUNK {
-            return Err(RamError::Layout);
-        }
-        let header_ptr = base.wrapping_add(header_start).cast::<u64>();
-        // SAFETY: the header lies in the first chunk, committed read-write just above and
-        // page-aligned; the frame allocator reserves its frames, so nothing else ever
-        // reaches these words; the reservation is never unmapped.
-        let header: &'static mut [u64] = unsafe { core::slice::from_raw_parts_mut(header_ptr, words) };
-        let allocator = Allocator::init(area, header_region, header, [absent]).map_err(|_| RamError::Layout)?;
+        let allocator = frame_allocator(base, 0, LOWER, CHUNK)?;
         Ok(Ram {
             base,
             frames: LockedAllocator::new(allocator),
+            upper: spin::Once::new(),
             committed: AtomicUsize::new(CHUNK),
             grow: spin::Mutex::new(()),
             freed_any: AtomicBool::new(false),
@@ -156,9 +154,15 @@ impl Ram {
         self.committed.load(Relaxed)
     }
 
-    /// Commits enough chunks for a run of `count` pages aligned to 2^`align` pages, unless
-    /// another thread committed some since `seen` (then the caller just tries again).
-    /// `false` when the reservation is full or the OS refuses.
+    /// The frame allocators set up so far, the lower one first.
+    fn allocators(&self) -> impl Iterator<Item = &LockedAllocator<'static>> {
+        core::iter::once(&self.frames).chain(self.upper.get())
+    }
+
+    /// Commits enough chunks for a run of `count` pages aligned to 2^`align` pages (in the
+    /// lower area up to its end, then in the upper one), unless another thread committed
+    /// some since `seen` (then the caller just tries again). `false` when the reservation is
+    /// full or the OS refuses.
     #[cold]
     fn grow(&self, count: usize, align: u8, seen: usize) -> bool {
         let _g = self.grow.lock();
@@ -171,18 +175,69 @@ impl Ram {
             .and_then(|p| p.checked_mul(PAGE_SIZE))
             .and_then(|b| b.checked_next_multiple_of(CHUNK))
             .unwrap_or(usize::MAX)
-            .max(CHUNK)
-            .min(RESERVE - top);
-        if need == 0 || commit(self.base, top, need).is_err() {
+            .max(CHUNK);
+        if top < LOWER {
+            // The lower area first, as far as it goes; a run larger than what is left of
+            // it comes from the upper area on the next try.
+            let len = need.min(LOWER - top);
+            let region = MemoryArea::new(PhysAddr::new(top as u64), len as u64);
+            if commit(self.base, top, len).is_err() || self.frames.add_region(region).is_err() {
+                return false;
+            }
+            self.committed.store(top + len, Release);
+            return true;
+        }
+        let Some(upper) = self.upper.get() else { return self.start_upper(need) };
+        let len = need.min(RESERVE - top);
+        let region = MemoryArea::new(PhysAddr::new(top as u64), len as u64);
+        if len == 0 || commit(self.base, top, len).is_err() || upper.add_region(region).is_err() {
             return false;
         }
-        let region = MemoryArea::new(PhysAddr::new(top as u64), need as u64);
-        if self.frames.add_region(region).is_err() {
-            return false;
-        }
-        self.committed.store(top + need, Release);
+        self.committed.store(top + len, Release);
         true
     }
+
+    /// Sets the upper area's frame allocator up (the lower area is full and committed;
+    /// the caller holds the `grow` lock), its header and `need` bytes more committed.
+    #[cold]
+    fn start_upper(&self, need: usize) -> bool {
+        let Ok(words) = header_words(MemoryArea::new(PhysAddr::new(LOWER as u64), (RESERVE - LOWER) as u64)) else {
+            return false;
+        };
+        let len = need
+            .checked_add(words * 8)
+            .and_then(|b| b.checked_next_multiple_of(CHUNK))
+            .unwrap_or(usize::MAX)
+            .min(RESERVE - LOWER);
+        if commit(self.base, LOWER, len).is_err() {
+            return false;
+        }
+        let Ok(allocator) = frame_allocator(self.base, LOWER, RESERVE - LOWER, len) else { return false };
+        self.upper.call_once(|| LockedAllocator::new(allocator));
+        self.committed.store(LOWER + len, Release);
+        true
+    }
+}
+
+/// A frame allocator over `len` bytes at offset `at` of the reservation (at `base`), of
+/// which the first `committed` are read-write: its header goes there, and the rest of the
+/// area stays reserved until it joins ([`LockedAllocator::add_region`]).
+fn frame_allocator(base: *mut u8, at: usize, len: usize, committed: usize) -> Result<Allocator<'static>, RamError> {
+    let area = MemoryArea::new(PhysAddr::new(at as u64), len as u64);
+    let absent =
+        (committed < len).then(|| MemoryArea::new(PhysAddr::new((at + committed) as u64), (len - committed) as u64));
+    let header_region = get_header(area, absent).map_err(|_| RamError::Layout)?;
+    let words = header_words(area).map_err(|_| RamError::Layout)?;
+    let header_start = header_region.start.as_u64() as usize;
+    if header_start < at || header_start + words * 8 > at + committed {
+        return Err(RamError::Layout);
+    }
+    let header_ptr = base.wrapping_add(header_start).cast::<u64>();
+    // SAFETY: the header lies in the committed part of the area (checked just above),
+    // read-write and page-aligned; the frame allocator reserves its frames, so nothing else
+    // ever reaches these words; the reservation is never unmapped.
+    let header: &'static mut [u64] = unsafe { core::slice::from_raw_parts_mut(header_ptr, words) };
+    Allocator::init(area, header_region, header, absent).map_err(|_| RamError::Layout)
 }
 
 /// Makes `len` bytes at offset `at` of the reservation read-write.
@@ -217,17 +272,18 @@ unsafe impl PageSource for Ram {
         }
         loop {
             let seen = self.committed.load(Acquire);
-            match FrameSource::allocate(&self.frames, FrameCount::new(count.get() as u64), align, None) {
-                Ok(f) => {
-                    let off = f.start_address().as_u64() as usize;
-                    return NonNull::new(self.base.wrapping_add(off));
-                }
-                Err(FrameSourceError::Exhausted(_)) => {
-                    if !self.grow(count.get(), align.get(), seen) {
-                        return None;
+            for frames in self.allocators() {
+                match FrameSource::allocate(frames, FrameCount::new(count.get() as u64), align, None) {
+                    Ok(f) => {
+                        let off = f.start_address().as_u64() as usize;
+                        return NonNull::new(self.base.wrapping_add(off));
                     }
+                    Err(FrameSourceError::Exhausted(_)) => {}
+                    Err(_) => return None,
                 }
-                Err(_) => return None,
+            }
+            if !self.grow(count.get(), align.get(), seen) {
+                return None;
             }
         }
     }
@@ -247,14 +303,18 @@ unsafe impl PageSource for Ram {
         }
         let frame = Frame::containing_address(PhysAddr::new(off as u64));
         // A refusal means the run was not allocated: nothing to give back.
-        let _ = FrameSource::free(&self.frames, frame, FrameCount::new(count.get() as u64));
+        let owner = if off < LOWER { Some(&self.frames) } else { self.upper.get() };
+        if let Some(frames) = owner {
+            let _ = FrameSource::free(frames, frame, FrameCount::new(count.get() as u64));
+        }
     }
 
     fn free_page_count(&self) -> PageCount {
         // What can still join counts as free: the heap places by size class while it has
         // headroom, and the reservation is its headroom.
         let uncommitted = (RESERVE - self.committed.load(Relaxed)) / PAGE_SIZE;
-        PageCount::new(FrameSource::free_frames(&self.frames).get() as usize + uncommitted)
+        let free: u64 = self.allocators().map(|f| FrameSource::free_frames(f).get()).sum();
+        PageCount::new(free as usize + uncommitted)
     }
 
     fn is_zeroed(&self, _start: NonNull<u8>, _count: PageCount) -> bool {
@@ -323,6 +383,18 @@ mod tests {
         // SAFETY: a committed run of ours.
         assert_eq!(unsafe { again.as_ptr().wrapping_add(pages * PAGE_SIZE / 2).read() }, 0);
         ram.frames.lock().check_invariants();
+        // The lower area is committed to its end now: a run it has no room for comes from
+        // the upper area, set up for it.
+        assert!(ram.upper.get().is_none());
+        let upper_pages = 2 * CHUNK / PAGE_SIZE;
+        let up = ram.allocate_pages(PageCount::new(upper_pages), Order::new(0)).unwrap();
+        assert!(up.as_ptr().addr() - ram.base.addr() >= LOWER);
+        ram.upper.get().unwrap().lock().check_invariants();
+        // SAFETY: the run came from `ram` and is unused.
+        unsafe { ram.free_pages(up, PageCount::new(upper_pages)) };
+        // Freed to the upper area's allocator: it serves the same run again.
+        assert_eq!(ram.allocate_pages(PageCount::new(upper_pages), Order::new(0)), Some(up));
+        ram.upper.get().unwrap().lock().check_invariants();
         // More than the reservation: refused, nothing committed past it.
         assert!(ram.allocate_pages(PageCount::new(RESERVE / PAGE_SIZE + 1), Order::new(0)).is_none());
         assert!(ram.committed() <= RESERVE);
