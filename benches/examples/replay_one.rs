@@ -2,6 +2,8 @@
 //! (`valgrind --tool=callgrind target/release/examples/replay_one memkit benches/traces/git.mkt.z`).
 //!
 //! `replay_one CONTENDER TRACE [ROUNDS]`; CONTENDER is a row name of the `replay` suite.
+//! `replay_one memkit TRACE peak` tells instead where memkit's heap held its pages at the
+//! moment it held the most.
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -17,6 +19,31 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if args.get(3).is_some_and(|a| a == "peak") {
+        return match memkit_bench::replay::peak_composition(&trace) {
+            Ok((held, s)) => {
+                let kib = |pages: usize| pages * 4;
+                println!(
+                    "{} at memkit's peak: held {} KiB (peak live {} KiB): spans {} KiB ({} KiB live, {} KiB of empty spans), arenas {} KiB ({} KiB live), large blocks {} KiB, metadata {} KiB",
+                    trace.name,
+                    held / 1024,
+                    trace.peak_live / 1024,
+                    kib(s.span_pages),
+                    s.span_live_bytes / 1024,
+                    kib(s.empty_span_pages),
+                    kib(s.arena_pages),
+                    s.arena_live_bytes / 1024,
+                    kib(s.large_pages),
+                    kib(s.metadata_pages),
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(i) => {
+                eprintln!("replay_one: operation {i} failed");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match memkit_bench::replay::replay_one(who, &trace, rounds, 0) {
         Ok(m) => {
             println!("{who} {}: {} ops, {} moved, {} bytes copied", trace.name, trace.ops.len(), m.moved, m.copied);

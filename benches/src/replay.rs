@@ -38,7 +38,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use memkit_heap::{FitPolicy, Heap, PageSource, RegionPageSource, SingleCpu};
+use memkit_heap::{FitPolicy, Heap, HeapStats, PageSource, RegionPageSource, SingleCpu};
 use memkit_types::{Order, PAGE_SIZE, PageCount, VirtAddr};
 
 use crate::{MEMKIT, Options, Report};
@@ -495,6 +495,28 @@ pub fn replay_one(contender: &str, trace: &Trace, rounds: usize, region_bytes: u
     }
     moves.held = arena.held(high);
     Ok(moves)
+}
+
+/// Replays `trace` once into memkit's default heap and returns the most bytes it held from
+/// its page source at once, with the heap's statistics at that moment (where those pages
+/// went: spans and the empty ones among them, arenas, large blocks, metadata, and the bytes
+/// live in spans and arenas), for `replay_one ... peak`.
+///
+/// # Errors
+/// The index of the first operation the heap could not serve.
+pub fn peak_composition(trace: &Trace) -> Result<(usize, HeapStats), usize> {
+    let arena = Arena::new(MEMKIT, (trace.peak_live * 8).max(64 << 20));
+    let Contender::Memkit(heap) = &arena.alloc else { return Err(0) };
+    let mut live = vec![None; trace.slots];
+    let (mut most, mut then) = (0, HeapStats::default());
+    replay(arena.global(), trace, &mut live, |_, _| {
+        let held = source_peak(heap);
+        if held > most {
+            most = held;
+            then = heap.stats();
+        }
+    })?;
+    Ok((most * PAGE_SIZE, then))
 }
 
 /// Replays `trace` into `alloc`; `each` sees every block after it is placed (its start

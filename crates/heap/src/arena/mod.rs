@@ -369,6 +369,20 @@ impl Arena {
         self.next_start(g) - g
     }
 
+    /// Granules of the blocks allocated (quick blocks not counted: they are free to their
+    /// owners), found by walking the blocks.
+    pub(crate) fn live_granules(&self) -> usize {
+        let (mut g, mut live) = (self.header(), 0);
+        while g < self.granules() {
+            let next = self.next_start(g);
+            if self.is_allocated(g) && !self.is_quick(g) {
+                live += next - g;
+            }
+            g = next;
+        }
+        live
+    }
+
     /// Whether no block is allocated: one free block from the header to the end.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {

@@ -9,6 +9,7 @@ use core::sync::atomic::{AtomicUsize, Ordering::*};
 use super::descriptors::chunk_pages;
 use super::fit::arena_view;
 use super::{CpuId, Heap, KIND_ARENA, KIND_LARGE, SHARDS, page_count};
+use crate::arena::GRANULE;
 use crate::source::PageSource;
 
 /// Counters of one heap.
@@ -26,6 +27,18 @@ pub struct HeapStats {
     pub pages: usize,
     /// Pages held for metadata (page map, descriptor chunks and the fit indexes' pools).
     pub metadata_pages: usize,
+    /// Pages of spans (where the held pages go: this and the five after it).
+    pub span_pages: usize,
+    /// Pages of the empty spans among them (cached, or kept first in their class's list).
+    pub empty_span_pages: usize,
+    /// Bytes of the blocks live in spans (whole blocks of their class).
+    pub span_live_bytes: usize,
+    /// Pages of arenas.
+    pub arena_pages: usize,
+    /// Bytes of the blocks live in arenas (whole granules; quick blocks not counted).
+    pub arena_live_bytes: usize,
+    /// Pages of large blocks.
+    pub large_pages: usize,
     /// Spans and large blocks taken from the page source since the heap was created.
     pub runs_created: usize,
     /// Times a [`FitPolicy::Adaptive`](crate::FitPolicy::Adaptive) heap started packing.
@@ -130,17 +143,28 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
         s.head_reuses = guards.iter().map(|g| g.classes.iter().map(|l| l.head_reuses).sum::<usize>()).sum::<usize>();
         s.realloc_short_moves = guards.iter().map(|g| g.realloc_short_moves).sum::<usize>();
         self.for_each_live(|_, d| {
-            s.pages += d.pages.load(Relaxed) as usize;
+            let pages = d.pages.load(Relaxed) as usize;
+            s.pages += pages;
             let kind = d.kind.load(Relaxed);
             if kind == KIND_LARGE {
                 s.large_blocks += 1;
+                s.large_pages += pages;
             } else if kind == KIND_ARENA {
                 s.arenas += 1;
+                s.arena_pages += pages;
                 // SAFETY: a live arena; every shard's lock is held.
-                s.small_blocks += unsafe { arena_view(self.source.base_ptr(), d) }.used();
+                let arena = unsafe { arena_view(self.source.base_ptr(), d) };
+                s.small_blocks += arena.used();
+                s.arena_live_bytes += arena.live_granules() * GRANULE;
             } else {
+                let used = d.used.load(Relaxed) as usize;
                 s.spans += 1;
-                s.small_blocks += d.used.load(Relaxed) as usize;
+                s.span_pages += pages;
+                s.small_blocks += used;
+                s.span_live_bytes += used * d.size.load(Relaxed);
+                if used == 0 {
+                    s.empty_span_pages += pages;
+                }
             }
         });
         s.small_blocks -= quick;

@@ -476,6 +476,7 @@ fn a_shard_keeps_one_empty_span_per_class_and_a_few_pages_more() {
     let st = h.stats();
     assert!(st.spans >= sizes.len(), "{st:?}");
     assert!(st.pages > one_each && st.pages <= one_each + EMPTY_PAGES_KEEP, "{st:?}");
+    assert_eq!((st.empty_span_pages, st.span_pages, st.span_live_bytes), (st.pages, st.pages, 0));
     h.trim();
     assert_eq!(h.stats().pages, 0);
 }
@@ -534,4 +535,32 @@ fn realloc_of_a_class_block_moves_under_one_lock_and_refuses_what_free_refuses()
     h.check_invariants();
     h.trim();
     assert_eq!(h.stats().small_blocks, 0);
+}
+
+#[test]
+fn the_stats_say_where_the_held_pages_go() {
+    let h = heap_placed(1 << 20, FitPolicy::Adaptive);
+    // Two blocks of the 48-byte class, one arena block (2 000 bytes: 32 granules), one
+    // large block (40 000 bytes: 10 pages), and an arena block freed (quick: not live).
+    let small = [h.allocate(40, 0).unwrap(), h.allocate(48, 0).unwrap()];
+    let fit = h.allocate(2000, 0).unwrap();
+    let quick = h.allocate(3000, 0).unwrap();
+    h.free_owned(quick).unwrap();
+    let large = h.allocate(40_000, 0).unwrap();
+    let st = h.stats();
+    assert_eq!(st.span_live_bytes, 2 * 48);
+    assert_eq!(st.arena_live_bytes, 2048);
+    assert_eq!(st.large_pages, 10);
+    assert_eq!(st.empty_span_pages, 0);
+    assert_eq!(st.span_pages + st.arena_pages + st.large_pages, st.pages, "{st:?}");
+    assert!(st.span_pages > 0 && st.arena_pages > 0, "{st:?}");
+    for p in small.into_iter().chain([fit, large]) {
+        h.free_owned(p).unwrap();
+    }
+    // The emptied span stays first in its class's list: held, empty, nothing live.
+    let st = h.stats();
+    assert_eq!((st.span_live_bytes, st.arena_live_bytes, st.large_pages), (0, 0, 0));
+    assert_eq!(st.empty_span_pages, st.span_pages);
+    h.trim();
+    assert_eq!(h.stats().pages, 0);
 }
