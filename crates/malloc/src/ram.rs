@@ -176,21 +176,16 @@ impl Ram {
             .and_then(|b| b.checked_next_multiple_of(CHUNK))
             .unwrap_or(usize::MAX)
             .max(CHUNK);
-        if top < LOWER {
-            // The lower area first, as far as it goes; a run larger than what is left of
-            // it comes from the upper area on the next try.
-            let len = need.min(LOWER - top);
-            let region = MemoryArea::new(PhysAddr::new(top as u64), len as u64);
-            if commit(self.base, top, len).is_err() || self.frames.add_region(region).is_err() {
-                return false;
-            }
-            self.committed.store(top + len, Release);
-            return true;
-        }
-        let Some(upper) = self.upper.get() else { return self.start_upper(need) };
-        let len = need.min(RESERVE - top);
+        // The lower area first, as far as it goes; a run larger than what is left of it
+        // comes from the upper area on the next try.
+        let (frames, end) = match self.upper.get() {
+            _ if top < LOWER => (&self.frames, LOWER),
+            Some(upper) => (upper, RESERVE),
+            None => return self.start_upper(need),
+        };
+        let len = need.min(end - top);
         let region = MemoryArea::new(PhysAddr::new(top as u64), len as u64);
-        if len == 0 || commit(self.base, top, len).is_err() || upper.add_region(region).is_err() {
+        if len == 0 || commit(self.base, top, len).is_err() || frames.add_region(region).is_err() {
             return false;
         }
         self.committed.store(top + len, Release);

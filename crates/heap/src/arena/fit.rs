@@ -44,6 +44,13 @@ pub(super) const MIN_ENTRIES: usize = PAGE_SIZE / ENTRY_BYTES;
 const FORGET_SCAN: usize = 4;
 
 impl Entry {
+    /// How an entry names `arena`: its first page with its page count less one in the low
+    /// bits of the address.
+    #[inline]
+    fn key(arena: &Arena) -> *mut u8 {
+        arena.start.map_addr(|a| a | (arena.pages - 1))
+    }
+
     #[inline]
     fn arena(&self) -> Arena {
         Arena { start: self.arena.map_addr(|a| a & !(PAGE_SIZE - 1)), pages: (self.arena.addr() & (PAGE_SIZE - 1)) + 1 }
@@ -252,13 +259,7 @@ impl FitIndex {
         self.spare = self.entry(i).next;
         self.spares -= 1;
         let next = self.heads[f][s];
-        *self.entry_mut(i) = Entry {
-            arena: arena.start.map_addr(|a| a | (arena.pages - 1)),
-            at: g as u16,
-            size: size as u16,
-            next,
-            prev: NIL,
-        };
+        *self.entry_mut(i) = Entry { arena: Entry::key(arena), at: g as u16, size: size as u16, next, prev: NIL };
         if next != NIL {
             self.entry_mut(next).prev = i;
         }
@@ -321,7 +322,7 @@ impl FitIndex {
     #[inline]
     fn forget(&mut self, arena: &Arena, g: usize, size: usize) {
         let (f, s) = bucket(size);
-        let key = arena.start.map_addr(|a| a | (arena.pages - 1));
+        let key = Entry::key(arena);
         let mut cur = self.heads[f][s];
         for _ in 0..FORGET_SCAN {
             if cur == NIL {

@@ -129,7 +129,13 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// in an initialised heap.
     #[inline(always)]
     pub(super) fn allocate_small_fast(&self, shard: usize, class: usize) -> Option<NonNull<u8>> {
-        let mut st = self.shards[shard].state.lock();
+        self.take_first(&mut self.shards[shard].state.lock(), shard, class)
+    }
+
+    /// A block of `class` from the first partial span of `shard`, whose state `st` is
+    /// locked; `None` (nothing changed) when the class has none.
+    #[inline(always)]
+    fn take_first(&self, st: &mut ShardState, shard: usize, class: usize) -> Option<NonNull<u8>> {
         let lists = &mut st.classes[class];
         let id = lists.partial;
         let d = self.desc(id)?;
@@ -247,10 +253,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// holds), `None` (nothing changed) when the class has none.
     #[inline(always)]
     pub(super) fn take_beside(&self, b: &mut SmallBlock<'_>, class: usize) -> Option<NonNull<u8>> {
-        let lists = &mut b.st.classes[class];
-        let id = lists.partial;
-        let d = self.desc(id)?;
-        self.take_block(lists, b.shard, class, id, d)
+        self.take_first(&mut b.st, b.shard, class)
     }
 
     /// Whether a class of `size` bytes is served on the short paths: from spans whatever
