@@ -12,6 +12,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
+use spin::RelaxStrategy;
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
@@ -26,7 +27,7 @@ fn align_log2(layout: Layout) -> u32 {
 
 // SAFETY: `allocate` returns blocks of at least `size` bytes aligned to the layout's
 // alignment, disjoint from every live block, or null; `free` only frees live blocks.
-unsafe impl<P: PageSource, C: CpuId> GlobalAlloc for Heap<P, C> {
+unsafe impl<P: PageSource, C: CpuId, R: RelaxStrategy> GlobalAlloc for Heap<P, C, R> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.allocate(layout.size(), align_log2(layout)).map_or(ptr::null_mut(), NonNull::as_ptr)
@@ -54,7 +55,7 @@ unsafe impl<P: PageSource, C: CpuId> GlobalAlloc for Heap<P, C> {
 
 // SAFETY: as for `GlobalAlloc`: blocks are fitting, aligned and disjoint, and stay valid
 // until deallocated (the heap and its source outlive the borrow).
-unsafe impl<P: PageSource, C: CpuId> Allocator for &Heap<P, C> {
+unsafe impl<P: PageSource, C: CpuId, R: RelaxStrategy> Allocator for &Heap<P, C, R> {
     #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         if layout.size() == 0 {

@@ -73,7 +73,8 @@ mod xmalloc;
 
 pub use error::{EINVAL, ENOMEM, PinError, ReallocError, UnpinError, XmallocError, XmfreeError};
 pub use heap::{
-    BlockInfo, CpuId, FitPolicy, Heap, HeapStats, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, PACK_HEADROOM, SHARDS, SingleCpu,
+    BlockInfo, CACHE_DEPTH, CACHE_MAX, CpuId, FitPolicy, Heap, HeapStats, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS,
+    PACK_HEADROOM, SHARDS, SingleCpu, ThreadCache,
 };
 pub use source::{
     DirectMapPageSource, LARGE_PAGE_ORDER, LARGE_PAGE_PAGES, LargePages, MAX_LARGE_PAGES, PageSource, RegionPageSource,

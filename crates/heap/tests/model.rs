@@ -29,6 +29,9 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (any::<u16>(), any::<u16>()).prop_map(|(index, offset)| Action::FreeInterior { index, offset }),
         1 => any::<u16>().prop_map(|index| Action::DoubleFree { index }),
         1 => any::<u16>().prop_map(|index| Action::FreeWrongHeap { index }),
+        4 => (0u16..1200).prop_map(|size| Action::AllocCached { size }),
+        4 => any::<u16>().prop_map(|index| Action::FreeCached { index }),
+        1 => Just(Action::Flush),
     ]
 }
 
@@ -80,7 +83,9 @@ proptest! {
 fn random_action(rng: &mut SmallRng) -> Action {
     let index = rng.random();
     match rng.random_range(0..100) {
-        0..45 => {
+        // Fewer cached allocations than cached frees, so that classes fill.
+        0..3 => Action::AllocCached { size: rng.random_range(0..1100) },
+        3..45 => {
             let size = match rng.random_range(0..10) {
                 0..6 => rng.random_range(1..512),
                 6..9 => rng.random_range(512..8192),
@@ -90,7 +95,11 @@ fn random_action(rng: &mut SmallRng) -> Action {
             Action::Alloc { size, align_log2, heap: rng.random() }
         }
         45..47 => Action::AllocLarge { pages: rng.random(), align_log2: rng.random_range(0..16), heap: rng.random() },
-        47..90 => Action::Free { index },
+        47..82 => Action::Free { index },
+        82..89 => Action::FreeCached { index },
+        // Flushes rare enough that classes fill and give their older half back.
+        89 if rng.random_ratio(1, 20) => Action::Flush,
+        89 => Action::FreeCached { index },
         90..93 => Action::Realloc { index, size: rng.random_range(1..20000) },
         93 => Action::ReallocLarge { index, pages: rng.random() },
         94 => Action::Pin { index },
@@ -160,9 +169,23 @@ fn random_actions_reach_every_structural_path() {
     // again once the listed ones fill.
     let bursts: Vec<Action> = (0..if cfg!(miri) { 4 } else { 200 })
         .flat_map(|_| {
-            let allocs: Vec<Action> =
-                (0..300).map(|_| Action::Alloc { size: rng.random_range(16..1024), align_log2: 0, heap: 0 }).collect();
-            let frees: Vec<Action> = (0..300).map(|_| Action::Free { index: rng.random() }).collect();
+            // A third of the allocations and two thirds of the frees through a thread cache.
+            let allocs: Vec<Action> = (0..300)
+                .map(|i| {
+                    let size = rng.random_range(16..1024);
+                    if i % 3 == 0 {
+                        Action::AllocCached { size }
+                    } else {
+                        Action::Alloc { size, align_log2: 0, heap: 0 }
+                    }
+                })
+                .collect();
+            let frees: Vec<Action> = (0..300)
+                .map(|i| {
+                    let index = rng.random();
+                    if i % 3 == 0 { Action::Free { index } } else { Action::FreeCached { index } }
+                })
+                .collect();
             allocs.into_iter().chain(frees)
         })
         .collect();
@@ -189,6 +212,7 @@ fn random_actions_reach_every_structural_path() {
         ("emptied first spans taken again", p.head_reuses + q.head_reuses + r.head_reuses),
         ("class blocks moved by realloc under one lock", p.realloc_short_moves + q.realloc_short_moves),
         ("runs given back by trim", p.trimmed_runs + q.trimmed_runs),
+        ("full thread-cache classes given back", a.cache_overflows + c.cache_overflows + b.cache_overflows),
     ];
     // Under Miri the run is a hundredth as long: it looks for undefined behaviour on the
     // paths it takes, and the paths are asserted by the full run.

@@ -26,9 +26,10 @@
 //! # What is guaranteed in a real process
 //! - **Threads.** The heap is shared; each thread allocates from the shard of the CPU it
 //!   runs on (asked every 32 calls), so threads on different CPUs take different locks.
-//! - **`fork`.** The atfork handlers close a gate before the fork and wait until no thread
-//!   is inside the heap; the parent and the child open it again. The child's heap is whole,
-//!   whichever threads were allocating when another forked.
+//! - **`fork`.** The prepare handler takes every lock of the heap and of its RAM (as glibc
+//!   locks its arenas), so it waits for the operations in progress; the parent and the
+//!   child let go of them. The child's heap is whole, whichever threads were allocating
+//!   when another forked, and a call pays nothing for it.
 //! - **Signals.** A signal handler that calls the family while its thread is inside it
 //!   takes the nested path, which takes no lock: its allocations are mappings of their
 //!   own, its frees of heap blocks are deferred to the next call that enters the heap, and
@@ -56,13 +57,13 @@
 use core::ffi::c_void;
 use core::ptr::{NonNull, null_mut};
 
-use memkit_heap::{Heap, MAX_ALIGN_LOG2};
+use memkit_heap::{FitPolicy, Heap, MAX_ALIGN_LOG2};
 
 mod gate;
 mod nested;
 mod ram;
 
-use gate::{Entry, ThisCpu};
+use gate::{Backoff, Entry, ThisCpu};
 use ram::Ram;
 
 /// The alignment of every block (`max_align_t`): 2^4.
@@ -70,7 +71,8 @@ const MIN_ALIGN_LOG2: u32 = 4;
 const PAGE: usize = 4096;
 
 static PAGES: spin::Once<Ram> = spin::Once::new();
-static HEAP: Heap<&'static spin::Once<Ram>, ThisCpu> = Heap::new(&PAGES, ThisCpu, false);
+static HEAP: Heap<&'static spin::Once<Ram>, ThisCpu, Backoff> =
+    Heap::with_relax(&PAGES, ThisCpu, false, FitPolicy::Adaptive);
 
 /// Registers the fork handlers when the library is loaded (before any fork can happen).
 #[used]
@@ -79,6 +81,18 @@ static CONSTRUCTOR: extern "C" fn() = constructor;
 
 extern "C" fn constructor() {
     gate::register_fork_handlers();
+    gate::register_thread_end(thread_end);
+}
+
+/// When a thread that cached blocks ends: gives them back to the heap, and stops caching
+/// (a later destructor's calls go straight to the heap).
+unsafe extern "C" fn thread_end(_: *mut c_void) {
+    if let Entry::Entered(mut inside) = gate::enter() {
+        if let Some(cache) = inside.cache() {
+            HEAP.flush(cache);
+        }
+        inside.end_cache();
+    }
 }
 
 /// The calling thread's `errno`.
@@ -106,6 +120,37 @@ fn ready() -> bool {
 #[cold]
 fn init() -> bool {
     PAGES.try_call_once(Ram::new).is_ok() && HEAP.init().is_ok()
+}
+
+/// Before a fork (the prepare handler, on a thread not inside the family): finishes any
+/// set-up in progress, then takes every lock of the heap and of its RAM, the heap's first
+/// (an operation holding one of them may take the RAM's) and keeps them. Says whether the
+/// RAM was set up (and locked).
+fn lock_for_fork() -> bool {
+    // Waits for a set-up another thread is doing (the page map and the RAM are `Once`s),
+    // so that none is half done in the child.
+    let _ = ready();
+    HEAP.lock_all();
+    let ram = PAGES.get();
+    if let Some(ram) = ram {
+        ram.lock_all();
+    }
+    ram.is_some()
+}
+
+/// After a fork, in the parent and in the child: lets go of the locks
+/// [`lock_for_fork`] took; `ram` is what it returned.
+///
+/// # Safety
+/// This thread called `lock_for_fork` (in the child: the thread that forked) and nothing
+/// let go of its locks since.
+unsafe fn unlock_after_fork(ram: bool) {
+    if ram && let Some(ram) = PAGES.get() {
+        // SAFETY: the caller's contract: `lock_for_fork` locked it.
+        unsafe { ram.unlock_all() };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { HEAP.unlock_all() };
 }
 
 /// Whether `p` lies in the heap's reservation.
@@ -142,12 +187,17 @@ fn allocate(size: usize, align_log2: u32) -> *mut c_void {
             Some(p) => p.cast(),
             None => fail(libc::ENOMEM),
         },
-        Entry::Entered(_inside) => {
+        Entry::Entered(mut inside) => {
             if !ready() {
                 return fail(libc::ENOMEM);
             }
             drain();
-            match HEAP.allocate(size.max(1), align_log2) {
+            let size = size.max(1);
+            let p = match inside.cache() {
+                Some(cache) if align_log2 == MIN_ALIGN_LOG2 => HEAP.allocate_cached(cache, size),
+                _ => HEAP.allocate(size, align_log2),
+            };
+            match p {
                 Ok(p) => p.as_ptr().cast(),
                 Err(_) => fail(libc::ENOMEM),
             }
@@ -167,12 +217,18 @@ fn release(p: *mut c_void) {
                 nested::free(addr);
             }
         }
-        Entry::Entered(_inside) => {
+        Entry::Entered(mut inside) => {
             drain();
             if in_heap(addr) {
-                // SAFETY: `free`'s contract: the program gives the block up. A pointer that
-                // is not a live block start is refused by the heap and changes nothing.
-                let _ = unsafe { HEAP.free(ptr) };
+                let _ = match inside.cache() {
+                    // SAFETY: `free`'s contract: the program gives the block up. A pointer
+                    // that is not a live block start is refused by the heap and changes
+                    // nothing (one in the cache already too); the cache holds only the
+                    // heap's blocks.
+                    Some(cache) => unsafe { HEAP.free_cached(cache, ptr) },
+                    // SAFETY: as above.
+                    None => unsafe { HEAP.free(ptr) },
+                };
             } else {
                 nested::free(addr);
             }

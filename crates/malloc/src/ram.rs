@@ -159,6 +159,31 @@ impl Ram {
         core::iter::once(&self.frames).chain(self.upper.get())
     }
 
+    /// Takes the RAM's locks (the growth lock, then each frame allocator's, the order its
+    /// growth nests them) and keeps them until [`unlock_all`](Ram::unlock_all): for `fork`.
+    pub(crate) fn lock_all(&self) {
+        core::mem::forget(self.grow.lock());
+        // No upper allocator can be set up now: that takes the growth lock.
+        for frames in self.allocators() {
+            core::mem::forget(frames.lock());
+        }
+    }
+
+    /// Lets go of the locks [`lock_all`](Ram::lock_all) took.
+    ///
+    /// # Safety
+    /// They are held by a call of `lock_all` (by this thread, or, in a child process, by the
+    /// thread that forked it) that no other `unlock_all` undid.
+    pub(crate) unsafe fn unlock_all(&self) {
+        for frames in self.allocators() {
+            // SAFETY: the caller's contract; the allocators are the ones `lock_all` locked
+            // (none could be set up since: that needs the growth lock it holds).
+            unsafe { frames.mutex().force_unlock() };
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.grow.force_unlock() };
+    }
+
     /// Commits enough chunks for a run of `count` pages aligned to 2^`align` pages (in the
     /// lower area up to its end, then in the upper one), unless another thread committed
     /// some since `seen` (then the caller just tries again). `false` when the reservation is

@@ -445,3 +445,106 @@ proptest! {
         check();
     }
 }
+
+/// Waits up to a minute for the child `pid`; its exit status, or `None` when it hung (it is
+/// killed then).
+fn wait_child(pid: libc::pid_t) -> Option<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut status = 0;
+        // SAFETY: our own child; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Some(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 });
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: as above.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_fork_while_threads_allocate_leaves_the_child_a_whole_heap() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let _s = serial();
+    STOP.store(false, Relaxed);
+    // Threads that allocate, grow and free every kind of block (class, arena, large) and
+    // free each other's, so that a fork finds some of them inside the heap.
+    let workers: Vec<_> = (0..3usize)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut held: Vec<(usize, usize)> = Vec::new();
+                let mut i = t;
+                while !STOP.load(Relaxed) {
+                    i += 1;
+                    let size = [24, 200, 3000, 20_000, 300_000][i % 5] + i % 97;
+                    // SAFETY: plain C calls on blocks of ours.
+                    let p = unsafe { malloc(size) };
+                    assert!(!p.is_null());
+                    fill(p, size.min(256), t as u8);
+                    held.push((p.expose_provenance(), size));
+                    if held.len() > 40 {
+                        let (q, s) = held.swap_remove(i % held.len());
+                        let q = core::ptr::with_exposed_provenance_mut::<c_void>(q);
+                        assert!(holds(q, s.min(256), t as u8));
+                        // SAFETY: as above.
+                        let r = unsafe { realloc(q, s * 2) };
+                        assert!(!r.is_null() && holds(r, s.min(256), t as u8));
+                        // SAFETY: as above.
+                        unsafe { free(r) };
+                    }
+                }
+                for (q, _) in held {
+                    // SAFETY: as above.
+                    unsafe { free(core::ptr::with_exposed_provenance_mut(q)) };
+                }
+            })
+        })
+        .collect();
+    let (mut hung, mut failed) = (0, 0);
+    for round in 0..40usize {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        // SAFETY: the child calls only the malloc family, the heap's checker and `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(|| {
+                let mut blocks = Vec::new();
+                for k in 0..200usize {
+                    let size = 1 + (k * 7919 + round) % 40_000;
+                    // SAFETY: plain C calls on blocks of ours.
+                    let p = unsafe { malloc(size) };
+                    assert!(!p.is_null());
+                    fill(p, size, k as u8);
+                    blocks.push((p, size, k as u8));
+                }
+                for (p, size, seed) in blocks {
+                    assert!(holds(p, size, seed));
+                    // SAFETY: as above.
+                    unsafe { free(p) };
+                }
+                check();
+            })
+            .is_ok();
+            // SAFETY: ends the child at once, running nothing of the parent's.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        match wait_child(pid) {
+            Some(0) => {}
+            Some(_) => failed += 1,
+            None => hung += 1,
+        }
+    }
+    STOP.store(true, Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!((hung, failed), (0, 0), "children that hung, children whose heap was broken");
+    check();
+}

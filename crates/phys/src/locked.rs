@@ -39,6 +39,13 @@ impl<'h, R: RawMutex> LockedAllocator<'h, R> {
         self.inner.lock()
     }
 
+    /// The lock itself, for a caller that must hold it beyond a guard's scope: a `fork`
+    /// handler keeps it locked across the fork (a forgotten guard) and lets go of it in
+    /// the parent and the child with the lock's `force_unlock`.
+    pub fn mutex(&self) -> &Mutex<R, Allocator<'h>> {
+        &self.inner
+    }
+
     /// Gives the allocator back (to re-attach its header elsewhere, for instance).
     #[must_use]
     pub fn into_inner(self) -> Allocator<'h> {

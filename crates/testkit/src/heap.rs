@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 
 use memkit_heap::{
     FitPolicy, HeapId, HeapStats, KernelHeaps, MAX_ALIGN_LOG2, MAX_PINNED_BLOCKS, PageSource, ReallocError,
-    RegionPageSource, SingleCpu, UnpinError, XmallocError, XmfreeError,
+    RegionPageSource, SingleCpu, ThreadCache, UnpinError, XmallocError, XmfreeError,
 };
 
 /// One step of a run. Indices pick a live block modulo the number of live blocks.
@@ -79,6 +79,19 @@ pub enum Action {
         /// Which block.
         index: u16,
     },
+    /// `allocate_cached` of the kernel heap (its regular heap) with the run's thread cache.
+    AllocCached {
+        /// Bytes.
+        size: u16,
+    },
+    /// `free_cached` of a live block with the run's thread cache (a block of another heap,
+    /// or a pinned one, is freed or refused as `free` does).
+    FreeCached {
+        /// Which block.
+        index: u16,
+    },
+    /// `flush` of the run's thread cache.
+    Flush,
 }
 
 const HEAPS: [HeapId; 6] =
@@ -122,6 +135,10 @@ pub struct RunStats {
     pub refused_frees: usize,
     /// Blocks live at the end.
     pub live_at_end: usize,
+    /// Times the thread cache gave a full class's older half back.
+    pub cache_overflows: usize,
+    /// Times an allocation out of memory flushed the thread cache and tried again.
+    pub cache_retries: usize,
     /// The structural paths the heaps took: the cumulative counters of [`HeapStats`]
     /// summed over the four backing heaps (the other fields as at the end, zero).
     pub paths: HeapStats,
@@ -208,7 +225,11 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
     heaps.init(config.large_pages).map_err(|e| format!("init: {e}"))?;
     let mut live: Vec<Live> = Vec::new();
     let mut by_addr: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut freed: Vec<(usize, HeapId)> = Vec::new();
+    // Freed pointers (and whether the cache took them: a second free of those goes through
+    // the cache, which knows them; `xmfree` sees a cached block as allocated).
+    let mut freed: Vec<(usize, HeapId, bool)> = Vec::new();
+    let mut cache = ThreadCache::new();
+    let cached_heap = heaps.regular_heap(HeapId::Kernel);
     let mut stats = RunStats::default();
     let mut next_fill = 1u8;
     let pinned_blocks = |live: &Vec<Live>| live.iter().filter(|b| b.pins > 0).count();
@@ -216,37 +237,45 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
     for (step, &action) in actions.iter().enumerate() {
         let fail = |what: String| Err(format!("step {step} {action:?}: {what}"));
         let pick = |i: u16, live: &Vec<Live>| (!live.is_empty()).then(|| i as usize % live.len());
-        let mut alloc =
-            |size: usize, align_log2: u32, heap: HeapId, live: &mut Vec<Live>, by_addr: &mut BTreeMap<usize, usize>| {
-                match heaps.try_xmalloc(size, align_log2, heap) {
-                    Ok(p) => {
-                        let addr = p.as_ptr() as usize;
-                        if !addr.is_multiple_of(1 << align_log2) {
-                            return Err(format!("{addr:#x} not aligned to 2^{align_log2}"));
-                        }
-                        let end = addr + size.max(1);
-                        if let Some((&a, &i)) = by_addr.range(..end).next_back()
-                            && a + live[i].size.max(1) > addr
-                        {
-                            return Err(format!("{addr:#x}+{size} overlaps {a:#x}+{}", live[i].size));
-                        }
-                        freed.retain(|f| f.0 != addr);
-                        let b = Live { addr, size, align_log2, fill: next_fill, heap, pins: 0 };
-                        next_fill = next_fill.wrapping_add(1).max(1);
-                        fill(base, &b);
-                        by_addr.insert(addr, live.len());
-                        live.push(b);
-                        stats.allocations += 1;
-                        Ok(())
-                    }
-                    Err(XmallocError::BadAlignment(a)) if align_log2 > MAX_ALIGN_LOG2 && a == align_log2 => Ok(()),
-                    Err(XmallocError::NoMemory(_)) if align_log2 <= MAX_ALIGN_LOG2 => {
-                        stats.out_of_memory += 1;
-                        Ok(())
-                    }
-                    Err(e) => Err(format!("xmalloc refused: {e}")),
-                }
+        let mut alloc = |size: usize,
+                         align_log2: u32,
+                         heap: HeapId,
+                         cache: Option<&mut ThreadCache>,
+                         live: &mut Vec<Live>,
+                         by_addr: &mut BTreeMap<usize, usize>| {
+            let r = match cache {
+                Some(c) => cached_heap.allocate_cached(c, size),
+                None => heaps.try_xmalloc(size, align_log2, heap),
             };
+            match r {
+                Ok(p) => {
+                    let addr = p.as_ptr() as usize;
+                    if !addr.is_multiple_of(1 << align_log2) {
+                        return Err(format!("{addr:#x} not aligned to 2^{align_log2}"));
+                    }
+                    let end = addr + size.max(1);
+                    if let Some((&a, &i)) = by_addr.range(..end).next_back()
+                        && a + live[i].size.max(1) > addr
+                    {
+                        return Err(format!("{addr:#x}+{size} overlaps {a:#x}+{}", live[i].size));
+                    }
+                    freed.retain(|f| f.0 != addr);
+                    let b = Live { addr, size, align_log2, fill: next_fill, heap, pins: 0 };
+                    next_fill = next_fill.wrapping_add(1).max(1);
+                    fill(base, &b);
+                    by_addr.insert(addr, live.len());
+                    live.push(b);
+                    stats.allocations += 1;
+                    Ok(())
+                }
+                Err(XmallocError::BadAlignment(a)) if align_log2 > MAX_ALIGN_LOG2 && a == align_log2 => Ok(()),
+                Err(XmallocError::NoMemory(_)) if align_log2 <= MAX_ALIGN_LOG2 => {
+                    stats.out_of_memory += 1;
+                    Ok(())
+                }
+                Err(e) => Err(format!("xmalloc refused: {e}")),
+            }
+        };
         let remove = |i: usize, live: &mut Vec<Live>, by_addr: &mut BTreeMap<usize, usize>| {
             let b = live.swap_remove(i);
             by_addr.remove(&b.addr);
@@ -263,12 +292,17 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
             a => (a, None),
         };
         let r = match action {
-            Action::Alloc { size, align_log2, heap } => {
-                alloc(size as usize, u32::from(align_log2 % 32), HEAPS[heap as usize % 6], &mut live, &mut by_addr)
-            }
+            Action::Alloc { size, align_log2, heap } => alloc(
+                size as usize,
+                u32::from(align_log2 % 32),
+                HEAPS[heap as usize % 6],
+                None,
+                &mut live,
+                &mut by_addr,
+            ),
             Action::AllocLarge { pages, align_log2, heap } => {
                 let size = (pages as usize % 64) * 4096 + 40000;
-                alloc(size, u32::from(align_log2 % 24), HEAPS[heap as usize % 6], &mut live, &mut by_addr)
+                alloc(size, u32::from(align_log2 % 24), HEAPS[heap as usize % 6], None, &mut live, &mut by_addr)
             }
             Action::Free { index } => match pick(index, &live) {
                 None => Ok(()),
@@ -280,7 +314,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                     match (xmfree(&heaps, nn(base, b.addr), b.heap), b.pins > 0 && !b.heap.is_pinned()) {
                         (Ok(()), false) => {
                             remove(i, &mut live, &mut by_addr);
-                            freed.push((b.addr, b.heap));
+                            freed.push((b.addr, b.heap, false));
                             if freed.len() > 64 {
                                 freed.remove(0);
                             }
@@ -318,7 +352,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                             }
                             remove(i, &mut live, &mut by_addr);
                             if addr != b.addr {
-                                freed.push((b.addr, b.heap));
+                                freed.push((b.addr, b.heap, false));
                             }
                             let nb = Live { addr, size, ..b };
                             if let Some((&a, &j)) = by_addr.range(..addr + nb.size.max(1)).next_back()
@@ -390,9 +424,17 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                 if freed.is_empty() {
                     Ok(())
                 } else {
-                    let (addr, heap) = freed[index as usize % freed.len()];
-                    match xmfree(&heaps, nn(base, addr), heap) {
-                        Err(XmfreeError::StillPinned(..)) | Ok(()) => Err("double free accepted".into()),
+                    let (addr, heap, cached) = freed[index as usize % freed.len()];
+                    let r = if cached {
+                        // SAFETY: as `xmfree`'s: a pointer freed before names no live block.
+                        unsafe { cached_heap.free_cached(&mut cache, nn(base, addr)) }
+                    } else {
+                        xmfree(&heaps, nn(base, addr), heap)
+                    };
+                    match r {
+                        Err(XmfreeError::StillPinned(..)) | Ok(()) => {
+                            Err(format!("double free of {addr} ({heap:?}, cached {cached}) accepted"))
+                        }
                         Err(_) => {
                             stats.refused_frees += 1;
                             Ok(())
@@ -414,12 +456,50 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                     }
                 }
             },
+            Action::AllocCached { size } => {
+                alloc(size as usize, 4, HeapId::Kernel, Some(&mut cache), &mut live, &mut by_addr)
+            }
+            Action::FreeCached { index } => match pick(index, &live) {
+                None => Ok(()),
+                Some(i) => {
+                    let b = live[i];
+                    if !intact(base, &b, b.size) {
+                        fail(format!("contents of {:#x} changed", b.addr))?;
+                    }
+                    let owned = cached_heap.block(nn(base, b.addr)).is_ok();
+                    // SAFETY: as `xmfree`'s; the cache holds only blocks of `cached_heap`.
+                    let r = unsafe { cached_heap.free_cached(&mut cache, nn(base, b.addr)) };
+                    let pinned = b.pins > 0 && !b.heap.is_pinned();
+                    match (r, owned, pinned) {
+                        (Ok(()), true, false) => {
+                            remove(i, &mut live, &mut by_addr);
+                            freed.push((b.addr, b.heap, true));
+                            if freed.len() > 64 {
+                                freed.remove(0);
+                            }
+                            Ok(())
+                        }
+                        (Err(XmfreeError::StillPinned(_, n)), true, true) if n == b.pins => Ok(()),
+                        // A block of another heap: not this one's.
+                        (Err(XmfreeError::NotOwned(_)), false, _) => Ok(()),
+                        (r, owned, _) => Err(format!(
+                            "free_cached gave {r:?} for a block of {:?} (in the cached heap: {owned}) with {} pins",
+                            b.heap, b.pins
+                        )),
+                    }
+                }
+            },
+            Action::Flush => {
+                cached_heap.flush(&mut cache);
+                Ok(())
+            }
         };
         if let Err(e) = r {
             return fail(e);
         }
         if config.check_every > 0 && step % config.check_every == 0 {
             heaps.check_invariants();
+            cached_heap.check_cache(&cache);
         }
         if config.verify_all
             && let Some(b) = live.iter().find(|b| !intact(base, b, b.size))
@@ -428,6 +508,13 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
         }
     }
     heaps.check_invariants();
+    cached_heap.check_cache(&cache);
+    stats.cache_overflows = cache.overflows();
+    stats.cache_retries = cache.retries();
+    cached_heap.flush(&mut cache);
+    if !cache.is_empty() {
+        return Err("a flushed cache holds blocks".into());
+    }
     stats.live_at_end = live.len();
     for b in &live {
         if !intact(base, b, b.size) {

@@ -5,6 +5,7 @@
 //! Arena headers are read through `arena_view` while the arena's shard lock is held.
 
 use core::sync::atomic::Ordering::*;
+use spin::RelaxStrategy;
 
 use memkit_types::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -17,7 +18,7 @@ use crate::arena::{GRANULE, MAX_ARENA_PAGES};
 use crate::class::CLASSES;
 use crate::source::PageSource;
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
     /// Checks every structural invariant; panics with a message naming the first broken one.
     ///
     /// # Invariants

@@ -10,6 +10,7 @@
 //! reads them.
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use spin::RelaxStrategy;
 
 use memkit_types::{Order, PAGE_SHIFT, PageCount};
 
@@ -69,7 +70,7 @@ pub(super) struct PageMap {
     pub(super) own_pages: usize,
 }
 
-impl<P, C> Heap<P, C> {
+impl<P, C, R> Heap<P, C, R> {
     #[inline(always)]
     pub(super) fn desc(&self, id: u32) -> Option<&Descriptor> {
         let i = (id as usize).checked_sub(1)?;
@@ -96,7 +97,7 @@ impl<P, C> Heap<P, C> {
     }
 }
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
     #[inline]
     pub(super) fn page_map(&self) -> Option<&PageMap> {
         self.map.get().filter(|m| m.own_pages > 0)

@@ -9,6 +9,7 @@
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering::*;
+use spin::RelaxStrategy;
 
 use memkit_types::{Order, PAGE_SHIFT, PAGE_SIZE};
 
@@ -37,7 +38,7 @@ pub(super) unsafe fn arena_view(base: *mut u8, d: &Descriptor) -> Arena {
     unsafe { Arena::new(start, d.pages.load(Relaxed) as usize) }
 }
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
     /// A block of `size` bytes aligned to 2^`align_log2` (at most a page; its class is
     /// `class`) from the arenas of `shard`, else from a new arena; when the page source is
     /// dry, from the arenas of any shard, aligned holes of class spans, whole pages, or

@@ -2,6 +2,7 @@
 //! or adaptive, which packs while the page source's headroom is short.
 
 use core::sync::atomic::Ordering::*;
+use spin::RelaxStrategy;
 
 use memkit_types::PAGE_SIZE;
 
@@ -61,7 +62,7 @@ impl FitPolicy {
     }
 }
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
     /// Bytes of live blocks (their usable sizes), as last counted by each shard.
     #[inline]
     pub fn bytes_in_use(&self) -> usize {

@@ -8,6 +8,7 @@
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering::*;
+use spin::RelaxStrategy;
 
 use memkit_types::{Order, PAGE_SHIFT, PAGE_SIZE, PageCount};
 
@@ -16,7 +17,7 @@ use super::stats::PathCounters;
 use super::{CpuId, Heap, KIND_FREE, KIND_LARGE, NONE, SHARDS};
 use crate::source::PageSource;
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
     /// Takes pages for a span or a large block and records them under a new descriptor.
     pub(super) fn new_run(&self, map: &PageMap, pages: usize, align_log2: u32) -> Option<(u32, usize)> {
         let order = Order::new(align_log2.saturating_sub(PAGE_SHIFT) as u8);

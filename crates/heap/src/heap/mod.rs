@@ -54,7 +54,8 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering::*};
 
 use memkit_types::{Order, PAGE_SHIFT, PAGE_SIZE, PageCount, VirtAddr};
-use spin::{Mutex, Once};
+use spin::mutex::Mutex;
+use spin::{Once, RelaxStrategy, Spin};
 
 use self::descriptors::{Descriptor, PageMap, Pool, chunk_pages};
 use self::fit::arena_view;
@@ -66,6 +67,7 @@ use crate::class::{CLASS_COUNT, CLASSES, MAX_BLOCKS, MAX_SMALL, class_for};
 use crate::error::{XmallocError, XmfreeError};
 use crate::source::PageSource;
 
+mod cache;
 #[cfg(any(test, feature = "check"))]
 mod check;
 mod descriptors;
@@ -82,6 +84,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use cache::{CACHE_DEPTH, CACHE_MAX, ThreadCache};
 pub use fit_policy::{FitPolicy, PACK_HEADROOM};
 pub use memkit_types::{CpuId, SingleCpu};
 pub use stats::HeapStats;
@@ -182,14 +185,14 @@ impl ShardState {
 }
 
 #[repr(align(128))]
-struct Shard {
-    state: Mutex<ShardState>,
+struct Shard<R> {
+    state: Mutex<ShardState, R>,
     /// Bytes of the shard's live blocks (usable sizes), for [`FitPolicy::Adaptive`];
     /// written only under the lock, read by anyone.
     in_use: AtomicUsize,
 }
 
-impl Shard {
+impl<R> Shard<R> {
     /// Counts `bytes` more (`grow`) or fewer in use; the caller holds the lock.
     #[inline]
     fn count(&self, bytes: usize, grow: bool) {
@@ -211,12 +214,14 @@ pub struct BlockInfo {
     pub pins: u32,
 }
 
-/// One backing heap over a page source `P`, sharded by `C`.
+/// One backing heap over a page source `P`, sharded by `C`, whose locks wait for their
+/// holder as `R` says (spinning, the default: a kernel's holder runs on another CPU; a
+/// process of more threads than CPUs gives the CPU up, as the malloc library does).
 ///
 /// Create it with [`Heap::new`] (a `const fn`, so it can be a `static`) and make it usable
 /// with [`Heap::init`]; until then every allocation fails with
 /// [`XmallocError::NotInitialised`].
-pub struct Heap<P, C = SingleCpu> {
+pub struct Heap<P, C = SingleCpu, R = Spin> {
     source: P,
     cpu: C,
     pinned: bool,
@@ -225,19 +230,19 @@ pub struct Heap<P, C = SingleCpu> {
     /// the placement, or moved by [`FitPolicy::Adaptive`] (see [`Heap::adapt`]).
     span_max: AtomicUsize,
     map: Once<PageMap>,
-    shards: [Shard; SHARDS],
-    pool: Mutex<Pool>,
+    shards: [Shard<R>; SHARDS],
+    pool: Mutex<Pool, R>,
     /// Descriptor chunks: chunk `k`'s first descriptor (it holds `FIRST_CHUNK << k`), null
     /// until made; each is made once (under the pool's lock) and kept until
     /// [`Heap::release_all`].
     chunks: [AtomicPtr<Descriptor>; MAX_CHUNKS],
     chunk_count: AtomicUsize,
     counters: PathCounters,
-    pins: Mutex<PinTable>,
-    merges: Mutex<MergeTable>,
+    pins: Mutex<PinTable, R>,
+    merges: Mutex<MergeTable, R>,
 }
 
-impl<P, C> fmt::Debug for Heap<P, C> {
+impl<P, C, R> fmt::Debug for Heap<P, C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Heap")
             .field("pinned", &self.pinned)
@@ -253,9 +258,9 @@ fn page_count(bytes: usize) -> PageCount {
 }
 
 impl<P: PageSource, C: CpuId> Heap<P, C> {
-    /// An uninitialised heap with the default [`FitPolicy`]. `pinned` marks a heap whose
-    /// memory is always pinned (the pinned heaps): [`unpin`](Heap::unpin) of its memory is
-    /// an error.
+    /// An uninitialised heap with the default [`FitPolicy`], whose locks spin. `pinned`
+    /// marks a heap whose memory is always pinned (the pinned heaps):
+    /// [`unpin`](Heap::unpin) of its memory is an error.
     pub const fn new(source: P, cpu: C, pinned: bool) -> Self {
         Self::with_fit_policy(source, cpu, pinned, FitPolicy::Adaptive)
     }
@@ -263,6 +268,16 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// An uninitialised heap placing requests by `fit_policy`; otherwise as
     /// [`new`](Heap::new).
     pub const fn with_fit_policy(source: P, cpu: C, pinned: bool, fit_policy: FitPolicy) -> Self {
+        Heap::with_relax(source, cpu, pinned, fit_policy)
+    }
+}
+
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
+    /// An uninitialised heap placing requests by `fit_policy`, whose locks wait for their
+    /// holder by `R`'s [`relax`](RelaxStrategy::relax) (a hosted heap of a process with
+    /// more threads than CPUs gives the CPU up, rather than spin while a holder that was
+    /// preempted waits for it); otherwise as [`new`](Heap::new).
+    pub const fn with_relax(source: P, cpu: C, pinned: bool, fit_policy: FitPolicy) -> Self {
         Heap {
             source,
             cpu,
@@ -330,6 +345,43 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     /// The page source behind.
     pub fn source(&self) -> &P {
         &self.source
+    }
+
+    /// Takes every lock of the heap and keeps it, so that no other thread uses the heap
+    /// until [`unlock_all`](Heap::unlock_all): what a `fork` handler does before the fork,
+    /// so that the child finds no lock held by a thread it does not have and every
+    /// structure whole. The locks are taken in the order the heap's operations nest them
+    /// (the shards in index order, then the merge table, the pin table and the descriptor
+    /// pool), so this waits for operations in progress and deadlocks none. The page source
+    /// is not locked: an operation that holds one of these locks may take the source's, so
+    /// its locks come after (the caller takes them). The calling thread must not use the
+    /// heap before it unlocks: its own call would wait forever.
+    pub fn lock_all(&self) {
+        for shard in &self.shards {
+            core::mem::forget(shard.state.lock());
+        }
+        core::mem::forget(self.merges.lock());
+        core::mem::forget(self.pins.lock());
+        core::mem::forget(self.pool.lock());
+    }
+
+    /// Lets go of the locks [`lock_all`](Heap::lock_all) took.
+    ///
+    /// # Safety
+    /// Every lock is held by a call of `lock_all` on this heap (by this thread, or, in a
+    /// child process, by the thread that forked it) that no other `unlock_all` undid: no
+    /// guard of them is alive, so nobody else believes it holds them.
+    pub unsafe fn unlock_all(&self) {
+        // SAFETY: the caller's contract: `lock_all` holds it and forgot its guard.
+        unsafe { self.pool.force_unlock() };
+        // SAFETY: as above.
+        unsafe { self.pins.force_unlock() };
+        // SAFETY: as above.
+        unsafe { self.merges.force_unlock() };
+        for shard in self.shards.iter().rev() {
+            // SAFETY: as above.
+            unsafe { shard.state.force_unlock() };
+        }
     }
 
     /// Allocates `size` bytes aligned to 2^`align_log2`.
@@ -669,7 +721,7 @@ impl<P: PageSource, C: CpuId> Heap<P, C> {
     }
 }
 
-impl<P: PageSource, C> Heap<P, C> {
+impl<P: PageSource, C, R: RelaxStrategy> Heap<P, C, R> {
     /// A pointer to `addr` (inside the source's range), with the provenance of the memory
     /// the source hands out. Compiles to the address itself.
     #[inline]

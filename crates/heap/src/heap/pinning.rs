@@ -2,6 +2,7 @@
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering::*;
+use spin::RelaxStrategy;
 
 use memkit_types::VirtAddr;
 
@@ -14,7 +15,7 @@ pub(super) struct PinTable {
     pub(super) entries: [(usize, u32); MAX_PINNED_BLOCKS],
 }
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
     #[inline]
     pub(super) fn pin_count(&self, d: &Descriptor, addr: usize) -> u32 {
         if d.pinned.load(Relaxed) == 0 {

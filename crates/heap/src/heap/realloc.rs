@@ -3,10 +3,11 @@
 //! block shrunk), else moved.
 
 use core::ptr::NonNull;
+use spin::RelaxStrategy;
 
 use super::*;
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
     /// Reallocates the block at `ptr` to `new_size` bytes with the alignment the block has
     /// (at least the one it was asked with). The block stays in place when it can:
     /// a class block while its usable size fits and it would not waste more than half; an

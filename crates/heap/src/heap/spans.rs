@@ -4,6 +4,7 @@
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering::*;
+use spin::RelaxStrategy;
 
 use memkit_types::{PAGE_SHIFT, PAGE_SIZE, VirtAddr};
 
@@ -82,7 +83,7 @@ pub(super) struct MergeSite {
     pub(super) blocks: usize,
 }
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
     pub(super) fn unlink(&self, lists: &mut ClassLists, id: u32) {
         let d = self.live(id);
         let (prev, next) = (d.prev.load(Relaxed), d.next.load(Relaxed));

@@ -5,6 +5,7 @@
 //! Arena headers are read through `arena_view` while the arena's shard lock is held.
 
 use core::sync::atomic::{AtomicUsize, Ordering::*};
+use spin::RelaxStrategy;
 
 use super::descriptors::chunk_pages;
 use super::fit::arena_view;
@@ -125,7 +126,7 @@ impl PathCounters {
     }
 }
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
     /// Counters: spans, blocks and pages held.
     pub fn stats(&self) -> HeapStats {
         let mut s = HeapStats {

@@ -1,6 +1,7 @@
 //! Unit tests of the heap. The `unsafe` here: a region page source over memory leaked for the
 //! test, and frees of blocks the test allocated and no longer uses.
 
+use spin::RelaxStrategy;
 use std::vec;
 use std::vec::Vec;
 
@@ -20,7 +21,7 @@ fn heap_placed(bytes: usize, fit_policy: FitPolicy) -> Heap<RegionPageSource> {
     heap
 }
 
-impl<P: PageSource, C: CpuId> Heap<P, C> {
+impl<P: PageSource, C: CpuId, R: RelaxStrategy> Heap<P, C, R> {
     /// [`Heap::free`] for the tests, which use blocks only as addresses (never through
     /// the `Allocator` implementation) and free each of their blocks once.
     fn free_owned(&self, ptr: NonNull<u8>) -> Result<(), XmfreeError> {
@@ -37,7 +38,7 @@ fn addr(p: NonNull<u8>) -> usize {
 /// Checks the invariants after step `i` of a long loop: after every step, except under Miri,
 /// where a full check per step of a thousand-block loop takes most of an hour; there every
 /// 64th step (and the tests check again after their loops).
-fn check_step<P: PageSource, C: CpuId>(h: &Heap<P, C>, i: usize) {
+fn check_step<P: PageSource, C: CpuId, R: RelaxStrategy>(h: &Heap<P, C, R>, i: usize) {
     if !cfg!(miri) || i.is_multiple_of(64) {
         h.check_invariants();
     }
@@ -563,4 +564,95 @@ fn the_stats_say_where_the_held_pages_go() {
     assert_eq!(st.empty_span_pages, st.span_pages);
     h.trim();
     assert_eq!(h.stats().pages, 0);
+}
+
+#[test]
+fn a_thread_cache_serves_its_class_again_and_refuses_a_second_free() {
+    let h = heap_placed(4 << 20, FitPolicy::Adaptive);
+    let mut cache = ThreadCache::new();
+    let a = h.allocate_cached(&mut cache, 100).unwrap();
+    // SAFETY: the test's own live block, unused after this.
+    unsafe { h.free_cached(&mut cache, a) }.unwrap();
+    assert_eq!(cache.len(), 1);
+    h.check_cache(&cache);
+    // A second free of a cached block is refused and leaves the cache as it was.
+    // SAFETY: a refused free changes nothing.
+    let again = unsafe { h.free_cached(&mut cache, a) };
+    assert!(matches!(again, Err(XmfreeError::NotAllocated(_))), "{again:?}");
+    // So is a plain free of it after a flush gave it back.
+    assert_eq!(cache.len(), 1);
+    // The same class takes it again, without the heap.
+    assert_eq!(h.allocate_cached(&mut cache, 97).unwrap(), a);
+    assert!(cache.is_empty());
+    // A block above `CACHE_MAX` and a pointer inside a block are not cached.
+    let big = h.allocate_cached(&mut cache, CACHE_MAX + 1).unwrap();
+    let inside = NonNull::new(a.as_ptr().wrapping_add(16)).unwrap();
+    // SAFETY: a pointer inside a live block is refused.
+    assert!(matches!(unsafe { h.free_cached(&mut cache, inside) }, Err(XmfreeError::NotBlockStart(_))));
+    // SAFETY: the test's own live blocks, each freed once.
+    unsafe { h.free_cached(&mut cache, big) }.unwrap();
+    // SAFETY: as above.
+    unsafe { h.free_cached(&mut cache, a) }.unwrap();
+    assert_eq!(cache.len(), 1);
+    h.flush(&mut cache);
+    assert!(cache.is_empty());
+    // SAFETY: `a` was given back by the flush: a plain free now is a double free.
+    assert!(matches!(unsafe { h.free(a) }, Err(XmfreeError::NotAllocated(_))));
+    h.check_invariants();
+    h.trim();
+    assert_eq!(h.stats().small_blocks, 0);
+}
+
+#[test]
+fn a_full_class_gives_its_older_half_back() {
+    let h = heap_placed(4 << 20, FitPolicy::Adaptive);
+    let mut cache = ThreadCache::new();
+    let blocks: Vec<_> = (0..CACHE_DEPTH * 3).map(|_| h.allocate(48, 4).unwrap()).collect();
+    for (i, &b) in blocks.iter().enumerate() {
+        // SAFETY: the test's own live blocks, each freed once.
+        unsafe { h.free_cached(&mut cache, b) }.unwrap();
+        h.check_cache(&cache);
+        check_step(&h, i);
+    }
+    assert!(cache.overflows() >= 2, "{cache:?}");
+    assert!(cache.len() <= CACHE_DEPTH && cache.len() > CACHE_DEPTH / 2, "{cache:?}");
+    // The newest block is taken first.
+    assert_eq!(h.allocate_cached(&mut cache, 48).unwrap(), blocks[blocks.len() - 1]);
+    let left = cache.len();
+    assert_eq!(h.stats().small_blocks, left + 1);
+    h.flush(&mut cache);
+    h.free_owned(blocks[blocks.len() - 1]).unwrap();
+    h.check_invariants();
+    assert_eq!(h.stats().small_blocks, 0);
+}
+
+#[test]
+fn a_dry_heap_flushes_the_cache_and_tries_again() {
+    let h = heap_placed(1 << 20, FitPolicy::SizeClasses);
+    let mut cache = ThreadCache::new();
+    // Every page in blocks of one small class, all freed into the cache (which keeps the
+    // newest few and gives the others back) ...
+    let mut small = Vec::new();
+    while let Ok(p) = h.allocate(16, 4) {
+        small.push(p);
+    }
+    for &p in &small {
+        // SAFETY: the test's own live blocks, each freed once.
+        unsafe { h.free_cached(&mut cache, p) }.unwrap();
+    }
+    assert!(!cache.is_empty());
+    // ... then blocks of another class until the heap is dry: the cache lets its blocks go
+    // before the heap says no.
+    let mut large = Vec::new();
+    while let Ok(p) = h.allocate_cached(&mut cache, 1000) {
+        large.push(p);
+    }
+    assert!(cache.retries() >= 1, "{cache:?}");
+    assert!(cache.is_empty());
+    h.check_cache(&cache);
+    h.check_invariants();
+    for p in large {
+        h.free_owned(p).unwrap();
+    }
+    h.check_invariants();
 }
