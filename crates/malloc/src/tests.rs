@@ -548,3 +548,54 @@ fn a_fork_while_threads_allocate_leaves_the_child_a_whole_heap() {
     assert_eq!((hung, failed), (0, 0), "children that hung, children whose heap was broken");
     check();
 }
+
+/// The heap's view of the block at `p`.
+fn heap_block(p: usize) -> Result<memkit_heap::BlockInfo, memkit_heap::XmfreeError> {
+    HEAP.block(NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(p)).expect("non-null"))
+}
+
+#[test]
+fn a_thread_caches_its_frees_and_gives_them_back_when_it_ends() {
+    let _s = serial();
+    let (p, held_while_cached) = std::thread::spawn(|| {
+        // SAFETY: plain C calls on the thread's own blocks.
+        let p = unsafe { malloc(100) };
+        // SAFETY: as above.
+        unsafe { free(p) };
+        // Cached: still allocated in its span, and the next request of its class takes it.
+        let held = heap_block(p.expose_provenance()).is_ok();
+        // SAFETY: as above.
+        let q = unsafe { malloc(99) };
+        assert_eq!(q, p);
+        // SAFETY: as above.
+        unsafe { free(q) };
+        (p.expose_provenance(), held)
+    })
+    .join()
+    .unwrap();
+    assert!(held_while_cached);
+    // The thread's end flushed its cache: the block is free in the heap.
+    assert!(matches!(heap_block(p), Err(memkit_heap::XmfreeError::NotAllocated(_))), "{:?}", heap_block(p));
+    check();
+}
+
+#[test]
+fn a_second_free_of_a_cached_block_is_ignored() {
+    let _s = serial();
+    std::thread::spawn(|| {
+        // SAFETY: plain C calls; the second free is a program's bug that must change nothing.
+        unsafe {
+            let p = malloc(200);
+            free(p);
+            free(p);
+            let a = malloc(200);
+            let b = malloc(200);
+            assert_ne!(a, b, "a block freed twice was handed out twice");
+            free(a);
+            free(b);
+        }
+    })
+    .join()
+    .unwrap();
+    check();
+}
