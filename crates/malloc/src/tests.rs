@@ -583,17 +583,22 @@ fn a_thread_caches_its_frees_and_gives_them_back_when_it_ends() {
 fn a_second_free_of_a_cached_block_is_ignored() {
     let _s = serial();
     std::thread::spawn(|| {
-        // SAFETY: plain C calls; the second free is a program's bug that must change nothing.
-        unsafe {
-            let p = malloc(200);
-            free(p);
-            free(p);
-            let a = malloc(200);
-            let b = malloc(200);
-            assert_ne!(a, b, "a block freed twice was handed out twice");
-            free(a);
-            free(b);
-        }
+        // The second free is a program's bug that must change nothing.
+        // SAFETY: plain C calls.
+        let p = unsafe { malloc(200) };
+        // SAFETY: as above.
+        unsafe { free(p) };
+        // SAFETY: as above.
+        unsafe { free(p) };
+        // SAFETY: as above.
+        let a = unsafe { malloc(200) };
+        // SAFETY: as above.
+        let b = unsafe { malloc(200) };
+        assert_ne!(a, b, "a block freed twice was handed out twice");
+        // SAFETY: as above.
+        unsafe { free(a) };
+        // SAFETY: as above.
+        unsafe { free(b) };
     })
     .join()
     .unwrap();
