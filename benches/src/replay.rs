@@ -1,6 +1,7 @@
 //! Suite `replay`: malloc traces recorded from real programs (`benches/traces/`, recorded
 //! by `tools/malloc-trace/record.sh`) replayed into memkit's default heap (a `Heap` on one
-//! shard; the row `memkit exact-fit` always packs), talc, rlsf, mimalloc and the system
+//! shard; the row `memkit exact-fit` always packs, the row `memkit cached` has a thread cache in
+//! front, as the malloc family serves each thread), talc, rlsf, mimalloc and the system
 //! allocator (glibc's malloc), in the same run.
 //!
 //! A trace is decoded first (untimed): each pointer the program saw becomes a slot, reused
@@ -38,7 +39,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use memkit_heap::{FitPolicy, Heap, HeapStats, PageSource, RegionPageSource, SingleCpu};
+use memkit_heap::{FitPolicy, Heap, HeapStats, PageSource, RegionPageSource, SingleCpu, ThreadCache};
 use memkit_types::{Order, PAGE_SIZE, PageCount, VirtAddr};
 
 use crate::{MEMKIT, Options, Report};
@@ -394,9 +395,67 @@ impl Drop for Region {
 
 type MemkitHeap = Heap<Counting<RegionPageSource>, SingleCpu>;
 
+/// memkit's default heap with a thread cache in front, as the malloc family serves each
+/// thread: a free of a small block keeps it for the next request of its class, which takes
+/// it without a lock. For one thread only (the replay's).
+struct CachedHeap {
+    heap: MemkitHeap,
+    cache: core::cell::UnsafeCell<ThreadCache>,
+}
+
+impl CachedHeap {
+    /// The cache (the replay's one thread, one call at a time: no other reference to it).
+    #[allow(clippy::mut_from_ref)]
+    fn cache(&self) -> &mut ThreadCache {
+        // SAFETY: `CachedHeap` is not `Sync`, its calls do not nest, and each takes this
+        // reference for its own duration only.
+        unsafe { &mut *self.cache.get() }
+    }
+}
+
+// SAFETY: blocks come from the heap's `allocate_cached` (16-byte aligned) or its own
+// `GlobalAlloc`; each is given back once through `free_cached`, which frees what it does
+// not keep, or through the heap's `realloc`.
+unsafe impl GlobalAlloc for CachedHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= 16 {
+            return self
+                .heap
+                .allocate_cached(self.cache(), layout.size())
+                .map_or(core::ptr::null_mut(), NonNull::as_ptr);
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { GlobalAlloc::alloc(&self.heap, layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        if let Some(p) = NonNull::new(ptr) {
+            // SAFETY: the caller's contract: a live block of this heap, given up.
+            let _ = unsafe { self.heap.free_cached(self.cache(), p) };
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { GlobalAlloc::alloc_zeroed(&self.heap, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on (a live block: not one in the cache).
+        unsafe { GlobalAlloc::realloc(&self.heap, ptr, layout, new_size) }
+    }
+}
+
+impl Drop for CachedHeap {
+    fn drop(&mut self) {
+        self.heap.flush(self.cache.get_mut());
+    }
+}
+
 /// An allocator over a region of its own, or the process's own (mimalloc, the system's).
 enum Contender {
     Memkit(Box<MemkitHeap>),
+    MemkitCached(Box<CachedHeap>),
     Talc(Box<talc::TalcLock<spin::Mutex<()>, talc::source::Claim>>),
     Rlsf(Box<crate::heap::Rlsf>),
     Mimalloc,
@@ -423,6 +482,17 @@ impl Arena {
                 heap.init().expect("memkit heap init");
                 Contender::Memkit(heap)
             }
+            MEMKIT_CACHED => {
+                // SAFETY: as above.
+                let inner = unsafe { RegionPageSource::new(ptr, len) }.expect("region");
+                let source = Counting { inner, held: AtomicUsize::new(0), peak: AtomicUsize::new(0) };
+                let heap = Heap::with_fit_policy(source, SingleCpu, false, FitPolicy::default());
+                heap.init().expect("memkit heap init");
+                Contender::MemkitCached(Box::new(CachedHeap {
+                    heap,
+                    cache: core::cell::UnsafeCell::new(ThreadCache::new()),
+                }))
+            }
             "talc" => {
                 // SAFETY: the region is used by nobody else and outlives the allocator (`Arena`).
                 let claim = unsafe { talc::source::Claim::new(ptr.as_ptr(), len) };
@@ -438,6 +508,7 @@ impl Arena {
     fn global(&self) -> &dyn GlobalAlloc {
         match &self.alloc {
             Contender::Memkit(h) => &**h,
+            Contender::MemkitCached(h) => &**h,
             Contender::Talc(t) => &**t,
             Contender::Rlsf(r) => &**r,
             Contender::Mimalloc => &mimalloc::MiMalloc,
@@ -451,6 +522,7 @@ impl Arena {
         match &self.alloc {
             // The heap's pages, metadata included, all come from the counting source.
             Contender::Memkit(h) => Some(source_peak(h) * PAGE_SIZE),
+            Contender::MemkitCached(h) => Some(source_peak(&h.heap) * PAGE_SIZE),
             Contender::Talc(_) | Contender::Rlsf(_) => {
                 let base = self.region.as_ref().map_or(0, |r| r.ptr.as_ptr() as usize);
                 Some(high.saturating_sub(base))
@@ -596,11 +668,14 @@ fn touch(p: NonNull<u8>, size: usize) {
 
 /// The row of memkit with [`FitPolicy::ExactFit`] (the `memkit` row has the default).
 const MEMKIT_EXACT_FIT: &str = "memkit exact-fit";
+/// The row of memkit's default heap with a thread cache in front (as the malloc family
+/// serves a thread).
+const MEMKIT_CACHED: &str = "memkit cached";
 /// The allocators compared, in the order of the rows; the first four manage a region of
 /// their own.
-const CONTENDERS: [&str; 6] = [MEMKIT, MEMKIT_EXACT_FIT, "talc", "rlsf", "mimalloc", "system"];
+const CONTENDERS: [&str; 7] = [MEMKIT, MEMKIT_EXACT_FIT, MEMKIT_CACHED, "talc", "rlsf", "mimalloc", "system"];
 /// The contenders over a region of their own.
-const REGION_CONTENDERS: usize = 4;
+const REGION_CONTENDERS: usize = 5;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
