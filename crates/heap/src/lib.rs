@@ -41,6 +41,14 @@
 //! - **Sharded, no global lock on the fast path.** Spans belong to one of [`SHARDS`]
 //!   shards chosen by a [`CpuId`] (`memkit-types`', re-exported); a thread allocates from its shard and frees into the
 //!   span owner's shard.
+//! - **A thread cache, for a caller with threads of its own.** A [`ThreadCache`] in front
+//!   of a heap ([`Heap::allocate_cached`], [`Heap::free_cached`], [`Heap::flush`]) keeps up
+//!   to [`CACHE_DEPTH`] freed blocks of each class up to [`CACHE_MAX`] bytes and hands them
+//!   out again without the lock, as glibc's tcache does; a cached block stays allocated in
+//!   its span, and a second free of one is refused. The malloc library keeps one per thread.
+//! - **Locks that wait as the caller needs.** `Heap<P, C, R>`'s locks wait for their holder
+//!   by `R` (a `spin::RelaxStrategy`; spinning by default, [`Heap::with_relax`] for another),
+//!   so that a hosted heap of more threads than CPUs can give the CPU up.
 //! - **Pages come from a [`PageSource`]**: the frame allocator through a direct map
 //!   ([`DirectMapPageSource`]), one memory region ([`RegionPageSource`]), or 16 MiB large
 //!   pages of either ([`LargePages`]).
