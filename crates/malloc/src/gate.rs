@@ -1,5 +1,7 @@
-//! Who may enter the heap: one level per thread (a call that finds its thread inside
-//! already is nested, from a signal handler), and the fork handlers.
+//! A thread's side of the heap, in one thread-local record: who may enter (one level per
+//! thread; a call that finds its thread inside already is nested, from a signal handler),
+//! the fork handlers, the thread's cache of freed blocks, its shard, and how it waits for a
+//! heap lock ([`Backoff`]).
 //!
 //! ```text
 //!   enter ─ depth > 0 on this thread? ──yes──▶ Nested (the caller takes the nested path)

@@ -15,9 +15,10 @@
 //! set-up, so one allocator over the whole reservation cost every process a megabyte of
 //! memory; the lower one's is 8 KiB (over 1 GiB it was 64 KiB, sixteen page faults in
 //! every process: a git session of some 300 processes took 3 700 fewer with 128 MiB). A
-//! process that outgrows the lower area pays the upper header's megabyte once. When an allocation finds no run, the next chunk (or as
-//! many as the request needs, up to the end of the lower area first) is made read-write
-//! with `mprotect` and joins its allocator with [`LockedAllocator::add_region`]. The heap sees the reservation as its page source's
+//! process that outgrows the lower area pays the upper header's megabyte once. When an
+//! allocation finds no run, the next chunk (or as many as the request needs, up to the end
+//! of the lower area first) is made read-write with `mprotect` and joins its allocator with
+//! [`LockedAllocator::add_region`]. The heap sees the reservation as its page source's
 //! range, so its page map covers every page that may ever join; since fresh pages read as
 //! zero ([`PageSource::is_zeroed`]) the map costs memory only where it is used.
 //!

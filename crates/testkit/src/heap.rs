@@ -209,6 +209,14 @@ fn xmfree(
     unsafe { heaps.xmfree(ptr, heap) }
 }
 
+/// Keeps `f` among the recently freed pointers (the last 64), which `DoubleFree` frees again.
+fn remember_freed(freed: &mut Vec<(usize, HeapId, bool)>, f: (usize, HeapId, bool)) {
+    freed.push(f);
+    if freed.len() > 64 {
+        freed.remove(0);
+    }
+}
+
 /// Applies `actions` to fresh heaps and to the model.
 ///
 /// # Errors
@@ -314,10 +322,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                     match (xmfree(&heaps, nn(base, b.addr), b.heap), b.pins > 0 && !b.heap.is_pinned()) {
                         (Ok(()), false) => {
                             remove(i, &mut live, &mut by_addr);
-                            freed.push((b.addr, b.heap, false));
-                            if freed.len() > 64 {
-                                freed.remove(0);
-                            }
+                            remember_freed(&mut freed, (b.addr, b.heap, false));
                             Ok(())
                         }
                         (Err(XmfreeError::StillPinned(_, n)), true) if n == b.pins => Ok(()),
@@ -473,10 +478,7 @@ pub fn run(actions: &[Action], config: RunConfig) -> Result<RunStats, String> {
                     match (r, owned, pinned) {
                         (Ok(()), true, false) => {
                             remove(i, &mut live, &mut by_addr);
-                            freed.push((b.addr, b.heap, true));
-                            if freed.len() > 64 {
-                                freed.remove(0);
-                            }
+                            remember_freed(&mut freed, (b.addr, b.heap, true));
                             Ok(())
                         }
                         (Err(XmfreeError::StillPinned(_, n)), true, true) if n == b.pins => Ok(()),

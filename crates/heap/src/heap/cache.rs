@@ -18,10 +18,10 @@
 //! ```
 //!
 //! A cached block is allocated as far as its span is concerned: the heap's structures
-//! (and [`check`](Heap::check)) are those of a heap where the thread still holds it, and the
+//! (and [`check_invariants`](Heap::check_invariants)) are those of a heap where the thread still holds it, and the
 //! page source never gets its span back until the cache lets it go. The cache holds at most
-//! [`CACHE_DEPTH`] blocks of each class up to [`CACHE_MAX`] bytes (about 132 KiB if every
-//! class were full), and the owner flushes it when its thread ends.
+//! [`CACHE_DEPTH`] blocks of each class up to [`CACHE_MAX`] bytes (92 KiB if every class
+//! were full), and the owner flushes it when its thread ends.
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering::*;
